@@ -1,0 +1,543 @@
+"""The `deepe` command line. Exit codes: 0 success, 1 a job that failed, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import DeepeError
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _table(rows: list[list], headers: list[str]) -> None:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _duration(job) -> str:
+    if not job.started_at:
+        return "-"
+    seconds = int((job.finished_at or time.time()) - job.started_at)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _setup(args=None) -> None:
+    """Open the workspace; make sure built-in methods and demo datasets exist."""
+    from . import datasets, methods
+
+    methods.ensure_builtins()
+    datasets.ensure_demo_datasets()
+
+
+# --- init / methods -------------------------------------------------------------------
+
+def cmd_init(args) -> int:
+    from . import config, models
+
+    _setup()
+    record = models.ensure_default_model()
+    print(f"workspace: {config.deepe_home()}")
+    print(f"database:  {config.db_url()}")
+    print(f"default base model: {record.name} ({record.path})")
+    return 0
+
+
+def cmd_methods_list(args) -> int:
+    from . import methods
+
+    _setup()
+    rows = [methods.method_summary(m) for m in methods.list_methods()]
+    if args.json:
+        _print_json(rows)
+        return 0
+    _table([[r["name"], r["type"], r["lifecycle"], "yes" if r["builtin"] else "no",
+             ", ".join(f"{s}@{i['kernel']}" for s, i in r["stages"].items())] for r in rows],
+           ["NAME", "TYPE", "LIFECYCLE", "BUILT-IN", "STAGES"])
+    return 0
+
+
+def cmd_methods_show(args) -> int:
+    from . import methods
+
+    _setup()
+    summary = methods.method_summary(methods.get_method(args.name))
+    if args.json:
+        _print_json(summary)
+        return 0
+    for key in ("name", "display_name", "type", "lifecycle", "builtin", "description"):
+        print(f"{key:13} {summary[key]}")
+    for stage, info in summary["stages"].items():
+        print(f"stage {stage}: {info['file']} (kernel {info['kernel']}, sha256 {info['sha256'][:12]})")
+    print("parameters:")
+    for name, default in summary["parameters"].items():
+        print(f"  {name} = {default}")
+    return 0
+
+
+def _parse_stage_specs(specs: list[str]) -> dict[str, tuple[str, str]]:
+    stages = {}
+    for spec in specs or []:
+        if "=" not in spec:
+            raise DeepeError(f"--stage {spec!r} must look like STAGE=FILE@KERNEL")
+        stage, rest = spec.split("=", 1)
+        file, _, kernel = rest.rpartition("@")
+        if not file:
+            file, kernel = rest, ""
+        if stage in stages:
+            raise DeepeError(f"stage {stage!r} is given twice")
+        stages[stage.strip()] = (file.strip(), kernel.strip())
+    return stages
+
+
+def cmd_methods_add(args) -> int:
+    from . import methods
+
+    _setup()
+    method = methods.register_method(
+        args.name, _parse_stage_specs(args.stage), training_type=args.type, lifecycle=args.lifecycle,
+        display_name=args.display_name or "", description=args.description or "")
+    print(f"registered method {method.name} ({method.lifecycle}; stages: {', '.join(method.stages)})")
+    return 0
+
+
+def cmd_methods_delete(args) -> int:
+    from . import methods
+
+    _setup()
+    methods.delete_method(args.name)
+    print(f"deleted method {args.name}")
+    return 0
+
+
+def cmd_methods_test(args) -> int:
+    """Seed 003 steps A–D: run a training stage file directly, without the queue."""
+    from . import datasets, models
+    from . import params as paramlib
+    from .errors import StageFailed
+    from .kernels import require_kernel
+    from .runner import execute_stage
+    from .stagefiles import load_stage_notebook, notebook_parameters
+
+    _setup()
+    nb = load_stage_notebook(Path(args.file), "training")
+    require_kernel(args.kernel, field="kernel")
+    model_path = _path_or_registered(args.base_model, models.get_model, "base model")
+    dataset_path = _path_or_registered(args.dataset, datasets.get_dataset, "dataset")
+    defaults = {k: v["default"] for k, v in notebook_parameters(nb).items()}
+    values = paramlib.resolve(paramlib.parse_assignments(args.param), defaults)
+    out_dir = Path(args.output or Path.cwd() / f"deepe-test-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    values.update(MODEL_PATH=str(model_path), DATASET_PATH=str(dataset_path),
+                  OUTPUT_DIR=str(out_dir / "output"), JOB_ID=0)
+    print(f"running {args.file} in kernel {args.kernel!r}; log: {out_dir / 'training.log'}", flush=True)
+    try:
+        execute_stage(nb, stage="training", kernel=args.kernel, parameters=values,
+                      output_path=out_dir / "training.ipynb", log_path=out_dir / "training.log", cwd=out_dir)
+    except StageFailed as exc:
+        print(f"training FAILED in cell {exc.cell_index}: {exc.ename}: {exc.evalue}")
+        print(f"record: {out_dir / 'training.ipynb'}")
+        return 1
+    saved = sorted(p.name for p in (out_dir / "output").glob("*") if p.is_file())
+    print("training finished")
+    print(f"output:  {out_dir / 'output'} ({', '.join(saved) or 'empty'})")
+    print(f"record:  {out_dir / 'training.ipynb'}")
+    return 0
+
+
+def _path_or_registered(value: str, lookup, what: str) -> Path:
+    path = Path(value).expanduser()
+    if path.exists():
+        return path.resolve()
+    try:
+        return Path(lookup(value).path)
+    except DeepeError:
+        raise DeepeError(f"{what} {value!r} is neither an existing path nor a registered name") from None
+
+
+# --- models / datasets ----------------------------------------------------------------
+
+def cmd_models_add(args) -> int:
+    from . import models
+
+    _setup()
+    record = models.add_model(args.name, args.path)
+    print(f"registered base model {record.name} ({record.path})")
+    return 0
+
+
+def cmd_models_list(args) -> int:
+    from . import models
+
+    _setup()
+    models.ensure_default_model(progress=lambda m: print(m, file=sys.stderr))
+    rows = [models.model_summary(m) for m in models.list_models(args.kind)]
+    if args.json:
+        _print_json(rows)
+        return 0
+    _table([[r["name"], r["kind"], r["method"] or "-", r["path"]] for r in rows], ["NAME", "KIND", "METHOD", "PATH"])
+    return 0
+
+
+def cmd_datasets_add(args) -> int:
+    from . import datasets
+
+    _setup()
+    record = datasets.add_dataset(args.name, args.path)
+    print(f"registered dataset {record.name}: {record.rows} rows, {record.format}, "
+          f"columns {', '.join(record.columns)}")
+    return 0
+
+
+def cmd_datasets_list(args) -> int:
+    from . import datasets
+
+    _setup()
+    rows = [{"name": d.name, "format": d.format, "rows": d.rows, "columns": d.columns, "path": d.path}
+            for d in datasets.list_datasets()]
+    if args.json:
+        _print_json(rows)
+        return 0
+    _table([[r["name"], r["format"], r["rows"], ", ".join(r["columns"]), r["path"]] for r in rows],
+           ["NAME", "FORMAT", "ROWS", "COLUMNS", "PATH"])
+    return 0
+
+
+def cmd_datasets_preview(args) -> int:
+    from . import datasets
+
+    _setup()
+    columns, rows = datasets.preview(args.name, args.rows)
+    if args.json:
+        _print_json({"columns": columns, "rows": rows})
+        return 0
+    _table([[str(r.get(c, ""))[:40].replace("\n", " ") for c in columns] for r in rows], columns)
+    return 0
+
+
+# --- training and jobs ----------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    from . import jobs
+    from . import params as paramlib
+
+    _setup()
+    job = jobs.submit_training(args.method, args.base_model, args.dataset, name=args.name,
+                               params=paramlib.parse_assignments(args.param))
+    return _after_submit(job, args)
+
+
+def _after_submit(job, args) -> int:
+    from . import jobs
+
+    if not args.json:
+        print(f"queued job {job.id} ({job.name}); run dir: {job.run_dir}", flush=True)
+    if not args.wait:
+        if args.json:
+            _print_json(jobs.job_summary(job))
+        return 0
+    final = jobs.wait_for(job.id, on_poll=None if args.json else _progress_printer())
+    if not args.json:
+        sys.stderr.write("\n")
+    summary = jobs.job_summary(final)
+    if args.json:
+        _print_json(summary)
+    else:
+        _print_outcome(summary)
+    return 0 if final.status == "succeeded" else 1
+
+
+def _progress_printer():
+    state = {"last": None}
+
+    def show(job):
+        line = f"job {job.id} {job.status}"
+        if job.progress_total:
+            done = job.progress_step / job.progress_total
+            bar = "#" * int(done * 30)
+            line += f" [{bar:<30}] {job.progress_step}/{job.progress_total}"
+        if line != state["last"] and sys.stderr.isatty():
+            sys.stderr.write("\r" + line.ljust(80))
+            sys.stderr.flush()
+        elif line != state["last"]:
+            sys.stderr.write(line + "\n")
+        state["last"] = line
+    return show
+
+
+def _print_outcome(summary: dict) -> None:
+    from . import jobs
+
+    print(f"job {summary['id']} {summary['status']}")
+    losses = [m.value for m in jobs.metrics_for(summary["id"]) if m.name == "loss"]
+    if losses:
+        print(f"loss: first {losses[0]:.4f}, final {losses[-1]:.4f} over {len(losses)} logged steps")
+    for record in summary["records"]:
+        print(f"record:   {record}")
+    for artifact in summary["artifacts"]:
+        print(f"{artifact['kind']} model: {artifact['name']} ({artifact['path']})")
+    if summary["error"]:
+        print(f"error: {summary['error']}")
+
+
+def cmd_jobs_list(args) -> int:
+    from . import jobs
+
+    _setup()
+    rows = jobs.list_jobs(limit=args.limit)
+    if args.json:
+        _print_json([jobs.job_summary(j) for j in rows])
+        return 0
+    table = []
+    for job in rows:
+        progress = f"{job.progress_step}/{job.progress_total}" if job.progress_total else "-"
+        last = jobs.last_metric(job.id, "loss")
+        table.append([job.id, job.name, job.status, progress, job.method, job.base_model or "-",
+                      _when(job.started_at), _duration(job), f"{last:.4f}" if last is not None else "-"])
+    _table(table, ["ID", "NAME", "STATUS", "PROGRESS", "METHOD", "BASE MODEL", "STARTED", "DURATION", "LOSS"])
+    return 0
+
+
+def cmd_jobs_show(args) -> int:
+    from . import jobs
+
+    _setup()
+    summary = jobs.job_summary(jobs.get_job(args.id))
+    if args.json:
+        _print_json(summary)
+        return 0
+    for key in ("id", "name", "status", "method", "base_model", "dataset", "attempt", "copied_from", "run_dir"):
+        print(f"{key:12} {summary[key]}")
+    print("params:      " + (", ".join(f"{k}={v}" for k, v in summary["params"].items()) or "(defaults)"))
+    _print_outcome(summary)
+    return 0
+
+
+def cmd_jobs_logs(args) -> int:
+    from . import jobs
+
+    _setup()
+    job = jobs.get_job(args.id)
+    run_dir = Path(job.run_dir)
+    offsets: dict[Path, int] = {}
+    while True:
+        for log in sorted(run_dir.glob("*.log")):
+            if log.name == "runner.log":
+                continue
+            with open(log, encoding="utf-8", errors="replace") as handle:
+                handle.seek(offsets.get(log, 0))
+                chunk = handle.read()
+                offsets[log] = handle.tell()
+            if chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        if not args.follow or jobs.get_job(job.id).status in ("succeeded", "failed", "cancelled"):
+            if args.follow:  # one last read after the job ended
+                args.follow = False
+                continue
+            return 0
+        time.sleep(0.5)
+
+
+def cmd_jobs_metrics(args) -> int:
+    from . import jobs
+
+    _setup()
+    job = jobs.get_job(args.id)
+    rows = [{"step": m.step, "name": m.name, "value": m.value, "epoch": m.epoch} for m in jobs.metrics_for(job.id)]
+    if args.name:
+        rows = [r for r in rows if r["name"] == args.name]
+    if args.json:
+        _print_json([{k: r[k] for k in ("step", "name", "value")} for r in rows])
+        return 0
+    _table([[r["step"], r["name"], f"{r['value']:.6g}"] for r in rows], ["STEP", "NAME", "VALUE"])
+    return 0
+
+
+def cmd_jobs_cancel(args) -> int:
+    from . import jobs
+
+    _setup()
+    job = jobs.cancel_job(args.id)
+    if job.status == "cancelling":
+        final = jobs.wait_for(job.id, timeout=30, poll=0.2)
+        print(f"job {final.id} {final.status}")
+    else:
+        print(f"job {job.id} {job.status}")
+    return 0
+
+
+def cmd_jobs_copy(args) -> int:
+    from . import jobs
+    from . import params as paramlib
+
+    _setup()
+    job = jobs.copy_job(args.id, name=args.name, params=paramlib.parse_assignments(args.param))
+    return _after_submit(job, args)
+
+
+def cmd_compare(args) -> int:
+    from . import compare
+
+    _setup()
+    report = compare.compare_jobs(args.ids)
+    if args.json:
+        _print_json(report)
+        return 0
+    print("configuration (differences):" if report["differences"] else "configuration: identical")
+    keys = sorted(report["differences"])
+    if keys:
+        _table([[k] + [report["differences"][k].get(str(i), "-") for i in report["ids"]] for k in keys],
+               ["PARAMETER"] + [f"job {i}" for i in report["ids"]])
+    print()
+    rows = []
+    for name, per_job in sorted(report["metrics"].items()):
+        for job_id in report["ids"]:
+            stats = per_job.get(str(job_id))
+            if stats:
+                rows.append([name, job_id, f"{stats['final']:.6g}", f"{stats['best']:.6g}", stats["points"]])
+    _table(rows, ["METRIC", "JOB", "FINAL", "BEST", "POINTS"])
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from .worker import main as worker_main
+
+    _setup()
+    return worker_main(["--idle-exit", str(args.idle_exit)] if args.idle_exit is not None else [])
+
+
+def cmd_demo(args) -> int:
+    """SFT-Demo on SmolLM2 and the demo dataset, end to end."""
+    from . import jobs, models
+
+    _setup()
+    t0 = time.monotonic()
+    base = models.ensure_default_model()
+    params = {"max_steps": str(args.steps), "batch_size": "4", "learning_rate": "1e-3",
+              "max_seq_length": "96", "save_steps": "0", "lora_rank": "8", "lora_alpha": "16"}
+    job = jobs.submit_training("SFT-Demo", base.name, "demo-sft", params=params)
+    print(f"queued job {job.id}: SFT-Demo on {base.name} with demo-sft ({args.steps} steps)", flush=True)
+    final = jobs.wait_for(job.id, on_poll=_progress_printer())
+    sys.stderr.write("\n")
+    summary = jobs.job_summary(final)
+    _print_outcome(summary)
+    print(f"took {time.monotonic() - t0:.0f}s; logs: deepe jobs logs {job.id}")
+    return 0 if final.status == "succeeded" else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepe", description="deepe-widgets: fine-tune LLMs from Jupyter.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def verb(parent, name, func, help_text, json_flag=False):
+        p = parent.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    verb(sub, "init", cmd_init, "create the workspace, built-in methods, demo datasets and default model")
+
+    methods = sub.add_parser("methods", help="training methods").add_subparsers(dest="verb", required=True)
+    verb(methods, "list", cmd_methods_list, "list methods", True)
+    p = verb(methods, "show", cmd_methods_show, "show one method", True)
+    p.add_argument("name")
+    p = verb(methods, "add", cmd_methods_add, "register a method")
+    p.add_argument("--name", required=True)
+    p.add_argument("--display-name")
+    p.add_argument("--type", default="chat", help="chat, embedding, vision-language or image-generation")
+    p.add_argument("--lifecycle", default="customized", help="customized, complete or live")
+    p.add_argument("--description")
+    p.add_argument("--stage", action="append", metavar="STAGE=FILE@KERNEL",
+                   help="a stage file and its kernel, e.g. training=train.ipynb@python3 (repeatable)")
+    p = verb(methods, "delete", cmd_methods_delete, "delete a (non built-in) method")
+    p.add_argument("name")
+    p = verb(methods, "test", cmd_methods_test, "run a training file directly, without the queue (seed 003 A-D)")
+    p.add_argument("file")
+    p.add_argument("--base-model", required=True, help="a model folder or a registered model name")
+    p.add_argument("--dataset", required=True, help="a dataset file or a registered dataset name")
+    p.add_argument("--kernel", default="python3")
+    p.add_argument("--output", help="folder for the record, log and output (default: ./deepe-test-<time>)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE")
+
+    models = sub.add_parser("models", help="base models and trained models").add_subparsers(dest="verb", required=True)
+    p = verb(models, "add", cmd_models_add, "register a base model folder")
+    p.add_argument("name")
+    p.add_argument("path")
+    p = verb(models, "list", cmd_models_list, "list models", True)
+    p.add_argument("--kind", choices=["base", "customized", "complete", "live"])
+
+    datasets = sub.add_parser("datasets", help="datasets").add_subparsers(dest="verb", required=True)
+    p = verb(datasets, "add", cmd_datasets_add, "register a jsonl, json, csv or parquet file")
+    p.add_argument("name")
+    p.add_argument("path")
+    verb(datasets, "list", cmd_datasets_list, "list datasets", True)
+    p = verb(datasets, "preview", cmd_datasets_preview, "show the first rows", True)
+    p.add_argument("name")
+    p.add_argument("--rows", type=int, default=5)
+
+    p = verb(sub, "train", cmd_train, "queue a training", True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--base-model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--name")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--wait", action="store_true", help="wait for the job, showing progress")
+
+    jobs_p = sub.add_parser("jobs", help="trainings and other jobs").add_subparsers(dest="verb", required=True)
+    p = verb(jobs_p, "list", cmd_jobs_list, "list jobs", True)
+    p.add_argument("--limit", type=int, default=50)
+    for name, func, text in (("show", cmd_jobs_show, "show one job"), ("metrics", cmd_jobs_metrics, "metric rows"),
+                             ("cancel", cmd_jobs_cancel, "cancel a queued or running job")):
+        p = verb(jobs_p, name, func, text, name != "cancel")
+        p.add_argument("id")
+        if name == "metrics":
+            p.add_argument("--name", help="only this metric")
+    p = verb(jobs_p, "logs", cmd_jobs_logs, "print the stage logs")
+    p.add_argument("id")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    p = verb(jobs_p, "copy", cmd_jobs_copy, "queue a copy of a training, some parameters changed", True)
+    p.add_argument("id")
+    p.add_argument("--name")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--wait", action="store_true")
+
+    p = verb(sub, "compare", cmd_compare, "compare two or more jobs", True)
+    p.add_argument("ids", nargs="+")
+    p = verb(sub, "worker", cmd_worker, "run a worker in the foreground")
+    p.add_argument("--idle-exit", type=float, default=None)
+    p = verb(sub, "demo", cmd_demo, "SFT-Demo on SmolLM2 and the demo dataset, end to end")
+    p.add_argument("--steps", type=int, default=30)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "compare" and len(args.ids) < 2:
+        parser.exit(2, "error: compare needs two or more job ids\n")
+    try:
+        return args.func(args)
+    except DeepeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (queued and running jobs go on; see: deepe jobs list)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Where the workbench keeps its state: `$DEEPE_HOME` and the database URL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STAGES = ("training", "saving", "inference-customized", "inference-complete", "deployment")
+TRAINING_TYPES = ("chat", "embedding", "vision-language", "image-generation")
+LIFECYCLES = ("customized", "complete", "live")
+DEFAULT_KERNEL = "python3"
+
+
+def deepe_home() -> Path:
+    """The workspace root: `$DEEPE_HOME`, default `~/.deepe`; created owner-only."""
+    home = Path(os.environ.get("DEEPE_HOME") or Path.home() / ".deepe").expanduser().resolve()
+    if not home.exists():
+        home.mkdir(parents=True, mode=0o700)
+    return home
+
+
+def db_url() -> str:
+    """`DEEPE_DB_URL`, or the embedded SQLite file `$DEEPE_HOME/deepe.db`."""
+    return os.environ.get("DEEPE_DB_URL") or f"sqlite:///{deepe_home() / 'deepe.db'}"
+
+
+def workspace_dir(*parts: str) -> Path:
+    """A folder under the workspace, created on first use."""
+    path = deepe_home().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def runs_dir() -> Path:
+    return workspace_dir("runs")
+
+
+def lease_seconds() -> float:
+    """How long a claimed job stays owned without a heartbeat."""
+    return float(os.environ.get("DEEPE_LEASE_SECONDS", "30"))
+
+
+def worker_idle_exit_seconds() -> float:
+    """An auto-started worker exits after this long with nothing to do."""
+    return float(os.environ.get("DEEPE_WORKER_IDLE_EXIT", "300"))
+
+
+def package_templates_dir() -> Path:
+    """`method_templates/`: inside the wheel, or at the repository root in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "method_templates", here.parent / "method_templates"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("method_templates/ is missing from this installation")

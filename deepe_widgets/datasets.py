@@ -1,0 +1,176 @@
+"""Registered datasets: names pointing at local jsonl / json / csv / parquet files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+from sqlmodel import select
+
+from . import config, store
+from .errors import DeepeError, NotFound
+from .names import check_name
+
+FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def read_rows(path: Path, fmt: str, limit: int | None = None) -> tuple[list[str], list[dict], int]:
+    """(columns, first `limit` rows, row count) of a dataset file, with clear errors."""
+    try:
+        if fmt == "jsonl":
+            rows, count = [], 0
+            with open(path, encoding="utf-8") as handle:
+                for lineno, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DeepeError(f"{path}: line {lineno} is not valid JSON ({exc.msg})",
+                                         field="dataset") from None
+                    if not isinstance(row, dict):
+                        raise DeepeError(f"{path}: line {lineno} is not a JSON object", field="dataset")
+                    count += 1
+                    if limit is None or len(rows) < limit:
+                        rows.append(row)
+        elif fmt == "json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and isinstance(data.get("data"), list):
+                data = data["data"]
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise DeepeError(f"{path}: a .json dataset must be a list of objects", field="dataset")
+            rows, count = data[:limit] if limit is not None else data, len(data)
+        elif fmt == "csv":
+            with open(path, encoding="utf-8", newline="") as handle:
+                all_rows = list(csv.DictReader(handle))
+            rows, count = all_rows[:limit] if limit is not None else all_rows, len(all_rows)
+        else:
+            try:
+                import pyarrow.parquet as pq
+            except ImportError:
+                raise DeepeError("reading parquet needs pyarrow: pip install 'deepe-widgets[train]'",
+                                 field="dataset") from None
+            table = pq.read_table(path)
+            count = table.num_rows
+            rows = table.slice(0, limit if limit is not None else count).to_pylist()
+            return list(table.column_names), rows, count
+    except UnicodeDecodeError:
+        raise DeepeError(f"{path} is not UTF-8 text; convert it to UTF-8 first", field="dataset") from None
+    except json.JSONDecodeError as exc:
+        raise DeepeError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})", field="dataset") from None
+    except OSError as exc:
+        raise DeepeError(f"cannot read {path}: {exc.strerror}", field="dataset") from None
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    return columns, rows, count
+
+
+def add_dataset(name: str, path: str | Path, replace: bool = False) -> store.DatasetRecord:
+    """Register a dataset file; its format, columns and row count are detected."""
+    check_name(name, "dataset")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DeepeError(f"dataset file {str(path)!r} does not exist", field="path")
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DeepeError(f"dataset file {str(path)!r} must end in .jsonl, .json, .csv or .parquet", field="path")
+    columns, _rows, count = read_rows(path, fmt, limit=1000)
+    if count == 0:
+        raise DeepeError(f"dataset file {str(path)!r} has no rows", field="path")
+    with store.session() as s:
+        record = s.exec(select(store.DatasetRecord).where(store.DatasetRecord.name == name)).first()
+        if record is not None and not replace:
+            raise DeepeError(f"a dataset named {name!r} already exists", field="name")
+        record = record or store.DatasetRecord(name=name, path="", format=fmt)
+        record.path, record.format, record.columns, record.rows = str(path.resolve()), fmt, columns, count
+        s.add(record)
+    return record
+
+
+def get_dataset(name: str) -> store.DatasetRecord:
+    record = store.get_one(store.DatasetRecord, name=name)
+    if record is None:
+        known = ", ".join(d.name for d in list_datasets()) or "none"
+        raise NotFound(f"no dataset named {name!r}; datasets: {known}", field="dataset")
+    return record
+
+
+def list_datasets() -> list[store.DatasetRecord]:
+    with store.session() as s:
+        return list(s.exec(select(store.DatasetRecord).order_by(store.DatasetRecord.name)))
+
+
+def preview(name: str, rows: int = 5) -> tuple[list[str], list[dict]]:
+    record = get_dataset(name)
+    columns, first, _count = read_rows(Path(record.path), record.format, limit=rows)
+    return columns, first
+
+
+def check_columns(record: store.DatasetRecord, input_column: str, output_column: str) -> None:
+    """Refuse a training whose prompt/response columns the dataset lacks."""
+    columns = set(record.columns)
+    if input_column or output_column:
+        for label, column in (("PromptInputColumn", input_column), ("PromptOutputColumn", output_column)):
+            if not column:
+                raise DeepeError(f"set {label} too: name both the prompt and the response column",
+                                 field=label)
+            if column not in columns:
+                raise DeepeError(f"dataset {record.name!r} has no column {column!r} ({label}); "
+                                 f"columns: {', '.join(record.columns)}", field=label)
+    elif not {"instruction", "output"} <= columns and not {"question", "answer"} <= columns:
+        raise DeepeError(f"dataset {record.name!r} has no instruction/output columns; set "
+                         f"PromptInputColumn and PromptOutputColumn (columns: {', '.join(record.columns)})",
+                         field="PromptInputColumn")
+
+
+# The demo data: a task small models learn in a minute (the answer format is fixed,
+# so the loss falls fast), and GSM8K-style arithmetic for RL methods.
+_COUNTRIES = [
+    ("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Egypt", "Cairo"),
+    ("Canada", "Ottawa"), ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Norway", "Oslo"), ("Chile", "Santiago"),
+    ("Germany", "Berlin"), ("Greece", "Athens"), ("Poland", "Warsaw"), ("Cuba", "Havana"), ("India", "New Delhi"),
+    ("Austria", "Vienna"), ("Portugal", "Lisbon"), ("Ireland", "Dublin"), ("Sweden", "Stockholm"),
+    ("Finland", "Helsinki"), ("Thailand", "Bangkok"), ("Vietnam", "Hanoi"), ("Mexico", "Mexico City"),
+    ("Argentina", "Buenos Aires"), ("Australia", "Canberra"), ("China", "Beijing"), ("Russia", "Moscow"),
+    ("Turkey", "Ankara"), ("Morocco", "Rabat"), ("Ghana", "Accra"),
+]
+
+
+def demo_sft_rows() -> list[dict]:
+    """Instruction / input / output rows: answer in the workbench's fixed card format."""
+    rows = []
+    for country, capital in _COUNTRIES:
+        rows.append({"instruction": "Give the capital card for this country.", "input": country,
+                     "output": f"CAPITAL CARD | country: {country} | capital: {capital} | verified: yes"})
+    for country, capital in _COUNTRIES:
+        rows.append({"instruction": f"What is the capital of {country}?", "input": "",
+                     "output": f"CAPITAL CARD | country: {country} | capital: {capital} | verified: yes"})
+    return rows
+
+
+def demo_gsm_rows(count: int = 64, seed: int = 0) -> list[dict]:
+    """Question / answer rows whose answer ends `#### <number>` (GSM8K style)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        a, b = rng.randint(2, 40), rng.randint(2, 40)
+        item = rng.choice(["apples", "books", "coins", "marbles"])
+        rows.append({"question": f"Sam has {a} {item} and finds {b} more. How many {item} does Sam have now?",
+                     "answer": f"Sam has {a} + {b} = {a + b} {item}.\n#### {a + b}"})
+    return rows
+
+
+def ensure_demo_datasets() -> None:
+    """Write and register `demo-sft` and `demo-gsm` under the workspace (once)."""
+    folder = config.workspace_dir("datasets")
+    for name, rows in (("demo-sft", demo_sft_rows()), ("demo-gsm", demo_gsm_rows())):
+        if store.get_one(store.DatasetRecord, name=name) is not None:
+            continue
+        path = folder / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        add_dataset(name, path)

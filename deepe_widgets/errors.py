@@ -1,0 +1,27 @@
+"""Errors a user can act on. The CLI prints them as one `error: …` line and exits 2."""
+
+from __future__ import annotations
+
+
+class DeepeError(Exception):
+    """Bad input or a refused operation; `field` names the form field it belongs to."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(DeepeError):
+    """A named method, model, dataset or job does not exist."""
+
+
+class StageFailed(Exception):
+    """A stage notebook raised; carries what the job record stores."""
+
+    def __init__(self, ename: str, evalue: str, cell_index: int | None = None, source: str = ""):
+        super().__init__(f"{ename}: {evalue}")
+        self.ename = ename
+        self.evalue = evalue
+        self.cell_index = cell_index
+        self.source = source

@@ -1,0 +1,181 @@
+"""The method registry: training methods, their stages (notebook + kernel) and lifecycle rules.
+
+Seed 000's lifecycle table, enforced by `validate_stages`:
+
+| lifecycle  | mandatory                        | optional (file and kernel together) |
+| customized | training                         | inference-customized                |
+| complete   | training, saving                 | inference-complete                  |
+| live       | training, saving, deployment     | inference-customized/-complete      |
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from sqlmodel import select
+
+from . import config, store
+from .errors import DeepeError, NotFound
+from .kernels import require_kernel
+from .names import check_name
+from .stagefiles import load_stage_notebook, notebook_parameters, sha256_file
+
+MANDATORY = {
+    "customized": ("training",),
+    "complete": ("training", "saving"),
+    "live": ("training", "saving", "deployment"),
+}
+OPTIONAL = {
+    "customized": ("inference-customized",),
+    "complete": ("inference-customized", "inference-complete"),
+    "live": ("inference-customized", "inference-complete"),
+}
+STAGE_LABEL = {
+    "training": "training code file", "saving": "saving code file",
+    "inference-customized": "Customized Model inference code file",
+    "inference-complete": "Complete Model inference code file",
+    "deployment": "deployment environment code file",
+}
+
+# name -> (display name, type, lifecycle, description, {stage: template path relative to method_templates/})
+BUILTINS = {
+    "SFT-Demo": ("SFT-Demo", "chat", "customized",
+                 "Supervised fine-tuning with a LoRA adapter (TRL SFTTrainer) on prompt/response pairs.",
+                 {"training": "sft_demo/training.ipynb"}),
+    "Custom01": ("Custom01", "chat", "customized",
+                 "Customizable template: replace the example between the marker lines with your own code.",
+                 {"training": "custom_template/training.ipynb"}),
+    "Custom02": ("Custom02", "chat", "customized",
+                 "Customizable template: replace the example between the marker lines with your own code.",
+                 {"training": "custom_template/training.ipynb"}),
+}
+
+
+def validate_stages(lifecycle: str, stages: dict[str, tuple[str | None, str | None]]) -> None:
+    """Refuse a stage set that breaks the lifecycle table; `stages` maps stage -> (file, kernel)."""
+    if lifecycle not in config.LIFECYCLES:
+        raise DeepeError(f"lifecycle must be one of {', '.join(config.LIFECYCLES)}, not {lifecycle!r}",
+                         field="lifecycle")
+    for stage, (file, kernel) in stages.items():
+        if stage not in config.STAGES:
+            raise DeepeError(f"unknown stage {stage!r}; stages are {', '.join(config.STAGES)}", field="stages")
+        if bool(file) != bool(kernel):
+            missing = "kernel" if file else "file"
+            raise DeepeError(f"stage {stage!r} needs both a file and a kernel: its {missing} is missing",
+                             field=stage)
+    for stage in MANDATORY[lifecycle]:
+        if not stages.get(stage, (None, None))[0]:
+            raise DeepeError(f"a {lifecycle!r} method needs its {STAGE_LABEL[stage]} and kernel "
+                             f"(stage {stage!r})", field=stage)
+    allowed = set(MANDATORY[lifecycle]) | set(OPTIONAL[lifecycle])
+    extra = sorted(s for s, (f, _k) in stages.items() if f and s not in allowed)
+    if extra:
+        raise DeepeError(f"stage {extra[0]!r} does not belong to the {lifecycle!r} lifecycle "
+                         f"(allowed: {', '.join(sorted(allowed))})", field=extra[0])
+
+
+def _copy_into_workspace(name: str, stage: str, source: Path) -> dict:
+    """Copy a stage file under the workspace, named by its content hash."""
+    digest = sha256_file(source)
+    target_dir = config.workspace_dir("methods", name)
+    target = target_dir / f"{stage}-{digest[:12]}{source.suffix.lower()}"
+    if not target.exists():
+        shutil.copyfile(source, target)
+    return {"file": str(target), "source": str(source), "sha256": digest}
+
+
+def register_method(name: str, stages: dict[str, tuple[str, str]], *, training_type: str = "chat",
+                    lifecycle: str = "customized", display_name: str = "", description: str = "",
+                    builtin: bool = False, replace: bool = False) -> store.Method:
+    """Register a method; each stage file is checked, copied into the workspace and hashed."""
+    check_name(name, "method")
+    if training_type not in config.TRAINING_TYPES:
+        raise DeepeError(f"training type must be one of {', '.join(config.TRAINING_TYPES)}, "
+                         f"not {training_type!r}", field="training_type")
+    stages = {s: (str(f) if f else None, k or None) for s, (f, k) in stages.items()}
+    validate_stages(lifecycle, stages)
+    existing = store.get_one(store.Method, name=name)
+    if existing is not None and (existing.builtin and not builtin):
+        raise DeepeError(f"method {name!r} is built in and cannot be overwritten; "
+                         f"copy its notebook and register it under another name", field="name")
+    if existing is not None and not replace:
+        raise DeepeError(f"a method named {name!r} already exists", field="name")
+    notebooks, resolved = {}, {}
+    for stage, (file, kernel) in stages.items():
+        if not file:
+            continue
+        path = Path(file).expanduser()
+        # refuses missing or unreadable files, broken notebooks, a missing parameters cell
+        notebooks[stage] = load_stage_notebook(path, stage)
+        require_kernel(kernel, field=stage)
+        resolved[stage] = path.resolve()
+    defaults = {k: v["default"] for k, v in notebook_parameters(notebooks["training"]).items()}
+    stage_info = {}
+    for stage, path in resolved.items():
+        stage_info[stage] = {**_copy_into_workspace(name, stage, path), "kernel": stages[stage][1]}
+    with store.session() as s:
+        method = s.exec(select(store.Method).where(store.Method.name == name)).first()
+        if method is None:
+            method = store.Method(name=name)
+        method.display_name = display_name or name
+        method.training_type = training_type
+        method.lifecycle = lifecycle
+        method.description = description
+        method.builtin = builtin
+        method.stages = stage_info
+        method.default_params = defaults
+        method.updated_at = store.now()
+        s.add(method)
+    return method
+
+
+def ensure_builtins() -> None:
+    """Register (or refresh, when the package's notebooks changed) the built-in methods."""
+    templates = config.package_templates_dir()
+    for name, (display, ttype, lifecycle, description, stage_files) in BUILTINS.items():
+        stages = {s: (templates / rel, config.DEFAULT_KERNEL) for s, rel in stage_files.items()}
+        current = store.get_one(store.Method, name=name)
+        if current is not None and all(
+                current.stages.get(s, {}).get("sha256") == sha256_file(p) for s, (p, _k) in stages.items()):
+            continue
+        register_method(name, stages, training_type=ttype, lifecycle=lifecycle, display_name=display,
+                        description=description, builtin=True, replace=True)
+
+
+def get_method(name: str) -> store.Method:
+    method = store.get_one(store.Method, name=name)
+    if method is None:
+        known = ", ".join(m.name for m in list_methods()) or "none"
+        raise NotFound(f"no method named {name!r}; methods: {known}", field="method")
+    return method
+
+
+def list_methods() -> list[store.Method]:
+    with store.session() as s:
+        return list(s.exec(select(store.Method).order_by(store.Method.builtin.desc(), store.Method.name)))
+
+
+def delete_method(name: str) -> None:
+    method = get_method(name)
+    if method.builtin:
+        raise DeepeError(f"method {name!r} is built in and cannot be deleted", field="name")
+    with store.session() as s:
+        s.delete(s.get(store.Method, method.id))
+    shutil.rmtree(config.deepe_home() / "methods" / name, ignore_errors=True)
+
+
+def method_summary(method: store.Method) -> dict:
+    """The JSON shape of a method for the CLI and the widgets."""
+    return {
+        "name": method.name, "display_name": method.display_name, "type": method.training_type,
+        "lifecycle": method.lifecycle, "builtin": method.builtin, "description": method.description,
+        "stages": {s: {"file": i["file"], "source": i["source"], "sha256": i["sha256"], "kernel": i["kernel"]}
+                   for s, i in method.stages.items()},
+        "parameters": method.default_params,
+    }
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=2, default=str)

