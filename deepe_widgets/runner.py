@@ -46,13 +46,13 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
                 progress_bar=False, log_output=False, stdout_file=log, stderr_file=log, cwd=str(cwd),
                 start_timeout=120)
         except PapermillExecutionError as exc:
-            failure = StageFailed(exc.ename, exc.evalue, exc.cell_index, exc.source)
+            failure = StageFailed(exc.ename, exc.evalue, _failing_cell(output_path), exc.source)
         except Exception as exc:  # a dead kernel, a timeout: nbclient raises its own kinds
             name = type(exc).__name__
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else name
             if "DeadKernel" in name:
                 message = f"the kernel died (crashed or killed, e.g. out of memory): {message}"
-            failure = StageFailed(name, message, _last_executed_cell(output_path), "")
+            failure = StageFailed(name, message, _failing_cell(output_path), "")
         finally:
             _annotate_record(output_path, stage, kernel, parameters, environment, failure)
         if failure is not None:
@@ -61,11 +61,15 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
         _stamp(log, f"stage {stage} succeeded")
 
 
-def _last_executed_cell(output_path: Path) -> int | None:
+def _failing_cell(output_path: Path) -> int | None:
+    """Index in the record of the cell that raised (else the last one that ran)."""
     try:
         nb = nbformat.read(output_path, as_version=4)
     except Exception:
         return None
+    for index, cell in enumerate(nb.cells):
+        if any(out.get("output_type") == "error" for out in cell.get("outputs", [])):
+            return index
     ran = [i for i, c in enumerate(nb.cells) if c.get("execution_count")]
     return ran[-1] if ran else None
 
