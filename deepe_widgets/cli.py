@@ -124,47 +124,22 @@ def cmd_methods_delete(args) -> int:
 
 def cmd_methods_test(args) -> int:
     """Seed 003 steps A–D: run a training stage file directly, without the queue."""
-    from . import datasets, models
+    from . import methods
     from . import params as paramlib
-    from .errors import StageFailed
-    from .kernels import require_kernel
-    from .runner import execute_stage
-    from .stagefiles import load_stage_notebook, notebook_parameters
 
     _setup()
-    nb = load_stage_notebook(Path(args.file), "training")
-    require_kernel(args.kernel, field="kernel")
-    model_path = _path_or_registered(args.base_model, models.get_model, "base model")
-    dataset_path = _path_or_registered(args.dataset, datasets.get_dataset, "dataset")
-    defaults = {k: v["default"] for k, v in notebook_parameters(nb).items()}
-    values = paramlib.resolve(paramlib.parse_assignments(args.param), defaults)
-    out_dir = Path(args.output or Path.cwd() / f"deepe-test-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    values.update(MODEL_PATH=str(model_path), DATASET_PATH=str(dataset_path),
-                  OUTPUT_DIR=str(out_dir / "output"), JOB_ID=0)
-    print(f"running {args.file} in kernel {args.kernel!r}; log: {out_dir / 'training.log'}", flush=True)
-    try:
-        execute_stage(nb, stage="training", kernel=args.kernel, parameters=values,
-                      output_path=out_dir / "training.ipynb", log_path=out_dir / "training.log", cwd=out_dir)
-    except StageFailed as exc:
-        print(f"training FAILED in cell {exc.cell_index}: {exc.ename}: {exc.evalue}")
-        print(f"record: {out_dir / 'training.ipynb'}")
+    out_dir = Path(args.output or Path.cwd() / f"deepe-test-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"running {args.file} in kernel {args.kernel!r}; log: {out_dir.resolve() / 'training.log'}", flush=True)
+    result = methods.run_local_test(args.file, args.base_model, args.dataset,
+                                        paramlib.parse_assignments(args.param), kernel=args.kernel, output=out_dir)
+    if not result["ok"]:
+        print(f"training FAILED in cell {result['cell']}: {result['error']}")
+        print(f"record: {result['record']}")
         return 1
-    saved = sorted(p.name for p in (out_dir / "output").glob("*") if p.is_file())
     print("training finished")
-    print(f"output:  {out_dir / 'output'} ({', '.join(saved) or 'empty'})")
-    print(f"record:  {out_dir / 'training.ipynb'}")
+    print(f"output:  {result['output']} ({', '.join(result['saved']) or 'empty'})")
+    print(f"record:  {result['record']}")
     return 0
-
-
-def _path_or_registered(value: str, lookup, what: str) -> Path:
-    path = Path(value).expanduser()
-    if path.exists():
-        return path.resolve()
-    try:
-        return Path(lookup(value).path)
-    except DeepeError:
-        raise DeepeError(f"{what} {value!r} is neither an existing path nor a registered name") from None
 
 
 # --- models / datasets ----------------------------------------------------------------

@@ -166,6 +166,50 @@ def delete_method(name: str) -> None:
     shutil.rmtree(config.deepe_home() / "methods" / name, ignore_errors=True)
 
 
+def _path_or_registered(value: str, lookup, what: str) -> Path:
+    path = Path(value).expanduser()
+    if path.exists():
+        return path.resolve()
+    try:
+        return Path(lookup(value).path)
+    except DeepeError:
+        raise DeepeError(f"{what} {value!r} is neither an existing path nor a registered name",
+                         field=what) from None
+
+
+def run_local_test(file: str | Path, base_model: str, dataset: str, overrides: dict | None = None, *,
+                       kernel: str = config.DEFAULT_KERNEL, output: str | Path = "deepe-test") -> dict:
+    """Seed 003's local test: run a training file once, without the queue or the database.
+
+    `base_model` / `dataset` are paths or registered names. Returns `{ok, output, saved,
+    record, log, error, cell}`: whether training finished and where the output went.
+    """
+    from . import datasets, models
+    from . import params as paramlib
+    from .errors import StageFailed
+    from .runner import execute_stage
+
+    nb = load_stage_notebook(Path(file), "training")
+    require_kernel(kernel, field="kernel")
+    model_path = _path_or_registered(base_model, models.get_model, "base model")
+    dataset_path = _path_or_registered(dataset, datasets.get_dataset, "dataset")
+    defaults = {k: v["default"] for k, v in notebook_parameters(nb).items()}
+    values = paramlib.resolve(overrides or {}, defaults)
+    out_dir = Path(output).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    values.update(MODEL_PATH=str(model_path), DATASET_PATH=str(dataset_path),
+                  OUTPUT_DIR=str(out_dir / "output"), JOB_ID=0)
+    result = {"ok": True, "output": str(out_dir / "output"), "record": str(out_dir / "training.ipynb"),
+              "log": str(out_dir / "training.log"), "error": None, "cell": None, "saved": []}
+    try:
+        execute_stage(nb, stage="training", kernel=kernel, parameters=values,
+                      output_path=out_dir / "training.ipynb", log_path=out_dir / "training.log", cwd=out_dir)
+    except StageFailed as exc:
+        result.update(ok=False, error=f"{exc.ename}: {exc.evalue}", cell=exc.cell_index)
+    result["saved"] = sorted(p.name for p in (out_dir / "output").glob("*") if p.is_file())
+    return result
+
+
 def method_summary(method: store.Method) -> dict:
     """The JSON shape of a method for the CLI and the widgets."""
     return {

@@ -224,7 +224,8 @@ def load_dataset_file(path: str):
 def prompt_completion_pairs(dataset, input_column: str = "", output_column: str = "", max_samples: int = 0):
     """A dataset of `prompt` / `completion` strings.
 
-    With both columns named, those two; otherwise `instruction` (+ `input`) and `output`.
+    With both columns named, those two; otherwise `instruction` (+ `input`) and `output`,
+    or `question` and `answer`.
     """
     columns = set(dataset.column_names)
     if input_column or output_column:
@@ -239,6 +240,9 @@ def prompt_completion_pairs(dataset, input_column: str = "", output_column: str 
             extra = row.get("input") or ""
             prompt = row["instruction"] + (f"\n\n{extra}" if extra else "")
             return {"prompt": prompt, "completion": str(row["output"])}
+    elif {"question", "answer"} <= columns:
+        def pick(row):
+            return {"prompt": str(row["question"]), "completion": str(row["answer"])}
     else:
         raise ValueError("set PromptInputColumn and PromptOutputColumn: the dataset has no "
                          f"instruction/output columns (columns: {sorted(columns)})")

@@ -1,0 +1,16 @@
+# `make demo`: set up and run the workbench's main job on its embedded defaults.
+# `make test`: set up and run the test suite (what CI runs).
+.PHONY: setup setup-test demo test bench
+
+setup:
+	bash scripts/setup.sh
+
+setup-test:
+	bash scripts/setup.sh --test
+
+demo: setup
+	.venv/bin/deepe init
+	.venv/bin/deepe demo
+
+test: setup-test
+	.venv/bin/python -m pytest -q -p no:cacheprovider

