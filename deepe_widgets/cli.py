@@ -166,6 +166,59 @@ def cmd_models_list(args) -> int:
     return 0
 
 
+def cmd_models_show(args) -> int:
+    from . import models
+
+    _setup()
+    summary = models.model_summary(models.get_model(args.name))
+    if args.json:
+        _print_json(summary)
+        return 0
+    for key in ("name", "kind", "path", "parent", "method", "job_id"):
+        print(f"{key:8} {summary[key]}")
+    metrics = summary["meta"].get("metrics") or {}
+    for name, stats in sorted(metrics.items()):
+        print(f"metric   {name}: final {stats['final']:.6g}, best {stats['best']:.6g}")
+    return 0
+
+
+def cmd_models_delete(args) -> int:
+    from . import models
+
+    _setup()
+    models.delete_model(args.name, force=args.force)
+    print(f"deleted model {args.name}")
+    return 0
+
+
+def cmd_save(args) -> int:
+    from . import jobs
+
+    _setup()
+    job = jobs.submit_save(args.model, dtype=args.dtype, name=args.name)
+    return _after_submit(job, args)
+
+
+def cmd_infer(args) -> int:
+    from . import inference
+    from . import params as paramlib
+
+    _setup()
+    if not args.json:
+        print(f"asking {args.model} …", file=sys.stderr, flush=True)
+    result = inference.infer(args.model, args.prompt, system_prompt=args.system or "",
+                             overrides=paramlib.parse_assignments(args.param))
+    if args.json:
+        _print_json(result)
+    else:
+        for item in result["responses"]:
+            print(f"> {item['prompt']}\n{item['response']}\n")
+        print(f"record: {result['record']}")
+        if result["error"]:
+            print(f"error: {result['error']}")
+    return 1 if result["error"] else 0
+
+
 def cmd_datasets_add(args) -> int:
     from . import datasets
 
@@ -454,6 +507,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p = verb(models, "list", cmd_models_list, "list models", True)
     p.add_argument("--kind", choices=["base", "customized", "complete", "live"])
+    p = verb(models, "show", cmd_models_show, "show one model", True)
+    p.add_argument("name")
+    p = verb(models, "delete", cmd_models_delete, "delete a model (and the folder the workspace made)")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="also when other models were made from it")
+
+    p = verb(sub, "save", cmd_save, "merge a customized model into its base: a complete model", True)
+    p.add_argument("model")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--name")
+    p.add_argument("--wait", action="store_true")
+    p = verb(sub, "infer", cmd_infer, "answer prompts with a model (its method's inference stage)", True)
+    p.add_argument("model")
+    p.add_argument("--prompt", action="append", required=True)
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="max_new_tokens=…, temperature=…")
 
     datasets = sub.add_parser("datasets", help="datasets").add_subparsers(dest="verb", required=True)
     p = verb(datasets, "add", cmd_datasets_add, "register a jsonl, json, csv or parquet file")

@@ -13,6 +13,15 @@ def _better(name: str):
     return max if any(token in name.lower() for token in HIGHER_IS_BETTER) else min
 
 
+def metric_stats(rows) -> dict[str, dict]:
+    """name -> {final, best, points} over metric rows ordered by step."""
+    series: dict[str, list[float]] = {}
+    for m in sorted(rows, key=lambda m: m.step):
+        series.setdefault(m.name, []).append(m.value)
+    return {name: {"final": values[-1], "best": _better(name)(values), "points": len(values)}
+            for name, values in series.items()}
+
+
 def compare_jobs(ids: list) -> dict:
     """`{"ids", "config", "differences", "metrics"}` for two or more jobs."""
     rows = [jobs.get_job(i) for i in ids]
@@ -30,11 +39,6 @@ def compare_jobs(ids: list) -> dict:
             differences[key] = values
     metrics: dict[str, dict] = {}
     for job in rows:
-        series: dict[str, list] = {}
-        for m in jobs.metrics_for(job.id):
-            series.setdefault(m.name, []).append((m.step, m.value))
-        for name, points in series.items():
-            values = [v for _s, v in points]
-            metrics.setdefault(name, {})[str(job.id)] = {
-                "final": values[-1], "best": _better(name)(values), "points": len(values)}
+        for name, stats in metric_stats(jobs.metrics_for(job.id)).items():
+            metrics.setdefault(name, {})[str(job.id)] = stats
     return {"ids": [j.id for j in rows], "config": config, "differences": differences, "metrics": metrics}

@@ -146,19 +146,23 @@ class LocalExecutor(ExecutionManager):
 
 
 def register_outputs(job: Job) -> None:
-    """A succeeded training's adapter becomes a Customized Model."""
-    if job.kind != "train":
-        return
+    """A succeeded training's adapter becomes a Customized Model; a save's output a Complete Model."""
     from . import models
 
     output = Path(job.run_dir) / "output"
     if not output.is_dir():
         return
-    day = time.strftime("%Y%m%d", time.localtime(job.started_at or time.time()))
-    name = f"{job.base_model}_{job.name}_{day}_{job.uuid[:4]}"
-    models.add_model(name, output, kind="customized", job_id=job.id, parent=job.base_model,
-                     method=job.method, replace=True,
-                     meta={"dataset": job.dataset, "params": job.params})
+    if job.kind == "train":
+        day = time.strftime("%Y%m%d", time.localtime(job.started_at or time.time()))
+        name = f"{job.base_model}_{job.name}_{day}_{job.uuid[:4]}"
+        card = models.write_model_card(job, name, output)
+        models.add_model(name, output, kind="customized", job_id=job.id, parent=job.base_model,
+                         method=job.method, replace=True, meta=card)
+    elif job.kind == "save":
+        name = f"{job.base_model}_s_{job.uuid[:4]}"
+        models.add_model(name, output, kind="complete", job_id=job.id, parent=job.base_model,
+                         method=job.method, replace=True,
+                         meta={"dtype": job.params.get("DTYPE"), "record": str(Path(job.run_dir) / "saving.ipynb")})
 
 
 EXECUTORS = {"local": LocalExecutor}

@@ -49,10 +49,40 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
         check_name(name, "training")
     job = Job(kind="train", method=method, base_model=base_model, dataset=dataset, params=values,
               copied_from=copied_from, stage="training")
+    return _queue(job, name, "train", start_worker)
+
+
+def submit_save(model_name: str, *, dtype: str = "float32", name: str | None = None,
+                start_worker: bool = True) -> Job:
+    """Queue the saving stage: merge a Customized Model into its base -> a Complete Model."""
+    from . import methods, models
+    from .kernels import require_kernel
+    from .names import check_name
+
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise DeepeError(f"dtype must be float32, float16 or bfloat16, not {dtype!r}", field="dtype")
+    customized = models.get_model(model_name)
+    if customized.kind != "customized":
+        raise DeepeError(f"{model_name!r} is a {customized.kind} model; only a customized model (an adapter) "
+                         f"can be saved to a complete model", field="model")
+    method = methods.get_method(customized.method)
+    if "saving" not in method.stages:
+        raise DeepeError(f"method {method.name!r} has no saving stage (its lifecycle is {method.lifecycle!r})",
+                         field="model")
+    require_kernel(method.stages["saving"]["kernel"], field="model")
+    base = models.get_model(customized.parent)
+    if name:
+        check_name(name, "save")
+    job = Job(kind="save", method=method.name, base_model=customized.name, stage="saving",
+              params={"MODEL_PATH": base.path, "ADAPTER_PATH": customized.path, "DTYPE": dtype})
+    return _queue(job, name, "save", start_worker)
+
+
+def _queue(job: Job, name: str | None, prefix: str, start_worker: bool) -> Job:
     with store.session() as s:
         s.add(job)
         s.flush()
-        job.name = name or f"train{job.id}"
+        job.name = name or f"{prefix}{job.id}"
         job.run_dir = str(config.runs_dir() / str(job.id))
         s.add(job)
     Path(job.run_dir).mkdir(parents=True, exist_ok=True, mode=0o700)

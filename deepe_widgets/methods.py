@@ -39,17 +39,20 @@ STAGE_LABEL = {
     "deployment": "deployment environment code file",
 }
 
-# name -> (display name, type, lifecycle, description, {stage: template path relative to method_templates/})
+# The saving and inference notebooks every transformers + PEFT built-in shares.
+HF_LIFECYCLE_STAGES = {"saving": "hf_common/saving.ipynb", "inference-customized": "hf_common/inference.ipynb",
+                       "inference-complete": "hf_common/inference.ipynb"}
+TEMPLATE_TEXT = "Customizable template: replace the example between the marker lines with your own code."
+
+# name -> (display name, type, lifecycle, description, {stage: path under method_templates/})
 BUILTINS = {
-    "SFT-Demo": ("SFT-Demo", "chat", "customized",
+    "SFT-Demo": ("SFT-Demo", "chat", "complete",
                  "Supervised fine-tuning with a LoRA adapter (TRL SFTTrainer) on prompt/response pairs.",
-                 {"training": "sft_demo/training.ipynb"}),
-    "Custom01": ("Custom01", "chat", "customized",
-                 "Customizable template: replace the example between the marker lines with your own code.",
-                 {"training": "custom_template/training.ipynb"}),
-    "Custom02": ("Custom02", "chat", "customized",
-                 "Customizable template: replace the example between the marker lines with your own code.",
-                 {"training": "custom_template/training.ipynb"}),
+                 {"training": "sft_demo/training.ipynb", **HF_LIFECYCLE_STAGES}),
+    "Custom01": ("Custom01", "chat", "complete", TEMPLATE_TEXT,
+                 {"training": "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES}),
+    "Custom02": ("Custom02", "chat", "complete", TEMPLATE_TEXT,
+                 {"training": "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES}),
 }
 
 

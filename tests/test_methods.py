@@ -15,7 +15,7 @@ def test_builtins_exist_and_are_protected(home):
     names = [m.name for m in methods.list_methods()]
     assert {"SFT-Demo", "Custom01", "Custom02"} <= set(names)
     sft = methods.get_method("SFT-Demo")
-    assert sft.builtin and sft.lifecycle == "customized" and sft.stages["training"]["kernel"] == "python3"
+    assert sft.builtin and sft.lifecycle == "complete" and sft.stages["training"]["kernel"] == "python3"
     assert sft.default_params["MAX_STEPS"] == "-1" and "PromptInputColumn" in sft.default_params
     with pytest.raises(DeepeError, match="built in and cannot be deleted"):
         methods.delete_method("SFT-Demo")

@@ -1,0 +1,68 @@
+"""Trying a model: run its method's inference stage as a papermill notebook, right away.
+
+Inference does not wait in the training queue; each run keeps its executed
+notebook under `$DEEPE_HOME/inference/` as the record of what was asked and answered.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import nbformat
+
+from . import config, methods, models
+from . import params as paramlib
+from .errors import DeepeError, StageFailed
+from .kernels import require_kernel
+from .runner import execute_stage
+from .stagefiles import load_stage_notebook, notebook_parameters
+
+STAGE_FOR_KIND = {"customized": "inference-customized", "complete": "inference-complete"}
+
+
+def _stage_for(record) -> tuple[Path, str, str]:
+    """(notebook, kernel, stage) that answers with this model."""
+    if record.kind == "base":  # a base model answers through the shared notebook (for before/after)
+        return config.package_templates_dir() / "hf_common" / "inference.ipynb", config.DEFAULT_KERNEL, \
+            "inference-complete"
+    stage = STAGE_FOR_KIND.get(record.kind)
+    method = methods.get_method(record.method) if record.method else None
+    if stage is None or method is None or stage not in method.stages:
+        raise DeepeError(f"model {record.name!r} is a {record.kind} model and its method "
+                         f"{getattr(method, 'name', None)!r} has no {stage or 'inference'} function", field="model")
+    info = method.stages[stage]
+    return Path(info["file"]), info["kernel"], stage
+
+
+def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overrides: dict | None = None) -> dict:
+    """Answer `prompts` with a registered model; returns responses and the record path."""
+    if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise DeepeError("give at least one non-empty prompt", field="prompt")
+    record = models.get_model(model_name)
+    notebook, kernel, stage = _stage_for(record)
+    require_kernel(kernel, field="model")
+    nb = load_stage_notebook(notebook, stage)
+    defaults = {k: v["default"] for k, v in notebook_parameters(nb).items()}
+    values = paramlib.resolve(overrides or {}, {k: v for k, v in defaults.items()
+                                                if k not in ("PROMPTS", "ADAPTER_PATH", "SYSTEM_PROMPT")})
+    if record.kind == "customized":
+        values.update(MODEL_PATH=models.get_model(record.parent).path, ADAPTER_PATH=record.path)
+    else:
+        values.update(MODEL_PATH=record.path, ADAPTER_PATH="")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = config.workspace_dir("inference", f"{stamp}-{uuid.uuid4().hex[:6]}")
+    values.update(PROMPTS=list(prompts), SYSTEM_PROMPT=system_prompt, OUTPUT_DIR=str(run_dir / "output"), JOB_ID=0)
+    result = {"model": record.name, "kind": record.kind, "stage": stage, "record": str(run_dir / "inference.ipynb"),
+              "log": str(run_dir / "inference.log"), "responses": [], "error": None}
+    try:
+        execute_stage(nb, stage=stage, kernel=kernel, parameters=values, output_path=run_dir / "inference.ipynb",
+                      log_path=run_dir / "inference.log", cwd=run_dir)
+    except StageFailed as exc:
+        result["error"] = f"{exc.ename}: {exc.evalue} (cell {exc.cell_index})"
+        return result
+    answers = run_dir / "output" / "responses.json"
+    result["responses"] = json.loads(answers.read_text()) if answers.exists() else []
+    return result
