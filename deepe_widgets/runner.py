@@ -44,7 +44,7 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
             papermill.execute_notebook(
                 str(input_path), str(output_path), parameters=parameters, kernel_name=kernel,
                 progress_bar=False, log_output=False, stdout_file=log, stderr_file=log, cwd=str(cwd),
-                start_timeout=120)
+                start_timeout=120, kernel_manager_class=_kernel_manager_logging_to(log))
         except PapermillExecutionError as exc:
             failure = StageFailed(exc.ename, exc.evalue, _failing_cell(output_path), exc.source)
         except Exception as exc:  # a dead kernel, a timeout: nbclient raises its own kinds
@@ -59,6 +59,20 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
             _stamp(log, f"stage {stage} failed: {failure.ename}: {failure.evalue}", "ERROR")
             raise failure
         _stamp(log, f"stage {stage} succeeded")
+
+
+def _kernel_manager_logging_to(log):
+    """A kernel manager whose kernel process writes its own stdout/stderr to the stage log,
+    never to the caller's terminal or CI's pipe."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class StageKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            kw.setdefault("stdout", log)
+            kw.setdefault("stderr", log)
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return StageKernelManager
 
 
 def _failing_cell(output_path: Path) -> int | None:
