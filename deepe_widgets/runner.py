@@ -133,13 +133,38 @@ def run_job_stage(job_id: int, stage: str) -> None:
 
     nb = load_stage_notebook(Path(info["file"]), stage)
     run_dir = Path(job.run_dir)
+    previous = run_dir / f"{stage}.ipynb"
+    if job.attempt > 1 and previous.exists():  # keep every attempt's record
+        previous.rename(run_dir / f"{stage}.attempt{job.attempt - 1}.ipynb")
     execute_stage(nb, stage=stage, kernel=info["kernel"], parameters=stage_parameters(job, stage),
                   output_path=run_dir / f"{stage}.ipynb", log_path=run_dir / f"{stage}.log", cwd=run_dir)
+
+
+def _exit_with_parent() -> None:
+    """If the worker dies (even by kill -9), stop: the kernel follows its parent (ipykernel
+    polls for that), so a requeued attempt never runs beside an orphan."""
+    import os
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                from .executors import kill_process_tree
+
+                for child in __import__("psutil").Process().children(recursive=True):
+                    kill_process_tree(child.pid)
+                os._exit(3)
+
+    threading.Thread(target=watch, name="deepe-parent-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     job_id, stage, result_path = int(argv[0]), argv[1], Path(argv[2])
+    _exit_with_parent()
     result: dict = {"ok": False}
     try:
         run_job_stage(job_id, stage)

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 
 from . import config, jobs, store
@@ -32,18 +33,28 @@ class Worker:
     def stop(self, *_args) -> None:
         self._stop = True
 
+    def _beat_forever(self, done: threading.Event) -> None:
+        # A thread, so the worker shows as alive while a long stage runs.
+        while not done.wait(1.0):
+            try:
+                self._beat()
+            except Exception as exc:  # a busy database: the next beat will do
+                print(f"[worker {self.id}] heartbeat failed: {exc}", flush=True)
+
     def run(self) -> None:
         """Loop until stopped, or idle for `idle_exit` seconds."""
-        signal.signal(signal.SIGTERM, self.stop)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
         self._beat()
+        done = threading.Event()
+        threading.Thread(target=self._beat_forever, args=(done,), daemon=True).start()
         idle_since = time.monotonic()
-        last_beat = 0.0
+        last_reap = 0.0
         try:
             while not self._stop:
-                if time.monotonic() - last_beat > 1.0:
-                    self._beat()
+                if time.monotonic() - last_reap > 1.0:
                     jobs.reap_expired()
-                    last_beat = time.monotonic()
+                    last_reap = time.monotonic()
                 job = jobs.claim_next_job(self.id)
                 if job is None:
                     if self.idle_exit is not None and time.monotonic() - idle_since > self.idle_exit:
@@ -55,6 +66,7 @@ class Worker:
                 print(f"[worker {self.id}] job {job.id} -> {status}", flush=True)
                 idle_since = time.monotonic()
         finally:
+            done.set()
             with store.session() as s:
                 row = s.get(store.Worker, self.id)
                 if row is not None:

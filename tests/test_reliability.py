@@ -1,0 +1,146 @@
+"""What happens when things go wrong: worker death, kernel death, the submitter going away,
+many workers and submitters at once."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+
+from deepe_widgets import jobs, methods, stagefiles, store
+from conftest import FAST_PARAMS, deepe, deepe_json
+from stage_notebooks import plain_notebook
+
+
+def _wait(predicate, timeout: float, what: str, poll: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)
+
+
+def _slow_template_notebook(path: Path, seconds_per_step: float) -> Path:
+    """The template's own example, with a user callback that makes each step take a while."""
+    template = nbformat.read(stagefiles.template_notebook_path(), as_version=4)
+    user = next(c for c in template.cells if stagefiles.USER_TAG in c.metadata.get("tags", []))
+    code = user.source.split(stagefiles.BEGIN_MARKER)[1].split(stagefiles.END_MARKER)[0]
+    code = ("import time\nfrom transformers import TrainerCallback\n"
+            "class SlowSteps(TrainerCallback):\n"
+            f"    def on_step_end(self, *args, **kwargs):\n        time.sleep({seconds_per_step})\n" + code)
+    code = code.replace("callbacks=[callback]", "callbacks=[callback, SlowSteps()]")
+    nbformat.write(stagefiles.notebook_with_user_code(code), path)
+    return path
+
+
+@pytest.mark.training
+def test_killed_worker_job_resumes_from_checkpoint(workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPE_LEASE_SECONDS", "3")
+    methods.register_method("slow", {"training": (_slow_template_notebook(tmp_path / "slow.ipynb", 0.4), "python3")})
+    job = jobs.submit_training("slow", "tiny", "demo-sft", params={
+        "max_steps": "12", "save_steps": "3", "batch_size": "4", "max_seq_length": "64", "learning_rate": "5e-3"})
+    _wait(lambda: any(m.step >= 7 for m in jobs.metrics_for(job.id)), 120, "step 7")
+    [worker] = jobs.live_workers()
+    os.kill(worker.pid, signal.SIGKILL)  # no chance to clean up
+    # The stage runner and kernel go with it, the lease runs out, a new worker requeues and resumes.
+    _wait(lambda: not psutil.pid_exists(worker.pid) or psutil.Process(worker.pid).status() == psutil.STATUS_ZOMBIE,
+          10, "the worker to die")
+    time.sleep(3.5)
+    jobs.ensure_worker()
+    final = jobs.wait_for(job.id, timeout=180)
+    assert final.status == "succeeded", final.error
+    assert final.attempt == 2
+    log = (Path(final.run_dir) / "training.log").read_text()
+    assert "resuming from" in log and "checkpoint-" in log
+    losses = [m.step for m in jobs.metrics_for(job.id) if m.name == "loss"]
+    assert sorted(losses) == list(range(1, 13)), losses  # no gap, no duplicate
+    records = jobs.job_summary(final)["records"]
+    assert any(r.endswith("training.attempt1.ipynb") for r in records)
+    assert any(r.endswith("training.ipynb") for r in records)
+
+
+def _stage_kernel(home: Path) -> psutil.Process:
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "ipykernel_launcher" in " ".join(proc.info["cmdline"] or []) and \
+                    proc.environ().get("DEEPE_HOME") == str(home):
+                return proc
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            pass
+    return None
+
+
+def test_killed_kernel_fails_the_job_and_keeps_the_record(workspace, tmp_path):
+    methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
+    job = jobs.submit_training("plain", "tiny", "demo-sft", params={"sleep": "60"})
+    _wait(lambda: (Path(job.run_dir) / "started.txt").exists(), 60, "the job to start")
+    _stage_kernel(workspace).kill()  # as the OOM killer would
+    final = jobs.wait_for(job.id, timeout=60)
+    assert final.status == "failed"
+    assert "kernel died" in final.error and final.error_detail["ename"] == "DeadKernelError"
+    record = nbformat.read(Path(final.run_dir) / "training.ipynb", as_version=4)
+    assert record.metadata["deepe"]["status"] == "failed"
+    assert final.error_detail["cell"] is not None  # how far it got
+
+
+def test_job_outlives_the_process_that_submitted_it(workspace, tmp_path):
+    methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
+    # A notebook kernel (here: a Python process) submits, then goes away at once.
+    code = ("from deepe_widgets import jobs; "
+            "print(jobs.submit_training('plain', 'tiny', 'demo-sft', params={'sleep': '2'}).id)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    job_id = int(done.stdout.strip())
+    assert jobs.get_job(job_id).status in ("queued", "running")
+    final = jobs.wait_for(job_id, timeout=90)
+    assert final.status == "succeeded"
+    # Reopening shows its state and metrics, as if nothing happened.
+    assert deepe_json("jobs", "show", str(job_id), "--json")["status"] == "succeeded"
+
+
+SUBMITTER = """
+import sys, time
+from deepe_widgets import jobs
+ids = []
+for _ in range(2):
+    ids.append(jobs.submit_training('plain', 'tiny', 'demo-sft', start_worker=False).id)
+    for _ in range(5):
+        jobs.list_jobs(limit=20)
+        [jobs.metrics_for(i) for i in ids]
+print(' '.join(map(str, ids)))
+"""
+
+
+def test_four_workers_and_eight_submitters_on_sqlite(workspace, tmp_path):
+    methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    workers = [subprocess.Popen([sys.executable, "-m", "deepe_widgets.worker", "--idle-exit", "6"],
+                                stdout=open(logs / f"w{i}.log", "w"), stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL) for i in range(4)]
+    try:
+        submitters = [subprocess.Popen([sys.executable, "-c", SUBMITTER], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True) for _ in range(8)]
+        outputs = [p.communicate(timeout=120) for p in submitters]
+        assert all(p.returncode == 0 for p in submitters), [err for _out, err in outputs]
+        assert not any("locked" in err for _out, err in outputs)
+        ids = sorted(int(i) for out, _err in outputs for i in out.split())
+        assert len(ids) == 16 == len(set(ids))
+        for job_id in ids:
+            final = jobs.wait_for(job_id, timeout=240)
+            assert final.status == "succeeded" and final.attempt == 1, (final.status, final.error)
+            # exactly once: one record, one start marker, no earlier attempt's record
+            assert jobs.job_summary(final)["records"] == [str(Path(final.run_dir) / "training.ipynb")]
+        for log in logs.iterdir():
+            assert "locked" not in log.read_text()
+    finally:
+        for proc in workers:
+            proc.terminate()
+        for proc in workers:
+            proc.wait(timeout=30)
