@@ -440,6 +440,24 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from . import doctor
+
+    _setup()
+    found = doctor.check()
+    if args.fix:
+        doctor.fix(found)
+    if args.json:
+        _print_json([{"problem": f.problem, "fix": f.fix, "fixable": f.apply is not None, "fixed": f.fixed}
+                     for f in found])
+    elif not found:
+        print("no problems found")
+    for finding in found if not args.json else []:
+        state = "fixed" if finding.fixed else ("fix with --fix" if finding.apply else "needs you")
+        print(f"- {finding.problem}\n  fix: {finding.fix} [{state}]")
+    return 0 if all(f.fixed for f in found) else 1
+
+
 def cmd_worker(args) -> int:
     from .worker import main as worker_main
 
@@ -561,6 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb(sub, "compare", cmd_compare, "compare two or more jobs", True)
     p.add_argument("ids", nargs="+")
+    p = verb(sub, "doctor", cmd_doctor, "check the workspace and database; --fix applies the fixes", True)
+    p.add_argument("--fix", action="store_true")
     p = verb(sub, "worker", cmd_worker, "run a worker in the foreground")
     p.add_argument("--idle-exit", type=float, default=None)
     p = verb(sub, "demo", cmd_demo, "SFT-Demo on SmolLM2 and the demo dataset, end to end")

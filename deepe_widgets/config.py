@@ -25,9 +25,11 @@ def db_url() -> str:
 
 
 def workspace_dir(*parts: str) -> Path:
-    """A folder under the workspace, created on first use."""
-    path = deepe_home().joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """A folder under the workspace, created owner-only on first use."""
+    path = deepe_home()
+    for part in parts:  # mkdir(parents=True) would give the parents the default mode
+        path = path / part
+        path.mkdir(exist_ok=True, mode=0o700)
     return path
 
 

@@ -72,8 +72,11 @@ def read_rows(path: Path, fmt: str, limit: int | None = None) -> tuple[list[str]
 
 def add_dataset(name: str, path: str | Path, replace: bool = False) -> store.DatasetRecord:
     """Register a dataset file; its format, columns and row count are detected."""
+    from .paths import check_allowed
+
     check_name(name, "dataset")
     path = Path(path).expanduser()
+    check_allowed(path, "path", "dataset file")
     if not path.is_file():
         raise DeepeError(f"dataset file {str(path)!r} does not exist", field="path")
     fmt = FORMATS.get(path.suffix.lower())

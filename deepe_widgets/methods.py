@@ -110,6 +110,10 @@ def register_method(name: str, stages: dict[str, tuple[str, str]], *, training_t
         if not file:
             continue
         path = Path(file).expanduser()
+        if not builtin:  # built-ins come from the installed package
+            from .paths import check_allowed
+
+            check_allowed(path, stage, "stage file")
         # refuses missing or unreadable files, broken notebooks, a missing parameters cell
         notebooks[stage] = load_stage_notebook(path, stage)
         require_kernel(kernel, field=stage)
@@ -172,7 +176,9 @@ def delete_method(name: str) -> None:
 def _path_or_registered(value: str, lookup, what: str) -> Path:
     path = Path(value).expanduser()
     if path.exists():
-        return path.resolve()
+        from .paths import check_allowed
+
+        return check_allowed(path, what, what)
     try:
         return Path(lookup(value).path)
     except DeepeError:
@@ -192,7 +198,9 @@ def run_local_test(file: str | Path, base_model: str, dataset: str, overrides: d
     from .errors import StageFailed
     from .runner import execute_stage
 
-    nb = load_stage_notebook(Path(file), "training")
+    from .paths import check_allowed
+
+    nb = load_stage_notebook(check_allowed(file, "training", "stage file"), "training")
     require_kernel(kernel, field="kernel")
     model_path = _path_or_registered(base_model, models.get_model, "base model")
     dataset_path = _path_or_registered(dataset, datasets.get_dataset, "dataset")

@@ -38,6 +38,9 @@ def add_model(name: str, path: str | Path, *, kind: str = "base", job_id: int | 
     check_name(name, "model")
     path = Path(path).expanduser()
     if kind == "base":
+        from .paths import check_allowed
+
+        check_allowed(path, "base_model", "model folder")
         check_model_folder(path)
     with store.session() as s:
         record = s.exec(select(store.ModelRecord).where(store.ModelRecord.name == name)).first()
