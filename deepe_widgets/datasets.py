@@ -104,7 +104,7 @@ def get_dataset(name: str) -> store.DatasetRecord:
 
 
 def list_datasets() -> list[store.DatasetRecord]:
-    with store.session() as s:
+    with store.read_session() as s:
         return list(s.exec(select(store.DatasetRecord).order_by(store.DatasetRecord.name)))
 
 

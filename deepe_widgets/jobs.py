@@ -96,7 +96,7 @@ def get_job(job_id: int | str) -> Job:
         key = int(job_id)
     except (TypeError, ValueError):
         raise DeepeError(f"job id must be a number, not {job_id!r}", field="job") from None
-    with store.session() as s:
+    with store.read_session() as s:
         job = s.get(Job, key)
     if job is None:
         raise NotFound(f"no job with id {key}", field="job")
@@ -104,7 +104,7 @@ def get_job(job_id: int | str) -> Job:
 
 
 def list_jobs(limit: int | None = None, status: str | None = None) -> list[Job]:
-    with store.session() as s:
+    with store.read_session() as s:
         stmt = select(Job).order_by(Job.id.desc())
         if status:
             stmt = stmt.where(Job.status == status)
@@ -126,7 +126,7 @@ def _cas(job_id: int, expect_status: tuple[str, ...], owner: str | None = None, 
 def claim_next_job(worker_id: str) -> Job | None:
     """Claim the oldest queued job for `worker_id` (jobs run in submit order)."""
     for _ in range(5):
-        with store.session() as s:
+        with store.read_session() as s:
             job = s.exec(select(Job).where(Job.status == QUEUED).order_by(Job.id).limit(1)).first()
         if job is None:
             return None
@@ -178,7 +178,7 @@ def copy_job(job_id: int, *, name: str | None = None, params: dict | None = None
 def reap_expired() -> list[int]:
     """Requeue jobs whose lease expired (a dead worker), or fail them after max attempts."""
     now = store.now()
-    with store.session() as s:
+    with store.read_session() as s:
         stale = list(s.exec(select(Job).where(Job.status.in_((RUNNING, CANCELLING)),
                                               Job.lease_expires < now)))
     touched = []
@@ -203,7 +203,7 @@ def reap_expired() -> list[int]:
 
 def live_workers() -> list[store.Worker]:
     cutoff = store.now() - config.lease_seconds()
-    with store.session() as s:
+    with store.read_session() as s:
         return list(s.exec(select(store.Worker).where(store.Worker.heartbeat_at >= cutoff)))
 
 
@@ -276,14 +276,14 @@ def job_summary(job: Job) -> dict:
 
 def metrics_for(job_id: int, after_id: int = 0) -> list[store.Metric]:
     """Metric rows of a job with id > after_id (pollers pass the last id they saw)."""
-    with store.session() as s:
+    with store.read_session() as s:
         return list(s.exec(select(store.Metric).where(store.Metric.job_id == job_id, store.Metric.id > after_id)
                            .order_by(store.Metric.id)))
 
 
 def last_metric(job_id: int, name: str) -> float | None:
     """The newest value of one metric (the list's "last loss" column)."""
-    with store.session() as s:
+    with store.read_session() as s:
         row = s.exec(select(store.Metric).where(store.Metric.job_id == job_id, store.Metric.name == name)
                      .order_by(store.Metric.step.desc()).limit(1)).first()
     return row.value if row else None

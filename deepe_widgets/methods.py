@@ -160,7 +160,7 @@ def get_method(name: str) -> store.Method:
 
 
 def list_methods() -> list[store.Method]:
-    with store.session() as s:
+    with store.read_session() as s:
         return list(s.exec(select(store.Method).order_by(store.Method.builtin.desc(), store.Method.name)))
 
 

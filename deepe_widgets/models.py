@@ -64,7 +64,7 @@ def get_model(name: str) -> store.ModelRecord:
 
 
 def list_models(kind: str | None = None) -> list[store.ModelRecord]:
-    with store.session() as s:
+    with store.read_session() as s:
         stmt = select(store.ModelRecord).order_by(store.ModelRecord.kind, store.ModelRecord.name)
         if kind:
             stmt = stmt.where(store.ModelRecord.kind == kind)

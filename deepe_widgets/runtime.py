@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-FLUSH_SECONDS = float(os.environ.get("DEEPE_METRIC_FLUSH_SECONDS", "0.5"))
+# Rows are written as soon as they arrive, but at most once per this many seconds,
+# so a trainer logging every few milliseconds still costs one small write per interval.
+FLUSH_SECONDS = float(os.environ.get("DEEPE_METRIC_FLUSH_SECONDS", "0.2"))
 
 
 def log_event(message: str, level: str = "INFO") -> None:
@@ -27,7 +29,7 @@ def log_event(message: str, level: str = "INFO") -> None:
 
 
 class MetricSink:
-    """Buffers metric rows and writes them in batches (every FLUSH_SECONDS, from a thread).
+    """Buffers metric rows and writes them in batches from a thread (at most every FLUSH_SECONDS).
 
     Rows are unique per (job, step, name): a retried step never duplicates a row.
     With `job_id` 0 (a local test run) metrics only go to the log.
@@ -39,6 +41,7 @@ class MetricSink:
         self._progress: tuple[int, int] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._pending = threading.Event()
         self._thread: threading.Thread | None = None
         if self.job_id:
             self._thread = threading.Thread(target=self._loop, name="deepe-metrics", daemon=True)
@@ -52,17 +55,27 @@ class MetricSink:
                 for name, value in values.items()
                 if isinstance(value, (int, float)) and not isinstance(value, bool)
                 and math.isfinite(float(value))]
-        if self.job_id:
+        if self.job_id and rows:
             with self._lock:
                 self._rows.extend(rows)
+            self._pending.set()
 
     def set_progress(self, step: int, total: int) -> None:
         with self._lock:
             self._progress = (int(step), int(total))
 
     def _loop(self) -> None:
-        while not self._stop.wait(FLUSH_SECONDS):
+        from . import store
+
+        try:  # open (and migrate) the database now, not when the first rows wait on it
+            store.get_engine()
+        except Exception as exc:
+            print(f"[deepe] metrics database not reachable yet: {exc}", file=sys.stderr, flush=True)
+        while not self._stop.is_set():
+            self._pending.wait(timeout=1.0)  # progress alone is written once a second
+            self._pending.clear()
             self.flush()
+            self._stop.wait(FLUSH_SECONDS)
 
     def flush(self) -> None:
         with self._lock:
@@ -91,6 +104,7 @@ class MetricSink:
 
     def close(self) -> None:
         self._stop.set()
+        self._pending.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=5)
         self.flush()

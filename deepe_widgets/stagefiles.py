@@ -140,6 +140,9 @@ def notebook_parameters(nb: nbformat.NotebookNode) -> dict[str, dict]:
 
     import papermill
 
+    nb = copy.deepcopy(nb)
+    # papermill reads the language from the kernelspec; a converted .py file has none
+    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "nb.ipynb"
         nbformat.write(nb, path)

@@ -141,9 +141,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        # IMMEDIATE takes the write lock up front, so two writers queue on
+        # Writes: IMMEDIATE takes the write lock up front, so two writers queue on
         # busy_timeout instead of failing with "database is locked" mid-transaction.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads (read_session): a plain BEGIN, which in WAL mode never waits for a writer.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("deepe_read") else "BEGIN IMMEDIATE")
 
 
 def get_engine(url: str | None = None) -> Engine:
@@ -227,9 +228,16 @@ def session() -> Iterator[Session]:
         s.commit()
 
 
+@contextmanager
+def read_session() -> Iterator[Session]:
+    """A session for reading only: it never waits on, or blocks, a writer."""
+    with Session(get_engine().execution_options(deepe_read=True), expire_on_commit=False) as s:
+        yield s
+
+
 def get_one(model: type[SQLModel], **where: Any):
     """The row matching `where`, or None."""
-    with session() as s:
+    with read_session() as s:
         stmt = select(model)
         for key, value in where.items():
             stmt = stmt.where(getattr(model, key) == value)

@@ -122,3 +122,4 @@ def test_plain_script_is_converted_with_jupytext(tmp_path):
     platform = stagefiles.with_platform_cells(nb, "training")
     tags = [c.metadata.get("tags", []) for c in platform.cells]
     assert tags[1] == [stagefiles.SETUP_TAG] and tags[-1] == [stagefiles.TRAIN_TAG]
+    assert set(stagefiles.notebook_parameters(nb)) == {"MODEL_PATH", "JOB_ID"}
