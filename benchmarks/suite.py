@@ -215,7 +215,7 @@ class Bench:
         steps = 30 if self.tiny else 200
         ids = [jobs.submit_training("SFT-Demo", self.base, "demo-sft", start_worker=False).id for _ in range(4)]
         with_cb, without = [], []
-        for rep in range(2 if self.tiny else 3):
+        for rep in range(1 if self.tiny else 3):
             for use_callback in (False, True) if rep % 2 == 0 else (True, False):
                 procs = [subprocess.Popen([sys.executable, str(HERE / "ingest_worker.py"), str(model_dir), str(steps),
                                            str(ids[i]) if use_callback else "0"], stdout=subprocess.PIPE, text=True,

@@ -36,15 +36,22 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
     output_path.parent.mkdir(parents=True, exist_ok=True)
     input_path = output_path.with_name(f"{stage}.input.ipynb")
     nbformat.write(with_platform_cells(nb, stage), input_path)
-    environment = kernel_environment(kernel)
+    # Probe the kernel's Python and package versions while the kernel starts, not before.
+    from concurrent.futures import ThreadPoolExecutor
+
+    probe_pool = ThreadPoolExecutor(max_workers=1)
+    probe = probe_pool.submit(kernel_environment, kernel)
+    environment: dict = {}
     failure: StageFailed | None = None
     with open(log_path, "a", encoding="utf-8", buffering=1) as log:
-        _stamp(log, f"stage {stage} starting in kernel {kernel!r} ({environment.get('python', '?')})")
+        _stamp(log, f"stage {stage} starting in kernel {kernel!r}")
         try:
             papermill.execute_notebook(
                 str(input_path), str(output_path), parameters=parameters, kernel_name=kernel,
                 progress_bar=False, log_output=False, stdout_file=log, stderr_file=log, cwd=str(cwd),
-                start_timeout=120, kernel_manager_class=_kernel_manager_logging_to(log))
+                start_timeout=120, kernel_manager_class=_kernel_manager_logging_to(log),
+                # the record is written by then; a graceful shutdown only waits on torch's threads
+                shutdown_kernel="immediate")
         except PapermillExecutionError as exc:
             failure = StageFailed(exc.ename, exc.evalue, _failing_cell(output_path), exc.source)
         except Exception as exc:  # a dead kernel, a timeout: nbclient raises its own kinds
@@ -54,6 +61,8 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
                 message = f"the kernel died (crashed or killed, e.g. out of memory): {message}"
             failure = StageFailed(name, message, _failing_cell(output_path), "")
         finally:
+            environment = probe.result()
+            probe_pool.shutdown()
             _annotate_record(output_path, stage, kernel, parameters, environment, failure)
         if failure is not None:
             _stamp(log, f"stage {stage} failed: {failure.ename}: {failure.evalue}", "ERROR")
