@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlmodel import select
 
 from . import config, store
-from .errors import DeepeError, NotFound
+from .errors import DeepeError
 from .names import check_name
 
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -96,11 +96,7 @@ def add_dataset(name: str, path: str | Path, replace: bool = False) -> store.Dat
 
 
 def get_dataset(name: str) -> store.DatasetRecord:
-    record = store.get_one(store.DatasetRecord, name=name)
-    if record is None:
-        known = ", ".join(d.name for d in list_datasets()) or "none"
-        raise NotFound(f"no dataset named {name!r}; datasets: {known}", field="dataset")
-    return record
+    return store.require_named(store.DatasetRecord, name, "dataset", "dataset")
 
 
 def list_datasets() -> list[store.DatasetRecord]:

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import jobs, store
+from . import jobs
 from .store import CANCELLED, CANCELLING, FAILED, SUCCEEDED, Job
 
 

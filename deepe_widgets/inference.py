@@ -11,7 +11,6 @@ import time
 import uuid
 from pathlib import Path
 
-import nbformat
 
 from . import config, methods, models
 from . import params as paramlib

@@ -18,7 +18,7 @@ from sqlmodel import select
 
 from . import config, store
 from .errors import DeepeError, NotFound
-from .store import CANCELLED, CANCELLING, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Job
+from .store import CANCELLED, CANCELLING, FAILED, FINISHED, QUEUED, RUNNING, Job
 
 
 def submit_training(method: str, base_model: str, dataset: str, *, name: str | None = None,

@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlmodel import select
 
 from . import config, store
-from .errors import DeepeError, NotFound
+from .errors import DeepeError
 from .kernels import require_kernel
 from .names import check_name
 from .stagefiles import load_stage_notebook, notebook_parameters, sha256_file
@@ -152,11 +152,7 @@ def ensure_builtins() -> None:
 
 
 def get_method(name: str) -> store.Method:
-    method = store.get_one(store.Method, name=name)
-    if method is None:
-        known = ", ".join(m.name for m in list_methods()) or "none"
-        raise NotFound(f"no method named {name!r}; methods: {known}", field="method")
-    return method
+    return store.require_named(store.Method, name, "method", "method")
 
 
 def list_methods() -> list[store.Method]:

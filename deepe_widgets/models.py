@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlmodel import select
 
 from . import config, store
-from .errors import DeepeError, NotFound
+from .errors import DeepeError
 from .names import check_name
 
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
@@ -54,13 +54,9 @@ def add_model(name: str, path: str | Path, *, kind: str = "base", job_id: int | 
 
 
 def get_model(name: str) -> store.ModelRecord:
-    record = store.get_one(store.ModelRecord, name=name)
-    if record is None:
-        if name == DEFAULT_BASE_MODEL:
-            return ensure_default_model()
-        known = ", ".join(m.name for m in list_models()) or "none"
-        raise NotFound(f"no model named {name!r}; models: {known}", field="base_model")
-    return record
+    if name == DEFAULT_BASE_MODEL and store.get_one(store.ModelRecord, name=name) is None:
+        return ensure_default_model()  # the embedded default is imported on first use
+    return store.require_named(store.ModelRecord, name, "model", "base_model")
 
 
 def list_models(kind: str | None = None) -> list[store.ModelRecord]:
@@ -95,7 +91,6 @@ def ensure_default_model(progress=print) -> store.ModelRecord:
     if not (target / "config.json").is_file():
         gguf = smollm2_gguf()
         progress(f"importing {DEFAULT_BASE_MODEL} from {gguf.name} (once) …")
-        import torch  # noqa: F401  (training dependency; imported only here)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         partial = target.with_name(target.name + ".partial")

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from . import config
-from .errors import DeepeError
+from .errors import DeepeError, NotFound
 
 SCHEMA_VERSION = 1
 
@@ -242,3 +242,13 @@ def get_one(model: type[SQLModel], **where: Any):
         for key, value in where.items():
             stmt = stmt.where(getattr(model, key) == value)
         return s.exec(stmt).first()
+
+
+def require_named(model: type[SQLModel], name: str, what: str, field: str):
+    """The row called `name`, or NotFound listing the names there are."""
+    row = get_one(model, name=name)
+    if row is None:
+        with read_session() as s:
+            names = sorted(s.exec(select(model.name)))
+        raise NotFound(f"no {what} named {name!r}; {what}s: {', '.join(names) or 'none'}", field=field)
+    return row

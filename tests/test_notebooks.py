@@ -1,7 +1,5 @@
 """The notebooks a user opens are executed, so they cannot rot."""
 
-from pathlib import Path
-
 import nbformat
 import papermill
 import pytest

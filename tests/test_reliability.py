@@ -12,8 +12,8 @@ import nbformat
 import psutil
 import pytest
 
-from deepe_widgets import jobs, methods, stagefiles, store
-from conftest import FAST_PARAMS, deepe, deepe_json
+from deepe_widgets import jobs, methods, stagefiles
+from conftest import deepe_json
 from stage_notebooks import plain_notebook
 
 

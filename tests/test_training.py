@@ -1,6 +1,5 @@
 """Real trainings of a tiny model through the CLI, the worker, papermill and a kernel."""
 
-import json
 import shutil
 from pathlib import Path
 
