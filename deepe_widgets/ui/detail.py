@@ -1,0 +1,172 @@
+"""View Details: "Train Overview", "Evaluation Data" (live bqplot charts) and "Train Log"."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import os
+from pathlib import Path
+
+import bqplot as bq
+import ipywidgets as w
+
+from .. import jobs
+from ..store import FINISHED
+from .common import MAX_POINTS, Status, decimate, html_table, start_poller, when, duration
+
+LEVELS = ("all", "INFO", "WARNING", "ERROR")
+
+
+def metric_figure(title: str, x_label: str) -> tuple[bq.Figure, bq.Lines]:
+    """One chart: axes with labels, a line we only ever update (never recreate)."""
+    x, y = bq.LinearScale(), bq.LinearScale()
+    line = bq.Lines(x=[], y=[], scales={"x": x, "y": y}, colors=["#0969da"], labels=[title],
+                    display_legend=False)
+    fig = bq.Figure(marks=[line], axes=[bq.Axis(scale=x, label=x_label, grid_lines="dashed"),
+                                        bq.Axis(scale=y, orientation="vertical", label=title, grid_lines="dashed")],
+                    title=title, layout=w.Layout(width="420px", height="280px"),
+                    fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 15})
+    return fig, line
+
+
+class TrainingDetail(w.VBox):
+    """Everything about one job; charts and log follow it live while it runs."""
+
+    poll_seconds = 0.5
+
+    def __init__(self, job_id: int, on_copy=None):
+        self.job_id = int(job_id)
+        self.on_copy = on_copy
+        self.header = w.HTML()
+        self.progress = w.FloatProgress(min=0, max=1, description="progress", layout=w.Layout(width="420px"))
+        self.overview = w.HTML()
+        self.copy = w.Button(description="Copy the Train", icon="copy", button_style="info")
+        self.copy.on_click(lambda _b: self.on_copy and self.on_copy(jobs.get_job(self.job_id)))
+        self.x_axis = w.ToggleButtons(options=[("by step", "step"), ("by epoch", "epoch")], value="step")
+        self.x_axis.observe(lambda _c: self._redraw(), "value")
+        self.charts = w.Box(layout=w.Layout(flex_flow="row wrap"))
+        self.no_data = w.HTML("<i>No metrics yet: they appear here as the trainer logs them.</i>")
+        self.level = w.Dropdown(options=LEVELS, description="level")
+        self.level.observe(lambda _c: self._render_log(), "value")
+        self.log_view = w.HTML(layout=w.Layout(max_height="420px", overflow="auto", border="1px solid #ddd"))
+        self.status = Status()
+        self.tabs = w.Tab(children=[w.VBox([self.overview, self.copy]),
+                                    w.VBox([self.x_axis, self.no_data, self.charts]),
+                                    w.VBox([self.level, self.log_view])],
+                          titles=("Train Overview", "Evaluation Data", "Train Log"))
+        self.series: dict[str, dict[str, list]] = {}
+        self.lines: dict[str, bq.Lines] = {}
+        self.figures: dict[str, bq.Figure] = {}
+        self._last_id = 0
+        self._log_offsets: dict[Path, int] = {}
+        self._log_lines: list[str] = []
+        self._task = None
+        super().__init__([self.header, self.progress, self.tabs, self.status])
+        self.refresh()
+        if jobs.get_job(self.job_id).status not in FINISHED:
+            self._task = start_poller(self._poll)
+
+    # --- polling -------------------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        # One poller per view, on the kernel's loop: it only updates widget values.
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            done = self.refresh()
+            if done:
+                return
+
+    def refresh(self) -> bool:
+        """Read new metric rows, log lines and the job row; True once the job has finished."""
+        job = jobs.get_job(self.job_id)
+        self._render_overview(job)
+        new = jobs.metrics_for(self.job_id, after_id=self._last_id)
+        for m in new:
+            series = self.series.setdefault(m.name, {"step": [], "epoch": [], "value": []})
+            series["step"].append(m.step)
+            series["epoch"].append(m.epoch if m.epoch is not None else float("nan"))
+            series["value"].append(m.value)
+            self._last_id = m.id
+        if new:
+            self._redraw(set(m.name for m in new))
+        self._read_log(job)
+        return job.status in FINISHED
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        super().close()
+
+    # --- rendering -----------------------------------------------------------------------
+
+    def _render_overview(self, job) -> None:
+        colour = {"succeeded": "#1a7f37", "failed": "#cf222e", "running": "#0969da"}.get(job.status, "#555")
+        self.header.value = (f"<h3>Job {job.id}: {html.escape(job.name)} — "
+                             f"<span class='deepe-job-status' style='color:{colour}'>{job.status}</span></h3>")
+        if job.progress_total:
+            self.progress.value = job.progress_step / job.progress_total
+            self.progress.description = f"{job.progress_step}/{job.progress_total}"
+        summary = jobs.job_summary(job)
+        rows = [["method", html.escape(job.method)], ["base model", html.escape(str(job.base_model))],
+                ["dataset", html.escape(str(job.dataset))], ["started", when(job.started_at)],
+                ["duration", duration(job)], ["attempt", job.attempt],
+                ["copied from", job.copied_from or "-"], ["run folder", html.escape(str(job.run_dir))]]
+        if job.error:
+            rows.append(["error", f"<span style='color:#cf222e'>{html.escape(job.error)}</span>"])
+        params = [[html.escape(k), html.escape(repr(v))] for k, v in sorted(job.params.items())] or \
+                 [["(all defaults)", ""]]
+        records = "".join(f"<li><a href='{html.escape(self._link(r))}' target='_blank'>{html.escape(r)}</a></li>"
+                          for r in summary["records"]) or "<li>none yet</li>"
+        artifacts = "".join(f"<li>{a['kind']}: <b>{html.escape(a['name'])}</b> ({html.escape(a['path'])})</li>"
+                            for a in summary["artifacts"]) or "<li>none yet</li>"
+        self.overview.value = (html_table(["", ""], rows) + "<h4>Parameters</h4>" + html_table(["name", "value"], params)
+                               + f"<h4>Records (executed notebooks)</h4><ul>{records}</ul>"
+                               f"<h4>Artifacts</h4><ul>{artifacts}</ul>")
+
+    @staticmethod
+    def _link(path: str) -> str:
+        """A link JupyterLab opens as a document: relative to the kernel's folder when possible."""
+        try:
+            return os.path.relpath(path)
+        except ValueError:
+            return path
+
+    def _redraw(self, names=None) -> None:
+        self.no_data.layout.display = "none" if self.series else None
+        for name in sorted(names or self.series):
+            if name not in self.figures:
+                fig, line = metric_figure(name, self.x_axis.value)
+                self.figures[name], self.lines[name] = fig, line
+                self.charts.children = tuple(self.figures[n] for n in sorted(self.figures))
+            series = self.series[name]
+            xs = series[self.x_axis.value]
+            pairs = [(x, y) for x, y in zip(xs, series["value"]) if x == x]  # epoch may be missing (nan)
+            x, y = decimate([p[0] for p in pairs], [p[1] for p in pairs], MAX_POINTS)
+            line = self.lines[name]
+            with line.hold_sync():
+                line.x, line.y = x, y
+            self.figures[name].axes[0].label = self.x_axis.value
+
+    def _read_log(self, job) -> None:
+        run_dir = Path(job.run_dir or "")
+        grew = False
+        for log in sorted(run_dir.glob("*.log")):
+            if log.name == "runner.log":
+                continue
+            with open(log, encoding="utf-8", errors="replace") as handle:
+                handle.seek(self._log_offsets.get(log, 0))
+                chunk = handle.read()
+                self._log_offsets[log] = handle.tell()
+            if chunk:
+                self._log_lines.extend(chunk.replace("\r", "\n").splitlines())
+                grew = True
+        if grew:
+            self._log_lines = self._log_lines[-5000:]
+            self._render_log()
+
+    def _render_log(self) -> None:
+        level = self.level.value
+        lines = self._log_lines if level == "all" else [l for l in self._log_lines if f" {level} " in l
+                                                         or (level == "WARNING" and "Warning" in l)]
+        text = html.escape("\n".join(lines[-1000:]))
+        self.log_view.value = f"<pre class='deepe-log' style='margin:0;font-size:12px'>{text}</pre>"
