@@ -55,8 +55,8 @@ class TrainingCompare(w.VBox):
             marks.append(bq.Lines(x=xs, y=ys, scales={"x": x, "y": y}, colors=[PALETTE[index % len(PALETTE)]],
                                   labels=[f"job {job_id}"], display_legend=True))
         return bq.Figure(marks=marks, title=name, legend_location="top-right",
-                         axes=[bq.Axis(scale=x, label="step", grid_lines="dashed"),
-                               bq.Axis(scale=y, orientation="vertical", label=name, grid_lines="dashed")],
+                         axes=[bq.Axis(scale=x, label="step", grid_lines="dashed", side="bottom"),
+                               bq.Axis(scale=y, side="left", label=name, grid_lines="dashed")],
                          layout=w.Layout(width="460px", height="300px"),
                          fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 15})
 

@@ -22,8 +22,8 @@ def metric_figure(title: str, x_label: str) -> tuple[bq.Figure, bq.Lines]:
     x, y = bq.LinearScale(), bq.LinearScale()
     line = bq.Lines(x=[], y=[], scales={"x": x, "y": y}, colors=["#0969da"], labels=[title],
                     display_legend=False)
-    fig = bq.Figure(marks=[line], axes=[bq.Axis(scale=x, label=x_label, grid_lines="dashed"),
-                                        bq.Axis(scale=y, orientation="vertical", label=title, grid_lines="dashed")],
+    fig = bq.Figure(marks=[line], axes=[bq.Axis(scale=x, label=x_label, grid_lines="dashed", side="bottom"),
+                                        bq.Axis(scale=y, side="left", label=title, grid_lines="dashed")],
                     title=title, layout=w.Layout(width="420px", height="280px"),
                     fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 15})
     return fig, line

@@ -1,0 +1,127 @@
+"""The widgets in plain Python: buttons are clicked with `.click()`, no browser."""
+
+import shutil
+
+import pytest
+
+from deepe_widgets import jobs, methods, stagefiles
+from deepe_widgets.runtime import MetricSink
+from deepe_widgets.ui import MethodManager, TrainingCompare, TrainingDetail, TrainingLauncher
+from deepe_widgets.ui.common import decimate
+
+
+def test_method_form_follows_the_lifecycle_and_shows_errors_by_the_field(workspace, tmp_path):
+    manager = MethodManager(admin=True)
+    form = manager.form
+    manager.add_button.click()
+    assert form.layout.display is None
+    shown = {s for s, row in form.stage_rows.items() if row.layout.display != "none"}
+    assert shown == {"training", "inference-customized"}
+    form.lifecycle.value = "live"
+    shown = {s for s, row in form.stage_rows.items() if row.layout.display != "none"}
+    assert shown == {"training", "saving", "deployment", "inference-customized", "inference-complete"}
+    form.lifecycle.value = "customized"
+    form.name.value = "mine"
+    form.files["training"].value = str(tmp_path / "missing.ipynb")
+    form.save.click()
+    assert "does not exist" in form.errors["training"].value and "does not exist" in form.status.value
+    assert "mine" not in [m.name for m in methods.list_methods()]
+    notebook = tmp_path / "mine.ipynb"
+    shutil.copy(stagefiles.template_notebook_path(), notebook)
+    form.files["training"].value = str(notebook)
+    form.enabled["inference-customized"].value = True  # enabled without a file: refused
+    form.save.click()
+    assert "needs both a file and a kernel" in form.errors["inference-customized"].value
+    form.enabled["inference-customized"].value = False
+    form.save.click()
+    assert "registered" in form.status.value and "mine" in [m.name for m in methods.list_methods()]
+    assert "mine" in manager.table.children[-1].children[0].value
+
+
+def test_delete_asks_first_and_is_not_offered_for_builtins(workspace, tmp_path):
+    notebook = tmp_path / "mine.ipynb"
+    shutil.copy(stagefiles.template_notebook_path(), notebook)
+    methods.register_method("mine", {"training": (notebook, "python3")})
+    manager = MethodManager(admin=True)
+    rows = {r.children[0].value: r for r in manager.table.children[1:]}
+    assert len(rows["SFT-Demo"].children) == 5  # no delete control on a built-in
+    delete, confirm, cancel = rows["mine"].children[5].children
+    delete.click()
+    assert "Delete method mine?" in manager.status.value and "mine" in [m.name for m in methods.list_methods()]
+    confirm.click()
+    assert "mine" not in [m.name for m in methods.list_methods()]
+    readonly = MethodManager(admin=False)
+    assert not hasattr(readonly.form, "parent") or readonly.form not in readonly.children
+    assert all(len(r.children) == 5 for r in readonly.table.children[1:])
+
+
+def test_launcher_submits_changed_parameters_and_reports_errors_by_field(workspace):
+    submitted = []
+    launcher = TrainingLauncher(on_submitted=submitted.append)
+    launcher.method.value = "SFT-Demo"
+    launcher.base_model.value = "tiny"
+    launcher.dataset.value = "demo-sft"
+    assert "instruction" in launcher.preview.value and "CAPITAL CARD" in launcher.preview.value
+    assert {"EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "MAX_SEQ_LENGTH", "LORA_RANK", "SYSTEM_PROMPT",
+            "SAVE_STEPS"} <= {n for n, t in launcher.fields.items() if any(
+                box.children[0] is t for box in launcher.main_box.children)}
+    launcher.fields["BATCH_SIZE"].value = "zero"
+    launcher.run.click()
+    assert "BATCH_SIZE must be a whole number" in launcher.field_errors["BATCH_SIZE"].value
+    assert submitted == []
+    launcher.fields["BATCH_SIZE"].value = "4"
+    launcher.fields["EPOCHS"].value = "100"
+    assert "outside the typical range" in launcher.warnings.value
+    launcher.fields["EPOCHS"].value = "1"
+    launcher.fields["LEARNING_RATE"].value = "0.005"
+    jobs_before = len(jobs.list_jobs())
+    launcher.run.click()
+    assert len(jobs.list_jobs()) == jobs_before + 1 and "queued" in launcher.status.value
+    job = submitted[0]
+    assert job.params == {"LEARNING_RATE": 0.005}
+    # Copy the Train fills the form with that job's configuration.
+    other = TrainingLauncher()
+    other.prefill(job)
+    assert other.method.value == "SFT-Demo" and other.fields["LEARNING_RATE"].value == "0.005"
+
+
+def test_detail_charts_every_metric_and_decimates(workspace):
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", start_worker=False)
+    sink = MetricSink(job.id)
+    for step in range(1, 5001):
+        sink.add(step, {"loss": 5.0 - step / 1000, "learning_rate": 1e-4}, step / 100)
+    sink.close()
+    detail = TrainingDetail(job.id)
+    assert set(detail.lines) == {"loss", "learning_rate"}
+    loss = detail.lines["loss"]
+    assert len(loss.x) <= 2001 and loss.x[-1] == 5000 and loss.y[-1] == pytest.approx(0.0)
+    assert detail.figures["loss"].axes[0].label == "step"
+    detail.x_axis.value = "epoch"
+    assert detail.lines["loss"].x[-1] == pytest.approx(50.0) and detail.figures["loss"].axes[0].label == "epoch"
+    assert detail.tabs.titles == ("Train Overview", "Evaluation Data", "Train Log")
+    assert "Copy the Train" == detail.copy.description
+
+
+def test_decimate_keeps_spikes_and_the_newest_point():
+    xs = list(range(100_000))
+    ys = [0.0] * 100_000
+    ys[54_321] = 9.0
+    dx, dy = decimate(xs, ys, 1000)
+    assert len(dx) <= 1001 and 9.0 in dy and dx[-1] == 99_999
+
+
+def test_compare_shows_differences_and_a_legend_per_job(workspace):
+    a = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params={"learning_rate": "1e-3"}, start_worker=False)
+    b = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params={"learning_rate": "5e-4"}, start_worker=False)
+    for job, scale in ((a, 1.0), (b, 2.0)):
+        sink = MetricSink(job.id)
+        for step in range(1, 11):
+            sink.add(step, {"loss": scale / step}, None)
+        sink.close()
+    view = TrainingCompare([a.id, b.id])
+    assert "LEARNING_RATE" in view.config.value and "0.001" in view.config.value
+    assert "MODEL_PATH" not in view.config.value
+    [figure] = view.figures
+    assert [m.labels for m in figure.marks] == [[f"job {a.id}"], [f"job {b.id}"]]
+    assert all(m.display_legend for m in figure.marks)
+    assert "0.1 / 0.1" in view.summary.value and "0.2 / 0.2" in view.summary.value
