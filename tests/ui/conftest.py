@@ -1,0 +1,87 @@
+"""Browser fixtures: `deepe app` served on 127.0.0.1 for a workspace, and Debian's chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class App:
+    """`deepe app` in a subprocess (output to a file); stopped with its whole process tree."""
+
+    def __init__(self, home: Path, admin: bool):
+        self.port, self.token = _free_port(), "test-token-" + os.urandom(4).hex()
+        args = ["app", "--port", str(self.port), "--token", self.token] + (["--allow-method-admin"] if admin else [])
+        self.log = open(home.parent / f"app-{self.port}.out", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "deepe_widgets.cli", *args], stdout=self.log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=os.environ.copy())
+        deadline = time.monotonic() + 90
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            assert self.proc.poll() is None and time.monotonic() < deadline, "deepe app did not start"
+            time.sleep(0.3)
+        self.url = f"http://127.0.0.1:{self.port}/?token={self.token}"
+
+    def stop(self) -> None:
+        from deepe_widgets.executors import kill_process_tree
+
+        kill_process_tree(self.proc.pid)
+        self.log.close()
+
+
+@pytest.fixture
+def start_app(workspace):
+    started = []
+
+    def start(admin: bool = True) -> App:
+        app = App(workspace, admin)
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        app.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
+    page.screenshot(path=str(ARTIFACTS / f"{name}-final.png"), full_page=True)
+    context.close()
