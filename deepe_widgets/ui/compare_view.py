@@ -32,8 +32,9 @@ class TrainingCompare(w.VBox):
 
     def _shared_metrics(self) -> list[str]:
         ids = [str(i) for i in self.report["ids"]]
+        # a curve needs points: end-of-training totals (one value per job) stay in the table only
         return sorted(name for name, per_job in self.report["metrics"].items()
-                      if sum(1 for i in ids if i in per_job) >= 2 and not name.startswith("train_"))
+                      if sum(1 for i in ids if per_job.get(i, {}).get("points", 0) > 1) >= 2)
 
     def _render_config(self) -> None:
         ids = [str(i) for i in self.report["ids"]]
@@ -58,7 +59,7 @@ class TrainingCompare(w.VBox):
                          axes=[bq.Axis(scale=x, label="step", grid_lines="dashed", side="bottom"),
                                bq.Axis(scale=y, side="left", label=name, grid_lines="dashed")],
                          layout=w.Layout(width="460px", height="300px"),
-                         fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 15})
+                         fig_margin={"top": 40, "bottom": 45, "left": 75, "right": 15})
 
     def _summary(self) -> str:
         ids = [str(i) for i in self.report["ids"]]

@@ -43,8 +43,8 @@ class Dashboard(w.VBox):
         self.tabs.selected_index = TAB_TRAININGS
 
     def copy_train(self, job) -> None:
-        self.launcher.prefill(job)
         self.tabs.selected_index = TAB_TRAIN
+        self.launcher.prefill(job)
 
     def show_compare(self, job_ids: list[int]) -> None:
         self.compare_area.children = [TrainingCompare(job_ids)]

@@ -25,7 +25,7 @@ def metric_figure(title: str, x_label: str) -> tuple[bq.Figure, bq.Lines]:
     fig = bq.Figure(marks=[line], axes=[bq.Axis(scale=x, label=x_label, grid_lines="dashed", side="bottom"),
                                         bq.Axis(scale=y, side="left", label=title, grid_lines="dashed")],
                     title=title, layout=w.Layout(width="420px", height="280px"),
-                    fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 15})
+                    fig_margin={"top": 40, "bottom": 45, "left": 75, "right": 15})
     return fig, line
 
 

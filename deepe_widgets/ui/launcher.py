@@ -45,6 +45,7 @@ class TrainingLauncher(w.VBox):
         self.output_column = w.Dropdown(description="Response column", style=STYLE)
         self.fields: dict[str, w.Text] = {}
         self.field_errors: dict[str, w.HTML] = {}
+        self._fields_for = None
         self.main_box, self.advanced_box = w.VBox(), w.VBox()
         self.advanced = w.Accordion(children=[self.advanced_box], titles=("Advanced",))
         self.advanced.selected_index = None
@@ -72,7 +73,8 @@ class TrainingLauncher(w.VBox):
         for widget, value in zip((self.method, self.base_model, self.dataset), keep):
             if value in widget.options:
                 widget.value = value
-        self._build_fields()
+        if not self.fields or self._fields_for != self.method.value:  # keep what the user typed
+            self._build_fields()
         self._show_dataset()
 
     def _build_fields(self) -> None:
@@ -80,6 +82,7 @@ class TrainingLauncher(w.VBox):
             return
         defaults = methods.get_method(self.method.value).default_params
         self.defaults = defaults
+        self._fields_for = self.method.value
         self.fields, self.field_errors = {}, {}
         main, advanced = [], []
         labels = dict((name, label) for label, name in MAIN_FIELDS)
@@ -153,13 +156,14 @@ class TrainingLauncher(w.VBox):
         """"Copy the Train": the same configuration, ready to tweak and run."""
         self.reload()
         self.method.value = job.method
+        if self._fields_for != job.method:
+            self._build_fields()
         if job.base_model in self.base_model.options:
             self.base_model.value = job.base_model
         if job.dataset in self.dataset.options:
             self.dataset.value = job.dataset
-        for name, value in job.params.items():
-            if name in self.fields:
-                self.fields[name].value = str(value)
+        for name, text in self.fields.items():  # each field set once: the job's value, else the default
+            text.value = str(job.params[name]) if name in job.params else str(_shown(self.defaults[name]))
         for widget, name in ((self.input_column, "PromptInputColumn"), (self.output_column, "PromptOutputColumn")):
             if job.params.get(name) in dict(widget.options).values():
                 widget.value = job.params[name]

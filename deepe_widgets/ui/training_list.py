@@ -26,6 +26,8 @@ class TrainingList(w.VBox):
         self.on_details, self.on_compare, self.limit = on_details, on_compare, limit
         self.rows = w.VBox()
         self.selected: dict[int, w.Checkbox] = {}
+        self._rows: dict[int, dict] = {}
+        self._head = w.HBox([w.HTML(f"<b>{title}</b>", layout=w.Layout(width=width)) for title, width in COLUMNS])
         self.details = w.Button(description="View Details", icon="search")
         self.compare = w.Button(description="Compare", icon="columns")
         self.cancel = w.Button(description="Cancel", icon="stop", button_style="warning")
@@ -50,24 +52,38 @@ class TrainingList(w.VBox):
         return [job_id for job_id, box in self.selected.items() if box.value]
 
     def refresh(self) -> None:
-        keep = set(self.chosen())
-        head = w.HBox([w.HTML(f"<b>{title}</b>", layout=w.Layout(width=width)) for title, width in COLUMNS])
-        rows, self.selected = [head], {}
-        for job in jobs.list_jobs(limit=self.limit):
-            box = w.Checkbox(value=job.id in keep, indent=False, layout=w.Layout(width="30px"))
-            self.selected[job.id] = box
+        """Update the rows in place (a re-render would drop a click that lands mid-refresh)."""
+        listed = jobs.list_jobs(limit=self.limit)
+        for job in listed:
+            row = self._rows.get(job.id) or self._new_row(job.id)
             fraction = job.progress_step / job.progress_total if job.progress_total else \
                 (1.0 if job.status == "succeeded" else 0.0)
-            bar = w.FloatProgress(value=fraction, min=0, max=1, layout=w.Layout(width="150px"),
-                                  bar_style={"succeeded": "success", "failed": "danger"}.get(job.status, "info"))
+            row["bar"].value = fraction
+            row["bar"].bar_style = {"succeeded": "success", "failed": "danger"}.get(job.status, "info")
             loss = jobs.last_metric(job.id, "loss")
-            cells = [box] + [w.HTML(html.escape(str(v)), layout=w.Layout(width=width)) for v, (_t, width) in zip(
-                (job.id, job.name, job.status), COLUMNS[1:4])] + [bar] + [
-                w.HTML(html.escape(str(v)), layout=w.Layout(width=width)) for v, (_t, width) in zip(
-                    (job.method, job.base_model or "-", when(job.started_at), duration(job),
-                     f"{loss:.4f}" if loss is not None else "-"), COLUMNS[5:])]
-            rows.append(w.HBox(cells, layout=w.Layout(border_bottom="1px solid #eee")))
-        self.rows.children = rows
+            values = (job.id, job.name, job.status, job.method, job.base_model or "-", when(job.started_at),
+                      duration(job), f"{loss:.4f}" if loss is not None else "-")
+            for cell, value in zip(row["cells"], values):
+                text = html.escape(str(value))
+                if cell.value != text:
+                    cell.value = text
+        shown = [j.id for j in listed]
+        for gone in set(self._rows) - set(shown):
+            self._rows.pop(gone)["box"].close()
+            self.selected.pop(gone, None)
+        children = (self._head, *(self._rows[i]["box"] for i in shown))
+        if tuple(self.rows.children) != children:
+            self.rows.children = children
+
+    def _new_row(self, job_id: int) -> dict:
+        check = w.Checkbox(value=False, indent=False, layout=w.Layout(width="30px"))
+        bar = w.FloatProgress(min=0, max=1, layout=w.Layout(width="150px"))
+        widths = [width for _title, width in COLUMNS[1:4] + COLUMNS[5:]]
+        cells = [w.HTML(layout=w.Layout(width=width)) for width in widths]
+        box = w.HBox([check, *cells[:3], bar, *cells[3:]], layout=w.Layout(border_bottom="1px solid #eee"))
+        self.selected[job_id] = check
+        self._rows[job_id] = {"box": box, "bar": bar, "cells": cells}
+        return self._rows[job_id]
 
     def _on_details(self) -> None:
         chosen = self.chosen()

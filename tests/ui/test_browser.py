@@ -159,6 +159,7 @@ def test_train_watch_copy_and_compare(start_app, page, tmp_path):
     # Copy the Train, change the learning rate, run the copy.
     tab(page, "Train Overview")
     page.get_by_role("button", name="Copy the Train").click()
+    page.locator(".deepe-info", has_text=f"copied from job {first.id}").wait_for()
     assert text_input(page, "Learning Rate").input_value() == "0.005"
     text_input(page, "Learning Rate").fill("0.001")
     text_input(page, "Learning Rate").press("Enter")
@@ -175,6 +176,6 @@ def test_train_watch_copy_and_compare(start_app, page, tmp_path):
     job_checkbox(page, second.id).check()
     page.get_by_role("button", name="Compare").click()
     page.get_by_text(f"Compare trainings {first.id}, {second.id}").wait_for()
-    page.locator(".bqplot .legend", has_text=f"job {second.id}").first.wait_for()
+    page.locator(".bqplot text.legendtext", has_text=f"job {second.id}").first.wait_for()
     assert page.get_by_text("LEARNING_RATE").count() >= 1
     shot(page, "compare")
