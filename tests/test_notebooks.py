@@ -12,6 +12,7 @@ pytestmark = pytest.mark.training
 @pytest.mark.parametrize("name,params", [
     ("quick_start", {"MAX_STEPS": 6, "LEARNING_RATE": 5e-3}),
     ("implement_your_own_method", {"MAX_STEPS": 3}),
+    ("compare_runs", {"MAX_STEPS": 4}),
 ])
 def test_notebook_runs(name, params, home, tiny_model_dir, tmp_path):
     out = tmp_path / f"{name}.ipynb"

@@ -27,6 +27,7 @@ class TrainingList(w.VBox):
         self.rows = w.VBox()
         self.selected: dict[int, w.Checkbox] = {}
         self._rows: dict[int, dict] = {}
+        self._unfinished = False
         self._head = w.HBox([w.HTML(f"<b>{title}</b>", layout=w.Layout(width=width)) for title, width in COLUMNS])
         self.details = w.Button(description="View Details", icon="search")
         self.compare = w.Button(description="Compare", icon="columns")
@@ -45,7 +46,8 @@ class TrainingList(w.VBox):
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.poll_seconds)
-            if any(j.status not in FINISHED for j in jobs.list_jobs(limit=self.limit)):
+            # refresh while a job shown (or in the table now) is unfinished: the last transition shows too
+            if self._unfinished or any(j.status not in FINISHED for j in jobs.list_jobs(limit=self.limit)):
                 self.refresh()
 
     def chosen(self) -> list[int]:
@@ -54,6 +56,7 @@ class TrainingList(w.VBox):
     def refresh(self) -> None:
         """Update the rows in place (a re-render would drop a click that lands mid-refresh)."""
         listed = jobs.list_jobs(limit=self.limit)
+        self._unfinished = any(j.status not in FINISHED for j in listed)
         for job in listed:
             row = self._rows.get(job.id) or self._new_row(job.id)
             fraction = job.progress_step / job.progress_total if job.progress_total else \
