@@ -274,11 +274,18 @@ def job_summary(job: Job) -> dict:
     }
 
 
-def metrics_for(job_id: int, after_id: int = 0) -> list[store.Metric]:
-    """Metric rows of a job with id > after_id (pollers pass the last id they saw)."""
-    with store.read_session() as s:
-        return list(s.exec(select(store.Metric).where(store.Metric.job_id == job_id, store.Metric.id > after_id)
-                           .order_by(store.Metric.id)))
+def metrics_for(job_id: int, after_id: int = 0, name: str | None = None) -> list:
+    """Metric rows (id, job_id, step, name, value, epoch, wall_time) of a job with id > after_id,
+    oldest first; pollers pass the last id they saw. Plain rows, not ORM objects: a chart
+    may read 100,000 of them."""
+    from sqlalchemy import select as core_select
+
+    table = store.Metric.__table__
+    stmt = core_select(table).where(table.c.job_id == job_id, table.c.id > after_id).order_by(table.c.id)
+    if name is not None:
+        stmt = stmt.where(table.c.name == name)
+    with store.get_engine().execution_options(deepe_read=True).connect() as conn:
+        return list(conn.execute(stmt))
 
 
 def last_metric(job_id: int, name: str) -> float | None:
