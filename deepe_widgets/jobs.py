@@ -34,6 +34,7 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
     if "training" not in method_row.stages:
         raise DeepeError(f"method {method!r} has no training stage", field="method")
     require_kernel(method_row.stages["training"]["kernel"], field="method")
+    methods.check_kernel_packages(method_row)
     model_row = models.get_model(base_model)
     if model_row.kind == "base":
         models.check_model_folder(Path(model_row.path))
@@ -70,6 +71,7 @@ def submit_save(model_name: str, *, dtype: str = "float32", name: str | None = N
         raise DeepeError(f"method {method.name!r} has no saving stage (its lifecycle is {method.lifecycle!r})",
                          field="model")
     require_kernel(method.stages["saving"]["kernel"], field="model")
+    methods.check_kernel_packages(method, "saving")
     base = models.get_model(customized.parent)
     if name:
         check_name(name, "save")

