@@ -30,6 +30,15 @@ def voila_command(port: int, token: str) -> list[str]:
             "--VoilaConfiguration.show_tracebacks=False"]
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_until_listening(port: int, proc: subprocess.Popen, timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
@@ -49,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-browser", action="store_true", help="accepted for Jupyter habits; no browser is opened")
     args = parser.parse_args(argv)
     token = args.token or secrets.token_urlsafe(24)
+    if not port_is_free(args.port):  # else we would greet whatever already listens there
+        print(f"error: port {args.port} on 127.0.0.1 is in use; choose another with --port", file=sys.stderr)
+        return 2
     env = dict(os.environ, DEEPE_HOME=str(config.deepe_home()), DEEPE_APP_METHOD_ADMIN="1" if args.allow_method_admin else "0")
     log_path = config.workspace_dir("logs") / f"app-{time.strftime('%Y%m%d-%H%M%S')}.log"
     with open(log_path, "ab") as log:

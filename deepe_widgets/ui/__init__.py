@@ -5,6 +5,8 @@ from .dashboard import Dashboard
 from .detail import TrainingDetail
 from .launcher import TrainingLauncher
 from .methods_view import MethodManager
+from .state import WorkbenchModel
 from .training_list import TrainingList
 
-__all__ = ["Dashboard", "MethodManager", "TrainingLauncher", "TrainingList", "TrainingDetail", "TrainingCompare"]
+__all__ = ["Dashboard", "MethodManager", "TrainingLauncher", "TrainingList", "TrainingDetail", "TrainingCompare",
+           "WorkbenchModel"]

@@ -9,6 +9,7 @@ import ipywidgets as w
 
 from .. import compare, jobs
 from .common import MAX_POINTS, decimate, html_table
+from .detail import y_axis
 
 PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#e16f24", "#57606a"]
 
@@ -18,6 +19,14 @@ class TrainingCompare(w.VBox):
 
     def __init__(self, job_ids: list[int]):
         self.report = compare.compare_jobs(job_ids)
+        self.points: dict[int, dict[str, tuple[list, list]]] = {}
+        for job_id in self.report["ids"]:  # one read per job, shared by every chart
+            per_name: dict[str, tuple[list, list]] = {}
+            for m in jobs.metrics_for(job_id):
+                xs, ys = per_name.setdefault(m.name, ([], []))
+                xs.append(m.step)
+                ys.append(m.value)
+            self.points[job_id] = per_name
         self.show_all = w.Checkbox(description="show all parameters (not only differences)", indent=False)
         self.config = w.HTML()
         self.show_all.observe(lambda _c: self._render_config(), "value")
@@ -51,15 +60,14 @@ class TrainingCompare(w.VBox):
         x, y = bq.LinearScale(), bq.LinearScale()
         marks = []
         for index, job_id in enumerate(self.report["ids"]):
-            points = [(m.step, m.value) for m in jobs.metrics_for(job_id) if m.name == name]
-            xs, ys = decimate([p[0] for p in points], [p[1] for p in points], MAX_POINTS)
+            xs, ys = decimate(*self.points[job_id].get(name, ([], [])), MAX_POINTS)
             marks.append(bq.Lines(x=xs, y=ys, scales={"x": x, "y": y}, colors=[PALETTE[index % len(PALETTE)]],
                                   labels=[f"job {job_id}"], display_legend=True))
         return bq.Figure(marks=marks, title=name, legend_location="top-right",
                          axes=[bq.Axis(scale=x, label="step", grid_lines="dashed", side="bottom"),
-                               bq.Axis(scale=y, side="left", label=name, grid_lines="dashed")],
+                               y_axis(y, name)],
                          layout=w.Layout(width="460px", height="300px"),
-                         fig_margin={"top": 40, "bottom": 45, "left": 75, "right": 15})
+                         fig_margin={"top": 40, "bottom": 45, "left": 80, "right": 15})
 
     def _summary(self) -> str:
         ids = [str(i) for i in self.report["ids"]]

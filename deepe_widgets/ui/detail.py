@@ -10,11 +10,23 @@ from pathlib import Path
 import bqplot as bq
 import ipywidgets as w
 
-from .. import jobs
+from .. import jobs, methods
+from .. import params as paramlib
+from ..errors import DeepeError
 from ..store import FINISHED
 from .common import MAX_POINTS, Status, decimate, html_table, start_poller, when, duration
 
 LEVELS = ("all", "INFO", "WARNING", "ERROR")
+
+
+def is_summary_metric(name: str) -> bool:
+    """End-of-training totals (one value per run): a table row, not a curve."""
+    return name == "total_flos" or name.startswith("train_")
+
+
+def y_axis(scale, label: str) -> bq.Axis:
+    # "~g": 0.0035 and 5.998 read as such; the label sits clear of the tick numbers
+    return bq.Axis(scale=scale, side="left", label=label, grid_lines="dashed", tick_format="~g", label_offset="62px")
 
 
 def metric_figure(title: str, x_label: str) -> tuple[bq.Figure, bq.Lines]:
@@ -23,9 +35,9 @@ def metric_figure(title: str, x_label: str) -> tuple[bq.Figure, bq.Lines]:
     line = bq.Lines(x=[], y=[], scales={"x": x, "y": y}, colors=["#0969da"], labels=[title],
                     display_legend=False)
     fig = bq.Figure(marks=[line], axes=[bq.Axis(scale=x, label=x_label, grid_lines="dashed", side="bottom"),
-                                        bq.Axis(scale=y, side="left", label=title, grid_lines="dashed")],
+                                        y_axis(y, title)],
                     title=title, layout=w.Layout(width="420px", height="280px"),
-                    fig_margin={"top": 40, "bottom": 45, "left": 75, "right": 15})
+                    fig_margin={"top": 40, "bottom": 45, "left": 80, "right": 15})
     return fig, line
 
 
@@ -46,12 +58,13 @@ class TrainingDetail(w.VBox):
         self.x_axis.observe(lambda _c: self._redraw(), "value")
         self.charts = w.Box(layout=w.Layout(flex_flow="row wrap"))
         self.no_data = w.HTML("<i>No metrics yet: they appear here as the trainer logs them.</i>")
+        self.totals = w.HTML()
         self.level = w.Dropdown(options=LEVELS, description="level")
         self.level.observe(lambda _c: self._render_log(), "value")
         self.log_view = w.HTML(layout=w.Layout(max_height="420px", overflow="auto", border="1px solid #ddd"))
         self.status = Status()
         self.tabs = w.Tab(children=[w.VBox([self.overview, self.copy]),
-                                    w.VBox([self.x_axis, self.no_data, self.charts]),
+                                    w.VBox([self.x_axis, self.no_data, self.charts, self.totals]),
                                     w.VBox([self.level, self.log_view])],
                           titles=("Train Overview", "Evaluation Data", "Train Log"))
         self.series: dict[str, dict[str, list]] = {}
@@ -113,31 +126,56 @@ class TrainingDetail(w.VBox):
                 ["copied from", job.copied_from or "-"], ["run folder", html.escape(str(job.run_dir))]]
         if job.error:
             rows.append(["error", f"<span style='color:#cf222e'>{html.escape(job.error)}</span>"])
-        params = [[html.escape(k), html.escape(repr(v))] for k, v in sorted(job.params.items())] or \
-                 [["(all defaults)", ""]]
-        records = "".join(f"<li><a href='{html.escape(self._link(r))}' target='_blank'>{html.escape(r)}</a></li>"
+        params = [[f"<b>{html.escape(k)}</b>" if changed else html.escape(k), html.escape(repr(v)),
+                   "changed" if changed else ""] for k, v, changed in self._all_params(job)]
+        records = "".join(f"<li>{self._record(r)}</li>"
                           for r in summary["records"]) or "<li>none yet</li>"
         artifacts = "".join(f"<li>{a['kind']}: <b>{html.escape(a['name'])}</b> ({html.escape(a['path'])})</li>"
                             for a in summary["artifacts"]) or "<li>none yet</li>"
-        self.overview.value = (html_table(["", ""], rows) + "<h4>Parameters</h4>" + html_table(["name", "value"], params)
+        self.overview.value = (html_table(["", ""], rows) + "<h4>Parameters</h4>" + html_table(["name", "value", ""], params)
                                + f"<h4>Records (executed notebooks)</h4><ul>{records}</ul>"
                                f"<h4>Artifacts</h4><ul>{artifacts}</ul>")
 
+    def _all_params(self, job) -> list[tuple[str, object, bool]]:
+        """Every parameter the run got: the method's defaults with this job's changes (marked)."""
+        if getattr(self, "_params_for", None) != (job.id, job.params):
+            try:
+                defaults = methods.get_method(job.method).default_params
+            except DeepeError:  # the method was deleted since: its changes are all we know
+                defaults = {}
+            values = {k: paramlib._default_value(v) for k, v in defaults.items() if k not in paramlib.PLATFORM_SET}
+            values.update(job.params)
+            self._params_cache = [(k, values[k], k in job.params) for k in sorted(values)]
+            self._params_for = (job.id, job.params)
+        return self._params_cache
+
     @staticmethod
-    def _link(path: str) -> str:
-        """A link JupyterLab opens as a document: relative to the kernel's folder when possible."""
+    def _record(path: str) -> str:
+        """In JupyterLab, a link it opens as a document (relative to the notebook's folder, so from
+        `/lab/tree/<notebook>` it lands on `/lab/tree/<record>`); in Voila, the path only: the app
+        never serves run records."""
+        if os.environ.get("VOILA_KERNEL_ID") or os.environ.get("VOILA_BASE_URL"):
+            return f"<code>{html.escape(path)}</code> <i>(open it in JupyterLab)</i>"
         try:
-            return os.path.relpath(path)
+            href = os.path.relpath(path)
         except ValueError:
-            return path
+            href = path
+        return f"<a href='{html.escape(href)}' target='_blank' title='{html.escape(path)}'>{html.escape(path)}</a>"
 
     def _redraw(self, names=None) -> None:
         self.no_data.layout.display = "none" if self.series else None
-        for name in sorted(names or self.series):
-            if name not in self.figures:
-                fig, line = metric_figure(name, self.x_axis.value)
-                self.figures[name], self.lines[name] = fig, line
-                self.charts.children = tuple(self.figures[n] for n in sorted(self.figures))
+        names = sorted(names or self.series)
+        curves = [n for n in names if not is_summary_metric(n)]
+        added = [n for n in curves if n not in self.figures]
+        for name in added:
+            self.figures[name], self.lines[name] = metric_figure(name, self.x_axis.value)
+        if added:  # one children update per poll: views of a box are created once, not raced
+            self.charts.children = tuple(self.figures[n] for n in sorted(self.figures))
+        totals = sorted(n for n in self.series if is_summary_metric(n))
+        if totals:
+            self.totals.value = "<h4>At the end of training</h4>" + html_table(
+                ["metric", "value"], [[html.escape(n), f"{self.series[n]['value'][-1]:.6g}"] for n in totals])
+        for name in curves:
             series = self.series[name]
             xs = series[self.x_axis.value]
             pairs = [(x, y) for x, y in zip(xs, series["value"]) if x == x]  # epoch may be missing (nan)

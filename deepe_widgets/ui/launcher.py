@@ -19,6 +19,7 @@ MAIN_FIELDS = [("Epochs", "EPOCHS"), ("Batch Size", "BATCH_SIZE"), ("Learning Ra
                ("System Prompt", "SYSTEM_PROMPT"), ("Save Frequency (steps)", "SAVE_STEPS")]
 COLUMN_FIELDS = ("PromptInputColumn", "PromptOutputColumn")
 STYLE = {"description_width": "200px"}
+WIDE = {"layout": {"width": "520px"}}
 
 
 def _shown(default_source: str) -> str:
@@ -30,21 +31,27 @@ def _shown(default_source: str) -> str:
 
 
 class TrainingLauncher(w.VBox):
-    """The "Start a New Train" form; `on_submitted(job)` is called after "Run the Train"."""
+    """The "Start a New Train" form; `on_submitted(job)` is called after "Run the Train".
 
-    def __init__(self, on_submitted=None):
+    `start_worker=False` only queues (a worker started elsewhere, or none in a test)."""
+
+    def __init__(self, on_submitted=None, start_worker: bool = True):
         methods.ensure_builtins()
         datasets.ensure_demo_datasets()
-        self.on_submitted = on_submitted
-        self.method = w.Dropdown(description="Training Method", style=STYLE)
-        self.base_model = w.Dropdown(description="Base Model", style=STYLE)
-        self.dataset = w.Dropdown(description="Dataset", style=STYLE)
-        self.train_name = w.Text(description="Train Name (optional)", style=STYLE)
+        self.on_submitted, self.start_worker = on_submitted, start_worker
+        self.method = w.Dropdown(description="Training Method", style=STYLE, **WIDE)
+        self.base_model = w.Dropdown(description="Base Model", style=STYLE, **WIDE)
+        self.dataset = w.Dropdown(description="Dataset", style=STYLE, **WIDE)
+        self.train_name = w.Text(description="Train Name (optional)", style=STYLE, **WIDE)
         self.preview = w.HTML()
-        self.input_column = w.Dropdown(description="Prompt column", style=STYLE)
-        self.output_column = w.Dropdown(description="Response column", style=STYLE)
+        self.input_column = w.Dropdown(description="Prompt column", style=STYLE, **WIDE)
+        self.output_column = w.Dropdown(description="Response column", style=STYLE, **WIDE)
         self.fields: dict[str, w.Text] = {}
         self.field_errors: dict[str, w.HTML] = {}
+        # errors about the choices above the parameters, each shown under its chooser
+        self.choice_errors = {key: w.HTML() for key in ("method", "base_model", "dataset", "name",
+                                                         "PromptInputColumn", "PromptOutputColumn")}
+        self.copied_from: int | None = None
         self._fields_for = None
         self.main_box, self.advanced_box = w.VBox(), w.VBox()
         self.advanced = w.Accordion(children=[self.advanced_box], titles=("Advanced",))
@@ -55,9 +62,12 @@ class TrainingLauncher(w.VBox):
         self.method.observe(lambda _c: self._build_fields(), "value")
         self.dataset.observe(lambda _c: self._show_dataset(), "value")
         action(self.run, self.status, "queueing …")(self._submit)
-        super().__init__([w.HTML("<h3>Start a New Train</h3>"), self.method, self.base_model, self.dataset,
-                          self.train_name, w.HTML("<b>Dataset preview</b>"), self.preview, self.input_column,
-                          self.output_column, w.HTML("<b>Parameters</b>"), self.main_box, self.advanced,
+        err = self.choice_errors
+        super().__init__([w.HTML("<h3>Start a New Train</h3>"), self.method, err["method"], self.base_model,
+                          err["base_model"], self.dataset, err["dataset"], self.train_name, err["name"],
+                          w.HTML("<b>Dataset preview</b>"), self.preview, self.input_column,
+                          err["PromptInputColumn"], self.output_column, err["PromptOutputColumn"],
+                          w.HTML("<b>Parameters</b>"), self.main_box, self.advanced,
                           self.warnings, w.HBox([self.run, self.status])])
         self.reload()
 
@@ -115,8 +125,10 @@ class TrainingLauncher(w.VBox):
         cells = [[html.escape(str(r.get(c, ""))[:60]) for c in columns] for r in rows]
         self.preview.value = html_table(columns, cells)
         choices = [("(standard: instruction/output or question/answer)", "")] + [(c, c) for c in columns]
-        self.input_column.options = choices
-        self.output_column.options = choices
+        for widget in (self.input_column, self.output_column):
+            keep = widget.value
+            widget.options = choices
+            widget.value = keep if keep in columns else ""  # an unset dropdown shows blank
 
     def overrides(self) -> dict:
         """The parameters the user changed, keyed by their names."""
@@ -138,17 +150,21 @@ class TrainingLauncher(w.VBox):
         self.warnings.value = "".join(f"<div style='color:#9a6700'>⚠ {html.escape(t)}</div>" for t in typical)
 
     def _submit(self) -> None:
-        for box in self.field_errors.values():
+        for box in (*self.field_errors.values(), *self.choice_errors.values()):
             box.value = ""
         try:
             job = jobs.submit_training(self.method.value, self.base_model.value, self.dataset.value,
-                                       name=self.train_name.value.strip() or None, params=self.overrides())
+                                       name=self.train_name.value.strip() or None, params=self.overrides(),
+                                       copied_from=self.copied_from, start_worker=self.start_worker)
         except DeepeError as exc:
-            box = self.field_errors.get(exc.field or "")
+            box = self.field_errors.get(exc.field or "") or self.choice_errors.get(exc.field or "")
             if box is not None:
                 box.value = f"<span class='deepe-field-error' style='color:#cf222e'>{html.escape(exc.message)}</span>"
             raise
-        self.status.show(f"job {job.id} ({job.name}) queued — follow it under Trainings", "ok")
+        copy = f", a copy of job {self.copied_from}" if self.copied_from else ""
+        self.copied_from = None
+        self.status.show(f"job {job.id} ({job.name}{copy}) queued — run folder {job.run_dir}; "
+                         "follow it under Trainings", "ok")
         if self.on_submitted:
             self.on_submitted(job)
 
@@ -168,4 +184,5 @@ class TrainingLauncher(w.VBox):
             if job.params.get(name) in dict(widget.options).values():
                 widget.value = job.params[name]
         self.train_name.value = ""
+        self.copied_from = job.id
         self.status.show(f"copied from job {job.id}: change what you want, then Run the Train", "info")

@@ -11,7 +11,8 @@ from ..errors import DeepeError
 from ..kernels import installed_kernels
 from .common import Status, action
 
-LABEL = w.Layout(width="190px")
+LABEL = w.Layout(width="240px")
+FORM = {"style": {"description_width": "130px"}, "layout": {"width": "480px"}}
 
 
 class MethodForm(w.VBox):
@@ -19,15 +20,12 @@ class MethodForm(w.VBox):
 
     def __init__(self, on_saved=None):
         self.on_saved = on_saved
-        self.name = w.Text(description="Training Name *", style={"description_width": "initial"})
-        self.display = w.Text(description="Display Name", style={"description_width": "initial"})
-        self.ttype = w.Dropdown(options=list(config.TRAINING_TYPES), description="Training Type *",
-                                style={"description_width": "initial"})
+        self.name = w.Text(description="Training Name *", **FORM)
+        self.display = w.Text(description="Display Name", **FORM)
+        self.ttype = w.Dropdown(options=list(config.TRAINING_TYPES), description="Training Type *", **FORM)
         self.lifecycle = w.Dropdown(options=[("Customized Model", "customized"), ("Complete Model", "complete"),
-                                             ("Live Model", "live")], description="Lifecycle *",
-                                    style={"description_width": "initial"})
-        self.description = w.Textarea(description="Description", style={"description_width": "initial"},
-                                      layout=w.Layout(width="480px"))
+                                             ("Live Model", "live")], description="Lifecycle *", **FORM)
+        self.description = w.Textarea(description="Description", **FORM)
         kernels = sorted(installed_kernels())
         self.errors = {key: w.HTML() for key in ("name", "training_type", "lifecycle", *config.STAGES)}
         self.stage_rows = {}
@@ -85,9 +83,9 @@ class MethodForm(w.VBox):
             if box is not None:
                 box.value = f'<span class="deepe-field-error" style="color:#cf222e">{html.escape(exc.message)}</span>'
             raise
-        self.status.show(f"method {method.name} registered", "ok")
-        if self.on_saved:
+        if self.on_saved:  # the table first, then the message that points at it
             self.on_saved(method)
+        self.status.show(f"method {method.name} registered", "ok")
 
 
 class MethodManager(w.VBox):

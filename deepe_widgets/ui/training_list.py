@@ -50,6 +50,11 @@ class TrainingList(w.VBox):
             if self._unfinished or any(j.status not in FINISHED for j in jobs.list_jobs(limit=self.limit)):
                 self.refresh()
 
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        super().close()
+
     def chosen(self) -> list[int]:
         return [job_id for job_id, box in self.selected.items() if box.value]
 

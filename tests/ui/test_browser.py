@@ -51,7 +51,7 @@ def loss_points(page) -> int:
     return (path.get_attribute("d") or "").count("L") + 1
 
 
-def slow_method(tmp_path, seconds_per_step: float = 0.4) -> str:
+def slow_method(tmp_path, seconds_per_step: float = 0.6) -> str:
     """The template's example with a callback that makes each step slow enough to watch."""
     template = nbformat.read(stagefiles.template_notebook_path(), as_version=4)
     user = next(c for c in template.cells if stagefiles.USER_TAG in c.metadata.get("tags", []))
@@ -158,6 +158,8 @@ def test_train_watch_copy_and_compare(start_app, page, tmp_path):
     shot(page, "train-log")
     # Copy the Train, change the learning rate, run the copy.
     tab(page, "Train Overview")
+    page.locator("code", has_text="training.ipynb").first.wait_for()  # the record (Voila shows its path only)
+    shot(page, "train-overview")
     page.get_by_role("button", name="Copy the Train").click()
     page.locator(".deepe-info", has_text=f"copied from job {first.id}").wait_for()
     assert text_input(page, "Learning Rate").input_value() == "0.005"
@@ -167,7 +169,7 @@ def test_train_watch_copy_and_compare(start_app, page, tmp_path):
     page.locator(".deepe-ok", has_text="queued").wait_for()
     second = jobs.list_jobs()[0]
     assert second.id != first.id and second.params["LEARNING_RATE"] == 0.001
-    assert second.params["MAX_STEPS"] == 24
+    assert second.params["MAX_STEPS"] == 24 and second.copied_from == first.id
     assert jobs.wait_for(second.id, timeout=180).status == "succeeded"
     # Compare the two.
     tab(page, "Trainings")

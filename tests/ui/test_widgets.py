@@ -57,7 +57,7 @@ def test_delete_asks_first_and_is_not_offered_for_builtins(workspace, tmp_path):
 
 def test_launcher_submits_changed_parameters_and_reports_errors_by_field(workspace):
     submitted = []
-    launcher = TrainingLauncher(on_submitted=submitted.append)
+    launcher = TrainingLauncher(on_submitted=submitted.append, start_worker=False)
     launcher.method.value = "SFT-Demo"
     launcher.base_model.value = "tiny"
     launcher.dataset.value = "demo-sft"
@@ -80,9 +80,19 @@ def test_launcher_submits_changed_parameters_and_reports_errors_by_field(workspa
     job = submitted[0]
     assert job.params == {"LEARNING_RATE": 0.005}
     # Copy the Train fills the form with that job's configuration.
-    other = TrainingLauncher()
+    other = TrainingLauncher(start_worker=False)
     other.prefill(job)
     assert other.method.value == "SFT-Demo" and other.fields["LEARNING_RATE"].value == "0.005"
+    other.fields["LEARNING_RATE"].value = "0.001"
+    other.run.click()
+    copy = jobs.list_jobs()[0]
+    assert copy.copied_from == job.id and copy.params == {"LEARNING_RATE": 0.001}
+    assert f"a copy of job {job.id}" in other.status.value
+    # a column the dataset lacks: the message sits under that chooser
+    other.input_column.options = [*other.input_column.options, ("nope", "nope")]
+    other.input_column.value, other.output_column.value = "nope", "output"
+    other.run.click()
+    assert "no column &#x27;nope&#x27;" in other.choice_errors["PromptInputColumn"].value
 
 
 def test_detail_charts_every_metric_and_decimates(workspace):
@@ -125,3 +135,58 @@ def test_compare_shows_differences_and_a_legend_per_job(workspace):
     assert [m.labels for m in figure.marks] == [[f"job {a.id}"], [f"job {b.id}"]]
     assert all(m.display_legend for m in figure.marks)
     assert "0.1 / 0.1" in view.summary.value and "0.2 / 0.2" in view.summary.value
+
+
+def test_overview_lists_every_parameter_and_totals_are_a_table(workspace):
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params={"learning_rate": "5e-3"},
+                               start_worker=False)
+    sink = MetricSink(job.id)
+    for step in range(1, 4):
+        sink.add(step, {"loss": 3.0 / step}, None)
+    sink.add(3, {"train_loss": 1.5, "total_flos": 1234.0}, None)
+    sink.close()
+    detail = TrainingDetail(job.id)
+    overview = detail.overview.value
+    assert "<b>LEARNING_RATE</b>" in overview and "0.005" in overview and "changed" in overview
+    assert "LORA_RANK" in overview and "BATCH_SIZE" in overview  # defaults are shown too
+    assert "MODEL_PATH" not in overview  # set by the platform per run
+    assert set(detail.figures) == {"loss"}  # one value per run is no curve
+    assert "train_loss" in detail.totals.value and "1234" in detail.totals.value
+
+
+def test_launcher_column_choosers_start_on_the_standard_columns(workspace):
+    launcher = TrainingLauncher()
+    launcher.dataset.value = "demo-sft"
+    assert launcher.input_column.value == "" and launcher.input_column.label.startswith("(standard")
+    assert "instruction" in launcher.input_column.options[1]
+
+
+def test_dashboard_views_share_one_model(workspace):
+    from deepe_widgets.ui import Dashboard
+    from deepe_widgets.ui.dashboard import TAB_COMPARE, TAB_TRAIN, TAB_TRAININGS
+
+    dash = Dashboard(admin=False, start_worker=False)
+    assert dash.model.admin is False and dash.methods.admin is False
+    launcher = dash.launcher
+    launcher.method.value, launcher.base_model.value, launcher.dataset.value = "SFT-Demo", "tiny", "demo-sft"
+    launcher.fields["LEARNING_RATE"].value = "0.002"
+    jobs_before = len(jobs.list_jobs())
+    for submitted in range(2):
+        launcher.run.click()
+    assert len(jobs.list_jobs()) == jobs_before + 2
+    newest = jobs.list_jobs()[0]
+    assert dash.model.last_submitted == newest.id and newest.id in dash.trainings.selected
+    dash.trainings.selected[newest.id].value = True
+    dash.trainings.details.click()
+    assert dash.model.open_job == newest.id and dash.tabs.selected_index == TAB_TRAININGS
+    [detail] = dash.detail_area.children
+    detail.copy.click()  # "Copy the Train": the form, filled in
+    assert dash.tabs.selected_index == TAB_TRAIN and launcher.fields["LEARNING_RATE"].value == "0.002"
+    dash.trainings.details.click()
+    dash.trainings.compare.click()  # one selected: asks for more
+    assert "two or more" in dash.trainings.status.value and dash.model.compare_ids == []
+    for box in dash.trainings.selected.values():
+        box.value = True
+    dash.trainings.compare.click()
+    assert dash.tabs.selected_index == TAB_COMPARE and len(dash.model.compare_ids) == 2
+    assert isinstance(dash.compare_area.children[0], TrainingCompare)
