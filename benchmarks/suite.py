@@ -305,7 +305,8 @@ class Bench:
                     page = browser.new_page()
                     t0 = time.perf_counter()
                     page.goto(f"http://127.0.0.1:{port}/?view={view}", timeout=120_000)
-                    page.locator(selector).first.wait_for(timeout=120_000)
+                    # attached, not visible: the chart is drawn in the (unselected) Evaluation Data tab
+                    page.locator(selector).first.wait_for(state="attached", timeout=120_000)
                     out[view] = time.perf_counter() - t0
                     page.close()
                 browser.close()
