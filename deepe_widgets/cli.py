@@ -23,17 +23,6 @@ def _table(rows: list[list], headers: list[str]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
 
 
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
-
-
-def _duration(job) -> str:
-    if not job.started_at:
-        return "-"
-    seconds = int((job.finished_at or time.time()) - job.started_at)
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def _setup(args=None) -> None:
     """Open the workspace; make sure built-in methods and demo datasets exist."""
     from . import datasets, methods
@@ -333,7 +322,7 @@ def cmd_jobs_list(args) -> int:
         progress = f"{job.progress_step}/{job.progress_total}" if job.progress_total else "-"
         last = jobs.last_metric(job.id, "loss")
         table.append([job.id, job.name, job.status, progress, job.method, job.base_model or "-",
-                      _when(job.started_at), _duration(job), f"{last:.4f}" if last is not None else "-"])
+                      jobs.format_time(job.started_at), jobs.format_duration(job), f"{last:.4f}" if last is not None else "-"])
     _table(table, ["ID", "NAME", "STATUS", "PROGRESS", "METHOD", "BASE MODEL", "STARTED", "DURATION", "LOSS"])
     return 0
 

@@ -296,3 +296,16 @@ def last_metric(job_id: int, name: str) -> float | None:
         row = s.exec(select(store.Metric).where(store.Metric.job_id == job_id, store.Metric.name == name)
                      .order_by(store.Metric.step.desc()).limit(1)).first()
     return row.value if row else None
+
+
+def format_time(ts: float | None) -> str:
+    """A job timestamp for lists: local time to the minute, or "-"."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def format_duration(job: Job) -> str:
+    """How long a job has run (so far, while running): "3m07s", or "-" before it starts."""
+    if not job.started_at:
+        return "-"
+    seconds = int((job.finished_at or time.time()) - job.started_at)
+    return f"{seconds // 60}m{seconds % 60:02d}s"

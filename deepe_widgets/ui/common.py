@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import html
-import time
 import traceback
 
 import ipywidgets as w
@@ -73,17 +72,6 @@ def decimate(xs: list[float], ys: list[float], max_points: int = MAX_POINTS) -> 
         out_x.append(xs[-1])
         out_y.append(ys[-1])
     return out_x, out_y
-
-
-def when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
-
-
-def duration(job) -> str:
-    if not job.started_at:
-        return "-"
-    seconds = int((job.finished_at or time.time()) - job.started_at)
-    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def html_table(headers: list[str], rows: list[list], css_class: str = "deepe-table") -> str:

@@ -14,7 +14,8 @@ from .. import jobs, methods
 from .. import params as paramlib
 from ..errors import DeepeError
 from ..store import FINISHED
-from .common import MAX_POINTS, Status, decimate, html_table, start_poller, when, duration
+from ..jobs import format_duration as duration, format_time as when
+from .common import MAX_POINTS, Status, decimate, html_table, start_poller
 
 LEVELS = ("all", "INFO", "WARNING", "ERROR")
 

@@ -10,7 +10,8 @@ import ipywidgets as w
 from .. import jobs
 from ..errors import DeepeError
 from ..store import FINISHED
-from .common import Status, duration, start_poller, when
+from ..jobs import format_duration as duration, format_time as when
+from .common import Status, start_poller
 
 COLUMNS = (("", "30px"), ("ID", "45px"), ("Name", "120px"), ("Status", "90px"), ("Progress", "150px"),
            ("Method", "110px"), ("Base model", "190px"), ("Started", "130px"), ("Duration", "75px"),
