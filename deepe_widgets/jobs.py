@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlmodel import select
 
 from . import config, store
@@ -84,6 +84,8 @@ def _queue(job: Job, name: str | None, prefix: str, start_worker: bool) -> Job:
     with store.session() as s:
         s.add(job)
         s.flush()
+        # Metric rows left under this id (a deleted job's, or a stray writer's) must not join the new job.
+        s.exec(delete(store.Metric).where(store.Metric.job_id == job.id))
         job.name = name or f"{prefix}{job.id}"
         job.run_dir = str(config.runs_dir() / str(job.id))
         s.add(job)

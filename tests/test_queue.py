@@ -177,3 +177,13 @@ def test_metrics_are_readable_within_a_second(workspace):
         assert rows == [(1, "loss", 2.5), (1, "learning_rate", 1e-4)]
     finally:
         sink.close()
+
+
+def test_a_new_job_never_inherits_stray_metric_rows(workspace):
+    from deepe_widgets.runtime import MetricSink
+
+    sink = MetricSink(1)  # a writer for a job id no job has yet
+    sink.add(1, {"loss": 9.0}, None)
+    sink.close()
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", start_worker=False)
+    assert job.id == 1 and jobs.metrics_for(job.id) == []
