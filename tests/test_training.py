@@ -95,7 +95,7 @@ from peft import LoraConfig, get_peft_model
 
 tokenizer = AutoTokenizer.from_pretrained(MODEL_PATH)
 model = get_peft_model(AutoModelForCausalLM.from_pretrained(MODEL_PATH),
-                       LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, target_modules=["q_proj", "v_proj"],
+                       LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, target_modules="all-linear",
                                   task_type="CAUSAL_LM"))
 rows = load_dataset_file(DATASET_PATH)
 data = rows.map(lambda r: tokenizer(r["instruction"] + " " + r["output"], truncation=True,
