@@ -23,9 +23,14 @@ def app_notebook() -> Path:
     raise FileNotFoundError("voila_apps/dashboard.ipynb is missing from this installation")
 
 
-def voila_command(port: int, token: str) -> list[str]:
-    return [sys.executable, "-m", "voila", str(app_notebook()), "--no-browser", f"--port={port}",
+def voila_command(port: int, token: str, notebook: Path | None = None) -> list[str]:
+    """Voila serving `notebook` (default: the dashboard; a folder serves each notebook in it)."""
+    return [sys.executable, "-m", "voila", str(notebook or app_notebook()), "--no-browser", f"--port={port}",
             "--Voila.ip=127.0.0.1", f"--token={token}",
+            # a kernel per notebook is started and the notebook run before anyone asks: a visitor
+            # gets a drawn page instead of waiting for a kernel start and the imports (~4 s here);
+            # the widgets poll the database, so what they show is current once the page is open
+            "--preheat_kernel=True", "--pool_size=1",
             # users see short messages in the widgets; tracebacks stay in the log
             "--VoilaConfiguration.show_tracebacks=False"]
 

@@ -318,9 +318,10 @@ def cmd_jobs_list(args) -> int:
         _print_json([jobs.job_summary(j) for j in rows])
         return 0
     table = []
+    losses = jobs.last_metrics([j.id for j in rows], "loss")
     for job in rows:
         progress = f"{job.progress_step}/{job.progress_total}" if job.progress_total else "-"
-        last = jobs.last_metric(job.id, "loss")
+        last = losses.get(job.id)
         table.append([job.id, job.name, job.status, progress, job.method, job.base_model or "-",
                       jobs.format_time(job.started_at), jobs.format_duration(job), f"{last:.4f}" if last is not None else "-"])
     _table(table, ["ID", "NAME", "STATUS", "PROGRESS", "METHOD", "BASE MODEL", "STARTED", "DURATION", "LOSS"])

@@ -13,13 +13,28 @@ def _better(name: str):
     return max if any(token in name.lower() for token in HIGHER_IS_BETTER) else min
 
 
-def metric_stats(rows) -> dict[str, dict]:
-    """name -> {final, best, points} over metric rows ordered by step."""
-    series: dict[str, list[float]] = {}
-    for m in sorted(rows, key=lambda m: m.step):
-        series.setdefault(m.name, []).append(m.value)
-    return {name: {"final": values[-1], "best": _better(name)(values), "points": len(values)}
-            for name, values in series.items()}
+def metric_stats(job_ids: list[int]) -> dict[int, dict[str, dict]]:
+    """job id -> metric name -> {final, best, points}, aggregated by the database (a run may have
+    100,000 rows: none of them is read into Python)."""
+    from sqlalchemy import and_, func, select
+
+    from . import store
+
+    table = store.Metric.__table__
+    per_series = (select(table.c.job_id, table.c.name, func.count().label("points"),
+                         func.min(table.c.value).label("low"), func.max(table.c.value).label("high"),
+                         func.max(table.c.step).label("last_step"))
+                  .where(table.c.job_id.in_([int(i) for i in job_ids]))
+                  .group_by(table.c.job_id, table.c.name).subquery())
+    stmt = select(per_series, table.c.value).join(table, and_(
+        table.c.job_id == per_series.c.job_id, table.c.name == per_series.c.name,
+        table.c.step == per_series.c.last_step))
+    out: dict[int, dict[str, dict]] = {int(i): {} for i in job_ids}
+    with store.get_engine().execution_options(deepe_read=True).connect() as conn:
+        for job_id, name, points, low, high, _last_step, final in conn.execute(stmt):
+            best = high if _better(name) is max else low
+            out[job_id][name] = {"final": final, "best": best, "points": points}
+    return out
 
 
 def compare_jobs(ids: list) -> dict:
@@ -38,7 +53,7 @@ def compare_jobs(ids: list) -> dict:
         if len({repr(v) for v in values.values()}) > 1:
             differences[key] = values
     metrics: dict[str, dict] = {}
-    for job in rows:
-        for name, stats in metric_stats(jobs.metrics_for(job.id)).items():
-            metrics.setdefault(name, {})[str(job.id)] = stats
+    for job_id, per_name in metric_stats([j.id for j in rows]).items():
+        for name, stats in per_name.items():
+            metrics.setdefault(name, {})[str(job_id)] = stats
     return {"ids": [j.id for j in rows], "config": config, "differences": differences, "metrics": metrics}

@@ -107,14 +107,29 @@ def get_job(job_id: int | str) -> Job:
     return job
 
 
-def list_jobs(limit: int | None = None, status: str | None = None) -> list[Job]:
+def list_jobs(limit: int | None = None, status: str | None = None, offset: int = 0) -> list[Job]:
+    """Jobs, newest first; `limit` and `offset` page through them."""
     with store.read_session() as s:
         stmt = select(Job).order_by(Job.id.desc())
         if status:
             stmt = stmt.where(Job.status == status)
         if limit:
             stmt = stmt.limit(limit)
+        if offset:
+            stmt = stmt.offset(offset)
         return list(s.exec(stmt))
+
+
+def jobs_overview() -> tuple[int, int, int]:
+    """(jobs, newest id, unfinished jobs) in one cheap query: a list polls it to learn whether
+    anything changed before it reads any rows."""
+    from sqlalchemy import case, func
+
+    with store.read_session() as s:
+        total, newest, unfinished = s.exec(select(
+            func.count(Job.id), func.coalesce(func.max(Job.id), 0),
+            func.coalesce(func.sum(case((Job.status.not_in(store.FINISHED), 1), else_=0)), 0))).one()
+    return int(total), int(newest), int(unfinished)
 
 
 def _cas(job_id: int, expect_status: tuple[str, ...], owner: str | None = None, **values) -> bool:
@@ -292,12 +307,37 @@ def metrics_for(job_id: int, after_id: int = 0, name: str | None = None) -> list
         return list(conn.execute(stmt))
 
 
-def last_metric(job_id: int, name: str) -> float | None:
-    """The newest value of one metric (the list's "last loss" column)."""
-    with store.read_session() as s:
-        row = s.exec(select(store.Metric).where(store.Metric.job_id == job_id, store.Metric.name == name)
-                     .order_by(store.Metric.step.desc()).limit(1)).first()
-    return row.value if row else None
+def metric_series(job_ids: list[int]) -> dict[int, dict[str, tuple[list, list]]]:
+    """job id -> metric name -> (steps, values), ordered by step: the curves of several jobs
+    in one query, reading only the columns a chart needs."""
+    from sqlalchemy import select as core_select
+
+    table = store.Metric.__table__
+    stmt = (core_select(table.c.job_id, table.c.name, table.c.step, table.c.value)
+            .where(table.c.job_id.in_([int(i) for i in job_ids]))
+            .order_by(table.c.job_id, table.c.name, table.c.step))
+    out: dict[int, dict[str, tuple[list, list]]] = {int(i): {} for i in job_ids}
+    with store.get_engine().execution_options(deepe_read=True).connect() as conn:
+        for job_id, name, step, value in conn.execute(stmt):
+            xs, ys = out[job_id].setdefault(name, ([], []))
+            xs.append(step)
+            ys.append(value)
+    return out
+
+
+def last_metrics(job_ids: list[int], name: str) -> dict[int, float]:
+    """The newest value of one metric for each job (the list's "last loss" column), in one query."""
+    from sqlalchemy import and_, func, select as core_select
+
+    if not job_ids:
+        return {}
+    table = store.Metric.__table__
+    newest = (core_select(table.c.job_id, func.max(table.c.step).label("step"))
+              .where(table.c.job_id.in_(job_ids), table.c.name == name).group_by(table.c.job_id).subquery())
+    stmt = core_select(table.c.job_id, table.c.value).join(
+        newest, and_(table.c.job_id == newest.c.job_id, table.c.step == newest.c.step)).where(table.c.name == name)
+    with store.get_engine().execution_options(deepe_read=True).connect() as conn:
+        return {job_id: value for job_id, value in conn.execute(stmt)}
 
 
 def format_time(ts: float | None) -> str:

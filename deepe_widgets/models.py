@@ -114,9 +114,9 @@ def ensure_default_model(progress=print) -> store.ModelRecord:
 
 def write_model_card(job, name: str, output: Path) -> dict:
     """`model_card.json` and `README.md` beside an adapter: where it came from and how it did."""
-    from . import compare, jobs
+    from . import compare
 
-    stats = compare.metric_stats(jobs.metrics_for(job.id))
+    stats = compare.metric_stats([job.id])[job.id]
     card = {"name": name, "base_model": job.base_model, "method": job.method, "dataset": job.dataset,
             "job_id": job.id, "job_uuid": job.uuid, "parameters": job.params,
             "metrics": {k: {"final": v["final"], "best": v["best"]} for k, v in stats.items()},

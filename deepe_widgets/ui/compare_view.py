@@ -19,14 +19,7 @@ class TrainingCompare(w.VBox):
 
     def __init__(self, job_ids: list[int]):
         self.report = compare.compare_jobs(job_ids)
-        self.points: dict[int, dict[str, tuple[list, list]]] = {}
-        for job_id in self.report["ids"]:  # one read per job, shared by every chart
-            per_name: dict[str, tuple[list, list]] = {}
-            for m in jobs.metrics_for(job_id):
-                xs, ys = per_name.setdefault(m.name, ([], []))
-                xs.append(m.step)
-                ys.append(m.value)
-            self.points[job_id] = per_name
+        self.points = jobs.metric_series(self.report["ids"])  # one read, shared by every chart
         self.show_all = w.Checkbox(description="show all parameters (not only differences)", indent=False)
         self.config = w.HTML()
         self.show_all.observe(lambda _c: self._render_config(), "value")

@@ -36,7 +36,7 @@ class Dashboard(w.VBox):
         self.tabs.observe(self._on_tab, "selected_index")
         self.model.observe(lambda _c: self._render_details(), "open_job")
         self.model.observe(lambda _c: self._render_compare(), "compare_ids")
-        self.model.observe(lambda _c: self.trainings.refresh(), "last_submitted")
+        self.model.observe(lambda _c: self.trainings.show_page(0), "last_submitted")  # the newest is on page 1
         super().__init__([w.HTML("<h2 style='margin:4px 0'>deepe-widgets — fine-tuning workbench</h2>"
                                  "<div style='color:#555;margin-bottom:6px'>Methods: what can be trained · "
                                  "Train: start a new training · Trainings: follow, inspect, copy · "
@@ -78,5 +78,7 @@ class Dashboard(w.VBox):
         except DeepeError as exc:  # e.g. fewer than two jobs: a message, not a traceback
             view = w.HTML(f"<span class='deepe-status deepe-error' style='color:#cf222e'>{html.escape(exc.message)}"
                           "</span>")
+        for old in self.compare_area.children:
+            old.close()
         self.compare_area.children = [view]
         self.tabs.selected_index = TAB_COMPARE

@@ -19,36 +19,49 @@ COLUMNS = (("", "30px"), ("ID", "45px"), ("Name", "120px"), ("Status", "90px"), 
 
 
 class TrainingList(w.VBox):
-    """Select rows for "View Details", "Compare" or cancel; refreshes itself every few seconds."""
+    """Select rows for "View Details", "Compare" or cancel; refreshes itself every few seconds.
+
+    Shows one page of jobs at a time (newest first), so ten thousand jobs cost what twenty-five do;
+    a selection survives paging."""
 
     poll_seconds = 2.0
 
-    def __init__(self, on_details=None, on_compare=None, limit: int = 200):
-        self.on_details, self.on_compare, self.limit = on_details, on_compare, limit
+    def __init__(self, on_details=None, on_compare=None, page_size: int = 25):
+        self.on_details, self.on_compare, self.page_size = on_details, on_compare, page_size
+        self.page = 0
         self.rows = w.VBox()
-        self.selected: dict[int, w.Checkbox] = {}
+        self.selected: dict[int, w.Checkbox] = {}  # the rows on this page
+        self._chosen: set[int] = set()             # every selected job, on any page
         self._rows: dict[int, dict] = {}
         self._unfinished = False
+        self._seen = None
         self._head = w.HBox([w.HTML(f"<b>{title}</b>", layout=w.Layout(width=width)) for title, width in COLUMNS])
         self.details = w.Button(description="View Details", icon="search")
         self.compare = w.Button(description="Compare", icon="columns")
         self.cancel = w.Button(description="Cancel", icon="stop", button_style="warning")
         self.reload = w.Button(description="Refresh", icon="refresh")
+        self.newer = w.Button(description="Newer", icon="chevron-left", layout=w.Layout(width="90px"))
+        self.older = w.Button(description="Older", icon="chevron-right", layout=w.Layout(width="90px"))
+        self.position = w.HTML()
         self.status = Status()
         self.details.on_click(lambda _b: self._on_details())
         self.compare.on_click(lambda _b: self._on_compare())
         self.cancel.on_click(lambda _b: self._on_cancel())
         self.reload.on_click(lambda _b: self.refresh())
+        self.newer.on_click(lambda _b: self.show_page(self.page - 1))
+        self.older.on_click(lambda _b: self.show_page(self.page + 1))
         super().__init__([w.HTML("<h3>Trainings</h3>"),
-                          w.HBox([self.details, self.compare, self.cancel, self.reload, self.status]), self.rows])
+                          w.HBox([self.details, self.compare, self.cancel, self.reload, self.status]), self.rows,
+                          w.HBox([self.newer, self.older, self.position])])
         self.refresh()
         self._task = start_poller(self._poll)
 
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.poll_seconds)
-            # refresh while a job shown (or in the table now) is unfinished: the last transition shows too
-            if self._unfinished or any(j.status not in FINISHED for j in jobs.list_jobs(limit=self.limit)):
+            # one cheap query; rows are read only when a job was added, or one shown is still running
+            # (so its last transition shows too)
+            if self._unfinished or jobs.jobs_overview() != self._seen:
                 self.refresh()
 
     def close(self) -> None:
@@ -57,19 +70,28 @@ class TrainingList(w.VBox):
         super().close()
 
     def chosen(self) -> list[int]:
-        return [job_id for job_id, box in self.selected.items() if box.value]
+        return sorted(self._chosen)
+
+    def show_page(self, page: int) -> None:
+        self.page = max(0, page)
+        self.refresh()
 
     def refresh(self) -> None:
         """Update the rows in place (a re-render would drop a click that lands mid-refresh)."""
-        listed = jobs.list_jobs(limit=self.limit)
+        self._seen = jobs.jobs_overview()
+        total = self._seen[0]
+        last_page = max(0, (total - 1) // self.page_size)
+        self.page = min(self.page, last_page)
+        listed = jobs.list_jobs(limit=self.page_size, offset=self.page * self.page_size)
         self._unfinished = any(j.status not in FINISHED for j in listed)
+        losses = jobs.last_metrics([j.id for j in listed], "loss")
         for job in listed:
             row = self._rows.get(job.id) or self._new_row(job.id)
             fraction = job.progress_step / job.progress_total if job.progress_total else \
                 (1.0 if job.status == "succeeded" else 0.0)
             row["bar"].value = fraction
             row["bar"].bar_style = {"succeeded": "success", "failed": "danger"}.get(job.status, "info")
-            loss = jobs.last_metric(job.id, "loss")
+            loss = losses.get(job.id)
             values = (job.id, job.name, job.status, job.method, job.base_model or "-", when(job.started_at),
                       duration(job), f"{loss:.4f}" if loss is not None else "-")
             for cell, value in zip(row["cells"], values):
@@ -77,15 +99,21 @@ class TrainingList(w.VBox):
                 if cell.value != text:
                     cell.value = text
         shown = [j.id for j in listed]
-        for gone in set(self._rows) - set(shown):
-            self._rows.pop(gone)["box"].close()
-            self.selected.pop(gone, None)
+        for gone in set(self._rows) - set(shown):  # close every widget of the row: none is left in the kernel
+            row = self._rows.pop(gone)
+            for widget in (row["box"], row["bar"], self.selected.pop(gone), *row["cells"]):
+                widget.close()
         children = (self._head, *(self._rows[i]["box"] for i in shown))
         if tuple(self.rows.children) != children:
             self.rows.children = children
+        first = self.page * self.page_size
+        self.position.value = (f"jobs {first + 1}–{first + len(listed)} of {total:,}" if listed
+                               else "<i>No trainings yet: start one under Train.</i>")
+        self.newer.disabled, self.older.disabled = self.page == 0, self.page >= last_page
 
     def _new_row(self, job_id: int) -> dict:
-        check = w.Checkbox(value=False, indent=False, layout=w.Layout(width="30px"))
+        check = w.Checkbox(value=job_id in self._chosen, indent=False, layout=w.Layout(width="30px"))
+        check.observe(lambda change: (self._chosen.add if change["new"] else self._chosen.discard)(job_id), "value")
         bar = w.FloatProgress(min=0, max=1, layout=w.Layout(width="150px"))
         widths = [width for _title, width in COLUMNS[1:4] + COLUMNS[5:]]
         cells = [w.HTML(layout=w.Layout(width=width)) for width in widths]

@@ -190,3 +190,30 @@ def test_dashboard_views_share_one_model(workspace):
     dash.trainings.compare.click()
     assert dash.tabs.selected_index == TAB_COMPARE and len(dash.model.compare_ids) == 2
     assert isinstance(dash.compare_area.children[0], TrainingCompare)
+
+
+def test_trainings_list_pages_through_jobs_and_keeps_the_selection(workspace):
+    from deepe_widgets.ui import TrainingList
+
+    submitted = [jobs.submit_training("SFT-Demo", "tiny", "demo-sft", start_worker=False) for _ in range(7)]
+    sink = MetricSink(submitted[0].id)
+    sink.add(2, {"loss": 1.25}, None)
+    sink.add(1, {"loss": 2.5}, None)
+    sink.close()
+    listing = TrainingList(page_size=3)
+    assert list(listing.selected) == [j.id for j in reversed(submitted)][:3]  # newest first
+    assert "jobs 1–3 of 7" in listing.position.value and listing.newer.disabled and not listing.older.disabled
+    listing.selected[submitted[-1].id].value = True
+    listing.older.click()
+    listing.older.click()
+    assert list(listing.selected) == [submitted[0].id] and "jobs 7–7 of 7" in listing.position.value
+    assert listing.older.disabled
+    [row] = listing.rows.children[1:]
+    assert row.children[-1].value == "1.2500"  # the last loss, not the first
+    listing.selected[submitted[0].id].value = True
+    assert listing.chosen() == sorted([submitted[0].id, submitted[-1].id])  # across pages
+    listing.compare.click()
+    assert "two or more" not in listing.status.value
+    listing.newer.click()
+    assert listing.selected[submitted[3].id].value is False and len(listing.rows.children) == 4
+    listing.close()
