@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 
 import ipywidgets as w
@@ -9,7 +10,7 @@ import ipywidgets as w
 from .. import config, methods
 from ..errors import DeepeError
 from ..kernels import installed_kernels
-from .common import Status, action
+from .common import Status, action, start_poller
 
 LABEL = w.Layout(width="240px")
 FORM = {"style": {"description_width": "130px"}, "layout": {"width": "480px"}}
@@ -89,7 +90,11 @@ class MethodForm(w.VBox):
 
 
 class MethodManager(w.VBox):
-    """The methods table with "Add New Method" and "Delete" (registering runs code: admin only)."""
+    """The methods table with "Add New Method" and "Delete" (registering runs code: admin only).
+
+    Follows methods added or deleted elsewhere (the CLI, another dashboard) within a few seconds."""
+
+    poll_seconds = 3.0
 
     def __init__(self, admin: bool = True):
         methods.ensure_builtins()
@@ -103,14 +108,33 @@ class MethodManager(w.VBox):
                                                          "(start it with --allow-method-admin).</i>")]
         super().__init__([w.HTML("<h3>Training Method Management</h3>"), w.HBox(header + [self.status]),
                           self.form if admin else w.HTML(), self.table])
+        self._shown = None
         self.refresh()
+        self._task = start_poller(self._poll)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            if self._catalog() != self._shown:
+                self.refresh()
+
+    @staticmethod
+    def _catalog() -> list[tuple[str, float]]:
+        return [(m.name, m.updated_at) for m in methods.list_methods()]
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        super().close()
 
     def refresh(self) -> None:
         head = w.HBox([w.HTML(f"<b>{h}</b>", layout=w.Layout(width=wd)) for h, wd in
                        (("Name", "150px"), ("Type", "90px"), ("Lifecycle", "100px"), ("Built-in", "70px"),
                         ("Stages (kernel)", "420px"), ("", "160px"))])
         rows = [head]
-        for method in methods.list_methods():
+        listed = methods.list_methods()
+        self._shown = [(m.name, m.updated_at) for m in listed]
+        for method in listed:
             stages = ", ".join(f"{s} ({i['kernel']})" for s, i in method.stages.items())
             cells = [w.HTML(html.escape(method.name), layout=w.Layout(width="150px")),
                      w.HTML(method.training_type, layout=w.Layout(width="90px")),
@@ -120,7 +144,11 @@ class MethodManager(w.VBox):
             if self.admin and not method.builtin:
                 cells.append(self._delete_control(method.name))
             rows.append(w.HBox(cells, layout=w.Layout(border_bottom="1px solid #eee")))
-        self.table.children = rows
+        old, self.table.children = self.table.children, rows
+        for row in old:  # nothing of the old table is left in the kernel
+            for cell in row.children:
+                cell.close()
+            row.close()
 
     def _delete_control(self, name: str) -> w.Widget:
         delete = w.Button(description="Delete", button_style="danger", layout=w.Layout(width="80px"),
