@@ -115,12 +115,14 @@ class MethodManager(w.VBox):
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.poll_seconds)
-            if self._catalog() != self._shown:
-                self.refresh()
+            self.refresh_if_changed()
 
-    @staticmethod
-    def _catalog() -> list[tuple[str, float]]:
-        return [(m.name, m.updated_at) for m in methods.list_methods()]
+    def refresh_if_changed(self) -> bool:
+        """Redraw the table if a method was added, changed or deleted since it was drawn."""
+        if [(m.name, m.updated_at) for m in methods.list_methods()] == self._shown:
+            return False
+        self.refresh()
+        return True
 
     def close(self) -> None:
         if self._task is not None:

@@ -56,24 +56,15 @@ def test_delete_asks_first_and_is_not_offered_for_builtins(workspace, tmp_path):
 
 
 def test_method_table_follows_methods_registered_elsewhere(workspace, tmp_path):
-    import asyncio
-
     manager = MethodManager(admin=False)  # e.g. a Voila app started before the method was registered
+    assert manager.refresh_if_changed() is False
     notebook = tmp_path / "later.ipynb"
     shutil.copy(stagefiles.template_notebook_path(), notebook)
     methods.register_method("later", {"training": (notebook, "python3")})
-    manager.poll_seconds = 0.01
-
-    async def poll_briefly():
-        try:
-            await asyncio.wait_for(manager._poll(), 0.3)
-        except asyncio.TimeoutError:
-            pass
-
-    asyncio.run(poll_briefly())
+    assert manager.refresh_if_changed() is True  # what its poller does every few seconds
     assert "later" in [row.children[0].value for row in manager.table.children[1:]]
     methods.delete_method("later")
-    asyncio.run(poll_briefly())
+    assert manager.refresh_if_changed() is True
     assert "later" not in [row.children[0].value for row in manager.table.children[1:]]
 
 
