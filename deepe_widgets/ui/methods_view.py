@@ -89,6 +89,11 @@ class MethodForm(w.VBox):
         self.status.show(f"method {method.name} registered", "ok")
 
 
+def _catalog(listed) -> list[tuple[str, float]]:
+    """What the table shows, to tell whether it must be redrawn."""
+    return [(m.name, m.updated_at) for m in listed]
+
+
 class MethodManager(w.VBox):
     """The methods table with "Add New Method" and "Delete" (registering runs code: admin only).
 
@@ -119,7 +124,7 @@ class MethodManager(w.VBox):
 
     def refresh_if_changed(self) -> bool:
         """Redraw the table if a method was added, changed or deleted since it was drawn."""
-        if [(m.name, m.updated_at) for m in methods.list_methods()] == self._shown:
+        if _catalog(methods.list_methods()) == self._shown:
             return False
         self.refresh()
         return True
@@ -135,7 +140,7 @@ class MethodManager(w.VBox):
                         ("Stages (kernel)", "420px"), ("", "160px"))])
         rows = [head]
         listed = methods.list_methods()
-        self._shown = [(m.name, m.updated_at) for m in listed]
+        self._shown = _catalog(listed)
         for method in listed:
             stages = ", ".join(f"{s} ({i['kernel']})" for s, i in method.stages.items())
             cells = [w.HTML(html.escape(method.name), layout=w.Layout(width="150px")),
