@@ -588,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import config
+
+    config.skip_slow_optional_imports()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["app"]:  # `deepe app` owns its options (argparse REMAINDER drops leading --flags)

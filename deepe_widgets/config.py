@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 STAGES = ("training", "saving", "inference-customized", "inference-complete", "deployment")
@@ -45,6 +46,22 @@ def lease_seconds() -> float:
 def worker_idle_exit_seconds() -> float:
     """An auto-started worker exits after this long with nothing to do."""
     return float(os.environ.get("DEEPE_WORKER_IDLE_EXIT", "300"))
+
+
+def warm_kernels() -> int:
+    """How many kernelspecs a worker keeps a kernel started for, ready for the next stage
+    (`DEEPE_WARM_KERNELS`, default 2; 0 starts every stage's kernel when its job comes)."""
+    return max(0, int(os.environ.get("DEEPE_WARM_KERNELS", "2")))
+
+
+def skip_slow_optional_imports() -> None:
+    """For the workbench's own processes (CLI, worker, stage runner), which run no user code.
+
+    When `rfc3987_syntax` is installed (jupyter-events pulls it in), jsonschema builds its IRI
+    grammar on import: 0.75 s for every process that imports nbformat (measured). nbformat
+    never checks the `iri` format, so these processes skip it; kernels and Voila keep it.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)
 
 
 def package_templates_dir() -> Path:

@@ -52,6 +52,12 @@ class ExecutionManager:
             return self.on_failure(job, f"{type(exc).__name__}: {exc}", {"ename": type(exc).__name__})
         return self.on_complete(job)
 
+    def warm(self, kernel: str) -> None:
+        """Get ready to run a stage in `kernel` soon (a backend may start it ahead)."""
+
+    def close(self) -> None:
+        """The worker is stopping: release what `warm` holds."""
+
     def before_start(self, job: Job) -> None:
         Path(job.run_dir).mkdir(parents=True, exist_ok=True)
 
@@ -103,27 +109,127 @@ def kill_process_tree(pid: int, sig: int = signal.SIGKILL) -> None:
     psutil.wait_procs(procs, timeout=5)
 
 
+class StandbyRunners:
+    """Stage runners started ahead of their jobs, one per kernelspec, for the kernels used last.
+
+    Each is `python -m deepe_widgets.runner --standby KERNEL`: papermill imported, kernel
+    started, version probe done; the job that takes one skips ~2 s of start-up. A job still
+    gets a kernel of its own (one kernel, one job), and a runner nobody takes is stopped.
+    """
+
+    RETRY_SECONDS = 30.0  # after a standby runner died untaken, before starting another
+
+    def __init__(self, size: int):
+        self.size = size
+        self._runners: dict[str, subprocess.Popen] = {}  # kernel -> runner, oldest first
+        self._died_at: dict[str, float] = {}
+
+    def take(self, kernel: str) -> subprocess.Popen | None:
+        proc = self._runners.pop(kernel, None)
+        if proc is not None and proc.poll() is not None:
+            return None
+        return proc
+
+    def fill(self, kernel: str) -> None:
+        """Start a standby runner for `kernel` unless one is waiting; forget the least recent."""
+        if self.size <= 0:
+            return
+        proc = self._runners.pop(kernel, None)
+        if proc is not None and proc.poll() is not None:
+            self._died_at[kernel] = time.monotonic()  # see standby-runners.log
+            proc = None
+        if proc is None:
+            died = self._died_at.get(kernel)
+            if died is not None and time.monotonic() - died < self.RETRY_SECONDS:
+                return
+            from . import config
+            from .jobs import worker_environment
+
+            with open(config.workspace_dir("logs") / "standby-runners.log", "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "deepe_widgets.runner", "--standby", kernel],
+                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    env=worker_environment(), cwd=str(config.runs_dir()))
+        self._runners[kernel] = proc  # re-inserted: most recent last
+        while len(self._runners) > self.size:
+            self._stop(self._runners.pop(next(iter(self._runners))))
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen) -> None:
+        try:
+            proc.stdin.close()  # "no job": it stops its kernel and exits
+            proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            kill_process_tree(proc.pid)
+
+    def close(self) -> None:
+        for proc in self._runners.values():
+            self._stop(proc)
+        self._runners.clear()
+
+
+def stage_kernel(job: Job) -> str | None:
+    """The kernelspec a job's current stage runs in (None: its method is gone)."""
+    from . import methods
+    from .errors import DeepeError
+
+    try:
+        return methods.get_method(job.method).stages[job.stage]["kernel"]
+    except (DeepeError, KeyError):
+        return None
+
+
 class LocalExecutor(ExecutionManager):
     """Runs each stage in a subprocess on this machine (papermill → the stage's kernel)."""
 
     features = {"cancel": True, "resume": True}
     poll_seconds = 0.25
 
-    def execute(self, job: Job) -> None:
+    def __init__(self, worker_id: str, heartbeat_seconds: float | None = None, warm_kernels: int | None = None):
+        from . import config
+
+        super().__init__(worker_id, heartbeat_seconds)
+        self.standby = StandbyRunners(config.warm_kernels() if warm_kernels is None else warm_kernels)
+
+    def warm(self, kernel: str) -> None:
+        self.standby.fill(kernel)
+
+    def close(self) -> None:
+        self.standby.close()
+
+    def _start_runner(self, job: Job, kernel: str | None, result_path: Path) -> subprocess.Popen:
+        """The job's stage runner: a standby one for its kernel if waiting, else a new process."""
+        proc = self.standby.take(kernel) if kernel else None
+        if proc is not None:
+            task = {"job": job.id, "stage": job.stage, "result": str(result_path)}
+            try:
+                proc.stdin.write((json.dumps(task) + "\n").encode())
+                proc.stdin.close()
+                return proc
+            except OSError:  # it died since: start one the usual way
+                kill_process_tree(proc.pid)
         from .jobs import worker_environment
 
+        with open(Path(job.run_dir) / "runner.log", "ab") as runner_log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "deepe_widgets.runner", str(job.id), job.stage, str(result_path)],
+                stdin=subprocess.DEVNULL, stdout=runner_log, stderr=subprocess.STDOUT,
+                start_new_session=True, env=worker_environment(), cwd=job.run_dir)
+
+    def execute(self, job: Job) -> None:
         run_dir = Path(job.run_dir)
         result_path = run_dir / f".{job.stage}.result.json"
         result_path.unlink(missing_ok=True)
-        with open(run_dir / "runner.log", "ab") as runner_log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "deepe_widgets.runner", str(job.id), job.stage, str(result_path)],
-                stdin=subprocess.DEVNULL, stdout=runner_log, stderr=subprocess.STDOUT,
-                start_new_session=True, env=worker_environment(), cwd=str(run_dir))
+        kernel = stage_kernel(job)
+        proc = self._start_runner(job, kernel, result_path)
         last_beat = time.monotonic()
         try:
-            while proc.poll() is None:
-                time.sleep(self.poll_seconds)
+            while True:
+                try:
+                    proc.wait(timeout=self.poll_seconds)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
                 current = jobs.get_job(job.id)
                 if current.status == CANCELLING:
                     raise Cancelled()
@@ -136,6 +242,8 @@ class LocalExecutor(ExecutionManager):
         finally:
             if proc.poll() is None:
                 kill_process_tree(proc.pid)
+            if kernel:  # ready for the next stage in this kernel while this one is written up
+                self.warm(kernel)
         result = json.loads(result_path.read_text()) if result_path.exists() else {
             "ok": False, "ename": "RunnerDied", "evalue": f"the stage runner exited with code {proc.returncode}"}
         if not result["ok"]:

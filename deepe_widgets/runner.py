@@ -2,21 +2,35 @@
 
 The executed notebook is written to `<run dir>/<stage>.ipynb` as cells finish
 (and on failure, with the failing cell marked); kernel output streams live to
-`<run dir>/<stage>.log`. Run as `python -m deepe_widgets.runner JOB_ID STAGE RESULT_JSON`
-by a worker, so cancelling can kill the whole process tree.
+`<run dir>/<stage>.log`. Run by a worker in its own process, so cancelling can kill
+the whole process tree:
+
+    python -m deepe_widgets.runner JOB_ID STAGE RESULT_JSON
+    python -m deepe_widgets.runner --standby KERNEL     (then one JSON line on stdin:
+                                                         {"job": ID, "stage": S, "result": PATH})
+
+A standby runner imports papermill and starts its kernel before a job exists, so the
+job that takes it skips the ~2 s of process and kernel start (see `WarmKernel`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 
-import nbformat
+from . import config
 
-from .errors import StageFailed
+if __name__ == "__main__":
+    config.skip_slow_optional_imports()
+
+import nbformat  # noqa: E402
+
+from .errors import StageFailed  # noqa: E402
 
 
 def _stamp(log, message: str, level: str = "INFO") -> None:
@@ -24,9 +38,86 @@ def _stamp(log, message: str, level: str = "INFO") -> None:
     log.flush()
 
 
+class WarmKernel:
+    """A stage kernel started before its job is known, with its version probe done.
+
+    The kernel process's own stdout/stderr (what bypasses ipykernel's capture) goes through
+    a pipe to the stage log it is later given, buffered until then: nothing reaches the
+    worker's terminal and nothing is lost. The job moves the kernel into its run folder
+    before the first cell (`cd`), as a kernel started there would be.
+    """
+
+    def __init__(self, kernel: str, cwd: Path):
+        from jupyter_client.blocking import BlockingKernelClient
+        from jupyter_core.utils import run_sync
+
+        from .kernels import kernel_environment
+
+        self.kernel = kernel
+        self.started_at = time.time()
+        self._buffer = bytearray()
+        self._target = None
+        self._lock = threading.Lock()
+        read_fd, write_fd = os.pipe()
+        threading.Thread(target=self._relay, args=(read_fd,), name="deepe-kernel-output", daemon=True).start()
+        self.km = _kernel_manager_logging_to(write_fd)(kernel_name=kernel)
+        try:
+            run_sync(self.km.start_kernel)(cwd=str(cwd), extra_arguments=["--HistoryManager.hist_file=:memory:"])
+        finally:
+            os.close(write_fd)  # the kernel holds its own copy
+        self._kc = BlockingKernelClient()
+        self._kc.load_connection_info(self.km.get_connection_info())
+        self._kc.start_channels()
+        self._kc.wait_for_ready(timeout=120)
+        self.environment = kernel_environment(kernel)
+        self.ready_seconds = time.time() - self.started_at
+
+    def _relay(self, fd: int) -> None:
+        with os.fdopen(fd, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                with self._lock:
+                    if self._target is None:
+                        self._buffer += chunk
+                        continue
+                    try:
+                        self._target.write(chunk.decode("utf-8", "replace"))
+                        self._target.flush()
+                    except (OSError, ValueError):  # the stage log is closed: the stage is over
+                        return
+
+    def attach(self, log, cwd: Path) -> None:
+        """Send the kernel's output to `log` from now on, and move the kernel into `cwd`."""
+        with self._lock:
+            if self._buffer:
+                log.write(self._buffer.decode("utf-8", "replace"))
+                self._buffer.clear()
+            self._target = log
+        reply = self._kc.execute_interactive(f"__import__('os').chdir({str(cwd)!r})", silent=True,
+                                             store_history=False, timeout=30)
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(f"could not move the kernel into {cwd}: {reply['content'].get('evalue')}")
+        self._kc.stop_channels()
+
+    def is_alive(self) -> bool:
+        from jupyter_core.utils import run_sync
+
+        return bool(run_sync(self.km.is_alive)())
+
+    def shutdown(self) -> None:
+        from jupyter_core.utils import run_sync
+
+        try:
+            if self.is_alive():
+                run_sync(self.km.shutdown_kernel)(now=True)
+        finally:
+            run_sync(self.km.cleanup_resources)()
+
+
 def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, parameters: dict,
-                  output_path: Path, log_path: Path, cwd: Path) -> None:
-    """Run `nb` with `parameters` in `kernel`; raise StageFailed with the failing cell on error."""
+                  output_path: Path, log_path: Path, cwd: Path, warm: WarmKernel | None = None) -> None:
+    """Run `nb` with `parameters` in `kernel`; raise StageFailed with the failing cell on error.
+
+    With `warm` (a kernel of the same kernelspec started ahead), the stage runs in it."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -37,21 +128,33 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
     input_path = output_path.with_name(f"{stage}.input.ipynb")
     nbformat.write(with_platform_cells(nb, stage), input_path)
     # Probe the kernel's Python and package versions while the kernel starts, not before.
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     probe_pool = ThreadPoolExecutor(max_workers=1)
-    probe = probe_pool.submit(kernel_environment, kernel)
+    if warm is not None:
+        probe: Future = Future()
+        probe.set_result(warm.environment)
+    else:
+        probe = probe_pool.submit(kernel_environment, kernel)
     environment: dict = {}
     failure: StageFailed | None = None
     with open(log_path, "a", encoding="utf-8", buffering=1) as log:
-        _stamp(log, f"stage {stage} starting in kernel {kernel!r}")
+        if warm is None:
+            _stamp(log, f"stage {stage} starting in kernel {kernel!r}")
+            kernel_args: dict = {"kernel_manager_class": _kernel_manager_logging_to(log)}
+        else:
+            _stamp(log, f"stage {stage} starting in kernel {kernel!r} (started ahead of the job, "
+                        f"pid {warm.km.provisioner.pid}, ready in {warm.ready_seconds:.1f} s)")
         try:
+            if warm is not None:
+                warm.attach(log, cwd)
+                kernel_args = {"km": warm.km}
             papermill.execute_notebook(
                 str(input_path), str(output_path), parameters=parameters, kernel_name=kernel,
                 progress_bar=False, log_output=False, stdout_file=log, stderr_file=log, cwd=str(cwd),
-                start_timeout=120, kernel_manager_class=_kernel_manager_logging_to(log),
+                start_timeout=120,
                 # the record is written by then; a graceful shutdown only waits on torch's threads
-                shutdown_kernel="immediate")
+                shutdown_kernel="immediate", **kernel_args)
         except PapermillExecutionError as exc:
             failure = StageFailed(exc.ename, exc.evalue, _failing_cell(output_path), exc.source)
         except Exception as exc:  # a dead kernel, a timeout: nbclient raises its own kinds
@@ -61,6 +164,8 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
                 message = f"the kernel died (crashed or killed, e.g. out of memory): {message}"
             failure = StageFailed(name, message, _failing_cell(output_path), "")
         finally:
+            if warm is not None:  # papermill shuts down only the kernels it started
+                warm.shutdown()
             environment = probe.result()
             probe_pool.shutdown()
             _annotate_record(output_path, stage, kernel, parameters, environment, failure)
@@ -71,8 +176,8 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
 
 
 def _kernel_manager_logging_to(log):
-    """A kernel manager whose kernel process writes its own stdout/stderr to the stage log,
-    never to the caller's terminal or CI's pipe."""
+    """A kernel manager whose kernel process writes its own stdout/stderr to `log` (the stage
+    log, or a file descriptor), never to the caller's terminal or CI's pipe."""
     from jupyter_client.manager import AsyncKernelManager
 
     class StageKernelManager(AsyncKernelManager):
@@ -131,13 +236,16 @@ def stage_parameters(job, stage: str) -> dict:
     return values
 
 
-def run_job_stage(job_id: int, stage: str) -> None:
+def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> None:
     """Execute a claimed job's stage (called in the runner subprocess)."""
     from . import jobs, methods
 
     job = jobs.get_job(job_id)
     method = methods.get_method(job.method)
     info = method.stages[stage]
+    if warm is not None and (warm.kernel != info["kernel"] or not warm.is_alive()):
+        warm.shutdown()  # not the kernel this stage names (or it died waiting): start a fresh one
+        warm = None
     from .stagefiles import load_stage_notebook
 
     nb = load_stage_notebook(Path(info["file"]), stage)
@@ -146,7 +254,8 @@ def run_job_stage(job_id: int, stage: str) -> None:
     if job.attempt > 1 and previous.exists():  # keep every attempt's record
         previous.rename(run_dir / f"{stage}.attempt{job.attempt - 1}.ipynb")
     execute_stage(nb, stage=stage, kernel=info["kernel"], parameters=stage_parameters(job, stage),
-                  output_path=run_dir / f"{stage}.ipynb", log_path=run_dir / f"{stage}.log", cwd=run_dir)
+                  output_path=run_dir / f"{stage}.ipynb", log_path=run_dir / f"{stage}.log", cwd=run_dir,
+                  warm=warm)
 
 
 def _exit_with_parent() -> None:
@@ -170,13 +279,47 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="deepe-parent-watch", daemon=True).start()
 
 
+def _standby(kernel: str) -> tuple[int, str, Path, WarmKernel | None] | None:
+    """Start `kernel`, then wait for the worker to hand over a job (None: it never did)."""
+    warm = None
+    try:
+        import papermill  # noqa: F401  what the job needs first, imported while no job waits
+
+        from . import datasets, jobs, methods, models, stagefiles  # noqa: F401
+
+        warm = WarmKernel(kernel, Path.cwd())
+        print(f"[deepe] {time.strftime('%H:%M:%S')} kernel {kernel!r} ready in {warm.ready_seconds:.1f} s, "
+              f"waiting for a job", flush=True)
+    except Exception:  # the job will start its kernel the usual way and report what fails
+        traceback.print_exc()
+    line = sys.stdin.readline()
+    if not line.strip():
+        if warm is not None:
+            warm.shutdown()
+        return None
+    task = json.loads(line)
+    run_dir = Path(task["result"]).parent
+    with open(run_dir / "runner.log", "ab") as runner_log:  # from now on this job's runner log
+        os.dup2(runner_log.fileno(), 1)
+        os.dup2(runner_log.fileno(), 2)
+    os.chdir(run_dir)
+    return int(task["job"]), task["stage"], Path(task["result"]), warm
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    job_id, stage, result_path = int(argv[0]), argv[1], Path(argv[2])
     _exit_with_parent()
+    warm = None
+    if argv[0] == "--standby":
+        handed = _standby(argv[1])
+        if handed is None:
+            return 0
+        job_id, stage, result_path, warm = handed
+    else:
+        job_id, stage, result_path = int(argv[0]), argv[1], Path(argv[2])
     result: dict = {"ok": False}
     try:
-        run_job_stage(job_id, stage)
+        run_job_stage(job_id, stage, warm)
         result = {"ok": True}
     except StageFailed as exc:
         result = {"ok": False, "ename": exc.ename, "evalue": exc.evalue, "cell": exc.cell_index,

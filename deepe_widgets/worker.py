@@ -11,15 +11,19 @@ import threading
 import time
 
 from . import config, jobs, store
-from .executors import EXECUTORS
+from .executors import EXECUTORS, stage_kernel
 
 
 class Worker:
-    def __init__(self, executor: str = "local", idle_exit: float | None = None, poll_seconds: float = 0.5):
+    # A worker about to exit keeps no kernel started ahead: it would be started for nothing.
+    WARM_WHEN_IDLE_EXIT_AT_LEAST = 10.0
+
+    def __init__(self, executor: str = "local", idle_exit: float | None = None, poll_seconds: float = 0.1):
         self.id = f"{socket.gethostname()}-{os.getpid()}"
         self.executor = EXECUTORS[executor](self.id)
         self.idle_exit = idle_exit
-        self.poll_seconds = poll_seconds
+        self.poll_seconds = poll_seconds  # an idle poll is one indexed read
+        self.warm_kernel = config.DEFAULT_KERNEL  # then the kernel of the last stage run
         self._stop = False
 
     def _beat(self) -> None:
@@ -59,14 +63,18 @@ class Worker:
                 if job is None:
                     if self.idle_exit is not None and time.monotonic() - idle_since > self.idle_exit:
                         break
+                    if self.idle_exit is None or self.idle_exit >= self.WARM_WHEN_IDLE_EXIT_AT_LEAST:
+                        self.executor.warm(self.warm_kernel)
                     time.sleep(self.poll_seconds)
                     continue
                 print(f"[worker {self.id}] job {job.id} ({job.kind}, attempt {job.attempt}) started", flush=True)
                 status = self.executor.process(job)
                 print(f"[worker {self.id}] job {job.id} -> {status}", flush=True)
+                self.warm_kernel = stage_kernel(job) or self.warm_kernel
                 idle_since = time.monotonic()
         finally:
             done.set()
+            self.executor.close()
             with store.session() as s:
                 row = s.get(store.Worker, self.id)
                 if row is not None:
@@ -79,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit after this many seconds without work (default: run until stopped)")
     parser.add_argument("--executor", default="local", choices=sorted(EXECUTORS))
     args = parser.parse_args(argv)
+    config.skip_slow_optional_imports()
     config.deepe_home()
     Worker(args.executor, idle_exit=args.idle_exit).run()
     return 0
