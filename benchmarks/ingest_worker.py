@@ -1,11 +1,16 @@
 """One of the 4 concurrent trainings of the ingest benchmark: prints its mean step time.
 
-Usage: ingest_worker.py MODEL_DIR STEPS JOB_ID   (JOB_ID 0: no metrics callback)
+Usage: ingest_worker.py MODEL_DIR STEPS JOB_ID BARRIER_DIR   (JOB_ID 0: no metrics callback)
+
+The 4 trainings start their steps together (a file barrier in BARRIER_DIR), so each one's
+steps overlap the others' the same way with and without the callback.
 """
 
 import json
+import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
@@ -14,7 +19,7 @@ from datasets import Dataset
 
 from deepe_widgets.runtime import make_callback
 
-model_dir, steps, job_id = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+model_dir, steps, job_id, barrier = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 torch.set_num_threads(1)
 tokenizer = AutoTokenizer.from_pretrained(model_dir)
 model = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -45,5 +50,8 @@ trainer = Trainer(model=model, train_dataset=data, data_collator=DataCollatorFor
                                          per_device_train_batch_size=4, save_strategy="no", report_to="none",
                                          disable_tqdm=True),
                   callbacks=callbacks)
+(barrier / f"ready-{os.getpid()}").touch()
+while len(list(barrier.glob("ready-*"))) < 4:
+    time.sleep(0.01)
 trainer.train()
 print(json.dumps({"step_seconds": (clock.end - clock.start) / (steps - warmup)}))
