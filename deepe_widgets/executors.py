@@ -30,11 +30,14 @@ class Cancelled(Exception):
 class ExecutionManager:
     features: dict[str, bool] = {"cancel": False, "resume": False}
 
-    def __init__(self, worker_id: str, heartbeat_seconds: float | None = None):
+    def __init__(self, worker_id: str, heartbeat_seconds: float | None = None, warm_kernels: int | None = None):
+        """`warm_kernels`: how many kernelspecs `warm` may keep a kernel started for
+        (None: `DEEPE_WARM_KERNELS`; 0: none)."""
         from . import config
 
         self.worker_id = worker_id
         self.heartbeat_seconds = heartbeat_seconds or max(1.0, config.lease_seconds() / 3)
+        self.warm_kernels = config.warm_kernels() if warm_kernels is None else warm_kernels
 
     def process(self, job: Job) -> str | None:
         """Run `job` and write its final status; returns it (None if the lease was lost)."""
@@ -186,10 +189,8 @@ class LocalExecutor(ExecutionManager):
     poll_seconds = 0.25
 
     def __init__(self, worker_id: str, heartbeat_seconds: float | None = None, warm_kernels: int | None = None):
-        from . import config
-
-        super().__init__(worker_id, heartbeat_seconds)
-        self.standby = StandbyRunners(config.warm_kernels() if warm_kernels is None else warm_kernels)
+        super().__init__(worker_id, heartbeat_seconds, warm_kernels)
+        self.standby = StandbyRunners(self.warm_kernels)
 
     def warm(self, kernel: str) -> None:
         self.standby.fill(kernel)

@@ -20,7 +20,8 @@ class Worker:
 
     def __init__(self, executor: str = "local", idle_exit: float | None = None, poll_seconds: float = 0.1):
         self.id = f"{socket.gethostname()}-{os.getpid()}"
-        self.executor = EXECUTORS[executor](self.id)
+        keep_warm = idle_exit is None or idle_exit >= self.WARM_WHEN_IDLE_EXIT_AT_LEAST
+        self.executor = EXECUTORS[executor](self.id, warm_kernels=None if keep_warm else 0)
         self.idle_exit = idle_exit
         self.poll_seconds = poll_seconds  # an idle poll is one indexed read
         self.warm_kernel = config.DEFAULT_KERNEL  # then the kernel of the last stage run
@@ -63,8 +64,7 @@ class Worker:
                 if job is None:
                     if self.idle_exit is not None and time.monotonic() - idle_since > self.idle_exit:
                         break
-                    if self.idle_exit is None or self.idle_exit >= self.WARM_WHEN_IDLE_EXIT_AT_LEAST:
-                        self.executor.warm(self.warm_kernel)
+                    self.executor.warm(self.warm_kernel)
                     time.sleep(self.poll_seconds)
                     continue
                 print(f"[worker {self.id}] job {job.id} ({job.kind}, attempt {job.attempt}) started", flush=True)

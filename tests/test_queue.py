@@ -187,3 +187,56 @@ def test_a_new_job_never_inherits_stray_metric_rows(workspace):
     sink.close()
     job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", start_worker=False)
     assert job.id == 1 and jobs.metrics_for(job.id) == []
+
+
+def test_a_waiting_worker_runs_the_next_job_in_a_kernel_started_ahead(workspace, tmp_path):
+    import threading
+
+    from deepe_widgets import config
+
+    nb = nbformat.read(plain_notebook(tmp_path / "ahead.ipynb"), as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(
+        'import os\nprint("cwd", os.getcwd())\nos.write(1, b"written to the kernel process stdout\\n")'))
+    nbformat.write(nb, tmp_path / "ahead.ipynb")
+    methods.register_method("ahead", {"training": (tmp_path / "ahead.ipynb", "python3")})
+    worker = Worker(idle_exit=None, poll_seconds=0.1)  # long-lived: keeps a kernel started ahead
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    standby_log = config.workspace_dir("logs") / "standby-runners.log"
+    try:
+        deadline = time.monotonic() + 60
+        while "ready in" not in (standby_log.read_text() if standby_log.exists() else ""):
+            assert time.monotonic() < deadline, "no kernel was started ahead"
+            time.sleep(0.1)
+        standby = [p for p in psutil.Process().children(recursive=True) if "--standby" in p.cmdline()]
+        assert len(standby) == 1
+        job = jobs.wait_for(jobs.submit_training("ahead", "tiny", "demo-sft", start_worker=False).id, timeout=120)
+        assert job.status == "succeeded", job.error
+        run_dir = Path(job.run_dir)
+        log = (run_dir / "training.log").read_text()
+        assert "started ahead of the job" in log.splitlines()[0]
+        assert "written to the kernel process stdout" in log  # the kernel's own output reached the stage log
+        record = nbformat.read(run_dir / "training.ipynb", as_version=4)
+        printed = [o["text"] for c in record.cells for o in c.get("outputs", []) if o.get("name") == "stdout"]
+        assert any(f"cwd {run_dir}\n" in text for text in printed)  # moved into its run folder
+        assert record.metadata["deepe"]["python"] == sys.executable
+        assert not standby[0].is_running()  # the job's kernel was its own, and it is gone
+        # cancelling a job that runs in a kernel started ahead stops that kernel too
+        slow = jobs.submit_training("ahead", "tiny", "demo-sft", params={"sleep": "60"}, start_worker=False)
+        deadline = time.monotonic() + 60
+        while "plain trainer running" not in ((Path(slow.run_dir) / "training.log").read_text()
+                                              if (Path(slow.run_dir) / "training.log").exists() else ""):
+            assert time.monotonic() < deadline, "the slow job never started"
+            time.sleep(0.1)
+        assert "started ahead" in (Path(slow.run_dir) / "training.log").read_text().splitlines()[0]
+        kernels = [p for p in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
+        jobs.cancel_job(slow.id)
+        assert jobs.wait_for(slow.id, timeout=30).status == "cancelled"
+        assert psutil.wait_procs(kernels, timeout=10)[1] == []
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+    # the runner started ahead for the next job stops with the worker, kernel and all
+    left = [p for p in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(p.cmdline())
+            or "--standby" in p.cmdline()]
+    assert not left
