@@ -39,7 +39,7 @@ def _stamp(log, message: str, level: str = "INFO") -> None:
 
 
 class WarmKernel:
-    """A stage kernel started before its job is known, with its version probe done.
+    """A stage kernel started before its job is known.
 
     The kernel process's own stdout/stderr (what bypasses ipykernel's capture) goes through
     a pipe to the stage log it is later given, buffered until then: nothing reaches the
@@ -50,8 +50,6 @@ class WarmKernel:
     def __init__(self, kernel: str, cwd: Path):
         from jupyter_client.blocking import BlockingKernelClient
         from jupyter_core.utils import run_sync
-
-        from .kernels import kernel_environment
 
         self.kernel = kernel
         self.started_at = time.time()
@@ -69,7 +67,6 @@ class WarmKernel:
         self._kc.load_connection_info(self.km.get_connection_info())
         self._kc.start_channels()
         self._kc.wait_for_ready(timeout=120)
-        self.environment = kernel_environment(kernel)
         self.ready_seconds = time.time() - self.started_at
 
     def _relay(self, fd: int) -> None:
@@ -127,15 +124,12 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
     output_path.parent.mkdir(parents=True, exist_ok=True)
     input_path = output_path.with_name(f"{stage}.input.ipynb")
     nbformat.write(with_platform_cells(nb, stage), input_path)
-    # Probe the kernel's Python and package versions while the kernel starts, not before.
-    from concurrent.futures import Future, ThreadPoolExecutor
+    # Probe the kernel's Python and package versions while the stage runs, not before; for a kernel
+    # started ahead too: a package upgraded since is what the stage imports.
+    from concurrent.futures import ThreadPoolExecutor
 
     probe_pool = ThreadPoolExecutor(max_workers=1)
-    if warm is not None:
-        probe: Future = Future()
-        probe.set_result(warm.environment)
-    else:
-        probe = probe_pool.submit(kernel_environment, kernel)
+    probe = probe_pool.submit(kernel_environment, kernel)
     environment: dict = {}
     failure: StageFailed | None = None
     with open(log_path, "a", encoding="utf-8", buffering=1) as log:
@@ -285,7 +279,9 @@ def _standby(kernel: str) -> tuple[int, str, Path, WarmKernel | None] | None:
     try:
         import papermill  # noqa: F401  what the job needs first, imported while no job waits
 
-        from . import datasets, jobs, methods, models, stagefiles  # noqa: F401
+        from . import datasets, jobs, methods, models, stagefiles, store  # noqa: F401
+
+        store.get_engine()  # connected (and the schema checked) before the job, too
 
         warm = WarmKernel(kernel, Path.cwd())
         print(f"[deepe] {time.strftime('%H:%M:%S')} kernel {kernel!r} ready in {warm.ready_seconds:.1f} s, "
