@@ -39,11 +39,11 @@ class Bench:
         self.paint_split: dict[str, list[tuple[float, float]]] = {}
         os.environ["DEEPE_HOME"] = str(workdir / "home")
         os.environ.pop("DEEPE_DB_URL", None)
-        from deepe_widgets import datasets, methods, models, store
+        from deepe_widgets import datasets, demo_data, methods, models, store
 
         store.dispose_engines()
         methods.ensure_builtins()
-        datasets.ensure_demo_datasets()
+        demo_data.ensure_demo_datasets()
         if tiny:
             from deepe_widgets.testing import make_tiny_model
 
@@ -93,11 +93,11 @@ class Bench:
         return script
 
     def overhead(self) -> None:
-        from deepe_widgets import jobs
+        from deepe_widgets import jobs, metrics, worker
 
         script = self.bare_script()
         bare, platform_runs, breakdowns = [], [], []
-        jobs.ensure_worker()
+        worker.ensure_worker()
         self._wait_for_warm_kernel()
 
         def run_bare():
@@ -169,13 +169,14 @@ class Bench:
     # --- 2. metric latency -------------------------------------------------------------
 
     def metric_latency(self) -> None:
-        from deepe_widgets import jobs
+        from deepe_widgets import jobs, metrics, worker
 
         job = jobs.submit_training("SFT-Demo", self.base, "demo-sft", params=self.params)
+        worker.ensure_worker()
         seen: dict[int, float] = {}
         last = 0
         while True:
-            rows = jobs.metrics_for(job.id, after_id=last)
+            rows = metrics.metrics_for(job.id, after_id=last)
             now = time.time()
             for m in rows:
                 seen[m.id] = now - m.wall_time
@@ -192,7 +193,7 @@ class Bench:
     # --- 3. submit → running -----------------------------------------------------------
 
     def submit_to_running(self) -> None:
-        from deepe_widgets import jobs, methods, store
+        from deepe_widgets import jobs, methods, metrics, store, worker
 
         plain = self.workdir / "sleep.ipynb"
         nb = nbformat.v4.new_notebook()
@@ -211,20 +212,21 @@ class Bench:
         def once() -> float:
             t0 = time.perf_counter()
             job = jobs.submit_training("bench-noop", self.base, "demo-sft")
+            worker.ensure_worker()  # as the CLI does: starts one only when none is alive
             while jobs.get_job(job.id).status == "queued":
                 time.sleep(0.01)
             elapsed = time.perf_counter() - t0
             jobs.wait_for(job.id, poll=0.05)
             return elapsed
 
-        jobs.ensure_worker()
+        worker.ensure_worker()
         once()
         warm = statistics.median(once() for _ in range(5))
         self.row("3a. submit → running, warm worker", "-", f"{warm * 1000:.0f} ms", None, "≤ 1 s", warm <= 1.0)
-        for worker in jobs.live_workers():  # stop the worker: the next submit starts one
-            from deepe_widgets.executors import kill_process_tree
+        for running in worker.live_workers():  # stop the worker: the next submit starts one
+            from deepe_widgets.processes import kill_process_tree
 
-            kill_process_tree(worker.pid, 15)
+            kill_process_tree(running.pid, 15)
         with store.session() as s:
             for row in s.exec(store.select(store.Worker)):
                 s.delete(row)
@@ -234,7 +236,7 @@ class Bench:
     # --- 4. ingest cost ----------------------------------------------------------------
 
     def ingest_cost(self) -> None:
-        from deepe_widgets import jobs
+        from deepe_widgets import jobs, metrics, worker
 
         model_dir = self.workdir / "ingest-model"
         if not model_dir.exists():
@@ -243,7 +245,7 @@ class Bench:
             # Full size: a model whose steps take tens of milliseconds, like a real (small) training.
             make_tiny_model(model_dir) if self.tiny else make_tiny_model(model_dir, hidden_size=256, layers=4)
         steps = 30 if self.tiny else 200
-        ids = [jobs.submit_training("SFT-Demo", self.base, "demo-sft", start_worker=False).id for _ in range(4)]
+        ids = [jobs.submit_training("SFT-Demo", self.base, "demo-sft").id for _ in range(4)]
         with_cb, without = [], []
         for rep in range(1 if self.tiny else 4):
             for use_callback in (False, True) if rep % 2 == 0 else (True, False):
@@ -308,7 +310,7 @@ class Bench:
         from playwright.sync_api import sync_playwright
 
         from deepe_widgets.app import voila_command, wait_until_listening
-        from deepe_widgets.executors import kill_process_tree
+        from deepe_widgets.processes import kill_process_tree
 
         folder = self.workdir / f"paint-{seeded['big']}-{'preheat' if preheat else 'cold'}"
         folder.mkdir()
@@ -435,11 +437,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"running {name} …", flush=True)
                 getattr(bench, name)()
         finally:
-            from deepe_widgets import jobs
-            from deepe_widgets.executors import kill_process_tree
+            from deepe_widgets import jobs, metrics, worker
+            from deepe_widgets.processes import kill_process_tree
 
-            for worker in jobs.live_workers():
-                kill_process_tree(worker.pid)
+            for running in worker.live_workers():
+                kill_process_tree(running.pid)
         text = bench.report()
     print(text)
     output = args.output or (None if args.tiny else str(HERE / "RESULTS.md"))

@@ -54,14 +54,23 @@ def wait_until_listening(port: int, proc: subprocess.Popen, timeout: float = 60)
     return False
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="deepe app", description="Serve the dashboard as a Voila app.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `deepe app` (and of `python -m deepe_widgets.app`)."""
     parser.add_argument("--port", type=int, default=8866)
     parser.add_argument("--allow-method-admin", action="store_true",
                         help="let app users register and delete methods (that is: register code that runs)")
     parser.add_argument("--token", default=None, help="the access token (default: a new random one)")
     parser.add_argument("--no-browser", action="store_true", help="accepted for Jupyter habits; no browser is opened")
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deepe app", description="Serve the dashboard as a Voila app.")
+    add_arguments(parser)
+    return serve(parser.parse_args(argv))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Start Voila on 127.0.0.1 and wait until it ends (Ctrl-C stops it)."""
     token = args.token or secrets.token_urlsafe(24)
     if not port_is_free(args.port):  # else we would greet whatever already listens there
         print(f"error: port {args.port} on 127.0.0.1 is in use; choose another with --port", file=sys.stderr)
@@ -85,3 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         proc.terminate()
         proc.wait(timeout=30)
         return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

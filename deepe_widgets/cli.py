@@ -8,7 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from .app import add_arguments as add_app_arguments
 from .errors import DeepeError
+from .store import FINISHED, JobStatus
 
 
 def _print_json(obj) -> None:
@@ -25,10 +27,10 @@ def _table(rows: list[list], headers: list[str]) -> None:
 
 def _setup(args=None) -> None:
     """Open the workspace; make sure built-in methods and demo datasets exist."""
-    from . import datasets, methods
+    from . import demo_data, methods
 
     methods.ensure_builtins()
-    datasets.ensure_demo_datasets()
+    demo_data.ensure_demo_datasets()
 
 
 # --- init / methods -------------------------------------------------------------------
@@ -113,14 +115,15 @@ def cmd_methods_delete(args) -> int:
 
 def cmd_methods_test(args) -> int:
     """Seed 003 steps A–D: run a training stage file directly, without the queue."""
-    from . import methods
     from . import params as paramlib
+    from . import runner
 
     _setup()
     out_dir = Path(args.output or Path.cwd() / f"deepe-test-{time.strftime('%Y%m%d-%H%M%S')}")
-    print(f"running {args.file} in kernel {args.kernel!r}; log: {out_dir.resolve() / 'training.log'}", flush=True)
-    result = methods.run_local_test(args.file, args.base_model, args.dataset,
-                                        paramlib.parse_assignments(args.param), kernel=args.kernel, output=out_dir)
+    result = runner.run_local_test(args.file, args.base_model, args.dataset, paramlib.parse_assignments(args.param),
+                                   kernel=args.kernel, output=out_dir,
+                                   on_start=lambda log: print(f"running {args.file} in kernel {args.kernel!r}; "
+                                                              f"log: {log}", flush=True))
     if not result["ok"]:
         print(f"training FAILED in cell {result['cell']}: {result['error']}")
         print(f"record: {result['record']}")
@@ -185,6 +188,7 @@ def cmd_save(args) -> int:
 
     _setup()
     job = jobs.submit_save(args.model, dtype=args.dtype, name=args.name)
+    _start_worker()
     return _after_submit(job, args)
 
 
@@ -253,7 +257,14 @@ def cmd_train(args) -> int:
     _setup()
     job = jobs.submit_training(args.method, args.base_model, args.dataset, name=args.name,
                                params=paramlib.parse_assignments(args.param))
+    _start_worker()
     return _after_submit(job, args)
+
+
+def _start_worker() -> None:
+    from .worker import ensure_worker
+
+    ensure_worker()
 
 
 def _after_submit(job, args) -> int:
@@ -273,7 +284,7 @@ def _after_submit(job, args) -> int:
         _print_json(summary)
     else:
         _print_outcome(summary)
-    return 0 if final.status == "succeeded" else 1
+    return 0 if final.status == JobStatus.SUCCEEDED else 1
 
 
 def _progress_printer():
@@ -295,10 +306,10 @@ def _progress_printer():
 
 
 def _print_outcome(summary: dict) -> None:
-    from . import jobs
+    from . import metrics
 
     print(f"job {summary['id']} {summary['status']}")
-    losses = [m.value for m in jobs.metrics_for(summary["id"]) if m.name == "loss"]
+    losses = [m.value for m in metrics.metrics_for(summary["id"], name="loss")]
     if losses:
         print(f"loss: first {losses[0]:.4f}, final {losses[-1]:.4f} over {len(losses)} logged steps")
     for record in summary["records"]:
@@ -317,8 +328,10 @@ def cmd_jobs_list(args) -> int:
     if args.json:
         _print_json([jobs.job_summary(j) for j in rows])
         return 0
+    from . import metrics
+
     table = []
-    losses = jobs.last_metrics([j.id for j in rows], "loss")
+    losses = metrics.last_metrics([j.id for j in rows], "loss")
     for job in rows:
         progress = f"{job.progress_step}/{job.progress_total}" if job.progress_total else "-"
         last = losses.get(job.id)
@@ -361,7 +374,7 @@ def cmd_jobs_logs(args) -> int:
             if chunk:
                 sys.stdout.write(chunk)
                 sys.stdout.flush()
-        if not args.follow or jobs.get_job(job.id).status in ("succeeded", "failed", "cancelled"):
+        if not args.follow or jobs.get_job(job.id).status in FINISHED:
             if args.follow:  # one last read after the job ended
                 args.follow = False
                 continue
@@ -370,13 +383,12 @@ def cmd_jobs_logs(args) -> int:
 
 
 def cmd_jobs_metrics(args) -> int:
-    from . import jobs
+    from . import jobs, metrics
 
     _setup()
     job = jobs.get_job(args.id)
-    rows = [{"step": m.step, "name": m.name, "value": m.value, "epoch": m.epoch} for m in jobs.metrics_for(job.id)]
-    if args.name:
-        rows = [r for r in rows if r["name"] == args.name]
+    rows = [{"step": m.step, "name": m.name, "value": m.value, "epoch": m.epoch}
+            for m in metrics.metrics_for(job.id, name=args.name)]
     if args.json:
         _print_json([{k: r[k] for k in ("step", "name", "value")} for r in rows])
         return 0
@@ -389,7 +401,7 @@ def cmd_jobs_cancel(args) -> int:
 
     _setup()
     job = jobs.cancel_job(args.id)
-    if job.status == "cancelling":
+    if job.status == JobStatus.CANCELLING:
         final = jobs.wait_for(job.id, timeout=30, poll=0.2)
         print(f"job {final.id} {final.status}")
     else:
@@ -403,6 +415,7 @@ def cmd_jobs_copy(args) -> int:
 
     _setup()
     job = jobs.copy_job(args.id, name=args.name, params=paramlib.parse_assignments(args.param))
+    _start_worker()
     return _after_submit(job, args)
 
 
@@ -449,10 +462,10 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_app(args) -> int:
-    from .app import main as app_main
+    from .app import serve
 
     _setup()
-    return app_main(args.app_args)
+    return serve(args)
 
 
 def cmd_worker(args) -> int:
@@ -460,6 +473,18 @@ def cmd_worker(args) -> int:
 
     _setup()
     return worker_main(["--idle-exit", str(args.idle_exit)] if args.idle_exit is not None else [])
+
+
+def cmd_worker_stop(args) -> int:
+    from .worker import stop_workers
+
+    asked = stop_workers(now=args.now)
+    if not asked:
+        print("no worker is running on this host")
+        return 0
+    how = "at once" if args.now else "after the running job's checkpoint (it goes back to the queue)"
+    print(f"asked {len(asked)} worker(s) to stop {how}: pid {', '.join(map(str, asked))}")
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -472,13 +497,14 @@ def cmd_demo(args) -> int:
     params = {"max_steps": str(args.steps), "batch_size": "4", "learning_rate": "1e-3",
               "max_seq_length": "96", "save_steps": "0", "lora_rank": "8", "lora_alpha": "16"}
     job = jobs.submit_training("SFT-Demo", base.name, "demo-sft", params=params)
+    _start_worker()
     print(f"queued job {job.id}: SFT-Demo on {base.name} with demo-sft ({args.steps} steps)", flush=True)
     final = jobs.wait_for(job.id, on_poll=_progress_printer())
     sys.stderr.write("\n")
     summary = jobs.job_summary(final)
     _print_outcome(summary)
     print(f"took {time.monotonic() - t0:.0f}s; logs: deepe jobs logs {job.id}")
-    return 0 if final.status == "succeeded" else 1
+    return 0 if final.status == JobStatus.SUCCEEDED else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -578,10 +604,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ids", nargs="+")
     p = verb(sub, "doctor", cmd_doctor, "check the workspace and database; --fix applies the fixes", True)
     p.add_argument("--fix", action="store_true")
-    p = verb(sub, "app", cmd_app, "serve the dashboard as a Voila app: [--port N] [--allow-method-admin]")
-    p.add_argument("app_args", nargs=argparse.REMAINDER)
-    p = verb(sub, "worker", cmd_worker, "run a worker in the foreground")
+    p = verb(sub, "app", cmd_app, "serve the dashboard as a Voila app on 127.0.0.1")
+    add_app_arguments(p)
+    p = verb(sub, "worker", cmd_worker, "run a worker in the foreground (SIGTERM: stop after a checkpoint)")
     p.add_argument("--idle-exit", type=float, default=None)
+    worker_sub = p.add_subparsers(dest="verb")
+    p = verb(worker_sub, "stop", cmd_worker_stop, "stop this host's workers: the running job saves a "
+             "checkpoint and goes back to the queue")
+    p.add_argument("--now", action="store_true", help="hand the running job back without the checkpoint")
     p = verb(sub, "demo", cmd_demo, "SFT-Demo on SmolLM2 and the demo dataset, end to end")
     p.add_argument("--steps", type=int, default=30)
     return parser
@@ -592,11 +622,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config.skip_slow_optional_imports()
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["app"]:  # `deepe app` owns its options (argparse REMAINDER drops leading --flags)
-        args = argparse.Namespace(func=cmd_app, app_args=argv[1:], command="app")
-    else:
-        args = parser.parse_args(argv)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "compare" and len(args.ids) < 2:
         parser.exit(2, "error: compare needs two or more job ids\n")
     try:

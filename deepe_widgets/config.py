@@ -54,6 +54,20 @@ def warm_kernels() -> int:
     return max(0, int(os.environ.get("DEEPE_WARM_KERNELS", "2")))
 
 
+def worker_environment() -> dict:
+    """The environment workers, stage runners and kernels get: the same workspace and database."""
+    env = dict(os.environ)
+    env["DEEPE_HOME"] = str(deepe_home())
+    env["DEEPE_DB_URL"] = db_url()
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def stop_grace_seconds() -> float:
+    """How long a stopping worker lets its running stage save a checkpoint before it kills it."""
+    return float(os.environ.get("DEEPE_STOP_GRACE_SECONDS", "120"))
+
+
 def skip_slow_optional_imports() -> None:
     """For the workbench's own processes (CLI, worker, stage runner), which run no user code.
 

@@ -35,7 +35,7 @@ def check() -> list[Finding]:
             conn.execute(text("SELECT 1"))
     now = store.now()
     for job in jobs.list_jobs():
-        if job.status in (store.RUNNING, store.CANCELLING) and (job.lease_expires or 0) < now:
+        if job.status in store.ACTIVE and (job.lease_expires or 0) < now:
             found.append(Finding(f"job {job.id} is marked {job.status} but no worker holds its lease",
                                  "requeue it (or fail it after its last attempt)", jobs.reap_expired))
     known = {str(j.id) for j in jobs.list_jobs()}

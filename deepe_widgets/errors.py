@@ -19,8 +19,10 @@ class NotFound(DeepeError):
 class StageFailed(Exception):
     """A stage notebook raised; carries what the job record stores."""
 
-    def __init__(self, ename: str, evalue: str, cell_index: int | None = None, source: str = ""):
+    def __init__(self, ename: str, evalue: str, cell_index: int | None = None, source: str = "",
+                 platform: bool = False):
         super().__init__(f"{ename}: {evalue}")
+        self.platform = platform  # the workbench failed around the stage, not the stage's code
         self.ename = ename
         self.evalue = evalue
         self.cell_index = cell_index

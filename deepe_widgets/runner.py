@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import config
@@ -29,8 +30,22 @@ if __name__ == "__main__":
     config.skip_slow_optional_imports()
 
 import nbformat  # noqa: E402
+import papermill  # noqa: E402
+import psutil  # noqa: E402
+from jupyter_client.blocking import BlockingKernelClient  # noqa: E402
+from jupyter_client.manager import AsyncKernelManager  # noqa: E402
+from jupyter_core.utils import run_sync  # noqa: E402
+from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: E402
+from papermill.exceptions import PapermillExecutionError  # noqa: E402
 
-from .errors import StageFailed  # noqa: E402
+from . import datasets, jobs, methods, models, store  # noqa: E402
+from . import params as paramlib  # noqa: E402
+from .errors import DeepeError, StageFailed  # noqa: E402
+from .kernels import kernel_environment, require_kernel  # noqa: E402
+from .paths import check_allowed  # noqa: E402
+from .processes import kill_process_tree  # noqa: E402
+from .stagefiles import load_stage_notebook, notebook_parameters, with_platform_cells  # noqa: E402
+from .store import JobKind  # noqa: E402
 
 
 def _stamp(log, message: str, level: str = "INFO") -> None:
@@ -48,9 +63,6 @@ class WarmKernel:
     """
 
     def __init__(self, kernel: str, cwd: Path):
-        from jupyter_client.blocking import BlockingKernelClient
-        from jupyter_core.utils import run_sync
-
         self.kernel = kernel
         self.started_at = time.time()
         self._buffer = bytearray()
@@ -96,13 +108,9 @@ class WarmKernel:
         self._kc.stop_channels()
 
     def is_alive(self) -> bool:
-        from jupyter_core.utils import run_sync
-
         return bool(run_sync(self.km.is_alive)())
 
     def shutdown(self) -> None:
-        from jupyter_core.utils import run_sync
-
         try:
             if self.is_alive():
                 run_sync(self.km.shutdown_kernel)(now=True)
@@ -115,19 +123,11 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
     """Run `nb` with `parameters` in `kernel`; raise StageFailed with the failing cell on error.
 
     With `warm` (a kernel of the same kernelspec started ahead), the stage runs in it."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    from .kernels import kernel_environment
-    from .stagefiles import with_platform_cells
-
     output_path.parent.mkdir(parents=True, exist_ok=True)
     input_path = output_path.with_name(f"{stage}.input.ipynb")
     nbformat.write(with_platform_cells(nb, stage), input_path)
     # Probe the kernel's Python and package versions while the stage runs, not before; for a kernel
     # started ahead too: a package upgraded since is what the stage imports.
-    from concurrent.futures import ThreadPoolExecutor
-
     probe_pool = ThreadPoolExecutor(max_workers=1)
     probe = probe_pool.submit(kernel_environment, kernel)
     environment: dict = {}
@@ -151,12 +151,15 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
                 shutdown_kernel="immediate", **kernel_args)
         except PapermillExecutionError as exc:
             failure = StageFailed(exc.ename, exc.evalue, _failing_cell(output_path), exc.source)
-        except Exception as exc:  # a dead kernel, a timeout: nbclient raises its own kinds
-            name = type(exc).__name__
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else name
-            if "DeadKernel" in name:
-                message = f"the kernel died (crashed or killed, e.g. out of memory): {message}"
-            failure = StageFailed(name, message, _failing_cell(output_path), "")
+        except DeadKernelError as exc:
+            failure = StageFailed("DeadKernelError", f"the kernel died (crashed or killed, e.g. out of memory): "
+                                  f"{_first_line(exc)}", _failing_cell(output_path), "")
+        except CellTimeoutError as exc:
+            failure = StageFailed("CellTimeoutError", f"a cell ran past its time limit: {_first_line(exc)}",
+                                  _failing_cell(output_path), "")
+        except Exception as exc:  # the kernel could not start, the record could not be written …
+            failure = StageFailed(type(exc).__name__, _first_line(exc), _failing_cell(output_path), "",
+                                  platform=True)
         finally:
             if warm is not None:  # papermill shuts down only the kernels it started
                 warm.shutdown()
@@ -169,11 +172,14 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
         _stamp(log, f"stage {stage} succeeded")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _kernel_manager_logging_to(log):
     """A kernel manager whose kernel process writes its own stdout/stderr to `log` (the stage
     log, or a file descriptor), never to the caller's terminal or CI's pipe."""
-    from jupyter_client.manager import AsyncKernelManager
-
     class StageKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             kw.setdefault("stdout", log)
@@ -215,13 +221,11 @@ def _annotate_record(output_path: Path, stage: str, kernel: str, parameters: dic
 
 def stage_parameters(job, stage: str) -> dict:
     """The parameters a job's stage notebook receives: its own plus the platform's paths."""
-    from . import datasets, models
-
     run_dir = Path(job.run_dir)
     values = dict(job.params)
     values["JOB_ID"] = job.id
     values["OUTPUT_DIR"] = str(run_dir / "output")
-    if job.kind != "train":  # save jobs carry their model paths in params
+    if job.kind != JobKind.TRAIN:  # save jobs carry their model paths in params
         return values
     if job.base_model:
         values["MODEL_PATH"] = models.get_model(job.base_model).path
@@ -232,41 +236,78 @@ def stage_parameters(job, stage: str) -> dict:
 
 def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> None:
     """Execute a claimed job's stage (called in the runner subprocess)."""
-    from . import jobs, methods
-
     job = jobs.get_job(job_id)
     method = methods.get_method(job.method)
     info = method.stages[stage]
     if warm is not None and (warm.kernel != info["kernel"] or not warm.is_alive()):
         warm.shutdown()  # not the kernel this stage names (or it died waiting): start a fresh one
         warm = None
-    from .stagefiles import load_stage_notebook
-
     nb = load_stage_notebook(Path(info["file"]), stage)
     run_dir = Path(job.run_dir)
     previous = run_dir / f"{stage}.ipynb"
-    if job.attempt > 1 and previous.exists():  # keep every attempt's record
-        previous.rename(run_dir / f"{stage}.attempt{job.attempt - 1}.ipynb")
+    if previous.exists():  # keep every earlier attempt's record (a hand-back re-runs the same attempt)
+        number = 1
+        while (run_dir / f"{stage}.attempt{number}.ipynb").exists():
+            number += 1
+        previous.rename(run_dir / f"{stage}.attempt{number}.ipynb")
     execute_stage(nb, stage=stage, kernel=info["kernel"], parameters=stage_parameters(job, stage),
                   output_path=run_dir / f"{stage}.ipynb", log_path=run_dir / f"{stage}.log", cwd=run_dir,
                   warm=warm)
 
 
+def _path_or_registered(value: str, lookup, what: str) -> Path:
+    path = Path(value).expanduser()
+    if path.exists():
+        return check_allowed(path, what, what)
+    try:
+        return Path(lookup(value).path)
+    except DeepeError:
+        raise DeepeError(f"{what} {value!r} is neither an existing path nor a registered name",
+                         field=what) from None
+
+
+def run_local_test(file: str | Path, base_model: str, dataset: str, overrides: dict | None = None, *,
+                   kernel: str = config.DEFAULT_KERNEL, output: str | Path = "deepe-test",
+                   on_start=None) -> dict:
+    """Seed 003's local test: run a training file once, without the queue or the database.
+
+    `base_model` / `dataset` are paths or registered names. Returns `{ok, output, saved,
+    record, log, error, cell}`: whether training finished and where the output went.
+    `on_start(log_path)` is called once the inputs are accepted, before the kernel starts.
+    """
+    nb = load_stage_notebook(check_allowed(file, "training", "stage file"), "training")
+    require_kernel(kernel, field="kernel")
+    model_path = _path_or_registered(base_model, models.get_model, "base model")
+    dataset_path = _path_or_registered(dataset, datasets.get_dataset, "dataset")
+    defaults = {k: v["default"] for k, v in notebook_parameters(nb).items()}
+    values = paramlib.resolve(overrides or {}, defaults)
+    out_dir = Path(output).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    values.update(MODEL_PATH=str(model_path), DATASET_PATH=str(dataset_path),
+                  OUTPUT_DIR=str(out_dir / "output"), JOB_ID=0)
+    result = {"ok": True, "output": str(out_dir / "output"), "record": str(out_dir / "training.ipynb"),
+              "log": str(out_dir / "training.log"), "error": None, "cell": None, "saved": []}
+    if on_start is not None:
+        on_start(result["log"])
+    try:
+        execute_stage(nb, stage="training", kernel=kernel, parameters=values,
+                      output_path=out_dir / "training.ipynb", log_path=out_dir / "training.log", cwd=out_dir)
+    except StageFailed as exc:
+        result.update(ok=False, error=f"{exc.ename}: {exc.evalue}", cell=exc.cell_index)
+    result["saved"] = sorted(p.name for p in (out_dir / "output").glob("*") if p.is_file())
+    return result
+
+
 def _exit_with_parent() -> None:
     """If the worker dies (even by kill -9), stop: the kernel follows its parent (ipykernel
     polls for that), so a requeued attempt never runs beside an orphan."""
-    import os
-    import threading
-
     parent = os.getppid()
 
     def watch():
         while True:
             time.sleep(0.5)
             if os.getppid() != parent:
-                from .executors import kill_process_tree
-
-                for child in __import__("psutil").Process().children(recursive=True):
+                for child in psutil.Process().children(recursive=True):
                     kill_process_tree(child.pid)
                 os._exit(3)
 
@@ -277,10 +318,6 @@ def _standby(kernel: str) -> tuple[int, str, Path, WarmKernel | None] | None:
     """Start `kernel`, then wait for the worker to hand over a job (None: it never did)."""
     warm = None
     try:
-        import papermill  # noqa: F401  what the job needs first, imported while no job waits
-
-        from . import datasets, jobs, methods, models, stagefiles, store  # noqa: F401
-
         store.get_engine()  # connected (and the schema checked) before the job, too
 
         warm = WarmKernel(kernel, Path.cwd())
@@ -319,10 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         result = {"ok": True}
     except StageFailed as exc:
         result = {"ok": False, "ename": exc.ename, "evalue": exc.evalue, "cell": exc.cell_index,
-                  "source": exc.source[:2000]}
-    except Exception as exc:
+                  "source": exc.source[:2000], "platform": exc.platform}
+    except Exception as exc:  # before the stage ran: the platform failed, not the user's code
         traceback.print_exc()
-        result = {"ok": False, "ename": type(exc).__name__, "evalue": str(exc), "cell": None}
+        result = {"ok": False, "ename": type(exc).__name__, "evalue": str(exc), "cell": None, "platform": True}
     result_path.write_text(json.dumps(result))
     return 0 if result["ok"] else 1
 

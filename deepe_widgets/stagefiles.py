@@ -12,7 +12,9 @@ import hashlib
 from pathlib import Path
 
 import nbformat
+import papermill
 
+from .config import package_templates_dir
 from .errors import DeepeError
 
 BEGIN_MARKER = "#============ from here add your own train code"
@@ -34,16 +36,11 @@ TRAIN_SOURCE = (
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def template_notebook_path() -> Path:
-    from .config import package_templates_dir
-
     return package_templates_dir() / "custom_template" / "training.ipynb"
 
 
@@ -109,6 +106,7 @@ def notebook_with_user_code(user_code: str) -> nbformat.NotebookNode:
 
 
 def find_parameters_cell(nb: nbformat.NotebookNode) -> int | None:
+    # papermill's own tag helpers read `cell.metadata.tags`, which fails on a cell without tags
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
             return index
@@ -136,16 +134,9 @@ def with_platform_cells(nb: nbformat.NotebookNode, stage: str) -> nbformat.Noteb
 
 def notebook_parameters(nb: nbformat.NotebookNode) -> dict[str, dict]:
     """Name -> {default (source text), type, help} of the `parameters` cell (papermill's reader)."""
-    import tempfile
-
-    import papermill
-
     nb = copy.deepcopy(nb)
     # papermill reads the language from the kernelspec; a converted .py file has none
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "nb.ipynb"
-        nbformat.write(nb, path)
-        found = papermill.inspect_notebook(str(path))
+    found = papermill.inspect_notebook(nb)
     return {name: {"default": p["default"], "type": p["inferred_type_name"], "help": p["help"]}
             for name, p in found.items()}

@@ -7,13 +7,17 @@ so several workers and notebook kernels can share one file without
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid as uuidlib
 from contextlib import contextmanager
+from enum import StrEnum
 from typing import Any, Iterator, Optional
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint, event, inspect, text
+from sqlalchemy import JSON, Column, Float, Index, UniqueConstraint, event, inspect, text
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
@@ -22,14 +26,60 @@ from .errors import DeepeError, NotFound
 
 SCHEMA_VERSION = 1
 
-# Job statuses; every transition is a compare-and-set in jobs.py.
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED = (
-    "queued", "running", "succeeded", "failed", "cancelling", "cancelled")
-FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+class JobStatus(StrEnum):
+    """A job's status; every transition is a compare-and-set in jobs.py."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+ACTIVE = (JobStatus.RUNNING, JobStatus.CANCELLING)  # a worker holds the lease
+
+
+class JobKind(StrEnum):
+    TRAIN = "train"
+    SAVE = "save"
+
+
+class ModelKind(StrEnum):
+    BASE = "base"
+    CUSTOMIZED = "customized"
+    COMPLETE = "complete"
+    LIVE = "live"
 
 
 def now() -> float:
     return time.time()
+
+
+def db_now():
+    """The database's clock as epoch seconds, in SQL: leases compare against one clock, not
+    each host's (`time.time()` differs between machines sharing a PostgreSQL server)."""
+    return _DbNow()
+
+
+class _DbNow(FunctionElement):
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(_DbNow)
+def _db_now_default(element, compiler, **kw):
+    return "extract(epoch from clock_timestamp())"
+
+
+@compiles(_DbNow, "sqlite")
+def _db_now_sqlite(element, compiler, **kw):
+    return "((julianday('now') - 2440587.5) * 86400.0)"
 
 
 class Meta(SQLModel, table=True):
@@ -58,7 +108,7 @@ class ModelRecord(SQLModel, table=True):
     __tablename__ = "model"
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True)
-    kind: str = "base"
+    kind: str = ModelKind.BASE
     path: str
     job_id: Optional[int] = Field(default=None, index=True)
     parent: Optional[str] = None
@@ -83,12 +133,12 @@ class Job(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     uuid: str = Field(default_factory=lambda: uuidlib.uuid4().hex, index=True)
     name: str = ""
-    kind: str = "train"
+    kind: str = JobKind.TRAIN
     method: str
     base_model: Optional[str] = None
     dataset: Optional[str] = None
     params: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    status: str = Field(default=QUEUED)
+    status: str = Field(default=JobStatus.QUEUED)
     stage: str = "training"
     attempt: int = 0
     max_attempts: int = 3
@@ -162,7 +212,6 @@ def get_engine(url: str | None = None) -> Engine:
                 path = None
             migrate(engine)
             if path:
-                import os
                 try:
                     os.chmod(path, 0o600)
                 except OSError:

@@ -19,7 +19,7 @@ def make_tiny_model(path: str | Path, texts: list[str] | None = None, *, hidden_
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from .datasets import demo_gsm_rows, demo_sft_rows
+    from .demo_data import demo_gsm_rows, demo_sft_rows
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -1,22 +1,100 @@
-"""`deepe worker`: claims queued jobs in submit order and runs them, one at a time."""
+"""`deepe worker`: claims queued jobs in submit order and runs them, one at a time.
+
+A worker survives any one job and any passing error (logged, then retried with a
+backoff). SIGTERM (or `deepe worker stop`) stops it gracefully: it claims nothing more,
+lets the running training save a checkpoint and hands the job back to the queue,
+where it resumes from that checkpoint. SIGUSR1 (`deepe worker stop --now`) hands the
+job back at once, without the checkpoint.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 
+from sqlmodel import select
+
 from . import config, jobs, store
 from .executors import EXECUTORS, stage_kernel
+
+log = logging.getLogger("deepe.worker")
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+GRACEFUL_SIGNAL = signal.SIGTERM
+NOW_SIGNAL = signal.SIGUSR1
+
+
+def live_workers() -> list[store.Worker]:
+    """Workers whose heartbeat is younger than a lease (on the database's clock)."""
+    with store.read_session() as s:
+        return list(s.exec(select(store.Worker).where(
+            store.Worker.heartbeat_at >= store.db_now() - config.lease_seconds())))
+
+
+def ensure_worker() -> int | None:
+    """Start a background worker when none is alive; returns its pid (None: one was running).
+
+    Detached in its own session, with output to a file, so it outlives the
+    notebook kernel, Voila app or shell that submitted the job.
+    """
+    if live_workers():
+        return None
+    logs = config.workspace_dir("logs")
+    log_path = logs / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deepe_widgets.worker", "--idle-exit", str(config.worker_idle_exit_seconds())],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            close_fds=True, env=config.worker_environment())
+    # Register at once so a second submit a moment later does not start another.
+    with store.session() as s:
+        s.add(store.Worker(id=f"{socket.gethostname()}-{proc.pid}", pid=proc.pid, host=socket.gethostname(),
+                           heartbeat_at=store.db_now()))
+    return proc.pid
+
+
+def stop_workers(now: bool = False, timeout: float | None = None) -> list[int]:
+    """Ask this host's live workers to stop (gracefully, or `now`); wait up to `timeout` seconds
+    for them to exit. Returns the pids that were asked."""
+    host = socket.gethostname()
+    asked = []
+    for row in live_workers():
+        if row.host != host:
+            continue
+        try:
+            os.kill(row.pid, NOW_SIGNAL if now else GRACEFUL_SIGNAL)
+            asked.append(row.pid)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + (timeout if timeout is not None else config.stop_grace_seconds() + 15)
+    while asked and time.monotonic() < deadline and any(_alive(pid) for pid in asked):
+        time.sleep(0.2)
+    return asked
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child of this process (tests start workers) has exited
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True
 
 
 class Worker:
     # A worker about to exit keeps no kernel started ahead: it would be started for nothing.
     WARM_WHEN_IDLE_EXIT_AT_LEAST = 10.0
+    MAX_BACKOFF_SECONDS = 30.0
 
     def __init__(self, executor: str = "local", idle_exit: float | None = None, poll_seconds: float = 0.1):
         self.id = f"{socket.gethostname()}-{os.getpid()}"
@@ -25,18 +103,28 @@ class Worker:
         self.idle_exit = idle_exit
         self.poll_seconds = poll_seconds  # an idle poll is one indexed read
         self.warm_kernel = config.DEFAULT_KERNEL  # then the kernel of the last stage run
-        self._stop = False
+        self._stop = threading.Event()
 
     def _beat(self) -> None:
         with store.session() as s:
             row = s.get(store.Worker, self.id)
             if row is None:
                 row = store.Worker(id=self.id, pid=os.getpid(), host=socket.gethostname())
-            row.heartbeat_at = store.now()
+            row.heartbeat_at = store.db_now()
             s.add(row)
 
-    def stop(self, *_args) -> None:
-        self._stop = True
+    def stop(self, now: bool = False) -> None:
+        """Claim nothing more; the running job saves a checkpoint and goes back to the queue
+        (`now`: without the checkpoint)."""
+        if now:
+            self.executor.stop_now = True
+        self.executor.stopping.set()
+        self._stop.set()
+
+    def _on_signal(self, signum, _frame) -> None:
+        log.info("received %s: stopping%s", signal.Signals(signum).name,
+                 " now" if signum == NOW_SIGNAL else " after the running job's checkpoint")
+        self.stop(now=signum == NOW_SIGNAL)
 
     def _beat_forever(self, done: threading.Event) -> None:
         # A thread, so the worker shows as alive while a long stage runs.
@@ -44,41 +132,66 @@ class Worker:
             try:
                 self._beat()
             except Exception as exc:  # a busy database: the next beat will do
-                print(f"[worker {self.id}] heartbeat failed: {exc}", flush=True)
+                log.warning("heartbeat failed: %s", exc)
+
+    def run_once(self) -> bool:
+        """Reap, claim and run at most one job; True when one ran."""
+        jobs.reap_expired()
+        job = jobs.claim_next_job(self.id)
+        if job is None:
+            return False
+        log.info("job %s (%s, attempt %s) started", job.id, job.kind, job.attempt)
+        status = self.executor.process(job)
+        log.info("job %s -> %s", job.id, status)
+        self.warm_kernel = stage_kernel(job) or self.warm_kernel
+        return True
 
     def run(self) -> None:
         """Loop until stopped, or idle for `idle_exit` seconds."""
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(GRACEFUL_SIGNAL, self._on_signal)
+            signal.signal(NOW_SIGNAL, self._on_signal)
         self._beat()
         done = threading.Event()
         threading.Thread(target=self._beat_forever, args=(done,), daemon=True).start()
         idle_since = time.monotonic()
-        last_reap = 0.0
+        backoff = 0.0
         try:
-            while not self._stop:
-                if time.monotonic() - last_reap > 1.0:
-                    jobs.reap_expired()
-                    last_reap = time.monotonic()
-                job = jobs.claim_next_job(self.id)
-                if job is None:
-                    if self.idle_exit is not None and time.monotonic() - idle_since > self.idle_exit:
-                        break
-                    self.executor.warm(self.warm_kernel)
-                    time.sleep(self.poll_seconds)
+            while not self._stop.is_set():
+                try:
+                    ran = self.run_once()
+                    backoff = 0.0
+                except Exception:  # the database went away, a disk filled up …: wait, then try again
+                    backoff = min(self.MAX_BACKOFF_SECONDS, max(1.0, backoff * 2))
+                    log.exception("worker loop failed; retrying in %.0f s", backoff)
+                    self._stop.wait(backoff)
                     continue
-                print(f"[worker {self.id}] job {job.id} ({job.kind}, attempt {job.attempt}) started", flush=True)
-                status = self.executor.process(job)
-                print(f"[worker {self.id}] job {job.id} -> {status}", flush=True)
-                self.warm_kernel = stage_kernel(job) or self.warm_kernel
-                idle_since = time.monotonic()
+                if ran:
+                    idle_since = time.monotonic()
+                    continue
+                if self.idle_exit is not None and time.monotonic() - idle_since > self.idle_exit:
+                    break
+                try:
+                    self.executor.warm(self.warm_kernel)
+                except Exception:
+                    log.exception("could not start a kernel ahead for %r", self.warm_kernel)
+                self._stop.wait(self.poll_seconds)
         finally:
             done.set()
             self.executor.close()
-            with store.session() as s:
-                row = s.get(store.Worker, self.id)
-                if row is not None:
-                    s.delete(row)
+            try:
+                with store.session() as s:
+                    row = s.get(store.Worker, self.id)
+                    if row is not None:
+                        s.delete(row)
+            except Exception:
+                log.exception("could not unregister the worker")
+            log.info("stopped")
+
+
+def configure_logging() -> None:
+    """One log format for the workbench's own processes (worker, runner)."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stdout, force=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", default="local", choices=sorted(EXECUTORS))
     args = parser.parse_args(argv)
     config.skip_slow_optional_imports()
+    configure_logging()
     config.deepe_home()
     Worker(args.executor, idle_exit=args.idle_exit).run()
     return 0

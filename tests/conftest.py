@@ -24,7 +24,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 def _stop_workers(home: Path) -> None:
     from deepe_widgets import store
-    from deepe_widgets.executors import kill_process_tree
+    from deepe_widgets.processes import kill_process_tree
 
     try:
         with store.session() as s:
@@ -128,10 +128,10 @@ BOTH_BACKENDS = pytest.mark.parametrize("home", ["sqlite", "postgresql"], indire
 @pytest.fixture
 def workspace(home, tiny_model_dir):
     """A workspace with the built-ins, the demo datasets and the tiny model registered as `tiny`."""
-    from deepe_widgets import datasets, methods, models
+    from deepe_widgets import datasets, demo_data, methods, models
 
     methods.ensure_builtins()
-    datasets.ensure_demo_datasets()
+    demo_data.ensure_demo_datasets()
     models.add_model("tiny", tiny_model_dir)
     return home
 

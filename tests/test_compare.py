@@ -2,14 +2,14 @@
 
 import pytest
 
-from deepe_widgets import compare, jobs
+from deepe_widgets import compare, jobs, metrics
 from deepe_widgets.errors import DeepeError
 from deepe_widgets.runtime import MetricSink
 from conftest import BOTH_BACKENDS
 
 
 def _job_with(metrics: dict[int, dict[str, float]], **params):
-    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params=params, start_worker=False)
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params=params)
     sink = MetricSink(job.id)
     for step, values in metrics.items():  # written out of step order: "final" is by step, not by write
         sink.add(step, values, None)
@@ -28,9 +28,9 @@ def test_compare_reports_differences_and_final_and_best_values(workspace):
     assert report["metrics"]["reward"][str(a.id)] == {"final": 0.2, "best": 0.9, "points": 3}  # higher is better
     assert report["metrics"]["loss"][str(b.id)] == {"final": 2.0, "best": 2.0, "points": 1}
     assert str(b.id) not in report["metrics"]["reward"]
-    series = jobs.metric_series([a.id, b.id])
+    series = metrics.metric_series([a.id, b.id])
     assert series[a.id]["loss"] == ([1, 2, 3], [3.0, 1.0, 1.5]) and series[b.id]["loss"] == ([1], [2.0])
-    assert jobs.last_metrics([a.id, b.id], "loss") == {a.id: 1.5, b.id: 2.0}
+    assert metrics.last_metrics([a.id, b.id], "loss") == {a.id: 1.5, b.id: 2.0}
 
 
 def test_compare_needs_two_different_jobs(workspace):

@@ -22,7 +22,7 @@ def _new_job(method: str, run_dir: Path) -> int:
     from deepe_widgets import store
 
     with store.session() as s:
-        job = store.Job(method=method, status=store.RUNNING, run_dir=str(run_dir))
+        job = store.Job(method=method, status=store.JobStatus.RUNNING, run_dir=str(run_dir))
         s.add(job)
         s.flush()
         return int(job.id)
@@ -52,10 +52,10 @@ def _run_stage(notebook: Path, run_dir: Path, parameters: dict) -> str:
 
 
 def _metrics(job_id: int) -> dict[str, dict[int, float]]:
-    from deepe_widgets import jobs
+    from deepe_widgets import jobs, metrics
 
     found: dict[str, dict[int, float]] = {}
-    for row in jobs.metrics_for(job_id):
+    for row in metrics.metrics_for(job_id):
         found.setdefault(row.name, {})[row.step] = row.value
     return found
 
@@ -86,8 +86,8 @@ def test_demo_notebooks_follow_the_stage_contract(notebook):
 
 
 def test_grpo_demo_logs_rewards_and_kl_and_saves_an_adapter(home, tiny_model_dir, tmp_path):
-    from deepe_widgets import jobs
-    from deepe_widgets.datasets import demo_gsm_rows
+    from deepe_widgets import jobs, metrics
+    from deepe_widgets.demo_data import demo_gsm_rows
 
     run_dir = tmp_path / "run"
     job_id = _new_job("GRPO-Demo", run_dir)
@@ -118,7 +118,7 @@ def test_grpo_demo_logs_rewards_and_kl_and_saves_an_adapter(home, tiny_model_dir
 
 
 def test_grpo_demo_adjusts_the_generation_batch_instead_of_failing(home, tiny_model_dir, tmp_path):
-    from deepe_widgets.datasets import demo_gsm_rows
+    from deepe_widgets.demo_data import demo_gsm_rows
 
     run_dir = tmp_path / "run"
     job_id = _new_job("GRPO-Demo", run_dir)
@@ -165,7 +165,7 @@ def test_grpo_demo_rewards_score_format_and_correctness():
 
 
 def test_runtime_mlx_imports_without_mlx():
-    code = ("import sys, deepe_widgets.runtime_mlx as r; "
+    code = ("import sys, deepe_widgets.runtime.mlx as r; "
             "assert not [m for m in sys.modules if m == 'mlx' or m.startswith(('mlx.', 'mlx_lm'))]; "
             "print(r.MLXTrainingArguments().output_dir)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -174,7 +174,7 @@ def test_runtime_mlx_imports_without_mlx():
 
 
 def test_runtime_mlx_says_how_to_install_mlx(monkeypatch):
-    from deepe_widgets import runtime_mlx
+    from deepe_widgets.runtime import mlx as runtime_mlx
 
     monkeypatch.setitem(sys.modules, "mlx_lm", None)  # as if mlx-lm were not installed
     with pytest.raises(ImportError, match=r"pip install mlx-lm.*mlx\[cpu\]"):
@@ -183,8 +183,8 @@ def test_runtime_mlx_says_how_to_install_mlx(monkeypatch):
 
 def test_mlx_demo_streams_losses_saves_a_loadable_adapter_and_resumes(home, tiny_model_dir, tmp_path):
     pytest.importorskip("mlx_lm")  # `pip install mlx-lm 'mlx[cpu]'` provides it on Linux
-    from deepe_widgets import jobs
-    from deepe_widgets.datasets import demo_sft_rows
+    from deepe_widgets import jobs, metrics
+    from deepe_widgets.demo_data import demo_sft_rows
 
     run_dir = tmp_path / "run"
     output = run_dir / "output"

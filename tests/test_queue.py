@@ -10,7 +10,7 @@ import nbformat
 import psutil
 import pytest
 
-from deepe_widgets import jobs, methods, store
+from deepe_widgets import jobs, methods, metrics, store, worker
 from deepe_widgets.worker import Worker
 from stage_notebooks import plain_notebook
 from conftest import deepe
@@ -27,7 +27,7 @@ def run_worker_until_idle(idle: float = 1.0) -> None:
 
 
 def test_jobs_run_in_submit_order(plain_method):
-    ids = [jobs.submit_training(plain_method, "tiny", "demo-sft", start_worker=False).id for _ in range(3)]
+    ids = [jobs.submit_training(plain_method, "tiny", "demo-sft").id for _ in range(3)]
     run_worker_until_idle()
     done = [jobs.get_job(i) for i in ids]
     assert [j.status for j in done] == ["succeeded"] * 3
@@ -37,7 +37,7 @@ def test_jobs_run_in_submit_order(plain_method):
 
 
 def test_failed_stage_keeps_record_and_names_the_cell(plain_method):
-    job = jobs.submit_training(plain_method, "tiny", "demo-sft", params={"fail": "true"}, start_worker=False)
+    job = jobs.submit_training(plain_method, "tiny", "demo-sft", params={"fail": "true"})
     run_worker_until_idle()
     job = jobs.get_job(job.id)
     assert job.status == "failed"
@@ -52,7 +52,7 @@ def test_failed_stage_keeps_record_and_names_the_cell(plain_method):
 
 
 def test_record_metadata_names_kernel_python_and_versions(plain_method):
-    job = jobs.submit_training(plain_method, "tiny", "demo-sft", start_worker=False)
+    job = jobs.submit_training(plain_method, "tiny", "demo-sft")
     run_worker_until_idle()
     record = nbformat.read(Path(jobs.get_job(job.id).run_dir) / "training.ipynb", as_version=4)
     meta = record.metadata["deepe"]
@@ -71,7 +71,7 @@ def test_stage_runs_in_the_kernel_it_names(plain_method, tmp_path, monkeypatch):
         "display_name": "Second env", "language": "python", "env": {"DEEPE_KERNEL_MARKER": "second-env"}}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     methods.register_method("plain2", {"training": (plain_notebook(tmp_path / "p2.ipynb"), "second-env")})
-    job = jobs.submit_training("plain2", "tiny", "demo-sft", start_worker=False)
+    job = jobs.submit_training("plain2", "tiny", "demo-sft")
     run_worker_until_idle()
     job = jobs.get_job(job.id)
     assert job.status == "succeeded"
@@ -91,7 +91,7 @@ def test_submit_refuses_a_kernel_that_is_gone(plain_method, tmp_path, monkeypatc
     from deepe_widgets.errors import DeepeError
 
     with pytest.raises(DeepeError, match="kernel 'short-lived' is not installed; installed kernels:"):
-        jobs.submit_training("plain3", "tiny", "demo-sft", start_worker=False)
+        jobs.submit_training("plain3", "tiny", "demo-sft")
 
 
 def _kernel_pids(worker_pid: int) -> list[int]:
@@ -107,7 +107,8 @@ def _kernel_pids(worker_pid: int) -> list[int]:
 
 
 def test_cancel_kills_the_kernel_within_5s_and_keeps_the_partial_record(plain_method):
-    job = jobs.submit_training(plain_method, "tiny", "demo-sft", params={"sleep": "120"})  # auto-starts a worker
+    job = jobs.submit_training(plain_method, "tiny", "demo-sft", params={"sleep": "120"})
+    worker.ensure_worker()  # in the background, as the CLI and the widgets start it
     deadline = time.monotonic() + 60
     while not (Path(job.run_dir) / "started.txt").exists():
         assert time.monotonic() < deadline, "the job never started"
@@ -126,7 +127,7 @@ def test_cancel_kills_the_kernel_within_5s_and_keeps_the_partial_record(plain_me
 
 
 def test_cancelling_a_queued_or_finished_job(plain_method):
-    job = jobs.submit_training(plain_method, "tiny", "demo-sft", start_worker=False)
+    job = jobs.submit_training(plain_method, "tiny", "demo-sft")
     assert jobs.cancel_job(job.id).status == "cancelled"
     from deepe_widgets.errors import DeepeError
 
@@ -137,7 +138,7 @@ def test_cancelling_a_queued_or_finished_job(plain_method):
 
 
 def test_a_worker_without_the_lease_cannot_finish_the_job(plain_method):
-    job = jobs.submit_training(plain_method, "tiny", "demo-sft", start_worker=False)
+    job = jobs.submit_training(plain_method, "tiny", "demo-sft")
     claimed = jobs.claim_next_job("worker-a")
     assert claimed.id == job.id and claimed.status == "running"
     assert jobs.claim_next_job("worker-b") is None
@@ -149,7 +150,7 @@ def test_a_worker_without_the_lease_cannot_finish_the_job(plain_method):
 
 
 def test_expired_lease_is_requeued_then_failed_after_max_attempts(plain_method, monkeypatch):
-    job = jobs.submit_training(plain_method, "tiny", "demo-sft", start_worker=False)
+    job = jobs.submit_training(plain_method, "tiny", "demo-sft")
     for attempt in range(1, 4):
         claimed = jobs.claim_next_job(f"dead-worker-{attempt}")
         assert claimed.attempt == attempt
@@ -163,17 +164,17 @@ def test_expired_lease_is_requeued_then_failed_after_max_attempts(plain_method, 
 def test_metrics_are_readable_within_a_second(workspace):
     from deepe_widgets.runtime import MetricSink
 
-    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", start_worker=False)
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
     sink = MetricSink(job.id)
     try:
         t0 = time.monotonic()
         sink.add(1, {"loss": 2.5, "learning_rate": 1e-4, "note": "text is skipped"}, 0.1)
-        while not jobs.metrics_for(job.id):
+        while not metrics.metrics_for(job.id):
             assert time.monotonic() - t0 < 1.0
             time.sleep(0.05)
         sink.add(1, {"loss": 9.9}, 0.1)  # a retried step never duplicates a row
         sink.flush()
-        rows = [(m.step, m.name, m.value) for m in jobs.metrics_for(job.id)]
+        rows = [(m.step, m.name, m.value) for m in metrics.metrics_for(job.id)]
         assert rows == [(1, "loss", 2.5), (1, "learning_rate", 1e-4)]
     finally:
         sink.close()
@@ -185,8 +186,8 @@ def test_a_new_job_never_inherits_stray_metric_rows(workspace):
     sink = MetricSink(1)  # a writer for a job id no job has yet
     sink.add(1, {"loss": 9.0}, None)
     sink.close()
-    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", start_worker=False)
-    assert job.id == 1 and jobs.metrics_for(job.id) == []
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    assert job.id == 1 and metrics.metrics_for(job.id) == []
 
 
 def test_a_waiting_worker_runs_the_next_job_in_a_kernel_started_ahead(workspace, tmp_path):
@@ -210,7 +211,7 @@ def test_a_waiting_worker_runs_the_next_job_in_a_kernel_started_ahead(workspace,
             time.sleep(0.1)
         standby = [p for p in psutil.Process().children(recursive=True) if "--standby" in p.cmdline()]
         assert len(standby) == 1
-        job = jobs.wait_for(jobs.submit_training("ahead", "tiny", "demo-sft", start_worker=False).id, timeout=120)
+        job = jobs.wait_for(jobs.submit_training("ahead", "tiny", "demo-sft").id, timeout=120)
         assert job.status == "succeeded", job.error
         run_dir = Path(job.run_dir)
         log = (run_dir / "training.log").read_text()
@@ -222,7 +223,7 @@ def test_a_waiting_worker_runs_the_next_job_in_a_kernel_started_ahead(workspace,
         assert record.metadata["deepe"]["python"] == sys.executable
         assert not standby[0].is_running()  # the job's kernel was its own, and it is gone
         # cancelling a job that runs in a kernel started ahead stops that kernel too
-        slow = jobs.submit_training("ahead", "tiny", "demo-sft", params={"sleep": "60"}, start_worker=False)
+        slow = jobs.submit_training("ahead", "tiny", "demo-sft", params={"sleep": "60"})
         deadline = time.monotonic() + 60
         while "plain trainer running" not in ((Path(slow.run_dir) / "training.log").read_text()
                                               if (Path(slow.run_dir) / "training.log").exists() else ""):

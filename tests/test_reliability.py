@@ -12,7 +12,7 @@ import nbformat
 import psutil
 import pytest
 
-from deepe_widgets import jobs, methods, stagefiles
+from deepe_widgets import jobs, methods, metrics, stagefiles, worker
 from conftest import deepe_json
 from stage_notebooks import plain_notebook
 
@@ -46,20 +46,21 @@ def test_killed_worker_job_resumes_from_checkpoint(workspace, tmp_path, monkeypa
     methods.register_method("slow", {"training": (_slow_template_notebook(tmp_path / "slow.ipynb", 0.4), "python3")})
     job = jobs.submit_training("slow", "tiny", "demo-sft", params={
         "max_steps": "12", "save_steps": "3", "batch_size": "4", "max_seq_length": "64", "learning_rate": "5e-3"})
-    _wait(lambda: any(m.step >= 7 for m in jobs.metrics_for(job.id)), 120, "step 7")
-    [worker] = jobs.live_workers()
-    os.kill(worker.pid, signal.SIGKILL)  # no chance to clean up
+    worker.ensure_worker()
+    _wait(lambda: any(m.step >= 7 for m in metrics.metrics_for(job.id)), 120, "step 7")
+    [running] = worker.live_workers()
+    os.kill(running.pid, signal.SIGKILL)  # no chance to clean up
     # The stage runner and kernel go with it, the lease runs out, a new worker requeues and resumes.
-    _wait(lambda: not psutil.pid_exists(worker.pid) or psutil.Process(worker.pid).status() == psutil.STATUS_ZOMBIE,
+    _wait(lambda: not psutil.pid_exists(running.pid) or psutil.Process(running.pid).status() == psutil.STATUS_ZOMBIE,
           10, "the worker to die")
     time.sleep(3.5)
-    jobs.ensure_worker()
+    worker.ensure_worker()
     final = jobs.wait_for(job.id, timeout=180)
     assert final.status == "succeeded", final.error
     assert final.attempt == 2
     log = (Path(final.run_dir) / "training.log").read_text()
     assert "resuming from" in log and "checkpoint-" in log
-    losses = [m.step for m in jobs.metrics_for(job.id) if m.name == "loss"]
+    losses = [m.step for m in metrics.metrics_for(job.id) if m.name == "loss"]
     assert sorted(losses) == list(range(1, 13)), losses  # no gap, no duplicate
     records = jobs.job_summary(final)["records"]
     assert any(r.endswith("training.attempt1.ipynb") for r in records)
@@ -80,6 +81,7 @@ def _stage_kernel(home: Path) -> psutil.Process:
 def test_killed_kernel_fails_the_job_and_keeps_the_record(workspace, tmp_path):
     methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
     job = jobs.submit_training("plain", "tiny", "demo-sft", params={"sleep": "60"})
+    worker.ensure_worker()
     _wait(lambda: (Path(job.run_dir) / "started.txt").exists(), 60, "the job to start")
     _stage_kernel(workspace).kill()  # as the OOM killer would
     final = jobs.wait_for(job.id, timeout=60)
@@ -93,8 +95,9 @@ def test_killed_kernel_fails_the_job_and_keeps_the_record(workspace, tmp_path):
 def test_job_outlives_the_process_that_submitted_it(workspace, tmp_path):
     methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
     # A notebook kernel (here: a Python process) submits, then goes away at once.
-    code = ("from deepe_widgets import jobs; "
-            "print(jobs.submit_training('plain', 'tiny', 'demo-sft', params={'sleep': '2'}).id)")
+    code = ("from deepe_widgets import jobs, worker; "
+            "print(jobs.submit_training('plain', 'tiny', 'demo-sft', params={'sleep': '2'}).id); "
+            "worker.ensure_worker()")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     job_id = int(done.stdout.strip())
     assert jobs.get_job(job_id).status in ("queued", "running")
@@ -106,13 +109,13 @@ def test_job_outlives_the_process_that_submitted_it(workspace, tmp_path):
 
 SUBMITTER = """
 import sys, time
-from deepe_widgets import jobs
+from deepe_widgets import jobs, metrics
 ids = []
 for _ in range(2):
-    ids.append(jobs.submit_training('plain', 'tiny', 'demo-sft', start_worker=False).id)
+    ids.append(jobs.submit_training('plain', 'tiny', 'demo-sft').id)
     for _ in range(5):
         jobs.list_jobs(limit=20)
-        [jobs.metrics_for(i) for i in ids]
+        [metrics.metrics_for(i) for i in ids]
 print(' '.join(map(str, ids)))
 """
 

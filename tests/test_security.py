@@ -55,7 +55,7 @@ def test_secrets_reach_the_kernel_but_no_record_log_or_database(workspace, tmp_p
         "import os\nassert os.environ['HF_TOKEN'].startswith('hf_')\nprint('token length', len(os.environ['HF_TOKEN']))"))
     nbformat.write(nb, notebook)
     methods.register_method("uses-token", {"training": (notebook, "python3")})
-    job = jobs.submit_training("uses-token", "tiny", "demo-sft", start_worker=False)
+    job = jobs.submit_training("uses-token", "tiny", "demo-sft")
     Worker(idle_exit=1.0, poll_seconds=0.1).run()
     assert jobs.get_job(job.id).status == "succeeded"
     record = (Path(jobs.get_job(job.id).run_dir) / "training.ipynb").read_text()
@@ -76,7 +76,7 @@ def test_workspace_and_database_are_owner_only(workspace):
 def test_doctor_finds_and_fixes(workspace, tmp_path):
     methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
     assert deepe("doctor").stdout.strip() == "no problems found"
-    job = jobs.submit_training("plain", "tiny", "demo-sft", start_worker=False)
+    job = jobs.submit_training("plain", "tiny", "demo-sft")
     jobs.claim_next_job("a-worker-that-died")
     from deepe_widgets import store
 

@@ -7,7 +7,7 @@ import html
 import bqplot as bq
 import ipywidgets as w
 
-from .. import compare, jobs
+from .. import compare, jobs, metrics
 from .common import MAX_POINTS, decimate, html_table
 from .detail import y_axis
 
@@ -19,7 +19,7 @@ class TrainingCompare(w.VBox):
 
     def __init__(self, job_ids: list[int]):
         self.report = compare.compare_jobs(job_ids)
-        self.points = jobs.metric_series(self.report["ids"])  # one read, shared by every chart
+        self.points = metrics.metric_series(self.report["ids"])  # one read, shared by every chart
         self.show_all = w.Checkbox(description="show all parameters (not only differences)", indent=False)
         self.config = w.HTML()
         self.show_all.observe(lambda _c: self._render_config(), "value")

@@ -10,7 +10,7 @@ from pathlib import Path
 import bqplot as bq
 import ipywidgets as w
 
-from .. import jobs, methods
+from .. import jobs, methods, metrics
 from .. import params as paramlib
 from ..errors import DeepeError
 from ..store import FINISHED
@@ -94,7 +94,7 @@ class TrainingDetail(w.VBox):
         """Read new metric rows, log lines and the job row; True once the job has finished."""
         job = jobs.get_job(self.job_id)
         self._render_overview(job)
-        new = jobs.metrics_for(self.job_id, after_id=self._last_id)
+        new = metrics.metrics_for(self.job_id, after_id=self._last_id)
         for m in new:
             series = self.series.setdefault(m.name, {"step": [], "epoch": [], "value": []})
             series["step"].append(m.step)

@@ -7,7 +7,7 @@ import html
 
 import ipywidgets as w
 
-from .. import datasets, jobs, methods, models
+from .. import datasets, demo_data, jobs, methods, models, worker
 from .. import params as paramlib
 from ..errors import DeepeError
 from .common import Status, action, html_table
@@ -37,7 +37,7 @@ class TrainingLauncher(w.VBox):
 
     def __init__(self, on_submitted=None, start_worker: bool = True):
         methods.ensure_builtins()
-        datasets.ensure_demo_datasets()
+        demo_data.ensure_demo_datasets()
         self.on_submitted, self.start_worker = on_submitted, start_worker
         self.method = w.Dropdown(description="Training Method", style=STYLE, **WIDE)
         self.base_model = w.Dropdown(description="Base Model", style=STYLE, **WIDE)
@@ -155,7 +155,9 @@ class TrainingLauncher(w.VBox):
         try:
             job = jobs.submit_training(self.method.value, self.base_model.value, self.dataset.value,
                                        name=self.train_name.value.strip() or None, params=self.overrides(),
-                                       copied_from=self.copied_from, start_worker=self.start_worker)
+                                       copied_from=self.copied_from)
+            if self.start_worker:
+                worker.ensure_worker()
         except DeepeError as exc:
             box = self.field_errors.get(exc.field or "") or self.choice_errors.get(exc.field or "")
             if box is not None:

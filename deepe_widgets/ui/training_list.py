@@ -7,7 +7,7 @@ import html
 
 import ipywidgets as w
 
-from .. import jobs
+from .. import jobs, metrics
 from ..errors import DeepeError
 from ..store import FINISHED
 from ..jobs import format_duration as duration, format_time as when
@@ -84,7 +84,7 @@ class TrainingList(w.VBox):
         self.page = min(self.page, last_page)
         listed = jobs.list_jobs(limit=self.page_size, offset=self.page * self.page_size)
         self._unfinished = any(j.status not in FINISHED for j in listed)
-        losses = jobs.last_metrics([j.id for j in listed], "loss")
+        losses = metrics.last_metrics([j.id for j in listed], "loss")
         for job in listed:
             row = self._rows.get(job.id) or self._new_row(job.id)
             fraction = job.progress_step / job.progress_total if job.progress_total else \

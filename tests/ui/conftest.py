@@ -44,7 +44,7 @@ class App:
         self.url = f"http://127.0.0.1:{self.port}/?token={self.token}"
 
     def stop(self) -> None:
-        from deepe_widgets.executors import kill_process_tree
+        from deepe_widgets.processes import kill_process_tree
 
         kill_process_tree(self.proc.pid)
         self.log.close()

@@ -70,7 +70,7 @@ def test_method_table_follows_methods_registered_elsewhere(workspace, tmp_path):
 
 def test_launcher_submits_changed_parameters_and_reports_errors_by_field(workspace):
     submitted = []
-    launcher = TrainingLauncher(on_submitted=submitted.append, start_worker=False)
+    launcher = TrainingLauncher(on_submitted=submitted.append)
     launcher.method.value = "SFT-Demo"
     launcher.base_model.value = "tiny"
     launcher.dataset.value = "demo-sft"
@@ -109,7 +109,7 @@ def test_launcher_submits_changed_parameters_and_reports_errors_by_field(workspa
 
 
 def test_detail_charts_every_metric_and_decimates(workspace):
-    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", start_worker=False)
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
     sink = MetricSink(job.id)
     for step in range(1, 5001):
         sink.add(step, {"loss": 5.0 - step / 1000, "learning_rate": 1e-4}, step / 100)
@@ -134,8 +134,8 @@ def test_decimate_keeps_spikes_and_the_newest_point():
 
 
 def test_compare_shows_differences_and_a_legend_per_job(workspace):
-    a = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params={"learning_rate": "1e-3"}, start_worker=False)
-    b = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params={"learning_rate": "5e-4"}, start_worker=False)
+    a = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params={"learning_rate": "1e-3"})
+    b = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params={"learning_rate": "5e-4"})
     for job, scale in ((a, 1.0), (b, 2.0)):
         sink = MetricSink(job.id)
         for step in range(1, 11):
@@ -151,8 +151,7 @@ def test_compare_shows_differences_and_a_legend_per_job(workspace):
 
 
 def test_overview_lists_every_parameter_and_totals_are_a_table(workspace):
-    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params={"learning_rate": "5e-3"},
-                               start_worker=False)
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params={"learning_rate": "5e-3"})
     sink = MetricSink(job.id)
     for step in range(1, 4):
         sink.add(step, {"loss": 3.0 / step}, None)
@@ -178,7 +177,7 @@ def test_dashboard_views_share_one_model(workspace):
     from deepe_widgets.ui import Dashboard
     from deepe_widgets.ui.dashboard import TAB_COMPARE, TAB_TRAIN, TAB_TRAININGS
 
-    dash = Dashboard(admin=False, start_worker=False)
+    dash = Dashboard(admin=False)
     assert dash.model.admin is False and dash.methods.admin is False
     launcher = dash.launcher
     launcher.method.value, launcher.base_model.value, launcher.dataset.value = "SFT-Demo", "tiny", "demo-sft"
@@ -208,7 +207,7 @@ def test_dashboard_views_share_one_model(workspace):
 def test_trainings_list_pages_through_jobs_and_keeps_the_selection(workspace):
     from deepe_widgets.ui import TrainingList
 
-    submitted = [jobs.submit_training("SFT-Demo", "tiny", "demo-sft", start_worker=False) for _ in range(7)]
+    submitted = [jobs.submit_training("SFT-Demo", "tiny", "demo-sft") for _ in range(7)]
     sink = MetricSink(submitted[0].id)
     sink.add(2, {"loss": 1.25}, None)
     sink.add(1, {"loss": 2.5}, None)

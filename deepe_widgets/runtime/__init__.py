@@ -21,6 +21,14 @@ from typing import Any
 # so a trainer logging every few milliseconds still costs one small write per interval.
 FLUSH_SECONDS = float(os.environ.get("DEEPE_METRIC_FLUSH_SECONDS", "0.2"))
 
+# A stopping worker writes this file into the run folder: the training saves a checkpoint at
+# the end of its current step and stops; the job goes back to the queue and resumes from there.
+STOP_FILE = ".deepe-stop-requested"
+
+
+class HandedBack(Exception):
+    """The worker running this job is stopping: a checkpoint was saved, the job will resume."""
+
 
 def log_event(message: str, level: str = "INFO") -> None:
     """One line in the stage log: `[deepe] <time> <LEVEL> <message>`."""
@@ -65,7 +73,7 @@ class MetricSink:
             self._progress = (int(step), int(total))
 
     def _loop(self) -> None:
-        from . import store
+        from .. import store
 
         try:  # open (and migrate) the database now, not when the first rows wait on it
             store.get_engine()
@@ -85,7 +93,7 @@ class MetricSink:
             return
         from sqlalchemy import update
 
-        from . import store
+        from .. import store
 
         try:
             engine = store.get_engine()
@@ -135,6 +143,8 @@ def _make_callback_class():
             self.sink = MetricSink(job_id)
             self.progress_every = max(1, progress_every)
             self._last_progress_print = 0.0
+            self.stop_file = Path.cwd() / STOP_FILE  # the run folder the stage started in
+            self.stopped_for_hand_back = False
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.sink.set_progress(state.global_step, state.max_steps)
@@ -148,6 +158,12 @@ def _make_callback_class():
 
         def on_step_end(self, args, state, control, **kwargs):
             self.sink.set_progress(state.global_step, state.max_steps)
+            if not self.stopped_for_hand_back and self.stop_file.exists():
+                self.stopped_for_hand_back = True
+                control.should_save = True  # a checkpoint the next attempt resumes from
+                control.should_training_stop = True
+                log_event(f"the worker is stopping: saving a checkpoint at step {state.global_step} "
+                          f"and handing the job back to the queue", "WARNING")
             now = time.monotonic()
             if now - self._last_progress_print > 10:
                 self._last_progress_print = now
@@ -198,6 +214,9 @@ def train_and_save(trainer, model, tokenizer, output_dir: str) -> None:
         raise
     finally:
         _flush_sinks(trainer)
+    if any(getattr(c, "stopped_for_hand_back", False) for c in _callbacks(trainer)):
+        raise HandedBack(f"stopped at step {trainer.state.global_step} with a checkpoint; the job resumes "
+                         f"from it on the next worker")
     log_event(f"training succeeded: {getattr(result, 'global_step', '?')} steps, "
               f"train loss {getattr(result, 'training_loss', float('nan')):.4f}")
     log_event("saving")
@@ -208,9 +227,12 @@ def train_and_save(trainer, model, tokenizer, output_dir: str) -> None:
     log_event(f"saved to {output_dir}")
 
 
+def _callbacks(trainer) -> list:
+    return list(getattr(getattr(trainer, "callback_handler", None), "callbacks", []))
+
+
 def _flush_sinks(trainer) -> None:
-    handler = getattr(trainer, "callback_handler", None)
-    for callback in getattr(handler, "callbacks", []):
+    for callback in _callbacks(trainer):
         sink = getattr(callback, "sink", None)
         if isinstance(sink, MetricSink):
             sink.flush()

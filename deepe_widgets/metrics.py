@@ -1,0 +1,87 @@
+"""Reading the metric rows trainings log: one job's rows, several jobs' curves, summaries.
+
+Rows are read as plain tuples, not ORM objects: a chart may read 100,000 of them, and
+summaries are aggregated by the database.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, func
+from sqlalchemy import select as core_select
+
+from . import store
+
+
+def _read():
+    return store.get_engine().execution_options(deepe_read=True).connect()
+
+
+def metrics_for(job_id: int, after_id: int = 0, name: str | None = None) -> list:
+    """Metric rows (id, job_id, step, name, value, epoch, wall_time) of a job with id > after_id,
+    oldest first; pollers pass the last id they saw. Plain rows, not ORM objects: a chart
+    may read 100,000 of them."""
+    table = store.Metric.__table__
+    stmt = core_select(table).where(table.c.job_id == job_id, table.c.id > after_id).order_by(table.c.id)
+    if name is not None:
+        stmt = stmt.where(table.c.name == name)
+    with _read() as conn:
+        return list(conn.execute(stmt))
+
+
+def metric_series(job_ids: list[int]) -> dict[int, dict[str, tuple[list, list]]]:
+    """job id -> metric name -> (steps, values), ordered by step: the curves of several jobs
+    in one query, reading only the columns a chart needs."""
+    table = store.Metric.__table__
+    stmt = (core_select(table.c.job_id, table.c.name, table.c.step, table.c.value)
+            .where(table.c.job_id.in_([int(i) for i in job_ids]))
+            .order_by(table.c.job_id, table.c.name, table.c.step))
+    out: dict[int, dict[str, tuple[list, list]]] = {int(i): {} for i in job_ids}
+    with _read() as conn:
+        for job_id, name, step, value in conn.execute(stmt):
+            xs, ys = out[job_id].setdefault(name, ([], []))
+            xs.append(step)
+            ys.append(value)
+    return out
+
+
+def last_metrics(job_ids: list[int], name: str) -> dict[int, float]:
+    """The newest value of one metric for each job (the list's "last loss" column), in one query."""
+    if not job_ids:
+        return {}
+    table = store.Metric.__table__
+    newest = (core_select(table.c.job_id, func.max(table.c.step).label("step"))
+              .where(table.c.job_id.in_(job_ids), table.c.name == name).group_by(table.c.job_id).subquery())
+    stmt = core_select(table.c.job_id, table.c.value).join(
+        newest, and_(table.c.job_id == newest.c.job_id, table.c.step == newest.c.step)).where(table.c.name == name)
+    with _read() as conn:
+        return {job_id: value for job_id, value in conn.execute(stmt)}
+
+
+# Metrics where higher is better; for the rest (loss, grad_norm, …) lower is.
+HIGHER_IS_BETTER = ("reward", "accuracy", "acc", "f1", "rewards")
+
+
+def _better(name: str):
+    return max if any(token in name.lower() for token in HIGHER_IS_BETTER) else min
+
+
+def metric_stats(job_ids: list[int]) -> dict[int, dict[str, dict]]:
+    """job id -> metric name -> {final, best, points}, aggregated by the database (a run may have
+    100,000 rows: none of them is read into Python)."""
+    table = store.Metric.__table__
+    per_series = (core_select(table.c.job_id, table.c.name, func.count().label("points"),
+                         func.min(table.c.value).label("low"), func.max(table.c.value).label("high"),
+                         func.max(table.c.step).label("last_step"))
+                  .where(table.c.job_id.in_([int(i) for i in job_ids]))
+                  .group_by(table.c.job_id, table.c.name).subquery())
+    stmt = core_select(per_series, table.c.value).join(table, and_(
+        table.c.job_id == per_series.c.job_id, table.c.name == per_series.c.name,
+        table.c.step == per_series.c.last_step))
+    out: dict[int, dict[str, dict]] = {int(i): {} for i in job_ids}
+    with _read() as conn:
+        for job_id, name, points, low, high, _last_step, final in conn.execute(stmt):
+            best = high if _better(name) is max else low
+            out[job_id][name] = {"final": final, "best": best, "points": points}
+    return out
+
+
