@@ -152,6 +152,8 @@ class Worker:
             signal.signal(GRACEFUL_SIGNAL, self._on_signal)
             signal.signal(NOW_SIGNAL, self._on_signal)
         self._beat()
+        log.info("worker %s started (idle exit: %s); SIGTERM stops it after the running job's checkpoint",
+                 self.id, "never" if self.idle_exit is None else f"{self.idle_exit:g} s")
         done = threading.Event()
         threading.Thread(target=self._beat_forever, args=(done,), daemon=True).start()
         idle_since = time.monotonic()
