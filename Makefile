@@ -13,4 +13,5 @@ demo: setup
 	.venv/bin/deepe demo
 
 test: setup-test
+	.venv/bin/ruff check .
 	.venv/bin/python -m pytest -q -p no:cacheprovider

@@ -39,7 +39,7 @@ class Bench:
         self.paint_split: dict[str, list[tuple[float, float]]] = {}
         os.environ["DEEPE_HOME"] = str(workdir / "home")
         os.environ.pop("DEEPE_DB_URL", None)
-        from deepe_widgets import datasets, demo_data, methods, models, store
+        from deepe_widgets import demo_data, methods, models, store
 
         store.dispose_engines()
         methods.ensure_builtins()
@@ -93,7 +93,7 @@ class Bench:
         return script
 
     def overhead(self) -> None:
-        from deepe_widgets import jobs, metrics, worker
+        from deepe_widgets import jobs, worker
 
         script = self.bare_script()
         bare, platform_runs, breakdowns = [], [], []
@@ -193,7 +193,7 @@ class Bench:
     # --- 3. submit → running -----------------------------------------------------------
 
     def submit_to_running(self) -> None:
-        from deepe_widgets import jobs, methods, metrics, store, worker
+        from deepe_widgets import jobs, methods, store, worker
 
         plain = self.workdir / "sleep.ipynb"
         nb = nbformat.v4.new_notebook()
@@ -236,7 +236,7 @@ class Bench:
     # --- 4. ingest cost ----------------------------------------------------------------
 
     def ingest_cost(self) -> None:
-        from deepe_widgets import jobs, metrics, worker
+        from deepe_widgets import jobs
 
         model_dir = self.workdir / "ingest-model"
         if not model_dir.exists():
@@ -400,7 +400,8 @@ class Bench:
                              paint[key] / paint["floor"], "≤ 1 s", paint[key] <= 1.0)
         if self.paint_split:
             self.notes.append("Where first paint goes (page load event / widget drawn, each visit): " + "; ".join(
-                f"{key}: " + ", ".join(f"{a:.2f}/{b:.2f} s" for a, b in pairs) for key, pairs in self.paint_split.items()))
+                f"{key}: " + ", ".join(f"{a:.2f}/{b:.2f} s" for a, b in pairs)
+                for key, pairs in self.paint_split.items()))
         self.notes.append(f"First paint is the median of {self.PAINT_VISITS} visits per view, timed from page.goto "
                           "to the widget's first element, after one untimed visit (a browser that has Voila's "
                           "scripts cached). With a cold kernel it includes starting the kernel and running the "
@@ -437,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"running {name} …", flush=True)
                 getattr(bench, name)()
         finally:
-            from deepe_widgets import jobs, metrics, worker
+            from deepe_widgets import worker
             from deepe_widgets.processes import kill_process_tree
 
             for running in worker.live_workers():

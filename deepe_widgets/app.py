@@ -75,7 +75,8 @@ def serve(args: argparse.Namespace) -> int:
     if not port_is_free(args.port):  # else we would greet whatever already listens there
         print(f"error: port {args.port} on 127.0.0.1 is in use; choose another with --port", file=sys.stderr)
         return 2
-    env = dict(os.environ, DEEPE_HOME=str(config.deepe_home()), DEEPE_APP_METHOD_ADMIN="1" if args.allow_method_admin else "0")
+    env = dict(os.environ, DEEPE_HOME=str(config.deepe_home()),
+               DEEPE_APP_METHOD_ADMIN="1" if args.allow_method_admin else "0")
     log_path = config.workspace_dir("logs") / f"app-{time.strftime('%Y%m%d-%H%M%S')}.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(voila_command(args.port, token), stdin=subprocess.DEVNULL, stdout=log,

@@ -336,7 +336,8 @@ def cmd_jobs_list(args) -> int:
         progress = f"{job.progress_step}/{job.progress_total}" if job.progress_total else "-"
         last = losses.get(job.id)
         table.append([job.id, job.name, job.status, progress, job.method, job.base_model or "-",
-                      jobs.format_time(job.started_at), jobs.format_duration(job), f"{last:.4f}" if last is not None else "-"])
+                      jobs.format_time(job.started_at), jobs.format_duration(job),
+                      f"{last:.4f}" if last is not None else "-"])
     _table(table, ["ID", "NAME", "STATUS", "PROGRESS", "METHOD", "BASE MODEL", "STARTED", "DURATION", "LOSS"])
     return 0
 

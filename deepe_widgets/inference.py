@@ -11,7 +11,6 @@ import time
 import uuid
 from pathlib import Path
 
-
 from . import config, methods, models
 from . import params as paramlib
 from .errors import DeepeError, StageFailed

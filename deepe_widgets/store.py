@@ -16,9 +16,9 @@ from enum import StrEnum
 from typing import Any, Iterator, Optional
 
 from sqlalchemy import JSON, Column, Float, Index, UniqueConstraint, event, inspect, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from . import config

@@ -128,7 +128,7 @@ BOTH_BACKENDS = pytest.mark.parametrize("home", ["sqlite", "postgresql"], indire
 @pytest.fixture
 def workspace(home, tiny_model_dir):
     """A workspace with the built-ins, the demo datasets and the tiny model registered as `tiny`."""
-    from deepe_widgets import datasets, demo_data, methods, models
+    from deepe_widgets import demo_data, methods, models
 
     methods.ensure_builtins()
     demo_data.ensure_demo_datasets()

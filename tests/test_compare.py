@@ -5,6 +5,7 @@ import pytest
 from deepe_widgets import compare, jobs, metrics
 from deepe_widgets.errors import DeepeError
 from deepe_widgets.runtime import MetricSink
+
 from conftest import BOTH_BACKENDS
 
 

@@ -52,7 +52,7 @@ def _run_stage(notebook: Path, run_dir: Path, parameters: dict) -> str:
 
 
 def _metrics(job_id: int) -> dict[str, dict[int, float]]:
-    from deepe_widgets import jobs, metrics
+    from deepe_widgets import metrics
 
     found: dict[str, dict[int, float]] = {}
     for row in metrics.metrics_for(job_id):
@@ -86,7 +86,7 @@ def test_demo_notebooks_follow_the_stage_contract(notebook):
 
 
 def test_grpo_demo_logs_rewards_and_kl_and_saves_an_adapter(home, tiny_model_dir, tmp_path):
-    from deepe_widgets import jobs, metrics
+    from deepe_widgets import jobs
     from deepe_widgets.demo_data import demo_gsm_rows
 
     run_dir = tmp_path / "run"
@@ -183,7 +183,7 @@ def test_runtime_mlx_says_how_to_install_mlx(monkeypatch):
 
 def test_mlx_demo_streams_losses_saves_a_loadable_adapter_and_resumes(home, tiny_model_dir, tmp_path):
     pytest.importorskip("mlx_lm")  # `pip install mlx-lm 'mlx[cpu]'` provides it on Linux
-    from deepe_widgets import jobs, metrics
+    from deepe_widgets import jobs
     from deepe_widgets.demo_data import demo_sft_rows
 
     run_dir = tmp_path / "run"

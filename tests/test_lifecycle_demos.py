@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from deepe_widgets import jobs, methods
+
 from conftest import deepe, deepe_json
 
 pytestmark = pytest.mark.training

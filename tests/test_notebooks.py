@@ -7,6 +7,7 @@ import pytest
 from conftest import REPO
 
 pytestmark = pytest.mark.training
+NOTEBOOK_FILES = ["compare_runs.ipynb", "implement_your_own_method.ipynb", "quick_start.ipynb"]
 
 
 @pytest.mark.parametrize("name,params", [
@@ -21,3 +22,6 @@ def test_notebook_runs(name, params, home, tiny_model_dir, tmp_path):
                                progress_bar=False)
     executed = nbformat.read(out, as_version=4)
     assert not any(o.get("output_type") == "error" for c in executed.cells for o in c.get("outputs", []))
+    assert sorted(p.name for p in (REPO / "notebooks").iterdir()) == sorted(NOTEBOOK_FILES)  # no litter
+    streams = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "stream"]
+    assert len(streams) < 60, f"{len(streams)} stream outputs: progress printed on every poll?"

@@ -4,6 +4,7 @@ import pytest
 
 from deepe_widgets import config, jobs, methods, metrics, store
 from deepe_widgets.worker import Worker
+
 from conftest import BOTH_BACKENDS
 from stage_notebooks import plain_notebook
 

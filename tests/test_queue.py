@@ -12,8 +12,9 @@ import pytest
 
 from deepe_widgets import jobs, methods, metrics, store, worker
 from deepe_widgets.worker import Worker
-from stage_notebooks import plain_notebook
+
 from conftest import deepe
+from stage_notebooks import plain_notebook
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from deepe_widgets import jobs, methods, metrics, stagefiles, worker
+
 from conftest import deepe_json
 from stage_notebooks import plain_notebook
 

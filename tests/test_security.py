@@ -9,6 +9,7 @@ import pytest
 from deepe_widgets import datasets, jobs, methods, models
 from deepe_widgets.errors import DeepeError
 from deepe_widgets.worker import Worker
+
 from conftest import deepe, deepe_json
 from stage_notebooks import plain_notebook
 
@@ -52,7 +53,8 @@ def test_secrets_reach_the_kernel_but_no_record_log_or_database(workspace, tmp_p
 
     nb = nbformat.read(notebook, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(
-        "import os\nassert os.environ['HF_TOKEN'].startswith('hf_')\nprint('token length', len(os.environ['HF_TOKEN']))"))
+        "import os\nassert os.environ['HF_TOKEN'].startswith('hf_')\n"
+        "print('token length', len(os.environ['HF_TOKEN']))"))
     nbformat.write(nb, notebook)
     methods.register_method("uses-token", {"training": (notebook, "python3")})
     job = jobs.submit_training("uses-token", "tiny", "demo-sft")

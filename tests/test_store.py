@@ -35,7 +35,8 @@ def test_database_from_an_older_version_opens(home):
     assert job.name == "old" and job.attempt == 0 and job.copied_from is None
     assert job.error_detail == {}
     with store.get_engine().connect() as c:
-        assert c.execute(text("SELECT value FROM meta WHERE key='schema_version'")).scalar() == str(store.SCHEMA_VERSION)
+        version = c.execute(text("SELECT value FROM meta WHERE key='schema_version'")).scalar()
+        assert version == str(store.SCHEMA_VERSION)
 
 
 def test_database_from_a_newer_version_is_refused(home):

@@ -7,6 +7,7 @@ import nbformat
 import pytest
 
 from deepe_widgets import stagefiles
+
 from conftest import FAST_PARAMS, deepe, deepe_json
 
 pytestmark = pytest.mark.training

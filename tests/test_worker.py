@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import deepe
 from deepe_widgets import jobs, methods, metrics, models, store, worker
 from deepe_widgets.executors import LocalExecutor
 from deepe_widgets.worker import Worker
+
+from conftest import deepe
 from stage_notebooks import plain_notebook
 from test_reliability import _slow_template_notebook, _wait
 

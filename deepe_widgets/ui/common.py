@@ -1,10 +1,13 @@
 """Shared pieces of the widgets: a status line, an action wrapper that shows errors
-instead of tracebacks, decimation for charts, and small formatting helpers."""
+instead of tracebacks, decimation for charts, live polling that survives a lost database,
+closing a view's whole widget tree, and small formatting helpers."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import html
+import logging
 import traceback
 
 import ipywidgets as w
@@ -12,6 +15,9 @@ import ipywidgets as w
 from ..errors import DeepeError
 
 MAX_POINTS = 2000  # per line: the browser never gets more than this
+RETRY_FIRST, RETRY_MAX = 1.0, 10.0  # seconds between tries while the database does not answer: 1, 2, 4, 8, 10, 10 …
+
+log = logging.getLogger("deepe.ui")
 
 
 class Status(w.HTML):
@@ -84,8 +90,6 @@ def html_table(headers: list[str], rows: list[list], css_class: str = "deepe-tab
 
 def start_poller(coro_factory):
     """Run `coro_factory()` as a task on the kernel's running loop; None outside one (tests poll by hand)."""
-    import asyncio
-
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -96,3 +100,47 @@ def start_poller(coro_factory):
         if not loop.is_running():
             return None
     return loop.create_task(coro_factory())
+
+
+async def poll_forever(poll_once, note: Status, seconds: float) -> None:
+    """Await `poll_once()` every `seconds` until it returns True. A failed poll shows "reconnecting…"
+    in `note` and is retried after 1 s, 2 s, 4 s … at most 10 s; the note goes once a poll succeeds."""
+    retry = None  # seconds to the next try while polls fail
+    while True:
+        await asyncio.sleep(retry or seconds)
+        try:
+            done = await poll_once()
+        except Exception as exc:  # e.g. the database is away: the view says so and keeps trying
+            retry = min(retry * 2, RETRY_MAX) if retry else RETRY_FIRST
+            log.warning("live view: poll failed (%s: %s); next try in %g s", type(exc).__name__, exc, retry)
+            note.show(f"reconnecting… (next try in {retry:g} s)", "warn")
+            continue
+        retry = None
+        if note.value:
+            note.clear()
+        if done:
+            return
+
+
+def _held(widget: w.Widget):
+    """The widgets `widget` refers to in its synced state: children, layout, style, marks, axes, scales …"""
+    for name in widget.keys:
+        value = getattr(widget, name, None)
+        values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+        yield from (v for v in values if isinstance(v, w.Widget))
+
+
+def close_tree(root: w.Widget) -> None:
+    """Close `root` and every widget under it, so a closed view leaves nothing in the kernel.
+
+    A view found inside is closed by its own `close()` (which also stops its poller)."""
+    found, stack = {id(root): root}, [root]
+    while stack:
+        for held in _held(stack.pop()):
+            if id(held) not in found:
+                found[id(held)] = held
+                stack.append(held)
+    w.Widget.close(root)
+    for widget in found.values():
+        if widget is not root:
+            widget.close()
