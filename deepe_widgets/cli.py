@@ -18,11 +18,17 @@ def _print_json(obj) -> None:
 
 
 def _table(rows: list[list], headers: list[str]) -> None:
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    """A plain-text table (rich, without borders, so it stays greppable and copyable)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for header in headers:  # paths and names are never cut short: they get copied
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(c) for c in row))
+    # piped output (scripts, grep) gets whole lines; a terminal its own width
+    Console(highlight=False, width=None if sys.stdout.isatty() else 100_000).print(table)
 
 
 def _setup(args=None) -> None:
