@@ -68,6 +68,17 @@ def stop_grace_seconds() -> float:
     return float(os.environ.get("DEEPE_STOP_GRACE_SECONDS", "120"))
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def configure_logging() -> None:
+    """One log format for the workbench's own background processes (worker, stage runner),
+    whose output goes to their log files under `$DEEPE_HOME/logs/` or the run folder."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stdout, force=True)
+
+
 def skip_slow_optional_imports() -> None:
     """For the workbench's own processes (CLI, worker, stage runner), which run no user code.
 

@@ -16,11 +16,11 @@ job that takes it skips the ~2 s of process and kernel start (see `WarmKernel`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,6 +46,8 @@ from .paths import check_allowed  # noqa: E402
 from .processes import kill_process_tree  # noqa: E402
 from .stagefiles import load_stage_notebook, notebook_parameters, with_platform_cells  # noqa: E402
 from .store import JobKind  # noqa: E402
+
+logger = logging.getLogger("deepe.runner")
 
 
 def _stamp(log, message: str, level: str = "INFO") -> None:
@@ -321,10 +323,9 @@ def _standby(kernel: str) -> tuple[int, str, Path, WarmKernel | None] | None:
         store.get_engine()  # connected (and the schema checked) before the job, too
 
         warm = WarmKernel(kernel, Path.cwd())
-        print(f"[deepe] {time.strftime('%H:%M:%S')} kernel {kernel!r} ready in {warm.ready_seconds:.1f} s, "
-              f"waiting for a job", flush=True)
+        logger.info("kernel %r ready in %.1f s, waiting for a job", kernel, warm.ready_seconds)
     except Exception:  # the job will start its kernel the usual way and report what fails
-        traceback.print_exc()
+        logger.exception("could not start kernel %r ahead of its job", kernel)
     line = sys.stdin.readline()
     if not line.strip():
         if warm is not None:
@@ -341,6 +342,7 @@ def _standby(kernel: str) -> tuple[int, str, Path, WarmKernel | None] | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    config.configure_logging()
     _exit_with_parent()
     warm = None
     if argv[0] == "--standby":
@@ -358,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"ok": False, "ename": exc.ename, "evalue": exc.evalue, "cell": exc.cell_index,
                   "source": exc.source[:2000], "platform": exc.platform}
     except Exception as exc:  # before the stage ran: the platform failed, not the user's code
-        traceback.print_exc()
+        logger.exception("job %s: stage %s could not run", job_id, stage)
         result = {"ok": False, "ename": type(exc).__name__, "evalue": str(exc), "cell": None, "platform": True}
     result_path.write_text(json.dumps(result))
     return 0 if result["ok"] else 1

@@ -25,7 +25,6 @@ from . import config, jobs, store
 from .executors import EXECUTORS, stage_kernel
 
 log = logging.getLogger("deepe.worker")
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 GRACEFUL_SIGNAL = signal.SIGTERM
 NOW_SIGNAL = signal.SIGUSR1
@@ -191,11 +190,6 @@ class Worker:
             log.info("stopped")
 
 
-def configure_logging() -> None:
-    """One log format for the workbench's own processes (worker, runner)."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stdout, force=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deepe worker")
     parser.add_argument("--idle-exit", type=float, default=None,
@@ -203,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", default="local", choices=sorted(EXECUTORS))
     args = parser.parse_args(argv)
     config.skip_slow_optional_imports()
-    configure_logging()
+    config.configure_logging()
     config.deepe_home()
     Worker(args.executor, idle_exit=args.idle_exit).run()
     return 0
