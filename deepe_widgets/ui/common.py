@@ -33,6 +33,21 @@ class Status(w.HTML):
         self.value = ""
 
 
+class ConnectionNote(Status):
+    """A live view's "reconnecting…" while its polls fail; it takes no room otherwise."""
+
+    def __init__(self, **kwargs):
+        super().__init__(layout=w.Layout(display="none"), **kwargs)
+
+    def show(self, message: str, kind: str = "warn") -> None:
+        super().show(message, kind)
+        self.layout.display = None
+
+    def clear(self) -> None:
+        super().clear()
+        self.layout.display = "none"
+
+
 def action(button: w.Button, status: Status, busy: str = "working …"):
     """Decorate a handler: the button is disabled while it runs, and any error becomes
     a short message in `status` (never a traceback in the page)."""
@@ -102,7 +117,7 @@ def start_poller(coro_factory):
     return loop.create_task(coro_factory())
 
 
-async def poll_forever(poll_once, note: Status, seconds: float) -> None:
+async def poll_forever(poll_once, note: ConnectionNote, seconds: float) -> None:
     """Await `poll_once()` every `seconds` until it returns True. A failed poll shows "reconnecting…"
     in `note` and is retried after 1 s, 2 s, 4 s … at most 10 s; the note goes once a poll succeeds."""
     retry = None  # seconds to the next try while polls fail

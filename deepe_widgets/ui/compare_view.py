@@ -7,8 +7,8 @@ import html
 import bqplot as bq
 import ipywidgets as w
 
-from .. import compare, jobs, metrics
-from .common import MAX_POINTS, decimate, html_table
+from .. import compare, metrics
+from .common import MAX_POINTS, close_tree, decimate, html_table
 from .detail import y_axis
 
 PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#e16f24", "#57606a"]
@@ -31,6 +31,10 @@ class TrainingCompare(w.VBox):
                           w.Box(self.figures, layout=w.Layout(flex_flow="row wrap")),
                           w.HTML("<b>Final and best values</b>"), self.summary])
         self._render_config()
+
+    def close(self) -> None:
+        """Close every widget of the view: figures, their marks, scales and axes too."""
+        close_tree(self)
 
     def _shared_metrics(self) -> list[str]:
         ids = [str(i) for i in self.report["ids"]]

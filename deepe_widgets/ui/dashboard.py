@@ -7,7 +7,7 @@ import html
 import ipywidgets as w
 
 from ..errors import DeepeError
-
+from .common import close_tree
 from .compare_view import TrainingCompare
 from .detail import TrainingDetail
 from .launcher import TrainingLauncher
@@ -42,6 +42,10 @@ class Dashboard(w.VBox):
                                  "Train: start a new training · Trainings: follow, inspect, copy · "
                                  "Compare: two or more trainings side by side</div>"), self.tabs])
 
+    def close(self) -> None:
+        """Stop every view's poller and close every widget of the dashboard."""
+        close_tree(self)
+
     def _on_tab(self, change) -> None:
         if change["new"] == TAB_TRAIN:
             self.launcher.reload()  # methods may have been added
@@ -56,7 +60,7 @@ class Dashboard(w.VBox):
 
     def _render_details(self) -> None:
         for old in self.detail_area.children:
-            old.close()  # stops its poller
+            old.close()  # stops its poller and closes its charts
         job_id = self.model.open_job
         self.detail_area.children = [TrainingDetail(job_id, on_copy=self.copy_train)] if job_id else []
         self.tabs.selected_index = TAB_TRAININGS
@@ -78,7 +82,7 @@ class Dashboard(w.VBox):
         except DeepeError as exc:  # e.g. fewer than two jobs: a message, not a traceback
             view = w.HTML(f"<span class='deepe-status deepe-error' style='color:#cf222e'>{html.escape(exc.message)}"
                           "</span>")
-        for old in self.compare_area.children:
-            old.close()
+        for old in self.compare_area.children:  # the view before (its figures, marks, scales, axes), or a message
+            old.close() if isinstance(old, TrainingCompare) else close_tree(old)
         self.compare_area.children = [view]
         self.tabs.selected_index = TAB_COMPARE

@@ -13,9 +13,10 @@ import ipywidgets as w
 from .. import jobs, methods, metrics
 from .. import params as paramlib
 from ..errors import DeepeError
+from ..jobs import format_duration as duration
+from ..jobs import format_time as when
 from ..store import FINISHED
-from ..jobs import format_duration as duration, format_time as when
-from .common import MAX_POINTS, Status, decimate, html_table, start_poller
+from .common import MAX_POINTS, ConnectionNote, Status, close_tree, decimate, html_table, poll_forever, start_poller
 
 LEVELS = ("all", "INFO", "WARNING", "ERROR")
 
@@ -64,6 +65,7 @@ class TrainingDetail(w.VBox):
         self.level.observe(lambda _c: self._render_log(), "value")
         self.log_view = w.HTML(layout=w.Layout(max_height="420px", overflow="auto", border="1px solid #ddd"))
         self.status = Status()
+        self.connection = ConnectionNote()
         self.tabs = w.Tab(children=[w.VBox([self.overview, self.copy]),
                                     w.VBox([self.x_axis, self.no_data, self.charts, self.totals]),
                                     w.VBox([self.level, self.log_view])],
@@ -75,26 +77,31 @@ class TrainingDetail(w.VBox):
         self._log_offsets: dict[Path, int] = {}
         self._log_lines: list[str] = []
         self._task = None
-        super().__init__([self.header, self.progress, self.tabs, self.status])
-        self.refresh()
-        if jobs.get_job(self.job_id).status not in FINISHED:
-            self._task = start_poller(self._poll)
+        super().__init__([self.header, self.connection, self.progress, self.tabs, self.status])
+        if not self.refresh():  # a finished job has nothing more to follow
+            self._task = start_poller(lambda: poll_forever(self.poll_once, self.connection, self.poll_seconds))
 
     # --- polling -------------------------------------------------------------------------
 
-    async def _poll(self) -> None:
-        # One poller per view, on the kernel's loop: it only updates widget values.
-        while True:
-            await asyncio.sleep(self.poll_seconds)
-            done = self.refresh()
-            if done:
-                return
+    async def poll_once(self) -> bool:
+        """One poll of the live view: reads in a thread (the kernel's loop stays free), widget
+        updates here on the loop; True once the job has finished."""
+        return self._show(await asyncio.to_thread(self._read))
 
     def refresh(self) -> bool:
-        """Read new metric rows, log lines and the job row; True once the job has finished."""
+        """Read new metric rows, log lines and the job row and show them; True once the job has finished."""
+        return self._show(self._read())
+
+    def _read(self) -> dict:
+        """Everything a refresh needs from the database and the log files (blocking: no widget is touched)."""
         job = jobs.get_job(self.job_id)
-        self._render_overview(job)
-        new = metrics.metrics_for(self.job_id, after_id=self._last_id)
+        return {"job": job, "summary": jobs.job_summary(job), "params": self._all_params(job),
+                "metrics": metrics.metrics_for(self.job_id, after_id=self._last_id), "log": self._read_log(job)}
+
+    def _show(self, read: dict) -> bool:
+        job = read["job"]
+        self._render_overview(job, read["summary"], read["params"])
+        new = read["metrics"]
         for m in new:
             series = self.series.setdefault(m.name, {"step": [], "epoch": [], "value": []})
             series["step"].append(m.step)
@@ -103,24 +110,28 @@ class TrainingDetail(w.VBox):
             self._last_id = m.id
         if new:
             self._redraw(set(m.name for m in new))
-        self._read_log(job)
+        offsets, lines = read["log"]
+        self._log_offsets.update(offsets)
+        if lines:
+            self._log_lines = (self._log_lines + lines)[-5000:]
+            self._render_log()
         return job.status in FINISHED
 
     def close(self) -> None:
+        """Stop following the job and close every widget of the view (charts included)."""
         if self._task is not None:
             self._task.cancel()
-        super().close()
+        close_tree(self)
 
     # --- rendering -----------------------------------------------------------------------
 
-    def _render_overview(self, job) -> None:
+    def _render_overview(self, job, summary: dict, params: list[tuple[str, object, bool]]) -> None:
         colour = {"succeeded": "#1a7f37", "failed": "#cf222e", "running": "#0969da"}.get(job.status, "#555")
         self.header.value = (f"<h3>Job {job.id}: {html.escape(job.name)} — "
                              f"<span class='deepe-job-status' style='color:{colour}'>{job.status}</span></h3>")
         if job.progress_total:
             self.progress.value = job.progress_step / job.progress_total
             self.progress.description = f"{job.progress_step}/{job.progress_total}"
-        summary = jobs.job_summary(job)
         rows = [["method", html.escape(job.method)], ["base model", html.escape(str(job.base_model))],
                 ["dataset", html.escape(str(job.dataset))], ["started", when(job.started_at)],
                 ["duration", duration(job)], ["attempt", job.attempt],
@@ -128,12 +139,13 @@ class TrainingDetail(w.VBox):
         if job.error:
             rows.append(["error", f"<span style='color:#cf222e'>{html.escape(job.error)}</span>"])
         params = [[f"<b>{html.escape(k)}</b>" if changed else html.escape(k), html.escape(repr(v)),
-                   "changed" if changed else ""] for k, v, changed in self._all_params(job)]
+                   "changed" if changed else ""] for k, v, changed in params]
         records = "".join(f"<li>{self._record(r)}</li>"
                           for r in summary["records"]) or "<li>none yet</li>"
         artifacts = "".join(f"<li>{a['kind']}: <b>{html.escape(a['name'])}</b> ({html.escape(a['path'])})</li>"
                             for a in summary["artifacts"]) or "<li>none yet</li>"
-        self.overview.value = (html_table(["", ""], rows) + "<h4>Parameters</h4>" + html_table(["name", "value", ""], params)
+        self.overview.value = (html_table(["", ""], rows) + "<h4>Parameters</h4>"
+                               + html_table(["name", "value", ""], params)
                                + f"<h4>Records (executed notebooks)</h4><ul>{records}</ul>"
                                f"<h4>Artifacts</h4><ul>{artifacts}</ul>")
 
@@ -186,26 +198,23 @@ class TrainingDetail(w.VBox):
                 line.x, line.y = x, y
             self.figures[name].axes[0].label = self.x_axis.value
 
-    def _read_log(self, job) -> None:
-        run_dir = Path(job.run_dir or "")
-        grew = False
-        for log in sorted(run_dir.glob("*.log")):
+    def _read_log(self, job) -> tuple[dict[Path, int], list[str]]:
+        """The lines the stage logs gained since the last read, and the offsets to read on from."""
+        offsets, lines = {}, []
+        if not job.run_dir:  # queued: no run folder yet (and never the kernel's working folder)
+            return offsets, lines
+        for log in sorted(Path(job.run_dir).glob("*.log")):
             if log.name == "runner.log":
                 continue
             with open(log, encoding="utf-8", errors="replace") as handle:
                 handle.seek(self._log_offsets.get(log, 0))
-                chunk = handle.read()
-                self._log_offsets[log] = handle.tell()
-            if chunk:
-                self._log_lines.extend(chunk.replace("\r", "\n").splitlines())
-                grew = True
-        if grew:
-            self._log_lines = self._log_lines[-5000:]
-            self._render_log()
+                lines.extend(handle.read().replace("\r", "\n").splitlines())
+                offsets[log] = handle.tell()
+        return offsets, lines
 
     def _render_log(self) -> None:
         level = self.level.value
-        lines = self._log_lines if level == "all" else [l for l in self._log_lines if f" {level} " in l
-                                                         or (level == "WARNING" and "Warning" in l)]
+        lines = self._log_lines if level == "all" else [line for line in self._log_lines if f" {level} " in line
+                                                         or (level == "WARNING" and "Warning" in line)]
         text = html.escape("\n".join(lines[-1000:]))
         self.log_view.value = f"<pre class='deepe-log' style='margin:0;font-size:12px'>{text}</pre>"

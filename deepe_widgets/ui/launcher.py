@@ -10,7 +10,7 @@ import ipywidgets as w
 from .. import datasets, demo_data, jobs, methods, models, worker
 from .. import params as paramlib
 from ..errors import DeepeError
-from .common import Status, action, html_table
+from .common import Status, action, close_tree, html_table
 
 # Seed 004's form: label -> parameter name (shown first; the rest go under "Advanced").
 MAIN_FIELDS = [("Epochs", "EPOCHS"), ("Batch Size", "BATCH_SIZE"), ("Learning Rate", "LEARNING_RATE"),
@@ -107,8 +107,11 @@ class TrainingLauncher(w.VBox):
             (main if name in labels else advanced).append(w.VBox([text, self.field_errors[name]]))
         order = [n for _l, n in MAIN_FIELDS]
         main.sort(key=lambda box: order.index(next(n for n, t in self.fields.items() if t is box.children[0])))
+        old = (*self.main_box.children, *self.advanced_box.children)
         self.main_box.children = main
         self.advanced_box.children = advanced
+        for box in old:  # the previous method's fields: nothing of them is left in the kernel
+            close_tree(box)
         has_columns = all(c in defaults for c in COLUMN_FIELDS)
         for widget in (self.input_column, self.output_column):
             widget.layout.display = None if has_columns else "none"

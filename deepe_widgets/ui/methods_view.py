@@ -10,9 +10,9 @@ import ipywidgets as w
 from .. import config, methods
 from ..errors import DeepeError
 from ..kernels import installed_kernels
-from .common import Status, action, start_poller
+from .common import ConnectionNote, Status, action, close_tree, poll_forever, start_poller
 
-LABEL = w.Layout(width="240px")
+LABEL = {"width": "240px"}  # a dict, not a Layout: each label gets its own (closing one closes no other)
 FORM = {"style": {"description_width": "130px"}, "layout": {"width": "480px"}}
 
 
@@ -38,7 +38,7 @@ class MethodForm(w.VBox):
                                              layout=w.Layout(width="160px"))
             self.enabled[stage] = w.Checkbox(description="enable", indent=False, layout=w.Layout(width="80px"))
             self.stage_rows[stage] = w.VBox([
-                w.HBox([w.Label(f"{stage}", layout=LABEL), self.files[stage], self.kernels[stage],
+                w.HBox([w.Label(f"{stage}", layout=w.Layout(**LABEL)), self.files[stage], self.kernels[stage],
                         self.enabled[stage]]), self.errors[stage]])
         self.save = w.Button(description="Save Method", button_style="primary", icon="check")
         self.cancel = w.Button(description="Cancel")
@@ -105,41 +105,52 @@ class MethodManager(w.VBox):
         methods.ensure_builtins()
         self.admin = admin
         self.status = Status()
+        self.connection = ConnectionNote()
         self.table = w.VBox()
-        self.form = MethodForm(on_saved=lambda _m: self.refresh())
-        self.add_button = w.Button(description="Add New Method", icon="plus", button_style="primary")
-        self.add_button.on_click(lambda _b: setattr(self.form.layout, "display", None))
-        header = [self.add_button] if admin else [w.HTML("<i>Method registration and deletion are off in this app "
-                                                         "(start it with --allow-method-admin).</i>")]
-        super().__init__([w.HTML("<h3>Training Method Management</h3>"), w.HBox(header + [self.status]),
-                          self.form if admin else w.HTML(), self.table])
+        self.form = self.add_button = None  # without admin: no form and no button, not hidden ones
+        if admin:
+            self.form = MethodForm(on_saved=lambda _m: self.refresh())
+            self.add_button = w.Button(description="Add New Method", icon="plus", button_style="primary")
+            self.add_button.on_click(lambda _b: setattr(self.form.layout, "display", None))
+            header, form = [self.add_button], [self.form]
+        else:
+            header, form = [w.HTML("<i>Method registration and deletion are off in this app "
+                                   "(start it with --allow-method-admin).</i>")], []
+        super().__init__([w.HTML("<h3>Training Method Management</h3>"),
+                          w.HBox(header + [self.status, self.connection]), *form, self.table])
         self._shown = None
         self.refresh()
-        self._task = start_poller(self._poll)
+        self._task = start_poller(lambda: poll_forever(self.poll_once, self.connection, self.poll_seconds))
 
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_seconds)
-            self.refresh_if_changed()
+    async def poll_once(self) -> bool:
+        """One poll: the methods read in a thread (the kernel's loop stays free), the table redrawn here."""
+        self._redraw_if_changed(await asyncio.to_thread(methods.list_methods))
+        return False
 
     def refresh_if_changed(self) -> bool:
         """Redraw the table if a method was added, changed or deleted since it was drawn."""
-        if _catalog(methods.list_methods()) == self._shown:
+        return self._redraw_if_changed(methods.list_methods())
+
+    def _redraw_if_changed(self, listed) -> bool:
+        if _catalog(listed) == self._shown:
             return False
-        self.refresh()
+        self._draw(listed)
         return True
 
     def close(self) -> None:
+        """Stop polling and close every widget of the view."""
         if self._task is not None:
             self._task.cancel()
-        super().close()
+        close_tree(self)
 
     def refresh(self) -> None:
+        self._draw(methods.list_methods())
+
+    def _draw(self, listed) -> None:
         head = w.HBox([w.HTML(f"<b>{h}</b>", layout=w.Layout(width=wd)) for h, wd in
                        (("Name", "150px"), ("Type", "90px"), ("Lifecycle", "100px"), ("Built-in", "70px"),
                         ("Stages (kernel)", "420px"), ("", "160px"))])
         rows = [head]
-        listed = methods.list_methods()
         self._shown = _catalog(listed)
         for method in listed:
             stages = ", ".join(f"{s} ({i['kernel']})" for s, i in method.stages.items())
@@ -153,9 +164,7 @@ class MethodManager(w.VBox):
             rows.append(w.HBox(cells, layout=w.Layout(border_bottom="1px solid #eee")))
         old, self.table.children = self.table.children, rows
         for row in old:  # nothing of the old table is left in the kernel
-            for cell in row.children:
-                cell.close()
-            row.close()
+            close_tree(row)
 
     def _delete_control(self, name: str) -> w.Widget:
         delete = w.Button(description="Delete", button_style="danger", layout=w.Layout(width="80px"),

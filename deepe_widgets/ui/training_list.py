@@ -9,9 +9,10 @@ import ipywidgets as w
 
 from .. import jobs, metrics
 from ..errors import DeepeError
+from ..jobs import format_duration as duration
+from ..jobs import format_time as when
 from ..store import FINISHED
-from ..jobs import format_duration as duration, format_time as when
-from .common import Status, start_poller
+from .common import ConnectionNote, Status, close_tree, poll_forever, start_poller
 
 COLUMNS = (("", "30px"), ("ID", "45px"), ("Name", "120px"), ("Status", "90px"), ("Progress", "150px"),
            ("Method", "110px"), ("Base model", "190px"), ("Started", "130px"), ("Duration", "75px"),
@@ -44,6 +45,7 @@ class TrainingList(w.VBox):
         self.older = w.Button(description="Older", icon="chevron-right", layout=w.Layout(width="90px"))
         self.position = w.HTML()
         self.status = Status()
+        self.connection = ConnectionNote()
         self.details.on_click(lambda _b: self._on_details())
         self.compare.on_click(lambda _b: self._on_compare())
         self.cancel.on_click(lambda _b: self._on_cancel())
@@ -51,23 +53,28 @@ class TrainingList(w.VBox):
         self.newer.on_click(lambda _b: self.show_page(self.page - 1))
         self.older.on_click(lambda _b: self.show_page(self.page + 1))
         super().__init__([w.HTML("<h3>Trainings</h3>"),
-                          w.HBox([self.details, self.compare, self.cancel, self.reload, self.status]), self.rows,
+                          w.HBox([self.details, self.compare, self.cancel, self.reload, self.status, self.connection]),
+                          self.rows,
                           w.HBox([self.newer, self.older, self.position])])
         self.refresh()
-        self._task = start_poller(self._poll)
+        self._task = start_poller(lambda: poll_forever(self.poll_once, self.connection, self.poll_seconds))
 
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_seconds)
-            # one cheap query; rows are read only when a job was added, or one shown is still running
-            # (so its last transition shows too)
-            if self._unfinished or jobs.jobs_overview() != self._seen:
-                self.refresh()
+    async def poll_once(self) -> bool:
+        """One poll: the reads in a thread (the kernel's loop stays free), the rows updated here."""
+        # one cheap query; rows are read only when a job was added, or one shown is still running
+        # (so its last transition shows too)
+        if self._unfinished or await asyncio.to_thread(jobs.jobs_overview) != self._seen:
+            page = self.page
+            read = await asyncio.to_thread(self._read, page)
+            if page == self.page:  # a click on Newer/Older meanwhile has shown its own page
+                self._show(read)
+        return False
 
     def close(self) -> None:
+        """Stop polling and close every widget of the list."""
         if self._task is not None:
             self._task.cancel()
-        super().close()
+        close_tree(self)
 
     def chosen(self) -> list[int]:
         return sorted(self._chosen)
@@ -78,13 +85,21 @@ class TrainingList(w.VBox):
 
     def refresh(self) -> None:
         """Update the rows in place (a re-render would drop a click that lands mid-refresh)."""
-        self._seen = jobs.jobs_overview()
-        total = self._seen[0]
-        last_page = max(0, (total - 1) // self.page_size)
-        self.page = min(self.page, last_page)
-        listed = jobs.list_jobs(limit=self.page_size, offset=self.page * self.page_size)
+        self._show(self._read(self.page))
+
+    def _read(self, page: int) -> dict:
+        """The jobs on `page` (the last one if it is past the end) and their last losses (blocking)."""
+        seen = jobs.jobs_overview()
+        last_page = max(0, (seen[0] - 1) // self.page_size)
+        page = min(page, last_page)
+        listed = jobs.list_jobs(limit=self.page_size, offset=page * self.page_size)
+        return {"seen": seen, "page": page, "last_page": last_page, "listed": listed,
+                "losses": metrics.last_metrics([j.id for j in listed], "loss")}
+
+    def _show(self, read: dict) -> None:
+        self._seen, self.page, listed, losses = read["seen"], read["page"], read["listed"], read["losses"]
+        total, last_page = self._seen[0], read["last_page"]
         self._unfinished = any(j.status not in FINISHED for j in listed)
-        losses = metrics.last_metrics([j.id for j in listed], "loss")
         for job in listed:
             row = self._rows.get(job.id) or self._new_row(job.id)
             fraction = job.progress_step / job.progress_total if job.progress_total else \
@@ -100,9 +115,8 @@ class TrainingList(w.VBox):
                     cell.value = text
         shown = [j.id for j in listed]
         for gone in set(self._rows) - set(shown):  # close every widget of the row: none is left in the kernel
-            row = self._rows.pop(gone)
-            for widget in (row["box"], row["bar"], self.selected.pop(gone), *row["cells"]):
-                widget.close()
+            close_tree(self._rows.pop(gone)["box"])
+            del self.selected[gone]
         children = (self._head, *(self._rows[i]["box"] for i in shown))
         if tuple(self.rows.children) != children:
             self.rows.children = children

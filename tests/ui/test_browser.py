@@ -5,12 +5,12 @@ import shutil
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from deepe_widgets import jobs, methods, stagefiles
-from pathlib import Path
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

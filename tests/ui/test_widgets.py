@@ -1,13 +1,44 @@
 """The widgets in plain Python: buttons are clicked with `.click()`, no browser."""
 
+import asyncio
 import shutil
+import time
 
+import ipywidgets as w
 import pytest
+from ipywidgets.widgets.widget import _instances  # ipywidgets 8: every widget not yet closed
 
 from deepe_widgets import jobs, methods, stagefiles
 from deepe_widgets.runtime import MetricSink
-from deepe_widgets.ui import MethodManager, TrainingCompare, TrainingDetail, TrainingLauncher
+from deepe_widgets.ui import Dashboard, MethodManager, TrainingCompare, TrainingDetail, TrainingLauncher
 from deepe_widgets.ui.common import decimate
+from deepe_widgets.ui.methods_view import MethodForm
+
+
+def shown(widget: w.Widget) -> list[w.Widget]:
+    """`widget` and every widget displayed inside it (through `children`)."""
+    out = [widget]
+    for child in getattr(widget, "children", ()):
+        out.extend(shown(child))
+    return out
+
+
+def job_with_losses(*losses: float, **params):
+    """A queued job with one `loss` row per step (what a running trainer has logged so far)."""
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params=params or None)
+    sink = MetricSink(job.id)
+    for step, loss in enumerate(losses, 1):
+        sink.add(step, {"loss": loss, "learning_rate": 1e-4}, step / 10)
+    sink.close()
+    return job
+
+
+async def until(condition, timeout: float = 15.0) -> None:
+    """Let the loop run (pollers included) until `condition()` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the view"
+        await asyncio.sleep(0.02)
 
 
 def test_method_form_follows_the_lifecycle_and_shows_errors_by_the_field(workspace, tmp_path):
@@ -51,7 +82,10 @@ def test_delete_asks_first_and_is_not_offered_for_builtins(workspace, tmp_path):
     confirm.click()
     assert "mine" not in [m.name for m in methods.list_methods()]
     readonly = MethodManager(admin=False)
-    assert not hasattr(readonly.form, "parent") or readonly.form not in readonly.children
+    widgets = shown(readonly)
+    assert not any(isinstance(x, MethodForm) for x in widgets)
+    assert "Add New Method" not in [x.description for x in widgets if isinstance(x, w.Button)]
+    assert any("registration and deletion are off" in getattr(x, "value", "") for x in widgets)
     assert all(len(r.children) == 5 for r in readonly.table.children[1:])
 
 
@@ -229,3 +263,65 @@ def test_trainings_list_pages_through_jobs_and_keeps_the_selection(workspace):
     listing.newer.click()
     assert listing.selected[submitted[3].id].value is False and len(listing.rows.children) == 4
     listing.close()
+
+
+def test_opening_and_closing_views_leaves_no_widget_behind(workspace):
+    a, b = job_with_losses(3.0, 2.0, 1.5), job_with_losses(2.5, 2.0, 1.0)
+
+    async def rounds() -> list[int]:
+        counts = []
+        for _ in range(20):  # in a running loop, as in a kernel: the detail starts its poller
+            detail = TrainingDetail(a.id)
+            view = TrainingCompare([a.id, b.id])
+            assert detail.figures and view.figures and detail._task is not None
+            detail.close()
+            view.close()
+            await asyncio.sleep(0)
+            assert detail._task.cancelled()
+            counts.append(len(_instances))
+        return counts
+
+    counts = asyncio.run(rounds())
+    assert counts[-1] == counts[0], counts
+
+
+def test_the_dashboard_closes_the_view_it_replaces(workspace):
+    a, b = job_with_losses(3.0, 2.0), job_with_losses(2.0, 1.0)
+    dash = Dashboard(admin=False, start_worker=False)
+    counts = []
+    for round_ in range(20):
+        dash.show_details([a.id, b.id][round_ % 2])
+        dash.show_compare([a.id, b.id])
+        counts.append(len(_instances))
+    assert counts[-1] == counts[0], counts
+    [detail], [view] = dash.detail_area.children, dash.compare_area.children
+    dash.close()
+    assert detail.comm is None and all(figure.comm is None for figure in view.figures)
+    assert len(_instances) < counts[0]
+
+
+def test_a_live_view_says_reconnecting_while_the_database_is_away_then_catches_up(workspace, monkeypatch):
+    job = job_with_losses(2.0)
+    monkeypatch.setattr(TrainingDetail, "poll_seconds", 0.05)
+
+    async def scenario() -> None:
+        detail = TrainingDetail(job.id)  # in a running loop: its poller starts
+        assert detail.connection in detail.children and detail.connection.layout.display == "none"
+        # the database goes away: a folder that does not exist
+        monkeypatch.setenv("DEEPE_DB_URL", f"sqlite:///{workspace}/gone/deepe.db")
+        await until(lambda: "reconnecting" in detail.connection.value)
+        assert detail.connection.layout.display is None and "Traceback" not in detail.connection.value
+        assert not detail._task.done()  # still polling
+        monkeypatch.delenv("DEEPE_DB_URL")  # it is back, and the trainer logged a step meanwhile
+        sink = MetricSink(job.id)
+        sink.add(2, {"loss": 1.0}, 0.2)
+        sink.close()
+        await until(lambda: list(detail.lines["loss"].x) == [1, 2])  # the next try after 1 s
+        assert list(detail.lines["loss"].y) == [2.0, 1.0]
+        assert detail.connection.value == "" and detail.connection.layout.display == "none"
+        task = detail._task
+        detail.close()
+        await asyncio.sleep(0)
+        assert task.cancelled()
+
+    asyncio.run(scenario())
