@@ -176,7 +176,8 @@ def cmd_models_show(args) -> int:
         print(f"{key:8} {summary[key]}")
     metrics = summary["meta"].get("metrics") or {}
     for name, stats in sorted(metrics.items()):
-        print(f"metric   {name}: final {stats['final']:.6g}, best {stats['best']:.6g}")
+        best = f", best {stats['best']:.6g}" if stats.get("direction", "min") else ""
+        print(f"metric   {name}: final {stats['final']:.6g}{best}")
     return 0
 
 
@@ -257,14 +258,50 @@ def cmd_datasets_preview(args) -> int:
 # --- training and jobs ----------------------------------------------------------------
 
 def cmd_train(args) -> int:
-    from . import jobs
+    from . import jobs, methods, models
     from . import params as paramlib
 
     _setup()
-    job = jobs.submit_training(args.method, args.base_model, args.dataset, name=args.name,
+    methods.get_method(args.method)  # refused before a data file given by path is registered
+    models.get_model(args.base_model)
+    dataset = _dataset_name_or_file(args.dataset, quiet=args.json)
+    job = jobs.submit_training(args.method, args.base_model, dataset, name=args.name,
                                params=paramlib.parse_assignments(args.param))
     _start_worker()
     return _after_submit(job, args)
+
+
+def _dataset_name_or_file(value: str, quiet: bool = False) -> str:
+    """A registered dataset name; a data file given instead is registered under its file name
+    (or found, when that file is registered already)."""
+    from . import datasets, store
+
+    if store.get_one(store.DatasetRecord, name=value) is not None:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        names = ", ".join(d.name for d in datasets.list_datasets()) or "none"
+        raise DeepeError(f"no dataset named {value!r} and no such file; datasets: {names} "
+                         f"(register a file with: deepe datasets add NAME FILE)", field="dataset")
+    resolved = str(path.resolve())
+    for record in datasets.list_datasets():
+        if record.path == resolved:
+            return record.name
+    name = _free_name(path.stem, {d.name for d in datasets.list_datasets()})
+    record = datasets.add_dataset(name, path)
+    if not quiet:
+        print(f"registered dataset {record.name} from {resolved} ({record.rows} rows)", flush=True)
+    return record.name
+
+
+def _free_name(stem: str, taken: set[str]) -> str:
+    import re
+
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "dataset"
+    name, number = base, 2
+    while name in taken:
+        name, number = f"{base}-{number}", number + 1
+    return name
 
 
 def _start_worker() -> None:
@@ -294,7 +331,7 @@ def _after_submit(job, args) -> int:
 
 
 def _progress_printer():
-    state = {"last": None}
+    state = {"last": None, "first": None}  # first: (time, step) when steps started to move
 
     def show(job):
         line = f"job {job.id} {job.status}"
@@ -302,12 +339,26 @@ def _progress_printer():
             done = job.progress_step / job.progress_total
             bar = "#" * int(done * 30)
             line += f" [{bar:<30}] {job.progress_step}/{job.progress_total}"
-        if line != state["last"] and sys.stderr.isatty():
-            sys.stderr.write("\r" + line.ljust(80))
-            sys.stderr.flush()
-        elif line != state["last"]:
+            now = time.monotonic()
+            if state["first"] is None and job.progress_step > 0:
+                state["first"] = (now, job.progress_step)
+            elif state["first"] is not None and job.progress_step > state["first"][1]:
+                started, step0 = state["first"]
+                per_step = (now - started) / (job.progress_step - step0)
+                left = int(per_step * (job.progress_total - job.progress_step))
+                line += f" ~{left // 60}m{left % 60:02d}s left"
+        elif job.status == JobStatus.RUNNING:
+            line += " (starting: loading the model and data …)"
+        if sys.stderr.isatty():  # one line, redrawn
+            if line != state["last"]:
+                sys.stderr.write("\r" + line.ljust(100))
+                sys.stderr.flush()
+            state["last"] = line
+            return
+        key = (job.status, job.progress_step)  # piped: a line when the status or the step changes
+        if key != state.get("key"):
             sys.stderr.write(line + "\n")
-        state["last"] = line
+            state["key"] = key
     return show
 
 
@@ -394,6 +445,19 @@ def cmd_jobs_metrics(args) -> int:
 
     _setup()
     job = jobs.get_job(args.id)
+    if not (args.all or args.name):  # one line per metric; rows with --name or --all
+        stats = metrics.metric_stats([job.id])[job.id]
+        if args.json:
+            _print_json(stats)
+            return 0
+        way = {"min": "lowest", "max": "highest", None: "-"}
+        _table([[name, s["points"], s["last_step"], f"{s['first']:.6g}", f"{s['final']:.6g}",
+                 f"{s['best']:.6g}" if s["direction"] else "-", way[s["direction"]]]
+                for name, s in sorted(stats.items())],
+               ["METRIC", "POINTS", "LAST STEP", "FIRST", "FINAL", "BEST", "BETTER"])
+        if not stats:
+            print(f"job {job.id} has logged no metric yet")
+        return 0
     rows = [{"step": m.step, "name": m.name, "value": m.value, "epoch": m.epoch}
             for m in metrics.metrics_for(job.id, name=args.name)]
     if args.json:
@@ -592,12 +656,14 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_p = sub.add_parser("jobs", help="trainings and other jobs").add_subparsers(dest="verb", required=True)
     p = verb(jobs_p, "list", cmd_jobs_list, "list jobs", True)
     p.add_argument("--limit", type=int, default=50)
-    for name, func, text in (("show", cmd_jobs_show, "show one job"), ("metrics", cmd_jobs_metrics, "metric rows"),
+    for name, func, text in (("show", cmd_jobs_show, "show one job"),
+                             ("metrics", cmd_jobs_metrics, "a job's metrics: one line each, or the rows"),
                              ("cancel", cmd_jobs_cancel, "cancel a queued or running job")):
         p = verb(jobs_p, name, func, text, name != "cancel")
         p.add_argument("id")
         if name == "metrics":
-            p.add_argument("--name", help="only this metric")
+            p.add_argument("--name", help="the rows of this metric")
+            p.add_argument("--all", action="store_true", help="every row (default: one line per metric)")
     p = verb(jobs_p, "logs", cmd_jobs_logs, "print the stage logs")
     p.add_argument("id")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")

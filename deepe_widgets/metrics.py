@@ -57,31 +57,43 @@ def last_metrics(job_ids: list[int], name: str) -> dict[int, float]:
         return {job_id: value for job_id, value in conn.execute(stmt)}
 
 
-# Metrics where higher is better; for the rest (loss, grad_norm, …) lower is.
-HIGHER_IS_BETTER = ("reward", "accuracy", "acc", "f1", "rewards")
+# Which way is better, by a token in the metric's name; metrics with neither direction
+# (learning_rate, epoch, num_tokens, grad_norm …) have no "best": it is reported as the final value.
+HIGHER_IS_BETTER = ("reward", "accuracy", "acc", "f1", "ndcg", "mrr", "recall", "precision", "map@", "bleu",
+                    "rouge", "margins", "tokens_per_second", "samples_per_second")
+LOWER_IS_BETTER = ("loss", "perplexity", "error", "wer", "cer")
 
 
-def _better(name: str):
-    return max if any(token in name.lower() for token in HIGHER_IS_BETTER) else min
+def direction(name: str) -> str | None:
+    """"max", "min" or None (no better direction) for a metric name."""
+    lowered = name.lower()
+    if any(token in lowered for token in HIGHER_IS_BETTER):
+        return "max"
+    if any(token in lowered for token in LOWER_IS_BETTER):
+        return "min"
+    return None
 
 
 def metric_stats(job_ids: list[int]) -> dict[int, dict[str, dict]]:
-    """job id -> metric name -> {final, best, points}, aggregated by the database (a run may have
-    100,000 rows: none of them is read into Python)."""
+    """job id -> metric name -> {first, final, best, direction, points, last_step}, aggregated by
+    the database (a run may have 100,000 rows: none of them is read into Python)."""
     table = store.Metric.__table__
+    first_row, last_row = table.alias("first_row"), table.alias("last_row")
     per_series = (core_select(table.c.job_id, table.c.name, func.count().label("points"),
-                         func.min(table.c.value).label("low"), func.max(table.c.value).label("high"),
-                         func.max(table.c.step).label("last_step"))
+                              func.min(table.c.value).label("low"), func.max(table.c.value).label("high"),
+                              func.min(table.c.step).label("first_step"), func.max(table.c.step).label("last_step"))
                   .where(table.c.job_id.in_([int(i) for i in job_ids]))
                   .group_by(table.c.job_id, table.c.name).subquery())
-    stmt = core_select(per_series, table.c.value).join(table, and_(
-        table.c.job_id == per_series.c.job_id, table.c.name == per_series.c.name,
-        table.c.step == per_series.c.last_step))
+    stmt = (core_select(per_series, first_row.c.value, last_row.c.value)
+            .join(first_row, and_(first_row.c.job_id == per_series.c.job_id, first_row.c.name == per_series.c.name,
+                                  first_row.c.step == per_series.c.first_step))
+            .join(last_row, and_(last_row.c.job_id == per_series.c.job_id, last_row.c.name == per_series.c.name,
+                                 last_row.c.step == per_series.c.last_step)))
     out: dict[int, dict[str, dict]] = {int(i): {} for i in job_ids}
     with _read() as conn:
-        for job_id, name, points, low, high, _last_step, final in conn.execute(stmt):
-            best = high if _better(name) is max else low
-            out[job_id][name] = {"final": final, "best": best, "points": points}
+        for job_id, name, points, low, high, _first_step, last_step, first, final in conn.execute(stmt):
+            way = direction(name)
+            best = high if way == "max" else low if way == "min" else final
+            out[job_id][name] = {"first": first, "final": final, "best": best, "direction": way,
+                                 "points": points, "last_step": last_step}
     return out
-
-

@@ -184,6 +184,10 @@ def _kernel_manager_logging_to(log):
     log, or a file descriptor), never to the caller's terminal or CI's pipe."""
     class StageKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if any("ipykernel" in part for part in kernel_cmd):
+                # the kernel app's own warnings are about how the platform connects to it (its
+                # "running over TCP without encryption" on loopback); the user's warnings still show
+                kernel_cmd = [*kernel_cmd, "--IPKernelApp.log_level=ERROR"]
             kw.setdefault("stdout", log)
             kw.setdefault("stderr", log)
             return await super()._async_launch_kernel(kernel_cmd, **kw)

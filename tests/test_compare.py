@@ -20,14 +20,20 @@ def _job_with(metrics: dict[int, dict[str, float]], **params):
 
 @BOTH_BACKENDS
 def test_compare_reports_differences_and_final_and_best_values(workspace):
-    a = _job_with({3: {"loss": 1.5, "reward": 0.2}, 1: {"loss": 3.0, "reward": 0.9}, 2: {"loss": 1.0, "reward": 0.5}},
-                  learning_rate="1e-3")
+    a = _job_with({3: {"loss": 1.5, "reward": 0.2, "learning_rate": 1e-5},
+                   1: {"loss": 3.0, "reward": 0.9, "learning_rate": 3e-5},
+                   2: {"loss": 1.0, "reward": 0.5, "learning_rate": 2e-5}}, learning_rate="1e-3")
     b = _job_with({1: {"loss": 2.0}}, learning_rate="2e-3")
     report = compare.compare_jobs([a.id, b.id])
     assert report["differences"] == {"LEARNING_RATE": {str(a.id): 1e-3, str(b.id): 2e-3}}
-    assert report["metrics"]["loss"][str(a.id)] == {"final": 1.5, "best": 1.0, "points": 3}
-    assert report["metrics"]["reward"][str(a.id)] == {"final": 0.2, "best": 0.9, "points": 3}  # higher is better
-    assert report["metrics"]["loss"][str(b.id)] == {"final": 2.0, "best": 2.0, "points": 1}
+    assert report["metrics"]["loss"][str(a.id)] == {"first": 3.0, "final": 1.5, "best": 1.0, "direction": "min",
+                                                    "points": 3, "last_step": 3}
+    reward = report["metrics"]["reward"][str(a.id)]
+    assert (reward["best"], reward["direction"]) == (0.9, "max")  # higher is better
+    rate = report["metrics"]["learning_rate"][str(a.id)]
+    assert (rate["best"], rate["direction"]) == (1e-5, None)  # no better way: "best" is the final value
+    assert report["metrics"]["loss"][str(b.id)] == {"first": 2.0, "final": 2.0, "best": 2.0, "direction": "min",
+                                                    "points": 1, "last_step": 1}
     assert str(b.id) not in report["metrics"]["reward"]
     series = metrics.metric_series([a.id, b.id])
     assert series[a.id]["loss"] == ([1, 2, 3], [3.0, 1.0, 1.5]) and series[b.id]["loss"] == ([1], [2.0])

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.training
 
 def _check_trained(summary: dict, tiny_model_dir: Path, steps: int = 6) -> list[dict]:
     assert summary["status"] == "succeeded", summary["error"]
-    metrics = deepe_json("jobs", "metrics", str(summary["id"]), "--json")
+    metrics = deepe_json("jobs", "metrics", str(summary["id"]), "--all", "--json")
     keys = [(m["step"], m["name"]) for m in metrics]
     assert len(keys) == len(set(keys)), "one row per (step, name)"
     losses = [m["value"] for m in metrics if m["name"] == "loss"]
