@@ -78,9 +78,14 @@ def cmd_methods_show(args) -> int:
         print(f"{key:13} {summary[key]}")
     for stage, info in summary["stages"].items():
         print(f"stage {stage}: {info['file']} (kernel {info['kernel']}, sha256 {info['sha256'][:12]})")
-    print("parameters:")
+    if summary["script_mode"]:
+        print("script mode: the training file runs unchanged; parameters reach it as command-line flags"
+              + (f" from the template: {summary['args_template']}" if summary["args_template"]
+                 else " under their Hugging Face names"))
+    print("parameters (--param NAME=VALUE; Hugging Face names in brackets work too):")
     for name, default in summary["parameters"].items():
-        print(f"  {name} = {default}")
+        also = f"  [{', '.join(summary['aliases'][name])}]" if name in summary["aliases"] else ""
+        print(f"  {name} = {default}{also}")
     return 0
 
 
@@ -105,8 +110,10 @@ def cmd_methods_add(args) -> int:
     _setup()
     method = methods.register_method(
         args.name, _parse_stage_specs(args.stage), training_type=args.type, lifecycle=args.lifecycle,
-        display_name=args.display_name or "", description=args.description or "")
-    print(f"registered method {method.name} ({method.lifecycle}; stages: {', '.join(method.stages)})")
+        display_name=args.display_name or "", description=args.description or "", args_template=args.args or "")
+    summary = methods.method_summary(method)
+    mode = " — script mode: it runs unchanged" if summary["script_mode"] else ""
+    print(f"registered method {method.name} ({method.lifecycle}; stages: {', '.join(method.stages)}){mode}")
     return 0
 
 
@@ -601,6 +608,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", default="chat", help="chat, embedding, vision-language or image-generation")
     p.add_argument("--lifecycle", default="customized", help="customized, complete or live")
     p.add_argument("--description")
+    p.add_argument("--args", metavar="TEMPLATE",
+                   help="for a training script with its own flag names: its command line, with {PARAMETER} "
+                        "placeholders, e.g. \"--base_model {MODEL_PATH} --data_path {DATASET_PATH} "
+                        "--output_dir {OUTPUT_DIR}\"")
     p.add_argument("--stage", action="append", metavar="STAGE=FILE@KERNEL",
                    help="a stage file and its kernel, e.g. training=train.ipynb@python3 (repeatable)")
     p = verb(methods, "delete", cmd_methods_delete, "delete a (non built-in) method")

@@ -20,8 +20,9 @@ class StageFailed(Exception):
     """A stage notebook raised; carries what the job record stores."""
 
     def __init__(self, ename: str, evalue: str, cell_index: int | None = None, source: str = "",
-                 platform: bool = False):
+                 platform: bool = False, location: str = ""):
         super().__init__(f"{ename}: {evalue}")
+        self.location = location  # "train.py, line 8": where in the user's own file, when known
         self.platform = platform  # the workbench failed around the stage, not the stage's code
         self.ename = ename
         self.evalue = evalue

@@ -16,10 +16,16 @@ import threading
 import time
 from pathlib import Path
 
+import nbformat
+
 from . import config, jobs, methods, models, store
+from . import params as paramlib
 from .errors import DeepeError
+from .metrics import metric_stats
 from .processes import kill_process_tree
 from .runtime import STOP_FILE
+from .runtime.script import warn_if_silent
+from .scriptmode import read_script_output
 from .store import Job, JobKind, JobStatus, ModelKind
 
 log = logging.getLogger("deepe.executor")
@@ -108,8 +114,10 @@ class ExecutionManager:
         a worker that lost its lease publishes nothing."""
         try:
             outputs = planned_outputs(job)
+            warnings = job_warnings(job)
             with store.session() as s:
-                if not jobs.finish_job(job.id, self.worker_id, JobStatus.SUCCEEDED, conn=s.connection()):
+                if not jobs.finish_job(job.id, self.worker_id, JobStatus.SUCCEEDED, conn=s.connection(),
+                                       warnings=warnings):
                     s.rollback()
                     log.warning("job %s: lease lost before it could be published; nothing written", job.id)
                     return None
@@ -118,7 +126,44 @@ class ExecutionManager:
         except DeepeError as exc:
             raise StageError(f"the stage finished but its model could not be registered: {exc.message}",
                              {"ename": type(exc).__name__, "evalue": exc.message, "platform": True}) from exc
+        if warnings:
+            log.warning("job %s succeeded with warnings: %s", job.id, "; ".join(warnings))
+            _annotate_record(job, warnings)
         return JobStatus.SUCCEEDED
+
+
+def job_warnings(job: Job) -> list[str]:
+    """What a succeeded training should not hide: it logged no metric, or trained past MAX_STEPS."""
+    if job.kind != JobKind.TRAIN:
+        return []
+    found = []
+    script = read_script_output(Path(job.run_dir) / "output") or {}
+    if script.get("warning"):
+        found.append(script["warning"])
+    else:
+        current = jobs.get_job(job.id)
+        stats = metric_stats([job.id])[job.id]
+        logged = sum(s["points"] for name, s in stats.items() if not name.startswith("train_"))
+        defaults = methods.get_method(job.method).default_params if job.method else {}
+        max_steps = job.params.get("MAX_STEPS", paramlib.default_value(defaults.get("MAX_STEPS", "-1")))
+        warning = warn_if_silent(logged, current.progress_step, int(max_steps or -1))
+        if warning:
+            found.append(warning)
+    return found
+
+
+def _annotate_record(job: Job, warnings: list[str]) -> None:
+    """The warnings go into the record too: it is what a reader of the run opens."""
+    record = Path(job.run_dir) / f"{job.stage}.ipynb"
+    try:
+        nb = nbformat.read(record, as_version=4)
+        nb.metadata.setdefault("deepe", {})["warnings"] = warnings
+        nb.cells.append(nbformat.v4.new_markdown_cell(
+            "**Warnings from the workbench**\n\n" + "\n".join(f"- {w}" for w in warnings),
+            metadata={"tags": ["deepe-warnings"]}))
+        nbformat.write(nb, record)
+    except (OSError, ValueError) as exc:
+        log.warning("job %s: could not add the warnings to its record: %s", job.id, exc)
 
 
 def planned_outputs(job: Job) -> list[dict]:
@@ -130,8 +175,13 @@ def planned_outputs(job: Job) -> list[dict]:
     if job.kind == JobKind.TRAIN:
         day = time.strftime("%Y%m%d", time.localtime(job.started_at or time.time()))
         name = f"{job.base_model}_{job.name}_{day}_{job.uuid[:4]}"
+        script = read_script_output(output) or {}
+        # a script that saved a whole model (no adapter) made a Complete Model
+        kind = ModelKind.COMPLETE if script.get("kind") == "full" else ModelKind.CUSTOMIZED
         card = models.write_model_card(job, name, output)
-        return [dict(name=name, path=output, kind=ModelKind.CUSTOMIZED, job_id=job.id, parent=job.base_model,
+        if script:
+            card["script"] = {k: script.get(k) for k in ("argv", "trained_by", "kind")}
+        return [dict(name=name, path=output, kind=kind, job_id=job.id, parent=job.base_model,
                      method=job.method, replace=True, meta=card)]
     if job.kind == JobKind.SAVE:
         return [dict(name=f"{job.base_model}_s_{job.uuid[:4]}", path=output, kind=ModelKind.COMPLETE,
@@ -282,10 +332,10 @@ class LocalExecutor(ExecutionManager):
         if stop_asked_at is not None:  # it stopped because we asked (HandedBack), or failed meanwhile
             raise HandedBack()
         cell = result.get("cell")
-        where = f" (cell {cell})" if cell is not None else ""
+        where = f" ({result['location']})" if result.get("location") else f" (cell {cell})" if cell is not None else ""
         prefix = "the workbench failed: " if result.get("platform") else ""
         raise StageError(f"{prefix}{result['ename']}: {result['evalue']}{where}",
-                         {k: result.get(k) for k in ("ename", "evalue", "cell", "source", "platform")})
+                         {k: result.get(k) for k in ("ename", "evalue", "cell", "location", "source", "platform")})
 
 
 EXECUTORS = {"local": LocalExecutor}

@@ -40,7 +40,7 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
                          field="dataset")
     values = paramlib.resolve(params or {}, method_row.default_params)
     if method in methods.BUILTINS:  # the built-ins read prompt/response columns the standard way
-        full = {**{k: paramlib._default_value(v) for k, v in method_row.default_params.items()}, **values}
+        full = {**{k: paramlib.default_value(v) for k, v in method_row.default_params.items()}, **values}
         datasets.check_columns(dataset_row, full.get("PromptInputColumn", ""), full.get("PromptOutputColumn", ""))
     if name:
         check_name(name, "training")
@@ -160,12 +160,13 @@ def renew_lease(job_id: int, worker_id: str) -> bool:
 
 
 def finish_job(job_id: int, worker_id: str, status: str, error: str | None = None,
-               error_detail: dict | None = None, *, conn=None) -> bool:
+               error_detail: dict | None = None, *, conn=None, warnings: list[str] | None = None) -> bool:
     """Write a final status, only while holding the lease (inside `conn`'s transaction if given)."""
     if status not in FINISHED:
         raise ValueError(f"{status!r} is not a final status")
     return _cas(job_id, ACTIVE, owner=worker_id, conn=conn, status=status, finished_at=store.db_now(),
-                lease_owner=None, lease_expires=None, error=error, error_detail=error_detail or {})
+                lease_owner=None, lease_expires=None, error=error, error_detail=error_detail or {},
+                warnings=warnings or None)
 
 
 def hand_back(job_id: int, worker_id: str) -> bool:
@@ -261,7 +262,8 @@ def job_summary(job: Job) -> dict:
         "id": job.id, "uuid": job.uuid, "name": job.name, "kind": job.kind, "status": job.status,
         "stage": job.stage, "method": job.method, "base_model": job.base_model, "dataset": job.dataset,
         "params": job.params, "run_dir": job.run_dir, "records": job_records(job), "artifacts": artifacts,
-        "error": job.error, "error_detail": job.error_detail, "attempt": job.attempt,
+        "error": job.error, "error_detail": job.error_detail, "warnings": job.warnings or [],
+        "attempt": job.attempt,
         "copied_from": job.copied_from, "progress": {"step": job.progress_step, "total": job.progress_total},
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
     }

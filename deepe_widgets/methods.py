@@ -14,14 +14,17 @@ import json
 import shutil
 from pathlib import Path
 
+import nbformat
 from sqlmodel import select
 
 from . import config, store
 from .errors import DeepeError
 from .kernels import kernel_environment, require_kernel
 from .names import check_name
+from .params import aliases_of
 from .paths import check_allowed
-from .stagefiles import load_stage_notebook, notebook_parameters, sha256_file
+from .scriptmode import STANDARD_PARAMETERS, check_args_template, is_script, load_stage_notebook, offline_problems
+from .stagefiles import notebook_parameters, sha256_file
 
 MANDATORY = {
     "customized": ("training",),
@@ -72,7 +75,7 @@ def stage_requirements(method: store.Method, stage: str = "training") -> dict[st
     `metadata.deepe.requires` (MLX-Demo declares mlx-lm there)."""
     info = method.stages[stage]
     try:
-        nb = load_stage_notebook(Path(info["file"]), stage)
+        nb = load_stage_notebook(Path(info["file"]), stage, info["kernel"], info.get("args_template", ""))
     except DeepeError:
         return {}
     return dict(nb.metadata.get("deepe", {}).get("requires", {}))
@@ -129,9 +132,15 @@ def _copy_into_workspace(name: str, stage: str, source: Path) -> dict:
 
 def register_method(name: str, stages: dict[str, tuple[str, str]], *, training_type: str = "chat",
                     lifecycle: str = "customized", display_name: str = "", description: str = "",
-                    builtin: bool = False, replace: bool = False) -> store.Method:
-    """Register a method; each stage file is checked, copied into the workspace and hashed."""
+                    builtin: bool = False, replace: bool = False, args_template: str = "") -> store.Method:
+    """Register a method; each stage file is checked, copied into the workspace and hashed.
+
+    A training file with no `parameters` cell and no marker lines is a script that trains and
+    saves by itself (script mode); `args_template` gives its command line when its flags are not
+    the Hugging Face names (placeholders: any parameter, e.g. "--data_path {DATASET_PATH}")."""
     check_name(name, "method")
+    if args_template:
+        check_args_template(args_template, STANDARD_PARAMETERS)
     if training_type not in config.TRAINING_TYPES:
         raise DeepeError(f"training type must be one of {', '.join(config.TRAINING_TYPES)}, "
                          f"not {training_type!r}", field="training_type")
@@ -151,13 +160,18 @@ def register_method(name: str, stages: dict[str, tuple[str, str]], *, training_t
         if not builtin:  # built-ins come from the installed package
             check_allowed(path, stage, "stage file")
         # refuses missing or unreadable files, broken notebooks, a missing parameters cell
-        notebooks[stage] = load_stage_notebook(path, stage)
+        notebooks[stage] = load_stage_notebook(path, stage, kernel,
+                                               args_template if stage == "training" else "")
+        if not builtin:
+            check_runs_offline(path, stage)
         require_kernel(kernel, field=stage)
         resolved[stage] = path.resolve()
     defaults = {k: v["default"] for k, v in notebook_parameters(notebooks["training"]).items()}
     stage_info = {}
     for stage, path in resolved.items():
         stage_info[stage] = {**_copy_into_workspace(name, stage, path), "kernel": stages[stage][1]}
+    if args_template:
+        stage_info["training"]["args_template"] = args_template
     with store.session() as s:
         method = s.exec(select(store.Method).where(store.Method.name == name)).first()
         if method is None:
@@ -205,14 +219,30 @@ def delete_method(name: str) -> None:
     shutil.rmtree(config.deepe_home() / "methods" / name, ignore_errors=True)
 
 
+def check_runs_offline(path: Path, stage: str) -> None:
+    """Refuse, naming the line to change, code that cannot run on a worker with no hub access and
+    no one at the keyboard (`notebook_login()`, `push_to_hub=True`, a hub model id)."""
+    if path.suffix.lower() == ".ipynb":
+        source = nbformat.read(path, as_version=4)  # load_stage_notebook has read it once already
+    else:
+        source = path.read_text(encoding="utf-8")
+    problems = offline_problems(source)
+    if problems:
+        raise DeepeError(f"{path.name} cannot run offline on a worker: " + "; ".join(problems), field=stage)
+
+
 def method_summary(method: store.Method) -> dict:
     """The JSON shape of a method for the CLI and the widgets."""
+    training = method.stages.get("training", {})
     return {
         "name": method.name, "display_name": method.display_name, "type": method.training_type,
         "lifecycle": method.lifecycle, "builtin": method.builtin, "description": method.description,
         "stages": {s: {"file": i["file"], "source": i["source"], "sha256": i["sha256"], "kernel": i["kernel"]}
                    for s, i in method.stages.items()},
+        "script_mode": bool(training) and is_script(Path(training["file"])),
+        "args_template": training.get("args_template", ""),
         "parameters": method.default_params,
+        "aliases": {name: aliases_of(name) for name in method.default_params if aliases_of(name)},
     }
 
 

@@ -16,6 +16,22 @@ TYPICAL = {  # name -> (low, high) from seed 004's table
 }
 PLATFORM_SET = ("MODEL_PATH", "DATASET_PATH", "OUTPUT_DIR", "JOB_ID")
 
+# Hugging Face / TRL argument names -> the workbench's parameter, so `--param num_train_epochs=3`
+# means what it means in a transformers script.
+HF_ALIASES = {
+    "num_train_epochs": "EPOCHS", "per_device_train_batch_size": "BATCH_SIZE",
+    "gradient_accumulation_steps": "GRAD_ACCUM_STEPS", "lora_r": "LORA_RANK", "r": "LORA_RANK",
+    "max_seq_length": "MAX_SEQ_LENGTH", "max_length": "MAX_SEQ_LENGTH", "warmup_steps": "WARMUP_STEPS",
+    "max_grad_norm": "MAX_GRAD_NORM", "save_steps": "SAVE_STEPS", "max_completion_length": "MAX_CONTENT_LENGTH",
+    "max_prompt_length": "MAX_INPUT_LENGTH", "num_generations": "NUM_GENERATIONS", "load_in_4bit": "LOAD_IN_4BIT",
+    "model_name_or_path": "MODEL_PATH", "dataset_name": "DATASET_PATH", "output_dir": "OUTPUT_DIR",
+}
+
+
+def aliases_of(name: str) -> list[str]:
+    """The Hugging Face names that also set parameter `name`."""
+    return [alias for alias, target in HF_ALIASES.items() if target == name]
+
 
 def normalise(key: str) -> str:
     return key.replace("_", "").replace("-", "").lower()
@@ -34,16 +50,20 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _default_value(source: str):
+def default_value(source: str):
+    """The value a `parameters` cell's default (source text) stands for."""
     try:
         return ast.literal_eval(source)
     except (ValueError, SyntaxError):
         return source
 
 
+_default_value = default_value  # the name the widgets used
+
+
 def coerce(name: str, raw, default_source: str):
     """`raw` converted to the type of the notebook's default for `name`."""
-    default = _default_value(default_source)
+    default = default_value(default_source)
     if not isinstance(raw, str):
         value = raw
     elif isinstance(default, bool):
@@ -67,7 +87,7 @@ def coerce(name: str, raw, default_source: str):
     elif isinstance(default, str):
         value = raw
     else:
-        value = _default_value(raw)
+        value = default_value(raw)
     if isinstance(default, bool) and not isinstance(value, bool):
         raise DeepeError(f"{name} must be true or false, not {value!r}", field=name)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -80,9 +100,14 @@ def coerce(name: str, raw, default_source: str):
 def resolve(overrides: dict, defaults: dict[str, str]) -> dict:
     """Overrides keyed by any spelling (`max_steps`, `prompt_input_column`) -> canonical, typed, checked."""
     by_norm = {normalise(name): name for name in defaults}
+    for alias, target in HF_ALIASES.items():  # a method's own parameter of that name wins
+        if target in defaults:
+            by_norm.setdefault(normalise(alias), target)
     out = {}
     for key, raw in overrides.items():
         name = by_norm.get(normalise(key))
+        if name in out:
+            raise DeepeError(f"{key!r} sets {name}, which is given twice", field=name)
         if name is None:
             known = ", ".join(sorted(n.lower() for n in defaults if n not in PLATFORM_SET))
             raise DeepeError(f"unknown parameter {key!r}; this method takes: {known}", field="params")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -33,6 +34,7 @@ import nbformat  # noqa: E402
 import papermill  # noqa: E402
 import psutil  # noqa: E402
 from jupyter_client.blocking import BlockingKernelClient  # noqa: E402
+from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 from jupyter_client.manager import AsyncKernelManager  # noqa: E402
 from jupyter_core.utils import run_sync  # noqa: E402
 from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: E402
@@ -44,7 +46,8 @@ from .errors import DeepeError, StageFailed  # noqa: E402
 from .kernels import kernel_environment, require_kernel  # noqa: E402
 from .paths import check_allowed  # noqa: E402
 from .processes import kill_process_tree  # noqa: E402
-from .stagefiles import load_stage_notebook, notebook_parameters, with_platform_cells  # noqa: E402
+from .scriptmode import load_stage_notebook  # noqa: E402
+from .stagefiles import notebook_parameters, with_platform_cells  # noqa: E402
 from .store import JobKind  # noqa: E402
 
 logger = logging.getLogger("deepe.runner")
@@ -121,13 +124,17 @@ class WarmKernel:
 
 
 def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, parameters: dict,
-                  output_path: Path, log_path: Path, cwd: Path, warm: WarmKernel | None = None) -> None:
+                  output_path: Path, log_path: Path, cwd: Path, warm: WarmKernel | None = None,
+                  file_names: dict[str, str] | None = None) -> None:
     """Run `nb` with `parameters` in `kernel`; raise StageFailed with the failing cell on error.
 
     With `warm` (a kernel of the same kernelspec started ahead), the stage runs in it."""
     output_path.parent.mkdir(parents=True, exist_ok=True)
     input_path = output_path.with_name(f"{stage}.input.ipynb")
-    nbformat.write(with_platform_cells(nb, stage), input_path)
+    nb = with_platform_cells(nb, stage)
+    # papermill reads the language from the kernelspec: a notebook converted from a .py has none
+    nb.metadata["kernelspec"] = kernelspec_metadata(kernel)
+    nbformat.write(nb, input_path)
     # Probe the kernel's Python and package versions while the stage runs, not before; for a kernel
     # started ahead too: a package upgraded since is what the stage imports.
     probe_pool = ThreadPoolExecutor(max_workers=1)
@@ -152,7 +159,8 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
                 # the record is written by then; a graceful shutdown only waits on torch's threads
                 shutdown_kernel="immediate", **kernel_args)
         except PapermillExecutionError as exc:
-            failure = StageFailed(exc.ename, exc.evalue, _failing_cell(output_path), exc.source)
+            failure = StageFailed(exc.ename, exc.evalue, _failing_cell(output_path), exc.source,
+                                  location=_user_frame(exc.traceback, file_names or {}))
         except DeadKernelError as exc:
             failure = StageFailed("DeadKernelError", f"the kernel died (crashed or killed, e.g. out of memory): "
                                   f"{_first_line(exc)}", _failing_cell(output_path), "")
@@ -172,6 +180,28 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
             _stamp(log, f"stage {stage} failed: {failure.ename}: {failure.evalue}", "ERROR")
             raise failure
         _stamp(log, f"stage {stage} succeeded")
+
+
+def kernelspec_metadata(kernel: str) -> dict:
+    """The `kernelspec` notebook metadata of an installed kernel."""
+    spec = KernelSpecManager().get_kernel_spec(kernel)
+    return {"name": kernel, "display_name": spec.display_name, "language": spec.language}
+
+
+_FRAME = re.compile(r'File (?:"(?P<q>[^"]+)", line |(?P<p>/[^\s:]+):)(?P<line>\d+)')
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _user_frame(traceback_lines: list[str], file_names: dict[str, str]) -> str:
+    """"name.py, line N" of the innermost frame in a file of the user's (not a library, not the
+    workbench), named as the user named it; "" when there is none."""
+    found = ""
+    for match in _FRAME.finditer(_ANSI.sub("", "\n".join(traceback_lines or []))):
+        path = match.group("q") or match.group("p")
+        if "site-packages" in path or "/deepe_widgets/" in path or path.startswith("<"):
+            continue
+        found = f"{file_names.get(path, Path(path).name)}, line {match.group('line')}"
+    return found
 
 
 def _first_line(exc: BaseException) -> str:
@@ -243,22 +273,27 @@ def stage_parameters(job, stage: str) -> dict:
 def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> None:
     """Execute a claimed job's stage (called in the runner subprocess)."""
     job = jobs.get_job(job_id)
-    method = methods.get_method(job.method)
-    info = method.stages[stage]
-    if warm is not None and (warm.kernel != info["kernel"] or not warm.is_alive()):
-        warm.shutdown()  # not the kernel this stage names (or it died waiting): start a fresh one
-        warm = None
-    nb = load_stage_notebook(Path(info["file"]), stage)
     run_dir = Path(job.run_dir)
-    previous = run_dir / f"{stage}.ipynb"
-    if previous.exists():  # keep every earlier attempt's record (a hand-back re-runs the same attempt)
+    record = run_dir / f"{stage}.ipynb"
+    if record.exists():  # keep every earlier attempt's record (a hand-back re-runs the same attempt)
         number = 1
         while (run_dir / f"{stage}.attempt{number}.ipynb").exists():
             number += 1
-        previous.rename(run_dir / f"{stage}.attempt{number}.ipynb")
+        record.rename(run_dir / f"{stage}.attempt{number}.ipynb")
+    try:
+        info = methods.get_method(job.method).stages[stage]
+        nb = load_stage_notebook(Path(info["file"]), stage, info["kernel"], info.get("args_template", ""))
+    except Exception as exc:  # a stage that never started gets its record too
+        _failed_before_start(record, stage, exc)
+        if warm is not None:
+            warm.shutdown()
+        raise
+    if warm is not None and (warm.kernel != info["kernel"] or not warm.is_alive()):
+        warm.shutdown()  # not the kernel this stage names (or it died waiting): start a fresh one
+        warm = None
     execute_stage(nb, stage=stage, kernel=info["kernel"], parameters=stage_parameters(job, stage),
-                  output_path=run_dir / f"{stage}.ipynb", log_path=run_dir / f"{stage}.log", cwd=run_dir,
-                  warm=warm)
+                  output_path=record, log_path=run_dir / f"{stage}.log", cwd=run_dir, warm=warm,
+                  file_names={str(Path(info["file"]).resolve()): Path(info["source"]).name})
 
 
 def _path_or_registered(value: str, lookup, what: str) -> Path:
@@ -281,8 +316,8 @@ def run_local_test(file: str | Path, base_model: str, dataset: str, overrides: d
     record, log, error, cell}`: whether training finished and where the output went.
     `on_start(log_path)` is called once the inputs are accepted, before the kernel starts.
     """
-    nb = load_stage_notebook(check_allowed(file, "training", "stage file"), "training")
     require_kernel(kernel, field="kernel")
+    nb = load_stage_notebook(check_allowed(file, "training", "stage file"), "training", kernel)
     model_path = _path_or_registered(base_model, models.get_model, "base model")
     dataset_path = _path_or_registered(dataset, datasets.get_dataset, "dataset")
     defaults = {k: v["default"] for k, v in notebook_parameters(nb).items()}
@@ -302,6 +337,17 @@ def run_local_test(file: str | Path, base_model: str, dataset: str, overrides: d
         result.update(ok=False, error=f"{exc.ename}: {exc.evalue}", cell=exc.cell_index)
     result["saved"] = sorted(p.name for p in (out_dir / "output").glob("*") if p.is_file())
     return result
+
+
+def _failed_before_start(record: Path, stage: str, exc: Exception) -> None:
+    """A record for a stage that could not start: what was wrong, where a reader looks first."""
+    message = exc.message if isinstance(exc, DeepeError) else f"{type(exc).__name__}: {exc}"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"**The {stage} stage could not start.**\n\n{message}")]
+    nb.metadata["deepe"] = {"stage": stage, "status": "failed", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                            "error": {"ename": type(exc).__name__, "evalue": message, "cell": None}}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, record)
 
 
 def _exit_with_parent() -> None:
@@ -362,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"ok": True}
     except StageFailed as exc:
         result = {"ok": False, "ename": exc.ename, "evalue": exc.evalue, "cell": exc.cell_index,
-                  "source": exc.source[:2000], "platform": exc.platform}
+                  "source": exc.source[:2000], "platform": exc.platform, "location": exc.location}
     except Exception as exc:  # before the stage ran: the platform failed, not the user's code
         logger.exception("job %s: stage %s could not run", job_id, stage)
         result = {"ok": False, "ename": type(exc).__name__, "evalue": str(exc), "cell": None, "platform": True}

@@ -153,6 +153,8 @@ class Job(SQLModel, table=True):
     copied_from: Optional[int] = None
     progress_step: int = 0
     progress_total: int = 0
+    # what a person should know about a finished job that succeeded all the same (no metric logged …)
+    warnings: Optional[list] = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class Metric(SQLModel, table=True):

@@ -11,9 +11,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "deepe_widgets"
 
 FLOORS = [
-    {"errors", "config", "names", "paths", "params", "processes", "kernels", "stagefiles"},  # foundation
+    {"errors", "config", "names", "paths", "params", "processes", "kernels", "stagefiles", "scriptmode"},  # foundation
     {"store"},
-    {"runtime", "runtime.mlx"},  # the kernel side
+    {"runtime", "runtime.mlx", "runtime.script"},  # the kernel side
     {"methods", "datasets", "models", "metrics", "demo_data", "testing"},  # catalogue
     {"jobs", "compare"},  # queue
     {"runner", "executors", "worker", "inference"},  # execution

@@ -86,8 +86,6 @@ def test_bad_stage_files(home, tmp_path):
     cases = {
         "missing.ipynb": (None, "does not exist"),
         "broken.ipynb": ("{not json", "not a valid notebook"),
-        "noparams.ipynb": (nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])),
-                           "no cell tagged 'parameters'"),
         "one_marker.py": (f"import os\n{stagefiles.BEGIN_MARKER}\nmodel = 1\n", "marker line"),
         "train.txt": ("hello", "must be a .ipynb notebook or a .py file"),
         "latin1.py": (b"# caf\xe9\n", "is not UTF-8"),
@@ -101,6 +99,16 @@ def test_bad_stage_files(home, tmp_path):
         with pytest.raises(DeepeError, match=message):
             methods.register_method("m", {"training": (path, "python3")})
     assert methods.list_methods() == []
+
+
+def test_a_notebook_without_parameters_is_a_script_for_training_only(home, tmp_path):
+    path = tmp_path / "noparams.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), path)
+    method = methods.register_method("script", {"training": (path, "python3")})
+    assert methods.method_summary(method)["script_mode"]  # it trains and saves by itself
+    with pytest.raises(DeepeError, match="no cell tagged 'parameters'"):  # other stages take parameters
+        methods.register_method("m", {"training": (path, "python3"), "saving": (path, "python3")},
+                                lifecycle="complete")
 
 
 def test_deepextension_script_code_goes_between_the_template_markers(tmp_path):

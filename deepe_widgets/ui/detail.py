@@ -156,7 +156,7 @@ class TrainingDetail(w.VBox):
                 defaults = methods.get_method(job.method).default_params
             except DeepeError:  # the method was deleted since: its changes are all we know
                 defaults = {}
-            values = {k: paramlib._default_value(v) for k, v in defaults.items() if k not in paramlib.PLATFORM_SET}
+            values = {k: paramlib.default_value(v) for k, v in defaults.items() if k not in paramlib.PLATFORM_SET}
             values.update(job.params)
             self._params_cache = [(k, values[k], k in job.params) for k in sorted(values)]
             self._params_for = (job.id, job.params)

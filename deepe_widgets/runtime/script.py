@@ -1,0 +1,626 @@
+"""Script mode, the kernel side: run a user's own training script unchanged.
+
+The script notebook (built by `deepe_widgets.scriptmode`) calls `prepare(...)` before the
+script's code and `finish(...)` after it. `prepare`:
+
+- attaches the metrics callback to every `transformers.Trainer` the script makes (TRL's
+  trainers are subclasses), keeping the script's own callbacks;
+- gives the script its command line: `sys.argv` is replaced (the kernel's own flags never
+  reach the script), and when the script's parser runs, the platform's parameters are turned
+  into the flags that parser has (Hugging Face names: `--output_dir`, `--max_steps`,
+  `--model_name_or_path`, `--lora_r` …), or into the method's args template;
+- writes the dataset as a folder holding `train.jsonl`, which `datasets.load_dataset(folder)` reads.
+
+`finish` registers what the script left in OUTPUT_DIR, or trains a `trainer` it built but did
+not train, and says clearly when there is neither.
+
+Imports only the runtime package and the standard library at module level: transformers,
+datasets and IPython are imported where they are needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import json
+import linecache
+import os
+import re
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import HandedBack, load_dataset_file, log_event, make_callback, newest_complete_checkpoint, train_and_save
+
+OUTPUT_RECORD = "deepe_output.json"
+DATASET_FOLDER = "deepe_dataset"
+DATASET_FILE_NAME = "train.jsonl"
+
+# `{NAME}` in an args template; anything else in braces (a JSON value, say) is left as written.
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Placeholders a template may use besides the parameters: the dataset as a file in the folder.
+DERIVED_PLACEHOLDERS = ("DATASET_FILE",)
+
+# Parameter -> the flags (Hugging Face / TRL names, preferred first) that take its value.
+PARAMETER_FLAGS: dict[str, tuple[str, ...]] = {
+    "MODEL_PATH": ("model_name_or_path",),
+    "DATASET_PATH": ("dataset_name",),
+    "OUTPUT_DIR": ("output_dir",),
+    "MAX_STEPS": ("max_steps",),
+    "EPOCHS": ("num_train_epochs",),
+    "BATCH_SIZE": ("per_device_train_batch_size",),
+    "GRAD_ACCUM_STEPS": ("gradient_accumulation_steps",),
+    "LEARNING_RATE": ("learning_rate",),
+    "WARMUP_STEPS": ("warmup_steps",),
+    "MAX_GRAD_NORM": ("max_grad_norm",),
+    "SAVE_STEPS": ("save_steps",),
+    "LORA_RANK": ("lora_r",),
+    "LORA_ALPHA": ("lora_alpha",),
+    "LORA_DROPOUT": ("lora_dropout",),
+    "LOAD_IN_4BIT": ("load_in_4bit",),
+    "MAX_SEQ_LENGTH": ("max_length", "max_seq_length"),
+    "MAX_INPUT_LENGTH": ("max_prompt_length",),
+    "MAX_CONTENT_LENGTH": ("max_completion_length",),
+    "NUM_GENERATIONS": ("num_generations",),
+}
+
+# Without a flag for these the script trains something else than asked: worth a warning.
+ESSENTIAL_PARAMETERS = ("MODEL_PATH", "DATASET_PATH", "OUTPUT_DIR", "MAX_STEPS")
+
+# Keys of the summary a trainer logs once at the end: they are not a training curve.
+SUMMARY_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss",
+                "epoch"}
+
+
+class ScriptProducedNoModel(RuntimeError):
+    """The script left no model in OUTPUT_DIR and there is no untrained `trainer` to train."""
+
+
+class ScriptArgumentsRefused(RuntimeError):
+    """The script's own parser refused the command line the platform built for it."""
+
+
+class ScriptExited(RuntimeError):
+    """The script called `sys.exit` with a failure status."""
+
+
+@dataclass
+class _ScriptState:
+    script_path: str = ""
+    parameters: dict = field(default_factory=dict)
+    template_argv: list[str] | None = None  # from ARGS_TEMPLATE; None: match flag names
+    extra_argv: list[str] = field(default_factory=list)
+    dataset_dir: str = ""
+    argv_seen: list[list[str]] = field(default_factory=list)  # what each of the script's parsers got
+    trainers: list = field(default_factory=list)
+    callback: Any = None
+    in_parse: bool = False
+
+
+_state = _ScriptState()
+_originals: dict[str, Any] = {}
+
+
+# ---------------------------------------------------------------- prepare
+
+def prepare(script: str, parameters: dict) -> None:
+    """Set the kernel up to run `script` unchanged with the stage's `parameters`.
+
+    With an args template (ARGS_TEMPLATE) the argv is known now; without one it is built when the
+    script's parser runs, from the flags that parser has. Either way it is printed, and
+    `script_argv()` returns it afterwards."""
+    global _state
+    _state = _ScriptState(script_path=str(script), parameters=dict(parameters))
+    values = dict(parameters)
+    dataset = str(values.get("DATASET_PATH") or "")
+    if dataset:
+        target = Path(values.get("OUTPUT_DIR") or "output").resolve().parent / DATASET_FOLDER
+        _state.dataset_dir = str(dataset_folder(dataset, target, int(values.get("MAX_SAMPLES") or 0)))
+    _state.extra_argv = render_args_template(str(values.get("EXTRA_ARGS") or ""), _template_values())
+    template = str(values.get("ARGS_TEMPLATE") or "").strip()
+    if template:
+        _state.template_argv = render_args_template(template, _template_values()) + _state.extra_argv
+    # The kernel's own argv (`-f kernel.json`) must never reach the script's parser.
+    sys.argv = [Path(script).name or "script.py"] + (_state.template_argv or _state.extra_argv)
+    _install_parser_hook()
+    _install_trainer_hook()
+    _register_cell_magic()
+    if _state.template_argv is not None:
+        log_event(f"argv (from the method's args template): {shlex.join(sys.argv)}")
+    else:
+        log_event("argv: built from the flags the script's parser has, when it runs")
+
+
+def _template_values() -> dict:
+    values = dict(_state.parameters)
+    if _state.dataset_dir:
+        values["DATASET_PATH"] = _state.dataset_dir
+        values["DATASET_FILE"] = str(Path(_state.dataset_dir) / DATASET_FILE_NAME)
+    else:
+        values.setdefault("DATASET_FILE", values.get("DATASET_PATH", ""))
+    return values
+
+
+def render_args_template(template: str, values: dict) -> list[str]:
+    """`"--base_model {MODEL_PATH} --lr 3e-4"` -> argv tokens, placeholders filled from `values`.
+
+    The template is split first, so a path with spaces stays one argument."""
+    out = []
+    for token in shlex.split(template):
+        def fill(match):
+            name = match.group(1)
+            if name not in values:
+                raise ValueError(f"the args template names {{{name}}}, which is not a parameter "
+                                 f"(parameters: {', '.join(sorted(values))})")
+            return _flag_value(values[name])
+        out.append(PLACEHOLDER.sub(fill, token))
+    return out
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# ---------------------------------------------------------------- the dataset
+
+def dataset_folder(source: str | os.PathLike, target: str | os.PathLike, max_samples: int = 0) -> Path:
+    """A folder `load_dataset(folder)` reads: `target/train.jsonl` converted from a registered
+    jsonl, json, csv or parquet file (the first `max_samples` rows when above 0). A folder is
+    handed on as it is."""
+    source, target = Path(source), Path(target)
+    if source.is_dir():
+        return source
+    target.mkdir(parents=True, exist_ok=True)
+    out = target / DATASET_FILE_NAME
+    if source.suffix.lower() == ".jsonl" and max_samples <= 0:
+        shutil.copyfile(source, out)  # a copy, not a link: the script cannot touch the registered file
+    else:
+        data = load_dataset_file(str(source))
+        if max_samples > 0:
+            data = data.select(range(min(max_samples, len(data))))
+        data.to_json(str(out), lines=True, force_ascii=False)
+    log_event(f"dataset {source} handed to the script as {target} ({out.name})")
+    return target
+
+
+# ---------------------------------------------------------------- the script's parser
+
+def _install_parser_hook() -> None:
+    """Wrap ArgumentParser.parse_args / parse_known_args (HfArgumentParser and TrlParser are
+    subclasses) so that the script's parser gets the platform's argv for the flags it has."""
+    if "parse_known_args" in _originals:
+        return
+    _originals["parse_known_args"] = argparse.ArgumentParser.parse_known_args
+    _originals["parse_args"] = argparse.ArgumentParser.parse_args
+
+    def hooked(name):
+        original = _originals[name]
+
+        @functools.wraps(original)
+        def parse(self, args=None, namespace=None):
+            if _state.in_parse or not _wants_platform_argv(self, args):
+                return original(self, args, namespace)
+            argv = platform_argv(self)
+            _state.argv_seen.append(argv)
+            sys.argv = sys.argv[:1] + argv
+            log_event(f"argv: {shlex.join(sys.argv)}")
+
+            def refuse(message):
+                raise ScriptArgumentsRefused(f"the script's parser refused the argv the platform built "
+                                             f"({shlex.join(argv)}): {message}")
+
+            _state.in_parse = True
+            own_error = self.__dict__.get("error")
+            self.error = refuse  # an instance attribute: argparse's own message, not an exit
+            try:
+                return original(self, argv, namespace)
+            finally:
+                if own_error is None:
+                    del self.error
+                else:
+                    self.error = own_error
+                _state.in_parse = False
+
+        return parse
+
+    argparse.ArgumentParser.parse_known_args = hooked("parse_known_args")
+    argparse.ArgumentParser.parse_args = hooked("parse_args")
+
+
+def _wants_platform_argv(parser, args) -> bool:
+    """The script parses its command line: no args, `sys.argv[1:]` (TrlParser passes that), or
+    `[]` (what notebooks pass to keep the kernel's argv out). IPython's own magics never."""
+    if type(parser).__module__.startswith("IPython"):
+        return False
+    if args is None:
+        return True
+    try:
+        args = list(args)
+    except TypeError:
+        return False
+    return args == [] or args == sys.argv[1:]
+
+
+def platform_argv(parser: argparse.ArgumentParser) -> list[str]:
+    """The argv for `parser`: the args template when the method has one, else the platform's
+    parameters under the flag names this parser has (plus EXTRA_ARGS, which win)."""
+    if _state.template_argv is not None:
+        return list(_state.template_argv)
+    values = _template_values()
+    argv, missing = flags_for_parser(parser, values)
+    essential = [name for name in missing if name in ESSENTIAL_PARAMETERS
+                 and (name != "MAX_STEPS" or values.get("MAX_STEPS", -1) > 0)]
+    if essential:
+        flags = ", ".join(f"{name} (--{PARAMETER_FLAGS[name][0]})" for name in essential)
+        log_event(f"the script's parser has no flag for {flags}: it runs with its own defaults for them; "
+                  f"give the method an args template with the script's own flag names "
+                  f"(e.g. \"--base_model {{MODEL_PATH}}\")", "WARNING")
+    return argv + _state.extra_argv
+
+
+def flags_for_parser(parser: argparse.ArgumentParser, values: dict) -> tuple[list[str], list[str]]:
+    """(argv, parameters it found no flag for): each parameter under the first of its Hugging Face
+    flag names that `parser` accepts, plus the platform's own flags (log every step, report to
+    no tracker, no hub push, no bf16/fp16 where the hardware lacks it, resume from a checkpoint)."""
+    actions = _actions_by_name(parser)
+    argv: list[str] = []
+    missing: list[str] = []
+
+    def add(name: str, value) -> bool:
+        found = actions.get(name)
+        if found is None:
+            return False
+        option, action = found
+        argv.extend(_tokens(action, option, value))
+        return True
+
+    for parameter, names in PARAMETER_FLAGS.items():
+        if parameter not in values:
+            continue
+        value = values[parameter]
+        if parameter == "MAX_STEPS" and (not isinstance(value, int) or value <= 0):
+            continue  # -1: train for EPOCHS
+        if parameter == "SAVE_STEPS" and not value:
+            if not add("save_strategy", "no"):
+                missing.append(parameter)
+            continue
+        if parameter in ("MODEL_PATH", "DATASET_PATH") and not value:
+            continue
+        if parameter == "LOAD_IN_4BIT" and not value:
+            continue
+        if not any(add(name, value) for name in names):
+            missing.append(parameter)
+    lora_rank = values.get("LORA_RANK")
+    if isinstance(lora_rank, int):
+        add("use_peft", lora_rank > 0)
+    add("logging_steps", 1)
+    add("report_to", "none")
+    add("push_to_hub", False)
+    if not _cuda_bf16():
+        add("bf16", False)
+    if not _cuda():
+        add("fp16", False)
+    resume = newest_complete_checkpoint(values.get("OUTPUT_DIR") or "output")
+    if resume and "resume_from_checkpoint" in actions:
+        add("resume_from_checkpoint", resume)
+        log_event(f"resuming from {resume}")
+    return argv, missing
+
+
+def _actions_by_name(parser: argparse.ArgumentParser) -> dict[str, tuple[str, argparse.Action]]:
+    """`max_steps` -> ("--max_steps", action) for every long option (dashes or underscores)."""
+    found: dict[str, tuple[str, argparse.Action]] = {}
+    for action in parser._actions:
+        for option in action.option_strings:
+            if option.startswith("--"):
+                found.setdefault(option[2:].replace("-", "_"), (option, action))
+    return found
+
+
+def _tokens(action: argparse.Action, option: str, value) -> list[str]:
+    if isinstance(action, argparse._StoreTrueAction):
+        return [option] if value else []
+    if isinstance(action, argparse._StoreFalseAction):
+        return [option] if value is False else []
+    if isinstance(action, (argparse._StoreConstAction, argparse._CountAction, argparse._HelpAction,
+                           argparse._VersionAction, argparse._AppendConstAction)) or action.nargs == 0:
+        return []
+    if isinstance(value, bool) and action.type is bool and not value:
+        return []  # `type=bool` reads any text as True: leave its default
+    if action.choices is not None:
+        try:
+            typed = action.type(_flag_value(value)) if callable(action.type) else _flag_value(value)
+        except (TypeError, ValueError):
+            return []
+        if typed not in action.choices and _flag_value(value) not in action.choices:
+            return []
+    return [option, _flag_value(value)]
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _cuda_bf16() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+# ---------------------------------------------------------------- the script's trainers
+
+def _install_trainer_hook() -> None:
+    """After every `transformers.Trainer.__init__` (TRL trainers call it through super()), add the
+    platform's metrics callback once and remember the trainer."""
+    try:
+        import transformers
+    except ImportError:
+        log_event("transformers is not installed in this kernel: no metrics callback is attached", "WARNING")
+        return
+    trainer_class = transformers.Trainer
+    if getattr(trainer_class.__init__, "_deepe_script_hook", False):
+        return
+    original = trainer_class.__init__
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        _adopt(self)
+
+    __init__._deepe_script_hook = True
+    trainer_class.__init__ = __init__
+
+
+def _adopt(trainer) -> None:
+    from . import MetricsCallback
+
+    if not any(t is trainer for t in _state.trainers):
+        _state.trainers.append(trainer)
+    handler = getattr(trainer, "callback_handler", None)
+    if handler is None or any(isinstance(c, MetricsCallback) for c in handler.callbacks):
+        return  # the script passed the platform's callback itself
+    if _state.callback is None:
+        _state.callback = make_callback(int(_state.parameters.get("JOB_ID") or 0))
+    trainer.add_callback(_state.callback)
+
+
+# ---------------------------------------------------------------- the script cell
+
+def _register_cell_magic() -> None:
+    """`%%deepe_script NAME`: run the cell as the script file NAME runs under `python NAME`."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.register_magic_function(run_script_cell, magic_kind="cell", magic_name="deepe_script")
+
+
+def run_script_cell(line: str, cell: str) -> None:
+    """Execute a script's source in the notebook's namespace as `__main__`, with `__file__` set and
+    the script's own line numbers in tracebacks; `sys.exit(0)` ends it quietly."""
+    from IPython import get_ipython
+
+    namespace = get_ipython().user_ns
+    filename = _state.script_path or line.strip() or "script.py"
+    if not Path(filename).is_file() or Path(filename).read_text(encoding="utf-8", errors="replace") != cell:
+        # tracebacks read the lines from here (a `None` mtime keeps checkcache from dropping them)
+        linecache.cache[filename] = (len(cell), None, cell.splitlines(True), filename)
+    folder = str(Path(filename).resolve().parent)
+    if Path(folder).is_dir() and folder not in sys.path:
+        sys.path.insert(0, folder)  # as `python script.py` does: its sibling modules import
+    namespace["__name__"] = "__main__"
+    namespace["__file__"] = filename
+    try:
+        exec(compile(cell, filename, "exec", dont_inherit=True), namespace)
+    except SystemExit as exc:
+        if exc.code in (None, 0):
+            return
+        raise ScriptExited(f"the script exited with status {exc.code!r}") from None
+
+
+# ---------------------------------------------------------------- finish
+
+def model_kind(output_dir: str | os.PathLike) -> str | None:
+    """"adapter" (a PEFT adapter), "full" (a model with its weights), or None."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return None
+    if (out / "adapter_config.json").is_file() and any(out.glob("adapter_model.*")):
+        return "adapter"
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+               "pytorch_model.bin.index.json")
+    if (out / "config.json").is_file() and (any((out / w).is_file() for w in weights)
+                                            or any(out.glob("model-*.safetensors"))):
+        return "full"
+    return None
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json", "chat_template.jinja",
+                   "chat_template.json", "spiece.model")
+
+
+def copy_tokenizer_files(model_path: str | os.PathLike, output_dir: str | os.PathLike) -> list[str]:
+    """Copy the base model's tokenizer files into `output_dir` when the script saved none."""
+    out, base = Path(output_dir), Path(model_path) if model_path else None
+    if base is None or not base.is_dir():
+        return []
+    if any((out / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        return []
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (base / name).is_file():
+            shutil.copyfile(base / name, out / name)
+            copied.append(name)
+    if copied:
+        log_event(f"the script saved no tokenizer: copied the base model's ({', '.join(copied)})")
+    return copied
+
+
+class _BaseTokenizerFiles:
+    """Stands in for a tokenizer the script never named: saving copies the base model's files."""
+
+    def __init__(self, model_path: str):
+        self.model_path = model_path
+
+    def save_pretrained(self, output_dir: str) -> None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        copy_tokenizer_files(self.model_path, output_dir)
+
+
+def finish(output_dir: str, model_path: str = "", namespace: dict | None = None) -> dict:
+    """Register what the script produced; returns (and writes to OUTPUT_DIR/deepe_output.json)
+    `{kind, trained_by, argv, steps, logged, warning}`.
+
+    A model in OUTPUT_DIR (adapter_config.json: an adapter; config.json + weights: a full model)
+    is kept as it is, with the base model's tokenizer files copied in when the script saved none.
+    Else a `trainer` the script built but did not train is trained and saved by the platform.
+    Else a `ScriptProducedNoModel` error says what is missing."""
+    if namespace is None:
+        namespace = inspect.currentframe().f_back.f_globals
+    try:
+        return _register_output(Path(output_dir), model_path, namespace)
+    finally:
+        _close_sinks()
+
+
+def _register_output(out: Path, model_path: str, namespace: dict) -> dict:
+    if any(getattr(c, "stopped_for_hand_back", False) for c in _trainer_callbacks()):
+        raise HandedBack("the worker is stopping: the script's training saved a checkpoint and the job resumes "
+                         "from it on the next worker")
+    kind = model_kind(out)
+    trained_by = "script"
+    if kind is None:
+        trainer = namespace.get("trainer")
+        trainer = trainer if _is_trainer(trainer) else None
+        if trainer is not None and not _has_trained(trainer):
+            log_event("the script built `trainer` but did not train it: the platform trains and saves it")
+            model = _first_present(namespace.get("model"), trainer.model)
+            tokenizer = _first_present(namespace.get("tokenizer"), getattr(trainer, "processing_class", None),
+                                       _BaseTokenizerFiles(model_path))
+            train_and_save(trainer, model, tokenizer, str(out))
+            trained_by = "platform"
+            kind = model_kind(out)
+        if kind is None:
+            raise ScriptProducedNoModel(_no_model_message(out, trainer))
+    copied = copy_tokenizer_files(model_path, out)
+    steps, logged = training_progress()
+    max_steps = _state.parameters.get("MAX_STEPS", -1)
+    warning = warn_if_silent(logged, steps, max_steps if isinstance(max_steps, int) else -1)
+    if warning:
+        log_event(warning, "WARNING")
+    record = {"kind": kind, "trained_by": trained_by, "argv": script_argv(), "steps": steps, "logged": logged,
+              "tokenizer_copied": copied, "warning": warning, "script": _state.script_path}
+    (out / OUTPUT_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    log_event(f"script mode: {'an adapter' if kind == 'adapter' else 'a full model'} in {out} "
+              f"(trained by the {trained_by}, {steps} steps)")
+    return record
+
+
+def script_argv() -> list[str]:
+    """The flags the script's parser got last (the template's when it never parsed)."""
+    if _state.argv_seen:
+        return list(_state.argv_seen[-1])
+    return list(_state.template_argv or [])
+
+
+def _is_trainer(obj) -> bool:
+    return obj is not None and callable(getattr(obj, "train", None)) and hasattr(obj, "state")
+
+
+def _has_trained(trainer) -> bool:
+    return getattr(getattr(trainer, "state", None), "global_step", 0) > 0
+
+
+def _no_model_message(out: Path, global_trainer) -> str:
+    trained = [t for t in _state.trainers if _has_trained(t)]
+    if global_trainer is None and not _state.trainers:
+        message = (f"the script produced no model in OUTPUT_DIR and created no Trainer: save the trained "
+                   f"model to OUTPUT_DIR ({out}), or leave an untrained `trainer` for the platform to train")
+    elif trained:
+        steps = max(t.state.global_step for t in trained)
+        message = (f"the script trained ({steps} steps) but produced no model in OUTPUT_DIR ({out}): "
+                   f"save it there, e.g. trainer.save_model(OUTPUT_DIR)")
+        elsewhere = sorted({str(Path(t.args.output_dir).resolve()) for t in trained
+                            if model_kind(t.args.output_dir) and Path(t.args.output_dir).resolve() != out.resolve()})
+        if elsewhere:
+            message += (f"; it saved to {', '.join(elsewhere)}: pass the output folder to the script with "
+                        f"--output_dir (an args template: \"--output_dir {{OUTPUT_DIR}}\")")
+    else:
+        message = (f"the script produced no model in OUTPUT_DIR ({out}) and its Trainer never trained: call "
+                   f"trainer.train() and save to OUTPUT_DIR, or name the trainer `trainer` at the top level so "
+                   f"the platform trains it")
+    checkpoint = newest_complete_checkpoint(out)
+    if checkpoint:
+        message += f" (the newest checkpoint is {checkpoint})"
+    return message
+
+
+def _first_present(*candidates):
+    return next(c for c in candidates if c is not None)
+
+
+def _trainer_callbacks() -> list:
+    return [c for t in _state.trainers for c in getattr(getattr(t, "callback_handler", None), "callbacks", [])]
+
+
+def _close_sinks() -> None:
+    """Write the last metric rows and stop the writer threads (the kernel ends with the stage)."""
+    from . import MetricSink
+
+    for callback in {id(c): c for c in _trainer_callbacks()}.values():
+        sink = getattr(callback, "sink", None)
+        if isinstance(sink, MetricSink):
+            sink.close()
+
+
+def training_progress() -> tuple[int, int]:
+    """(steps trained, training-metric logs seen) over every trainer the script made; evaluation
+    logs and the end-of-training summary are not a training curve."""
+    steps = max((getattr(t.state, "global_step", 0) for t in _state.trainers), default=0)
+    logged = sum(1 for t in _state.trainers for entry in getattr(t.state, "log_history", [])
+                 if any(key not in SUMMARY_KEYS and key != "step" and not key.startswith("eval_") for key in entry))
+    return steps, logged
+
+
+def warn_if_silent(logged: int, steps: int, max_steps: int = -1) -> str | None:
+    """A warning for the job, or None: a training that logged no metric (no chart), or one that
+    trained past MAX_STEPS (the script's parser took no max-steps flag)."""
+    problems = []
+    if steps > 0 and logged == 0:
+        problems.append(f"the script trained {steps} steps but logged no training metric, so there is no loss "
+                        f"curve: "
+                        f"its logging_steps is larger than the run (pass --logging_steps 1, or add it to the "
+                        f"args template)")
+    if max_steps and max_steps > 0 and steps > max_steps:
+        problems.append(f"the script trained {steps} steps, past MAX_STEPS={max_steps}: its command line took "
+                        f"no max-steps flag (add e.g. \"--max_steps {{MAX_STEPS}}\" to the args template)")
+    return "; ".join(problems) or None
+
+
+def restore() -> None:
+    """Undo `prepare`'s hooks (a kernel runs one stage, so only tests need this)."""
+    global _state
+    if "parse_known_args" in _originals:
+        argparse.ArgumentParser.parse_known_args = _originals.pop("parse_known_args")
+        argparse.ArgumentParser.parse_args = _originals.pop("parse_args")
+    transformers = sys.modules.get("transformers")
+    if transformers is not None:
+        init = transformers.Trainer.__init__
+        if getattr(init, "_deepe_script_hook", False):
+            transformers.Trainer.__init__ = init.__wrapped__
+    _state = _ScriptState()

@@ -1,0 +1,446 @@
+"""Script mode: a user's own training script (TRL's sft.py / dpo.py, a peft example with its own
+flags, a notebook) runs unchanged in a stage kernel, with the platform's parameters as its flags,
+the platform's callback in its Trainer, and its saved model registered.
+
+The scripts under tests/scripts/ are shaped like the public ones they are named after."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+from papermill.exceptions import PapermillExecutionError
+
+from deepe_widgets import scriptmode, stagefiles
+from deepe_widgets.errors import DeepeError
+from deepe_widgets.runtime import script as runtime_script
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+OLORA_TEMPLATE = ("--base_model {MODEL_PATH} --data_path {DATASET_PATH} --output_dir {OUTPUT_DIR} "
+                  "--batch_size {BATCH_SIZE} --num_epochs {EPOCHS} --learning_rate {LEARNING_RATE} "
+                  "--cutoff_len {MAX_SEQ_LENGTH} --lora_r {LORA_RANK} --lora_alpha {LORA_ALPHA} "
+                  "--val_set_size 2 --device_map cpu --torch_dtype float32")
+FAST = {"MAX_STEPS": 5, "BATCH_SIZE": 2, "MAX_SEQ_LENGTH": 64, "SAVE_STEPS": 0, "LEARNING_RATE": 5e-3}
+
+
+# ---------------------------------------------------------------- datasets
+
+def chat_rows(n: int = 20) -> list[dict]:
+    return [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                          {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(n)]
+
+
+def alpaca_rows(n: int = 12) -> list[dict]:
+    return [{"instruction": f"Add {i} and {i}.", "input": "", "output": str(2 * i)} for i in range(n)]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_preferences_csv(path: Path, n: int = 20) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["prompt", "chosen", "rejected"])
+        writer.writeheader()
+        writer.writerows({"prompt": f"What is {i} plus {i}?", "chosen": f"It is {2 * i}.",
+                          "rejected": f"It is {2 * i + 1}."} for i in range(n))
+    return path
+
+
+# ---------------------------------------------------------------- running a script notebook
+
+def run_script(tmp_path: Path, script: Path, model: Path, dataset: Path, args_template: str = "", **params):
+    """Build the script notebook, execute it with papermill in the python3 kernel; return
+    (executed notebook or None, output dir, the cell outputs' text, the error if it raised)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    source = tmp_path / f"{script.stem}.input.ipynb"
+    nbformat.write(scriptmode.script_notebook(script, "python3", args_template), source)
+    record = run_dir / "training.ipynb"
+    values = {"MODEL_PATH": str(model), "DATASET_PATH": str(dataset), "OUTPUT_DIR": str(run_dir / "output"),
+              "JOB_ID": 0, **FAST, **params}
+    error = None
+    try:
+        papermill.execute_notebook(str(source), str(record), parameters=values, kernel_name="python3",
+                                   cwd=str(run_dir), progress_bar=False, start_timeout=120,
+                                   shutdown_kernel="immediate")
+    except PapermillExecutionError as exc:
+        error = exc
+    executed = nbformat.read(record, as_version=4)
+    text = "\n".join(out.get("text", "") for cell in executed.cells for out in cell.get("outputs", [])
+                     if out.get("output_type") == "stream")
+    return executed, run_dir / "output", text, error
+
+
+def logged_losses(text: str) -> list[float]:
+    return [json.loads(m.group(1))["loss"] for m in re.finditer(r"^\[deepe\] step \d+/\d+ (\{.*\})$", text, re.M)
+            if '"loss"' in m.group(1)]
+
+
+def argv_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if re.search(r"INFO\s+argv: \S+\.(py|ipynb) ", line)]
+
+
+def script_cell(executed) -> nbformat.NotebookNode:
+    return next(c for c in executed.cells if scriptmode.SCRIPT_TAG in c.metadata.get("tags", []))
+
+
+# ---------------------------------------------------------------- what is a script
+
+def test_is_script_tells_scripts_from_stage_notebooks(tmp_path):
+    assert scriptmode.is_script("import trl\nprint('train')\n")
+    assert not scriptmode.is_script(f"import os\n{stagefiles.BEGIN_MARKER}\nx = 1\n{stagefiles.END_MARKER}\n")
+    assert not scriptmode.is_script('# %% tags=["parameters"]\nMODEL_PATH = ""\n# %%\nprint(MODEL_PATH)\n')
+    plain = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("trainer.train()")])
+    assert scriptmode.is_script(plain) and scriptmode.is_script(nbformat.writes(plain))
+    assert not scriptmode.is_script(nbformat.read(stagefiles.template_notebook_path(), as_version=4))
+    assert scriptmode.is_script(SCRIPTS / "sft_trl.py") and scriptmode.is_script(SCRIPTS / "trainer_notebook.ipynb")
+
+
+def test_script_notebook_wraps_the_unchanged_script_in_platform_cells():
+    nb = scriptmode.script_notebook(SCRIPTS / "olora_argparse.py", "python3", OLORA_TEMPLATE)
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    assert tags == [["parameters"], [stagefiles.SETUP_TAG], [scriptmode.SCRIPT_TAG], [stagefiles.TRAIN_TAG]]
+    assert nb.cells[2].source == "%%deepe_script olora_argparse.py\n" + (SCRIPTS / "olora_argparse.py").read_text()
+    assert "deepe_widgets.runtime.script.prepare(" in nb.cells[1].source
+    assert "deepe_widgets.runtime.script.finish(OUTPUT_DIR, MODEL_PATH)" in nb.cells[3].source
+    parameters = stagefiles.notebook_parameters(nb)
+    assert set(scriptmode.STANDARD_PARAMETERS) <= set(parameters)
+    assert parameters["ARGS_TEMPLATE"]["default"] == repr(OLORA_TEMPLATE)
+    assert parameters["MAX_STEPS"]["default"] == "-1" and parameters["JOB_ID"]["default"] == "0"
+    # the stage runner adds no platform cells of its own around a script
+    assert len(stagefiles.with_platform_cells(nb, "training").cells) == len(nb.cells)
+    nbformat.validate(nb)
+
+
+def test_a_notebook_script_keeps_its_cells():
+    original = nbformat.read(SCRIPTS / "trainer_notebook.ipynb", as_version=4)
+    nb = scriptmode.script_notebook(SCRIPTS / "trainer_notebook.ipynb")
+    assert [c.source for c in nb.cells[2:-1]] == [c.source for c in original.cells]
+    assert nb.metadata["deepe"]["script"]["format"] == "ipynb"
+    nbformat.validate(nb)
+
+
+def test_load_stage_notebook_takes_scripts_and_leaves_stage_notebooks_alone(tmp_path):
+    assert scriptmode.is_script_notebook(scriptmode.load_stage_notebook(SCRIPTS / "dpo_trl.py"))
+    template = scriptmode.load_stage_notebook(stagefiles.template_notebook_path())
+    assert not scriptmode.is_script_notebook(template) and stagefiles.find_parameters_cell(template) is not None
+    with pytest.raises(DeepeError, match="does not exist"):
+        scriptmode.load_stage_notebook(tmp_path / "missing.py")
+
+
+# ---------------------------------------------------------------- args templates
+
+def test_an_args_template_naming_an_unknown_parameter_is_refused():
+    known = scriptmode.STANDARD_PARAMETERS
+    scriptmode.check_args_template(OLORA_TEMPLATE + " --train_file {DATASET_FILE}", known)
+    with pytest.raises(DeepeError, match=r"\{MODEL_PATHH\}, which is not a parameter") as caught:
+        scriptmode.check_args_template("--base_model {MODEL_PATHH} --output_dir {OUTPUT_DIR}", known)
+    assert caught.value.field == "args_template"
+    with pytest.raises(DeepeError, match="cannot be split"):
+        scriptmode.check_args_template("--base_model '{MODEL_PATH}", known)
+    with pytest.raises(DeepeError, match="BATCH"):
+        scriptmode.script_notebook(SCRIPTS / "olora_argparse.py", "python3", "--batch_size {BATCH}")
+
+
+def test_args_template_is_split_before_it_is_filled():
+    argv = runtime_script.render_args_template(
+        "--base_model {MODEL_PATH} --targets '[q_proj, v_proj]' --json '{\"a\": 1}' --fp16 {LOAD_IN_4BIT}",
+        {"MODEL_PATH": "/models/my base", "LOAD_IN_4BIT": False})
+    assert argv == ["--base_model", "/models/my base", "--targets", "[q_proj, v_proj]", "--json", '{"a": 1}',
+                    "--fp16", "false"]
+    with pytest.raises(ValueError, match="NOPE"):
+        runtime_script.render_args_template("--x {NOPE}", {})
+    # both sides read placeholders the same way
+    assert runtime_script.PLACEHOLDER.pattern == scriptmode.PLACEHOLDER.pattern
+    assert runtime_script.DERIVED_PLACEHOLDERS == scriptmode.DERIVED_PLACEHOLDERS
+    assert runtime_script.OUTPUT_RECORD == scriptmode.OUTPUT_RECORD
+
+
+def test_suggested_template_for_a_script_with_its_own_flags():
+    suggested = scriptmode.suggest_args_template((SCRIPTS / "olora_argparse.py").read_text())
+    for part in ("--base_model {MODEL_PATH}", "--data_path {DATASET_PATH}", "--output_dir {OUTPUT_DIR}",
+                 "--num_epochs {EPOCHS}", "--cutoff_len {MAX_SEQ_LENGTH}", "--lora_r {LORA_RANK}"):
+        assert part in suggested
+    scriptmode.check_args_template(suggested, scriptmode.STANDARD_PARAMETERS)
+    assert scriptmode.suggest_args_template((SCRIPTS / "sft_trl.py").read_text()) == ""
+
+
+# ---------------------------------------------------------------- offline checks
+
+OFFLINE_SCRIPT = '''from huggingface_hub import login, notebook_login
+from transformers import AutoModelForCausalLM, TrainingArguments
+import argparse
+
+notebook_login()
+parser = argparse.ArgumentParser()
+parser.add_argument("--push_to_hub", action="store_true", default=True)
+model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-3.1-8B")
+args = TrainingArguments(output_dir="out", push_to_hub=True)
+if args.push_to_hub:
+    trainer.push_to_hub()
+trainer.push_to_hub()
+login()
+local = AutoModelForCausalLM.from_pretrained("./my-model")
+'''
+
+
+def test_offline_problems_name_the_line_and_the_fix():
+    problems = scriptmode.offline_problems(OFFLINE_SCRIPT)
+    assert problems[0].startswith("line 5: calls notebook_login()") and "HF_TOKEN" in problems[0]
+    assert any(p.startswith("line 7: declares --push_to_hub with a default of True") for p in problems)
+    assert any(p.startswith("line 8: loads a model from the Hugging Face Hub ('meta-llama/Llama-3.1-8B')")
+               and "MODEL_PATH" in p for p in problems)
+    assert any(p.startswith("line 9: passes push_to_hub=True") and "False" in p for p in problems)
+    assert any(p.startswith("line 12: calls push_to_hub() unconditionally") for p in problems)
+    assert any(p.startswith("line 13: calls login()") for p in problems)
+    assert not any(p.startswith(("line 11:", "line 14:")) for p in problems), problems
+    assert len(problems) == 6, problems
+
+
+def test_offline_problems_in_a_notebook_and_in_the_sample_scripts():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# hi"),
+                                         nbformat.v4.new_code_cell("!pip install trl\nimport trl"),
+                                         nbformat.v4.new_code_cell("from huggingface_hub import notebook_login\n"
+                                                                   "notebook_login()")])
+    problems = scriptmode.offline_problems(nb)
+    assert problems[0].startswith("cell 2, line 1: `!pip install trl` installs packages")
+    assert problems[1].startswith("cell 3, line 2: calls notebook_login()")
+    for name in ("sft_trl.py", "dpo_trl.py", "olora_argparse.py"):
+        assert scriptmode.offline_problems((SCRIPTS / name).read_text()) == [], name
+    assert scriptmode.offline_problems(nbformat.read(SCRIPTS / "trainer_notebook.ipynb", as_version=4)) == []
+
+
+# ---------------------------------------------------------------- the kernel side, in this process
+
+@pytest.fixture
+def prepared():
+    """`prepare`'s hooks in this process, undone after the test."""
+    saved = list(sys.argv)
+    yield runtime_script
+    runtime_script.restore()
+    sys.argv = saved
+
+
+def test_a_trl_parser_gets_the_parameters_under_hugging_face_names(prepared, tmp_path):
+    from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
+
+    prepared.prepare("sft.py", {"MODEL_PATH": "/models/base", "OUTPUT_DIR": str(tmp_path / "out"), "MAX_STEPS": 7,
+                                "EPOCHS": 2, "BATCH_SIZE": 3, "LEARNING_RATE": 1e-4, "LORA_RANK": 4,
+                                "LORA_ALPHA": 8, "LORA_DROPOUT": 0.0, "MAX_SEQ_LENGTH": 64, "SAVE_STEPS": 0,
+                                "MAX_INPUT_LENGTH": 32, "EXTRA_ARGS": "--packing true", "JOB_ID": 0})
+    assert sys.argv == ["sft.py", "--packing", "true"]  # the kernel's own flags are gone
+    script_args, training, model = TrlParser((ScriptArguments, SFTConfig, ModelConfig)).parse_args_and_config()
+    assert (training.max_steps, training.num_train_epochs, training.per_device_train_batch_size) == (7, 2, 3)
+    assert training.output_dir == str(tmp_path / "out") and training.learning_rate == 1e-4
+    assert training.max_length == 64 and training.logging_steps == 1 and training.packing
+    assert training.save_strategy == "no" and training.report_to in ("none", [], ["none"])
+    assert not training.push_to_hub and not training.fp16
+    assert (model.model_name_or_path, model.use_peft, model.lora_r, model.lora_alpha) == ("/models/base", True, 4, 8)
+    assert "--max_steps" in sys.argv and prepared.script_argv() == sys.argv[1:]
+
+
+def test_a_plain_argparse_parser_gets_the_flags_it_has(prepared, tmp_path, capsys):
+    prepared.prepare("train.py", {"MODEL_PATH": "/models/base", "OUTPUT_DIR": "out", "MAX_STEPS": 5,
+                                  "LEARNING_RATE": 3e-4, "BATCH_SIZE": 2})
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--base_model", default="gpt2")
+    parser.add_argument("--output_dir", default="elsewhere")
+    parser.add_argument("--learning_rate", type=float, default=1.0)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    assert (args.base_model, args.output_dir, args.learning_rate) == ("gpt2", "out", 3e-4)
+    shown = capsys.readouterr().out
+    assert "MODEL_PATH (--model_name_or_path)" in shown and "args template" in shown
+    # a parser given its own explicit arguments is left alone
+    assert parser.parse_args(["--output_dir", "mine"]).output_dir == "mine"
+
+
+def test_a_template_the_parser_refuses_says_so(prepared):
+    prepared.prepare("train.py", {"OUTPUT_DIR": "out", "ARGS_TEMPLATE": "--output_dir {OUTPUT_DIR} --epochs 3"})
+    assert sys.argv == ["train.py", "--output_dir", "out", "--epochs", "3"]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output_dir")
+    with pytest.raises(runtime_script.ScriptArgumentsRefused, match="unrecognized arguments: --epochs 3"):
+        parser.parse_args()
+
+
+def test_the_callback_joins_every_trainer_once_beside_the_scripts_own(prepared, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+
+    from deepe_widgets.runtime import MetricsCallback, make_callback
+
+    prepared.prepare("train.py", {"OUTPUT_DIR": str(tmp_path / "out"), "JOB_ID": 0})
+
+    class Mine(TrainerCallback):
+        pass
+
+    class MyTrainer(Trainer):  # what TRL's trainers are
+        pass
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none")
+    mine = Mine()
+    first = MyTrainer(model=model, args=args, callbacks=[mine])
+    second = Trainer(model=model, args=args, callbacks=[make_callback(0)])
+    for trainer in (first, second):
+        ours = [c for c in trainer.callback_handler.callbacks if isinstance(c, MetricsCallback)]
+        assert len(ours) == 1
+    assert mine in first.callback_handler.callbacks
+    assert runtime_script._state.trainers == [first, second]
+
+
+def test_a_training_that_logged_nothing_or_ran_long_is_worth_a_warning():
+    assert runtime_script.warn_if_silent(logged=5, steps=5, max_steps=5) is None
+    assert "logged no training metric" in runtime_script.warn_if_silent(logged=0, steps=5, max_steps=-1)
+    assert "past MAX_STEPS=3" in runtime_script.warn_if_silent(logged=5, steps=8, max_steps=3)
+    assert runtime_script.warn_if_silent(logged=0, steps=0) is None
+
+
+def test_the_dataset_becomes_a_folder_load_dataset_reads(tmp_path):
+    from datasets import load_dataset
+
+    folder = runtime_script.dataset_folder(write_preferences_csv(tmp_path / "prefs.csv"), tmp_path / "ds",
+                                           max_samples=7)
+    assert (folder / "train.jsonl").is_file()
+    data = load_dataset(str(folder))
+    assert list(data) == ["train"] and data["train"].num_rows == 7
+    assert data["train"][0] == {"prompt": "What is 0 plus 0?", "chosen": "It is 0.", "rejected": "It is 1."}
+    jsonl = write_jsonl(tmp_path / "chat.jsonl", chat_rows(3))
+    copied = runtime_script.dataset_folder(jsonl, tmp_path / "ds2")
+    assert (copied / "train.jsonl").read_bytes() == jsonl.read_bytes()
+    assert runtime_script.dataset_folder(folder, tmp_path / "ds3") == folder
+
+
+def test_new_modules_import_only_down_the_floors():
+    from test_layering import package_imports
+
+    runtime_side = package_imports("runtime.script", (SCRIPTS.parent.parent / "deepe_widgets" / "runtime" /
+                                                      "script.py").read_text(), False)
+    assert runtime_side <= {"runtime"}, runtime_side
+    workbench = package_imports("scriptmode", (SCRIPTS.parent.parent / "deepe_widgets" / "scriptmode.py")
+                                .read_text(), False)
+    assert workbench <= {"errors", "config", "params", "stagefiles"}, workbench
+
+
+# ---------------------------------------------------------------- real runs through papermill and a kernel
+
+@pytest.mark.training
+def test_trl_sft_script_runs_unchanged(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows())
+    executed, output, text, error = run_script(tmp_path, SCRIPTS / "sft_trl.py", tiny_model_dir, data)
+    assert error is None, error
+    assert script_cell(executed).source == "%%deepe_script sft_trl.py\n" + (SCRIPTS / "sft_trl.py").read_text()
+    [argv] = argv_lines(text)
+    for flag in (f"--model_name_or_path {tiny_model_dir}", "--max_steps 5", "--per_device_train_batch_size 2",
+                 "--max_length 64", "--use_peft true", "--lora_r 8", f"--output_dir {output}", "--logging_steps 1",
+                 "--dataset_name " + str(output.parent / "deepe_dataset")):
+        assert flag in argv, (flag, argv)
+    losses = logged_losses(text)
+    assert len(losses) == 5, text
+    assert scriptmode.read_script_output(output)["kind"] == "adapter"
+    assert (output / "adapter_model.safetensors").is_file() and (output / "tokenizer.json").is_file()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), output)
+    assert any("lora" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.training
+def test_trl_dpo_script_trains_on_preference_pairs_from_a_csv(tmp_path, tiny_model_dir):
+    data = write_preferences_csv(tmp_path / "prefs.csv")
+    executed, output, text, error = run_script(tmp_path, SCRIPTS / "dpo_trl.py", tiny_model_dir, data)
+    assert error is None, error
+    assert len(logged_losses(text)) == 5
+    assert "rewards/margins" in text  # DPO's own metrics reach the callback too
+    record = scriptmode.read_script_output(output)
+    assert record["kind"] == "adapter" and record["steps"] == 5 and record["warning"] is None
+    assert "--max_steps" in record["argv"]
+
+
+@pytest.mark.training
+def test_argparse_script_with_its_own_flags_runs_from_an_args_template(tmp_path, tiny_model_dir):
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps(alpaca_rows()))  # a JSON array: converted to train.jsonl
+    template = OLORA_TEMPLATE + " --logging_steps 1"
+    executed, output, text, error = run_script(tmp_path, SCRIPTS / "olora_argparse.py", tiny_model_dir, data,
+                                               template, EPOCHS=1)
+    assert error is None, error
+    argv = argv_lines(text)[0]
+    assert f"--base_model {tiny_model_dir}" in argv and "--data_path " + str(output.parent / "deepe_dataset") in argv
+    assert "--model_name_or_path" not in argv  # a template replaces name matching
+    assert len(logged_losses(text)) >= 3
+    record = scriptmode.read_script_output(output)
+    assert record["kind"] == "adapter" and record["trained_by"] == "script"
+    # the script saves only the adapter: the base model's tokenizer is copied in
+    assert "tokenizer.json" in record["tokenizer_copied"] and (output / "tokenizer.json").is_file()
+
+
+@pytest.mark.training
+def test_a_script_that_logs_nothing_and_ignores_max_steps_gets_a_warning(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "alpaca.jsonl", alpaca_rows())
+    # no --logging_steps in the template: the script logs every 10 steps, and has no max-steps flag
+    executed, output, text, error = run_script(tmp_path, SCRIPTS / "olora_argparse.py", tiny_model_dir, data,
+                                               OLORA_TEMPLATE, MAX_STEPS=3)
+    assert error is None, error
+    warning = scriptmode.read_script_output(output)["warning"]
+    assert "logged no training metric" in warning and "past MAX_STEPS=3" in warning
+    assert "WARNING the script trained 5 steps but logged no training metric" in text
+
+
+@pytest.mark.training
+def test_a_notebook_that_trains_and_saves_itself(tmp_path, tiny_model_dir):
+    from datasets import Dataset
+
+    data = tmp_path / "alpaca.parquet"
+    Dataset.from_list(alpaca_rows()).to_parquet(str(data))
+    executed, output, text, error = run_script(tmp_path, SCRIPTS / "trainer_notebook.ipynb", tiny_model_dir, data)
+    assert error is None, error
+    original = nbformat.read(SCRIPTS / "trainer_notebook.ipynb", as_version=4)
+    ran = [c.source for c in executed.cells if scriptmode.SCRIPT_TAG in c.metadata.get("tags", [])]
+    assert ran == [c.source for c in original.cells if c.cell_type == "code"]
+    assert "--max_length 64" in argv_lines(text)[0]  # HfArgumentParser(args=[]) still gets the parameters
+    assert len(logged_losses(text)) == 5
+    assert scriptmode.read_script_output(output)["kind"] == "adapter"
+
+
+@pytest.mark.training
+def test_an_untrained_trainer_is_trained_by_the_platform(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "alpaca.jsonl", alpaca_rows())
+    executed, output, text, error = run_script(tmp_path, SCRIPTS / "untrained_trainer.py", tiny_model_dir, data)
+    assert error is None, error
+    assert "the platform trains and saves it" in text and "training succeeded: 5 steps" in text
+    assert len(logged_losses(text)) == 5
+    record = scriptmode.read_script_output(output)
+    assert record["trained_by"] == "platform" and record["kind"] == "adapter"
+
+
+@pytest.mark.training
+def test_a_script_that_raises_fails_the_stage_with_its_own_error(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(4))
+    executed, output, text, error = run_script(tmp_path, SCRIPTS / "broken.py", tiny_model_dir, data)
+    assert isinstance(error, PapermillExecutionError)
+    assert error.ename == "ValueError" and error.evalue == f"my script is broken (output_dir={output})"
+    failed = [c for c in executed.cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert [c.metadata["tags"] for c in failed] == [[scriptmode.SCRIPT_TAG]]
+
+
+@pytest.mark.training
+def test_a_script_with_no_trainer_and_no_model_fails_clearly(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(4))
+    executed, output, text, error = run_script(tmp_path, SCRIPTS / "no_trainer.py", tiny_model_dir, data)
+    assert isinstance(error, PapermillExecutionError) and error.ename == "ScriptProducedNoModel"
+    assert "the script produced no model in OUTPUT_DIR and created no Trainer" in error.evalue
+    assert f"nothing to train into {output}" in text
+    # its sys.exit(0) ended the script cell quietly: only the platform's last cell failed
+    failed = [c for c in executed.cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert [c.metadata["tags"] for c in failed] == [[stagefiles.TRAIN_TAG]]
