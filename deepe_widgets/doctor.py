@@ -33,7 +33,8 @@ def check() -> list[Finding]:
                                      "restore deepe.db from a backup (sqlite3 deepe.db '.recover')"))
         else:
             conn.execute(text("SELECT 1"))
-    now = store.now()
+    with engine.connect() as conn:
+        now = conn.execute(store.db_now().select()).scalar()  # leases are on the database's clock
     for job in jobs.list_jobs():
         if job.status in store.ACTIVE and (job.lease_expires or 0) < now:
             found.append(Finding(f"job {job.id} is marked {job.status} but no worker holds its lease",
