@@ -380,6 +380,8 @@ def _print_outcome(summary: dict) -> None:
         print(f"record:   {record}")
     for artifact in summary["artifacts"]:
         print(f"{artifact['kind']} model: {artifact['name']} ({artifact['path']})")
+    for warning in summary.get("warnings") or []:
+        print(f"warning: {warning}")
     if summary["error"]:
         print(f"error: {summary['error']}")
 
