@@ -263,21 +263,49 @@ def suggest_args_template(source: str) -> str:
 # ---------------------------------------------------------------- offline checks
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# `load_dataset`'s own loaders: `load_dataset("json", data_files=…)` reads local files
+_DATASET_LOADERS = {"json", "csv", "parquet", "text", "arrow", "imagefolder", "audiofolder", "videofolder",
+                    "pandas", "webdataset", "sql", "generator", "xml", "pdffolder", "spark"}
+# hub model ids without an owner that scripts and tutorials load by name
+_BARE_MODEL_IDS = re.compile(r"^(gpt2(-medium|-large|-xl)?|distilgpt2|(distil)?(bert|roberta)-(base|large)(-\w+)*|"
+                             r"distilroberta-base|t5-(small|base|large)|xlm-roberta-(base|large)|albert-\w+-v\d)$")
 
 
 def offline_problems(source: str | nbformat.NotebookNode) -> list[str]:
     """What stops a script on a worker with no network or no person at the keyboard: one
     sentence per problem, naming the line and what to change. `source`: Python text or a notebook."""
     if isinstance(source, nbformat.NotebookNode):
+        constants: dict[str, str] = {}  # a name set in one cell is used in a later one
+        for cell in source.cells:
+            if cell.cell_type == "code":
+                constants.update(_string_constants(cell.source))
         found = []
         for number, cell in enumerate(source.cells, start=1):
             if cell.cell_type == "code":
-                found += [f"cell {number}, {problem}" for problem in _problems_in(cell.source)]
+                found += [f"cell {number}, {problem}" for problem in _problems_in(cell.source, constants)]
         return found
     return _problems_in(source)
 
 
-def _problems_in(source: str) -> list[str]:
+def _string_constants(source: str) -> dict[str, str]:
+    """Module-level `NAME = "text"` assignments, so `from_pretrained(model_checkpoint)` is followed."""
+    try:
+        tree = ast.parse("\n".join("" if line.strip().startswith(("!", "%")) else line
+                                   for line in source.splitlines()))
+    except SyntaxError:
+        return {}
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and \
+                isinstance(node.value.value, str):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    found[target.id] = node.value.value
+    return found
+
+
+def _problems_in(source: str, constants: dict[str, str] | None = None) -> list[str]:
+    constants = {**(constants or {}), **_string_constants(source)}
     lines = source.splitlines()
     found: list[tuple[int, str]] = []
     code_lines = []
@@ -314,7 +342,7 @@ def _problems_in(source: str) -> list[str]:
             if name == "add_argument" and _declares_push_to_hub_default_true(node):
                 found.append((node.lineno, "declares --push_to_hub with a default of True: make the default "
                                            "False"))
-            literal = _hub_id_argument(node, name)
+            literal = _hub_id_argument(node, name, constants)
             if literal:
                 what = "a model" if name == "from_pretrained" else "a dataset"
                 instead = ("MODEL_PATH (the registered base model; flag --model_name_or_path)"
@@ -382,8 +410,9 @@ def _declares_push_to_hub_default_true(node: ast.Call) -> bool:
     return any(k.arg == "default" and _is_true(k.value) for k in node.keywords)
 
 
-def _hub_id_argument(node: ast.Call, name: str) -> str | None:
-    """The literal hub id (`"meta-llama/Llama-3.1-8B"`) a from_pretrained / load_dataset call names."""
+def _hub_id_argument(node: ast.Call, name: str, constants: dict[str, str] | None = None) -> str | None:
+    """The hub id (`"meta-llama/Llama-3.1-8B"`, `"gpt2"`, `"wikitext"`) a from_pretrained /
+    load_dataset call names, as a literal or through a module-level string variable."""
     if name not in ("from_pretrained", "load_dataset"):
         return None
     candidates = list(node.args[:1]) + [k.value for k in node.keywords
@@ -391,6 +420,17 @@ def _hub_id_argument(node: ast.Call, name: str) -> str | None:
     for arg in candidates:
         if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
             value = arg.value
-            if _HUB_ID.match(value) and not value.startswith((".", "/")) and not Path(value).exists():
-                return value
+        elif isinstance(arg, ast.Name) and arg.id in (constants or {}):
+            value = constants[arg.id]
+        else:
+            continue
+        if value.startswith((".", "/", "~")) or Path(value).exists():
+            continue
+        if _HUB_ID.match(value):
+            return value
+        if name == "load_dataset" and re.match(r"^[A-Za-z0-9][\w.-]*$", value) and \
+                value not in _DATASET_LOADERS and not Path(value).suffix:
+            return value
+        if name == "from_pretrained" and _BARE_MODEL_IDS.match(value):
+            return value
     return None

@@ -386,15 +386,17 @@ def test_argparse_script_with_its_own_flags_runs_from_an_args_template(tmp_path,
 
 
 @pytest.mark.training
-def test_a_script_that_logs_nothing_and_ignores_max_steps_gets_a_warning(tmp_path, tiny_model_dir):
+def test_the_form_wins_where_the_scripts_flags_cannot_carry_it(tmp_path, tiny_model_dir):
     data = write_jsonl(tmp_path / "alpaca.jsonl", alpaca_rows())
-    # no --logging_steps in the template: the script logs every 10 steps, and has no max-steps flag
+    # no --logging_steps in the template (the script logs every 10 steps) and no max-steps flag at all:
+    # the platform's callback logs every step and stops the run at MAX_STEPS
     executed, output, text, error = run_script(tmp_path, SCRIPTS / "olora_argparse.py", tiny_model_dir, data,
                                                OLORA_TEMPLATE, MAX_STEPS=3)
     assert error is None, error
-    warning = scriptmode.read_script_output(output)["warning"]
-    assert "logged no training metric" in warning and "past MAX_STEPS=3" in warning
-    assert "WARNING the script trained 5 steps but logged no training metric" in text
+    record = scriptmode.read_script_output(output)
+    assert record["steps"] == 3 and record["warning"] is None
+    assert len(logged_losses(text)) == 3
+    assert "the platform stops it at MAX_STEPS=3" in text
 
 
 @pytest.mark.training
@@ -444,3 +446,18 @@ def test_a_script_with_no_trainer_and_no_model_fails_clearly(tmp_path, tiny_mode
     # its sys.exit(0) ended the script cell quietly: only the platform's last cell failed
     failed = [c for c in executed.cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
     assert [c.metadata["tags"] for c in failed] == [[stagefiles.TRAIN_TAG]]
+
+
+def test_offline_problems_follow_bare_ids_and_variables_across_notebook_cells():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('model_checkpoint = "distilgpt2"'),
+        nbformat.v4.new_markdown_cell("Load the data"),
+        nbformat.v4.new_code_cell('datasets = load_dataset("wikitext", "wikitext-2-raw-v1")\n'
+                                  'local = load_dataset("json", data_files=DATASET_PATH)'),
+        nbformat.v4.new_code_cell("model = AutoModelForCausalLM.from_pretrained(model_checkpoint)\n"
+                                  "mine = AutoModelForCausalLM.from_pretrained(MODEL_PATH)"),
+    ])
+    found = scriptmode.offline_problems(nb)
+    assert len(found) == 2, found
+    assert found[0].startswith("cell 3, line 1") and "'wikitext'" in found[0]
+    assert found[1].startswith("cell 4, line 1") and "'distilgpt2'" in found[1]

@@ -145,6 +145,10 @@ def _make_callback_class():
             self._last_progress_print = 0.0
             self.stop_file = Path.cwd() / STOP_FILE  # the run folder the stage started in
             self.stopped_for_hand_back = False
+            # set by script mode for a script whose own flags could not say it: log every step
+            # (a live curve) and stop at the form's MAX_STEPS
+            self.log_every_step = False
+            self.stop_at_step: int | None = None
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.sink.set_progress(state.global_step, state.max_steps)
@@ -158,6 +162,10 @@ def _make_callback_class():
 
         def on_step_end(self, args, state, control, **kwargs):
             self.sink.set_progress(state.global_step, state.max_steps)
+            if self.log_every_step:
+                control.should_log = True
+            if self.stop_at_step and state.global_step >= self.stop_at_step:
+                control.should_training_stop = True
             if not self.stopped_for_hand_back and self.stop_file.exists():
                 self.stopped_for_hand_back = True
                 control.should_save = True  # a checkpoint the next attempt resumes from

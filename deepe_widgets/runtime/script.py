@@ -394,6 +394,25 @@ def _adopt(trainer) -> None:
     if _state.callback is None:
         _state.callback = make_callback(int(_state.parameters.get("JOB_ID") or 0))
     trainer.add_callback(_state.callback)
+    _enforce_form(trainer, _state.callback)
+
+
+def _enforce_form(trainer, callback) -> None:
+    """What the form asked for and the script's command line could not carry: a metric every step
+    (the live curve) and MAX_STEPS, applied through the callback."""
+    args = getattr(trainer, "args", None)
+    if args is None:
+        return
+    if str(getattr(args, "logging_strategy", "steps")) not in ("no", "IntervalStrategy.NO") and \
+            getattr(args, "logging_steps", 1) != 1:
+        callback.log_every_step = True
+        log_event(f"the script logs every {args.logging_steps} steps: the platform logs every step for the "
+                  f"live curve")
+    max_steps = _state.parameters.get("MAX_STEPS", -1)
+    if isinstance(max_steps, int) and max_steps > 0 and getattr(args, "max_steps", -1) != max_steps:
+        callback.stop_at_step = max_steps
+        log_event(f"the script's command line took no max-steps flag: the platform stops it at "
+                  f"MAX_STEPS={max_steps}", "WARNING")
 
 
 # ---------------------------------------------------------------- the script cell
@@ -507,7 +526,15 @@ def _register_output(out: Path, model_path: str, namespace: dict) -> dict:
     if kind is None:
         trainer = namespace.get("trainer")
         trainer = trainer if _is_trainer(trainer) else None
-        if trainer is not None and not _has_trained(trainer):
+        if trainer is not None and _has_trained(trainer):
+            log_event("the script trained `trainer` but saved nothing in OUTPUT_DIR: the platform saves it")
+            trainer.save_model(str(out))
+            tokenizer = _first_present(namespace.get("tokenizer"), getattr(trainer, "processing_class", None))
+            if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
+                tokenizer.save_pretrained(str(out))
+            trained_by = "script (saved by the platform)"
+            kind = model_kind(out)
+        elif trainer is not None:
             log_event("the script built `trainer` but did not train it: the platform trains and saves it")
             model = _first_present(namespace.get("model"), trainer.model)
             tokenizer = _first_present(namespace.get("tokenizer"), getattr(trainer, "processing_class", None),
@@ -599,16 +626,14 @@ def training_progress() -> tuple[int, int]:
 
 def warn_if_silent(logged: int, steps: int, max_steps: int = -1) -> str | None:
     """A warning for the job, or None: a training that logged no metric (no chart), or one that
-    trained past MAX_STEPS (the script's parser took no max-steps flag)."""
+    trained past MAX_STEPS. Script mode makes a Trainer log every step and stop at MAX_STEPS, so
+    this is what is left: code outside any Trainer, or a trainer that never ran a step."""
     problems = []
     if steps > 0 and logged == 0:
-        problems.append(f"the script trained {steps} steps but logged no training metric, so there is no loss "
-                        f"curve: "
-                        f"its logging_steps is larger than the run (pass --logging_steps 1, or add it to the "
-                        f"args template)")
+        problems.append(f"the training ran {steps} steps but logged no training metric, so there is no loss "
+                        f"curve (does it train outside a transformers Trainer?)")
     if max_steps and max_steps > 0 and steps > max_steps:
-        problems.append(f"the script trained {steps} steps, past MAX_STEPS={max_steps}: its command line took "
-                        f"no max-steps flag (add e.g. \"--max_steps {{MAX_STEPS}}\" to the args template)")
+        problems.append(f"the training ran {steps} steps, past MAX_STEPS={max_steps}")
     return "; ".join(problems) or None
 
 
