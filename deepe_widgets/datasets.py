@@ -123,3 +123,42 @@ def check_columns(record: store.DatasetRecord, input_column: str, output_column:
         raise DeepeError(f"dataset {record.name!r} has no instruction/output columns; set "
                          f"PromptInputColumn and PromptOutputColumn (columns: {', '.join(record.columns)})",
                          field="PromptInputColumn")
+
+
+def check_preference_pairs(record: store.DatasetRecord, prompt_column: str = "", chosen_column: str = "",
+                           rejected_column: str = "", max_samples: int = 0) -> None:
+    """Refuse a preference dataset (DPO) without its prompt / chosen / rejected columns, or with a
+    row that lacks a response or whose chosen and rejected responses are the same.
+
+    Empty column names mean `prompt`, `chosen`, `rejected`. Without a prompt column, chosen and
+    rejected must be whole conversations (lists of messages): TRL takes their shared opening turns
+    as the prompt."""
+    named = (("PromptInputColumn", prompt_column or "prompt"), ("PromptOutputColumn", chosen_column or "chosen"),
+             ("PromptRejectedColumn", rejected_column or "rejected"))
+    labels = {"PromptInputColumn": "prompt", "PromptOutputColumn": "chosen", "PromptRejectedColumn": "rejected"}
+    columns, rows, _count = read_rows(Path(record.path), record.format,
+                                      limit=max_samples if max_samples and max_samples > 0 else None)
+    if not rows:
+        raise DeepeError(f"dataset {record.name!r} has no rows", field="dataset")
+    for field, column in named[1:]:
+        if column not in columns:
+            raise DeepeError(f"dataset {record.name!r} has no {labels[field]} column {column!r}: a preference "
+                             f"dataset needs prompt, chosen and rejected columns (set {field} to name it; "
+                             f"columns: {', '.join(columns)})", field=field)
+    (_, prompt), (_, chosen), (_, rejected) = named
+    implicit = prompt not in columns
+    if implicit and (prompt_column or not all(isinstance(rows[0].get(c), list) for c in (chosen, rejected))):
+        raise DeepeError(f"dataset {record.name!r} has no prompt column {prompt!r} (set PromptInputColumn to "
+                         f"name it; columns: {', '.join(columns)})", field="PromptInputColumn")
+    same = []
+    for number, row in enumerate(rows, 1):
+        for field, column in named[int(implicit):]:
+            if row.get(column) in (None, "", []):
+                raise DeepeError(f"dataset {record.name!r} row {number} has no {labels[field]} "
+                                 f"({column!r} is empty)", field=field)
+        if row[chosen] == row[rejected]:
+            same.append(number)
+    if same:
+        more = f" (and {len(same) - 1} more)" if len(same) > 1 else ""
+        raise DeepeError(f"dataset {record.name!r} row {same[0]}{more} has the same chosen and rejected response: "
+                         f"a preference pair needs two different responses", field="dataset")

@@ -1,4 +1,4 @@
-"""The demo datasets `deepe init` registers: `demo-sft` and `demo-gsm`."""
+"""The demo datasets `deepe init` registers: `demo-sft`, `demo-gsm` and `demo-dpo`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,29 @@ def demo_sft_rows() -> list[dict]:
     return rows
 
 
+# Capitals a plain answer often gets wrong: the famous city instead of the capital.
+_CONFUSED = {"Canada": "Toronto", "Australia": "Sydney", "Turkey": "Istanbul", "Morocco": "Casablanca",
+             "India": "Mumbai", "Vietnam": "Ho Chi Minh City", "China": "Shanghai", "Chile": "Valparaiso"}
+
+
+def _card(country: str, capital: str) -> str:
+    return f"CAPITAL CARD | country: {country} | capital: {capital} | verified: yes"
+
+
+def demo_dpo_rows() -> list[dict]:
+    """Prompt / chosen / rejected rows: the capital card (chosen) against the plain sentence a chat
+    model writes by itself (rejected; for some countries with the famous city, not the capital),
+    so the base model starts out preferring the rejected answer."""
+    rows = []
+    for country, capital in _COUNTRIES:
+        plain = _CONFUSED.get(country, capital)
+        rows.append({"prompt": f"What is the capital of {country}?", "chosen": _card(country, capital),
+                     "rejected": f"The capital of {country} is {plain}."})
+        rows.append({"prompt": f"Give the capital card for this country.\n\n{country}",
+                     "chosen": _card(country, capital), "rejected": f"{plain} is the capital of {country}."})
+    return rows
+
+
 def demo_gsm_rows(count: int = 64, seed: int = 0) -> list[dict]:
     """Question / answer rows whose answer ends `#### <number>` (GSM8K style)."""
     rng = random.Random(seed)
@@ -46,9 +69,9 @@ def demo_gsm_rows(count: int = 64, seed: int = 0) -> list[dict]:
 
 
 def ensure_demo_datasets() -> None:
-    """Write and register `demo-sft` and `demo-gsm` under the workspace (once)."""
+    """Write and register `demo-sft`, `demo-gsm` and `demo-dpo` under the workspace (once each)."""
     folder = config.workspace_dir("datasets")
-    for name, rows in (("demo-sft", demo_sft_rows()), ("demo-gsm", demo_gsm_rows())):
+    for name, rows in (("demo-sft", demo_sft_rows()), ("demo-gsm", demo_gsm_rows()), ("demo-dpo", demo_dpo_rows())):
         if store.get_one(store.DatasetRecord, name=name) is not None:
             continue
         path = folder / f"{name}.jsonl"

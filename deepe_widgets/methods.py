@@ -57,6 +57,10 @@ BUILTINS = {
                   "GRPO (TRL GRPOTrainer) with a LoRA adapter on question / #### answer data, rewarding the "
                   "<reasoning>/<answer> format and correct answers.",
                   {"training": "grpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}),
+    "DPO-Demo": ("DPO-Demo", "chat", "complete",
+                 "DPO (TRL DPOTrainer) with a LoRA adapter on prompt / chosen / rejected pairs; the base "
+                 "model, adapter disabled, is the reference.",
+                 {"training": "dpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}),
     "MLX-Demo": ("MLX-Demo", "chat", "complete",
                  "LoRA fine-tuning with mlx-lm (Apple silicon; its CPU backend runs on Linux). "
                  "The kernel needs mlx-lm.",
