@@ -499,6 +499,61 @@ def cmd_jobs_copy(args) -> int:
     return _after_submit(job, args)
 
 
+def cmd_jobs_rerun(args) -> int:
+    from . import jobs, reruns
+
+    _setup()
+    job, notes = reruns.rerun_job(args.id, force=args.force, name=args.name)
+    if not args.json:
+        seed = (jobs.get_job(args.id).provenance or {}).get("seed")
+        print(f"re-running job {args.id} as job {job.id}: same method files, parameters, dataset and base model"
+              + (f", seed {seed}" if seed is not None else ""), flush=True)
+    for note in notes:  # beside --json's output, not in it
+        print(f"note: {note}", file=sys.stderr if args.json else sys.stdout, flush=True)
+    _start_worker()
+    return _after_submit(job, args)
+
+
+def cmd_jobs_export(args) -> int:
+    from . import tracking
+
+    _setup()
+    if args.mlflow is None and not args.tensorboard:
+        raise DeepeError("say where to export: --mlflow [TRACKING_URI] and/or --tensorboard DIR")
+    selected = tracking.select_jobs(args.ids, all_jobs=args.all, since=args.since)
+    report: dict = {"jobs": [j.id for j in selected]}
+    if not selected:
+        if args.json:
+            _print_json(report)
+        else:
+            print("no finished job to export")
+        return 0
+    if args.mlflow is not None:
+        report["mlflow"] = tracking.export_mlflow(selected, args.mlflow or None, experiment=args.experiment)
+    if args.tensorboard:
+        report["tensorboard"] = tracking.export_tensorboard(selected, args.tensorboard)
+    if args.json:
+        _print_json(report)
+        return 0
+    for item in report.get("mlflow", []):
+        how = "new run" if item["created"] else "updated run"
+        print(f"job {item['job']} -> MLflow {how} {item['run_id']} ({item['status']}): {item['params']} params, "
+              f"{item['metric_points']} metric points ({item['metric_points_added']} new), "
+              f"{len(item['artifacts'])} artifacts")
+        if item["params_kept"]:
+            print(f"  note: MLflow keeps a parameter's first value; differing now: {', '.join(item['params_kept'])}")
+    if report.get("mlflow"):
+        first = report["mlflow"][0]
+        print(f"experiment {first['experiment']} in {first['tracking_uri']} (view with the full mlflow "
+              f"package: mlflow ui --backend-store-uri {first['tracking_uri']})")
+    for item in report.get("tensorboard", []):
+        print(f"job {item['job']} -> TensorBoard {item['dir']}: {item['metric_points']} points of "
+              f"{len(item['metrics'])} metrics")
+    if args.tensorboard:
+        print(f"view: tensorboard --logdir {Path(args.tensorboard).expanduser().resolve()}")
+    return 0
+
+
 def cmd_compare(args) -> int:
     from . import compare
 
@@ -520,6 +575,11 @@ def cmd_compare(args) -> int:
             if stats:
                 rows.append([name, job_id, f"{stats['final']:.6g}", f"{stats['best']:.6g}", stats["points"]])
     _table(rows, ["METRIC", "JOB", "FINAL", "BEST", "POINTS"])
+    if report.get("max_abs_diff"):  # two jobs: how far apart their curves are, step by step
+        print()
+        gaps = sorted(report["max_abs_diff"].items())
+        _table([[name, f"{d['value']:.3g}", d["step"], d["steps"]] for name, d in gaps],
+               ["METRIC", "MAX |DIFF|", "AT STEP", "STEPS COMPARED"])
     return 0
 
 
@@ -685,6 +745,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--param", action="append", metavar="KEY=VALUE")
     p.add_argument("--wait", action="store_true")
+
+    p = verb(jobs_p, "rerun", cmd_jobs_rerun, "queue a training again with the same method files, parameters, "
+             "dataset and seed; refused when one of them changed, unless --force", True)
+    p.add_argument("id")
+    p.add_argument("--force", action="store_true", help="re-run even though the dataset, a stage file or the "
+                   "base model changed since")
+    p.add_argument("--name")
+    p.add_argument("--wait", action="store_true")
+    p = verb(jobs_p, "export", cmd_jobs_export, "export jobs to MLflow (one run per job) and/or TensorBoard", True)
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--all", action="store_true", help="every finished job")
+    p.add_argument("--since", metavar="YYYY-MM-DD", help="with --all: the jobs that finished on or after this day")
+    p.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
+                   help="an MLflow tracking URI (sqlite:///…, file:…, http://…); default: "
+                        "sqlite:///$DEEPE_HOME/mlflow.db")
+    p.add_argument("--experiment", default="deepe-widgets", help="the MLflow experiment (created when missing)")
+    p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard event files under DIR, a folder per job")
 
     p = verb(sub, "compare", cmd_compare, "compare two or more jobs", True)
     p.add_argument("ids", nargs="+")

@@ -42,6 +42,7 @@ from papermill.exceptions import PapermillExecutionError  # noqa: E402
 
 from . import datasets, jobs, methods, models, store  # noqa: E402
 from . import params as paramlib  # noqa: E402
+from . import provenance as provenancelib  # noqa: E402
 from .errors import DeepeError, StageFailed  # noqa: E402
 from .kernels import kernel_environment, require_kernel  # noqa: E402
 from .paths import check_allowed  # noqa: E402
@@ -125,10 +126,12 @@ class WarmKernel:
 
 def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, parameters: dict,
                   output_path: Path, log_path: Path, cwd: Path, warm: WarmKernel | None = None,
-                  file_names: dict[str, str] | None = None) -> None:
+                  file_names: dict[str, str] | None = None, provenance: dict | None = None) -> None:
     """Run `nb` with `parameters` in `kernel`; raise StageFailed with the failing cell on error.
 
-    With `warm` (a kernel of the same kernelspec started ahead), the stage runs in it."""
+    With `warm` (a kernel of the same kernelspec started ahead), the stage runs in it.
+    `provenance` (what the run is made from, see `inputs_provenance`) goes into the record's
+    `metadata.deepe.provenance`, completed in place with the kernel's packages and device."""
     output_path.parent.mkdir(parents=True, exist_ok=True)
     input_path = output_path.with_name(f"{stage}.input.ipynb")
     nb = with_platform_cells(nb, stage)
@@ -138,7 +141,7 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
     # Probe the kernel's Python and package versions while the stage runs, not before; for a kernel
     # started ahead too: a package upgraded since is what the stage imports.
     probe_pool = ThreadPoolExecutor(max_workers=1)
-    probe = probe_pool.submit(kernel_environment, kernel)
+    probe = probe_pool.submit(_probe_kernel, kernel)
     environment: dict = {}
     failure: StageFailed | None = None
     with open(log_path, "a", encoding="utf-8", buffering=1) as log:
@@ -175,11 +178,24 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
                 warm.shutdown()
             environment = probe.result()
             probe_pool.shutdown()
-            _annotate_record(output_path, stage, kernel, parameters, environment, failure)
+            if provenance is not None:
+                provenance.update(kernel=kernel, python_version=environment.get("python_version"),
+                                  packages=environment.get("packages", {}), device=environment.get("device"))
+            _annotate_record(output_path, stage, kernel, parameters, environment, failure, provenance)
         if failure is not None:
             _stamp(log, f"stage {stage} failed: {failure.ename}: {failure.evalue}", "ERROR")
             raise failure
         _stamp(log, f"stage {stage} succeeded")
+
+
+def _probe_kernel(kernel: str) -> dict:
+    """The kernel's Python, package versions and the device its torch trains on."""
+    environment = kernel_environment(kernel)
+    if environment.get("probe_error"):
+        environment["device"] = {"type": None, "probe_error": environment["probe_error"]}
+    else:
+        environment["device"] = provenancelib.probe_device(environment.get("packages", {}).get("torch"))
+    return environment
 
 
 def kernelspec_metadata(kernel: str) -> dict:
@@ -239,8 +255,9 @@ def _failing_cell(output_path: Path) -> int | None:
 
 
 def _annotate_record(output_path: Path, stage: str, kernel: str, parameters: dict, environment: dict,
-                     failure: StageFailed | None) -> None:
-    """Add provenance to the executed notebook: kernel, Python, package versions, outcome."""
+                     failure: StageFailed | None, provenance: dict | None = None) -> None:
+    """Add provenance to the executed notebook: kernel, Python, package versions, outcome, and
+    what a re-run checks (file hashes, seed, model fingerprint, device) under `provenance`."""
     if not output_path.exists():
         return
     nb = nbformat.read(output_path, as_version=4)
@@ -252,7 +269,62 @@ def _annotate_record(output_path: Path, stage: str, kernel: str, parameters: dic
         "error": None if failure is None else {"ename": failure.ename, "evalue": failure.evalue,
                                                 "cell": failure.cell_index},
     }
+    if provenance is not None:
+        nb.metadata["deepe"]["provenance"] = provenance
     nbformat.write(nb, output_path)
+
+
+def inputs_provenance(*, stage_files: dict[str, str | Path], dataset: tuple[str, str | Path] | None,
+                      model: tuple[str, str | Path] | None, parameters: dict, defaults: dict[str, str]) -> dict:
+    """What a run is made from, before it runs: SHA-256 of each stage file and of the dataset file,
+    the base model's fingerprint, the seed (`SEED`, recorded when defaulted too) and every
+    parameter's value. `dataset` / `model` are (registered name, path); `defaults` the method's
+    parameter defaults (source text). An input that cannot be read is recorded with its error."""
+    def guarded(read, path) -> dict:
+        try:
+            return read(path)
+        except OSError as exc:
+            return {"error": f"{type(exc).__name__}: {exc.strerror or exc}"}
+
+    def file_hash(path) -> dict:
+        return {"sha256": provenancelib.sha256_file(path)}
+
+    typed = {name: paramlib.default_value(source) for name, source in defaults.items()}
+    effective = {k: v for k, v in {**typed, **parameters}.items() if k not in paramlib.PLATFORM_SET}
+    out: dict = {
+        "stage_files": {stage: {"file": Path(path).name, **guarded(file_hash, path)}
+                        for stage, path in stage_files.items()},
+        "seed": effective.get("SEED"), "seed_given": "SEED" in parameters, "parameters": effective,
+    }
+    if dataset is not None:
+        out["dataset"] = {"name": dataset[0], **guarded(provenancelib.file_fingerprint, dataset[1])}
+    if model is not None:
+        out["base_model"] = {"name": model[0], **guarded(provenancelib.model_fingerprint, model[1])}
+    return out
+
+
+def job_provenance(job) -> dict:
+    """`inputs_provenance` of a job: its method's stage files (the workspace copies, hashed
+    again: what runs), its dataset file and base model."""
+    method = methods.get_method(job.method)
+    dataset = None
+    if job.kind == JobKind.TRAIN and job.dataset:
+        dataset = (job.dataset, datasets.get_dataset(job.dataset).path)
+    model = (job.base_model, models.get_model(job.base_model).path) if job.base_model else None
+    out = {"method": job.method, "stage": job.stage, **inputs_provenance(
+        stage_files={stage: info["file"] for stage, info in method.stages.items()}, dataset=dataset, model=model,
+        parameters=dict(job.params), defaults=method.default_params if job.kind == JobKind.TRAIN else {})}
+    for stage, info in method.stages.items():  # the name the user gave the file, for messages
+        out["stage_files"][stage]["source"] = Path(info.get("source") or info["file"]).name
+    return out
+
+
+def _store_provenance(job_id: int, provenance: dict) -> None:
+    """Keep the provenance on the job row too, beside what was there (a re-run's `rerun_of`)."""
+    table = store.Job.__table__
+    with store.get_engine().begin() as conn:
+        before = conn.execute(store.select(table.c.provenance).where(table.c.id == job_id)).scalar()
+        conn.execute(table.update().where(table.c.id == job_id).values(provenance={**(before or {}), **provenance}))
 
 
 def stage_parameters(job, stage: str) -> dict:
@@ -291,9 +363,20 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
     if warm is not None and (warm.kernel != info["kernel"] or not warm.is_alive()):
         warm.shutdown()  # not the kernel this stage names (or it died waiting): start a fresh one
         warm = None
-    execute_stage(nb, stage=stage, kernel=info["kernel"], parameters=stage_parameters(job, stage),
-                  output_path=record, log_path=run_dir / f"{stage}.log", cwd=run_dir, warm=warm,
-                  file_names={str(Path(info["file"]).resolve()): Path(info["source"]).name})
+    try:
+        provenance = {**(job.provenance or {}), **job_provenance(job)}  # keeps a re-run's `rerun_of`
+        _store_provenance(job.id, provenance)  # before the stage: a run that dies still has it
+    except Exception:  # a record without provenance beats a stage that never runs
+        logger.exception("job %s: could not record its provenance", job.id)
+        provenance = None
+    try:
+        execute_stage(nb, stage=stage, kernel=info["kernel"], parameters=stage_parameters(job, stage),
+                      output_path=record, log_path=run_dir / f"{stage}.log", cwd=run_dir, warm=warm,
+                      file_names={str(Path(info["file"]).resolve()): Path(info["source"]).name},
+                      provenance=provenance)
+    finally:
+        if provenance is not None:  # now with the kernel's packages and device
+            _store_provenance(job.id, provenance)
 
 
 def _path_or_registered(value: str, lookup, what: str) -> Path:
@@ -322,6 +405,9 @@ def run_local_test(file: str | Path, base_model: str, dataset: str, overrides: d
     dataset_path = _path_or_registered(dataset, datasets.get_dataset, "dataset")
     defaults = {k: v["default"] for k, v in notebook_parameters(nb).items()}
     values = paramlib.resolve(overrides or {}, defaults)
+    provenance = inputs_provenance(stage_files={"training": Path(file).expanduser().resolve()},
+                                   dataset=(str(dataset), dataset_path), model=(str(base_model), model_path),
+                                   parameters=dict(values), defaults=defaults)
     out_dir = Path(output).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     values.update(MODEL_PATH=str(model_path), DATASET_PATH=str(dataset_path),
@@ -332,7 +418,8 @@ def run_local_test(file: str | Path, base_model: str, dataset: str, overrides: d
         on_start(result["log"])
     try:
         execute_stage(nb, stage="training", kernel=kernel, parameters=values,
-                      output_path=out_dir / "training.ipynb", log_path=out_dir / "training.log", cwd=out_dir)
+                      output_path=out_dir / "training.ipynb", log_path=out_dir / "training.log", cwd=out_dir,
+                      provenance=provenance)
     except StageFailed as exc:
         result.update(ok=False, error=f"{exc.ename}: {exc.evalue}", cell=exc.cell_index)
     result["saved"] = sorted(p.name for p in (out_dir / "output").glob("*") if p.is_file())

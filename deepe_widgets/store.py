@@ -155,6 +155,9 @@ class Job(SQLModel, table=True):
     progress_total: int = 0
     # what a person should know about a finished job that succeeded all the same (no metric logged …)
     warnings: Optional[list] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # what the run was made from (file hashes, seed, model fingerprint, packages, device): the
+    # record's metadata.deepe.provenance, kept here so a re-run compares without reading notebooks
+    provenance: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class Metric(SQLModel, table=True):

@@ -11,11 +11,12 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "deepe_widgets"
 
 FLOORS = [
-    {"errors", "config", "names", "paths", "params", "processes", "kernels", "stagefiles", "scriptmode"},  # foundation
+    {"errors", "config", "names", "paths", "params", "processes", "kernels", "stagefiles", "scriptmode",
+     "provenance"},  # foundation
     {"store"},
     {"runtime", "runtime.mlx", "runtime.script"},  # the kernel side
     {"methods", "datasets", "models", "metrics", "demo_data", "testing"},  # catalogue
-    {"jobs", "compare"},  # queue
+    {"jobs", "compare", "reruns", "tracking"},  # queue
     {"runner", "executors", "worker", "inference"},  # execution
     {"cli", "app", "doctor", "ui", "__init__"},  # surfaces (ui.* too)
 ]

@@ -1,0 +1,170 @@
+"""What a run was made from, as hashes: the record's `metadata.deepe.provenance`.
+
+A re-run compares these with the files as they are now to prove it is the same run (or to
+say what changed). Foundation level: the standard library only, so any floor may use it.
+
+- a dataset file: its size and SHA-256;
+- a model folder: a cheap fingerprint (every file's size; SHA-256 of the config and tokenizer
+  files and of every file up to 2 MiB; of the first and last 1 MiB of larger files, the
+  weights), a whole model in well under a second;
+- the device a kernel's torch trains on: its torch build and the GPUs visible to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+SAMPLE_BYTES = 1 << 20  # a weight file is fingerprinted by its first and last MiB (and its size)
+WHOLE_FILE_LIMIT = 2 * SAMPLE_BYTES  # smaller files are hashed whole
+# Hashed whole whatever their size: what decides how text becomes tokens and how weights are read.
+ALWAYS_WHOLE = ("config.json", "generation_config.json", "adapter_config.json", "tokenizer.json",
+                "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+                "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model", "chat_template.jinja",
+                "chat_template.json", "preprocessor_config.json", "processor_config.json")
+FINGERPRINT_METHOD = ("sha256 of 'path size digest' lines; digest = sha256 of the whole file for config/tokenizer "
+                      "files and files up to 2 MiB, else of its first and last 1 MiB")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a whole file, hex."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict:
+    """`{"path", "size", "sha256"}` of a data file (hashed whole: a changed row must show)."""
+    path = Path(path)
+    return {"path": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def _sampled_sha256(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(SAMPLE_BYTES))
+        handle.seek(max(size - SAMPLE_BYTES, SAMPLE_BYTES))
+        digest.update(handle.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """Every file under `folder`, in a stable order; hidden files and folders (a hub download's
+    `.cache/`, `.git/`) are bookkeeping, not the model."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root, f) for f in sorted(files) if not f.startswith(".")]
+    return found
+
+
+def model_fingerprint(folder: str | os.PathLike) -> dict:
+    """`{"path", "sha256", "files": {relative path: [size, digest]}, "method"}` of a model folder.
+
+    Sizes, and SHA-256 of the config / tokenizer files and of the first and last MiB of each
+    weight file: a model is fingerprinted in well under a second however large it is, and a
+    changed config, tokenizer, shard count or weight file shows. Symlinked files (a hub cache
+    snapshot) are followed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder {folder} does not exist")
+    files: dict[str, list] = {}
+    for path in _folder_files(folder):
+        size = path.stat().st_size
+        whole = size <= WHOLE_FILE_LIMIT or path.name in ALWAYS_WHOLE
+        files[path.relative_to(folder).as_posix()] = [size, sha256_file(path) if whole else _sampled_sha256(path, size)]
+    lines = "".join(f"{name} {size} {digest}\n" for name, (size, digest) in files.items())
+    return {"path": str(folder), "sha256": hashlib.sha256(lines.encode()).hexdigest(), "files": files,
+            "method": FINGERPRINT_METHOD}
+
+
+def changed_files(before: dict, after: dict) -> list[str]:
+    """The files of two model fingerprints that differ, were added or are gone, by name."""
+    old, new = before.get("files") or {}, after.get("files") or {}
+    names = []
+    for name in sorted(set(old) | set(new)):
+        if name not in new:
+            names.append(f"{name} removed")
+        elif name not in old:
+            names.append(f"{name} added")
+        elif list(old[name]) != list(new[name]):
+            names.append(name)
+    return names
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            return next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), None)
+    except OSError:
+        return platform.processor() or None
+
+
+def _nvidia_gpus(visible: str | None) -> list[str]:
+    """Names of the NVIDIA GPUs CUDA would use (`CUDA_VISIBLE_DEVICES` by index or UUID)."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        done = subprocess.run([smi, "--query-gpu=index,uuid,name", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=20, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if done.returncode != 0:
+        return []
+    gpus = [[part.strip() for part in line.split(",", 2)] for line in done.stdout.splitlines() if line.count(",") >= 2]
+    if visible is None:
+        return [name for _index, _uuid, name in gpus]
+    picked = []
+    for wanted in (w.strip() for w in visible.split(",") if w.strip()):
+        if wanted.startswith("MIG-"):  # a MIG instance nvidia-smi lists under its GPU: named as that GPU
+            picked += [name for _index, _uuid, name in gpus[:1]]
+            continue
+        found = [name for index, uuid, name in gpus if wanted == index or (len(wanted) > 4 and uuid.startswith(wanted))]
+        if not found:  # CUDA stops at the first entry it cannot match
+            break
+        picked += found[:1]
+    return picked
+
+
+def probe_device(torch_version: str | None) -> dict:
+    """The device a kernel's torch trains on, without importing torch (that costs a stage seconds
+    on a small machine): `type` cpu when `torch_version` is a CPU build or no GPU is visible,
+    cuda with the GPU's `name` (nvidia-smi, honouring CUDA_VISIBLE_DEVICES), mps on Apple
+    silicon; with the CPU model and the cores this process may use, and `how` it was decided."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count()
+    out = {"type": "cpu", "name": None, "count": 0, "cpu": _cpu_model(), "cpus": cpus,
+           "platform": platform.platform(), "torch": torch_version}
+    build = (torch_version or "").partition("+")[2]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not torch_version:
+        out["how"] = "torch is not installed in the kernel"
+    elif build == "cpu":
+        out["how"] = f"torch {torch_version} is a CPU build"
+    elif sys.platform == "darwin" and platform.machine() == "arm64":
+        out.update(type="mps", name="Apple silicon GPU", count=1, how="torch on Apple silicon uses MPS")
+    elif visible is not None and visible.strip() in ("", "-1"):
+        out["how"] = "CUDA_VISIBLE_DEVICES hides every GPU"
+    elif gpus := _nvidia_gpus(visible):
+        out.update(type="cuda", name=gpus[0], count=len(gpus), how="nvidia-smi")
+    else:
+        out["how"] = "no NVIDIA GPU found (nvidia-smi)"
+    return out
+
+
+def describe_device(device: dict | None) -> str:
+    """"cuda: NVIDIA H100 80GB HBM3", "cpu: AMD EPYC 7B13 (2 cores)" or "unknown"."""
+    if not device or not device.get("type"):
+        return "unknown"
+    if device["type"] == "cpu":
+        cpus = device.get("cpus")
+        return f"cpu: {device.get('cpu') or 'unknown CPU'}" + (f" ({cpus} cores)" if cpus else "")
+    count = device.get("count") or 1
+    return f"{device['type']}: {device.get('name')}" + (f" x{count}" if count > 1 else "")
