@@ -109,6 +109,7 @@ class Bench:
         def run_platform():
             t0 = time.time()
             job = jobs.submit_training("SFT-Demo", self.base, "demo-sft", params=self.params)
+            worker.ensure_worker()  # as the CLI does (an idle worker may have exited since)
             # A slow poll, so this process takes no CPU from the training; the end is the moment
             # the worker wrote "succeeded", read back from the job.
             final = jobs.wait_for(job.id, poll=1.0)
