@@ -2,7 +2,7 @@
 
 import pytest
 
-from deepe_widgets import config, jobs, methods, metrics, store
+from deepe_widgets import config, jobs, methods, metrics, store, worker
 from deepe_widgets.worker import Worker
 
 from conftest import BOTH_BACKENDS
@@ -48,6 +48,7 @@ def test_lease_compare_and_set(workspace, tmp_path):
 def test_sft_training_end_to_end(workspace):
     job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params={
         "max_steps": "4", "max_seq_length": "64", "save_steps": "0", "learning_rate": "5e-3"})
+    worker.ensure_worker()  # a background worker, as the CLI starts one
     final = jobs.wait_for(job.id, timeout=240)
     assert final.status == "succeeded", final.error
     assert [m.step for m in metrics.metrics_for(job.id) if m.name == "loss"] == [1, 2, 3, 4]
