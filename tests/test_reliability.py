@@ -125,7 +125,7 @@ def test_four_workers_and_eight_submitters_on_sqlite(workspace, tmp_path):
     methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
     logs = tmp_path / "logs"
     logs.mkdir()
-    workers = [subprocess.Popen([sys.executable, "-m", "deepe_widgets.worker", "--idle-exit", "30"],
+    workers = [subprocess.Popen([sys.executable, "-m", "deepe_widgets.worker", "--idle-exit", "300"],
                                 stdout=open(logs / f"w{i}.log", "w"), stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL) for i in range(4)]
     try:
