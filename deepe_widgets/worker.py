@@ -65,7 +65,7 @@ def stop_workers(now: bool = False, timeout: float | None = None) -> list[int]:
     host = socket.gethostname()
     asked = []
     for row in live_workers():
-        if row.host != host:
+        if row.host != host or not _is_worker_process(row.pid):
             continue
         try:
             os.kill(row.pid, NOW_SIGNAL if now else GRACEFUL_SIGNAL)
@@ -76,6 +76,16 @@ def stop_workers(now: bool = False, timeout: float | None = None) -> list[int]:
     while asked and time.monotonic() < deadline and any(_alive(pid) for pid in asked):
         time.sleep(0.2)
     return asked
+
+
+def _is_worker_process(pid: int) -> bool:
+    """A pid in the table may since belong to another process (a worker killed with -9 leaves its
+    row until the heartbeat ages out): signal only a process that is a deepe worker."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"deepe_widgets.worker" in cmdline.read()
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:

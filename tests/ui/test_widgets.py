@@ -2,6 +2,7 @@
 
 import asyncio
 import shutil
+import threading
 import time
 
 import ipywidgets as w
@@ -13,6 +14,25 @@ from deepe_widgets.runtime import MetricSink
 from deepe_widgets.ui import Dashboard, MethodManager, TrainingCompare, TrainingDetail, TrainingLauncher
 from deepe_widgets.ui.common import decimate
 from deepe_widgets.ui.methods_view import MethodForm
+
+
+def run_in_own_loop(coroutine_function):
+    """Run a coroutine in an event loop of its own thread: Playwright's sync API (the browser tests,
+    earlier in the same process) leaves a loop running in the main thread."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = asyncio.run(coroutine_function())
+        except BaseException as exc:  # re-raised in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def shown(widget: w.Widget) -> list[w.Widget]:
@@ -281,7 +301,7 @@ def test_opening_and_closing_views_leaves_no_widget_behind(workspace):
             counts.append(len(_instances))
         return counts
 
-    counts = asyncio.run(rounds())
+    counts = run_in_own_loop(rounds)
     assert counts[-1] == counts[0], counts
 
 
@@ -324,4 +344,4 @@ def test_a_live_view_says_reconnecting_while_the_database_is_away_then_catches_u
         await asyncio.sleep(0)
         assert task.cancelled()
 
-    asyncio.run(scenario())
+    run_in_own_loop(scenario)
