@@ -111,6 +111,9 @@ class TrainingList(w.VBox):
                       duration(job), f"{loss:.4f}" if loss is not None else "-")
             for cell, value in zip(row["cells"], values):
                 text = html.escape(str(value))
+                if cell is row["cells"][2] and job.warnings:  # a success that should not look silent
+                    tip = html.escape("; ".join(job.warnings), quote=True)
+                    text += f" <span class='deepe-warning' title='{tip}' style='color:#9a6700'>⚠ warning</span>"
                 if cell.value != text:
                     cell.value = text
         shown = [j.id for j in listed]

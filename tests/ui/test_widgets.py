@@ -345,3 +345,20 @@ def test_a_live_view_says_reconnecting_while_the_database_is_away_then_catches_u
         assert task.cancelled()
 
     run_in_own_loop(scenario)
+
+
+def test_a_training_that_succeeded_with_warnings_says_so_in_the_list(workspace):
+    from deepe_widgets import store
+    from deepe_widgets.ui import TrainingList
+
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    with store.get_engine().begin() as conn:
+        conn.execute(store.Job.__table__.update().where(store.Job.__table__.c.id == job.id).values(
+            status="succeeded", warnings=["the training ran 5 steps but logged no training metric"]))
+    listing = TrainingList()
+    try:
+        listing.refresh()
+        status_cell = listing._rows[job.id]["cells"][2]
+        assert "⚠ warning" in status_cell.value and "logged no training metric" in status_cell.value
+    finally:
+        listing.close()
