@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import secrets
 import signal
@@ -23,14 +24,28 @@ def app_notebook() -> Path:
     raise FileNotFoundError("voila_apps/dashboard.ipynb is missing from this installation")
 
 
-def voila_command(port: int, token: str, notebook: Path | None = None) -> list[str]:
-    """Voila serving `notebook` (default: the dashboard; a folder serves each notebook in it)."""
+DEFAULT_POOL_SIZE = 2     # dashboards started ahead: two visits in a row both get a drawn page at once
+DEFAULT_CULL_AFTER = 120  # seconds a page may be gone without saying so before its kernel is shut down
+
+
+def voila_command(port: int, token: str, notebook: Path | None = None, pool_size: int = DEFAULT_POOL_SIZE,
+                  cull_after: float = DEFAULT_CULL_AFTER) -> list[str]:
+    """Voila serving `notebook` (default: the dashboard; a folder serves each notebook in it).
+
+    Each visit gets its own kernel. `pool_size` kernels are started, with the notebook already run,
+    before anyone asks (Voila's preheated kernels), so a visitor gets a drawn page instead of waiting
+    for a kernel start and the imports; the widgets poll the database, so what they show is current.
+    A page's kernel is shut down when the page is closed or reloaded (Voila's page-close beacon,
+    which `AppIdentityProvider` lets through), and after `cull_after` seconds without the page
+    (a crashed browser, a lost network: `AppKernelManager`)."""
+    interval = max(1, min(30, int(cull_after / 2)))
     return [sys.executable, "-m", "voila", str(notebook or app_notebook()), "--no-browser", f"--port={port}",
             "--Voila.ip=127.0.0.1", f"--token={token}",
-            # a kernel per notebook is started and the notebook run before anyone asks: a visitor
-            # gets a drawn page instead of waiting for a kernel start and the imports (~4 s here);
-            # the widgets poll the database, so what they show is current once the page is open
-            "--preheat_kernel=True", "--pool_size=1",
+            "--preheat_kernel=True", f"--pool_size={pool_size}",
+            "--Voila.identity_provider_class=deepe_widgets.app.AppIdentityProvider",
+            "--VoilaConfiguration.multi_kernel_manager_class=deepe_widgets.app.AppKernelManager",
+            f"--MappingKernelManager.cull_idle_timeout={cull_after:g}",
+            f"--MappingKernelManager.cull_interval={interval}",
             # users see short messages in the widgets; tracebacks stay in the log
             "--VoilaConfiguration.show_tracebacks=False"]
 
@@ -61,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="let app users register and delete methods (that is: register code that runs)")
     parser.add_argument("--token", default=None, help="the access token (default: a new random one)")
     parser.add_argument("--no-browser", action="store_true", help="accepted for Jupyter habits; no browser is opened")
+    parser.add_argument("--pool-size", type=int, default=DEFAULT_POOL_SIZE, metavar="N",
+                        help=f"dashboards kept started ahead for the next visitors (default {DEFAULT_POOL_SIZE})")
+    parser.add_argument("--cull-after", type=float, default=DEFAULT_CULL_AFTER, metavar="SECONDS",
+                        help="shut a page's kernel down once the page has been gone this long "
+                             f"(default {DEFAULT_CULL_AFTER}); a closed or reloaded page frees its kernel at once")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +99,9 @@ def serve(args: argparse.Namespace) -> int:
                DEEPE_APP_METHOD_ADMIN="1" if args.allow_method_admin else "0")
     log_path = config.workspace_dir("logs") / f"app-{time.strftime('%Y%m%d-%H%M%S')}.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(voila_command(args.port, token), stdin=subprocess.DEVNULL, stdout=log,
+        command = voila_command(args.port, token, pool_size=max(0, getattr(args, "pool_size", DEFAULT_POOL_SIZE)),
+                                cull_after=max(1.0, getattr(args, "cull_after", DEFAULT_CULL_AFTER)))
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, env=env, cwd=str(app_notebook().parent),
                                 start_new_session=True)
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
@@ -89,6 +111,8 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     print(f"deepe app: http://127.0.0.1:{args.port}/?token={token}", flush=True)
     print(f"method admin: {'on' if args.allow_method_admin else 'off'}; log: {log_path}; Ctrl-C stops it", flush=True)
+    print(f"kernels: {getattr(args, 'pool_size', DEFAULT_POOL_SIZE)} started ahead; a page's kernel stops when the "
+          f"page closes, or {getattr(args, 'cull_after', DEFAULT_CULL_AFTER):g} s after it went away", flush=True)
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -99,3 +123,117 @@ def serve(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- the Voila server's own pieces -----------------------------------------------------------------
+# Voila imports them by name (`--Voila.identity_provider_class=deepe_widgets.app.AppIdentityProvider`);
+# they are built on first access, since jupyter_server takes seconds to import and `deepe` needs none
+# of it.
+
+_SERVER_CLASSES = ("AppKernelManager", "AppIdentityProvider", "TokenNeededHandler")
+
+TOKEN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>deepe-widgets: this link needs its access token</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:42em;margin:3em auto;padding:0 1em;color:#1f2328;
+line-height:1.5}} code{{background:#f6f8fa;padding:1px 4px;border-radius:4px}} .why{{color:#9a6700}}
+input{{font:inherit;padding:4px 6px;width:22em}} button{{font:inherit;padding:4px 12px}}</style></head>
+<body><h1 class="deepe-token-page">This link needs its access token</h1>
+{why}
+<p>The fine-tuning dashboard opens from the link <code>deepe app</code> printed when it started, for example
+<code>http://127.0.0.1:8866/?token=…</code>. Open that whole link, token included. Each start of the app makes a
+new token, unless it was started with <code>--token</code>.</p>
+<form method="get" action="{action}"><label>Or paste the token here: <input name="token" autocomplete="off"
+autofocus></label> <button type="submit">Open the dashboard</button></form></body></html>
+"""
+
+
+def __getattr__(name: str):
+    if name in _SERVER_CLASSES:
+        return _server_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _server_classes() -> dict:
+    import html
+    from urllib.parse import parse_qs, urlparse
+
+    import tornado.web
+    from jupyter_core.utils import ensure_async
+    from jupyter_server.auth.identity import PasswordIdentityProvider
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+
+    class AppKernelManager(AsyncMappingKernelManager):
+        """Shuts a page's kernel down once the page has been gone (no websocket) for
+        `cull_idle_timeout` seconds, whatever the kernel does meanwhile: a live view of a running
+        training keeps a kernel "active", yet no Voila page ever comes back to the kernel of a
+        page that went away. A kernel no page has reached yet (its page may still be loading) gets
+        `PAGE_LOAD_GRACE` seconds more; one running a cell (drawing the dashboard) is left alone.
+        Kernels with a page open follow the usual rule (`cull_connected`). Voila wraps this class
+        with its pool, whose kernels (no page yet) are never culled."""
+
+        PAGE_LOAD_GRACE = 60.0
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self._page_gone_since: dict[str, float] = {}
+            self._had_page: set[str] = set()
+
+        def notify_connect(self, kernel_id):
+            self._had_page.add(kernel_id)
+            super().notify_connect(kernel_id)
+
+        async def cull_kernels(self):
+            for gone in set(self._page_gone_since) - set(self._kernels):
+                del self._page_gone_since[gone]
+            self._had_page &= set(self._kernels)
+            await super().cull_kernels()
+
+        async def cull_kernel_if_idle(self, kernel_id):
+            kernel = self._kernels[kernel_id]
+            if self._kernel_connections.get(kernel_id, 0) or getattr(kernel, "execution_state", None) == "busy":
+                self._page_gone_since.pop(kernel_id, None)
+                return await super().cull_kernel_if_idle(kernel_id)
+            since = self._page_gone_since.setdefault(kernel_id, time.monotonic())
+            limit = self.cull_idle_timeout + (0 if kernel_id in self._had_page else self.PAGE_LOAD_GRACE)
+            if time.monotonic() - since >= limit:
+                self.log.info("Shutting down kernel %s: its page has been gone for %.0f s", kernel_id,
+                              time.monotonic() - since)
+                self._page_gone_since.pop(kernel_id, None)
+                await ensure_async(self.shutdown_kernel(kernel_id))
+
+    class TokenNeededHandler(tornado.web.RequestHandler):
+        """Our page for a visit without a valid token (instead of Jupyter's login page, which
+        speaks of `jupyter server list` and passwords)."""
+
+        def get(self):
+            base = self.settings.get("base_url", "/")
+            nxt = self.get_argument("next", base)
+            tried = "token" in parse_qs(urlparse(nxt).query)
+            why = ("<p class='why'>The token in that link is not this app's: it may come from an earlier start "
+                   "of <code>deepe app</code>.</p>") if tried else ""
+            self.set_status(401)
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.set_header("Cache-Control", "no-store")
+            self.finish(TOKEN_PAGE.format(why=why, action=html.escape(base, quote=True)))
+
+    class AppIdentityProvider(PasswordIdentityProvider):
+        """Token auth as Voila's, plus: an authenticated page gets the `_xsrf` cookie, which Voila's
+        page-close beacon (`POST /voila/api/shutdown/<kernel>`) must carry; without it the server
+        answers 403 and the page's kernel runs on. A visit without the token gets `TokenNeededHandler`."""
+
+        async def _get_user(self, handler):
+            user = await super()._get_user(handler)
+            request = handler.request
+            if user is not None and request.method == "GET" and "upgrade" not in request.headers.get(
+                    "Connection", "").lower():
+                handler.current_user = user  # what jupyter_server's prepare() sets next; xsrf_token reads it
+                handler.xsrf_token  # noqa: B018 (reading it sets the cookie)
+            return user
+
+        def get_handlers(self):
+            handlers = [(path, handler) for path, handler in super().get_handlers() if path != r"/login"]
+            return [(r"/login", TokenNeededHandler), *handlers]
+
+    return {"AppKernelManager": AppKernelManager, "AppIdentityProvider": AppIdentityProvider,
+            "TokenNeededHandler": TokenNeededHandler}

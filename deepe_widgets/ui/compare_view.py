@@ -1,4 +1,8 @@
-"""Compare: configuration differences, overlaid curves per shared metric, final and best values."""
+"""Compare: configuration differences, overlaid curves per shared metric, final and best values.
+
+Runs are named by their training names everywhere, with one legend above the charts (never over a
+curve); "best" follows each metric's direction: lowest loss, highest reward or accuracy, and none
+for what is no quality (learning rate, tokens seen)."""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ import html
 import bqplot as bq
 import ipywidgets as w
 
-from .. import compare, metrics
-from .common import MAX_POINTS, close_tree, decimate, html_table
+from .. import compare, jobs, methods, metrics
+from ..errors import DeepeError
+from .common import MAX_POINTS, close_tree, decimate, html_table, stylesheet
 from .detail import y_axis
+from .labels import method_metric_directions, metric_direction, metric_label, metric_order, param_label, show_value
 
 PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#e16f24", "#57606a"]
 
@@ -19,15 +25,21 @@ class TrainingCompare(w.VBox):
 
     def __init__(self, job_ids: list[int]):
         self.report = compare.compare_jobs(job_ids)
+        self.ids = [str(i) for i in self.report["ids"]]
+        self.jobs = {str(j): jobs.get_job(j) for j in self.report["ids"]}
+        self.names = {i: self._run_name(i) for i in self.ids}
+        self.colours = {i: PALETTE[n % len(PALETTE)] for n, i in enumerate(self.ids)}
+        self.directions = self._declared_directions()
         self.points = metrics.metric_series(self.report["ids"])  # one read, shared by every chart
         self.show_all = w.Checkbox(description="show all parameters (not only differences)", indent=False)
         self.config = w.HTML()
         self.show_all.observe(lambda _c: self._render_config(), "value")
         self.figures = [self._figure(name) for name in self._shared_metrics()]
+        self.legend = w.HTML(self._legend())
         self.summary = w.HTML(self._summary())
-        ids = ", ".join(str(i) for i in self.report["ids"])
-        super().__init__([w.HTML(f"<h3>Compare trainings {ids}</h3><b>Configuration</b>"), self.show_all,
-                          self.config, w.HTML("<b>Curves</b>"),
+        super().__init__([stylesheet(), w.HTML(f"<h3>Compare {html.escape(', '.join(self.names.values()))}</h3>"
+                                               "<b>Configuration</b>"), self.show_all, self.config,
+                          w.HTML("<b>Curves</b>"), self.legend,
                           w.Box(self.figures, layout=w.Layout(flex_flow="row wrap")),
                           w.HTML("<b>Final and best values</b>"), self.summary])
         self._render_config()
@@ -36,40 +48,79 @@ class TrainingCompare(w.VBox):
         """Close every widget of the view: figures, their marks, scales and axes too."""
         close_tree(self)
 
+    def _run_name(self, job_id: str) -> str:
+        """"train3" — or "train3 (job 3)" when two runs share a name."""
+        job = self.jobs[job_id]
+        same = [j for j in self.jobs.values() if j.name == job.name]
+        return f"{job.name} (job {job.id})" if len(same) > 1 else job.name
+
+    def _declared_directions(self) -> dict[str, str]:
+        declared = {}
+        for job in self.jobs.values():
+            try:
+                declared.update(method_metric_directions(methods.get_method(job.method)))
+            except DeepeError:  # a method deleted since: the built-in directions only
+                pass
+        return declared
+
     def _shared_metrics(self) -> list[str]:
-        ids = [str(i) for i in self.report["ids"]]
         # a curve needs points: end-of-training totals (one value per job) stay in the table only
-        return sorted(name for name, per_job in self.report["metrics"].items()
-                      if sum(1 for i in ids if per_job.get(i, {}).get("points", 0) > 1) >= 2)
+        return metric_order(name for name, per_job in self.report["metrics"].items()
+                            if sum(1 for i in self.ids if per_job.get(i, {}).get("points", 0) > 1) >= 2)
 
     def _render_config(self) -> None:
-        ids = [str(i) for i in self.report["ids"]]
         if self.show_all.value:
-            keys = sorted({k for c in self.report["config"].values() for k in c})
-            rows = [[html.escape(k)] + [html.escape(repr(self.report["config"][i].get(k, "(default)"))) for i in ids]
-                    for k in keys]
+            config = self.report["config"]
+            keys = sorted({k for c in config.values() for k in c}, key=param_label)
+            rows = [[html.escape(param_label(k))] + [html.escape(show_value(config[i].get(k, "(default)")))
+                                                     for i in self.ids] for k in keys]
         else:
-            rows = [[html.escape(k)] + [html.escape(repr(v.get(i, "-"))) for i in ids]
-                    for k, v in sorted(self.report["differences"].items())] or [["(identical)"] + [""] * len(ids)]
-        self.config.value = html_table(["parameter"] + [f"job {i}" for i in ids], rows)
+            rows = [[html.escape(param_label(k))] + [html.escape(show_value(v.get(i, "-"))) for i in self.ids]
+                    for k, v in sorted(self.report["differences"].items(), key=lambda kv: param_label(kv[0]))]
+            rows = rows or [["(the same configuration)"] + [""] * len(self.ids)]
+        self.config.value = html_table(["parameter"] + [self.names[i] for i in self.ids], rows)
+
+    def _legend(self) -> str:
+        items = "".join(f"<span><span style='color:{self.colours[i]};font-weight:700'>━━</span> "
+                        f"{html.escape(self.names[i])}</span>" for i in self.ids)
+        return f"<div class='deepe-legend'>{items}</div>"
 
     def _figure(self, name: str) -> bq.Figure:
         x, y = bq.LinearScale(), bq.LinearScale()
         marks = []
-        for index, job_id in enumerate(self.report["ids"]):
-            xs, ys = decimate(*self.points[job_id].get(name, ([], [])), MAX_POINTS)
-            marks.append(bq.Lines(x=xs, y=ys, scales={"x": x, "y": y}, colors=[PALETTE[index % len(PALETTE)]],
-                                  labels=[f"job {job_id}"], display_legend=True))
-        return bq.Figure(marks=marks, title=name, legend_location="top-right",
+        for job_id in self.ids:
+            xs, ys = decimate(*self.points[int(job_id)].get(name, ([], [])), MAX_POINTS)
+            marks.append(bq.Lines(x=xs, y=ys, scales={"x": x, "y": y}, colors=[self.colours[job_id]],
+                                  labels=[self.names[job_id]], display_legend=False))
+        return bq.Figure(marks=marks, title=metric_label(name),
                          axes=[bq.Axis(scale=x, label="step", grid_lines="dashed", side="bottom"),
-                               y_axis(y, name)],
+                               y_axis(y, metric_label(name))],
                          layout=w.Layout(width="460px", height="300px"),
-                         fig_margin={"top": 40, "bottom": 45, "left": 80, "right": 15})
+                         fig_margin={"top": 40, "bottom": 45, "left": 80, "right": 15}, animation_duration=0)
 
     def _summary(self) -> str:
-        ids = [str(i) for i in self.report["ids"]]
         rows = []
-        for name, per_job in sorted(self.report["metrics"].items()):
-            cells = [f"{per_job[i]['final']:.5g} / {per_job[i]['best']:.5g}" if i in per_job else "-" for i in ids]
-            rows.append([html.escape(name)] + cells)
-        return html_table(["metric (final / best)"] + [f"job {i}" for i in ids], rows)
+        for name in metric_order(self.report["metrics"]):
+            per_job = self.report["metrics"][name]
+            direction = metric_direction(name, self.directions)
+            cells = []
+            for i in self.ids:
+                if i not in per_job:
+                    cells.append("-")
+                    continue
+                final = f"{per_job[i]['final']:.5g}"
+                if direction is None:
+                    cells.append(final)
+                    continue
+                best = self._best(int(i), name, direction)
+                cells.append(f"{final} / {best:.5g}" if best is not None else final)
+            word = {"min": "lowest", "max": "highest", None: "no best"}[direction]
+            rows.append([f"{html.escape(metric_label(name))} <span style='color:#57606a'>({word})</span>"] + cells)
+        return html_table(["metric (final / best)"] + [self.names[i] for i in self.ids], rows)
+
+    def _best(self, job_id: int, name: str, direction: str) -> float | None:
+        """The best value of one job's metric in `direction` (from the points already read)."""
+        _xs, ys = self.points[job_id].get(name, ([], []))
+        if not ys:
+            return None
+        return min(ys) if direction == "min" else max(ys)

@@ -1,4 +1,4 @@
-"""The Dashboard: tabs Methods, Train, Trainings, Compare — for a JupyterLab cell or a Voila app."""
+"""The Dashboard: tabs Methods, Train, Trainings, Compare, Models — for a JupyterLab cell or a Voila app."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import html
 import ipywidgets as w
 
 from ..errors import DeepeError
-from .common import close_tree
+from .common import close_tree, stylesheet
 from .compare_view import TrainingCompare
 from .detail import TrainingDetail
 from .launcher import TrainingLauncher
 from .methods_view import MethodManager
+from .models_view import ModelsView
 from .state import WorkbenchModel
 from .training_list import TrainingList
 
-TAB_METHODS, TAB_TRAIN, TAB_TRAININGS, TAB_COMPARE = range(4)
+TAB_METHODS, TAB_TRAIN, TAB_TRAININGS, TAB_COMPARE, TAB_MODELS = range(5)
 
 
 class Dashboard(w.VBox):
@@ -30,27 +31,45 @@ class Dashboard(w.VBox):
                                          start_worker=start_worker)
         self.trainings = TrainingList(on_details=self.show_details, on_compare=self.show_compare)
         self.detail_area = w.VBox()
-        self.compare_area = w.VBox([w.HTML("<i>Select two or more trainings under Trainings, then Compare.</i>")])
-        self.tabs = w.Tab(children=[self.methods, self.launcher, w.VBox([self.trainings, self.detail_area]),
-                                    self.compare_area], titles=("Methods", "Train", "Trainings", "Compare"))
+        self.compare_area = w.VBox([w.HTML("<i>Tick two or more trainings under Trainings, then Compare.</i>")])
+        self.models = ModelsView(on_job=self.show_details, start_worker=start_worker)
+        # Each tab's page gets its view when the tab is first shown: a visit's page draws one tab's
+        # widgets, not all five (~80 instead of ~480 views; the hidden ones would be drawn too).
+        self._contents = [self.methods, self.launcher, w.VBox([self.trainings, self.detail_area]),
+                          self.compare_area, self.models]
+        self.pages = [w.VBox() for _ in self._contents]
+        self.tabs = w.Tab(children=self.pages, titles=("Methods", "Train", "Trainings", "Compare", "Models"))
+        self._attach(self.tabs.selected_index or 0)
         self.tabs.observe(self._on_tab, "selected_index")
         self.model.observe(lambda _c: self._render_details(), "open_job")
         self.model.observe(lambda _c: self._render_compare(), "compare_ids")
         self.model.observe(lambda _c: self.trainings.show_page(0), "last_submitted")  # the newest is on page 1
-        super().__init__([w.HTML("<h2 style='margin:4px 0'>deepe-widgets — fine-tuning workbench</h2>"
+        super().__init__([stylesheet(),
+                          w.HTML("<h2 style='margin:4px 0'>deepe-widgets — fine-tuning workbench</h2>"
                                  "<div style='color:#555;margin-bottom:6px'>Methods: what can be trained · "
                                  "Train: start a new training · Trainings: follow, inspect, copy · "
-                                 "Compare: two or more trainings side by side</div>"), self.tabs])
+                                 "Compare: two or more trainings side by side · Models: save, try, delete</div>"),
+                          self.tabs])
 
     def close(self) -> None:
-        """Stop every view's poller and close every widget of the dashboard."""
+        """Stop every view's poller and close every widget of the dashboard (shown tabs or not)."""
+        for view in self._contents:  # a tab never shown is not in the tree below
+            close_tree(view) if type(view) is w.VBox else view.close()
         close_tree(self)
 
+    def _attach(self, index: int) -> None:
+        if not self.pages[index].children:
+            self.pages[index].children = [self._contents[index]]
+
     def _on_tab(self, change) -> None:
+        if change["new"] is not None:
+            self._attach(change["new"])
         if change["new"] == TAB_TRAIN:
             self.launcher.reload()  # methods may have been added
         elif change["new"] == TAB_TRAININGS:
             self.trainings.refresh()
+        elif change["new"] == TAB_MODELS:
+            self.models.refresh_if_changed()
 
     def show_details(self, job_id: int) -> None:
         """"View Details" of one job (again, if it is the one open: a fresh view)."""
@@ -58,12 +77,18 @@ class Dashboard(w.VBox):
             self._render_details()
         self.model.open_job = job_id
 
+    def close_details(self) -> None:
+        self.model.open_job = None
+
     def _render_details(self) -> None:
         for old in self.detail_area.children:
             old.close()  # stops its poller and closes its charts
         job_id = self.model.open_job
-        self.detail_area.children = [TrainingDetail(job_id, on_copy=self.copy_train)] if job_id else []
-        self.tabs.selected_index = TAB_TRAININGS
+        self.detail_area.children = [TrainingDetail(job_id, on_copy=self.copy_train, on_close=self.close_details)] \
+            if job_id else []
+        self.trainings.mark_open(job_id)
+        if job_id:
+            self.tabs.selected_index = TAB_TRAININGS
 
     def copy_train(self, job) -> None:
         self.tabs.selected_index = TAB_TRAIN

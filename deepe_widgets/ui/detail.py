@@ -1,10 +1,12 @@
-"""View Details: "Train Overview", "Evaluation Data" (live bqplot charts) and "Train Log"."""
+"""View Details: "Train Overview", "Evaluation Data" (live bqplot charts), "Train Log" and "Record"."""
 
 from __future__ import annotations
 
 import asyncio
 import html
 import os
+import re
+import time
 from pathlib import Path
 
 import bqplot as bq
@@ -15,10 +17,37 @@ from .. import params as paramlib
 from ..errors import DeepeError
 from ..jobs import format_duration as duration
 from ..jobs import format_time as when
-from ..store import FINISHED
-from .common import MAX_POINTS, ConnectionNote, Status, close_tree, decimate, html_table, poll_forever, start_poller
+from ..store import FINISHED, JobKind, JobStatus
+from .common import (
+    MAX_POINTS,
+    ConnectionNote,
+    Status,
+    close_tree,
+    decimate,
+    html_table,
+    poll_forever,
+    start_poller,
+    stylesheet,
+)
+from .labels import metric_label, metric_order, param_label, show_value, used_parameters
+from .record import RecordView
+from .training_list import status_html
 
-LEVELS = ("all", "INFO", "WARNING", "ERROR")
+LEVELS = (("all lines", "all"), ("info", "INFO"), ("warnings", "WARNING"), ("errors", "ERROR"))
+TAB_OVERVIEW, TAB_CHARTS, TAB_LOG, TAB_RECORD = range(4)
+LOG_KEEP = 5000       # lines kept in the kernel
+LOG_SHOWN = 1000      # lines put in the page at a rebuild
+LOG_CHUNKS = 60       # appended chunks before they are merged into one
+RECORD_EVERY = 2.0    # seconds between looks at a running stage's record
+
+# What the Train Log calls noise: the kernel's own chatter and library warnings with their
+# follow-up line, and progress bars (the same steps are logged as lines of their own).
+NOISE = re.compile(r"^\[IPKernelApp\]|^\S+\.py:\d+: \w*Warning:|^\s*\d+%\|.*\|")
+CONTINUATION = re.compile(r"^\s+\S")
+WARNING_WORDS = re.compile(r"\bWARNING\b|Warning:")
+ERROR_WORDS = re.compile(r"\bERROR\b|Traceback|Error:|\bCRITICAL\b")
+KIND_WORDS = {"customized": "Customized Model", "complete": "Complete Model", "live": "Live Model",
+              "base": "Base Model"}
 
 
 def is_summary_metric(name: str) -> bool:
@@ -39,45 +68,82 @@ def metric_figure(title: str, x_label: str) -> tuple[bq.Figure, bq.Lines]:
     fig = bq.Figure(marks=[line], axes=[bq.Axis(scale=x, label=x_label, grid_lines="dashed", side="bottom"),
                                         y_axis(y, title)],
                     title=title, layout=w.Layout(width="420px", height="280px"),
-                    fig_margin={"top": 40, "bottom": 45, "left": 80, "right": 15})
+                    fig_margin={"top": 40, "bottom": 45, "left": 80, "right": 15}, animation_duration=0)
     return fig, line
 
 
+def classify(line: str, after_noise: bool) -> tuple[str, str]:
+    """(kind, level) of a log line: kind "noise" (kernel chatter, library warnings, progress bars)
+    or "line"; level ERROR, WARNING or INFO."""
+    noise = bool(NOISE.search(line)) or (after_noise and bool(CONTINUATION.match(line)))
+    level = "ERROR" if ERROR_WORDS.search(line) else "WARNING" if WARNING_WORDS.search(line) else "INFO"
+    return ("noise" if noise else "line"), level
+
+
+def in_voila_app() -> bool:
+    """True inside a Voila app (which never serves run folders), False in JupyterLab."""
+    return bool(os.environ.get("VOILA_KERNEL_ID") or os.environ.get("VOILA_BASE_URL"))
+
+
 class TrainingDetail(w.VBox):
-    """Everything about one job; charts and log follow it live while it runs."""
+    """Everything about one job; charts, log and record follow it live while it runs."""
 
     poll_seconds = 0.5
 
-    def __init__(self, job_id: int, on_copy=None):
+    def __init__(self, job_id: int, on_copy=None, on_close=None):
         self.job_id = int(job_id)
         self.on_copy = on_copy
         self.header = w.HTML()
+        self.close_button = w.Button(description="Close details", icon="times", layout=w.Layout(width="130px"))
+        self.close_button.layout.display = None if on_close else "none"
+        self.close_button.on_click(lambda _b: on_close and on_close())
         self.progress = w.FloatProgress(min=0, max=1, description="progress", layout=w.Layout(width="420px"))
+        self.stage_note = w.HTML()
         self.overview = w.HTML()
-        self.copy = w.Button(description="Copy the Train", icon="copy", button_style="info")
+        self.copy = w.Button(description="Copy the Train", icon="copy", button_style="info",
+                             tooltip="a new training with this configuration, ready to change and run")
         self.copy.on_click(lambda _b: self.on_copy and self.on_copy(jobs.get_job(self.job_id)))
         self.x_axis = w.ToggleButtons(options=[("by step", "step"), ("by epoch", "epoch")], value="step")
         self.x_axis.observe(lambda _c: self._redraw(), "value")
         self.charts = w.Box(layout=w.Layout(flex_flow="row wrap"))
         self.no_data = w.HTML("<i>No metrics yet: they appear here as the trainer logs them.</i>")
         self.totals = w.HTML()
-        self.level = w.Dropdown(options=LEVELS, description="level")
-        self.level.observe(lambda _c: self._render_log(), "value")
-        self.log_view = w.HTML(layout=w.Layout(max_height="420px", overflow="auto", border="1px solid #ddd"))
+        self.level = w.Dropdown(options=LEVELS, value="all", description="show", layout=w.Layout(width="220px"))
+        self.show_noise = w.Checkbox(description="library and kernel messages", indent=False, value=False)
+        self.log_note = w.HTML()
+        self.log_lines = w.VBox(layout=w.Layout(flex="0 0 auto"))  # chunks, only ever appended to
+        self.log_view = w.Box([self.log_lines], layout=w.Layout(max_height="420px", width="100%"))
+        self.log_view.add_class("deepe-log-box")  # column-reverse: it sticks to the newest line
+        self.log_empty = w.HTML()
+        self.level.observe(lambda _c: self._rebuild_log(), "value")
+        self.show_noise.observe(lambda _c: self._rebuild_log(), "value")
+        self.record = RecordView(download_prefix=f"job{self.job_id}-")
         self.status = Status()
         self.connection = ConnectionNote()
         self.tabs = w.Tab(children=[w.VBox([self.overview, self.copy]),
                                     w.VBox([self.x_axis, self.no_data, self.charts, self.totals]),
-                                    w.VBox([self.level, self.log_view])],
-                          titles=("Train Overview", "Evaluation Data", "Train Log"))
+                                    w.VBox([w.HBox([self.level, self.show_noise, self.log_note],
+                                                   layout=w.Layout(align_items="center")),
+                                            self.log_empty, self.log_view]),
+                                    self.record],
+                          titles=("Train Overview", "Evaluation Data", "Train Log", "Record"))
+        self.tabs.observe(self._on_tab, "selected_index")
         self.series: dict[str, dict[str, list]] = {}
         self.lines: dict[str, bq.Lines] = {}
         self.figures: dict[str, bq.Figure] = {}
         self._last_id = 0
         self._log_offsets: dict[Path, int] = {}
-        self._log_lines: list[str] = []
+        self._log_entries: list[tuple[str, str, str]] = []  # (kind, level, text)
+        self._after_noise = False
+        self._job = None
+        self._record_checked = 0.0
         self._task = None
-        super().__init__([self.header, self.connection, self.progress, self.tabs, self.status])
+        super().__init__([stylesheet(), w.HBox([self.header, self.close_button],
+                                               layout=w.Layout(justify_content="space-between",
+                                                               align_items="center")),
+                          self.connection, w.HBox([self.progress, self.stage_note],
+                                                  layout=w.Layout(align_items="center")),
+                          self.tabs, self.status])
         if not self.refresh():  # a finished job has nothing more to follow
             self._task = start_poller(lambda: poll_forever(self.poll_once, self.connection, self.poll_seconds))
 
@@ -93,13 +159,20 @@ class TrainingDetail(w.VBox):
         return self._show(self._read())
 
     def _read(self) -> dict:
-        """Everything a refresh needs from the database and the log files (blocking: no widget is touched)."""
+        """Everything a refresh needs from the database and the files (blocking: no widget is touched)."""
         job = jobs.get_job(self.job_id)
-        return {"job": job, "summary": jobs.job_summary(job), "params": self._all_params(job),
-                "metrics": metrics.metrics_for(self.job_id, after_id=self._last_id), "log": self._read_log(job)}
+        read = {"job": job, "summary": jobs.job_summary(job), "params": self._all_params(job),
+                "metrics": metrics.metrics_for(self.job_id, after_id=self._last_id), "log": self._read_log(job),
+                "record": None}
+        # the record is rendered only while its tab is open, at most every RECORD_EVERY seconds
+        if self.tabs.selected_index == TAB_RECORD and time.monotonic() - self._record_checked > RECORD_EVERY:
+            self._record_checked = time.monotonic()
+            read["record"] = self.record.read_if_changed(paths=read["summary"]["records"])
+        return read
 
     def _show(self, read: dict) -> bool:
         job = read["job"]
+        self._job = job
         self._render_overview(job, read["summary"], read["params"])
         new = read["metrics"]
         for m in new:
@@ -110,11 +183,16 @@ class TrainingDetail(w.VBox):
             self._last_id = m.id
         if new:
             self._redraw(set(m.name for m in new))
+        self._render_waiting(job)
         offsets, lines = read["log"]
         self._log_offsets.update(offsets)
         if lines:
-            self._log_lines = (self._log_lines + lines)[-5000:]
-            self._render_log()
+            self._add_log_lines(lines)
+        elif not self._log_entries:
+            self._render_log_state()
+        if read["record"] is not None or self.tabs.selected_index == TAB_RECORD:
+            self.record.set_paths(read["summary"]["records"])
+            self.record.show(read["record"])
         return job.status in FINISHED
 
     def close(self) -> None:
@@ -123,71 +201,106 @@ class TrainingDetail(w.VBox):
             self._task.cancel()
         close_tree(self)
 
+    def _on_tab(self, change) -> None:
+        if change["new"] == TAB_RECORD:  # shown now, kept current by the poller while the run runs
+            self.record.set_paths(jobs.job_records(self._job) if self._job is not None else [])
+            self._record_checked = time.monotonic()
+            self.record.refresh()
+
     # --- rendering -----------------------------------------------------------------------
 
     def _render_overview(self, job, summary: dict, params: list[tuple[str, object, bool]]) -> None:
-        colour = {"succeeded": "#1a7f37", "failed": "#cf222e", "running": "#0969da"}.get(job.status, "#555")
-        self.header.value = (f"<h3>Job {job.id}: {html.escape(job.name)} — "
-                             f"<span class='deepe-job-status' style='color:{colour}'>{job.status}</span></h3>")
+        kind = "" if job.kind == JobKind.TRAIN else f" ({html.escape(job.kind)})"
+        self.header.value = (f"<h3 style='margin:4px 0'>{html.escape(job.name)}{kind} "
+                             f"<span style='color:#57606a;font-weight:normal'>job {job.id}</span> — "
+                             f"{status_html(job)}</h3>")
         if job.progress_total:
             self.progress.value = job.progress_step / job.progress_total
             self.progress.description = f"{job.progress_step}/{job.progress_total}"
-        rows = [["method", html.escape(job.method)], ["base model", html.escape(str(job.base_model))],
-                ["dataset", html.escape(str(job.dataset))], ["started", when(job.started_at)],
-                ["duration", duration(job)], ["attempt", job.attempt],
-                ["copied from", job.copied_from or "-"], ["run folder", html.escape(str(job.run_dir))]]
+        elif job.status == JobStatus.SUCCEEDED:
+            self.progress.value = 1.0
+        rows = [["Training Method", html.escape(job.method)],
+                ["Base Model" if job.kind == JobKind.TRAIN else "Model", html.escape(str(job.base_model or "-"))]]
+        if job.kind == JobKind.TRAIN:
+            rows.append(["Dataset", html.escape(str(job.dataset))])
+        rows += [["Status", status_html(job)], ["Queued", when(job.created_at)], ["Started", when(job.started_at)],
+                 ["Duration", duration(job)]]
+        if job.attempt > 1:
+            rows.append(["Attempt", f"{job.attempt} of {job.max_attempts}"])
+        if job.kind == JobKind.TRAIN:
+            rows.append(["Copied from", f"job {job.copied_from}" if job.copied_from else "-"])
+        if not in_voila_app() and job.run_dir:  # JupyterLab users own the files; app users get the tabs
+            rows.append(["Run folder", f"<code>{html.escape(str(job.run_dir))}</code>"])
         if job.error:
-            rows.append(["error", f"<span style='color:#cf222e'>{html.escape(job.error)}</span>"])
-        params = [[f"<b>{html.escape(k)}</b>" if changed else html.escape(k), html.escape(repr(v)),
-                   "changed" if changed else ""] for k, v, changed in params]
-        records = "".join(f"<li>{self._record(r)}</li>"
-                          for r in summary["records"]) or "<li>none yet</li>"
-        artifacts = "".join(f"<li>{a['kind']}: <b>{html.escape(a['name'])}</b> ({html.escape(a['path'])})</li>"
-                            for a in summary["artifacts"]) or "<li>none yet</li>"
+            rows.append(["Error", f"<span style='color:#cf222e'>{html.escape(job.error)}</span>"])
+        for warning in getattr(job, "warnings", None) or []:
+            rows.append(["Warning", f"<span style='color:#9a6700'>{html.escape(str(warning))}</span>"])
+        changed = [p for p in params if p[2]]
+        rest = [p for p in params if not p[2]]
+        param_rows = [[f"<b>{html.escape(param_label(k))}</b>", f"<b>{html.escape(show_value(v))}</b>",
+                       "<span style='color:#0969da'>changed</span>"] for k, v, _c in changed]
+        param_rows += [[html.escape(param_label(k)), html.escape(show_value(v)), "default"] for k, v, _c in rest]
+        records = len(summary["records"])
+        record_line = ("The executed notebook (the run's record) is under the <b>Record</b> tab." if records
+                       else "The executed notebook appears under the <b>Record</b> tab once the stage starts.")
+        artifacts = "".join(f"<li>{KIND_WORDS.get(a['kind'], a['kind'])}: <b>{html.escape(a['name'])}</b></li>"
+                            for a in summary["artifacts"])
+        artifacts = (f"<ul>{artifacts}</ul><div style='color:#57606a'>Save, try or delete it under "
+                     "<b>Models</b>.</div>") if artifacts else "<div><i>None yet: a training that succeeds makes a " \
+                                                               "Customized Model.</i></div>"
         self.overview.value = (html_table(["", ""], rows) + "<h4>Parameters</h4>"
-                               + html_table(["name", "value", ""], params)
-                               + f"<h4>Records (executed notebooks)</h4><ul>{records}</ul>"
-                               f"<h4>Artifacts</h4><ul>{artifacts}</ul>")
+                               + html_table(["parameter", "value", ""], param_rows)
+                               + f"<h4>Record</h4><div>{record_line}</div>"
+                               f"<h4>Models it made</h4>{artifacts}")
+        self.copy.layout.display = None if job.kind == JobKind.TRAIN else "none"
+
+    def _render_waiting(self, job) -> None:
+        """What a job that has logged nothing yet is doing: queued, or starting (kernel, model, data)."""
+        if job.status == JobStatus.QUEUED:
+            note = "Queued: waiting for a worker to take it."
+        elif job.status == JobStatus.RUNNING and not job.progress_step and not self.series:
+            note = ("Starting… the stage kernel is loading the model and the dataset; "
+                    "the first metrics appear after the first logged step.")
+        else:
+            note = ""
+        self.stage_note.value = f"<span class='deepe-stage-note' style='color:#57606a'>{html.escape(note)}</span>" \
+            if note else ""
+        if not self.series:
+            self.no_data.value = f"<i>{html.escape(note)}</i>" if note else \
+                "<i>No metrics yet: they appear here as the trainer logs them.</i>"
 
     def _all_params(self, job) -> list[tuple[str, object, bool]]:
-        """Every parameter the run got: the method's defaults with this job's changes (marked)."""
+        """Every parameter the run got: the method's defaults with this job's changes (marked);
+        parameters the method's code never reads are left out unless the job changed them."""
         if getattr(self, "_params_for", None) != (job.id, job.params):
             try:
-                defaults = methods.get_method(job.method).default_params
+                method = methods.get_method(job.method)
+                defaults, used = method.default_params, used_parameters(method)
             except DeepeError:  # the method was deleted since: its changes are all we know
-                defaults = {}
+                defaults, used = {}, None
             values = {k: paramlib.default_value(v) for k, v in defaults.items() if k not in paramlib.PLATFORM_SET}
-            values.update(job.params)
-            self._params_cache = [(k, values[k], k in job.params) for k in sorted(values)]
+            if job.kind != JobKind.TRAIN:
+                values = {}
+            values.update({k: v for k, v in job.params.items() if k not in ("MODEL_PATH", "ADAPTER_PATH")})
+            keep = [k for k in values if used is None or k in used or k in job.params]
+            self._params_cache = [(k, values[k], k in job.params) for k in sorted(keep, key=param_label)]
             self._params_for = (job.id, job.params)
         return self._params_cache
 
-    @staticmethod
-    def _record(path: str) -> str:
-        """In JupyterLab, a link it opens as a document (relative to the notebook's folder, so from
-        `/lab/tree/<notebook>` it lands on `/lab/tree/<record>`); in Voila, the path only: the app
-        never serves run records."""
-        if os.environ.get("VOILA_KERNEL_ID") or os.environ.get("VOILA_BASE_URL"):
-            return f"<code>{html.escape(path)}</code> <i>(open it in JupyterLab)</i>"
-        try:
-            href = os.path.relpath(path)
-        except ValueError:
-            href = path
-        return f"<a href='{html.escape(href)}' target='_blank' title='{html.escape(path)}'>{html.escape(path)}</a>"
-
     def _redraw(self, names=None) -> None:
         self.no_data.layout.display = "none" if self.series else None
-        names = sorted(names or self.series)
+        names = names or self.series
         curves = [n for n in names if not is_summary_metric(n)]
         added = [n for n in curves if n not in self.figures]
         for name in added:
-            self.figures[name], self.lines[name] = metric_figure(name, self.x_axis.value)
+            self.figures[name], self.lines[name] = metric_figure(metric_label(name), self.x_axis.value)
         if added:  # one children update per poll: views of a box are created once, not raced
-            self.charts.children = tuple(self.figures[n] for n in sorted(self.figures))
-        totals = sorted(n for n in self.series if is_summary_metric(n))
+            self.charts.children = tuple(self.figures[n] for n in metric_order(self.figures))
+        totals = metric_order(n for n in self.series if is_summary_metric(n))
         if totals:
             self.totals.value = "<h4>At the end of training</h4>" + html_table(
-                ["metric", "value"], [[html.escape(n), f"{self.series[n]['value'][-1]:.6g}"] for n in totals])
+                ["metric", "value"], [[html.escape(metric_label(n)), f"{self.series[n]['value'][-1]:.6g}"]
+                                      for n in totals])
         for name in curves:
             series = self.series[name]
             xs = series[self.x_axis.value]
@@ -197,6 +310,8 @@ class TrainingDetail(w.VBox):
             with line.hold_sync():
                 line.x, line.y = x, y
             self.figures[name].axes[0].label = self.x_axis.value
+
+    # --- the log ---------------------------------------------------------------------------
 
     def _read_log(self, job) -> tuple[dict[Path, int], list[str]]:
         """The lines the stage logs gained since the last read, and the offsets to read on from."""
@@ -212,9 +327,65 @@ class TrainingDetail(w.VBox):
                 offsets[log] = handle.tell()
         return offsets, lines
 
-    def _render_log(self) -> None:
-        level = self.level.value
-        lines = self._log_lines if level == "all" else [line for line in self._log_lines if f" {level} " in line
-                                                         or (level == "WARNING" and "Warning" in line)]
-        text = html.escape("\n".join(lines[-1000:]))
-        self.log_view.value = f"<pre class='deepe-log' style='margin:0;font-size:12px'>{text}</pre>"
+    def _wanted(self, entry: tuple[str, str, str]) -> bool:
+        kind, level, _text = entry
+        if kind == "noise" and not self.show_noise.value:
+            return False
+        wanted = self.level.value
+        return wanted == "all" or level == wanted or (wanted == "WARNING" and level == "ERROR")
+
+    @staticmethod
+    def _chunk(entries) -> w.HTML:
+        def one(entry):
+            kind, level, text = entry
+            css = "deepe-noise" if kind == "noise" else {"ERROR": "deepe-error", "WARNING": "deepe-warning"}.get(
+                level, "")
+            return f"<span class='{css}'>{html.escape(text)}</span>" if css else html.escape(text)
+        return w.HTML("<pre class='deepe-log'>" + "\n".join(one(e) for e in entries) + "</pre>")
+
+    def _add_log_lines(self, lines: list[str]) -> None:
+        entries = []
+        for text in lines:
+            if not text.strip():
+                continue  # blank lines only spread the log out
+            kind, level = classify(text, self._after_noise)
+            self._after_noise = kind == "noise"
+            entries.append((kind, level, text))
+        self._log_entries = (self._log_entries + entries)[-LOG_KEEP:]
+        shown = [e for e in entries if self._wanted(e)]
+        if len(self.log_lines.children) >= LOG_CHUNKS:
+            self._rebuild_log()
+        elif shown:  # appended, never replaced: the page keeps its scroll position (or the tail)
+            self.log_lines.children = (*self.log_lines.children, self._chunk(shown))
+            self._render_log_state()
+        else:
+            self._render_log_state()
+
+    def _rebuild_log(self) -> None:
+        shown = [e for e in self._log_entries if self._wanted(e)][-LOG_SHOWN:]
+        old = self.log_lines.children
+        self.log_lines.children = (self._chunk(shown),) if shown else ()
+        for chunk in old:
+            chunk.close()
+        self._render_log_state()
+
+    def _render_log_state(self) -> None:
+        """Says why the log is empty, and how many lines the filters hide."""
+        shown = sum(1 for e in self._log_entries if self._wanted(e))
+        hidden_noise = sum(1 for e in self._log_entries if e[0] == "noise") if not self.show_noise.value else 0
+        self.log_note.value = (f"<span style='color:#57606a'>{hidden_noise} library and kernel line"
+                               f"{'s' if hidden_noise != 1 else ''} hidden</span>") if hidden_noise else ""
+        if shown:
+            self.log_empty.value, self.log_view.layout.display = "", None
+            return
+        self.log_view.layout.display = "none"
+        if not self._log_entries:
+            job = self._job
+            text = ("No log yet: it starts when a worker takes the job." if job is None or
+                    job.status == JobStatus.QUEUED else "No log lines yet.")
+        else:
+            level = {"all": "lines", "INFO": "info lines", "WARNING": "warnings or errors",
+                     "ERROR": "errors"}[self.level.value]
+            text = f"No {level} in this log" + ("" if self.show_noise.value else
+                                                " (library and kernel messages are hidden)") + "."
+        self.log_empty.value = f"<i class='deepe-log-empty'>{html.escape(text)}</i>"

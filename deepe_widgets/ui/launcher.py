@@ -1,4 +1,9 @@
-"""Start a New Train: method, base model, dataset (with a preview), parameters, "Run the Train"."""
+"""Start a New Train: method, base model, dataset (with a preview), parameters, "Run the Train".
+
+The form starts filled in (SFT-Demo, the default base model, demo-sft) and checks itself as the user
+types: every problem at once, under its field, in the field's own words, gone once fixed; "Run the
+Train" is enabled only while there is none.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,17 @@ import ipywidgets as w
 from .. import datasets, demo_data, jobs, methods, models, worker
 from .. import params as paramlib
 from ..errors import DeepeError
-from .common import Status, action, close_tree, html_table
+from ..names import check_name
+from .common import Status, action, close_tree, html_table, stylesheet
+from .labels import humanize, param_label, parameter_help, used_parameters
 
-# Seed 004's form: label -> parameter name (shown first; the rest go under "Advanced").
-MAIN_FIELDS = [("Epochs", "EPOCHS"), ("Batch Size", "BATCH_SIZE"), ("Learning Rate", "LEARNING_RATE"),
-               ("Max Tokens", "MAX_SEQ_LENGTH"), ("Max Steps (-1: use epochs)", "MAX_STEPS"),
-               ("LoRA Rank", "LORA_RANK"), ("LoRA Alpha", "LORA_ALPHA"), ("LoRA Dropout", "LORA_DROPOUT"),
-               ("System Prompt", "SYSTEM_PROMPT"), ("Save Frequency (steps)", "SAVE_STEPS")]
+# Seed 004's form, in its order (shown first; the rest go under "Advanced").
+MAIN_FIELDS = ("EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "MAX_SEQ_LENGTH", "MAX_STEPS", "LORA_RANK", "LORA_ALPHA",
+               "LORA_DROPOUT", "SYSTEM_PROMPT", "SAVE_STEPS")
 COLUMN_FIELDS = ("PromptInputColumn", "PromptOutputColumn")
+PREFERRED_METHOD, PREFERRED_DATASET = "SFT-Demo", "demo-sft"
+METHOD_DATASETS = {"GRPO-Demo": "demo-gsm", "SFT-Demo": "demo-sft"}  # each demo method's demo data
+PREVIEW_CHARS = 60
 STYLE = {"description_width": "200px"}
 WIDE = {"layout": {"width": "520px"}}
 
@@ -28,6 +36,22 @@ def _shown(default_source: str) -> str:
     except (ValueError, SyntaxError):
         return default_source
     return value if isinstance(value, str) else repr(value)
+
+
+def _is_bool(default_source: str) -> bool:
+    return isinstance(paramlib.default_value(default_source), bool)
+
+
+def field_message(text: str, kind: str) -> str:
+    return f"<span class='deepe-field-{kind}'>{html.escape(text)}</span>" if text else ""
+
+
+def clip(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """A preview cell: at most `limit` characters, "…" where it was cut, the whole text on hover."""
+    full = str(text)
+    if len(full) <= limit:
+        return html.escape(full)
+    return f"<span title='{html.escape(full, quote=True)}'>{html.escape(full[:limit - 1].rstrip())}…</span>"
 
 
 class TrainingLauncher(w.VBox):
@@ -42,74 +66,127 @@ class TrainingLauncher(w.VBox):
         self.method = w.Dropdown(description="Training Method", style=STYLE, **WIDE)
         self.base_model = w.Dropdown(description="Base Model", style=STYLE, **WIDE)
         self.dataset = w.Dropdown(description="Dataset", style=STYLE, **WIDE)
-        self.train_name = w.Text(description="Train Name (optional)", style=STYLE, **WIDE)
+        self.train_name = w.Text(description="Train Name (optional)", style=STYLE, **WIDE,
+                                 placeholder="e.g. capitals-lr-5e-4 (default: train<id>)")
         self.preview = w.HTML()
         self.input_column = w.Dropdown(description="Prompt column", style=STYLE, **WIDE)
         self.output_column = w.Dropdown(description="Response column", style=STYLE, **WIDE)
-        self.fields: dict[str, w.Text] = {}
-        self.field_errors: dict[str, w.HTML] = {}
-        # errors about the choices above the parameters, each shown under its chooser
-        self.choice_errors = {key: w.HTML() for key in ("method", "base_model", "dataset", "name",
-                                                         "PromptInputColumn", "PromptOutputColumn")}
+        self.fields: dict[str, w.Text | w.Checkbox] = {}
+        self.field_errors: dict[str, w.HTML] = {}  # under each parameter: its error, else its warning
+        # under each chooser above the parameters: its error
+        self.choice_errors = {key: self._message_box() for key in ("method", "base_model", "dataset", "name",
+                                                                    *COLUMN_FIELDS)}
+        self.problems: dict[str, str] = {}
         self.copied_from: int | None = None
         self._fields_for = None
+        self._dataset_record = None
+        self.defaults: dict[str, str] = {}
         self.main_box, self.advanced_box = w.VBox(), w.VBox()
         self.advanced = w.Accordion(children=[self.advanced_box], titles=("Advanced",))
         self.advanced.selected_index = None
-        self.warnings = w.HTML()
+        self.summary = w.HTML()   # "Fix these 2 fields to run: Batch Size, Learning Rate"
         self.run = w.Button(description="Run the Train", button_style="primary", icon="play")
         self.status = Status()
-        self.method.observe(lambda _c: self._build_fields(), "value")
-        self.dataset.observe(lambda _c: self._show_dataset(), "value")
-        action(self.run, self.status, "queueing …")(self._submit)
+        self._quiet = False
+        self.method.observe(lambda _c: self._on_method(), "value")
+        self.dataset.observe(lambda _c: None if self._quiet else (self._show_dataset(), self.validate()), "value")
+        for chooser in (self.base_model, self.train_name, self.input_column, self.output_column):
+            chooser.observe(lambda _c: None if self._quiet else self.validate(), "value")
+        action(self.run, self.status, "queueing …", ready=lambda: not self.problems)(self._submit)
         err = self.choice_errors
-        super().__init__([w.HTML("<h3>Start a New Train</h3>"), self.method, err["method"], self.base_model,
-                          err["base_model"], self.dataset, err["dataset"], self.train_name, err["name"],
-                          w.HTML("<b>Dataset preview</b>"), self.preview, self.input_column,
+        super().__init__([stylesheet(), w.HTML("<h3>Start a New Train</h3>"), self.method, err["method"],
+                          self.base_model, err["base_model"], self.dataset, err["dataset"], self.train_name,
+                          err["name"], w.HTML("<b>Dataset preview</b>"), self.preview, self.input_column,
                           err["PromptInputColumn"], self.output_column, err["PromptOutputColumn"],
                           w.HTML("<b>Parameters</b>"), self.main_box, self.advanced,
-                          self.warnings, w.HBox([self.run, self.status])])
+                          w.HBox([self.run, self.status]), self.summary])
         self.reload()
 
+    def close(self) -> None:
+        """Close every widget of the form."""
+        close_tree(self)
+
+    @staticmethod
+    def _message_box() -> w.HTML:
+        box = w.HTML(layout=w.Layout(margin="0 0 2px 208px"))  # under the input, past the labels
+        box.add_class("deepe-field-message")
+        return box
+
+    # --- choices ------------------------------------------------------------------------------
+
     def reload(self) -> None:
-        """Refresh the choices (methods, models, datasets may have changed)."""
-        keep = (self.method.value, self.base_model.value, self.dataset.value)
-        self.method.options = [m.name for m in methods.list_methods() if "training" in m.stages]
+        """Refresh the choices (methods, models, datasets may have changed), keeping what is chosen
+        and typed; a first load picks SFT-Demo, the default base model and demo-sft."""
         bases = [m.name for m in models.list_models("base")]
         if models.DEFAULT_BASE_MODEL not in bases:
             bases.append(models.DEFAULT_BASE_MODEL)  # imported on first use
-        self.base_model.options = bases
-        self.dataset.options = [d.name for d in datasets.list_datasets()]
-        for widget, value in zip((self.method, self.base_model, self.dataset), keep):
-            if value in widget.options:
-                widget.value = value
-        if not self.fields or self._fields_for != self.method.value:  # keep what the user typed
+        choices = ((self.method, [m.name for m in methods.list_methods() if "training" in m.stages], PREFERRED_METHOD),
+                   (self.base_model, bases, models.DEFAULT_BASE_MODEL),
+                   (self.dataset, [d.name for d in datasets.list_datasets()], None))
+        previous = self._fields_for
+        self._quiet = True  # re-assigning options selects the first one for a moment: no rebuild for that
+        try:
+            for widget, options, preferred in choices:
+                keep = widget.value
+                if list(widget.options) != options:
+                    widget.options = options
+                if preferred is None:  # the dataset: the chosen method's demo data first
+                    preferred = METHOD_DATASETS.get(self.method.value, PREFERRED_DATASET)
+                widget.value = keep if keep in options else \
+                    (preferred if preferred in options else (options[0] if options else None))
+        finally:
+            self._quiet = False
+        if not self.fields or self._fields_for != self.method.value:  # else keep what the user typed
             self._build_fields()
+            self._follow_demo_dataset(previous)
         self._show_dataset()
+        self.validate()
+
+    def _on_method(self) -> None:
+        if self._quiet:
+            return
+        previous = self._fields_for
+        self._build_fields()
+        self._follow_demo_dataset(previous)
+        self.validate()
+
+    def _follow_demo_dataset(self, previous_method: str | None) -> None:
+        """A demo method comes with its demo dataset: follow it unless the user chose another."""
+        demo = METHOD_DATASETS.get(self.method.value)
+        if demo in self.dataset.options and self.dataset.value in (None, METHOD_DATASETS.get(previous_method)):
+            self.dataset.value = demo
 
     def _build_fields(self) -> None:
         if not self.method.value:
             return
-        defaults = methods.get_method(self.method.value).default_params
+        method = methods.get_method(self.method.value)
+        defaults = method.default_params
         self.defaults = defaults
         self._fields_for = self.method.value
+        used = used_parameters(method)  # None: every parameter (a script gets them all as flags)
+        helps = parameter_help(method)
         self.fields, self.field_errors = {}, {}
         main, advanced = [], []
-        labels = dict((name, label) for label, name in MAIN_FIELDS)
         for name, source in defaults.items():
             if name in paramlib.PLATFORM_SET or name in COLUMN_FIELDS:
                 continue
-            text = w.Text(value=str(_shown(source)), description=labels.get(name, name), style=STYLE,
-                          layout=w.Layout(width="520px"))
-            text.observe(lambda _c: self._check_warnings(), "value")
-            self.fields[name] = text
-            self.field_errors[name] = w.HTML()
-            (main if name in labels else advanced).append(w.VBox([text, self.field_errors[name]]))
-        order = [n for _l, n in MAIN_FIELDS]
-        main.sort(key=lambda box: order.index(next(n for n, t in self.fields.items() if t is box.children[0])))
+            if used is not None and name not in used and name not in MAIN_FIELDS:
+                continue  # e.g. SFT-Demo never reads NUM_GENERATIONS: no field for it
+            tip = helps.get(name) or ""
+            if _is_bool(source):
+                field = w.Checkbox(value=bool(paramlib.default_value(source)), description=param_label(name),
+                                   indent=False, tooltip=tip, layout=w.Layout(width="520px", margin="2px 0 2px 208px"))
+            else:
+                field = w.Text(value=str(_shown(source)), description=param_label(name), style=STYLE,
+                               layout=w.Layout(width="520px"), tooltip=tip, placeholder=tip)
+            field.observe(lambda _c: self.validate(), "value")
+            self.fields[name] = field
+            self.field_errors[name] = self._message_box()
+            (main if name in MAIN_FIELDS else advanced).append((name, w.VBox([field, self.field_errors[name]])))
+        main.sort(key=lambda item: MAIN_FIELDS.index(item[0]))
         old = (*self.main_box.children, *self.advanced_box.children)
-        self.main_box.children = main
-        self.advanced_box.children = advanced
+        self.main_box.children = [box for _n, box in main]
+        self.advanced_box.children = [box for _n, box in advanced]
         for box in old:  # the previous method's fields: nothing of them is left in the kernel
             close_tree(box)
         has_columns = all(c in defaults for c in COLUMN_FIELDS)
@@ -117,15 +194,17 @@ class TrainingLauncher(w.VBox):
             widget.layout.display = None if has_columns else "none"
 
     def _show_dataset(self) -> None:
+        self._dataset_record = None
         if not self.dataset.value:
             self.preview.value = ""
             return
         try:
+            self._dataset_record = datasets.get_dataset(self.dataset.value)
             columns, rows = datasets.preview(self.dataset.value, rows=3)
         except DeepeError as exc:
             self.preview.value = f"<span style='color:#cf222e'>{html.escape(exc.message)}</span>"
             return
-        cells = [[html.escape(str(r.get(c, ""))[:60]) for c in columns] for r in rows]
+        cells = [[clip(r.get(c, "")) for c in columns] for r in rows]
         self.preview.value = html_table(columns, cells)
         choices = [("(standard: instruction/output or question/answer)", "")] + [(c, c) for c in columns]
         for widget in (self.input_column, self.output_column):
@@ -133,43 +212,99 @@ class TrainingLauncher(w.VBox):
             widget.options = choices
             widget.value = keep if keep in columns else ""  # an unset dropdown shows blank
 
+    # --- checking -----------------------------------------------------------------------------
+
     def overrides(self) -> dict:
         """The parameters the user changed, keyed by their names."""
-        out = {name: text.value for name, text in self.fields.items()
-               if text.value != str(_shown(self.defaults[name]))}
+        out = {}
+        for name, field in self.fields.items():
+            default = paramlib.default_value(self.defaults[name])
+            if isinstance(field, w.Checkbox):
+                if field.value != default:
+                    out[name] = field.value
+            elif field.value != str(_shown(self.defaults[name])):
+                out[name] = field.value
         if self.input_column.layout.display != "none" and (self.input_column.value or self.output_column.value):
             out["PromptInputColumn"] = self.input_column.value or ""
             out["PromptOutputColumn"] = self.output_column.value or ""
         return out
 
-    def _check_warnings(self) -> None:
-        try:
-            values = paramlib.resolve({k: v for k, v in self.overrides().items() if k not in COLUMN_FIELDS},
-                                      self.defaults)
-        except DeepeError:
-            self.warnings.value = ""
-            return
-        typical = paramlib.warnings_for(values)
-        self.warnings.value = "".join(f"<div style='color:#9a6700'>⚠ {html.escape(t)}</div>" for t in typical)
+    def check(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(errors, warnings), each keyed by field, in the words the form shows; every field is
+        checked on its own, so all problems show at once."""
+        errors, warnings = {}, {}
+        for key, chooser, what in (("method", self.method, "a training method"),
+                                   ("base_model", self.base_model, "a base model"),
+                                   ("dataset", self.dataset, "a dataset")):
+            if not chooser.value:
+                errors[key] = f"Choose {what}."
+        name = self.train_name.value.strip()
+        if name:
+            try:
+                check_name(name, "train")
+            except DeepeError as exc:
+                errors["name"] = exc.message[0].upper() + exc.message[1:]
+        for field_name in self.fields:
+            try:
+                value = paramlib.resolve({field_name: self.fields[field_name].value}, self.defaults)[field_name]
+            except DeepeError as exc:
+                errors[field_name] = humanize(exc.message)
+                continue
+            if field_name in paramlib.TYPICAL and isinstance(value, (int, float)):
+                low, high = paramlib.TYPICAL[field_name]
+                if not low <= value <= high:
+                    warnings[field_name] = (f"{value:g} is outside the typical range {low:g}–{high:g} "
+                                            "(allowed, but check it)")
+        columns = self.overrides()
+        if self._dataset_record is not None and "PromptInputColumn" in columns:
+            try:
+                datasets.check_columns(self._dataset_record, columns["PromptInputColumn"],
+                                       columns["PromptOutputColumn"])
+            except DeepeError as exc:
+                errors[exc.field if exc.field in COLUMN_FIELDS else "PromptInputColumn"] = humanize(exc.message)
+        return errors, warnings
+
+    def validate(self) -> dict[str, str]:
+        """Check the form and show the result: each problem under its field, the rest cleared,
+        Run enabled only without errors. Returns the errors."""
+        errors, warnings = self.check()
+        self.problems = errors
+        for key, box in self.choice_errors.items():
+            box.value = field_message(errors.get(key, ""), "error")
+        for key, box in self.field_errors.items():
+            box.value = field_message(errors[key], "error") if key in errors else \
+                field_message(warnings.get(key, ""), "warning")
+        self.run.disabled = bool(errors)
+        if errors:
+            names = [param_label(k) if k in self.fields or k in COLUMN_FIELDS else
+                     {"method": "Training Method", "base_model": "Base Model", "dataset": "Dataset",
+                      "name": "Train Name"}[k] for k in errors]
+            self.summary.value = field_message(
+                f"Fix {'this field' if len(names) == 1 else f'these {len(names)} fields'} to run: "
+                + ", ".join(names), "error")
+        else:
+            self.summary.value = ""
+        return errors
+
+    # --- running ------------------------------------------------------------------------------
 
     def _submit(self) -> None:
-        for box in (*self.field_errors.values(), *self.choice_errors.values()):
-            box.value = ""
+        if self.validate():  # a click that raced a keystroke: the messages say what to fix
+            raise DeepeError("the form has problems: see the messages under the fields")
         try:
             job = jobs.submit_training(self.method.value, self.base_model.value, self.dataset.value,
                                        name=self.train_name.value.strip() or None, params=self.overrides(),
                                        copied_from=self.copied_from)
             if self.start_worker:
                 worker.ensure_worker()
-        except DeepeError as exc:
+        except DeepeError as exc:  # checks only the server can make (a kernel gone, a file moved)
             box = self.field_errors.get(exc.field or "") or self.choice_errors.get(exc.field or "")
             if box is not None:
-                box.value = f"<span class='deepe-field-error' style='color:#cf222e'>{html.escape(exc.message)}</span>"
-            raise
+                box.value = field_message(humanize(exc.message), "error")
+            raise DeepeError(humanize(exc.message), field=exc.field) from None
         copy = f", a copy of job {self.copied_from}" if self.copied_from else ""
         self.copied_from = None
-        self.status.show(f"job {job.id} ({job.name}{copy}) queued — run folder {job.run_dir}; "
-                         "follow it under Trainings", "ok")
+        self.status.show(f"Training {job.name} (job {job.id}{copy}) is queued: follow it under Trainings.", "ok")
         if self.on_submitted:
             self.on_submitted(job)
 
@@ -183,11 +318,15 @@ class TrainingLauncher(w.VBox):
             self.base_model.value = job.base_model
         if job.dataset in self.dataset.options:
             self.dataset.value = job.dataset
-        for name, text in self.fields.items():  # each field set once: the job's value, else the default
-            text.value = str(job.params[name]) if name in job.params else str(_shown(self.defaults[name]))
+        for name, field in self.fields.items():  # each field set once: the job's value, else the default
+            if isinstance(field, w.Checkbox):
+                field.value = bool(job.params.get(name, paramlib.default_value(self.defaults[name])))
+            else:
+                field.value = str(job.params[name]) if name in job.params else str(_shown(self.defaults[name]))
         for widget, name in ((self.input_column, "PromptInputColumn"), (self.output_column, "PromptOutputColumn")):
             if job.params.get(name) in dict(widget.options).values():
                 widget.value = job.params[name]
         self.train_name.value = ""
         self.copied_from = job.id
-        self.status.show(f"copied from job {job.id}: change what you want, then Run the Train", "info")
+        self.validate()
+        self.status.show(f"Copied from job {job.id} ({job.name}): change what you want, then Run the Train.", "info")

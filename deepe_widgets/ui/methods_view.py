@@ -4,31 +4,60 @@ from __future__ import annotations
 
 import asyncio
 import html
+from pathlib import Path
 
 import ipywidgets as w
 
-from .. import config, methods
+from .. import config, methods, store
 from ..errors import DeepeError
 from ..kernels import installed_kernels
-from .common import ConnectionNote, Status, action, close_tree, poll_forever, start_poller
+from ..names import check_name
+from .common import (
+    ConnectionNote,
+    GridTable,
+    Status,
+    action,
+    close_tree,
+    confirm_row,
+    poll_forever,
+    start_poller,
+    stylesheet,
+)
+from .labels import humanize
 
 LABEL = {"width": "240px"}  # a dict, not a Layout: each label gets its own (closing one closes no other)
 FORM = {"style": {"description_width": "130px"}, "layout": {"width": "480px"}}
+LIFECYCLE_WORDS = [("Customized Model", "customized"), ("Complete Model", "complete"), ("Live Model", "live")]
+STAGE_WORDS = {"training": "training code file", "saving": "saving code file",
+               "inference-customized": "Customized Model inference file",
+               "inference-complete": "Complete Model inference file", "deployment": "deployment code file"}
+
+
+def _error(text: str) -> str:
+    return f'<span class="deepe-field-error">{html.escape(text)}</span>' if text else ""
 
 
 class MethodForm(w.VBox):
-    """Seed 000's fields; the stages each lifecycle needs appear (and are required) as it changes."""
+    """Seed 000's fields; the stages each lifecycle needs appear (and are required) as it changes.
+
+    It checks itself as the user types (every problem at once, by its field, gone once fixed);
+    "Save Method" is enabled only without problems. A field shows its problem once touched."""
 
     def __init__(self, on_saved=None):
         self.on_saved = on_saved
+        self.problems: dict[str, str] = {}
+        self._touched: set[str] = set()
+        self._server_errors: dict[str, str] = {}  # what only saving could tell, until that field changes
         self.name = w.Text(description="Training Name *", **FORM)
         self.display = w.Text(description="Display Name", **FORM)
         self.ttype = w.Dropdown(options=list(config.TRAINING_TYPES), description="Training Type *", **FORM)
-        self.lifecycle = w.Dropdown(options=[("Customized Model", "customized"), ("Complete Model", "complete"),
-                                             ("Live Model", "live")], description="Lifecycle *", **FORM)
+        self.lifecycle = w.Dropdown(options=LIFECYCLE_WORDS, description="Lifecycle *", **FORM)
         self.description = w.Textarea(description="Description", **FORM)
         kernels = sorted(installed_kernels())
         self.errors = {key: w.HTML() for key in ("name", "training_type", "lifecycle", *config.STAGES)}
+        for key, box in self.errors.items():  # under the input, past its label
+            box.add_class("deepe-field-message")
+            box.layout.margin = "0 0 2px 138px" if key in ("name", "training_type", "lifecycle") else "0 0 2px 248px"
         self.stage_rows = {}
         self.files, self.kernels, self.enabled = {}, {}, {}
         for stage in config.STAGES:
@@ -41,16 +70,88 @@ class MethodForm(w.VBox):
                 w.HBox([w.Label(f"{stage}", layout=w.Layout(**LABEL)), self.files[stage], self.kernels[stage],
                         self.enabled[stage]]), self.errors[stage]])
         self.save = w.Button(description="Save Method", button_style="primary", icon="check")
-        self.cancel = w.Button(description="Cancel")
+        self.cancel = w.Button(description="Close")
         self.status = Status()
-        self.lifecycle.observe(lambda _c: self._show_stages(), "value")
-        action(self.save, self.status, "checking and saving …")(self._save)
+        self.summary = w.HTML()
+        self.lifecycle.observe(lambda _c: (self._show_stages(), self.validate()), "value")
+        self._watch(self.name, "name")
+        for stage in config.STAGES:
+            self._watch(self.files[stage], stage)
+            self._watch(self.kernels[stage], stage)
+            self._watch(self.enabled[stage], stage)
+        action(self.save, self.status, "checking and saving …", ready=lambda: not self.problems)(self._save)
         self.cancel.on_click(lambda _b: setattr(self.layout, "display", "none"))
         super().__init__([w.HTML("<b>Add New Method</b>"), self.name, self.errors["name"], self.display,
                           self.ttype, self.lifecycle, self.description, w.HTML("<b>Stages</b> (file + kernel)"),
-                          *self.stage_rows.values(), w.HBox([self.save, self.cancel, self.status])],
+                          *self.stage_rows.values(), w.HBox([self.save, self.cancel, self.status]), self.summary],
                          layout=w.Layout(border="1px solid #ddd", padding="8px", display="none"))
         self._show_stages()
+        self.validate()
+
+    def _watch(self, widget: w.Widget, key: str) -> None:
+        def changed(_change):
+            self._touched.add(key)
+            self._server_errors.pop(key, None)
+            self.status.clear()
+            self.validate()
+        widget.observe(changed, "value")
+
+    def check(self) -> dict[str, str]:
+        """Every problem the form has now, by field, in the form's words (saving may find more:
+        a notebook without a `parameters` cell, a kernel without its packages)."""
+        errors = {}
+        name = self.name.value.strip()
+        if not name:
+            errors["name"] = "Give the method a name."
+        else:
+            try:
+                check_name(name, "method")
+            except DeepeError as exc:
+                errors["name"] = exc.message[0].upper() + exc.message[1:]
+            else:
+                if store.get_one(store.Method, name=name) is not None:
+                    errors["name"] = f"A method named {name!r} already exists: choose another name."
+        lifecycle = self.lifecycle.value
+        for stage in config.STAGES:
+            required = stage in methods.MANDATORY[lifecycle]
+            if not (required or (stage in methods.OPTIONAL[lifecycle] and self.enabled[stage].value)):
+                continue
+            file = self.files[stage].value.strip()
+            words = STAGE_WORDS[stage]
+            if not file:
+                errors[stage] = f"Give the {words} (a .ipynb notebook or a .py file)."
+            elif Path(file).suffix.lower() not in (".ipynb", ".py"):
+                errors[stage] = f"The {words} must be a .ipynb notebook or a .py file."
+            elif not Path(file).expanduser().is_file():
+                errors[stage] = f"There is no file at {file}."
+            elif not self.kernels[stage].value:
+                errors[stage] = "Choose the kernel it runs in."
+        return errors
+
+    def validate(self) -> dict[str, str]:
+        """Show the problems of the fields touched so far (all of them after a Save attempt);
+        Save stays disabled while there is any."""
+        errors = self.check()
+        self.problems = errors
+        for key, box in self.errors.items():
+            text = self._server_errors.get(key) or (errors.get(key, "") if key in self._touched else "")
+            box.value = _error(text)
+        self.save.disabled = bool(errors)
+        untouched = [k for k in errors if k not in self._touched]
+        needed = ", ".join("Training Name" if k == "name" else STAGE_WORDS[k] for k in untouched)
+        self.summary.value = f"<span style='color:#555'>Still needed: {html.escape(needed)}</span>" if needed else ""
+        return errors
+
+    def reset(self) -> None:
+        """An empty form (after a method was registered, or to start over)."""
+        self._touched.clear()
+        self._server_errors.clear()
+        self.name.value = self.display.value = self.description.value = ""
+        for stage in config.STAGES:
+            self.files[stage].value = ""
+            self.enabled[stage].value = False
+        self._touched.clear()
+        self.validate()
 
     def _show_stages(self) -> None:
         lifecycle = self.lifecycle.value
@@ -72,20 +173,23 @@ class MethodForm(w.VBox):
         return out
 
     def _save(self) -> None:
-        for box in self.errors.values():
-            box.value = ""
+        self._touched.update(self.errors)
+        if self.validate():
+            raise DeepeError("the form has problems: see the messages under the fields")
         try:
             method = methods.register_method(
                 self.name.value.strip(), self.stage_values(), training_type=self.ttype.value,
                 lifecycle=self.lifecycle.value, display_name=self.display.value.strip(),
                 description=self.description.value.strip())
         except DeepeError as exc:
-            box = self.errors.get(exc.field or "", None)
-            if box is not None:
-                box.value = f'<span class="deepe-field-error" style="color:#cf222e">{html.escape(exc.message)}</span>'
-            raise
+            message = humanize(exc.message)
+            if exc.field in self.errors:
+                self._server_errors[exc.field] = message[0].upper() + message[1:]
+                self.validate()
+            raise DeepeError(message, field=exc.field) from None
         if self.on_saved:  # the table first, then the message that points at it
             self.on_saved(method)
+        self.reset()
         self.status.show(f"method {method.name} registered", "ok")
 
 
@@ -106,7 +210,10 @@ class MethodManager(w.VBox):
         self.admin = admin
         self.status = Status()
         self.connection = ConnectionNote()
-        self.table = w.VBox()
+        columns = [("Name", "minmax(110px, 1.2fr)"), ("Type", "90px"), ("Lifecycle", "130px"),
+                   ("Built-in", "70px"), ("Stages (kernel)", "minmax(180px, 3fr)")]
+        self.table = GridTable(columns + ([("", "90px")] if admin else []))
+        self.rows: dict[str, list[w.Widget]] = {}
         self.form = self.add_button = None  # without admin: no form and no button, not hidden ones
         if admin:
             self.form = MethodForm(on_saved=lambda _m: self.refresh())
@@ -116,8 +223,10 @@ class MethodManager(w.VBox):
         else:
             header, form = [w.HTML("<i>Method registration and deletion are off in this app "
                                    "(start it with --allow-method-admin).</i>")], []
-        super().__init__([w.HTML("<h3>Training Method Management</h3>"),
-                          w.HBox(header + [self.status, self.connection]), *form, self.table])
+        self.confirm = confirm_row(w.HTML(), "Yes, delete", self._delete_asked)
+        self._asked: str | None = None
+        super().__init__([stylesheet(), w.HTML("<h3>Training Method Management</h3>"),
+                          w.HBox(header + [self.status, self.connection]), self.confirm, *form, self.table])
         self._shown = None
         self.refresh()
         self._task = start_poller(lambda: poll_forever(self.poll_once, self.connection, self.poll_seconds))
@@ -135,6 +244,8 @@ class MethodManager(w.VBox):
         if _catalog(listed) == self._shown:
             return False
         self._draw(listed)
+        if self.form is not None:
+            self.form.validate()
         return True
 
     def close(self) -> None:
@@ -145,54 +256,49 @@ class MethodManager(w.VBox):
 
     def refresh(self) -> None:
         self._draw(methods.list_methods())
+        if self.form is not None:  # "already exists" may no longer hold, or start to
+            self.form.validate()
 
     def _draw(self, listed) -> None:
-        head = w.HBox([w.HTML(f"<b>{h}</b>", layout=w.Layout(width=wd)) for h, wd in
-                       (("Name", "150px"), ("Type", "90px"), ("Lifecycle", "100px"), ("Built-in", "70px"),
-                        ("Stages (kernel)", "420px"), ("", "160px"))])
-        rows = [head]
         self._shown = _catalog(listed)
+        rows, self.rows = [], {}
         for method in listed:
             stages = ", ".join(f"{s} ({i['kernel']})" for s, i in method.stages.items())
-            cells = [w.HTML(html.escape(method.name), layout=w.Layout(width="150px")),
-                     w.HTML(method.training_type, layout=w.Layout(width="90px")),
-                     w.HTML(method.lifecycle, layout=w.Layout(width="100px")),
-                     w.HTML("yes" if method.builtin else "no", layout=w.Layout(width="70px")),
-                     w.HTML(html.escape(stages), layout=w.Layout(width="420px"))]
-            if self.admin and not method.builtin:
-                cells.append(self._delete_control(method.name))
-            rows.append(w.HBox(cells, layout=w.Layout(border_bottom="1px solid #eee")))
-        old, self.table.children = self.table.children, rows
-        for row in old:  # nothing of the old table is left in the kernel
-            close_tree(row)
+            lifecycle = {v: k for k, v in LIFECYCLE_WORDS}.get(method.lifecycle, method.lifecycle)
+            cells = [w.HTML(html.escape(method.name)), w.HTML(html.escape(method.training_type)),
+                     w.HTML(html.escape(lifecycle)), w.HTML("yes" if method.builtin else "no"),
+                     w.HTML(f"<span title='{html.escape(stages, quote=True)}'>{html.escape(stages)}</span>")]
+            if self.admin:
+                cells.append(self._delete_control(method.name) if not method.builtin else w.HTML(""))
+            rows.append(cells)
+            self.rows[method.name] = cells
+        old = [c for row in self.table.rows for c in row]
+        self.table.set_rows(rows)
+        for cell in old:  # nothing of the old table is left in the kernel
+            close_tree(cell)
 
     def _delete_control(self, name: str) -> w.Widget:
         delete = w.Button(description="Delete", button_style="danger", layout=w.Layout(width="80px"),
                           tooltip=f"delete method {name}")
-        confirm = w.Button(description="Yes, delete", button_style="danger", layout=w.Layout(width="100px",
-                                                                                             display="none"))
-        cancel = w.Button(description="Cancel", layout=w.Layout(width="70px", display="none"))
+        delete.on_click(lambda _b: self.ask_delete(name))
+        return delete
 
-        def ask(_b):
-            delete.layout.display = "none"
-            confirm.layout.display = cancel.layout.display = None
-            self.status.show(f"Delete method {name}? It will no longer be selectable.", "warn")
+    def ask_delete(self, name: str) -> None:
+        """Seed 000's "Delete", asked first: the question and its buttons above the table."""
+        self._asked = name
+        if self.form is not None:
+            self.form.status.clear()
+        self.status.clear()
+        self.confirm.ask(f"Delete method {name}? It will no longer be selectable for new trainings.")
 
-        def back(_b):
-            delete.layout.display = None
-            confirm.layout.display = cancel.layout.display = "none"
-            self.status.clear()
-
-        def do(_b):
-            try:
-                methods.delete_method(name)
-            except DeepeError as exc:
-                self.status.show(exc.message, "error")
-                return
-            self.status.show(f"method {name} deleted", "ok")
-            self.refresh()
-
-        delete.on_click(ask)
-        cancel.on_click(back)
-        confirm.on_click(do)
-        return w.HBox([delete, confirm, cancel])
+    def _delete_asked(self) -> None:
+        name, self._asked = self._asked, None
+        if name is None:
+            return
+        try:
+            methods.delete_method(name)
+        except DeepeError as exc:
+            self.status.show(exc.message, "error")
+            return
+        self.status.show(f"method {name} deleted", "ok")
+        self.refresh()

@@ -1,61 +1,94 @@
-"""The trainings list: status, progress, method, base model, started, duration, last loss."""
+"""The trainings list: one row per job (status, progress, method, base model, started, duration,
+last loss) with its own "View Details"; tick rows to Compare or Cancel them."""
 
 from __future__ import annotations
 
 import asyncio
 import html
+import time
 
 import ipywidgets as w
 
 from .. import jobs, metrics
 from ..errors import DeepeError
 from ..jobs import format_duration as duration
-from ..jobs import format_time as when
-from ..store import FINISHED
-from .common import ConnectionNote, Status, close_tree, poll_forever, start_poller
+from ..store import FINISHED, JobKind, JobStatus
+from .common import ConnectionNote, GridTable, Status, close_tree, confirm_row, poll_forever, start_poller, stylesheet
 
-COLUMNS = (("", "30px"), ("ID", "45px"), ("Name", "120px"), ("Status", "90px"), ("Progress", "150px"),
-           ("Method", "110px"), ("Base model", "190px"), ("Started", "130px"), ("Duration", "75px"),
-           ("Last loss", "80px"))
+# Fits 800 px without a scroll bar; the cells of a narrow column cut their text with "…"
+COLUMNS = (("", "24px"), ("Training", "minmax(90px, 1.4fr)"), ("Status", "78px"), ("Progress", "72px"),
+           ("Method", "minmax(64px, 1fr)"), ("Base model", "minmax(70px, 1fr)"), ("Started", "80px"),
+           ("Duration", "70px"), ("Last loss", "70px"), ("", "112px"))
+STATUS_COLOURS = {JobStatus.SUCCEEDED: "#1a7f37", JobStatus.FAILED: "#cf222e", JobStatus.RUNNING: "#0969da",
+                  JobStatus.CANCELLING: "#9a6700", JobStatus.CANCELLED: "#57606a", JobStatus.QUEUED: "#57606a"}
+
+
+def short_time(ts: float | None) -> str:
+    """"11-23 15:25": a list's start time (the year is in the details)."""
+    return time.strftime("%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def status_words(job) -> str:
+    """A job's status as people read it: "starting…" while a running job has done no step yet."""
+    if job.status == JobStatus.RUNNING and not job.progress_step:
+        return "starting…"
+    if job.status == JobStatus.CANCELLING:
+        return "cancelling…"
+    return str(job.status)
+
+
+def status_html(job) -> str:
+    """The status in its colour; a success with warnings says so (the reasons on hover)."""
+    colour = STATUS_COLOURS.get(job.status, "#555")
+    text = f"<span class='deepe-job-status' style='color:{colour}'>{html.escape(status_words(job))}</span>"
+    warnings = getattr(job, "warnings", None)
+    if warnings:  # a success that should not look silent
+        tip = html.escape("; ".join(warnings), quote=True)
+        text += f" <span class='deepe-warning' title='{tip}' style='color:#9a6700'>⚠ warning</span>"
+    return text
 
 
 class TrainingList(w.VBox):
-    """Select rows for "View Details", "Compare" or cancel; refreshes itself every few seconds.
+    """Each row has "View Details"; ticked rows can be compared or cancelled (after a question).
+    Refreshes itself every few seconds.
 
     Shows one page of jobs at a time (newest first), so ten thousand jobs cost what twenty-five do;
-    a selection survives paging."""
+    a selection survives paging. The rows scroll in a box of their own, so the details that open
+    below it stay in sight."""
 
     poll_seconds = 2.0
 
     def __init__(self, on_details=None, on_compare=None, page_size: int = 25):
         self.on_details, self.on_compare, self.page_size = on_details, on_compare, page_size
         self.page = 0
-        self.rows = w.VBox()
+        self.table = GridTable(list(COLUMNS), max_height="380px")
+        self.table.add_class("deepe-trainings")
         self.selected: dict[int, w.Checkbox] = {}  # the rows on this page
         self._chosen: set[int] = set()             # every selected job, on any page
         self._rows: dict[int, dict] = {}
         self._unfinished = False
         self._seen = None
-        self._head = w.HBox([w.HTML(f"<b>{title}</b>", layout=w.Layout(width=width)) for title, width in COLUMNS])
-        self.details = w.Button(description="View Details", icon="search")
-        self.compare = w.Button(description="Compare", icon="columns")
-        self.cancel = w.Button(description="Cancel", icon="stop", button_style="warning")
+        self.open_job: int | None = None
+        self.compare = w.Button(description="Compare", icon="columns", tooltip="compare the ticked trainings")
+        self.cancel = w.Button(description="Cancel…", icon="stop", tooltip="cancel the ticked trainings (asks first)")
         self.reload = w.Button(description="Refresh", icon="refresh")
         self.newer = w.Button(description="Newer", icon="chevron-left", layout=w.Layout(width="90px"))
         self.older = w.Button(description="Older", icon="chevron-right", layout=w.Layout(width="90px"))
         self.position = w.HTML()
         self.status = Status()
         self.connection = ConnectionNote()
-        self.details.on_click(lambda _b: self._on_details())
+        self.confirm = confirm_row(w.HTML(), "Yes, cancel them", self._cancel_asked, no="No, let them run")
+        self._to_cancel: list[int] = []
         self.compare.on_click(lambda _b: self._on_compare())
         self.cancel.on_click(lambda _b: self._on_cancel())
         self.reload.on_click(lambda _b: self.refresh())
         self.newer.on_click(lambda _b: self.show_page(self.page - 1))
         self.older.on_click(lambda _b: self.show_page(self.page + 1))
-        super().__init__([w.HTML("<h3>Trainings</h3>"),
-                          w.HBox([self.details, self.compare, self.cancel, self.reload, self.status, self.connection]),
-                          self.rows,
-                          w.HBox([self.newer, self.older, self.position])])
+        super().__init__([stylesheet(), w.HTML("<h3>Trainings</h3>"),
+                          w.HBox([self.compare, self.reload, self.cancel, self.status, self.connection],
+                                 layout=w.Layout(align_items="center", flex_flow="row wrap")),
+                          self.confirm, self.table,
+                          w.HBox([self.newer, self.older, self.position], layout=w.Layout(align_items="center"))])
         self.refresh()
         self._task = start_poller(lambda: poll_forever(self.poll_once, self.connection, self.poll_seconds))
 
@@ -87,6 +120,13 @@ class TrainingList(w.VBox):
         """Update the rows in place (a re-render would drop a click that lands mid-refresh)."""
         self._show(self._read(self.page))
 
+    def mark_open(self, job_id: int | None) -> None:
+        """Highlight the row whose details are open."""
+        self.open_job = job_id
+        for row_id, row in self._rows.items():
+            for cell in row["cells_all"]:
+                (cell.add_class if row_id == job_id else cell.remove_class)("deepe-chosen")
+
     def _read(self, page: int) -> dict:
         """The jobs on `page` (the last one if it is past the end) and their last losses (blocking)."""
         seen = jobs.jobs_overview()
@@ -103,65 +143,97 @@ class TrainingList(w.VBox):
         for job in listed:
             row = self._rows.get(job.id) or self._new_row(job.id)
             fraction = job.progress_step / job.progress_total if job.progress_total else \
-                (1.0 if job.status == "succeeded" else 0.0)
+                (1.0 if job.status == JobStatus.SUCCEEDED else 0.0)
             row["bar"].value = fraction
-            row["bar"].bar_style = {"succeeded": "success", "failed": "danger"}.get(job.status, "info")
+            row["bar"].bar_style = {JobStatus.SUCCEEDED: "success", JobStatus.FAILED: "danger"}.get(job.status, "info")
             loss = losses.get(job.id)
-            values = (job.id, job.name, job.status, job.method, job.base_model or "-", when(job.started_at),
-                      duration(job), f"{loss:.4f}" if loss is not None else "-")
-            for cell, value in zip(row["cells"], values):
-                text = html.escape(str(value))
-                if cell is row["cells"][2] and job.warnings:  # a success that should not look silent
-                    tip = html.escape("; ".join(job.warnings), quote=True)
-                    text += f" <span class='deepe-warning' title='{tip}' style='color:#9a6700'>⚠ warning</span>"
+            kind = "" if job.kind == JobKind.TRAIN else f" ({job.kind})"
+            values = (f"<span title='{html.escape(f'{job.name}{kind}, job {job.id}', quote=True)}'>"
+                      f"{html.escape(job.name + kind)} <span class='deepe-job-id' style='color:#8c959f'>#{job.id}"
+                      "</span></span>", status_html(job),
+                      f"<span title='{html.escape(job.method, quote=True)}'>{html.escape(job.method)}</span>",
+                      f"<span title='{html.escape(job.base_model or '-', quote=True)}'>"
+                      f"{html.escape(job.base_model or '-')}</span>",
+                      short_time(job.started_at), duration(job), f"{loss:.4f}" if loss is not None else "-")
+            for cell, text in zip(row["cells"], values):
                 if cell.value != text:
                     cell.value = text
         shown = [j.id for j in listed]
         for gone in set(self._rows) - set(shown):  # close every widget of the row: none is left in the kernel
-            close_tree(self._rows.pop(gone)["box"])
+            for cell in self._rows.pop(gone)["cells_all"]:
+                close_tree(cell)
             del self.selected[gone]
-        children = (self._head, *(self._rows[i]["box"] for i in shown))
-        if tuple(self.rows.children) != children:
-            self.rows.children = children
+        self.table.set_rows([self._rows[i]["cells_all"] for i in shown])
+        self.mark_open(self.open_job)
         first = self.page * self.page_size
-        self.position.value = (f"jobs {first + 1}–{first + len(listed)} of {total:,}" if listed
+        self.position.value = (f"trainings {first + 1}–{first + len(listed)} of {total:,}" if listed
                                else "<i>No trainings yet: start one under Train.</i>")
         self.newer.disabled, self.older.disabled = self.page == 0, self.page >= last_page
 
     def _new_row(self, job_id: int) -> dict:
-        check = w.Checkbox(value=job_id in self._chosen, indent=False, layout=w.Layout(width="30px"))
+        check = w.Checkbox(value=job_id in self._chosen, indent=False, layout=w.Layout(width="26px"),
+                           tooltip=f"tick job {job_id} to compare or cancel it")
         check.observe(lambda change: (self._chosen.add if change["new"] else self._chosen.discard)(job_id), "value")
-        bar = w.FloatProgress(min=0, max=1, layout=w.Layout(width="150px"))
-        widths = [width for _title, width in COLUMNS[1:4] + COLUMNS[5:]]
-        cells = [w.HTML(layout=w.Layout(width=width)) for width in widths]
-        box = w.HBox([check, *cells[:3], bar, *cells[3:]], layout=w.Layout(border_bottom="1px solid #eee"))
+        bar = w.FloatProgress(min=0, max=1, layout=w.Layout(width="90px"))
+        cells = [w.HTML() for _ in range(7)]  # name, status, method, base model, started, duration, loss
+        details = w.Button(description="View Details", icon="search", layout=w.Layout(width="112px"),
+                           tooltip=f"job {job_id}: overview, charts, log and record")
+        details.on_click(lambda _b: self._on_details(job_id))
         self.selected[job_id] = check
-        self._rows[job_id] = {"box": box, "bar": bar, "cells": cells}
+        row = [check, *cells[:2], bar, *cells[2:], details]
+        self._rows[job_id] = {"bar": bar, "cells": cells, "status": cells[1], "details": details, "cells_all": row}
         return self._rows[job_id]
 
-    def _on_details(self) -> None:
-        chosen = self.chosen()
-        if len(chosen) != 1:
-            self.status.show("select one training to view", "warn")
-            return
+    def _on_details(self, job_id: int) -> None:
         self.status.clear()
+        self.mark_open(job_id)
         if self.on_details:
-            self.on_details(chosen[0])
+            self.on_details(job_id)
 
     def _on_compare(self) -> None:
         chosen = self.chosen()
         if len(chosen) < 2:
-            self.status.show("select two or more trainings to compare", "warn")
+            self.status.show("Tick two or more trainings (the boxes on the left), then Compare.", "warn")
             return
         self.status.clear()
         if self.on_compare:
             self.on_compare(sorted(chosen))
 
     def _on_cancel(self) -> None:
-        for job_id in self.chosen():
+        """Seed-style "are you sure": says which trainings, and what cancelling does, before it does it."""
+        chosen = self.chosen()
+        self.confirm.hide()
+        if not chosen:
+            self.status.show("Tick the trainings to cancel first (the boxes on the left).", "warn")
+            return
+        found = []
+        for job_id in chosen:
+            try:
+                found.append(jobs.get_job(job_id))
+            except DeepeError:
+                continue
+        live = [j for j in found if j.status not in FINISHED]
+        if not live:
+            self.status.show("Only queued or running trainings can be cancelled; the ticked ones have finished.",
+                             "warn")
+            return
+        self.status.clear()
+        self._to_cancel = [j.id for j in live]
+        names = ", ".join(j.name for j in live)
+        what = "this training" if len(live) == 1 else f"these {len(live)} trainings"
+        self.confirm.ask(f"Cancel {what} ({names})? A running one stops now; its partial record stays.")
+
+    def _cancel_asked(self) -> None:
+        done, failed = [], []
+        for job_id in self._to_cancel:
             try:
                 job = jobs.cancel_job(job_id)
-                self.status.show(f"job {job_id}: {job.status}", "ok")
+                done.append(f"{job.name} {status_words(job)}")
             except DeepeError as exc:
-                self.status.show(exc.message, "error")
+                failed.append(exc.message)
+        self._to_cancel = []
+        if failed:
+            self.status.show("; ".join(failed), "error")
+        else:
+            self.status.show("; ".join(done), "ok")
         self.refresh()

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,9 +29,10 @@ def _free_port() -> int:
 class App:
     """`deepe app` in a subprocess (output to a file); stopped with its whole process tree."""
 
-    def __init__(self, home: Path, admin: bool):
+    def __init__(self, home: Path, admin: bool, options: list[str] = ()):
         self.port, self.token = _free_port(), "test-token-" + os.urandom(4).hex()
-        args = ["app", "--port", str(self.port), "--token", self.token] + (["--allow-method-admin"] if admin else [])
+        args = ["app", "--port", str(self.port), "--token", self.token, *options] + \
+            (["--allow-method-admin"] if admin else [])
         self.log = open(home.parent / f"app-{self.port}.out", "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "deepe_widgets.cli", *args], stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=os.environ.copy())
@@ -43,6 +45,27 @@ class App:
             time.sleep(0.3)
         self.url = f"http://127.0.0.1:{self.port}/?token={self.token}"
 
+    def kernels(self) -> list[psutil.Process]:
+        """The kernels the app runs now: one per open page, plus its pool of started ones."""
+        out = []
+        for proc in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                if "ipykernel_launcher" in " ".join(proc.cmdline()):
+                    out.append(proc)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    def memory(self) -> int:
+        """Resident memory of the app's server and kernels together, in bytes."""
+        total = 0
+        for proc in [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
     def stop(self) -> None:
         from deepe_widgets.processes import kill_process_tree
 
@@ -54,8 +77,8 @@ class App:
 def start_app(workspace):
     started = []
 
-    def start(admin: bool = True) -> App:
-        app = App(workspace, admin)
+    def start(admin: bool = True, *options: str) -> App:
+        app = App(workspace, admin, list(options))
         started.append(app)
         return app
 
@@ -64,7 +87,7 @@ def start_app(workspace):
         app.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # Playwright's sync API holds a running loop: none is left for the next module
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")

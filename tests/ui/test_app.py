@@ -2,6 +2,7 @@
 
 import socket
 import time
+import urllib.error
 import urllib.request
 
 from deepe_widgets import app
@@ -20,6 +21,38 @@ def test_app_prints_a_token_url_and_logs_under_the_workspace(start_app, workspac
     page = urllib.request.urlopen(served.url, timeout=60).read().decode()
     assert "<html" in page.lower()
     assert log.stat().st_size > 0  # the server's own output goes to the workspace's log, not the terminal
+
+
+def test_a_visit_without_the_token_gets_a_page_that_says_what_to_do(start_app):
+    served = start_app(admin=False)
+
+    def fetch(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{served.port}{path}", timeout=60) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    status, page = fetch("/")  # redirected to the login URL: our page, not Jupyter's
+    assert status == 401 and "This link needs its access token" in page and "deepe app" in page
+    for jupyter_words in ("jupyter server list", "Setup a Password", "Password"):
+        assert jupyter_words not in page
+    status, page = fetch("/?token=an-old-one")
+    assert status == 401 and "not this app's" in page
+    status, page = fetch(f"/?token={served.token}")
+    assert status == 200 and "This link needs" not in page
+
+
+def test_voila_is_told_to_free_kernels_and_keep_a_pool():
+    command = " ".join(app.voila_command(8866, "t", pool_size=3, cull_after=30))
+    assert "--pool_size=3" in command and "--MappingKernelManager.cull_idle_timeout=30" in command
+    assert "deepe_widgets.app.AppIdentityProvider" in command and "deepe_widgets.app.AppKernelManager" in command
+    # the classes Voila imports by those names exist (built on first use: jupyter_server is slow to import)
+    from jupyter_server.auth.identity import IdentityProvider
+    from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
+
+    assert issubclass(app.AppIdentityProvider, IdentityProvider)
+    assert issubclass(app.AppKernelManager, MappingKernelManager)
 
 
 def test_app_refuses_a_port_in_use(workspace, capsys):

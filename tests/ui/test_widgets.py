@@ -4,13 +4,16 @@ import asyncio
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import ipywidgets as w
 import pytest
 from ipywidgets.widgets.widget import _instances  # ipywidgets 8: every widget not yet closed
 
-from deepe_widgets import jobs, methods, stagefiles
+from deepe_widgets import jobs, methods, models, stagefiles
 from deepe_widgets.runtime import MetricSink
+from deepe_widgets.store import Job
+from deepe_widgets.store import session as store_session
 from deepe_widgets.ui import Dashboard, MethodManager, TrainingCompare, TrainingDetail, TrainingLauncher
 from deepe_widgets.ui.common import decimate
 from deepe_widgets.ui.methods_view import MethodForm
@@ -61,32 +64,45 @@ async def until(condition, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def test_method_form_follows_the_lifecycle_and_shows_errors_by_the_field(workspace, tmp_path):
+def test_method_form_follows_the_lifecycle_and_checks_as_the_user_types(workspace, tmp_path):
     manager = MethodManager(admin=True)
     form = manager.form
     manager.add_button.click()
     assert form.layout.display is None
-    shown = {s for s, row in form.stage_rows.items() if row.layout.display != "none"}
-    assert shown == {"training", "inference-customized"}
+    shown_stages = {s for s, row in form.stage_rows.items() if row.layout.display != "none"}
+    assert shown_stages == {"training", "inference-customized"}
     form.lifecycle.value = "live"
-    shown = {s for s, row in form.stage_rows.items() if row.layout.display != "none"}
-    assert shown == {"training", "saving", "deployment", "inference-customized", "inference-complete"}
+    shown_stages = {s for s, row in form.stage_rows.items() if row.layout.display != "none"}
+    assert shown_stages == {"training", "saving", "deployment", "inference-customized", "inference-complete"}
     form.lifecycle.value = "customized"
-    form.name.value = "mine"
+    # untouched: Save is off and says what is still needed, without red messages yet
+    assert form.save.disabled and "Training Name, training code file" in form.summary.value
+    assert all(box.value == "" for box in form.errors.values())
+    # every problem at once, as typed, in the form's words
+    form.name.value = "SFT-Demo"
     form.files["training"].value = str(tmp_path / "missing.ipynb")
-    form.save.click()
-    assert "does not exist" in form.errors["training"].value and "does not exist" in form.status.value
-    assert "mine" not in [m.name for m in methods.list_methods()]
+    assert "already exists" in form.errors["name"].value
+    assert "There is no file at" in form.errors["training"].value and form.save.disabled
+    form.name.value = "mine"
+    assert form.errors["name"].value == ""  # fixed: gone at once
     notebook = tmp_path / "mine.ipynb"
     shutil.copy(stagefiles.template_notebook_path(), notebook)
     form.files["training"].value = str(notebook)
-    form.enabled["inference-customized"].value = True  # enabled without a file: refused
-    form.save.click()
-    assert "needs both a file and a kernel" in form.errors["inference-customized"].value
+    assert form.errors["training"].value == "" and not form.save.disabled
+    form.enabled["inference-customized"].value = True  # enabled without a file: said under that stage
+    assert "Give the Customized Model inference file" in form.errors["inference-customized"].value
+    assert form.save.disabled
     form.enabled["inference-customized"].value = False
+    assert form.errors["inference-customized"].value == "" and not form.save.disabled
     form.save.click()
     assert "registered" in form.status.value and "mine" in [m.name for m in methods.list_methods()]
-    assert "mine" in manager.table.children[-1].children[0].value
+    assert "mine" in manager.rows and form.name.value == ""  # the table has it; the form starts over
+    form.name.value = "mine"
+    assert "already exists" in form.errors["name"].value
+    manager.ask_delete("mine")
+    manager.confirm.yes.click()
+    assert "method mine deleted" in manager.status.value
+    assert form.errors["name"].value == "" and form.status.value == ""  # no stale "already exists"
 
 
 def test_delete_asks_first_and_is_not_offered_for_builtins(workspace, tmp_path):
@@ -94,19 +110,21 @@ def test_delete_asks_first_and_is_not_offered_for_builtins(workspace, tmp_path):
     shutil.copy(stagefiles.template_notebook_path(), notebook)
     methods.register_method("mine", {"training": (notebook, "python3")})
     manager = MethodManager(admin=True)
-    rows = {r.children[0].value: r for r in manager.table.children[1:]}
-    assert len(rows["SFT-Demo"].children) == 5  # no delete control on a built-in
-    delete, confirm, cancel = rows["mine"].children[5].children
+    assert not isinstance(manager.rows["SFT-Demo"][-1], w.Button)  # no delete control on a built-in
+    delete = manager.rows["mine"][-1]
+    assert delete.description == "Delete"
     delete.click()
-    assert "Delete method mine?" in manager.status.value and "mine" in [m.name for m in methods.list_methods()]
-    confirm.click()
-    assert "mine" not in [m.name for m in methods.list_methods()]
+    assert "Delete method mine?" in manager.confirm.children[0].value and manager.confirm.layout.display is None
+    manager.confirm.no.click()
+    assert manager.confirm.layout.display == "none" and "mine" in [m.name for m in methods.list_methods()]
+    delete.click()
+    manager.confirm.yes.click()
+    assert "mine" not in [m.name for m in methods.list_methods()] and "mine" not in manager.rows
     readonly = MethodManager(admin=False)
     widgets = shown(readonly)
     assert not any(isinstance(x, MethodForm) for x in widgets)
-    assert "Add New Method" not in [x.description for x in widgets if isinstance(x, w.Button)]
+    assert not [x for x in widgets if isinstance(x, w.Button) and x.description in ("Add New Method", "Delete")]
     assert any("registration and deletion are off" in getattr(x, "value", "") for x in widgets)
-    assert all(len(r.children) == 5 for r in readonly.table.children[1:])
 
 
 def test_method_table_follows_methods_registered_elsewhere(workspace, tmp_path):
@@ -116,67 +134,148 @@ def test_method_table_follows_methods_registered_elsewhere(workspace, tmp_path):
     shutil.copy(stagefiles.template_notebook_path(), notebook)
     methods.register_method("later", {"training": (notebook, "python3")})
     assert manager.refresh_if_changed() is True  # what its poller does every few seconds
-    assert "later" in [row.children[0].value for row in manager.table.children[1:]]
+    assert "later" in manager.rows
     methods.delete_method("later")
     assert manager.refresh_if_changed() is True
-    assert "later" not in [row.children[0].value for row in manager.table.children[1:]]
+    assert "later" not in manager.rows
 
 
-def test_launcher_submits_changed_parameters_and_reports_errors_by_field(workspace):
+def test_the_form_starts_filled_in_and_checks_every_field_as_the_user_types(workspace):
+    launcher = TrainingLauncher(start_worker=False)
+    # a first visit can run at once: the demo method, the default model, the demo data
+    assert (launcher.method.value, launcher.base_model.value, launcher.dataset.value) == \
+        ("SFT-Demo", models.DEFAULT_BASE_MODEL, "demo-sft")
+    assert not launcher.run.disabled and launcher.problems == {}
+    assert "CAPITAL CARD" in launcher.preview.value and "…" in launcher.preview.value  # a cut cell says so
+    assert "NUM_GENERATIONS" not in launcher.fields  # SFT-Demo's code never reads it
+    launcher.fields["BATCH_SIZE"].value = "zero"
+    launcher.fields["LEARNING_RATE"].value = "5"
+    # both at once, by their fields, in the fields' words; Run is off and says why
+    assert "Batch Size must be a whole number" in launcher.field_errors["BATCH_SIZE"].value
+    assert "Learning Rate must be between 0 and 1" in launcher.field_errors["LEARNING_RATE"].value
+    assert "BATCH_SIZE" not in launcher.field_errors["BATCH_SIZE"].value
+    assert launcher.run.disabled and "Batch Size, Learning Rate" in launcher.summary.value
+    launcher.fields["BATCH_SIZE"].value = "4"
+    assert launcher.field_errors["BATCH_SIZE"].value == ""  # fixed: cleared as typed
+    assert launcher.run.disabled
+    launcher.fields["LEARNING_RATE"].value = "0.005"  # allowed, outside the seed's typical range: a warning
+    assert "outside the typical range" in launcher.field_errors["LEARNING_RATE"].value
+    assert not launcher.run.disabled and launcher.summary.value == ""
+    fields = dict(launcher.fields)
+    launcher.reload()  # what going to another tab and back does: nothing typed is lost
+    assert launcher.fields == fields and launcher.fields["LEARNING_RATE"].value == "0.005"
+    launcher.train_name.value = "no spaces please"
+    assert "may only use letters" in launcher.choice_errors["name"].value and launcher.run.disabled
+    launcher.train_name.value = ""
+    launcher.method.value = "GRPO-Demo"  # its own demo data follows; its yes/no parameter is a checkbox
+    assert launcher.dataset.value == "demo-gsm" and isinstance(launcher.fields["LOAD_IN_4BIT"], w.Checkbox)
+    assert launcher.fields["NUM_GENERATIONS"].description == "Completions per Prompt"
+
+
+def test_launcher_submits_changed_parameters_and_copies_a_train(workspace):
     submitted = []
-    launcher = TrainingLauncher(on_submitted=submitted.append)
-    launcher.method.value = "SFT-Demo"
+    launcher = TrainingLauncher(on_submitted=submitted.append, start_worker=False)
     launcher.base_model.value = "tiny"
-    launcher.dataset.value = "demo-sft"
-    assert "instruction" in launcher.preview.value and "CAPITAL CARD" in launcher.preview.value
     assert {"EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "MAX_SEQ_LENGTH", "LORA_RANK", "SYSTEM_PROMPT",
             "SAVE_STEPS"} <= {n for n, t in launcher.fields.items() if any(
                 box.children[0] is t for box in launcher.main_box.children)}
     launcher.fields["BATCH_SIZE"].value = "zero"
-    launcher.run.click()
-    assert "BATCH_SIZE must be a whole number" in launcher.field_errors["BATCH_SIZE"].value
-    assert submitted == []
+    launcher.run.click()  # a click that got through anyway: refused, nothing queued
+    assert submitted == [] and jobs.list_jobs() == [] and launcher.run.disabled
     launcher.fields["BATCH_SIZE"].value = "4"
-    launcher.fields["EPOCHS"].value = "100"
-    assert "outside the typical range" in launcher.warnings.value
-    launcher.fields["EPOCHS"].value = "1"
     launcher.fields["LEARNING_RATE"].value = "0.005"
-    jobs_before = len(jobs.list_jobs())
     launcher.run.click()
-    assert len(jobs.list_jobs()) == jobs_before + 1 and "queued" in launcher.status.value
+    assert len(jobs.list_jobs()) == 1 and "is queued" in launcher.status.value
+    assert "run folder" not in launcher.status.value and str(workspace) not in launcher.status.value  # no paths
     job = submitted[0]
     assert job.params == {"LEARNING_RATE": 0.005}
     # Copy the Train fills the form with that job's configuration.
     other = TrainingLauncher(start_worker=False)
     other.prefill(job)
-    assert other.method.value == "SFT-Demo" and other.fields["LEARNING_RATE"].value == "0.005"
+    assert other.method.value == "SFT-Demo" and other.base_model.value == "tiny"
+    assert other.fields["LEARNING_RATE"].value == "0.005"
     other.fields["LEARNING_RATE"].value = "0.001"
     other.run.click()
     copy = jobs.list_jobs()[0]
     assert copy.copied_from == job.id and copy.params == {"LEARNING_RATE": 0.001}
     assert f"a copy of job {job.id}" in other.status.value
-    # a column the dataset lacks: the message sits under that chooser
+    # a column the dataset lacks: the message sits under that chooser, before any click
     other.input_column.options = [*other.input_column.options, ("nope", "nope")]
     other.input_column.value, other.output_column.value = "nope", "output"
-    other.run.click()
-    assert "no column &#x27;nope&#x27;" in other.choice_errors["PromptInputColumn"].value
+    assert "no column &#x27;nope&#x27;" in other.choice_errors["PromptInputColumn"].value and other.run.disabled
 
 
-def test_detail_charts_every_metric_and_decimates(workspace):
+def test_detail_charts_every_metric_loss_first_and_decimates(workspace):
     job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
     sink = MetricSink(job.id)
     for step in range(1, 5001):
-        sink.add(step, {"loss": 5.0 - step / 1000, "learning_rate": 1e-4}, step / 100)
+        sink.add(step, {"loss": 5.0 - step / 1000, "learning_rate": 1e-4, "grad_norm": 1.0}, step / 100)
     sink.close()
     detail = TrainingDetail(job.id)
-    assert set(detail.lines) == {"loss", "learning_rate"}
+    assert set(detail.lines) == {"loss", "learning_rate", "grad_norm"}
+    # the key metric first (not alphabetically 2nd of 3), titled in words
+    assert detail.charts.children[0] is detail.figures["loss"] and detail.figures["loss"].title == "Loss"
+    assert detail.figures["grad_norm"].title == "Gradient norm"
     loss = detail.lines["loss"]
     assert len(loss.x) <= 2001 and loss.x[-1] == 5000 and loss.y[-1] == pytest.approx(0.0)
     assert detail.figures["loss"].axes[0].label == "step"
     detail.x_axis.value = "epoch"
     assert detail.lines["loss"].x[-1] == pytest.approx(50.0) and detail.figures["loss"].axes[0].label == "epoch"
-    assert detail.tabs.titles == ("Train Overview", "Evaluation Data", "Train Log")
+    assert detail.tabs.titles == ("Train Overview", "Evaluation Data", "Train Log", "Record")
     assert "Copy the Train" == detail.copy.description
+
+
+def test_a_starting_job_says_so_instead_of_an_empty_chart(workspace):
+    from deepe_widgets.ui.training_list import status_words
+
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    detail = TrainingDetail(job.id)
+    assert "Queued" in detail.stage_note.value and "Queued" in detail.no_data.value
+    assert "No log yet" in detail.log_empty.value
+    claimed = jobs.claim_next_job("test-worker")  # a worker took it; the kernel is still loading
+    assert claimed.id == job.id
+    detail.refresh()
+    assert status_words(jobs.get_job(job.id)) == "starting…"
+    assert "starting…" in detail.header.value and "Starting" in detail.no_data.value
+    sink = MetricSink(job.id)
+    sink.add(1, {"loss": 2.0}, 0.1)
+    sink.close()
+    with store_session() as s:  # the runtime moves the progress with the first step
+        row = s.get(Job, job.id)
+        row.progress_step, row.progress_total = 1, 10
+        s.add(row)
+    detail.refresh()
+    assert "running" in detail.header.value and detail.stage_note.value == ""
+    assert detail.no_data.layout.display == "none" and list(detail.lines["loss"].y) == [2.0]
+
+
+def test_train_log_appends_keeps_noise_aside_and_says_when_a_filter_matches_nothing(workspace):
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    log = Path(job.run_dir) / "training.log"
+    log.write_text("[deepe] 2026-11-23 15:25:28 INFO    stage training starting in kernel 'python3'\n"
+                   "[IPKernelApp] WARNING | Kernel is running over TCP without encryption.\n"
+                   "\n"
+                   "/x/modeling_utils.py:3303: FutureWarning: `is_gradient_checkpointing` is deprecated\n"
+                   "  warnings.warn(\n"
+                   "[deepe] 2026-11-23 15:25:43 INFO    training started\n")
+    detail = TrainingDetail(job.id)
+    [chunk] = detail.log_lines.children
+    assert "training started" in chunk.value and "Kernel is running over TCP" not in chunk.value
+    assert "\n\n" not in chunk.value  # no blank lines spreading the log out
+    assert "3 library and kernel lines hidden" in detail.log_note.value
+    with open(log, "a") as handle:
+        handle.write("[deepe] 2026-11-23 15:25:44 INFO    progress 1/24\n")
+    detail.refresh()
+    first, second = detail.log_lines.children
+    assert first is chunk and "progress 1/24" in second.value  # appended: the page keeps its place or the tail
+    assert "deepe-log-box" in detail.log_view._dom_classes  # the box that sticks to the newest line
+    detail.level.value = "ERROR"
+    assert detail.log_view.layout.display == "none" and "No errors in this log" in detail.log_empty.value
+    detail.show_noise.value = True
+    detail.level.value = "WARNING"
+    [shown_chunk] = detail.log_lines.children
+    assert "FutureWarning" in shown_chunk.value and "deepe-noise" in shown_chunk.value
+    assert detail.log_empty.value == ""
 
 
 def test_decimate_keeps_spikes_and_the_newest_point():
@@ -187,24 +286,35 @@ def test_decimate_keeps_spikes_and_the_newest_point():
     assert len(dx) <= 1001 and 9.0 in dy and dx[-1] == 99_999
 
 
-def test_compare_shows_differences_and_a_legend_per_job(workspace):
-    a = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params={"learning_rate": "1e-3"})
-    b = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params={"learning_rate": "5e-4"})
+def test_compare_names_runs_keeps_the_legend_off_the_curves_and_knows_which_way_is_best(workspace):
+    a = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", name="lr-high", params={"learning_rate": "1e-3"})
+    b = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", name="lr-low", params={"learning_rate": "5e-4"})
     for job, scale in ((a, 1.0), (b, 2.0)):
         sink = MetricSink(job.id)
         for step in range(1, 11):
-            sink.add(step, {"loss": scale / step}, None)
+            sink.add(step, {"loss": scale / step, "learning_rate": scale * (11 - step), "num_tokens": 40.0 * step,
+                            "reward": scale * step}, None)
         sink.close()
     view = TrainingCompare([a.id, b.id])
-    assert "LEARNING_RATE" in view.config.value and "0.001" in view.config.value
-    assert "MODEL_PATH" not in view.config.value
-    [figure] = view.figures
-    assert [m.labels for m in figure.marks] == [[f"job {a.id}"], [f"job {b.id}"]]
-    assert all(m.display_legend for m in figure.marks)
-    assert "0.1 / 0.1" in view.summary.value and "0.2 / 0.2" in view.summary.value
+    assert "Learning Rate" in view.config.value and "0.001" in view.config.value
+    assert "LEARNING_RATE" not in view.config.value and "MODEL_PATH" not in view.config.value
+    assert "lr-high" in view.config.value and "job 1" not in view.config.value
+    loss = view.figures[0]  # loss first
+    assert loss.title == "Loss" and [m.labels for m in loss.marks] == [["lr-high"], ["lr-low"]]
+    assert not any(m.display_legend for f in view.figures for m in f.marks)  # no legend over the curves …
+    assert "lr-high" in view.legend.value and "lr-low" in view.legend.value  # … one above them
+    rows = {r.split("</td>")[0]: r for r in view.summary.value.split("<tr>")[2:]}
+    row = next(r for k, r in rows.items() if "Loss" in k)
+    assert "0.1 / 0.1" in row and "0.2 / 0.2" in row  # lowest loss
+    row = next(r for k, r in rows.items() if "Reward" in k)
+    assert "10 / 10" in row and "20 / 20" in row  # highest reward
+    row = next(r for k, r in rows.items() if "Tokens seen" in k)
+    assert ">400<" in row and " / " not in row  # a count has a final value, no "best"
+    row = next(r for k, r in rows.items() if "Learning rate" in k)
+    assert " / " not in row
 
 
-def test_overview_lists_every_parameter_and_totals_are_a_table(workspace):
+def test_overview_shows_words_not_internal_names_and_totals_are_a_table(workspace):
     job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params={"learning_rate": "5e-3"})
     sink = MetricSink(job.id)
     for step in range(1, 4):
@@ -213,11 +323,12 @@ def test_overview_lists_every_parameter_and_totals_are_a_table(workspace):
     sink.close()
     detail = TrainingDetail(job.id)
     overview = detail.overview.value
-    assert "<b>LEARNING_RATE</b>" in overview and "0.005" in overview and "changed" in overview
-    assert "LORA_RANK" in overview and "BATCH_SIZE" in overview  # defaults are shown too
-    assert "MODEL_PATH" not in overview  # set by the platform per run
+    assert "<b>Learning Rate</b>" in overview and "<b>0.005</b>" in overview and "changed" in overview
+    assert "LoRA Rank" in overview and "Batch Size" in overview  # defaults are shown too
+    for internal in ("LEARNING_RATE", "BATCH_SIZE", "MODEL_PATH", "Completions per Prompt", "Load in 4-bit"):
+        assert internal not in overview  # internal names, and what SFT-Demo never reads, stay out
     assert set(detail.figures) == {"loss"}  # one value per run is no curve
-    assert "train_loss" in detail.totals.value and "1234" in detail.totals.value
+    assert "Training loss (average)" in detail.totals.value and "1234" in detail.totals.value
 
 
 def test_launcher_column_choosers_start_on_the_standard_columns(workspace):
@@ -228,34 +339,35 @@ def test_launcher_column_choosers_start_on_the_standard_columns(workspace):
 
 
 def test_dashboard_views_share_one_model(workspace):
-    from deepe_widgets.ui import Dashboard
     from deepe_widgets.ui.dashboard import TAB_COMPARE, TAB_TRAIN, TAB_TRAININGS
 
-    dash = Dashboard(admin=False)
+    dash = Dashboard(admin=False, start_worker=False)
     assert dash.model.admin is False and dash.methods.admin is False
     launcher = dash.launcher
     launcher.method.value, launcher.base_model.value, launcher.dataset.value = "SFT-Demo", "tiny", "demo-sft"
     launcher.fields["LEARNING_RATE"].value = "0.002"
-    jobs_before = len(jobs.list_jobs())
     for submitted in range(2):
         launcher.run.click()
-    assert len(jobs.list_jobs()) == jobs_before + 2
+    assert len(jobs.list_jobs()) == 2
     newest = jobs.list_jobs()[0]
     assert dash.model.last_submitted == newest.id and newest.id in dash.trainings.selected
-    dash.trainings.selected[newest.id].value = True
-    dash.trainings.details.click()
+    dash.trainings._rows[newest.id]["details"].click()  # the row's own "View Details"
     assert dash.model.open_job == newest.id and dash.tabs.selected_index == TAB_TRAININGS
     [detail] = dash.detail_area.children
+    assert all("deepe-chosen" in c._dom_classes for c in dash.trainings._rows[newest.id]["cells_all"])
     detail.copy.click()  # "Copy the Train": the form, filled in
     assert dash.tabs.selected_index == TAB_TRAIN and launcher.fields["LEARNING_RATE"].value == "0.002"
-    dash.trainings.details.click()
-    dash.trainings.compare.click()  # one selected: asks for more
+    detail.close_button.click()
+    assert dash.detail_area.children == () and dash.model.open_job is None
+    dash.trainings.selected[newest.id].value = True
+    dash.trainings.compare.click()  # one ticked: asks for more
     assert "two or more" in dash.trainings.status.value and dash.model.compare_ids == []
     for box in dash.trainings.selected.values():
         box.value = True
     dash.trainings.compare.click()
     assert dash.tabs.selected_index == TAB_COMPARE and len(dash.model.compare_ids) == 2
     assert isinstance(dash.compare_area.children[0], TrainingCompare)
+    dash.close()
 
 
 def test_trainings_list_pages_through_jobs_and_keeps_the_selection(workspace):
@@ -268,21 +380,157 @@ def test_trainings_list_pages_through_jobs_and_keeps_the_selection(workspace):
     sink.close()
     listing = TrainingList(page_size=3)
     assert list(listing.selected) == [j.id for j in reversed(submitted)][:3]  # newest first
-    assert "jobs 1–3 of 7" in listing.position.value and listing.newer.disabled and not listing.older.disabled
+    assert "trainings 1–3 of 7" in listing.position.value and listing.newer.disabled and not listing.older.disabled
+    # one grid: every row has as many cells as there are headers, so they line up at any width
+    assert len(listing.table.grid.children) == len(listing.table.head) * 4
     listing.selected[submitted[-1].id].value = True
     listing.older.click()
     listing.older.click()
-    assert list(listing.selected) == [submitted[0].id] and "jobs 7–7 of 7" in listing.position.value
+    assert list(listing.selected) == [submitted[0].id] and "trainings 7–7 of 7" in listing.position.value
     assert listing.older.disabled
-    [row] = listing.rows.children[1:]
-    assert row.children[-1].value == "1.2500"  # the last loss, not the first
+    assert listing._rows[submitted[0].id]["cells"][-1].value == "1.2500"  # the last loss, not the first
     listing.selected[submitted[0].id].value = True
     assert listing.chosen() == sorted([submitted[0].id, submitted[-1].id])  # across pages
     listing.compare.click()
     assert "two or more" not in listing.status.value
     listing.newer.click()
-    assert listing.selected[submitted[3].id].value is False and len(listing.rows.children) == 4
+    assert listing.selected[submitted[3].id].value is False and len(listing.table.rows) == 3
     listing.close()
+
+
+def test_cancel_asks_first_and_says_what_it_needs(workspace):
+    from deepe_widgets.ui import TrainingList
+
+    done = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    jobs.cancel_job(done.id)
+    waiting = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", name="waiting")
+    listing = TrainingList()
+    assert listing.cancel.button_style == ""  # not the brightest button on the bar
+    listing.cancel.click()  # nothing ticked: it says so
+    assert "Tick the trainings to cancel first" in listing.status.value
+    listing.selected[done.id].value = True
+    listing.cancel.click()  # only finished ones ticked
+    assert "have finished" in listing.status.value and listing.confirm.layout.display == "none"
+    listing.selected[waiting.id].value = True
+    listing.cancel.click()
+    assert "Cancel this training (waiting)?" in listing.confirm.children[0].value
+    assert jobs.get_job(waiting.id).status == "queued"  # asked, not done
+    listing.confirm.no.click()
+    assert jobs.get_job(waiting.id).status == "queued" and listing.confirm.layout.display == "none"
+    listing.cancel.click()
+    listing.confirm.yes.click()
+    assert jobs.get_job(waiting.id).status == "cancelled" and "waiting cancelled" in listing.status.value
+    listing.close()
+
+
+def customized_model(job, name: str, tmp_path, parent: str = "tiny", method: str | None = "SFT-Demo"):
+    """A Customized Model as a succeeded training registers it: a folder and its model card."""
+    folder = tmp_path / name
+    folder.mkdir()
+    card = {"name": name, "base_model": parent, "method": method, "dataset": "demo-sft", "job_id": job.id,
+            "parameters": {"LEARNING_RATE": 0.005}, "metrics": {"loss": {"final": 0.0036, "best": 0.0031},
+                                                                "learning_rate": {"final": 1e-5, "best": 1e-5}}}
+    return models.add_model(name, folder, kind="customized", job_id=job.id, parent=parent, method=method, meta=card)
+
+
+def test_models_tab_lists_cards_saves_and_asks_before_deleting(workspace, tmp_path):
+    from deepe_widgets.ui import ModelsView
+
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    customized_model(job, "tiny_train1_20261123_abcd", tmp_path)
+    opened = []
+    view = ModelsView(on_job=opened.append, start_worker=False)
+    cells = [c.value for c in view.rows["tiny_train1_20261123_abcd"][:6]]
+    assert cells[1:4] == ["tiny", "SFT-Demo", "demo-sft"] and cells[5] == "loss 0.0036"
+    view.open_model("tiny_train1_20261123_abcd")
+    card = view.card
+    text = "".join(getattr(c, "value", "") for c in shown(card) if isinstance(c, w.HTML))
+    assert "Learning Rate 0.005" in text and "0.0036" in text and "Loss" in text
+    assert "LEARNING_RATE" not in text
+    card.job_button.click()
+    assert opened == [job.id]
+    # Save: merge to a Complete Model, in the chosen precision
+    card.dtype.value = "bfloat16"
+    card.save.click()
+    save = jobs.list_jobs()[0]
+    assert save.kind == "save" and save.params["DTYPE"] == "bfloat16" and "is queued" in card.save_note.value
+    # Delete asks first; a model another was made from is refused, in words
+    models.add_model("tiny_train1_20261123_abcd_s_ef01", tmp_path / "merged", kind="complete",
+                     parent="tiny_train1_20261123_abcd", method="SFT-Demo", meta={"dtype": "bfloat16"})
+    card.delete.click()
+    assert "Delete tiny_train1_20261123_abcd" in card.confirm.children[0].value
+    assert "tiny_train1_20261123_abcd" in [m.name for m in models.list_models()]
+    card.confirm.yes.click()
+    assert "is the base of tiny_train1_20261123_abcd_s_ef01" in card.status.value
+    assert "--force" not in card.status.value
+    view.kind.value = "complete"
+    assert view.card is None  # the Customized card does not stay beside the Complete list
+    assert view.refresh_if_changed() is False and "tiny_train1_20261123_abcd_s_ef01" in view.rows
+    view.open_model("tiny_train1_20261123_abcd_s_ef01")
+    merged = view.card
+    assert "tiny" in view.rows["tiny_train1_20261123_abcd_s_ef01"][1].value  # the base, through its parent
+    assert merged.save_box.layout.display == "none"  # no Save offered for a Complete Model
+    merged.delete.click()
+    merged.confirm.yes.click()
+    assert "tiny_train1_20261123_abcd_s_ef01" not in view.rows and "deleted" in view.status.value
+    view.close()
+
+
+def test_try_it_needs_a_prompt_and_shows_what_went_wrong(workspace, tmp_path):
+    from deepe_widgets.ui.models_view import ModelCard
+
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    record = customized_model(job, "orphan", tmp_path, parent=None, method=None)  # no method: no inference stage
+    card = ModelCard(record)
+    card.try_it()
+    assert "Write a prompt first" in card.try_status.value
+    card.prompt.value = "Give the capital card for this country: France"
+    card.try_it()  # outside a kernel's loop it runs here and now
+    assert "could not answer" in card.answer.value and "no inference" in card.answer.value
+    assert not card.ask.disabled and card.ask.description == "Try it"
+
+
+def test_record_is_rendered_sanitised_follows_the_run_and_downloads(workspace):
+    import base64
+
+    import nbformat
+
+    from deepe_widgets.ui import detail as detail_module
+    from deepe_widgets.ui.detail import TAB_RECORD
+    from deepe_widgets.ui.record import render_notebook
+
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# The record\n<script>alert('md')</script>"
+                                              "<a href='javascript:alert(1)'>link</a>"),
+                nbformat.v4.new_code_cell("print('step 1 loss 2.5')", outputs=[
+                    nbformat.v4.new_output("stream", name="stdout", text="step 1 loss 2.5\n"),
+                    nbformat.v4.new_output("display_data", data={
+                        "text/html": "<b onmouseover='alert(2)'>bold</b><img src=x onerror='alert(3)'>"
+                                     "<iframe src='https://example.com'></iframe><script>alert(4)</script>",
+                        "application/javascript": "alert(5)"})])]
+    record = Path(job.run_dir) / "training.ipynb"
+    nbformat.write(nb, record)
+    body = render_notebook(record)
+    assert "step 1 loss 2.5" in body and "The record" in body and "<b>bold</b>" in body
+    for bad in ("<script", "alert(", "onmouseover", "onerror", "javascript:", "<iframe"):
+        assert bad not in body, bad
+    detail = TrainingDetail(job.id)
+    detail.tabs.selected_index = TAB_RECORD  # rendered when opened
+    assert "step 1 loss 2.5" in detail.record.body.value
+    link = detail.record.download.value
+    encoded = link.split("base64,")[1].split("'")[0]
+    assert base64.b64decode(encoded) == record.read_bytes() and f"job{job.id}-training.ipynb" in link
+    # the stage writes more: the tab follows
+    nb.cells.append(nbformat.v4.new_code_cell("print('step 2')", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="step 2 loss 1.0\n")]))
+    nbformat.write(nb, record)
+    detail_module.RECORD_EVERY = 0.0
+    try:
+        detail.refresh()
+    finally:
+        detail_module.RECORD_EVERY = 2.0
+    assert "step 2 loss 1.0" in detail.record.body.value
 
 
 def test_opening_and_closing_views_leaves_no_widget_behind(workspace):
@@ -358,7 +606,7 @@ def test_a_training_that_succeeded_with_warnings_says_so_in_the_list(workspace):
     listing = TrainingList()
     try:
         listing.refresh()
-        status_cell = listing._rows[job.id]["cells"][2]
+        status_cell = listing._rows[job.id]["status"]
         assert "⚠ warning" in status_cell.value and "logged no training metric" in status_cell.value
     finally:
         listing.close()

@@ -1,0 +1,164 @@
+"""The words users read: parameter labels and values, metric names, which way a metric is better.
+
+Internal names (`BATCH_SIZE`, `PromptInputColumn`, `mean_token_accuracy`) stay in the code and the
+records; every view shows these instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from pathlib import Path
+
+import nbformat
+
+from ..stagefiles import find_parameters_cell, notebook_parameters
+
+# Seed 004's form words first, then DeepExtension's other names.
+PARAM_LABELS = {
+    "EPOCHS": "Epochs", "BATCH_SIZE": "Batch Size", "LEARNING_RATE": "Learning Rate",
+    "MAX_SEQ_LENGTH": "Max Tokens", "MAX_STEPS": "Max Steps (-1: use epochs)", "LORA_RANK": "LoRA Rank",
+    "LORA_ALPHA": "LoRA Alpha", "LORA_DROPOUT": "LoRA Dropout", "SYSTEM_PROMPT": "System Prompt",
+    "SAVE_STEPS": "Save Frequency (steps)",
+    "GRAD_ACCUM_STEPS": "Gradient Accumulation Steps", "WARMUP_STEPS": "Warmup Steps",
+    "MAX_GRAD_NORM": "Max Gradient Norm", "MAX_SAMPLES": "Max Samples (0: all rows)",
+    "LOAD_IN_4BIT": "Load in 4-bit", "MAX_INPUT_LENGTH": "Max Prompt Tokens",
+    "MAX_CONTENT_LENGTH": "Max Completion Tokens", "NUM_GENERATIONS": "Completions per Prompt",
+    "LORA_TARGET_MODULES": "LoRA Target Modules", "BETA": "KL Penalty (beta)",
+    "PromptInputColumn": "Prompt column", "PromptOutputColumn": "Response column",
+    "MODEL_PATH": "Model folder", "DATASET_PATH": "Dataset file", "OUTPUT_DIR": "Output folder", "JOB_ID": "Job",
+    "MAX_NEW_TOKENS": "Max New Tokens", "TEMPERATURE": "Temperature", "DTYPE": "Precision (dtype)",
+    "ADAPTER_PATH": "Adapter folder",
+    # the job's own columns, in Compare
+    "method": "Training Method", "base_model": "Base Model", "dataset": "Dataset",
+}
+
+METRIC_LABELS = {
+    "loss": "Loss", "eval_loss": "Validation loss", "train_loss": "Training loss (average)",
+    "grad_norm": "Gradient norm", "learning_rate": "Learning rate", "epoch": "Epoch", "reward": "Reward",
+    "reward_std": "Reward spread (std)", "kl": "KL divergence", "mean_token_accuracy": "Token accuracy",
+    "num_tokens": "Tokens seen", "entropy": "Entropy", "val_loss": "Validation loss",
+    "tokens_per_second": "Tokens per second", "total_flos": "Total FLOs", "train_runtime": "Training time (s)",
+    "train_samples_per_second": "Samples per second", "train_steps_per_second": "Steps per second",
+    "completion_length": "Completion length", "frac_reward_zero_std": "Groups with equal rewards",
+}
+
+# Which way is better, by the words in a metric's name; None for what is no quality (learning
+# rate, tokens seen, epoch …): it has a final value, no "best".
+LOWER_IS_BETTER = ("loss", "perplexity", "error", "wer", "cer")
+HIGHER_IS_BETTER = ("reward", "accuracy", "acc", "f1", "bleu", "rouge", "precision", "recall", "score", "auc")
+NOT_A_QUALITY = ("reward_std", "frac_reward_zero_std")
+ACRONYMS = {"LORA": "LoRA", "KL": "KL", "LR": "LR", "GPU": "GPU", "ID": "ID", "4BIT": "4-bit", "DPO": "DPO",
+            "PPO": "PPO", "GRPO": "GRPO"}
+KEY_METRICS = ("loss", "reward", "eval_loss", "val_loss")  # shown first, in this order
+
+
+def param_label(name: str) -> str:
+    """"Batch Size" for BATCH_SIZE; an unknown name is spelled out ("MY_PARAM" -> "My Param")."""
+    if name in PARAM_LABELS:
+        return PARAM_LABELS[name]
+    words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).replace("_", " ").split()
+    return " ".join(ACRONYMS.get(w.upper(), w.capitalize()) for w in words) or name
+
+
+def short_label(name: str) -> str:
+    """The label without its hint, for sentences: "Max Steps" rather than "Max Steps (-1: use epochs)"."""
+    return re.sub(r"\s*\(.*\)$", "", param_label(name))
+
+
+def humanize(message: str) -> str:
+    """A core message with every parameter name in it replaced by the words the form shows
+    ("LEARNING_RATE must be …" -> "Learning Rate must be …")."""
+    for name in sorted(PARAM_LABELS, key=len, reverse=True):
+        if name.isupper() or name[0].isupper():
+            message = re.sub(rf"\b{re.escape(name)}\b", short_label(name), message)
+    return message
+
+
+def show_value(value) -> str:
+    """A parameter value as a person reads it: yes/no, 0.0002 rather than 0.00020000000000000001."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}" if math.isfinite(value) else str(value)
+    if value is None or value == "":
+        return "(empty)"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(show_value(v) for v in value) or "(none)"
+    return str(value)
+
+
+def metric_label(name: str) -> str:
+    if name in METRIC_LABELS:
+        return METRIC_LABELS[name]
+    if name.startswith("rewards/"):  # TRL: one reward function's mean or std
+        parts = name.split("/")[1:]
+        return "Reward: " + " ".join(p.replace("_", " ") for p in parts)
+    return name.replace("_", " ").replace("/", " / ").capitalize()
+
+
+def metric_direction(name: str, declared: dict | None = None) -> str | None:
+    """"min" or "max" (which way is better), or None when "best" means nothing for it.
+    `declared` (a method's own, see `method_metric_directions`) wins."""
+    if declared and name in declared:
+        return declared[name]
+    low = name.lower()
+    if low in NOT_A_QUALITY or low.endswith("_std") or low.endswith("/std"):
+        return None
+    if any(word in low for word in HIGHER_IS_BETTER):
+        return "max"
+    if any(word in low for word in LOWER_IS_BETTER):
+        return "min"
+    return None
+
+
+def metric_order(names) -> list[str]:
+    """Key metrics (loss, reward, validation loss) first, then the rest alphabetically."""
+    return sorted(names, key=lambda n: (KEY_METRICS.index(n) if n in KEY_METRICS else len(KEY_METRICS), n))
+
+
+@functools.lru_cache(maxsize=64)
+def _training_notebook(path: str, mtime: float) -> tuple[dict, str, dict] | None:
+    """(parameters with their help, the code outside the parameters cell, declared metric
+    directions) of a stage notebook; cached by path and modification time."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # unreadable or not a notebook (a .py script): nothing to say
+        return None
+    index = find_parameters_cell(nb)
+    body = "\n".join(c.source for i, c in enumerate(nb.cells) if i != index and c.cell_type == "code")
+    return notebook_parameters(nb), body, dict(nb.metadata.get("deepe", {}).get("metrics", {}))
+
+
+def _notebook_of(method) -> tuple | None:
+    info = (getattr(method, "stages", None) or {}).get("training") or {}
+    path = info.get("file")
+    if not path or not str(path).endswith(".ipynb") or not Path(path).is_file():
+        return None
+    return _training_notebook(str(path), Path(path).stat().st_mtime)
+
+
+def parameter_help(method) -> dict[str, str]:
+    """Each parameter's comment in the method's `parameters` cell ("tokens per training example")."""
+    found = _notebook_of(method)
+    return {k: v.get("help", "") for k, v in found[0].items()} if found else {}
+
+
+def used_parameters(method) -> set[str] | None:
+    """The parameters the method's code reads outside its `parameters` cell (SFT-Demo never reads
+    NUM_GENERATIONS); None when that cannot be told (a script gets every one as a flag)."""
+    found = _notebook_of(method)
+    if not found:
+        return None
+    params, body = found[0], found[1]
+    return {name for name in params if re.search(rf"\b{re.escape(name)}\b", body)}
+
+
+def method_metric_directions(method) -> dict[str, str]:
+    """Directions a method declares in its training notebook's metadata:
+    `{"deepe": {"metrics": {"my_score": "max"}}}`."""
+    found = _notebook_of(method)
+    if not found:
+        return {}
+    return {k: v for k, v in found[2].items() if v in ("min", "max")}

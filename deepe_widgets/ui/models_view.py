@@ -1,0 +1,409 @@
+"""Models: the Customized, Complete and Live Models trainings made (seed 000's lifecycle).
+
+Each model's card (base, method, dataset, date, final metrics), and what can be done with it:
+**Save** a Customized Model as a Complete Model (merge the adapter, in a chosen precision),
+**Try it** (a prompt answered by the model and by its base model, side by side), **Delete**
+(asked first; a model another was made from is refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import ipywidgets as w
+
+from .. import inference, jobs, methods, models, worker
+from ..errors import DeepeError
+from ..jobs import format_time as when
+from ..store import ModelKind
+from .common import (
+    ConnectionNote,
+    GridTable,
+    Status,
+    close_tree,
+    confirm_row,
+    error_text,
+    html_table,
+    poll_forever,
+    run_in_background,
+    start_poller,
+    stylesheet,
+)
+from .labels import metric_direction, metric_label, metric_order, short_label, show_value
+from .record import RecordView
+from .training_list import short_time
+
+KINDS = (("Customized", ModelKind.CUSTOMIZED), ("Complete", ModelKind.COMPLETE), ("Live", ModelKind.LIVE))
+KIND_WORDS = {ModelKind.CUSTOMIZED: "Customized Model", ModelKind.COMPLETE: "Complete Model",
+              ModelKind.LIVE: "Live Model", ModelKind.BASE: "Base Model"}
+DTYPES = (("float32 (exact, largest)", "float32"), ("bfloat16 (half the size)", "bfloat16"),
+          ("float16 (half the size)", "float16"))
+COLUMNS = (("Name", "minmax(160px, 2.2fr)"), ("Base model", "minmax(100px, 1.2fr)"),
+           ("Method", "minmax(80px, 1fr)"), ("Dataset", "minmax(80px, 1fr)"), ("Created", "86px"),
+           ("Final", "110px"), ("", "90px"))
+
+
+def lineage(record) -> list:
+    """The model and the ones it was made from, back to its base model (a Complete Model's parent
+    is the Customized Model it merged)."""
+    chain, seen = [record], {record.name}
+    while chain[-1].parent and chain[-1].kind != ModelKind.BASE:
+        try:
+            parent = models.get_model(chain[-1].parent)
+        except DeepeError:
+            break
+        if parent.name in seen:
+            break
+        seen.add(parent.name)
+        chain.append(parent)
+    return chain
+
+
+def model_card(record) -> dict:
+    """What a person asks of a model: base, method, dataset, job, date, parameters, final metrics
+    (a Complete Model inherits them from the Customized Model it merged)."""
+    chain = lineage(record)
+    card = next((dict(m.meta) for m in chain if m.meta.get("metrics") is not None or m.meta.get("dataset")), {})
+    base = next((m.name for m in chain if m.kind == ModelKind.BASE), card.get("base_model") or record.parent)
+    return {"name": record.name, "kind": record.kind, "base_model": base, "method": record.method or card.get("method"),
+            "dataset": card.get("dataset"), "job_id": card.get("job_id") or record.job_id,
+            "made_by_job": record.job_id, "created_at": record.created_at, "parameters": card.get("parameters") or {},
+            "metrics": card.get("metrics") or {}, "dtype": record.meta.get("dtype"),
+            "merged_from": record.parent if record.kind == ModelKind.COMPLETE else None}
+
+
+def key_metric(card: dict) -> str:
+    """"loss 0.0036" (or the reward, for an RL method): the one number a list can show."""
+    found = card["metrics"]
+    for name in ("loss", "reward", "eval_loss"):
+        if name in found and found[name].get("final") is not None:
+            return f"{name} {found[name]['final']:.4g}"
+    return "-"
+
+
+class ModelsView(w.VBox):
+    """The models list by kind, and the card of the one opened, with Save, Try it and Delete.
+
+    `on_job(job_id)` opens a job's details (the training that made a model, a save just queued).
+    Follows models added or deleted elsewhere within a few seconds."""
+
+    poll_seconds = 3.0
+
+    def __init__(self, on_job=None, start_worker: bool = True):
+        self.on_job, self.start_worker = on_job, start_worker
+        self.kind = w.ToggleButtons(options=KINDS, value=ModelKind.CUSTOMIZED, style={"button_width": "130px"})
+        self.kind.observe(lambda _c: self._on_kind(), "value")
+        self.table = GridTable(list(COLUMNS), max_height="300px")
+        self.table.add_class("deepe-models")
+        self.empty = w.HTML()
+        self.status = Status()
+        self.connection = ConnectionNote()
+        self.card_area = w.VBox()
+        self.card: ModelCard | None = None
+        self.rows: dict[str, list[w.Widget]] = {}
+        self._shown = None
+        super().__init__([stylesheet(), w.HTML("<h3>Models</h3><div style='color:#57606a'>A training that succeeds "
+                                               "makes a <b>Customized Model</b> (its adapter); <b>Save</b> merges one "
+                                               "into its base as a <b>Complete Model</b>.</div>"),
+                          w.HBox([self.kind, self.status, self.connection], layout=w.Layout(align_items="center")),
+                          self.table, self.empty, self.card_area])
+        self.refresh()
+        self._task = start_poller(lambda: poll_forever(self.poll_once, self.connection, self.poll_seconds))
+
+    async def poll_once(self) -> bool:
+        """One poll: the models of the shown kind read in a thread, the table redrawn only if they changed."""
+        kind = self.kind.value
+        listed = await asyncio.to_thread(models.list_models, kind)
+        if kind == self.kind.value:
+            self._redraw_if_changed(listed)
+        return False
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        close_tree(self)
+
+    def refresh(self) -> None:
+        self._draw(models.list_models(self.kind.value))
+
+    def _on_kind(self) -> None:
+        if self.card is not None and self.card.kind != self.kind.value:
+            self._close_card()  # a card beside a list of other models reads as one of them
+        self.refresh()
+
+    def refresh_if_changed(self) -> bool:
+        return self._redraw_if_changed(models.list_models(self.kind.value))
+
+    def _redraw_if_changed(self, listed) -> bool:
+        if [(m.name, m.created_at) for m in listed] == self._shown:
+            return False
+        self._draw(listed)
+        return True
+
+    def _draw(self, listed) -> None:
+        self._shown = [(m.name, m.created_at) for m in listed]
+        rows, self.rows = [], {}
+        for record in listed:
+            card = model_card(record)
+            open_button = w.Button(description="Open", icon="folder-open", layout=w.Layout(width="84px"),
+                                   tooltip=f"the card of {record.name}: save, try, delete")
+            open_button.on_click(lambda _b, name=record.name: self.open_model(name))
+            cells = [w.HTML(f"<span title='{html.escape(record.name, quote=True)}'>{html.escape(record.name)}</span>"),
+                     w.HTML(html.escape(card["base_model"] or "-")), w.HTML(html.escape(card["method"] or "-")),
+                     w.HTML(html.escape(card["dataset"] or "-")), w.HTML(short_time(record.created_at)),
+                     w.HTML(html.escape(key_metric(card))), open_button]
+            rows.append(cells)
+            self.rows[record.name] = cells
+        old = [c for row in self.table.rows for c in row]
+        self.table.set_rows(rows)
+        for cell in old:
+            close_tree(cell)
+        kind_words = KIND_WORDS[self.kind.value]
+        if listed:
+            self.empty.value = ""
+        elif self.kind.value == ModelKind.LIVE:
+            self.empty.value = "<i>No Live Models: deploying a model is not there yet.</i>"
+        elif self.kind.value == ModelKind.COMPLETE:
+            self.empty.value = "<i>No Complete Models yet: open a Customized Model and Save it.</i>"
+        else:
+            self.empty.value = f"<i>No {kind_words}s yet: a training that succeeds makes one.</i>"
+        if self.card is not None and self.card.name not in self.rows and self.card.kind == self.kind.value:
+            self._close_card()  # deleted elsewhere
+
+    def open_model(self, name: str) -> None:
+        """Show a model's card (below the list)."""
+        self._close_card()
+        self.card = ModelCard(models.get_model(name), on_job=self.on_job, on_deleted=self._deleted,
+                              start_worker=self.start_worker)
+        self.card_area.children = [self.card]
+        for row_name, cells in self.rows.items():
+            for cell in cells:
+                (cell.add_class if row_name == name else cell.remove_class)("deepe-chosen")
+
+    def _close_card(self) -> None:
+        old, self.card = self.card, None
+        self.card_area.children = []
+        if old is not None:
+            old.close()
+
+    def _deleted(self, name: str) -> None:
+        self._close_card()
+        self.refresh()
+        self.status.show(f"model {name} deleted", "ok")
+
+
+class ModelCard(w.VBox):
+    """One model: its card, Save (Customized only), Try it, Delete."""
+
+    def __init__(self, record, on_job=None, on_deleted=None, start_worker: bool = True):
+        self.record, self.name, self.kind = record, record.name, record.kind
+        self.on_job, self.on_deleted, self.start_worker = on_job, on_deleted, start_worker
+        self.info = model_card(record)
+        self.status = Status()
+        made_by = self.info["made_by_job"]
+        self.job_button = w.Button(description=f"View job {made_by}" if made_by else "", icon="search",
+                                   layout=w.Layout(width="150px", display=None if made_by and on_job else "none"))
+        self.job_button.on_click(lambda _b: self.on_job and made_by and self.on_job(made_by))
+        # Save: merge to a Complete Model
+        self.dtype = w.Dropdown(options=DTYPES, value="float32", description="Precision",
+                                layout=w.Layout(width="300px"))
+        self.save = w.Button(description="Save as Complete Model", icon="save", button_style="primary",
+                             layout=w.Layout(width="210px"))
+        self.save.on_click(lambda _b: self._save())
+        self.save_note = w.HTML()
+        save_box = w.VBox([w.HTML("<h4>Save</h4><div style='color:#57606a'>Merges the adapter into the base model: "
+                                  "one folder that loads without PEFT (a new Complete Model).</div>"),
+                           w.HBox([self.dtype, self.save], layout=w.Layout(align_items="center")), self.save_note])
+        save_box.layout.display = None if self.kind == ModelKind.CUSTOMIZED else "none"
+        self.save_box = save_box
+        self._explain_save()
+        # Try it: a prompt, answered by this model and by its base model
+        self.prompt = w.Textarea(placeholder="Ask something, e.g. Give the capital card for this country: France",
+                                 layout=w.Layout(width="100%", height="70px"))
+        self.ask = w.Button(description="Try it", icon="play", button_style="primary")
+        self.ask.on_click(lambda _b: self.try_it())
+        self.try_status = Status()
+        self.answer = w.HTML(self._answer_box("", ""))
+        self.base_answer = w.HTML(self._answer_box("", ""))
+        self.answer_title = w.HTML(f"<b>{html.escape(self.name)}</b>")
+        self.base_title = w.HTML(f"<b>{html.escape(self.info['base_model'] or '-')}</b> "
+                                 "<span style='color:#57606a'>(the base model, before training)</span>")
+        self.try_record = RecordView(download_prefix=f"{self.name}-")
+        self.try_record_box = w.Accordion(children=[self.try_record], titles=("Record of this answer",))
+        self.try_record_box.selected_index = None
+        self.try_record_box.layout.display = "none"
+        self.try_record_box.observe(self._on_record_open, "selected_index")
+        self.last_try: dict | None = None
+        columns = w.Layout(width="50%", padding="0 8px 0 0")
+        try_box = w.VBox([w.HTML("<h4>Try it</h4>"), self.prompt, w.HBox([self.ask, self.try_status],
+                                                                          layout=w.Layout(align_items="center")),
+                          w.HBox([w.VBox([self.answer_title, self.answer], layout=columns),
+                                  w.VBox([self.base_title, self.base_answer], layout=columns)],
+                                 layout=w.Layout(width="100%")),
+                          self.try_record_box])
+        # Delete, asked first
+        self.delete = w.Button(description="Delete…", icon="trash", layout=w.Layout(width="110px"))
+        self.delete.on_click(lambda _b: self._ask_delete())
+        self.confirm = confirm_row(w.HTML(), "Yes, delete it", self._delete_asked)
+        super().__init__([w.HBox([w.HTML(f"<h3 style='margin:4px 0'>{html.escape(self.name)} "
+                                         f"<span style='color:#57606a;font-weight:normal'>"
+                                         f"{KIND_WORDS.get(self.kind, self.kind)}</span></h3>"), self.job_button],
+                                 layout=w.Layout(justify_content="space-between", align_items="center")),
+                          w.HTML(self._card_html()), save_box, try_box,
+                          w.HTML("<h4>Delete</h4>"), w.HBox([self.delete, self.status],
+                                                          layout=w.Layout(align_items="center")), self.confirm],
+                         layout=w.Layout(border="1px solid #d0d7de", padding="4px 12px 12px", margin="12px 0 0 0"))
+        self.add_class("deepe-model-card")
+
+    def close(self) -> None:
+        close_tree(self)
+
+    # --- the card ------------------------------------------------------------------------
+
+    def _card_html(self) -> str:
+        info = self.info
+        rows = [["Base Model", html.escape(info["base_model"] or "-")],
+                ["Training Method", html.escape(info["method"] or "-")],
+                ["Dataset", html.escape(info["dataset"] or "-")], ["Created", when(info["created_at"])]]
+        if info["job_id"]:
+            rows.append(["Trained by", f"job {info['job_id']}"])
+        if info["merged_from"]:
+            rows.append(["Merged from", html.escape(info["merged_from"])])
+        if info["dtype"]:
+            rows.append(["Precision", html.escape(str(info["dtype"]))])
+        changed = ", ".join(f"{short_label(k)} {show_value(v)}" for k, v in sorted(info["parameters"].items())
+                            if k not in ("MODEL_PATH", "ADAPTER_PATH", "DTYPE"))
+        rows.append(["Parameters changed", html.escape(changed or "none (the method's defaults)")])
+        metric_rows = []
+        for name in metric_order(info["metrics"]):
+            stats = info["metrics"][name]
+            direction = None if name.startswith("train_") else metric_direction(name)  # one value: no "best"
+            best = f"{stats['best']:.5g}" if direction and stats.get("best") is not None else "-"
+            metric_rows.append([html.escape(metric_label(name)), f"{stats['final']:.5g}", best])
+        metrics_html = html_table(["metric", "final", "best"], metric_rows) if metric_rows else \
+            "<i>No metrics recorded for this model.</i>"
+        return html_table(["", ""], rows) + "<h4>Final metrics</h4>" + metrics_html
+
+    # --- Save ----------------------------------------------------------------------------
+
+    def _explain_save(self) -> None:
+        if self.kind != ModelKind.CUSTOMIZED:
+            return
+        try:
+            method = methods.get_method(self.record.method)
+        except DeepeError:
+            method = None
+        if method is None or "saving" not in method.stages:
+            self.save.disabled = True
+            why = (f"its method {self.record.method} has no saving stage (a Customized Model lifecycle)"
+                   if method else f"its method {self.record.method} no longer exists")
+            self.save_note.value = f"<span style='color:#57606a'>Cannot be saved: {html.escape(why)}.</span>"
+
+    def _save(self) -> None:
+        self.save.disabled = True
+        try:
+            job = jobs.submit_save(self.name, dtype=self.dtype.value)
+            if self.start_worker:
+                worker.ensure_worker()
+        except DeepeError as exc:
+            self.save_note.value = f"<span class='deepe-field-error'>{html.escape(exc.message)}</span>"
+            self.save.disabled = False
+            return
+        self.save.disabled = False
+        self.save_note.value = (f"<span class='deepe-status deepe-ok' style='color:#1a7f37'>Save job {job.id} "
+                                f"({html.escape(job.name)}) is queued: the Complete Model appears under "
+                                "Complete when it finishes.</span>")
+        self.last_save_job = job
+
+    # --- Try it --------------------------------------------------------------------------
+
+    @staticmethod
+    def _answer_box(text: str, kind: str) -> str:
+        css = {"error": "color:#cf222e", "wait": "color:#57606a;font-style:italic"}.get(kind, "")
+        return f"<div class='deepe-answer' style='{css}'>{html.escape(text)}</div>"
+
+    def try_it(self):
+        """Ask the prompt of both models, off the kernel's loop; the button is busy meanwhile."""
+        prompt = self.prompt.value.strip()
+        if not prompt:
+            self.try_status.show("Write a prompt first.", "warn")
+            return None
+        base = self.info["base_model"]
+        self.ask.disabled = True
+        self.ask.description = "Answering…"
+        self.try_status.show("each model answers in a kernel of its own (starting it and loading the model "
+                             "takes a few seconds)", "info")
+        wait = self._answer_box("answering…", "wait")
+        self.answer.value = wait
+        self.base_answer.value = wait if base else self._answer_box("(no base model)", "wait")
+        started = time.monotonic()
+
+        def work() -> dict:
+            names = [self.name] + ([base] if base and base != self.name else [])
+            with ThreadPoolExecutor(len(names)) as pool:
+                futures = {n: pool.submit(self._infer_one, n, prompt) for n in names}
+                return {n: f.result() for n, f in futures.items()}
+
+        def done(results: dict) -> None:
+            self._finish_try()
+            self.last_try = results
+            mine = results[self.name]
+            self.answer.value = self._answer_of(mine)
+            if base in results:
+                self.base_answer.value = self._answer_of(results[base])
+            self.try_status.show(f"answered in {time.monotonic() - started:.0f} s", "ok")
+            if mine.get("record"):
+                self.try_record.set_paths([mine["record"]])  # rendered when the record is opened
+                self.try_record_box.layout.display = None
+
+        def failed(exc: Exception) -> None:
+            self._finish_try()
+            self.answer.value = self._answer_box(error_text(exc), "error")
+            self.base_answer.value = self._answer_box("", "")
+            self.try_status.show("could not answer", "error")
+
+        return run_in_background(work, done, failed)
+
+    @staticmethod
+    def _infer_one(name: str, prompt: str) -> dict:
+        try:
+            return inference.infer(name, [prompt])
+        except DeepeError as exc:
+            return {"responses": [], "error": exc.message, "record": None}
+
+    def _answer_of(self, result: dict) -> str:
+        if result.get("error"):
+            return self._answer_box(f"could not answer: {result['error']}", "error")
+        responses = result.get("responses") or []
+        if not responses:
+            return self._answer_box("(no answer)", "")
+        first = responses[0]
+        text = str(first.get("response", "")) if isinstance(first, dict) else str(first)
+        return self._answer_box(text, "") if text.strip() else self._answer_box("(an empty answer)", "wait")
+
+    def _finish_try(self) -> None:
+        self.ask.disabled = False
+        self.ask.description = "Try it"
+
+    def _on_record_open(self, change) -> None:
+        if change["new"] == 0:
+            self.try_record.refresh()
+
+    # --- Delete --------------------------------------------------------------------------
+
+    def _ask_delete(self) -> None:
+        self.status.clear()
+        where = "and its folder " if self.kind != ModelKind.BASE else ""
+        self.confirm.ask(f"Delete {self.name} {where}for good?")
+
+    def _delete_asked(self) -> None:
+        try:
+            models.delete_model(self.name)
+        except DeepeError as exc:
+            self.status.show(exc.message.replace("or pass --force", "").rstrip(" ;,"), "error")
+            return
+        if self.on_deleted:
+            self.on_deleted(self.name)

@@ -1,0 +1,126 @@
+"""First paint of the dashboard and of each of its tabs, against Voila's one-widget floor in the same run.
+
+Not a test (pytest does not collect it): a measurement, for `benchmarks/` to adopt.
+
+    .venv/bin/python tests/ui/first_paint_bench.py [--visits 5] [--pool 5] [--pause 0]
+
+Both apps are served the way `deepe app` serves the dashboard (`app.voila_command`: preheated kernels,
+the same pool), on a fresh workspace. Each visit is a new browser context (nothing cached), timed from
+`page.goto` to the first tab's title (the floor: its one widget); then each tab from its click to its
+content. `--pause 0` makes the visits back-to-back (the pool refills while they run); a pause of
+~15 s lets it refill between visits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TABS = (("Train", "text=Start a New Train"), ("Trainings", "text=No trainings yet"),
+        ("Compare", "text=Tick two or more"), ("Models", "text=No Customized Models yet"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--visits", type=int, default=5)
+    parser.add_argument("--pool", type=int, default=5, help="preheated kernels per app")
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds between visits (0: back-to-back)")
+    parser.add_argument("--settle", type=float, default=25.0, help="seconds for the pools to run their notebooks")
+    args = parser.parse_args(argv)
+    home = Path(tempfile.mkdtemp(prefix="deepe-paint-"))
+    os.environ["DEEPE_HOME"] = str(home)
+    os.environ.pop("DEEPE_DB_URL", None)
+
+    import nbformat
+    import psutil
+    from playwright.sync_api import sync_playwright
+
+    from deepe_widgets import app, demo_data, methods
+    from deepe_widgets.processes import kill_process_tree
+
+    methods.ensure_builtins()
+    demo_data.ensure_demo_datasets()
+    floor = home / "floor.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import ipywidgets\nipywidgets.HTML(\"<b class='floor'>one widget</b>\")")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, floor)
+
+    def serve(notebook: Path):
+        port = free_port()
+        log = open(home / f"voila-{port}.log", "w")
+        proc = subprocess.Popen(app.voila_command(port, "bench", notebook, pool_size=args.pool), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(notebook.parent),
+                                env=dict(os.environ, DEEPE_APP_METHOD_ADMIN="0"), start_new_session=True)
+        if not app.wait_until_listening(port, proc, 120):
+            raise RuntimeError(f"voila did not start: {log.name}")
+        return proc, f"http://127.0.0.1:{port}/?token=bench"
+
+    def kernels(proc) -> int:
+        return sum(1 for p in psutil.Process(proc.pid).children(recursive=True)
+                   if "ipykernel_launcher" in " ".join(p.cmdline()))
+
+    def visit_all(browser, url: str, ready: str, tabs=()) -> list[dict]:
+        rows = []
+        for _ in range(args.visits):
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = context.new_page()
+            page.set_default_timeout(120_000)
+            started = time.monotonic()
+            page.goto(url)
+            page.locator(ready).first.wait_for()
+            row = {"first paint": time.monotonic() - started}
+            for title, marker in tabs:
+                started = time.monotonic()
+                page.locator(".lm-TabBar-tabLabel", has_text=re.compile(f"^{re.escape(title)}$")).first.click()
+                page.locator(marker).first.wait_for()
+                row[f"tab {title}"] = time.monotonic() - started
+            rows.append(row)
+            page.close(run_before_unload=True)
+            context.close()
+            time.sleep(args.pause)
+        return rows
+
+    results = {}
+    floor_app, floor_url = serve(floor)
+    dash_app, dash_url = serve(app.app_notebook())
+    try:
+        deadline = time.monotonic() + 180
+        while min(kernels(floor_app), kernels(dash_app)) < args.pool and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(args.settle)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+            results["floor"] = visit_all(browser, floor_url, ".floor")
+            results["dashboard"] = visit_all(browser, dash_url, "text=Training Method Management", TABS)
+            browser.close()
+    finally:
+        kill_process_tree(floor_app.pid)
+        kill_process_tree(dash_app.pid)
+    floor_median = statistics.median(r["first paint"] for r in results["floor"])
+    print(f"{args.visits} visits, pool {args.pool}, pause {args.pause:g} s; load average {os.getloadavg()[0]:.1f}")
+    print("| what | median | max | ratio to floor |\n|---|---|---|---|")
+    for name, rows in results.items():
+        for key in rows[0]:
+            values = [r[key] for r in rows]
+            ratio = f"{statistics.median(values) / floor_median:.2f}" if key == "first paint" else ""
+            print(f"| {name} {key} | {statistics.median(values):.2f} s | {max(values):.2f} s | {ratio} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
