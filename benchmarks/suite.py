@@ -325,13 +325,13 @@ class Bench:
                 f"from deepe_widgets.ui import TrainingCompare, TrainingDetail, TrainingList\n{build}")]
             nbformat.write(nb, folder / f"{view}.ipynb")
         port = 18000 + os.getpid() % 1000
-        command = voila_command(port, "", folder)
+        command = voila_command(port, "bench", folder)
         if not preheat:
-            command = [arg for arg in command if arg not in ("--preheat_kernel=True", "--pool_size=1")]
+            command = [arg for arg in command if not arg.startswith(("--preheat_kernel=", "--pool_size="))]
         log = open(folder / "voila.log", "w")
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   env=os.environ.copy())
-        ready = {"floor": "span.floor", "list": "text=scale", "chart": "path.line", "compare": "text.legendtext"}
+        ready = {"floor": "span.floor", "list": "text=scale", "chart": "path.line", "compare": ".deepe-legend"}
         # time for the pool to start its kernels and run the notebooks, and for the machine to go quiet
         settle = 12 if preheat else 3
         times: dict[str, list[float]] = {view: [] for view in views}
@@ -346,7 +346,7 @@ class Bench:
                 # an untimed visit first: a user's browser has Voila's scripts cached after the first page
                 warmup = browser.new_page()
                 t0 = time.perf_counter()
-                warmup.goto(f"http://127.0.0.1:{port}/voila/render/floor.ipynb", timeout=120_000)
+                warmup.goto(f"http://127.0.0.1:{port}/voila/render/floor.ipynb?token=bench", timeout=120_000)
                 loaded = time.perf_counter() - t0
                 warmup.locator(ready["floor"]).first.wait_for(state="attached", timeout=120_000)
                 self.paint_split[f"{'preheated' if preheat else 'cold'} floor, first visit (empty cache)"] = [
@@ -358,7 +358,7 @@ class Bench:
                         page = browser.new_page()
                         t0 = time.perf_counter()
                         # goto returns on the page's load event: HTML and Voila's scripts, before any widget
-                        page.goto(f"http://127.0.0.1:{port}/voila/render/{view}.ipynb", timeout=120_000)
+                        page.goto(f"http://127.0.0.1:{port}/voila/render/{view}.ipynb?token=bench", timeout=120_000)
                         loaded = time.perf_counter() - t0
                         # attached, not visible: the chart is drawn in the (unselected) Evaluation Data tab
                         page.locator(selector).first.wait_for(state="attached", timeout=120_000)

@@ -7,7 +7,8 @@ The core (store, methods, jobs, worker, CLI) imports without torch or ipywidgets
 
 __version__ = "0.1.0"
 
-_WIDGETS = ("Dashboard", "MethodManager", "TrainingLauncher", "TrainingList", "TrainingDetail", "TrainingCompare")
+_WIDGETS = ("Dashboard", "MethodManager", "TrainingLauncher", "TrainingList", "TrainingDetail", "TrainingCompare",
+            "ModelsView")
 
 
 def __getattr__(name: str):

@@ -30,6 +30,19 @@ class HandedBack(Exception):
     """The worker running this job is stopping: a checkpoint was saved, the job will resume."""
 
 
+# Deprecations one library raises about another's call (peft and TRL read transformers'
+# `is_gradient_checkpointing`): nothing a method's author can act on. Their own warnings still show.
+LIBRARY_DEPRECATIONS = (r"`is_gradient_checkpointing` is deprecated",)
+
+
+def quiet_library_warnings() -> None:
+    """Hide `LIBRARY_DEPRECATIONS` in this kernel (the built-ins call it first); nothing else."""
+    import warnings
+
+    for message in LIBRARY_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+
+
 def log_event(message: str, level: str = "INFO") -> None:
     """One line in the stage log: `[deepe] <time> <LEVEL> <message>`."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -26,6 +26,7 @@ class Dashboard(w.VBox):
 
     def __init__(self, admin: bool = True, model: WorkbenchModel | None = None, start_worker: bool = True):
         self.model = model or WorkbenchModel(admin=admin)
+        self.start_worker = start_worker
         self.methods = MethodManager(admin=self.model.admin)
         self.launcher = TrainingLauncher(on_submitted=lambda job: setattr(self.model, "last_submitted", job.id),
                                          start_worker=start_worker)
@@ -84,11 +85,15 @@ class Dashboard(w.VBox):
         for old in self.detail_area.children:
             old.close()  # stops its poller and closes its charts
         job_id = self.model.open_job
-        self.detail_area.children = [TrainingDetail(job_id, on_copy=self.copy_train, on_close=self.close_details)] \
+        self.detail_area.children = [TrainingDetail(job_id, on_copy=self.copy_train, on_close=self.close_details,
+                                                    on_rerun=self._rerun_queued, start_worker=self.start_worker)] \
             if job_id else []
         self.trainings.mark_open(job_id)
         if job_id:
             self.tabs.selected_index = TAB_TRAININGS
+
+    def _rerun_queued(self, job) -> None:
+        self.model.last_submitted = job.id  # the list shows its first page, the re-run on top
 
     def copy_train(self, job) -> None:
         self.tabs.selected_index = TAB_TRAIN

@@ -12,7 +12,7 @@ from pathlib import Path
 import bqplot as bq
 import ipywidgets as w
 
-from .. import jobs, methods, metrics
+from .. import jobs, methods, metrics, reruns, worker
 from .. import params as paramlib
 from ..errors import DeepeError
 from ..jobs import format_duration as duration
@@ -23,7 +23,9 @@ from .common import (
     ConnectionNote,
     Status,
     close_tree,
+    confirm_row,
     decimate,
+    error_text,
     html_table,
     poll_forever,
     start_poller,
@@ -90,9 +92,9 @@ class TrainingDetail(w.VBox):
 
     poll_seconds = 0.5
 
-    def __init__(self, job_id: int, on_copy=None, on_close=None):
+    def __init__(self, job_id: int, on_copy=None, on_close=None, on_rerun=None, start_worker: bool = True):
         self.job_id = int(job_id)
-        self.on_copy = on_copy
+        self.on_copy, self.on_rerun, self.start_worker = on_copy, on_rerun, start_worker
         self.header = w.HTML()
         self.close_button = w.Button(description="Close details", icon="times", layout=w.Layout(width="130px"))
         self.close_button.layout.display = None if on_close else "none"
@@ -103,6 +105,13 @@ class TrainingDetail(w.VBox):
         self.copy = w.Button(description="Copy the Train", icon="copy", button_style="info",
                              tooltip="a new training with this configuration, ready to change and run")
         self.copy.on_click(lambda _b: self.on_copy and self.on_copy(jobs.get_job(self.job_id)))
+        self.rerun = w.Button(description="Re-run", icon="redo",
+                              tooltip="the same method files, parameters, dataset and seed, as a new training "
+                                      "linked to this one (refused when one of them changed since)")
+        self.rerun.on_click(lambda _b: self._rerun(force=False))
+        self.rerun_note = w.HTML()
+        self.rerun_force = confirm_row(w.HTML(), "Re-run anyway", lambda: self._rerun(force=True),
+                                       no="No, leave it")
         self.x_axis = w.ToggleButtons(options=[("by step", "step"), ("by epoch", "epoch")], value="step")
         self.x_axis.observe(lambda _c: self._redraw(), "value")
         self.charts = w.Box(layout=w.Layout(flex_flow="row wrap"))
@@ -120,7 +129,8 @@ class TrainingDetail(w.VBox):
         self.record = RecordView(download_prefix=f"job{self.job_id}-")
         self.status = Status()
         self.connection = ConnectionNote()
-        self.tabs = w.Tab(children=[w.VBox([self.overview, self.copy]),
+        actions = w.HBox([self.copy, self.rerun, self.rerun_note], layout=w.Layout(align_items="center"))
+        self.tabs = w.Tab(children=[w.VBox([self.overview, actions, self.rerun_force]),
                                     w.VBox([self.x_axis, self.no_data, self.charts, self.totals]),
                                     w.VBox([w.HBox([self.level, self.show_noise, self.log_note],
                                                    layout=w.Layout(align_items="center")),
@@ -146,6 +156,33 @@ class TrainingDetail(w.VBox):
                           self.tabs, self.status])
         if not self.refresh():  # a finished job has nothing more to follow
             self._task = start_poller(lambda: poll_forever(self.poll_once, self.connection, self.poll_seconds))
+
+    # --- re-run --------------------------------------------------------------------------
+
+    def _rerun(self, force: bool) -> None:
+        """Queue this training again as it ran (`reruns.rerun_job`); when something it was made from
+        changed since, say what and offer to re-run it anyway."""
+        self.rerun.disabled = True
+        try:
+            job, notes = reruns.rerun_job(self.job_id, force=force)
+            if self.start_worker:
+                worker.ensure_worker()
+        except DeepeError as exc:
+            self.rerun_note.value = ""
+            self.rerun_force.ask(exc.message.replace(" (--force re-runs it anyway)", "")
+                                 .replace("; --force queues it anyway", "") + ". Re-run it anyway?")
+            return
+        except Exception as exc:  # unexpected: say what, keep the page alive
+            self.rerun_note.value = f"<span class='deepe-field-error'>{html.escape(error_text(exc))}</span>"
+            return
+        finally:
+            self.rerun.disabled = False
+        extra = f" ({html.escape('; '.join(notes))})" if notes else ""
+        self.rerun_note.value = (f"<span class='deepe-status deepe-ok' style='color:#1a7f37'>Re-run queued as job "
+                                 f"{job.id} ({html.escape(job.name)}){extra}.</span>")
+        self.last_rerun = job
+        if self.on_rerun:
+            self.on_rerun(job)
 
     # --- polling -------------------------------------------------------------------------
 
@@ -253,6 +290,7 @@ class TrainingDetail(w.VBox):
                                + f"<h4>Record</h4><div>{record_line}</div>"
                                f"<h4>Models it made</h4>{artifacts}")
         self.copy.layout.display = None if job.kind == JobKind.TRAIN else "none"
+        self.rerun.layout.display = self.copy.layout.display
 
     def _render_waiting(self, job) -> None:
         """What a job that has logged nothing yet is doing: queued, or starting (kernel, model, data)."""

@@ -610,3 +610,48 @@ def test_a_training_that_succeeded_with_warnings_says_so_in_the_list(workspace):
         assert "⚠ warning" in status_cell.value and "logged no training metric" in status_cell.value
     finally:
         listing.close()
+
+
+def _set_provenance(job_id: int, provenance: dict) -> None:
+    with store_session() as s:
+        row = s.get(Job, job_id)
+        row.provenance = provenance
+        s.add(row)
+        s.commit()
+
+
+def test_rerun_queues_the_same_training_and_asks_when_something_changed(workspace, tmp_path):
+    from deepe_widgets import datasets, provenance
+
+    dash = Dashboard(admin=False, start_worker=False)
+    job = job_with_losses(1.0, 0.9, LEARNING_RATE=0.002)
+    data = Path(datasets.get_dataset("demo-sft").path)
+    sft = methods.get_method("SFT-Demo")
+    _set_provenance(job.id, {"dataset": {"sha256": provenance.sha256_file(data), "path": str(data)},
+                             "stage_files": {s: {"sha256": i["sha256"], "file": i["file"]}
+                                             for s, i in sft.stages.items()}})
+    dash.show_details(job.id)
+    [detail] = dash.detail_area.children
+    assert detail.rerun.layout.display is None  # a training: Re-run beside Copy the Train
+    detail.rerun.click()  # nothing changed: queued at once, linked to the first
+    again = jobs.list_jobs()[0]
+    assert again.id != job.id and again.copied_from == job.id and again.params == {"LEARNING_RATE": 0.002}
+    assert again.provenance["rerun_of"] == job.id
+    assert f"job {again.id}" in detail.rerun_note.value and detail.rerun_force.layout.display == "none"
+    assert dash.model.last_submitted == again.id
+
+    # The dataset changed since: nothing is queued; the question names what changed.
+    _set_provenance(job.id, {**jobs.get_job(job.id).provenance, "dataset": {"sha256": "0" * 64, "path": str(data)}})
+    detail.rerun.click()
+    assert len(jobs.list_jobs()) == 2
+    assert detail.rerun_force.layout.display is None
+    assert "dataset file of demo-sft changed" in detail.rerun_force.children[0].value
+    assert "--force" not in detail.rerun_force.children[0].value  # a button, not a CLI flag
+    detail.rerun_force.no.click()
+    assert len(jobs.list_jobs()) == 2 and detail.rerun_force.layout.display == "none"
+    detail.rerun.click()
+    detail.rerun_force.yes.click()  # "Re-run anyway"
+    forced = jobs.list_jobs()[0]
+    assert len(jobs.list_jobs()) == 3 and forced.copied_from == job.id
+    assert "forced although" in detail.rerun_note.value
+    dash.close()

@@ -1,8 +1,6 @@
 """First paint of the dashboard and of each of its tabs, against Voila's one-widget floor in the same run.
 
-Not a test (pytest does not collect it): a measurement, for `benchmarks/` to adopt.
-
-    .venv/bin/python tests/ui/first_paint_bench.py [--visits 5] [--pool 5] [--pause 0]
+    .venv/bin/python -m benchmarks.first_paint [--visits 5] [--pool 5] [--pause 0]
 
 Both apps are served the way `deepe app` serves the dashboard (`app.voila_command`: preheated kernels,
 the same pool), on a fresh workspace. Each visit is a new browser context (nothing cached), timed from
@@ -104,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
         time.sleep(args.settle)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"])
             results["floor"] = visit_all(browser, floor_url, ".floor")
             results["dashboard"] = visit_all(browser, dash_url, "text=Training Method Management", TABS)
             browser.close()
