@@ -354,6 +354,10 @@ def test_train_watch_copy_and_compare(start_app, page, tmp_path):
     tab(page, "Train Overview")
     page.locator(".deepe-table td", has_text="Learning Rate").first.wait_for()
     assert page.locator(".deepe-table", has_text="LEARNING_RATE").count() == 0
+    copy_box = page.get_by_role("button", name="Copy the Train").bounding_box()
+    rerun_box = page.get_by_role("button", name="Re-run").bounding_box()  # beside it, same row
+    assert abs(copy_box["y"] - rerun_box["y"]) < 4 and rerun_box["x"] > copy_box["x"]
+    page.get_by_role("button", name="Re-run").scroll_into_view_if_needed()
     shot(page, "train-overview")
     page.get_by_role("button", name="Copy the Train").click()
     page.locator(".deepe-info", has_text=f"Copied from job {first.id}").wait_for()
