@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from sqlalchemy import update
 
-from deepe_widgets import jobs, models, runner, store, tracking
+from deepe_widgets import jobs, metrics, models, runner, store, tracking
 from deepe_widgets.errors import DeepeError
 from deepe_widgets.runtime import MetricSink
 from deepe_widgets.store import Job, JobStatus
@@ -125,3 +125,41 @@ def test_export_says_what_is_missing(workspace, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
     with pytest.raises(DeepeError, match=r"needs the tensorboard package.*pip install 'deepe-widgets\[tracking\]'"):
         tracking.export_tensorboard([], "tb")
+
+
+@pytest.mark.training
+def test_a_built_in_logs_live_to_mlflow_and_tensorboard_with_settings_from_the_environment(workspace, tmp_path):
+    """REPORT_TO hands trackers to the trainer; where they write comes from the environment."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from conftest import FAST_PARAMS
+
+    uri, tb = f"sqlite:///{tmp_path / 'live.db'}", tmp_path / "tb"
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "live-sft", "TENSORBOARD_LOGGING_DIR": str(tb)}
+    done = deepe_json("train", "--method", "SFT-Demo", "--base-model", "tiny", "--dataset", "demo-sft",
+                      *FAST_PARAMS, "--param", "report_to=mlflow,tensorboard", "--wait", "--json", env=env)
+    assert done["status"] == "succeeded", done["error"]
+    ours = dict(zip(*metrics.metric_series([done["id"]])[done["id"]]["loss"]))
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("live-sft")
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == f"deepe-job-{done['id']}" and run.data.params["learning_rate"] == "0.005"
+    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "loss")}
+    assert sorted(history) == sorted(ours) == list(range(1, 7))
+    assert all(abs(history[s] - ours[s]) < 1e-6 for s in ours)
+    [events] = {p.parent for p in tb.rglob("events.out.tfevents.*")}
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    assert [e.step for e in accumulator.Scalars("train/loss")] == list(range(1, 7))
+    # tracker settings never become parameters of the record
+    assert not any("MLFLOW" in key.upper() for key in jobs.get_job(done["id"]).params)
+
+
+def test_an_unknown_tracker_is_named():
+    from deepe_widgets.runtime import trackers
+
+    assert trackers("none") == trackers("") == "none"
+    assert trackers(" MLflow, tensorboard ") == ["mlflow", "tensorboard"]
+    with pytest.raises(ValueError, match="no tracker named mlfow.*mlflow"):
+        trackers("mlfow")

@@ -43,6 +43,23 @@ def quiet_library_warnings() -> None:
         warnings.filterwarnings("ignore", message=message, category=FutureWarning)
 
 
+def trackers(report_to: str) -> list[str] | str:
+    """A method's `REPORT_TO` parameter as a trainer's `report_to`: "none", or trackers by name
+    ("mlflow", "tensorboard,wandb" …) to log to live, beside the workbench. Their settings (tracking
+    URI, experiment, keys) come from the kernel's environment only (MLFLOW_TRACKING_URI,
+    TENSORBOARD_LOGGING_DIR, WANDB_API_KEY …), never from a parameter: parameters are kept in records."""
+    names = [name.strip().lower() for name in str(report_to or "").split(",") if name.strip()]
+    if not names or names == ["none"]:
+        return "none"
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    unknown = [name for name in names if name not in INTEGRATION_TO_CALLBACK]
+    if unknown:
+        raise ValueError(f"REPORT_TO: no tracker named {', '.join(unknown)}; transformers reports to "
+                         f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))} (comma-separated), or none")
+    return names
+
+
 def log_event(message: str, level: str = "INFO") -> None:
     """One line in the stage log: `[deepe] <time> <LEVEL> <message>`."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -29,7 +29,7 @@ PARAM_LABELS = {
     "PromptInputColumn": "Prompt column", "PromptOutputColumn": "Response column",
     "MODEL_PATH": "Model folder", "DATASET_PATH": "Dataset file", "OUTPUT_DIR": "Output folder", "JOB_ID": "Job",
     "MAX_NEW_TOKENS": "Max New Tokens", "TEMPERATURE": "Temperature", "DTYPE": "Precision (dtype)",
-    "ADAPTER_PATH": "Adapter folder",
+    "ADAPTER_PATH": "Adapter folder", "REPORT_TO": "Also log to (trackers)", "SEED": "Seed",
     # the job's own columns, in Compare
     "method": "Training Method", "base_model": "Base Model", "dataset": "Dataset",
 }
