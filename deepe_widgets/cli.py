@@ -203,7 +203,26 @@ def cmd_save(args) -> int:
     _setup()
     job = jobs.submit_save(args.model, dtype=args.dtype, name=args.name)
     _start_worker()
+    if args.dtype == "float32" and not args.json:
+        _suggest_half_precision(args.model)
     return _after_submit(job, args)
+
+
+def _suggest_half_precision(model_name: str) -> None:
+    """A float32 Complete Model is as big as its base's float32 weights: say what bfloat16 saves."""
+    from . import models
+
+    folder = Path(models.get_model(models.get_model(model_name).parent or "").path)
+    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    if str(config.get("dtype") or config.get("torch_dtype") or "float32") != "float32":
+        weights *= 2  # a half-precision base, saved as float32
+    if weights > 100 * 2**20:
+        print(f"note: this Complete Model takes about {weights / 2**20:,.0f} MB in float32; "
+              f"`deepe save {model_name} --dtype bfloat16` halves that", file=sys.stderr)
 
 
 def cmd_infer(args) -> int:

@@ -67,3 +67,23 @@ def test_train_save_infer_and_delete(workspace, tiny_model_dir):
 def test_save_refuses_what_is_not_an_adapter(workspace):
     done = deepe("save", "tiny", check=False)
     assert done.returncode == 2 and "only a customized model" in done.stderr
+
+
+def test_save_in_float32_says_what_bfloat16_saves(workspace, tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    from deepe_widgets import cli, models
+    from deepe_widgets.store import ModelKind
+
+    big = tmp_path / "big-base"
+    shutil.copytree(tiny_model_dir, big)
+    with open(big / "model-00002.safetensors", "wb") as f:  # sparse: 300 MiB apparent, no disk used
+        f.truncate(300 * 2**20)
+    models.add_model("big-base", big)
+    models.add_model("big-adapter", tmp_path, kind=ModelKind.CUSTOMIZED, parent="big-base")
+    cli._suggest_half_precision("big-adapter")
+    note = capsys.readouterr().err
+    assert "about 300 MB in float32" in note and "--dtype bfloat16" in note
+    models.add_model("small-adapter", tmp_path, kind=ModelKind.CUSTOMIZED, parent="tiny")
+    cli._suggest_half_precision("small-adapter")
+    assert capsys.readouterr().err == ""  # nothing worth saying for a small model
