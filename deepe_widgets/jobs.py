@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import case, delete, func, update
 from sqlmodel import select
 
-from . import config, datasets, methods, models, store
+from . import config, datasets, image_data, methods, models, store
 from . import params as paramlib
 from .errors import DeepeError, NotFound
 from .kernels import require_kernel
@@ -43,6 +43,11 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
         full = {**{k: paramlib.default_value(v) for k, v in method_row.default_params.items()}, **values}
         if method in PREFERENCE_METHODS:
             check_preference_training(dataset_row, full)
+        elif method in IMAGE_METHODS:
+            if not Path(model_row.path, "model_index.json").is_file():
+                raise DeepeError(f"{method} trains a diffusers pipeline: base model {base_model!r} has no "
+                                 f"model_index.json", field="base_model")
+            image_data.check_image_dataset(dataset_row)
         else:
             datasets.check_columns(dataset_row, full.get("PromptInputColumn", ""),
                                    full.get("PromptOutputColumn", ""))
@@ -55,6 +60,7 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
 
 # Built-ins trained on prompt / chosen / rejected pairs, and the losses TRL 1.16's DPOConfig accepts.
 PREFERENCE_METHODS = ("DPO-Demo",)
+IMAGE_METHODS = ("SD-Demo",)  # trained on images with captions
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
                   "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 
