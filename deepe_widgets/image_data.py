@@ -43,7 +43,11 @@ def _image_path(metadata: Path, value: str) -> Path:
 
 def check_image_rows(metadata: Path, rows: list[dict]) -> None:
     """Refuse a row without a caption or whose image is missing or unreadable, naming the file."""
-    from PIL import Image, UnidentifiedImageError
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise DeepeError("reading image datasets needs pillow: pip install 'deepe-widgets[image]'",
+                         field="dataset") from None
 
     columns = {key for row in rows for key in row}
     column = image_column(sorted(columns))

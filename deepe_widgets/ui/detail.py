@@ -29,6 +29,7 @@ from .common import (
     start_poller,
     stylesheet,
 )
+from .gallery import ValidationGallery
 from .labels import metric_label, metric_order, param_label, show_value, used_parameters
 from .record import RecordView
 from .training_list import status_html
@@ -108,6 +109,7 @@ class TrainingDetail(w.VBox):
         self.charts = w.Box(layout=w.Layout(flex_flow="row wrap"))
         self.no_data = w.HTML("<i>No metrics yet: they appear here as the trainer logs them.</i>")
         self.totals = w.HTML()
+        self.gallery = ValidationGallery()  # text-to-image trainings: pictures by step
         self.level = w.Dropdown(options=LEVELS, value="all", description="show", layout=w.Layout(width="220px"))
         self.show_noise = w.Checkbox(description="library and kernel messages", indent=False, value=False)
         self.log_note = w.HTML()
@@ -121,7 +123,7 @@ class TrainingDetail(w.VBox):
         self.status = Status()
         self.connection = ConnectionNote()
         self.tabs = w.Tab(children=[w.VBox([self.overview, self.copy]),
-                                    w.VBox([self.x_axis, self.no_data, self.charts, self.totals]),
+                                    w.VBox([self.x_axis, self.no_data, self.charts, self.totals, self.gallery]),
                                     w.VBox([w.HBox([self.level, self.show_noise, self.log_note],
                                                    layout=w.Layout(align_items="center")),
                                             self.log_empty, self.log_view]),
@@ -184,6 +186,7 @@ class TrainingDetail(w.VBox):
         if new:
             self._redraw(set(m.name for m in new))
         self._render_waiting(job)
+        self.gallery.refresh(job.run_dir)
         offsets, lines = read["log"]
         self._log_offsets.update(offsets)
         if lines:

@@ -1,0 +1,199 @@
+"""SD-Demo: image datasets checked at registration; a LoRA trained on a tiny Stable Diffusion 1.x pipeline
+(built here, nothing downloaded) through `deepe train --wait`, with validation images by step that change
+after training (same seed); the record shows them, Evaluation Data's gallery steps through them; then
+`deepe save` fuses the LoRA and `deepe infer` renders PNGs with the base, the adapter and the fused model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from deepe_widgets import jobs
+from deepe_widgets.errors import DeepeError
+
+from conftest import deepe, deepe_json
+
+PROMPT = "a zqx badge on a teal background"
+# 32x32 pictures, 4 denoising steps, large LoRA steps: the tiny pipeline changes visibly in 8 steps.
+TRAIN_PARAMS = {"max_steps": "8", "resolution": "32", "learning_rate": "5e-2", "lora_rank": "8", "lora_alpha": "8",
+                "save_steps": "4", "validation_steps": "4", "validation_inference_steps": "4", "snr_gamma": "5.0",
+                "guidance_scale": "1.0"}
+INFER_PARAMS = ["--param", "seed=3", "--param", "num_inference_steps=4", "--param", "guidance_scale=1.0"]
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory) -> Path:
+    from deepe_widgets.testing import make_tiny_sd_pipeline
+
+    return make_tiny_sd_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture
+def sd_workspace(workspace, tiny_sd_dir):
+    from deepe_widgets import models
+
+    models.add_model("tiny-sd", tiny_sd_dir)
+    return workspace
+
+
+def _pixels(path: str):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float64)
+
+
+def _difference(a: str, b: str) -> float:
+    """Mean absolute difference of two PNGs, 0–255."""
+    return float(abs(_pixels(a) - _pixels(b)).mean())
+
+
+def _image_folder(root: Path, lines: list[dict], images: dict[str, bytes | None]) -> Path:
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name, content in images.items():
+        if content is None:
+            Image.new("RGB", (8, 8), (200, 10, 10)).save(root / name)
+        else:
+            (root / name).write_bytes(content)
+    (root / "metadata.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets: checked when registered, refused naming the file
+
+
+def test_demo_image_dataset_is_registered_with_its_images(sd_workspace):
+    from deepe_widgets import datasets, image_data
+
+    record = datasets.get_dataset("demo-sd")
+    assert record.format == "jsonl" and record.rows == 16 and {"file_name", "text"} <= set(record.columns)
+    columns, rows = datasets.preview("demo-sd", rows=3)
+    assert all(PROMPT.split(" on ")[0] in row["text"] for row in rows)
+    thumbs = image_data.thumbnails(Path(record.path), rows)
+    assert len(thumbs) == 3 and all(len(t) > 100 for t in thumbs)  # base64 PNGs for the preview
+
+
+@pytest.mark.parametrize("lines,images,message", [
+    ([{"file_name": "a.png", "text": "red"}, {"file_name": "b.png", "text": ""}], {"a.png": None, "b.png": None},
+     "line 2 (b.png) has no caption"),
+    ([{"file_name": "a.png", "text": "red"}, {"file_name": "gone.png", "text": "x"}], {"a.png": None},
+     "gone.png (line 2 of metadata.jsonl) does not exist"),
+    ([{"file_name": "a.png", "text": "red"}], {"a.png": b"not a png at all"},
+     "a.png (line 1 of metadata.jsonl) cannot be read"),
+])
+def test_bad_image_folder_is_refused_at_registration_naming_the_file(home, tmp_path, lines, images, message):
+    from deepe_widgets import datasets
+
+    folder = _image_folder(tmp_path / "pics", lines, images)
+    with pytest.raises(DeepeError) as caught:
+        datasets.add_dataset("pics", folder)
+    assert message in caught.value.message
+    assert datasets.list_datasets() == []
+
+
+def test_cli_refuses_a_folder_without_metadata_and_accepts_a_jsonl_of_image_paths(home, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "empty").mkdir()
+    done = deepe("datasets", "add", "nothing", str(tmp_path / "empty"), check=False)
+    assert done.returncode == 2 and "has no metadata.jsonl" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    image = tmp_path / "elsewhere" / "one.png"
+    image.parent.mkdir()
+    Image.new("RGB", (8, 8)).save(image)
+    listing = tmp_path / "list.jsonl"
+    listing.write_text(json.dumps({"image": str(image), "caption": "a black square"}) + "\n")
+    assert "1 rows" in deepe("datasets", "add", "paths", str(listing)).stdout
+
+
+def test_sd_demo_refuses_text_data_and_a_chat_model_at_submit(sd_workspace):
+    with pytest.raises(DeepeError, match="'demo-sft' is not an image dataset"):
+        jobs.submit_training("SD-Demo", "tiny-sd", "demo-sft")
+    with pytest.raises(DeepeError, match="base model 'tiny' has no model_index.json"):
+        jobs.submit_training("SD-Demo", "tiny", "demo-sd")
+    assert jobs.list_jobs() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Train, look, save, infer
+
+
+@pytest.mark.training
+def test_sd_demo_trains_renders_by_step_saves_and_infers(sd_workspace):
+    before = deepe_json("infer", "tiny-sd", "--prompt", PROMPT, *INFER_PARAMS, "--json", timeout=300)
+    assert before["error"] is None, before["error"]
+
+    trained = deepe_json("train", "--method", "SD-Demo", "--base-model", "tiny-sd", "--dataset", "demo-sd",
+                         *[arg for key, value in TRAIN_PARAMS.items() for arg in ("--param", f"{key}={value}")],
+                         "--wait", "--json", timeout=400)
+    assert trained["status"] == "succeeded", trained["error"]
+    job = jobs.get_job(trained["id"])
+    points = deepe_json("jobs", "metrics", str(job.id), "--json")
+    loss = next(m for m in points if m["name"] == "loss")
+    assert loss["points"] == 8  # streamed every step
+
+    from deepe_widgets.runtime.diffusion import validation_images
+
+    run_dir = Path(job.run_dir)
+    images = validation_images(run_dir / "validation")
+    assert [e["step"] for e in images] == [0, 4, 8] and {e["prompt"] for e in images} == {PROMPT}
+    by_step = {e["step"]: e["path"] for e in images}
+    assert _difference(by_step[0], by_step[8]) > 1.0  # same prompt, same seed: the LoRA changed the picture
+    assert (run_dir / "output" / "checkpoint-4" / "trainer_state.json").is_file()
+
+    record = nbformat.read(run_dir / "training.ipynb", as_version=4)
+    shown = "".join(out.get("data", {}).get("text/html", "") for cell in record.cells
+                    for out in cell.get("outputs", []))
+    assert shown.count("data:image/png;base64,") == 3 and "step 8" in shown  # the record shows them
+
+    from deepe_widgets.ui.detail import TrainingDetail
+
+    detail = TrainingDetail(job.id)  # Evaluation Data: the gallery, its slider over the rendered steps
+    gallery = detail.gallery
+    assert gallery.layout.display is None and list(gallery.step.options) == [0, 4, 8] and gallery.step.value == 8
+    assert gallery.pictures.children[0].children[0].value == Path(by_step[8]).read_bytes()
+    gallery.step.value = 0
+    assert gallery.pictures.children[0].children[0].value == Path(by_step[0]).read_bytes()
+    detail.close()
+
+    [customized] = trained["artifacts"]
+    assert (Path(customized["path"]) / "pytorch_lora_weights.safetensors").is_file()
+    adapter = deepe("infer", customized["name"], "--prompt", PROMPT, *INFER_PARAMS, timeout=300).stdout
+    adapter_png = adapter.split(f"> {PROMPT}\n")[1].splitlines()[0]  # the CLI prints each PNG's path
+    assert adapter_png.endswith(".png") and Path(adapter_png).is_file()
+
+    saved = deepe_json("save", customized["name"], "--wait", "--json", timeout=300)
+    assert saved["status"] == "succeeded", saved["error"]
+    [complete] = saved["artifacts"]
+    assert (Path(complete["path"]) / "model_index.json").is_file()
+    assert not (Path(complete["path"]) / "pytorch_lora_weights.safetensors").exists()  # fused into the UNet
+    fused = deepe_json("infer", complete["name"], "--prompt", PROMPT, *INFER_PARAMS, "--json", timeout=300)
+    assert fused["error"] is None, fused["error"]
+    fused_png = fused["responses"][0]["images"][0]
+    base_png = before["responses"][0]["images"][0]
+    assert _difference(fused_png, adapter_png) < 0.5  # fusing keeps what the adapter does
+    assert _difference(fused_png, base_png) > 1.0  # and that differs from the base model, same seed
+
+
+# ---------------------------------------------------------------------------------------------
+# SimpleTuner: only where a kernel can run it
+
+
+def test_simpletuner_is_refused_with_one_sentence_without_a_python312_kernel(home):
+    from deepe_widgets import methods, simpletuner
+
+    methods.ensure_builtins()
+    if simpletuner.find_kernel() is not None:
+        pytest.skip("this machine has a Python >= 3.12 kernel with simpletuner")
+    assert "SimpleTuner" not in {m.name for m in methods.list_methods()}
+    done = deepe("train", "--method", "SimpleTuner", "--base-model", "x", "--dataset", "y", check=False)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert "SimpleTuner needs a Jupyter kernel with Python 3.12 or newer and simpletuner installed" in line
