@@ -42,9 +42,11 @@ def _setup(args=None) -> None:
 # --- init / methods -------------------------------------------------------------------
 
 def cmd_init(args) -> int:
-    from . import config, models
+    from . import config, models, simpletuner
 
     _setup()
+    if simpletuner.ensure_registered():  # only where a Python >= 3.12 kernel has simpletuner
+        print(f"registered {simpletuner.METHOD} (kernel {simpletuner.find_kernel()})")
     record = models.ensure_default_model()
     print(f"workspace: {config.deepe_home()}")
     print(f"database:  {config.db_url()}")
@@ -265,10 +267,11 @@ def cmd_datasets_preview(args) -> int:
 # --- training and jobs ----------------------------------------------------------------
 
 def cmd_train(args) -> int:
-    from . import jobs, methods, models
+    from . import jobs, methods, models, simpletuner
     from . import params as paramlib
 
     _setup()
+    simpletuner.check_available(args.method)  # one sentence when no kernel can run it
     methods.get_method(args.method)  # refused before a data file given by path is registered
     models.get_model(args.base_model)
     dataset = _dataset_name_or_file(args.dataset, quiet=args.json)

@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import case, delete, func, update
 from sqlmodel import select
 
-from . import config, datasets, image_data, methods, models, store
+from . import config, datasets, image_data, methods, models, simpletuner, store
 from . import params as paramlib
 from .errors import DeepeError, NotFound
 from .kernels import require_kernel
@@ -26,6 +26,7 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
 
     The job waits in the queue for a worker: `worker.ensure_worker()` starts one when none runs
     (the CLI and the widgets call it for you)."""
+    simpletuner.check_available(method)
     method_row = methods.get_method(method)
     if "training" not in method_row.stages:
         raise DeepeError(f"method {method!r} has no training stage", field="method")

@@ -6,12 +6,13 @@ after training (same seed); the record shows them, Evaluation Data's gallery ste
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from deepe_widgets import jobs
+from deepe_widgets import jobs, metrics
 from deepe_widgets.errors import DeepeError
 
 from conftest import deepe, deepe_json
@@ -135,9 +136,8 @@ def test_sd_demo_trains_renders_by_step_saves_and_infers(sd_workspace):
                          "--wait", "--json", timeout=400)
     assert trained["status"] == "succeeded", trained["error"]
     job = jobs.get_job(trained["id"])
-    points = deepe_json("jobs", "metrics", str(job.id), "--json")
-    loss = next(m for m in points if m["name"] == "loss")
-    assert loss["points"] == 8  # streamed every step
+    loss = metrics.metric_stats([job.id])[job.id]["loss"]
+    assert loss["points"] == 8 and math.isfinite(loss["final"])  # streamed every step
 
     from deepe_widgets.runtime.diffusion import validation_images
 
