@@ -58,10 +58,9 @@ class ValidationGallery(w.VBox):
         if not steps:
             return False
         following = self.step.value == self.step.options[-1]
-        with self.step.hold_trait_notifications():
-            self.step.options = steps
-            if following or self.step.value not in steps:
-                self.step.value = steps[-1]
+        before = self.step.value
+        self.step.options = steps  # keeps the value when it is still there
+        self.step.value = steps[-1] if following or before not in steps else before
         self.layout.display = None
         self._render()
         return True
