@@ -203,7 +203,7 @@ def cmd_save(args) -> int:
     from . import jobs
 
     _setup()
-    job = jobs.submit_save(args.model, dtype=args.dtype, name=args.name)
+    job = jobs.submit_save(args.model, dtype=args.dtype, name=args.name, keep_adapter=args.keep_adapter)
     _start_worker()
     return _after_submit(job, args)
 
@@ -704,6 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(sub, "save", cmd_save, "merge a customized model into its base: a complete model", True)
     p.add_argument("model")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--keep-adapter", action="store_true",
+                   help="keep the LoRA as a file beside the base instead of fusing it (SD-Demo)")
     p.add_argument("--name")
     p.add_argument("--wait", action="store_true")
     p = verb(sub, "infer", cmd_infer, "answer prompts with a model (its method's inference stage)", True)

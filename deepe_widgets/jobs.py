@@ -90,8 +90,10 @@ def check_preference_training(dataset_row: store.DatasetRecord, values: dict) ->
                                     values.get("MAX_SAMPLES", 0))
 
 
-def submit_save(model_name: str, *, dtype: str = "float32", name: str | None = None) -> Job:
-    """Queue the saving stage: merge a Customized Model into its base -> a Complete Model."""
+def submit_save(model_name: str, *, dtype: str = "float32", name: str | None = None,
+                keep_adapter: bool = False) -> Job:
+    """Queue the saving stage: merge a Customized Model into its base -> a Complete Model
+    (`keep_adapter`: the base with the adapter beside it, where the saving stage offers FUSE_LORA)."""
     if dtype not in ("float32", "float16", "bfloat16"):
         raise DeepeError(f"dtype must be float32, float16 or bfloat16, not {dtype!r}", field="dtype")
     customized = models.get_model(model_name)
@@ -107,8 +109,13 @@ def submit_save(model_name: str, *, dtype: str = "float32", name: str | None = N
     base = models.get_model(customized.parent)
     if name:
         check_name(name, "save")
-    job = Job(kind=JobKind.SAVE, method=method.name, base_model=customized.name, stage="saving",
-              params={"MODEL_PATH": base.path, "ADAPTER_PATH": customized.path, "DTYPE": dtype})
+    params = {"MODEL_PATH": base.path, "ADAPTER_PATH": customized.path, "DTYPE": dtype}
+    if keep_adapter:
+        if "FUSE_LORA" not in methods.stage_parameter_names(method, "saving"):
+            raise DeepeError(f"method {method.name!r} always merges the adapter: its saving stage has no "
+                             f"FUSE_LORA parameter", field="keep_adapter")
+        params["FUSE_LORA"] = False
+    job = Job(kind=JobKind.SAVE, method=method.name, base_model=customized.name, stage="saving", params=params)
     return _queue(job, name, "save")
 
 

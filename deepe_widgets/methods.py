@@ -90,6 +90,12 @@ def stage_requirements(method: store.Method, stage: str = "training") -> dict[st
     return dict(nb.metadata.get("deepe", {}).get("requires", {}))
 
 
+def stage_parameter_names(method: store.Method, stage: str) -> set[str]:
+    """The names in a stage notebook's `parameters` cell."""
+    info = method.stages[stage]
+    return set(notebook_parameters(load_stage_notebook(Path(info["file"]), stage, info["kernel"])))
+
+
 def check_kernel_packages(method: store.Method, stage: str = "training") -> None:
     """Refuse, with the install command, a kernel that lacks a package its stage declares."""
     needed = stage_requirements(method, stage)
