@@ -81,6 +81,13 @@ def test_demo_image_dataset_is_registered_with_its_images(sd_workspace):
     thumbs = image_data.thumbnails(Path(record.path), rows)
     assert len(thumbs) == 3 and all(len(t) > 100 for t in thumbs)  # base64 PNGs for the preview
 
+    from deepe_widgets.ui.launcher import TrainingLauncher
+
+    form = TrainingLauncher(start_worker=False)
+    form.dataset.value = "demo-sd"  # the form's preview: the pictures beside their captions
+    assert form.preview.value.count("<img src='data:image/png;base64,") == 3 and PROMPT in form.preview.value
+    form.close()
+
 
 @pytest.mark.parametrize("lines,images,message", [
     ([{"file_name": "a.png", "text": "red"}, {"file_name": "b.png", "text": ""}], {"a.png": None, "b.png": None},
@@ -193,3 +200,37 @@ def test_simpletuner_is_refused_with_one_sentence_without_a_python312_kernel(hom
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert "SimpleTuner needs a Jupyter kernel with Python 3.12 or newer and simpletuner installed" in line
+
+
+def test_a_resumed_training_continues_the_same_curve(tiny_sd_dir, tmp_path):
+    """What a worker's hand-back relies on: from checkpoint-2 the loop sees the same batches and noise,
+    so steps 3 and 4 log the losses an uninterrupted run logged."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from deepe_widgets.image_data import write_demo_images
+    from deepe_widgets.runtime import newest_complete_checkpoint
+    from deepe_widgets.runtime.diffusion import (
+        DiffusionLoRATrainer,
+        DiffusionTrainingArguments,
+        add_unet_lora,
+        read_image_rows,
+    )
+
+    rows = read_image_rows(str(write_demo_images(tmp_path / "data") / "metadata.jsonl"), max_samples=6)
+
+    def run(output: Path, resume: str | None = None) -> list[float]:
+        torch.manual_seed(1)
+        pipe = DiffusionPipeline.from_pretrained(tiny_sd_dir)
+        add_unet_lora(pipe, 4, 4)
+        trainer = DiffusionLoRATrainer(pipe, rows, DiffusionTrainingArguments(
+            output_dir=str(output), max_steps=4, learning_rate=1e-2, resolution=32, save_steps=2,
+            prediction_type="v_prediction", per_device_train_batch_size=2))
+        return [e["loss"] for e in trainer.train(resume_from_checkpoint=resume).log_history]
+
+    whole = run(tmp_path / "whole")
+    assert len(whole) == 4 and all(math.isfinite(v) for v in whole)
+    checkpoint = newest_complete_checkpoint(tmp_path / "whole")
+    assert checkpoint.endswith("checkpoint-4")
+    resumed = run(tmp_path / "resumed", resume=str(tmp_path / "whole" / "checkpoint-2"))
+    assert resumed == pytest.approx(whole, rel=1e-5)  # steps 1-2 from the checkpoint's history, 3-4 trained again

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ast
 import html
+from pathlib import Path
 
 import ipywidgets as w
 
-from .. import datasets, demo_data, jobs, methods, models, worker
+from .. import datasets, demo_data, image_data, jobs, methods, models, worker
 from .. import params as paramlib
 from ..errors import DeepeError
 from ..names import check_name
@@ -205,6 +206,11 @@ class TrainingLauncher(w.VBox):
             self.preview.value = f"<span style='color:#cf222e'>{html.escape(exc.message)}</span>"
             return
         cells = [[clip(r.get(c, "")) for c in columns] for r in rows]
+        if image_data.image_column(columns):  # an image dataset: its pictures first
+            thumbs = image_data.thumbnails(Path(self._dataset_record.path), rows, size=64)
+            columns = ["picture", *columns]
+            cells = [[f"<img src='data:image/png;base64,{t}' width='64'>" if t else "(unreadable)", *row]
+                     for t, row in zip(thumbs, cells)]
         self.preview.value = html_table(columns, cells)
         choices = [("(standard: instruction/output or question/answer)", "")] + [(c, c) for c in columns]
         for widget in (self.input_column, self.output_column):
