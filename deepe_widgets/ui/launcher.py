@@ -25,7 +25,8 @@ MAIN_FIELDS = ("EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "MAX_SEQ_LENGTH", "MAX_S
                "LORA_DROPOUT", "SYSTEM_PROMPT", "SAVE_STEPS")
 COLUMN_FIELDS = ("PromptInputColumn", "PromptOutputColumn")
 PREFERRED_METHOD, PREFERRED_DATASET = "SFT-Demo", "demo-sft"
-METHOD_DATASETS = {"GRPO-Demo": "demo-gsm", "SFT-Demo": "demo-sft"}  # each demo method's demo data
+# each demo method's demo data
+METHOD_DATASETS = {"GRPO-Demo": "demo-gsm", "SFT-Demo": "demo-sft", "SD-Demo": "demo-sd"}
 PREVIEW_CHARS = 60
 STYLE = {"description_width": "200px"}
 WIDE = {"layout": {"width": "520px"}}
