@@ -184,6 +184,13 @@ def test_sd_demo_trains_renders_by_step_saves_and_infers(sd_workspace):
     assert _difference(fused_png, by_step[8]) < 0.5  # fusing keeps what the adapter does
     assert _difference(fused_png, by_step[0]) > 1.0  # and that differs from the base model, same seed
 
+    from deepe_widgets.ui.models_view import ModelCard
+
+    # Try it in the Models view shows the picture (with its seed), not the path
+    shown = ModelCard._answer_of(ModelCard, {"responses": [{"prompt": PROMPT, "response": fused_png,
+                                                            "images": [fused_png], "seed": 0}]})
+    assert "<img src='data:image/png;base64," in shown and "seed 0" in shown and fused_png not in shown
+
 
 # ---------------------------------------------------------------------------------------------
 # SimpleTuner: only where a kernel can run it
