@@ -122,6 +122,15 @@ def test_cli_refuses_a_folder_without_metadata_and_accepts_a_jsonl_of_image_path
     assert "1 rows" in deepe("datasets", "add", "paths", str(listing)).stdout
 
 
+def test_keep_adapter_is_refused_for_a_method_that_always_merges(sd_workspace, tmp_path):
+    from deepe_widgets import models
+
+    models.add_model("sft-adapter", tmp_path, kind="customized", parent="tiny", method="SFT-Demo")
+    with pytest.raises(DeepeError, match="'SFT-Demo' always merges the adapter"):
+        jobs.submit_save("sft-adapter", keep_adapter=True)
+    assert jobs.list_jobs() == []
+
+
 def test_sd_demo_refuses_text_data_and_a_chat_model_at_submit(sd_workspace):
     with pytest.raises(DeepeError, match="'demo-sft' is not an image dataset"):
         jobs.submit_training("SD-Demo", "tiny-sd", "demo-sft")
@@ -176,6 +185,12 @@ def test_sd_demo_trains_renders_by_step_saves_and_infers(sd_workspace):
     [complete] = saved["artifacts"]
     assert (Path(complete["path"]) / "model_index.json").is_file()
     assert not (Path(complete["path"]) / "pytorch_lora_weights.safetensors").exists()  # fused into the UNet
+
+    kept = deepe_json("save", customized["name"], "--keep-adapter", "--wait", "--json", timeout=300)
+    assert kept["status"] == "succeeded", kept["error"]
+    [with_adapter] = kept["artifacts"]  # the base pipeline, and the LoRA file beside it for inference to load
+    assert {"model_index.json", "pytorch_lora_weights.safetensors"} <= {p.name for p in
+                                                                         Path(with_adapter["path"]).iterdir()}
 
     # the validation renders' settings: the Complete Model draws what the trained LoRA drew at step 8
     shown = deepe("infer", complete["name"], "--prompt", PROMPT, *INFER_PARAMS, timeout=300).stdout
