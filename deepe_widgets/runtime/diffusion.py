@@ -209,7 +209,8 @@ class DiffusionLoRATrainer:
         tokenizer = self.pipeline.tokenizer
         ids = tokenizer([r["text"] for r in rows], max_length=tokenizer.model_max_length, padding="max_length",
                         truncation=True, return_tensors="pt").input_ids
-        return pixels, ids
+        device = self.pipeline.unet.device
+        return pixels.to(device, dtype=self.pipeline.vae.dtype), ids.to(device)
 
     def _loss(self, pixels, input_ids, scheduler):
         import torch
@@ -222,8 +223,10 @@ class DiffusionLoRATrainer:
             encoder_hidden_states = pipe.text_encoder(input_ids, return_dict=False)[0]
         noise = torch.randn_like(latents)
         if self.args.noise_offset:
-            noise += self.args.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1))
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],)).long()
+            noise += self.args.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1),
+                                                          device=latents.device)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],),
+                                  device=latents.device).long()
         noisy = scheduler.add_noise(latents, noise, timesteps)
         if scheduler.config.prediction_type == "epsilon":
             target = noise
@@ -319,7 +322,9 @@ class DiffusionLoRATrainer:
         partial.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(str(partial))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
-                    "torch_rng": torch.get_rng_state()}, partial / "training_state.pt")
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                   partial / "training_state.pt")
         self.state.save_to_json(str(partial / "trainer_state.json"))
         partial.rename(folder)  # trainer_state.json appears complete or not at all
         log_event(f"checkpoint saved: {folder}")
@@ -338,6 +343,8 @@ class DiffusionLoRATrainer:
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         state = TrainerState.load_from_json(str(folder / "trainer_state.json"))
         self.state.global_step, self.state.log_history = state.global_step, state.log_history
 
@@ -355,7 +362,9 @@ class DiffusionLoRATrainer:
         folder.mkdir(parents=True, exist_ok=True)
         was_training = pipe.unet.training
         pipe.unet.eval()
-        rng_state = torch.get_rng_state()  # rendering must not change the training's random stream
+        # rendering must not change the training's random stream
+        rng_state = torch.get_rng_state()
+        cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         made = []
         for number, prompt in enumerate(self.args.validation_prompts):
             generator = torch.Generator().manual_seed(self.args.validation_seed)
@@ -368,6 +377,8 @@ class DiffusionLoRATrainer:
             made.append({"step": step, "prompt": prompt, "seed": self.args.validation_seed,
                          "path": str(path.relative_to(self.validation_dir))})
         torch.set_rng_state(rng_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state_all(cuda_state)
         if was_training:
             pipe.unet.train()
         index_file = self.validation_dir / VALIDATION_INDEX
