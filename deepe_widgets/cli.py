@@ -289,6 +289,8 @@ def _dataset_name_or_file(value: str, quiet: bool = False) -> str:
     if store.get_one(store.DatasetRecord, name=value) is not None:
         return value
     path = Path(value).expanduser()
+    if path.is_dir() and (path / "metadata.jsonl").is_file():  # an image folder: registered by its metadata
+        path = path / "metadata.jsonl"
     if not path.is_file():
         names = ", ".join(d.name for d in datasets.list_datasets()) or "none"
         raise DeepeError(f"no dataset named {value!r} and no such file; datasets: {names} "
@@ -297,7 +299,8 @@ def _dataset_name_or_file(value: str, quiet: bool = False) -> str:
     for record in datasets.list_datasets():
         if record.path == resolved:
             return record.name
-    name = _free_name(path.stem, {d.name for d in datasets.list_datasets()})
+    stem = path.parent.name if path.name == "metadata.jsonl" else path.stem
+    name = _free_name(stem, {d.name for d in datasets.list_datasets()})
     record = datasets.add_dataset(name, path)
     if not quiet:
         print(f"registered dataset {record.name} from {resolved} ({record.rows} rows)", flush=True)
