@@ -256,3 +256,26 @@ def test_a_resumed_training_continues_the_same_curve(tiny_sd_dir, tmp_path):
     assert checkpoint.endswith("checkpoint-4")
     resumed = run(tmp_path / "resumed", resume=str(tmp_path / "whole" / "checkpoint-2"))
     assert resumed == pytest.approx(whole, rel=1e-5)  # steps 1-2 from the checkpoint's history, 3-4 trained again
+
+
+def test_simpletuner_is_registered_where_a_kernel_reports_python312_and_simpletuner(home, tmp_path, monkeypatch):
+    """The probe, not a guess: a kernelspec whose interpreter answers the probe with True is taken, and
+    the method is registered as a built-in running in that kernel. (The interpreter here is a stand-in
+    script: this machine has no Python 3.12.)"""
+    from deepe_widgets import methods, simpletuner
+
+    interpreter = tmp_path / "python3.12"
+    interpreter.write_text("#!/bin/sh\necho True\n")
+    interpreter.chmod(0o755)
+    spec = tmp_path / "jupyter" / "kernels" / "st312"
+    spec.mkdir(parents=True)
+    spec.joinpath("kernel.json").write_text(json.dumps({
+        "argv": [str(interpreter), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "SimpleTuner (3.12)", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    assert simpletuner.find_kernel() == "st312"
+    assert simpletuner.ensure_registered()
+    method = methods.get_method("SimpleTuner")
+    assert method.builtin and method.training_type == "image-generation"
+    assert method.stages["training"]["kernel"] == "st312"
+    simpletuner.check_available("SimpleTuner")  # no refusal now
