@@ -167,6 +167,9 @@ def test_sd_demo_trains_renders_by_step_saves_and_infers(sd_workspace):
     shown = "".join(out.get("data", {}).get("text/html", "") for cell in record.cells
                     for out in cell.get("outputs", []))
     assert shown.count("data:image/png;base64,") == 3 and "step 8" in shown  # the record shows them
+    from deepe_widgets.ui.record import render_notebook
+
+    assert render_notebook(run_dir / "training.ipynb").count("data:image/png;base64,") == 3  # so does its tab
 
     from deepe_widgets.ui.detail import TrainingDetail
 
