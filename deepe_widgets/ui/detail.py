@@ -123,13 +123,15 @@ class TrainingDetail(w.VBox):
         self.status = Status()
         self.connection = ConnectionNote()
         self.tabs = w.Tab(children=[w.VBox([self.overview, self.copy]),
-                                    w.VBox([self.x_axis, self.no_data, self.charts, self.totals, self.gallery]),
+                                    w.VBox([self.x_axis, self.no_data, self.charts, self.totals]),
                                     w.VBox([w.HBox([self.level, self.show_noise, self.log_note],
                                                    layout=w.Layout(align_items="center")),
                                             self.log_empty, self.log_view]),
                                     self.record],
                           titles=("Train Overview", "Evaluation Data", "Train Log", "Record"))
         self.tabs.observe(self._on_tab, "selected_index")
+        charts_tab = self.tabs.children[TAB_CHARTS]  # a text-to-image run's pictures under its charts
+        charts_tab.children = (*charts_tab.children, self.gallery)
         self.series: dict[str, dict[str, list]] = {}
         self.lines: dict[str, bq.Lines] = {}
         self.figures: dict[str, bq.Figure] = {}
