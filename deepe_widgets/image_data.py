@@ -114,7 +114,7 @@ def thumbnails(metadata: Path, rows: list[dict], size: int = 96) -> list[str]:
     return found
 
 
-def write_demo_images(folder: Path, count: int = 16, size: int = 64, seed: int = 0) -> Path:
+def write_demo_images(folder: Path, count: int = 16, size: int = 512, seed: int = 0) -> Path:
     """The `demo-sd` image folder: a made-up concept (`a zqx badge`: a red disc with a yellow
     five-pointed star on a teal ground) at different places and sizes, with captions."""
     import math
