@@ -42,9 +42,11 @@ def _setup(args=None) -> None:
 # --- init / methods -------------------------------------------------------------------
 
 def cmd_init(args) -> int:
-    from . import config, models
+    from . import config, models, simpletuner
 
     _setup()
+    if simpletuner.ensure_registered():  # only where a Python >= 3.12 kernel has simpletuner
+        print(f"registered {simpletuner.METHOD} (kernel {simpletuner.find_kernel()})")
     record = models.ensure_default_model()
     print(f"workspace: {config.deepe_home()}")
     print(f"database:  {config.db_url()}")
@@ -201,7 +203,7 @@ def cmd_save(args) -> int:
     from . import jobs
 
     _setup()
-    job = jobs.submit_save(args.model, dtype=args.dtype, name=args.name)
+    job = jobs.submit_save(args.model, dtype=args.dtype, name=args.name, keep_adapter=args.keep_adapter)
     _start_worker()
     if args.dtype == "float32" and not args.json:
         _suggest_half_precision(args.model)
@@ -284,10 +286,11 @@ def cmd_datasets_preview(args) -> int:
 # --- training and jobs ----------------------------------------------------------------
 
 def cmd_train(args) -> int:
-    from . import jobs, methods, models
+    from . import jobs, methods, models, simpletuner
     from . import params as paramlib
 
     _setup()
+    simpletuner.check_available(args.method)  # one sentence when no kernel can run it
     methods.get_method(args.method)  # refused before a data file given by path is registered
     models.get_model(args.base_model)
     dataset = _dataset_name_or_file(args.dataset, quiet=args.json)
@@ -305,6 +308,8 @@ def _dataset_name_or_file(value: str, quiet: bool = False) -> str:
     if store.get_one(store.DatasetRecord, name=value) is not None:
         return value
     path = Path(value).expanduser()
+    if path.is_dir() and (path / "metadata.jsonl").is_file():  # an image folder: registered by its metadata
+        path = path / "metadata.jsonl"
     if not path.is_file():
         names = ", ".join(d.name for d in datasets.list_datasets()) or "none"
         raise DeepeError(f"no dataset named {value!r} and no such file; datasets: {names} "
@@ -313,7 +318,8 @@ def _dataset_name_or_file(value: str, quiet: bool = False) -> str:
     for record in datasets.list_datasets():
         if record.path == resolved:
             return record.name
-    name = _free_name(path.stem, {d.name for d in datasets.list_datasets()})
+    stem = path.parent.name if path.name == "metadata.jsonl" else path.stem
+    name = _free_name(stem, {d.name for d in datasets.list_datasets()})
     record = datasets.add_dataset(name, path)
     if not quiet:
         print(f"registered dataset {record.name} from {resolved} ({record.rows} rows)", flush=True)
@@ -720,6 +726,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(sub, "save", cmd_save, "merge a customized model into its base: a complete model", True)
     p.add_argument("model")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--keep-adapter", action="store_true",
+                   help="keep the LoRA as a file beside the base instead of fusing it (SD-Demo)")
     p.add_argument("--name")
     p.add_argument("--wait", action="store_true")
     p = verb(sub, "infer", cmd_infer, "answer prompts with a model (its method's inference stage)", True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from . import store
+from . import image_data, store
 from .errors import DeepeError
 from .names import check_name
 from .paths import check_allowed
@@ -75,6 +75,8 @@ def add_dataset(name: str, path: str | Path, replace: bool = False) -> store.Dat
     check_name(name, "dataset")
     path = Path(path).expanduser()
     check_allowed(path, "path", "dataset file")
+    if path.is_dir():  # an image folder: registered by its metadata.jsonl
+        path = image_data.dataset_file(path)
     if not path.is_file():
         raise DeepeError(f"dataset file {str(path)!r} does not exist", field="path")
     fmt = FORMATS.get(path.suffix.lower())
@@ -83,6 +85,8 @@ def add_dataset(name: str, path: str | Path, replace: bool = False) -> store.Dat
     columns, _rows, count = read_rows(path, fmt, limit=1000)
     if count == 0:
         raise DeepeError(f"dataset file {str(path)!r} has no rows", field="path")
+    if fmt == "jsonl" and image_data.image_column(columns):  # every image read once, now
+        image_data.check_image_rows(path, read_rows(path, fmt)[1])
     with store.session() as s:
         record = s.exec(select(store.DatasetRecord).where(store.DatasetRecord.name == name)).first()
         if record is not None and not replace:

@@ -1,12 +1,14 @@
-"""The demo datasets `deepe init` registers: `demo-sft`, `demo-gsm` and `demo-dpo`."""
+"""The demo datasets `deepe init` registers: `demo-sft`, `demo-gsm`, `demo-dpo` and `demo-sd` (images)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 
 from . import config, store
 from .datasets import add_dataset
+from .image_data import write_demo_images
 
 # The demo data: a task small models learn in a minute (the answer format is fixed,
 # so the loss falls fast), and GSM8K-style arithmetic for RL methods.
@@ -69,7 +71,7 @@ def demo_gsm_rows(count: int = 64, seed: int = 0) -> list[dict]:
 
 
 def ensure_demo_datasets() -> None:
-    """Write and register `demo-sft`, `demo-gsm` and `demo-dpo` under the workspace (once each)."""
+    """Write and register `demo-sft`, `demo-gsm`, `demo-dpo` and `demo-sd` under the workspace (once each)."""
     folder = config.workspace_dir("datasets")
     for name, rows in (("demo-sft", demo_sft_rows()), ("demo-gsm", demo_gsm_rows()), ("demo-dpo", demo_dpo_rows())):
         if store.get_one(store.DatasetRecord, name=name) is not None:
@@ -77,3 +79,6 @@ def ensure_demo_datasets() -> None:
         path = folder / f"{name}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         add_dataset(name, path)
+    # images of a concept no base model knows (needs pillow, the `image` extra)
+    if store.get_one(store.DatasetRecord, name="demo-sd") is None and importlib.util.find_spec("PIL"):
+        add_dataset("demo-sd", write_demo_images(folder / "demo-sd"))

@@ -24,7 +24,8 @@ STAGE_FOR_KIND = {"customized": "inference-customized", "complete": "inference-c
 def _stage_for(record) -> tuple[Path, str, str]:
     """(notebook, kernel, stage) that answers with this model."""
     if record.kind == "base":  # a base model answers through the shared notebook (for before/after)
-        return config.package_templates_dir() / "hf_common" / "inference.ipynb", config.DEFAULT_KERNEL, \
+        shared = "sd_demo" if Path(record.path, "model_index.json").is_file() else "hf_common"  # a pipeline
+        return config.package_templates_dir() / shared / "inference.ipynb", config.DEFAULT_KERNEL, \
             "inference-complete"
     stage = STAGE_FOR_KIND.get(record.kind)
     method = methods.get_method(record.method) if record.method else None

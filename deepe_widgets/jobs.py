@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import case, delete, func, update
 from sqlmodel import select
 
-from . import config, datasets, methods, models, store
+from . import config, datasets, image_data, methods, models, simpletuner, store
 from . import params as paramlib
 from .errors import DeepeError, NotFound
 from .kernels import require_kernel
@@ -26,6 +26,7 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
 
     The job waits in the queue for a worker: `worker.ensure_worker()` starts one when none runs
     (the CLI and the widgets call it for you)."""
+    simpletuner.check_available(method)
     method_row = methods.get_method(method)
     if "training" not in method_row.stages:
         raise DeepeError(f"method {method!r} has no training stage", field="method")
@@ -43,6 +44,11 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
         full = {**{k: paramlib.default_value(v) for k, v in method_row.default_params.items()}, **values}
         if method in PREFERENCE_METHODS:
             check_preference_training(dataset_row, full)
+        elif method in IMAGE_METHODS:
+            if not Path(model_row.path, "model_index.json").is_file():
+                raise DeepeError(f"{method} trains a diffusers pipeline: base model {base_model!r} has no "
+                                 f"model_index.json", field="base_model")
+            image_data.check_image_dataset(dataset_row)
         else:
             datasets.check_columns(dataset_row, full.get("PromptInputColumn", ""),
                                    full.get("PromptOutputColumn", ""))
@@ -55,6 +61,7 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
 
 # Built-ins trained on prompt / chosen / rejected pairs, and the losses TRL 1.16's DPOConfig accepts.
 PREFERENCE_METHODS = ("DPO-Demo",)
+IMAGE_METHODS = ("SD-Demo",)  # trained on images with captions
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
                   "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 
@@ -83,8 +90,10 @@ def check_preference_training(dataset_row: store.DatasetRecord, values: dict) ->
                                     values.get("MAX_SAMPLES", 0))
 
 
-def submit_save(model_name: str, *, dtype: str = "float32", name: str | None = None) -> Job:
-    """Queue the saving stage: merge a Customized Model into its base -> a Complete Model."""
+def submit_save(model_name: str, *, dtype: str = "float32", name: str | None = None,
+                keep_adapter: bool = False) -> Job:
+    """Queue the saving stage: merge a Customized Model into its base -> a Complete Model
+    (`keep_adapter`: the base with the adapter beside it, where the saving stage offers FUSE_LORA)."""
     if dtype not in ("float32", "float16", "bfloat16"):
         raise DeepeError(f"dtype must be float32, float16 or bfloat16, not {dtype!r}", field="dtype")
     customized = models.get_model(model_name)
@@ -100,8 +109,13 @@ def submit_save(model_name: str, *, dtype: str = "float32", name: str | None = N
     base = models.get_model(customized.parent)
     if name:
         check_name(name, "save")
-    job = Job(kind=JobKind.SAVE, method=method.name, base_model=customized.name, stage="saving",
-              params={"MODEL_PATH": base.path, "ADAPTER_PATH": customized.path, "DTYPE": dtype})
+    params = {"MODEL_PATH": base.path, "ADAPTER_PATH": customized.path, "DTYPE": dtype}
+    if keep_adapter:
+        if "FUSE_LORA" not in methods.stage_parameter_names(method, "saving"):
+            raise DeepeError(f"method {method.name!r} always merges the adapter: its saving stage has no "
+                             f"FUSE_LORA parameter", field="keep_adapter")
+        params["FUSE_LORA"] = False
+    job = Job(kind=JobKind.SAVE, method=method.name, base_model=customized.name, stage="saving", params=params)
     return _queue(job, name, "save")
 
 

@@ -67,6 +67,11 @@ BUILTINS = {
                  {"training": "mlx_demo/training.ipynb", "saving": "mlx_demo/saving.ipynb",
                   "inference-customized": "mlx_demo/inference.ipynb",
                   "inference-complete": "mlx_demo/inference.ipynb"}),
+    "SD-Demo": ("SD-Demo", "image-generation", "complete",
+                "LoRA on a diffusers text-to-image pipeline (SD 1.x / 2.x) with diffusers' training recipe; "
+                "validation images by step; saving fuses the LoRA.",
+                {"training": "sd_demo/training.ipynb", "saving": "sd_demo/saving.ipynb",
+                 "inference-customized": "sd_demo/inference.ipynb", "inference-complete": "sd_demo/inference.ipynb"}),
     "Custom01": ("Custom01", "chat", "complete", TEMPLATE_TEXT,
                  {"training": "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES}),
     "Custom02": ("Custom02", "chat", "complete", TEMPLATE_TEXT,
@@ -83,6 +88,12 @@ def stage_requirements(method: store.Method, stage: str = "training") -> dict[st
     except DeepeError:
         return {}
     return dict(nb.metadata.get("deepe", {}).get("requires", {}))
+
+
+def stage_parameter_names(method: store.Method, stage: str) -> set[str]:
+    """The names in a stage notebook's `parameters` cell."""
+    info = method.stages[stage]
+    return set(notebook_parameters(load_stage_notebook(Path(info["file"]), stage, info["kernel"])))
 
 
 def check_kernel_packages(method: store.Method, stage: str = "training") -> None:

@@ -27,6 +27,8 @@ def check_model_folder(path: Path) -> None:
     if not path.is_dir():
         raise DeepeError(f"{str(path)!r} is not a folder; a model is a folder with config.json", field="base_model")
     config_file = path / "config.json"
+    if not config_file.is_file() and (path / "model_index.json").is_file():
+        config_file = path / "model_index.json"  # a diffusers pipeline folder
     if not config_file.is_file():
         raise DeepeError(f"{str(path)!r} is not a model folder: it has no config.json", field="base_model")
     try:

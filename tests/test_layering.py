@@ -14,8 +14,9 @@ FLOORS = [
     {"errors", "config", "names", "paths", "params", "processes", "kernels", "stagefiles", "scriptmode",
      "provenance"},  # foundation
     {"store"},
-    {"runtime", "runtime.mlx", "runtime.script"},  # the kernel side
-    {"methods", "datasets", "models", "metrics", "demo_data", "testing"},  # catalogue
+    {"runtime", "runtime.mlx", "runtime.script", "runtime.diffusion"},  # the kernel side
+    {"methods", "datasets", "models", "metrics", "demo_data", "testing", "image_data",
+     "simpletuner"},  # catalogue
     {"jobs", "compare", "reruns", "tracking"},  # queue
     {"runner", "executors", "worker", "inference"},  # execution
     {"cli", "app", "doctor", "ui", "__init__"},  # surfaces (ui.* too)

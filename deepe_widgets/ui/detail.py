@@ -31,6 +31,7 @@ from .common import (
     start_poller,
     stylesheet,
 )
+from .gallery import ValidationGallery
 from .labels import metric_label, metric_order, param_label, show_value, used_parameters
 from .record import RecordView
 from .training_list import status_html
@@ -117,6 +118,7 @@ class TrainingDetail(w.VBox):
         self.charts = w.Box(layout=w.Layout(flex_flow="row wrap"))
         self.no_data = w.HTML("<i>No metrics yet: they appear here as the trainer logs them.</i>")
         self.totals = w.HTML()
+        self.gallery = ValidationGallery()  # text-to-image trainings: pictures by step
         self.level = w.Dropdown(options=LEVELS, value="all", description="show", layout=w.Layout(width="220px"))
         self.show_noise = w.Checkbox(description="library and kernel messages", indent=False, value=False)
         self.log_note = w.HTML()
@@ -138,6 +140,8 @@ class TrainingDetail(w.VBox):
                                     self.record],
                           titles=("Train Overview", "Evaluation Data", "Train Log", "Record"))
         self.tabs.observe(self._on_tab, "selected_index")
+        charts_tab = self.tabs.children[TAB_CHARTS]  # a text-to-image run's pictures under its charts
+        charts_tab.children = (*charts_tab.children, self.gallery)
         self.series: dict[str, dict[str, list]] = {}
         self.lines: dict[str, bq.Lines] = {}
         self.figures: dict[str, bq.Figure] = {}
@@ -221,6 +225,7 @@ class TrainingDetail(w.VBox):
         if new:
             self._redraw(set(m.name for m in new))
         self._render_waiting(job)
+        self.gallery.refresh(job.run_dir)
         offsets, lines = read["log"]
         self._log_offsets.update(offsets)
         if lines:

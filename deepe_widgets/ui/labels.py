@@ -50,7 +50,7 @@ LOWER_IS_BETTER = ("loss", "perplexity", "error", "wer", "cer")
 HIGHER_IS_BETTER = ("reward", "accuracy", "acc", "f1", "bleu", "rouge", "precision", "recall", "score", "auc")
 NOT_A_QUALITY = ("reward_std", "frac_reward_zero_std")
 ACRONYMS = {"LORA": "LoRA", "KL": "KL", "LR": "LR", "GPU": "GPU", "ID": "ID", "4BIT": "4-bit", "DPO": "DPO",
-            "PPO": "PPO", "GRPO": "GRPO"}
+            "PPO": "PPO", "GRPO": "GRPO", "SNR": "SNR"}
 KEY_METRICS = ("loss", "reward", "eval_loss", "val_loss")  # shown first, in this order
 
 

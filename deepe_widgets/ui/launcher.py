@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ast
 import html
+from pathlib import Path
 
 import ipywidgets as w
 
-from .. import datasets, demo_data, jobs, methods, models, worker
+from .. import datasets, demo_data, image_data, jobs, methods, models, worker
 from .. import params as paramlib
 from ..errors import DeepeError
 from ..names import check_name
@@ -24,7 +25,8 @@ MAIN_FIELDS = ("EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "MAX_SEQ_LENGTH", "MAX_S
                "LORA_DROPOUT", "SYSTEM_PROMPT", "SAVE_STEPS")
 COLUMN_FIELDS = ("PromptInputColumn", "PromptOutputColumn")
 PREFERRED_METHOD, PREFERRED_DATASET = "SFT-Demo", "demo-sft"
-METHOD_DATASETS = {"GRPO-Demo": "demo-gsm", "SFT-Demo": "demo-sft"}  # each demo method's demo data
+# each demo method's demo data
+METHOD_DATASETS = {"GRPO-Demo": "demo-gsm", "SFT-Demo": "demo-sft", "SD-Demo": "demo-sd"}
 PREVIEW_CHARS = 60
 STYLE = {"description_width": "200px"}
 WIDE = {"layout": {"width": "520px"}}
@@ -205,6 +207,11 @@ class TrainingLauncher(w.VBox):
             self.preview.value = f"<span style='color:#cf222e'>{html.escape(exc.message)}</span>"
             return
         cells = [[clip(r.get(c, "")) for c in columns] for r in rows]
+        if image_data.image_column(columns):  # an image dataset: its pictures first
+            thumbs = image_data.thumbnails(Path(self._dataset_record.path), rows, size=64)
+            columns = ["picture", *columns]
+            cells = [[f"<img src='data:image/png;base64,{t}' width='64'>" if t else "(unreadable)", *row]
+                     for t, row in zip(thumbs, cells)]
         self.preview.value = html_table(columns, cells)
         choices = [("(standard: instruction/output or question/answer)", "")] + [(c, c) for c in columns]
         for widget in (self.input_column, self.output_column):

@@ -9,9 +9,11 @@ Each model's card (base, method, dataset, date, final metrics), and what can be 
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import ipywidgets as w
 
@@ -325,6 +327,15 @@ class ModelCard(w.VBox):
         css = {"error": "color:#cf222e", "wait": "color:#57606a;font-style:italic"}.get(kind, "")
         return f"<div class='deepe-answer' style='{css}'>{html.escape(text)}</div>"
 
+    @staticmethod
+    def _picture_box(path: str, seed) -> str:
+        try:
+            data = base64.b64encode(Path(path).read_bytes()).decode()
+        except OSError as exc:
+            return f"<div class='deepe-answer' style='color:#cf222e'>{html.escape(str(exc))}</div>"
+        return (f"<div class='deepe-answer'><img src='data:image/png;base64,{data}' style='width:256px'>"
+                f"<br><small>seed {html.escape(str(seed))}</small></div>")
+
     def try_it(self):
         """Ask the prompt of both models, off the kernel's loop; the button is busy meanwhile."""
         prompt = self.prompt.value.strip()
@@ -381,6 +392,8 @@ class ModelCard(w.VBox):
         if not responses:
             return self._answer_box("(no answer)", "")
         first = responses[0]
+        if isinstance(first, dict) and first.get("images"):  # a text-to-image model: its picture (same seed)
+            return self._picture_box(first["images"][0], first.get("seed"))
         text = str(first.get("response", "")) if isinstance(first, dict) else str(first)
         return self._answer_box(text, "") if text.strip() else self._answer_box("(an empty answer)", "wait")
 
