@@ -42,13 +42,16 @@ def _setup(args=None) -> None:
 # --- init / methods -------------------------------------------------------------------
 
 def cmd_init(args) -> int:
-    from . import config, models
+    from . import config, embeddings, models
 
     _setup()
     record = models.ensure_default_model()
+    embedding = embeddings.ensure_embedding_base_model()
     print(f"workspace: {config.deepe_home()}")
     print(f"database:  {config.db_url()}")
     print(f"default base model: {record.name} ({record.path})")
+    print(f"embedding base model: {embedding.name} ({embedding.path})" if embedding else
+          "embedding base model: none (pip install 'deepe-widgets[embedding]', then deepe init)")
     return 0
 
 
@@ -214,7 +217,7 @@ def cmd_infer(args) -> int:
     if not args.json:
         print(f"asking {args.model} …", file=sys.stderr, flush=True)
     result = inference.infer(args.model, args.prompt, system_prompt=args.system or "",
-                             overrides=paramlib.parse_assignments(args.param))
+                             overrides=paramlib.parse_assignments(args.param), image=args.image)
     if args.json:
         _print_json(result)
     else:
@@ -707,7 +710,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--prompt", action="append", required=True)
     p.add_argument("--system", help="system prompt")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="max_new_tokens=…, temperature=…")
+    p.add_argument("--image", help="the image a vision-language model answers about")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="max_new_tokens=…, temperature=…; an embedding model: corpus=FILE, top_k=…")
 
     datasets = sub.add_parser("datasets", help="datasets").add_subparsers(dest="verb", required=True)
     p = verb(datasets, "add", cmd_datasets_add, "register a jsonl, json, csv or parquet file")

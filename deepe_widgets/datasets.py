@@ -10,6 +10,7 @@ from sqlmodel import select
 
 from . import store
 from .errors import DeepeError
+from .images import check_images, image_column
 from .names import check_name
 from .paths import check_allowed
 
@@ -83,6 +84,8 @@ def add_dataset(name: str, path: str | Path, replace: bool = False) -> store.Dat
     columns, _rows, count = read_rows(path, fmt, limit=1000)
     if count == 0:
         raise DeepeError(f"dataset file {str(path)!r} has no rows", field="path")
+    if image_column(columns):  # a vision-language dataset: every image must open, or the row is named
+        check_images(path, read_rows(path, fmt)[1], image_column(columns), name)
     with store.session() as s:
         record = s.exec(select(store.DatasetRecord).where(store.DatasetRecord.name == name)).first()
         if record is not None and not replace:

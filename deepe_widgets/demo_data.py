@@ -1,4 +1,4 @@
-"""The demo datasets `deepe init` registers: `demo-sft`, `demo-gsm` and `demo-dpo`."""
+"""The demo datasets `deepe init` registers: `demo-sft`, `demo-gsm`, `demo-dpo`, `demo-embed` and `demo-vl`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import random
 
 from . import config, store
 from .datasets import add_dataset
+from .embeddings import ensure_demo_embedding_dataset
+from .vision_language import ensure_demo_vl_dataset
 
 # The demo data: a task small models learn in a minute (the answer format is fixed,
 # so the loss falls fast), and GSM8K-style arithmetic for RL methods.
@@ -77,3 +79,5 @@ def ensure_demo_datasets() -> None:
         path = folder / f"{name}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         add_dataset(name, path)
+    ensure_demo_embedding_dataset()
+    ensure_demo_vl_dataset()
