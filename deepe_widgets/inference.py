@@ -84,6 +84,10 @@ def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overr
         if not corpus.is_file():
             raise DeepeError(f"corpus file {values['CORPUS']!r} does not exist", field="corpus")
         values["CORPUS"] = str(corpus.resolve())
+    if "CORPUS" in defaults and not values.get("CORPUS") and not values.get("DATASET_PATH"):
+        raise DeepeError(f"model {record.name!r} was trained on no registered dataset whose passages it could "
+                         f"search: give them with --param corpus=FILE (a .txt file, one passage a line, or a "
+                         f"dataset file)", field="corpus")
     if "IMAGE" in defaults:
         if not image or not Path(image).expanduser().is_file():
             raise DeepeError(f"model {record.name!r} answers about an image: give one with --image FILE"
