@@ -54,3 +54,27 @@ def check_images(dataset_file: Path, rows: list[dict], column: str, name: str = 
                                  f"({type(exc).__name__})", field="dataset") from None
             checked += 1
     return checked
+
+
+def thumbnail_html(dataset_file: Path, value, size: int = 48) -> str:
+    """An <img> of a row's (first) image, at most `size` pixels a side, inlined as a PNG data URI
+    (the Voila app serves no files); the path in words when it cannot be read."""
+    import base64
+    import html
+    import io
+
+    from PIL import Image
+
+    paths = image_paths(value)
+    if not paths:
+        return html.escape(str(value))
+    try:
+        with Image.open(resolve_image(Path(dataset_file), paths[0])) as image:
+            image.thumbnail((size, size))
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="PNG")
+    except OSError:
+        return html.escape(paths[0])
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (f"<img src='data:image/png;base64,{data}' alt='{html.escape(paths[0], quote=True)}' "
+            f"title='{html.escape(paths[0], quote=True)}' style='max-width:{size}px;max-height:{size}px'>")

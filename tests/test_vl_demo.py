@@ -105,3 +105,16 @@ def test_vl_demo_trains_saves_and_answers_about_an_image(workspace, tiny_vl_dir)
     assert answer["responses"][0]["image"] == str(image) and isinstance(answer["responses"][0]["response"], str)
     done = deepe("infer", customized["name"], "--prompt", "What colour is the shape?", check=False)
     assert done.returncode == 2 and "--image FILE" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_train_form_previews_an_image_per_row_and_names_each_types_columns(workspace):
+    from deepe_widgets.ui import TrainingLauncher
+
+    launcher = TrainingLauncher(start_worker=False)
+    launcher.method.value = "VL-Demo"
+    assert launcher.dataset.value == "demo-vl"  # the demo method brings its demo data
+    assert launcher.preview.value.count("<img src='data:image/png;base64,") == 3  # one thumbnail per row
+    assert launcher.input_column.options[0][0] == "(standard: messages, or question/answer beside image)"
+    launcher.method.value = "Embedding-Demo"
+    assert launcher.dataset.value == "demo-embed" and "zorbix" in launcher.preview.value
+    assert launcher.input_column.options[0][0] == "(standard: anchor/positive or query/passage)"
