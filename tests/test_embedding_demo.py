@@ -112,3 +112,19 @@ def test_embedding_demo_trains_saves_and_finds_passages_beside_its_base(workspac
                         f"corpus={corpus}", "--json", timeout=300)
     assert answer["error"] is None, answer["error"]
     assert {hit["passage"] for hit in answer["responses"][0]["passages"]} == set(corpus.read_text().splitlines())
+
+
+@pytest.mark.parametrize("variant,kind,demo,parameter", [
+    ("embedding_training.ipynb", "embedding", "embedding_demo", "NegativeColumn"),
+    ("vl_training.ipynb", "vision-language", "vl_demo", "MAX_EVAL_SAMPLES"),
+])
+def test_custom_template_variants_register_as_user_methods(home, tmp_path, variant, kind, demo, parameter):
+    import shutil
+
+    templates = Path(__file__).resolve().parent.parent / "method_templates"
+    mine = shutil.copy(templates / "custom_template" / variant, tmp_path / f"my_{variant}")
+    saving = shutil.copy(templates / demo / "saving.ipynb", tmp_path / "saving.ipynb")
+    deepe("methods", "add", "--name", "mine", "--type", kind, "--lifecycle", "complete",
+          "--stage", f"training={mine}@python3", "--stage", f"saving={saving}@python3")
+    shown = deepe_json("methods", "show", "mine", "--json")
+    assert shown["type"] == kind and not shown["script_mode"] and parameter in shown["parameters"]
