@@ -27,7 +27,7 @@ def _stage_for(record) -> tuple[Path, str, str]:
         folder = "hf_common"
         if vision_language.is_vision_language_model(record.path):
             folder = "vl_demo"
-        elif record.meta.get("training_type") == "embedding" or embeddings.is_embedding_model(record.path):
+        elif (record.meta or {}).get("training_type") == "embedding" or embeddings.is_embedding_model(record.path):
             folder = "embedding_demo"
         return config.package_templates_dir() / folder / "inference.ipynb", config.DEFAULT_KERNEL, \
             "inference-complete"

@@ -39,7 +39,7 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
         raise DeepeError(f"dataset {dataset!r} points at {dataset_row.path}, which no longer exists",
                          field="dataset")
     values = paramlib.resolve(params or {}, method_row.default_params)
-    if method_row.training_type == "vision-language":  # a VL method needs a model that sees
+    if method_row.training_type == "vision-language" and model_row.kind == ModelKind.BASE:  # it must see
         vision_language.check_vision_model(model_row)
     if method in methods.BUILTINS:  # the built-ins read prompt/response columns the standard way
         full = {**{k: paramlib.default_value(v) for k, v in method_row.default_params.items()}, **values}
