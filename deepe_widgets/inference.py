@@ -54,6 +54,12 @@ def _lineage(record) -> tuple[str, str]:
     return record.path, dataset
 
 
+def takes_image(model_name: str) -> bool:
+    """Whether a model answers about an image (its root base model has a vision tower)."""
+    base_path, _dataset = _lineage(models.get_model(model_name))
+    return vision_language.is_vision_language_model(base_path)
+
+
 def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overrides: dict | None = None,
           image: str | None = None) -> dict:
     """Answer `prompts` with a registered model (about `image`, for a vision-language model);

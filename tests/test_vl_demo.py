@@ -118,3 +118,26 @@ def test_the_train_form_previews_an_image_per_row_and_names_each_types_columns(w
     launcher.method.value = "Embedding-Demo"
     assert launcher.dataset.value == "demo-embed" and "zorbix" in launcher.preview.value
     assert launcher.input_column.options[0][0] == "(standard: anchor/positive or query/passage)"
+
+
+def test_try_it_takes_an_image_for_a_vision_language_model_only(workspace, tiny_vl_dir):
+    import datetime
+    import io
+
+    from deepe_widgets import models
+    from deepe_widgets.ui.models_view import ModelCard
+    from deepe_widgets.vision_language import draw_shape
+
+    models.add_model("tiny-vl", tiny_vl_dir)
+    text_card, vl_card = ModelCard(models.get_model("tiny")), ModelCard(models.get_model("tiny-vl"))
+    assert text_card.image.layout.display == "none" and vl_card.image.layout.display is None
+    vl_card.prompt.value = "What colour is the shape?"
+    assert vl_card.try_it() is None and "Choose an image first" in vl_card.try_status.value
+    picture = io.BytesIO()
+    draw_shape("square", "blue").save(picture, format="PNG")
+    vl_card.image.value = ({"name": "../blue.png", "type": "image/png", "size": len(picture.getvalue()),
+                            "content": memoryview(picture.getvalue()),
+                            "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    saved = Path(vl_card._uploaded_image())
+    assert saved.parent == workspace / "inference" / "uploads" and saved.name.endswith("-blue.png")
+    assert saved.read_bytes() == picture.getvalue()
