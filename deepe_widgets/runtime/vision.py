@@ -142,16 +142,18 @@ class ExactMatchCallback(_callback_base()):
         self.trainer = None
         self._last_step = -1
 
-    def _measure(self, state) -> None:
+    def _measure(self, state, control) -> None:
         if self.trainer is None or not self.every or len(self.held_out) == 0 or state.global_step == self._last_step:
             return
         self._last_step = state.global_step
         score = exact_match(self.trainer.model, self.processor, self.held_out, self.max_new_tokens)
+        due = control.should_log  # logging clears it: the step's loss must still be logged after this
         self.trainer.log({"eval_exact_match": score})
+        control.should_log = self.trainer.control.should_log = due
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._measure(state)
+        self._measure(state, control)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.every and (state.global_step % self.every == 0 or state.global_step >= state.max_steps):
-            self._measure(state)
+            self._measure(state, control)
