@@ -94,24 +94,38 @@ def test_embedding_demo_trains_saves_and_finds_passages_beside_its_base(workspac
 
     [customized] = trained["artifacts"]
     assert (Path(customized["path"]) / "modules.json").is_file()  # a sentence-transformers folder
-    queries = [r["query"] for r in embeddings.demo_embed_rows() if r["split"] == "test"][:2]
-    answer = deepe_json("infer", customized["name"], *[a for q in queries for a in ("--prompt", q)], "--json",
-                        timeout=300)
-    assert answer["error"] is None, answer["error"]
-    first = answer["responses"][0]
-    assert first["prompt"] == queries[0] and len(first["passages"]) == 3 and len(first["base_passages"]) == 3
-    scores = [hit["score"] for hit in first["passages"]]
-    assert scores == sorted(scores, reverse=True) and "base model:" in first["response"]
-
     saved = deepe_json("save", customized["name"], "--wait", "--json", timeout=300)
     assert saved["status"] == "succeeded", saved["error"]
     [complete] = saved["artifacts"]
-    corpus = workspace / "corpus.txt"
-    corpus.write_text("The pager hand-over of the on-call rota.\nThe coffee machine on the third floor.\n")
-    answer = deepe_json("infer", complete["name"], "--prompt", "Who gets the pager?", "--param",
-                        f"corpus={corpus}", "--json", timeout=300)
+    assert (Path(complete["path"]) / "modules.json").is_file()
+
+    queries = [r["query"] for r in embeddings.demo_embed_rows() if r["split"] == "test"][:2]
+    answer = deepe_json("infer", complete["name"], *[a for q in queries for a in ("--prompt", q)], "--json",
+                        timeout=300)
     assert answer["error"] is None, answer["error"]
-    assert {hit["passage"] for hit in answer["responses"][0]["passages"]} == set(corpus.read_text().splitlines())
+    first = answer["responses"][0]  # the training data's passages, and its base model's answer beside
+    assert first["prompt"] == queries[0] and len(first["passages"]) == 3 and len(first["base_passages"]) == 3
+    passages = {r["passage"] for r in embeddings.demo_embed_rows()}
+    assert {hit["passage"] for hit in first["passages"] + first["base_passages"]} <= passages
+    scores = [hit["score"] for hit in first["passages"]]
+    assert scores == sorted(scores, reverse=True) and "base model:" in first["response"]
+    done = deepe("infer", complete["name"], "--prompt", "Who gets the pager?", "--param",
+                 f"corpus={workspace / 'missing.txt'}", check=False)
+    assert done.returncode == 2 and "corpus file" in done.stderr and "does not exist" in done.stderr
+
+
+def test_a_corpus_file_gives_the_passages_and_the_nearest_come_first(tmp_path, tiny_embedding_dir):
+    from sentence_transformers.sentence_transformer import SentenceTransformer
+
+    from deepe_widgets.runtime.embedding import load_corpus, nearest_passages
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("The pager hand-over.\n\nThe coffee machine.\nThe pager hand-over.\n", encoding="utf-8")
+    assert load_corpus(str(corpus)) == ["The pager hand-over.", "The coffee machine."]  # blank and repeated lines go
+    model = SentenceTransformer(str(tiny_embedding_dir), device="cpu")
+    [hits] = nearest_passages(model, ["The coffee machine."], load_corpus(str(corpus)), top_k=5)
+    assert [h["passage"] for h in hits][0] == "The coffee machine." and len(hits) == 2
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-3) and hits[0]["score"] > hits[1]["score"]
 
 
 @pytest.mark.parametrize("variant,kind,demo,parameter", [
