@@ -372,6 +372,9 @@ def _progress_printer():
     return show
 
 
+HELD_OUT_METRICS = ("eval_heldout_cosine_ndcg@10", "eval_exact_match")
+
+
 def _print_outcome(summary: dict) -> None:
     from . import metrics
 
@@ -379,6 +382,10 @@ def _print_outcome(summary: dict) -> None:
     losses = [m.value for m in metrics.metrics_for(summary["id"], name="loss")]
     if losses:
         print(f"loss: first {losses[0]:.4f}, final {losses[-1]:.4f} over {len(losses)} logged steps")
+    for name in HELD_OUT_METRICS:  # what Embedding-Demo and VL-Demo measure on held-out data, from step 0
+        rows = metrics.metrics_for(summary["id"], name=name)
+        if rows:
+            print(f"{name}: step {rows[0].step} {rows[0].value:.4f} → step {rows[-1].step} {rows[-1].value:.4f}")
     for record in summary["records"]:
         print(f"record:   {record}")
     for artifact in summary["artifacts"]:
