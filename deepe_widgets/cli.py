@@ -42,15 +42,18 @@ def _setup(args=None) -> None:
 # --- init / methods -------------------------------------------------------------------
 
 def cmd_init(args) -> int:
-    from . import config, models, simpletuner
+    from . import config, embeddings, models, simpletuner
 
     _setup()
     if simpletuner.ensure_registered():  # only where a Python >= 3.12 kernel has simpletuner
         print(f"registered {simpletuner.METHOD} (kernel {simpletuner.find_kernel()})")
     record = models.ensure_default_model()
+    embedding = embeddings.ensure_embedding_base_model()
     print(f"workspace: {config.deepe_home()}")
     print(f"database:  {config.db_url()}")
     print(f"default base model: {record.name} ({record.path})")
+    print(f"embedding base model: {embedding.name} ({embedding.path})" if embedding else
+          "embedding base model: none (pip install 'deepe-widgets[embedding]', then deepe init)")
     return 0
 
 
@@ -235,7 +238,7 @@ def cmd_infer(args) -> int:
     if not args.json:
         print(f"asking {args.model} …", file=sys.stderr, flush=True)
     result = inference.infer(args.model, args.prompt, system_prompt=args.system or "",
-                             overrides=paramlib.parse_assignments(args.param))
+                             overrides=paramlib.parse_assignments(args.param), image=args.image)
     if args.json:
         _print_json(result)
     else:
@@ -394,6 +397,9 @@ def _progress_printer():
     return show
 
 
+HELD_OUT_METRICS = ("eval_heldout_cosine_ndcg@10", "eval_exact_match")
+
+
 def _print_outcome(summary: dict) -> None:
     from . import metrics
 
@@ -401,6 +407,10 @@ def _print_outcome(summary: dict) -> None:
     losses = [m.value for m in metrics.metrics_for(summary["id"], name="loss")]
     if losses:
         print(f"loss: first {losses[0]:.4f}, final {losses[-1]:.4f} over {len(losses)} logged steps")
+    for name in HELD_OUT_METRICS:  # what Embedding-Demo and VL-Demo measure on held-out data, from step 0
+        rows = metrics.metrics_for(summary["id"], name=name)
+        if rows:
+            print(f"{name}: step {rows[0].step} {rows[0].value:.4f} → step {rows[-1].step} {rows[-1].value:.4f}")
     for record in summary["records"]:
         print(f"record:   {record}")
     for artifact in summary["artifacts"]:
@@ -734,7 +744,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--prompt", action="append", required=True)
     p.add_argument("--system", help="system prompt")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="max_new_tokens=…, temperature=…")
+    p.add_argument("--image", help="the image a vision-language model answers about")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="max_new_tokens=…, temperature=…; an embedding model: corpus=FILE, top_k=…")
 
     datasets = sub.add_parser("datasets", help="datasets").add_subparsers(dest="verb", required=True)
     p = verb(datasets, "add", cmd_datasets_add, "register a jsonl, json, csv or parquet file")

@@ -10,10 +10,13 @@ from sqlmodel import select
 
 from . import image_data, store
 from .errors import DeepeError
+from .images import check_images, image_column
 from .names import check_name
 from .paths import check_allowed
 
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+# Besides an image column, what makes rows vision-language (question and answer) rather than captioned images
+VL_ANSWER_COLUMNS = {"response", "answer", "completion", "output", "assistant"}
 
 
 def read_rows(path: Path, fmt: str, limit: int | None = None) -> tuple[list[str], list[dict], int]:
@@ -85,7 +88,10 @@ def add_dataset(name: str, path: str | Path, replace: bool = False) -> store.Dat
     columns, _rows, count = read_rows(path, fmt, limit=1000)
     if count == 0:
         raise DeepeError(f"dataset file {str(path)!r} has no rows", field="path")
-    if fmt == "jsonl" and image_data.image_column(columns):  # every image read once, now
+    if image_column(columns) and ("messages" in columns or set(columns) & VL_ANSWER_COLUMNS):
+        # a vision-language dataset: every image must open, or the row is named
+        check_images(path, read_rows(path, fmt)[1], image_column(columns), name)
+    elif fmt == "jsonl" and image_data.image_column(columns):  # images with captions: each read once, now
         image_data.check_image_rows(path, read_rows(path, fmt)[1])
     with store.session() as s:
         record = s.exec(select(store.DatasetRecord).where(store.DatasetRecord.name == name)).first()

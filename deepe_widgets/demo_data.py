@@ -1,4 +1,5 @@
-"""The demo datasets `deepe init` registers: `demo-sft`, `demo-gsm`, `demo-dpo` and `demo-sd` (images)."""
+"""The demo datasets `deepe init` registers: `demo-sft`, `demo-gsm`, `demo-dpo`, `demo-sd` (images),
+`demo-embed` and `demo-vl`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import random
 
 from . import config, store
 from .datasets import add_dataset
+from .embeddings import ensure_demo_embedding_dataset
 from .image_data import write_demo_images
+from .vision_language import ensure_demo_vl_dataset
 
 # The demo data: a task small models learn in a minute (the answer format is fixed,
 # so the loss falls fast), and GSM8K-style arithmetic for RL methods.
@@ -82,3 +85,5 @@ def ensure_demo_datasets() -> None:
     # images of a concept no base model knows (needs pillow, the `image` extra)
     if store.get_one(store.DatasetRecord, name="demo-sd") is None and importlib.util.find_spec("PIL"):
         add_dataset("demo-sd", write_demo_images(folder / "demo-sd"))
+    ensure_demo_embedding_dataset()
+    ensure_demo_vl_dataset()

@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from . import config, methods, models
+from . import config, datasets, embeddings, methods, models, vision_language
 from . import params as paramlib
 from .errors import DeepeError, StageFailed
 from .kernels import require_kernel
@@ -24,8 +24,14 @@ STAGE_FOR_KIND = {"customized": "inference-customized", "complete": "inference-c
 def _stage_for(record) -> tuple[Path, str, str]:
     """(notebook, kernel, stage) that answers with this model."""
     if record.kind == "base":  # a base model answers through the shared notebook (for before/after)
-        shared = "sd_demo" if Path(record.path, "model_index.json").is_file() else "hf_common"  # a pipeline
-        return config.package_templates_dir() / shared / "inference.ipynb", config.DEFAULT_KERNEL, \
+        folder = "hf_common"
+        if Path(record.path, "model_index.json").is_file():  # a diffusers pipeline
+            folder = "sd_demo"
+        elif vision_language.is_vision_language_model(record.path):
+            folder = "vl_demo"
+        elif (record.meta or {}).get("training_type") == "embedding" or embeddings.is_embedding_model(record.path):
+            folder = "embedding_demo"
+        return config.package_templates_dir() / folder / "inference.ipynb", config.DEFAULT_KERNEL, \
             "inference-complete"
     stage = STAGE_FOR_KIND.get(record.kind)
     method = methods.get_method(record.method) if record.method else None
@@ -36,8 +42,30 @@ def _stage_for(record) -> tuple[Path, str, str]:
     return Path(info["file"]), info["kernel"], stage
 
 
-def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overrides: dict | None = None) -> dict:
-    """Answer `prompts` with a registered model; returns responses and the record path."""
+def _lineage(record) -> tuple[str, str]:
+    """(root base model folder, dataset file it was trained on, or "") of a model, following parents."""
+    dataset, seen = "", set()
+    while record.parent and record.name not in seen:
+        seen.add(record.name)
+        if not dataset and (record.meta or {}).get("dataset"):
+            try:
+                dataset = datasets.get_dataset(record.meta["dataset"]).path
+            except DeepeError:  # deleted since: the corpus must then be given
+                pass
+        record = models.get_model(record.parent)
+    return record.path, dataset
+
+
+def takes_image(model_name: str) -> bool:
+    """Whether a model answers about an image (its root base model has a vision tower)."""
+    base_path, _dataset = _lineage(models.get_model(model_name))
+    return vision_language.is_vision_language_model(base_path)
+
+
+def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overrides: dict | None = None,
+          image: str | None = None) -> dict:
+    """Answer `prompts` with a registered model (about `image`, for a vision-language model);
+    returns responses and the record path."""
     if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
         raise DeepeError("give at least one non-empty prompt", field="prompt")
     record = models.get_model(model_name)
@@ -54,6 +82,27 @@ def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overr
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = config.workspace_dir("inference", f"{stamp}-{uuid.uuid4().hex[:6]}")
     values.update(PROMPTS=list(prompts), SYSTEM_PROMPT=system_prompt, OUTPUT_DIR=str(run_dir / "output"), JOB_ID=0)
+    base_path, dataset_path = _lineage(record)
+    if "BASE_MODEL_PATH" in defaults and "BASE_MODEL_PATH" not in (overrides or {}):
+        values["BASE_MODEL_PATH"] = base_path  # an embedding model answers beside its base
+    if "DATASET_PATH" in defaults and not values.get("DATASET_PATH"):
+        values["DATASET_PATH"] = dataset_path
+    if values.get("CORPUS"):  # the kernel runs in the record's folder: a relative path would miss
+        corpus = Path(values["CORPUS"]).expanduser()
+        if not corpus.is_file():
+            raise DeepeError(f"corpus file {values['CORPUS']!r} does not exist", field="corpus")
+        values["CORPUS"] = str(corpus.resolve())
+    if "CORPUS" in defaults and not values.get("CORPUS") and not values.get("DATASET_PATH"):
+        raise DeepeError(f"model {record.name!r} was trained on no registered dataset whose passages it could "
+                         f"search: give them with --param corpus=FILE (a .txt file, one passage a line, or a "
+                         f"dataset file)", field="corpus")
+    if "IMAGE" in defaults:
+        if not image or not Path(image).expanduser().is_file():
+            raise DeepeError(f"model {record.name!r} answers about an image: give one with --image FILE"
+                             + (f" ({image!r} is not a file)" if image else ""), field="image")
+        values["IMAGE"] = str(Path(image).expanduser().resolve())
+    elif image:
+        raise DeepeError(f"model {record.name!r} does not take an image", field="image")
     result = {"model": record.name, "kind": record.kind, "stage": stage, "record": str(run_dir / "inference.ipynb"),
               "log": str(run_dir / "inference.log"), "responses": [], "error": None}
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import case, delete, func, update
 from sqlmodel import select
 
-from . import config, datasets, image_data, methods, models, simpletuner, store
+from . import config, datasets, embeddings, image_data, methods, models, simpletuner, store, vision_language
 from . import params as paramlib
 from .errors import DeepeError, NotFound
 from .kernels import require_kernel
@@ -40,9 +40,15 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
         raise DeepeError(f"dataset {dataset!r} points at {dataset_row.path}, which no longer exists",
                          field="dataset")
     values = paramlib.resolve(params or {}, method_row.default_params)
+    if method_row.training_type == "vision-language" and model_row.kind == ModelKind.BASE:  # it must see
+        vision_language.check_vision_model(model_row)
     if method in methods.BUILTINS:  # the built-ins read prompt/response columns the standard way
         full = {**{k: paramlib.default_value(v) for k, v in method_row.default_params.items()}, **values}
-        if method in PREFERENCE_METHODS:
+        if method_row.training_type == "embedding":
+            embeddings.check_embedding_pairs(dataset_row, full)
+        elif method_row.training_type == "vision-language":
+            vision_language.check_vl_dataset(dataset_row, full)
+        elif method in PREFERENCE_METHODS:
             check_preference_training(dataset_row, full)
         elif method in IMAGE_METHODS:
             if not Path(model_row.path, "model_index.json").is_file():

@@ -61,6 +61,17 @@ BUILTINS = {
                  "DPO (TRL DPOTrainer) with a LoRA adapter on prompt / chosen / rejected pairs; the base "
                  "model, adapter disabled, is the reference.",
                  {"training": "dpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}),
+    "Embedding-Demo": ("Embedding-Demo", "embedding", "complete",
+                       "Retrieval fine-tuning of a sentence-transformers model (MultipleNegativesRankingLoss) on "
+                       "query / passage pairs; NDCG@10, MRR@10 and recall@k on held-out queries.",
+                       {"training": "embedding_demo/training.ipynb", "saving": "embedding_demo/saving.ipynb",
+                        "inference-customized": "embedding_demo/inference.ipynb",
+                        "inference-complete": "embedding_demo/inference.ipynb"}),
+    "VL-Demo": ("VL-Demo", "vision-language", "complete",
+                "Vision-language fine-tuning with a LoRA adapter (TRL SFTTrainer, loss on the answers only) on "
+                "image + question / answer rows; exact match on held-out questions.",
+                {"training": "vl_demo/training.ipynb", "saving": "vl_demo/saving.ipynb",
+                 "inference-customized": "vl_demo/inference.ipynb", "inference-complete": "vl_demo/inference.ipynb"}),
     "MLX-Demo": ("MLX-Demo", "chat", "complete",
                  "LoRA fine-tuning with mlx-lm (Apple silicon; its CPU backend runs on Linux). "
                  "The kernel needs mlx-lm.",

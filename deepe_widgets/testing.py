@@ -77,3 +77,97 @@ def make_tiny_sd_pipeline(path: str | Path, *, seed: int = 0, resolution: int = 
                                        requires_safety_checker=False)
     pipeline.save_pretrained(path)
     return path
+
+
+def make_tiny_embedding_model(path: str | Path, texts: list[str] | None = None, *, hidden_size: int = 32,
+                              layers: int = 2, vocab_size: int = 600, seed: int = 0) -> Path:
+    """Write a tiny BERT sentence-transformers model (WordPiece tokenizer trained on `texts`, mean
+    pooling) to `path` and return it: the embedding demo's stand-in for all-MiniLM-L6-v2."""
+    import torch
+    from sentence_transformers.sentence_transformer import SentenceTransformer
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from .embeddings import demo_embed_rows
+
+    path = Path(path)
+    if texts is None:
+        texts = [row["query"] + " " + row["passage"] for row in demo_embed_rows()]
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    backend.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special))
+    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    tokenizer = BertTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                  sep_token="[SEP]", mask_token="[MASK]")
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers,
+                        num_attention_heads=4, intermediate_size=hidden_size * 2, max_position_embeddings=128)
+    raw = path.with_name(path.name + ".hf")
+    BertModel(config).save_pretrained(raw)
+    tokenizer.save_pretrained(raw)
+    SentenceTransformer(str(raw), device="cpu").save(str(path))  # Transformer + mean pooling
+    return path
+
+
+VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['role'] == 'assistant' %}{% generation %}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>{% endgeneration %}\n"
+    "{% else %}{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_tiny_vl_model(path: str | Path, *, hidden_size: int = 32, image_size: int = 32, patch_size: int = 8,
+                       seed: int = 0) -> Path:
+    """Write a tiny LLaVA (a CLIP vision tower + a small Llama) with its processor to `path`, built
+    offline: `CLIPImageProcessorPil` (no torchvision) and a ChatML template with `{% generation %}`
+    markers, so TRL can train on the assistant's answers only."""
+    import torch
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from .vision_language import COLOURS, QUESTIONS, SHAPES
+
+    path = Path(path)
+    texts = list(QUESTIONS.values()) + list(SHAPES) + list(COLOURS) + ["user assistant system"]
+    text_dir = make_tiny_model(path.with_name(path.name + ".text"), texts * 20, hidden_size=hidden_size,
+                               vocab_size=300, seed=seed)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(text_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                            crop_size={"height": image_size, "width": image_size})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+                               vision_feature_select_strategy="default", chat_template=VL_CHAT_TEMPLATE,
+                               num_additional_image_tokens=1)  # CLIP's CLS token
+    torch.manual_seed(seed)
+    text_config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                              max_position_embeddings=256, bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                              initializer_range=0.2)  # wide enough that LoRA alone can make confident answers
+    vision_config = CLIPVisionConfig(hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=2,
+                                     num_attention_heads=4, image_size=image_size, patch_size=patch_size,
+                                     projection_dim=hidden_size)
+    config = LlavaConfig(vision_config=vision_config, text_config=text_config,
+                         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                         vision_feature_select_strategy="default", vision_feature_layer=-1,
+                         projector_hidden_act="gelu", tie_word_embeddings=True)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

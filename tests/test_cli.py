@@ -35,8 +35,8 @@ def test_bad_input_exits_2_with_one_line(workspace, args, message):
 def test_read_verbs_speak_json(workspace):
     methods = deepe_json("methods", "list", "--json")
     assert {m["name"] for m in methods} >= {"SFT-Demo", "Custom01", "Custom02"}
-    assert [d["name"] for d in deepe_json("datasets", "list", "--json")] == ["demo-dpo", "demo-gsm", "demo-sd",
-                                                                                  "demo-sft"]
+    assert [d["name"] for d in deepe_json("datasets", "list", "--json")] == [
+        "demo-dpo", "demo-embed", "demo-gsm", "demo-sd", "demo-sft", "demo-vl"]
     preview = deepe_json("datasets", "preview", "demo-sft", "--json", "--rows", "2")
     assert preview["columns"] == ["instruction", "input", "output"] and len(preview["rows"]) == 2
     models = deepe_json("models", "list", "--json", "--kind", "base")

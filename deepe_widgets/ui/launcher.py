@@ -13,9 +13,10 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from .. import datasets, demo_data, image_data, jobs, methods, models, worker
+from .. import datasets, demo_data, image_data, jobs, methods, models, store, worker
 from .. import params as paramlib
 from ..errors import DeepeError
+from ..images import image_column, thumbnail_html
 from ..names import check_name
 from .common import Status, action, close_tree, html_table, stylesheet
 from .labels import humanize, param_label, parameter_help, used_parameters
@@ -24,9 +25,13 @@ from .labels import humanize, param_label, parameter_help, used_parameters
 MAIN_FIELDS = ("EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "MAX_SEQ_LENGTH", "MAX_STEPS", "LORA_RANK", "LORA_ALPHA",
                "LORA_DROPOUT", "SYSTEM_PROMPT", "SAVE_STEPS")
 COLUMN_FIELDS = ("PromptInputColumn", "PromptOutputColumn")
+# What the column choosers read when left unset, by the method's training type.
+STANDARD_COLUMNS = {"embedding": "anchor/positive or query/passage",
+                    "vision-language": "messages, or question/answer beside image"}
 PREFERRED_METHOD, PREFERRED_DATASET = "SFT-Demo", "demo-sft"
 # each demo method's demo data
-METHOD_DATASETS = {"GRPO-Demo": "demo-gsm", "SFT-Demo": "demo-sft", "SD-Demo": "demo-sd"}
+METHOD_DATASETS = {"GRPO-Demo": "demo-gsm", "SFT-Demo": "demo-sft", "SD-Demo": "demo-sd",
+                   "Embedding-Demo": "demo-embed", "VL-Demo": "demo-vl"}
 PREVIEW_CHARS = 60
 STYLE = {"description_width": "200px"}
 WIDE = {"layout": {"width": "520px"}}
@@ -150,6 +155,7 @@ class TrainingLauncher(w.VBox):
         previous = self._fields_for
         self._build_fields()
         self._follow_demo_dataset(previous)
+        self._show_dataset()  # the column choosers' words follow the method's training type
         self.validate()
 
     def _follow_demo_dataset(self, previous_method: str | None) -> None:
@@ -206,14 +212,18 @@ class TrainingLauncher(w.VBox):
         except DeepeError as exc:
             self.preview.value = f"<span style='color:#cf222e'>{html.escape(exc.message)}</span>"
             return
-        cells = [[clip(r.get(c, "")) for c in columns] for r in rows]
-        if image_data.image_column(columns):  # an image dataset: its pictures first
+        pictures = image_column(columns)  # a vision-language dataset: a thumbnail per row
+        cells = [[thumbnail_html(self._dataset_record.path, r.get(c)) if c == pictures else clip(r.get(c, ""))
+                  for c in columns] for r in rows]
+        if not pictures and image_data.image_column(columns):  # captioned images: their pictures first
             thumbs = image_data.thumbnails(Path(self._dataset_record.path), rows, size=64)
             columns = ["picture", *columns]
             cells = [[f"<img src='data:image/png;base64,{t}' width='64'>" if t else "(unreadable)", *row]
                      for t, row in zip(thumbs, cells)]
         self.preview.value = html_table(columns, cells)
-        choices = [("(standard: instruction/output or question/answer)", "")] + [(c, c) for c in columns]
+        method = store.get_one(store.Method, name=self.method.value) if self.method.value else None
+        standard = STANDARD_COLUMNS.get(getattr(method, "training_type", ""), "instruction/output or question/answer")
+        choices = [(f"(standard: {standard})", "")] + [(c, c) for c in columns]
         for widget in (self.input_column, self.output_column):
             keep = widget.value
             widget.options = choices

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from .. import inference, jobs, methods, models, worker
+from .. import config, inference, jobs, methods, models, worker
 from ..errors import DeepeError
 from ..jobs import format_time as when
 from ..store import ModelKind
@@ -197,6 +197,13 @@ class ModelsView(w.VBox):
         self.status.show(f"model {name} deleted", "ok")
 
 
+def _takes_image(name: str) -> bool:
+    try:
+        return inference.takes_image(name)
+    except DeepeError:  # its base model was deleted: no picture to offer
+        return False
+
+
 class ModelCard(w.VBox):
     """One model: its card, Save (Customized only), Try it, Delete."""
 
@@ -227,6 +234,9 @@ class ModelCard(w.VBox):
                                  layout=w.Layout(width="100%", height="70px"))
         self.ask = w.Button(description="Try it", icon="play", button_style="primary")
         self.ask.on_click(lambda _b: self.try_it())
+        # a vision-language model answers about a picture the user uploads
+        self.image = w.FileUpload(accept="image/*", multiple=False, description="Image")
+        self.image.layout.display = None if _takes_image(self.name) else "none"
         self.try_status = Status()
         self.answer = w.HTML(self._answer_box("", ""))
         self.base_answer = w.HTML(self._answer_box("", ""))
@@ -240,7 +250,7 @@ class ModelCard(w.VBox):
         self.try_record_box.observe(self._on_record_open, "selected_index")
         self.last_try: dict | None = None
         columns = w.Layout(width="50%", padding="0 8px 0 0")
-        try_box = w.VBox([w.HTML("<h4>Try it</h4>"), self.prompt, w.HBox([self.ask, self.try_status],
+        try_box = w.VBox([w.HTML("<h4>Try it</h4>"), self.image, self.prompt, w.HBox([self.ask, self.try_status],
                                                                           layout=w.Layout(align_items="center")),
                           w.HBox([w.VBox([self.answer_title, self.answer], layout=columns),
                                   w.VBox([self.base_title, self.base_answer], layout=columns)],
@@ -343,6 +353,10 @@ class ModelCard(w.VBox):
             self.try_status.show("Write a prompt first.", "warn")
             return None
         base = self.info["base_model"]
+        image = self._uploaded_image()
+        if self.image.layout.display != "none" and image is None:
+            self.try_status.show("Choose an image first: this model answers about a picture.", "warn")
+            return None
         self.ask.disabled = True
         self.ask.description = "Answering…"
         self.try_status.show("each model answers in a kernel of its own (starting it and loading the model "
@@ -355,7 +369,7 @@ class ModelCard(w.VBox):
         def work() -> dict:
             names = [self.name] + ([base] if base and base != self.name else [])
             with ThreadPoolExecutor(len(names)) as pool:
-                futures = {n: pool.submit(self._infer_one, n, prompt) for n in names}
+                futures = {n: pool.submit(self._infer_one, n, prompt, image) for n in names}
                 return {n: f.result() for n, f in futures.items()}
 
         def done(results: dict) -> None:
@@ -378,10 +392,20 @@ class ModelCard(w.VBox):
 
         return run_in_background(work, done, failed)
 
+    def _uploaded_image(self) -> str | None:
+        """The uploaded picture, written under the workspace (the stage kernel reads a file)."""
+        if not self.image.value:
+            return None
+        upload = self.image.value[0]
+        folder = config.workspace_dir("inference", "uploads")
+        path = folder / f"{int(time.time() * 1000)}-{Path(upload['name']).name or 'image'}"
+        path.write_bytes(bytes(upload["content"]))
+        return str(path)
+
     @staticmethod
-    def _infer_one(name: str, prompt: str) -> dict:
+    def _infer_one(name: str, prompt: str, image: str | None = None) -> dict:
         try:
-            return inference.infer(name, [prompt])
+            return inference.infer(name, [prompt], image=image)
         except DeepeError as exc:
             return {"responses": [], "error": exc.message, "record": None}
 

@@ -1,0 +1,80 @@
+"""Image columns of datasets: paths relative to the dataset file, each checked to be a readable image
+(vision-language datasets are refused at registration when one is not)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import DeepeError
+
+IMAGE_COLUMNS = ("image", "images")
+
+
+def image_column(columns: list[str]) -> str | None:
+    """The column holding image paths, when the dataset has one."""
+    return next((c for c in IMAGE_COLUMNS if c in columns), None)
+
+
+def image_paths(value) -> list[str]:
+    """The paths a row's image cell names: one path, or a list of them."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return []
+
+
+def resolve_image(dataset_file: Path, value: str) -> Path:
+    """An image path as a row writes it, relative to the dataset file's folder (or absolute)."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else dataset_file.parent / path
+
+
+def check_images(dataset_file: Path, rows: list[dict], column: str, name: str = "") -> int:
+    """Open every image the rows name; refuse, naming the first bad row, a missing, unreadable or
+    non-image file. Returns how many images were checked."""
+    from PIL import Image, UnidentifiedImageError
+
+    label = f"dataset {name!r}" if name else str(dataset_file)
+    checked = 0
+    for number, row in enumerate(rows, 1):
+        values = image_paths(row.get(column))
+        if not values:
+            raise DeepeError(f"{label} row {number} has no image path in {column!r} (a path relative to "
+                             f"{dataset_file.name}'s folder)", field="dataset")
+        for value in values:
+            path = resolve_image(dataset_file, value)
+            if not path.is_file():
+                raise DeepeError(f"{label} row {number}: image {value!r} does not exist ({path})", field="dataset")
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+                raise DeepeError(f"{label} row {number}: {value!r} is not a readable image "
+                                 f"({type(exc).__name__})", field="dataset") from None
+            checked += 1
+    return checked
+
+
+def thumbnail_html(dataset_file: Path, value, size: int = 48) -> str:
+    """An <img> of a row's (first) image, at most `size` pixels a side, inlined as a PNG data URI
+    (the Voila app serves no files); the path in words when it cannot be read."""
+    import base64
+    import html
+    import io
+
+    from PIL import Image
+
+    paths = image_paths(value)
+    if not paths:
+        return html.escape(str(value))
+    try:
+        with Image.open(resolve_image(Path(dataset_file), paths[0])) as image:
+            image.thumbnail((size, size))
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="PNG")
+    except OSError:
+        return html.escape(paths[0])
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (f"<img src='data:image/png;base64,{data}' alt='{html.escape(paths[0], quote=True)}' "
+            f"title='{html.escape(paths[0], quote=True)}' style='max-width:{size}px;max-height:{size}px'>")

@@ -1,0 +1,159 @@
+"""Kernel side of vision-language methods: the processor without torchvision, rows turned into chat
+conversations with their image, answers by greedy decoding, and held-out exact match as a metric.
+
+Imports nothing of the workbench but the runtime; transformers, datasets and PIL only when called."""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from pathlib import Path
+
+from . import log_event
+
+HELD_OUT_SPLITS = ("test", "heldout", "held-out", "validation", "eval")
+
+
+def load_processor(path: str):
+    """The model's processor; an image processor that needs torchvision (not installable everywhere)
+    is loaded with its PIL backend instead."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(path)
+    except (ImportError, ValueError) as exc:
+        if "torchvision" not in str(exc):
+            raise
+        log_event(f"{type(exc).__name__}: {exc}; loading the processor with its PIL image backend", "WARNING")
+        return AutoProcessor.from_pretrained(path, backend="pil")
+
+
+def _image_path(dataset_path: str, value) -> str:
+    if isinstance(value, list):
+        value = value[0]
+    path = Path(str(value)).expanduser()
+    return str(path if path.is_absolute() else Path(dataset_path).parent / path)
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def vl_conversations(raw, dataset_path: str, input_column: str = "", output_column: str = "",
+                     system_prompt: str = "", eval_fraction: float = 0.1, seed: int = 42):
+    """(train, held_out) datasets of `image` (a PIL image) and `messages` (system, user, assistant).
+
+    Rows come as chat `messages`, or as two columns (`input_column` / `output_column`, by default
+    `question` / `answer`). Rows whose `split` is a held-out name are held out; without a `split`
+    column, `eval_fraction` of the rows is (chosen by `seed`)."""
+    from datasets import Image
+
+    columns = raw.column_names
+    image_column = "image" if "image" in columns else "images"
+    if image_column not in columns:
+        raise ValueError(f"the dataset has no `image` column (columns: {columns})")
+    use_messages = not (input_column or output_column) and "messages" in columns
+    question, answer = input_column or "question", output_column or "answer"
+    if not use_messages and not {question, answer} <= set(columns):
+        raise ValueError(f"the dataset has no `messages` column and no {question!r} / {answer!r} columns; "
+                         f"name them with PromptInputColumn and PromptOutputColumn (columns: {columns})")
+
+    def to_conversation(row):
+        if use_messages:
+            messages = [dict(m) for m in row["messages"]]
+        else:
+            messages = [{"role": "user", "content": str(row[question])},
+                        {"role": "assistant", "content": str(row[answer])}]
+        messages = [{"role": m["role"], "content": _text(m["content"])} for m in messages]
+        if system_prompt and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        return {"image": _image_path(dataset_path, row[image_column]), "messages": messages}
+
+    if "split" in columns:
+        held = [i for i, s in enumerate(raw["split"]) if str(s).lower() in HELD_OUT_SPLITS]
+    else:
+        count = max(1, round(len(raw) * eval_fraction)) if eval_fraction > 0 and len(raw) > 1 else 0
+        held = sorted(random.Random(seed).sample(range(len(raw)), count))
+    held_set = set(held)
+    train_rows = [i for i in range(len(raw)) if i not in held_set]
+    if not train_rows:
+        raise ValueError("every row is held out: nothing is left to train on")
+    converted = raw.map(to_conversation, remove_columns=columns, load_from_cache_file=False)
+    converted = converted.cast_column("image", Image())
+    return converted.select(train_rows), converted.select(held)
+
+
+def normalise_answer(text: str) -> str:
+    """Lower case, without surrounding punctuation and spaces: 'Red.' matches 'red'."""
+    text = re.sub(r"\s+", " ", text.strip().lower())
+    return text.strip(string.punctuation + " ")
+
+
+def answer(model, processor, image, prompt_messages: list[dict], max_new_tokens: int = 32,
+           temperature: float = 0.0) -> str:
+    """The model's reply to `prompt_messages` (text contents) about `image`."""
+    import torch
+    from trl.data_utils import prepare_multimodal_messages
+
+    messages = prepare_multimodal_messages([dict(m) for m in prompt_messages], images=[image])
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = processor(images=[image], text=[text], return_tensors="pt").to(model.device)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, **sampling,
+                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    return tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def exact_match(model, processor, held_out, max_new_tokens: int = 16) -> float:
+    """The share of held-out questions the model answers exactly (after `normalise_answer`)."""
+    if len(held_out) == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    right = 0
+    try:
+        for row in held_out:
+            messages = row["messages"]
+            reply = answer(model, processor, row["image"], messages[:-1], max_new_tokens)
+            right += normalise_answer(reply) == normalise_answer(messages[-1]["content"])
+    finally:
+        model.train(was_training)
+    return right / len(held_out)
+
+
+def _callback_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class ExactMatchCallback(_callback_base()):
+    """Every `every` steps, and once before training, logs `eval_exact_match` on the held-out
+    questions through the trainer (set `.trainer` after building it), so it streams like the loss."""
+
+    def __init__(self, processor, held_out, every: int = 10, max_new_tokens: int = 16):
+        self.processor, self.held_out = processor, held_out
+        self.every, self.max_new_tokens = int(every or 0), max_new_tokens
+        self.trainer = None
+        self._last_step = -1
+
+    def _measure(self, state, control) -> None:
+        if self.trainer is None or not self.every or len(self.held_out) == 0 or state.global_step == self._last_step:
+            return
+        self._last_step = state.global_step
+        score = exact_match(self.trainer.model, self.processor, self.held_out, self.max_new_tokens)
+        due = control.should_log  # logging clears it: the step's loss must still be logged after this
+        self.trainer.log({"eval_exact_match": score})
+        control.should_log = self.trainer.control.should_log = due
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._measure(state, control)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every and (state.global_step % self.every == 0 or state.global_step >= state.max_steps):
+            self._measure(state, control)
