@@ -12,12 +12,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "deepe_widgets"
 
 FLOORS = [
     {"errors", "config", "names", "paths", "params", "processes", "kernels", "stagefiles", "scriptmode",
-     "provenance"},  # foundation
+     "provenance", "raycluster"},  # foundation
     {"store"},
     {"runtime", "runtime.mlx", "runtime.script"},  # the kernel side
     {"methods", "datasets", "models", "metrics", "demo_data", "testing"},  # catalogue
     {"jobs", "compare", "reruns", "tracking"},  # queue
-    {"runner", "executors", "worker", "inference"},  # execution
+    {"runner", "executors", "executors_ray", "worker", "inference"},  # execution
     {"cli", "app", "doctor", "ui", "__init__"},  # surfaces (ui.* too)
 ]
 
