@@ -119,6 +119,7 @@ class RayExecutor(ExecutionManager):
         super().__init__(worker_id, heartbeat_seconds, warm_kernels=0)  # kernels start on the nodes
         self.address = ray_address()
         self._last_sweep = 0.0
+        self._asked_to_stop: set[str] = set()
         try:
             from ray.job_submission import JobSubmissionClient
         except ImportError:
@@ -252,7 +253,11 @@ class RayExecutor(ExecutionManager):
                           "ray_job": sid})
 
     def _stop(self, sid: str, timeout: float = 60) -> None:
-        """Stop a Ray job and wait until Ray says it stopped (SIGTERM, SIGKILL after a few seconds)."""
+        """Stop a Ray job and wait until Ray says it stopped (SIGTERM, SIGKILL after a few seconds).
+
+        A job still PENDING has no process yet: Ray queues the stop, and the job stops as soon as a
+        node takes it (or Ray's own start timeout fails it), so there is nothing to wait for."""
+        self._asked_to_stop.add(sid)
         try:
             self.client.stop_job(sid)
         except RuntimeError as exc:
@@ -260,7 +265,7 @@ class RayExecutor(ExecutionManager):
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if str(getattr(self.client.get_job_status(sid), "value", "")) in RAY_TERMINAL:
+            if str(getattr(self.client.get_job_status(sid), "value", "")) in RAY_TERMINAL + ("PENDING",):
                 return
             time.sleep(0.25)
 
@@ -277,7 +282,8 @@ def stop_orphans(executor: RayExecutor) -> list[str]:
     running = {}
     for details in executor.client.list_jobs():
         sid = details.submission_id or ""
-        if sid.startswith("deepe-") and str(getattr(details.status, "value", details.status)) in RAY_ACTIVE:
+        if (sid.startswith("deepe-") and sid not in executor._asked_to_stop
+                and str(getattr(details.status, "value", details.status)) in RAY_ACTIVE):
             running[sid.split("-")[1]] = sid
     if not running:
         return []

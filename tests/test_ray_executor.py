@@ -141,7 +141,9 @@ def test_a_job_asking_for_a_missing_gpu_fails_with_that_sentence(workspace, ray_
     final = jobs.get_job(job.id)
     assert final.status == "failed"
     assert final.error.startswith("no node offers 1 GPU"), final.error
-    assert _ray_jobs_of(ray_env, job) == {f"deepe-{job.uuid}-1": "STOPPED"}
+    # Ray cannot stop a job no node took: its stop is queued and applies if a node ever takes it
+    assert _ray_jobs_of(ray_env, job) == {f"deepe-{job.uuid}-1": "PENDING"}
+    assert not os.path.exists(os.path.join(final.run_dir, "started.txt"))
 
 
 def test_cli_refuses_a_ray_worker_without_an_address(home, monkeypatch):
