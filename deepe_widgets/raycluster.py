@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,10 +45,18 @@ class RayHead:
     def start(self, timeout: float = 180) -> "RayHead":
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         ray = Path(sys.executable).with_name("ray")
-        command = [str(ray) if ray.exists() else "ray", "start", "--head", "--port=0",
+        gcs_port = free_port()
+        command = [str(ray) if ray.exists() else "ray", "start", "--head", f"--port={gcs_port}",
+                   f"--ray-client-server-port={free_port()}",
                    "--node-ip-address=127.0.0.1", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                    "--dashboard-port=0", f"--temp-dir={self.temp_dir}", f"--num-cpus={self.num_cpus}",
                    f"--num-gpus={self.num_gpus}", "--disable-usage-stats"]
+        # Ports given, not 0: the raylet then does not wait (15 s, fixed) for the agents to write theirs,
+        # which a busy machine misses.
+        for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+                     "--metrics-export-port"):
+            command.append(f"{flag}={free_port()}")
+        self.gcs_address = f"127.0.0.1:{gcs_port}"
         began = time.monotonic()
         with open(self.log, "ab") as out:
             done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -59,8 +68,6 @@ class RayHead:
             self.stop()
             raise RuntimeError(f"ray start failed (exit {done.returncode}); see {self.log}")
         self.address = found[-1]
-        gcs = re.findall(r"ray start --address='([^']+)'", text)
-        self.gcs_address = gcs[-1] if gcs else None
         return self
 
     def processes(self) -> list[psutil.Process]:
@@ -102,6 +109,12 @@ class RayHead:
 
     def remove(self) -> None:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _running(proc: psutil.Process) -> bool:
