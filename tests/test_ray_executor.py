@@ -22,7 +22,7 @@ from test_reliability import _slow_template_notebook, _wait
 pytest.importorskip("ray.job_submission")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped after this file: an idle head still takes CPU from the others
 def ray_head(tmp_path_factory):
     head = RayHead(tmp_path_factory.mktemp("ray") / "t", num_cpus=4, num_gpus=0)
     try:
