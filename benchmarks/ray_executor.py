@@ -37,14 +37,18 @@ def _first_cell_at(job) -> float | None:
 
 
 def run_one(bench: Bench, executor: str, log: Path) -> dict:
-    from deepe_widgets import jobs
+    from deepe_widgets import jobs, worker
 
     with open(log, "ab") as out:  # a fresh worker for each run: the same start for both executors
         proc = subprocess.Popen([sys.executable, "-m", "deepe_widgets.worker", "--executor", executor,
                                  "--idle-exit", "3"], stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ,
                                                                                          "DEEPE_WARM_KERNELS": "0"})
-    time.sleep(3)  # the worker is up and polling before the submit
+    deadline = time.monotonic() + 120
+    while proc.pid not in [w.pid for w in worker.live_workers()]:  # up and polling before the submit
+        assert proc.poll() is None and time.monotonic() < deadline, f"the {executor} worker did not start: see {log}"
+        time.sleep(0.2)
+    time.sleep(1.0)
     t0 = time.time()
     job = jobs.submit_training("SFT-Demo", bench.base, "demo-sft", params=bench.params)
     while jobs.get_job(job.id).status == "queued":

@@ -133,6 +133,26 @@ def test_a_worker_killed_mid_run_leaves_one_ray_job_that_finishes_once(workspace
     assert len(jobs.job_summary(final)["artifacts"]) == 1
 
 
+def test_a_stopping_worker_hands_the_job_back_and_the_next_one_follows_its_ray_job(workspace, ray_env, tmp_path):
+    methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
+    job = jobs.submit_training("plain", "tiny", "demo-sft", params={"sleep": "8"})
+    first = _start_worker(tmp_path / "worker1.log")
+    _wait(lambda: os.path.exists(os.path.join(jobs.get_job(job.id).run_dir, "started.txt")), 120, "the stage to start")
+    os.kill(first.pid, signal.SIGTERM)  # `deepe worker stop`: no checkpoint to wait for, the Ray job runs on
+    assert first.wait(timeout=30) == 0
+    handed = jobs.get_job(job.id)
+    assert (handed.status, handed.attempt) == ("queued", 0)
+    assert _ray_jobs_of(ray_env, job) == {f"deepe-{job.uuid}-1": "RUNNING"}
+    second = _start_worker(tmp_path / "worker2.log")
+    try:
+        final = jobs.wait_for(job.id, timeout=120)
+    finally:
+        second.wait(timeout=60)
+    assert (final.status, final.attempt) == ("succeeded", 1), final.error
+    assert _ray_jobs_of(ray_env, job) == {f"deepe-{job.uuid}-1": "SUCCEEDED"}
+    assert "following Ray job" in (tmp_path / "worker2.log").read_text()
+
+
 def test_a_job_asking_for_a_missing_gpu_fails_with_that_sentence(workspace, ray_env, tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPE_RAY_RESOURCE_WAIT_SECONDS", "3")
     methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
