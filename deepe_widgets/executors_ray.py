@@ -60,6 +60,11 @@ def resource_wait_seconds() -> float:
     return float(os.environ.get("DEEPE_RAY_RESOURCE_WAIT_SECONDS", "600"))
 
 
+def unreachable_seconds() -> float:
+    """How long a worker keeps following a Ray job while the cluster does not answer, before it fails."""
+    return float(os.environ.get("DEEPE_RAY_UNREACHABLE_SECONDS", "120"))
+
+
 def submission_id(job: Job, attempt: int | None = None) -> str:
     return f"deepe-{job.uuid}-{job.attempt if attempt is None else attempt}"
 
@@ -190,11 +195,28 @@ class RayExecutor(ExecutionManager):
             _stamp(stage_log, f"following Ray job {sid}, started by an earlier worker (attempt {job.attempt})")
         relay = LogRelay(self.client, sid, stage_log)
         last_beat = time.monotonic()
-        waiting_said = False
+        waiting_said = running_said = False
+        unreachable_since = None
         while True:
-            info = self.client.get_job_info(sid)
+            try:
+                info = self.client.get_job_info(sid)
+                unreachable_since = None
+            except OSError as exc:  # the head's dashboard did not answer (a restart, a blip): try again a while
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since > unreachable_seconds():
+                    raise
+                log.warning("job %s: the Ray cluster at %s did not answer (%s); trying again", job.id,
+                            self.address, exc)
+                if not jobs.renew_lease(job.id, self.worker_id):
+                    raise LeaseLost() from None
+                time.sleep(2.0)
+                continue
             status = str(getattr(info.status, "value", info.status))
             relay.poll(final=status in RAY_TERMINAL)
+            if status == "RUNNING" and not running_said:
+                running_said = True
+                log.info("job %s: Ray job %s running, %.1f s after its submission", job.id, sid,
+                         time.time() - (info.start_time or 0) / 1000)
             if status in RAY_TERMINAL:
                 break
             if status == "PENDING":

@@ -90,7 +90,7 @@ class RayHead:
                 pass
         return [p for p in found.values() if p.pid != os.getpid()]
 
-    def stop(self, grace: float = 10) -> list[int]:
+    def stop(self, grace: float = 3) -> list[int]:
         """Stop this head's processes (SIGTERM, then SIGKILL after `grace` s); returns the pids left."""
         procs = self.processes()
         for proc in procs:

@@ -107,10 +107,11 @@ def _cwd(proc) -> str | None:
 
 
 @pytest.mark.training
-def test_a_worker_killed_mid_run_leaves_one_ray_job_that_finishes_once(workspace, ray_env, tmp_path):
+def test_a_worker_killed_mid_run_leaves_one_ray_job_that_finishes_once(workspace, ray_env, tmp_path, monkeypatch,
+                                                                        caplog):
     methods.register_method("slow", {"training": (_slow_template_notebook(tmp_path / "slow.ipynb", 0.4), "python3")})
     job = jobs.submit_training("slow", "tiny", "demo-sft", params={
-        "max_steps": "14", "save_steps": "0", "batch_size": "4", "max_seq_length": "64", "learning_rate": "5e-3"})
+        "max_steps": "10", "save_steps": "0", "batch_size": "4", "max_seq_length": "64", "learning_rate": "5e-3"})
     env = {"DEEPE_LEASE_SECONDS": "3"}
     first = _start_worker(tmp_path / "worker1.log", **env)
     _wait(lambda: any(m.step >= 3 for m in metrics.metrics_for(job.id)), 180, "step 3")
@@ -118,39 +119,39 @@ def test_a_worker_killed_mid_run_leaves_one_ray_job_that_finishes_once(workspace
     first.wait(timeout=10)
     assert _ray_jobs_of(ray_env, job) == {f"deepe-{job.uuid}-1": "RUNNING"}  # the stage runs on
     time.sleep(3.5)  # the lease runs out
-    second = _start_worker(tmp_path / "worker2.log", **env)
-    try:
-        final = jobs.wait_for(job.id, timeout=180)
-    finally:
-        second.wait(timeout=60)
+    monkeypatch.setenv("DEEPE_LEASE_SECONDS", "3")
+    with caplog.at_level("INFO", logger="deepe.executor.ray"):
+        worker.Worker("ray", idle_exit=2).run()  # the next worker: reaps, claims attempt 2, follows
+    final = jobs.get_job(job.id)
     assert final.status == "succeeded", final.error
     assert final.attempt == 2
     assert _ray_jobs_of(ray_env, job) == {f"deepe-{job.uuid}-1": "SUCCEEDED"}  # followed, not started again
     rows = [(m.step, m.name) for m in metrics.metrics_for(job.id)]
     assert len(rows) == len(set(rows))
-    assert [m.step for m in metrics.metrics_for(job.id) if m.name == "loss"] == list(range(1, 15))
-    assert "following Ray job" in (tmp_path / "worker2.log").read_text()
+    assert [m.step for m in metrics.metrics_for(job.id) if m.name == "loss"] == list(range(1, 11))
+    assert f"following Ray job deepe-{job.uuid}-1" in caplog.text
     assert len(jobs.job_summary(final)["artifacts"]) == 1
 
 
-def test_a_stopping_worker_hands_the_job_back_and_the_next_one_follows_its_ray_job(workspace, ray_env, tmp_path):
+def test_a_stopping_worker_hands_the_job_back_and_the_next_one_follows_its_ray_job(workspace, ray_env, tmp_path,
+                                                                                   caplog):
     methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
-    job = jobs.submit_training("plain", "tiny", "demo-sft", params={"sleep": "8"})
-    first = _start_worker(tmp_path / "worker1.log")
+    job = jobs.submit_training("plain", "tiny", "demo-sft", params={"sleep": "6"})
+    first = worker.Worker("ray", idle_exit=30)
+    runner = threading.Thread(target=first.run, daemon=True)
+    runner.start()
     _wait(lambda: os.path.exists(os.path.join(jobs.get_job(job.id).run_dir, "started.txt")), 120, "the stage to start")
-    os.kill(first.pid, signal.SIGTERM)  # `deepe worker stop`: no checkpoint to wait for, the Ray job runs on
-    assert first.wait(timeout=30) == 0
+    first.stop()  # what SIGTERM (`deepe worker stop`) does: no checkpoint to wait for, the Ray job runs on
+    runner.join(timeout=30)
     handed = jobs.get_job(job.id)
     assert (handed.status, handed.attempt) == ("queued", 0)
     assert _ray_jobs_of(ray_env, job) == {f"deepe-{job.uuid}-1": "RUNNING"}
-    second = _start_worker(tmp_path / "worker2.log")
-    try:
-        final = jobs.wait_for(job.id, timeout=120)
-    finally:
-        second.wait(timeout=60)
+    with caplog.at_level("INFO", logger="deepe.executor.ray"):
+        worker.Worker("ray", idle_exit=0.5).run()
+    final = jobs.get_job(job.id)
     assert (final.status, final.attempt) == ("succeeded", 1), final.error
     assert _ray_jobs_of(ray_env, job) == {f"deepe-{job.uuid}-1": "SUCCEEDED"}
-    assert "following Ray job" in (tmp_path / "worker2.log").read_text()
+    assert f"following Ray job deepe-{job.uuid}-1" in caplog.text
 
 
 def test_a_job_asking_for_a_missing_gpu_fails_with_that_sentence(workspace, ray_env, tmp_path, monkeypatch):
