@@ -22,7 +22,7 @@ import psutil
 # Ray resolves 127.0.0.1 to the host's first address unless told it is not a cluster: keep every
 # address it hands out on loopback.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-                # a busy machine starts the dashboard agent slower than the raylet's 15 s default
+                # a busy machine registers the agents slower than the raylet's default
                 "RAY_agent_register_timeout_ms": "120000",
                 "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -42,7 +42,22 @@ class RayHead:
     def environment(self) -> dict:
         return {**os.environ, **LOOPBACK_ENV}
 
-    def start(self, timeout: float = 180) -> "RayHead":
+    def start(self, timeout: float = 180, tries: int = 3) -> "RayHead":
+        """Start the head; a start that fails is stopped and tried again (on a busy machine the raylet's
+        fixed 15 s wait for the dashboard agent's ports can run out)."""
+        began = time.monotonic()
+        for attempt in range(1, tries + 1):
+            try:
+                self._start_once(timeout)
+                self.started_seconds = time.monotonic() - began
+                return self
+            except RuntimeError:
+                self.stop()
+                if attempt == tries:
+                    raise
+        return self
+
+    def _start_once(self, timeout: float) -> None:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         ray = Path(sys.executable).with_name("ray")
         gcs_port = free_port()
@@ -51,24 +66,15 @@ class RayHead:
                    "--node-ip-address=127.0.0.1", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                    "--dashboard-port=0", f"--temp-dir={self.temp_dir}", f"--num-cpus={self.num_cpus}",
                    f"--num-gpus={self.num_gpus}", "--disable-usage-stats"]
-        # Ports given, not 0: the raylet then does not wait (15 s, fixed) for the agents to write theirs,
-        # which a busy machine misses.
-        for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
-                     "--metrics-export-port"):
-            command.append(f"{flag}={free_port()}")
         self.gcs_address = f"127.0.0.1:{gcs_port}"
-        began = time.monotonic()
         with open(self.log, "ab") as out:
             done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                   env=self.environment(), timeout=timeout, start_new_session=True)
-        self.started_seconds = time.monotonic() - began
         text = self.log.read_text(errors="replace")
         found = re.findall(r"RAY_API_SERVER_ADDRESS='(http://[^']+)'", text)
         if done.returncode != 0 or not found:
-            self.stop()
             raise RuntimeError(f"ray start failed (exit {done.returncode}); see {self.log}")
         self.address = found[-1]
-        return self
 
     def processes(self) -> list[psutil.Process]:
         """This head's processes: those naming its temp dir (or its GCS address, as Ray's client

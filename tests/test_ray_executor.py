@@ -3,6 +3,7 @@ training with live metrics, a cancel, a worker killed with -9 whose job finishes
 next worker, and a job asking for a GPU the cluster does not have."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -173,3 +174,19 @@ def test_cli_refuses_a_ray_worker_without_an_address(home, monkeypatch):
     assert done.returncode == 2
     assert done.stderr.strip() == ("error: the ray executor needs the Ray cluster's address: give --address "
                                    "http://HEAD:8265 or set RAY_ADDRESS")
+
+
+def test_without_a_shared_run_folder_the_stage_log_and_result_come_through_the_ray_logs(ray_env, tmp_path):
+    from deepe_widgets.executors_ray import NODE_PREFIX, RESULT_PREFIX, LogRelay
+
+    lines = [f"{NODE_PREFIX}node-7 run folder /elsewhere/runs/1 not shared", "step 1 loss 2.5", "step 2 loss 2.1",
+             RESULT_PREFIX + '{"ok": false, "ename": "ValueError", "evalue": "bad column", "cell": 3}']
+    code = f"print({chr(10).join(lines)!r})"
+    sid = ray_env.submit_job(entrypoint=f"{sys.executable} -c {shlex.quote(code)}", entrypoint_num_cpus=0)
+    stage_log = tmp_path / "training.log"
+    relay = LogRelay(ray_env, sid, stage_log)
+    _wait(lambda: str(ray_env.get_job_status(sid).value) in ("SUCCEEDED", "FAILED"), 120, "the Ray job to end")
+    relay.poll(final=True)
+    assert (relay.shared, relay.node) == (False, "node-7")
+    assert relay.result == {"ok": False, "ename": "ValueError", "evalue": "bad column", "cell": 3}
+    assert stage_log.read_text() == "step 1 loss 2.5\nstep 2 loss 2.1\n"  # the Train Log shows the node's lines
