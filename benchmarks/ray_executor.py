@@ -97,11 +97,13 @@ def main(argv: list[str] | None = None) -> int:
                          f"{med['ray'][key] / med['local'][key]:.2f} |")
         ray_log = (Path(tmp) / "worker-ray.log").read_text(errors="replace")
         pending = [float(x) for x in re.findall(r"running, ([0-9.]+) s after its submission", ray_log)]
-        lines += ["", f"Overhead ratio (submit → succeeded): {ratio:.2f}. Of the ray executor's extra time before "
-                      f"the first cell, Ray's own start of the job (submitted → RUNNING: its supervisor actor, a "
-                      f"new worker process) took a median {statistics.median(pending) if pending else float('nan'):.1f}"
-                      f" s; the rest is the entrypoint's Python start and imports on the node, which the local "
-                      f"executor pays too. Ray processes left after stopping the head: {len(left)}.", ""]
+        extra = med["ray"]["first_cell"] - med["local"]["first_cell"]
+        pending_median = statistics.median(pending) if pending else float("nan")
+        lines += ["", f"Overhead ratio (submit → succeeded): {ratio:.2f}. The ray executor reaches the first cell "
+                      f"{extra:.1f} s later; Ray's own start of the job (submitted → RUNNING: its supervisor actor in "
+                      f"a new worker process) is {pending_median:.1f} s of it (median), the rest the entrypoint's "
+                      f"start under Ray's job supervisor. Ray processes left after stopping the head: {len(left)}.",
+                  ""]
         text = "\n".join(lines)
     print(text)
     output = args.output or (None if args.tiny else str(HERE / "RESULTS-ray.md"))
