@@ -190,3 +190,24 @@ def test_without_a_shared_run_folder_the_stage_log_and_result_come_through_the_r
     assert (relay.shared, relay.node) == (False, "node-7")
     assert relay.result == {"ok": False, "ename": "ValueError", "evalue": "bad column", "cell": 3}
     assert stage_log.read_text() == "step 1 loss 2.5\nstep 2 loss 2.1\n"  # the Train Log shows the node's lines
+
+
+def test_resources_come_from_the_method_then_the_job(workspace, tmp_path):
+    import nbformat
+
+    from deepe_widgets.errors import DeepeError
+    from deepe_widgets.executors_ray import describe_resources, stage_resources
+
+    nb = nbformat.read(plain_notebook(tmp_path / "gpu.ipynb"), as_version=4)
+    nb.cells[0].source += "\nNUM_GPUS = 1.0"  # the method's own default, in its parameters cell
+    nbformat.write(nb, tmp_path / "gpu.ipynb")
+    methods.register_method("gpu", {"training": (tmp_path / "gpu.ipynb", "python3")})
+    default = jobs.submit_training("gpu", "tiny", "demo-sft")
+    assert stage_resources(default) == {"num_gpus": 1.0, "num_cpus": 1.0, "memory_gb": 0.0}
+    assert describe_resources(stage_resources(default)) == "1 GPU"
+    changed = jobs.submit_training("gpu", "tiny", "demo-sft", params={"num_gpus": "0", "num_cpus": "2",
+                                                                     "memory_gb": "8"})
+    assert stage_resources(changed) == {"num_gpus": 0.0, "num_cpus": 2.0, "memory_gb": 8.0}
+    assert describe_resources(stage_resources(changed)) == "2 CPUs and 8 GiB of memory"
+    with pytest.raises(DeepeError, match="NUM_GPUS must not be negative"):
+        jobs.submit_training("gpu", "tiny", "demo-sft", params={"num_gpus": "-1"})
