@@ -174,6 +174,9 @@ def test_cli_refuses_a_ray_worker_without_an_address(home, monkeypatch):
     assert done.returncode == 2
     assert done.stderr.strip() == ("error: the ray executor needs the Ray cluster's address: give --address "
                                    "http://HEAD:8265 or set RAY_ADDRESS")
+    nobody = deepe("worker", "--executor", "ray", "--address", "http://127.0.0.1:9", check=False)
+    assert nobody.returncode == 2
+    assert nobody.stderr.strip().startswith("error: no Ray cluster answers at http://127.0.0.1:9 (")
 
 
 def test_without_a_shared_run_folder_the_stage_log_and_result_come_through_the_ray_logs(ray_env, tmp_path):
