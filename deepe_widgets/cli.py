@@ -647,7 +647,9 @@ def cmd_worker(args) -> int:
     from .worker import main as worker_main
 
     _setup()
-    return worker_main(["--idle-exit", str(args.idle_exit)] if args.idle_exit is not None else [])
+    argv = ["--idle-exit", str(args.idle_exit)] if args.idle_exit is not None else []
+    argv += ["--executor", args.executor] if args.executor else []
+    return worker_main(argv + (["--address", args.address] if args.address else []))
 
 
 def cmd_worker_stop(args) -> int:
@@ -810,6 +812,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_app_arguments(p)
     p = verb(sub, "worker", cmd_worker, "run a worker in the foreground (SIGTERM: stop after a checkpoint)")
     p.add_argument("--idle-exit", type=float, default=None)
+    p.add_argument("--executor", choices=["local", "ray"], default=None,
+                   help="where stages run (default: DEEPE_EXECUTOR, else local)")
+    p.add_argument("--address", default=None, help="the ray executor's Ray dashboard (default: RAY_ADDRESS)")
     worker_sub = p.add_subparsers(dest="verb")
     p = verb(worker_sub, "stop", cmd_worker_stop, "stop this host's workers: the running job saves a "
              "checkpoint and goes back to the queue")

@@ -22,7 +22,9 @@ import time
 from sqlmodel import select
 
 from . import config, jobs, store
-from .executors import EXECUTORS, stage_kernel
+from .errors import DeepeError
+from .executors import stage_kernel
+from .executors_ray import EXECUTORS
 
 log = logging.getLogger("deepe.worker")
 
@@ -204,12 +206,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deepe worker")
     parser.add_argument("--idle-exit", type=float, default=None,
                         help="exit after this many seconds without work (default: run until stopped)")
-    parser.add_argument("--executor", default="local", choices=sorted(EXECUTORS))
+    parser.add_argument("--executor", default=os.environ.get("DEEPE_EXECUTOR") or "local", choices=sorted(EXECUTORS),
+                        help="where stages run: local (this machine) or ray (a Ray cluster's Jobs API); "
+                             "default: DEEPE_EXECUTOR, else local")
+    parser.add_argument("--address", default=None,
+                        help="the ray executor's Ray dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")
     args = parser.parse_args(argv)
+    if args.executor not in EXECUTORS:
+        parser.error(f"DEEPE_EXECUTOR={args.executor!r} is not an executor; choose from {', '.join(sorted(EXECUTORS))}")
+    if args.address:
+        os.environ["RAY_ADDRESS"] = args.address
     config.skip_slow_optional_imports()
     config.configure_logging()
     config.deepe_home()
-    Worker(args.executor, idle_exit=args.idle_exit).run()
+    try:
+        runner = Worker(args.executor, idle_exit=args.idle_exit)
+    except DeepeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    runner.run()
     return 0
 
 

@@ -12,13 +12,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "deepe_widgets"
 
 FLOORS = [
     {"errors", "config", "names", "paths", "params", "processes", "kernels", "stagefiles", "scriptmode",
-     "provenance", "images"},  # foundation
+     "provenance", "images", "raycluster"},  # foundation
     {"store"},
     {"runtime", "runtime.mlx", "runtime.script", "runtime.diffusion", "runtime.embedding", "runtime.vision"},
     {"methods", "datasets", "models", "metrics", "demo_data", "testing", "image_data", "simpletuner", "embeddings",
      "vision_language"},  # catalogue
     {"jobs", "compare", "reruns", "tracking"},  # queue
-    {"runner", "executors", "worker", "inference"},  # execution
+    {"runner", "executors", "executors_ray", "worker", "inference"},  # execution
     {"cli", "app", "doctor", "ui", "__init__"},  # surfaces (ui.* too)
 ]
 

@@ -1,0 +1,416 @@
+"""The ray executor: each stage of a claimed job runs as a Ray job (Ray's Jobs API) on the node
+that has the resources it asks for.
+
+The database stays the record of every job: a worker claims jobs from it as the local executor's
+does, submits the stage as the Ray job `deepe-<job uuid>-<attempt>`, and follows it (status, lease
+heartbeat, cancel). The Ray job's entrypoint is the stage runner, papermill in the method's kernel
+on that node (`python -m deepe_widgets.executors_ray JOB_ID STAGE SUBMISSION_ID`); it writes
+metrics, the record and the output where the database says, as a local run does.
+
+Exactly once: a Ray job outlives the worker that submitted it. A worker that claims a job looks
+for the Ray jobs of its earlier attempts by submission id first and follows the newest one still
+running (or finished unrecorded) instead of starting a second one; the outcome is written once,
+under the lease, by `ExecutionManager.process`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from sqlmodel import select
+
+from . import config, jobs, methods, store
+from . import params as paramlib
+from .errors import DeepeError
+from .executors import EXECUTORS as LOCAL_EXECUTORS
+from .executors import Cancelled, ExecutionManager, HandedBack, LeaseLost, StageError
+from .store import FINISHED, Job, JobStatus
+
+log = logging.getLogger("deepe.executor.ray")
+
+SHARED_MARK = ".deepe-ray-submission"  # written by the worker; a node that reads it shares the run folder
+RESULT_PREFIX = "[deepe-ray] result "
+NODE_PREFIX = "[deepe-ray] node "
+# Variables a stage needs on the node, besides those named in DEEPE_RAY_ENV: the workspace, the
+# database, where the package is, and the Hugging Face settings (tokens travel as variables).
+PASSED_PREFIXES = ("DEEPE_", "HF_", "HUGGING_FACE_", "TRANSFORMERS_", "CUDA_")
+PASSED_NAMES = ("PYTHONPATH", "PYTHONHASHSEED", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+RAY_ACTIVE = ("PENDING", "RUNNING")
+RAY_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def ray_address() -> str:
+    """The Ray dashboard the Jobs API talks to: `RAY_ADDRESS` (`deepe worker --address` sets it)."""
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if not address:
+        raise DeepeError("the ray executor needs the Ray cluster's address: give --address http://HEAD:8265 "
+                         "or set RAY_ADDRESS", field="address")
+    return address
+
+
+def resource_wait_seconds() -> float:
+    """How long a stage may wait for a node with its resources before it fails (Ray waits forever)."""
+    return float(os.environ.get("DEEPE_RAY_RESOURCE_WAIT_SECONDS", "600"))
+
+
+def unreachable_seconds() -> float:
+    """How long a worker keeps following a Ray job while the cluster does not answer, before it fails."""
+    return float(os.environ.get("DEEPE_RAY_UNREACHABLE_SECONDS", "120"))
+
+
+def submission_id(job: Job, attempt: int | None = None) -> str:
+    return f"deepe-{job.uuid}-{job.attempt if attempt is None else attempt}"
+
+
+def stage_resources(job: Job) -> dict:
+    """`{num_gpus, num_cpus, memory_gb}` of a job's stage: the job's parameters over the method's
+    defaults over the platform's (`params.RESOURCE_DEFAULTS`)."""
+    try:
+        defaults = methods.get_method(job.method).default_params
+    except DeepeError:
+        defaults = {}
+    values = {}
+    for name, default in paramlib.RESOURCE_DEFAULTS.items():
+        raw = job.params.get(name, paramlib.default_value(defaults.get(name, default)))
+        values[name.lower()] = float(raw or 0)
+    return values
+
+
+def describe_resources(resources: dict) -> str:
+    """What no node offered, in words: "1 GPU", "2 GPUs", else the CPUs and memory."""
+    def count(value: float, unit: str) -> str:
+        return f"{value:g} {unit}{'' if value == 1 else 's'}"
+
+    if resources["num_gpus"] > 0:
+        return count(resources["num_gpus"], "GPU")
+    parts = [count(resources["num_cpus"], "CPU")] if resources["num_cpus"] > 0 else []
+    if resources["memory_gb"] > 0:
+        parts.append(f"{resources['memory_gb']:g} GiB of memory")
+    return " and ".join(parts) or "the resources this stage asks for"
+
+
+def stage_environment() -> dict:
+    """The variables the entrypoint gets on its node (Ray's runtime_env `env_vars`)."""
+    names = set(PASSED_NAMES) | {n.strip() for n in os.environ.get("DEEPE_RAY_ENV", "").split(",") if n.strip()}
+    env = {k: v for k, v in os.environ.items() if k in names or k.startswith(PASSED_PREFIXES)}
+    env.update(DEEPE_HOME=str(config.deepe_home()), DEEPE_DB_URL=config.db_url(), PYTHONUNBUFFERED="1")
+    return env
+
+
+def _stamp(path: Path, message: str) -> None:
+    """A line of the workbench's own in the stage log the Train Log shows."""
+    try:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(f"[deepe] {time.strftime('%Y-%m-%d %H:%M:%S')} INFO    {message}\n")
+    except OSError:
+        pass
+
+
+class RayExecutor(ExecutionManager):
+    """Runs each stage as a Ray job; Cancel stops it, a dead worker's Ray job is followed, not repeated."""
+
+    features = {"cancel": True, "resume": True}
+    poll_seconds = 0.5
+    SWEEP_SECONDS = 15.0  # how often an idle worker stops Ray jobs whose database job is over
+
+    def __init__(self, worker_id: str, heartbeat_seconds: float | None = None, warm_kernels: int | None = None):
+        super().__init__(worker_id, heartbeat_seconds, warm_kernels=0)  # kernels start on the nodes
+        self.address = ray_address()
+        self._last_sweep = 0.0
+        self._asked_to_stop: set[str] = set()
+        try:
+            from ray.job_submission import JobSubmissionClient
+        except ImportError:
+            raise DeepeError("the ray executor needs Ray's Jobs API: pip install 'deepe-widgets[ray]'",
+                             field="executor") from None
+        try:
+            self.client = JobSubmissionClient(self.address)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise DeepeError(f"no Ray cluster answers at {self.address} ({str(exc).splitlines()[0]})",
+                             field="address") from None
+
+    def _info(self, sid: str):
+        """The Ray job's details, or None when there is no Ray job of that submission id."""
+        try:
+            return self.client.get_job_info(sid)
+        except RuntimeError as exc:
+            if "does not exist" in str(exc) or "404" in str(exc):
+                return None
+            raise
+
+    def _adoptable(self, job: Job) -> tuple[str, object] | None:
+        """The Ray job an earlier attempt (or this one, handed back) started and left to run, or whose
+        outcome nobody recorded: newest attempt first."""
+        for attempt in range(job.attempt, 0, -1):
+            sid = submission_id(job, attempt)
+            info = self._info(sid)
+            if info is None:
+                continue
+            if str(info.status.value if hasattr(info.status, "value") else info.status) == "STOPPED":
+                return None  # stopped (a cancel, or by hand): this attempt starts afresh
+            return sid, info
+        return None
+
+    def _fresh_submission_id(self, job: Job) -> str:
+        sid = submission_id(job)
+        number = 1
+        while self._info(sid) is not None:  # a stopped Ray job of a handed-back attempt keeps its id
+            sid, number = f"{submission_id(job)}-{number}", number + 1
+        return sid
+
+    def _submit(self, job: Job, run_dir: Path) -> str:
+        resources = stage_resources(job)
+        sid = self._fresh_submission_id(job)
+        (run_dir / SHARED_MARK).write_text(sid)
+        python = os.environ.get("DEEPE_RAY_PYTHON") or sys.executable
+        entrypoint = f"{python} -m deepe_widgets.executors_ray {job.id} {job.stage} {sid}"
+        self.client.submit_job(
+            entrypoint=entrypoint, submission_id=sid,
+            runtime_env={"env_vars": stage_environment()},
+            metadata={"deepe_job": str(job.id), "deepe_stage": job.stage, "deepe_worker": self.worker_id},
+            entrypoint_num_cpus=resources["num_cpus"], entrypoint_num_gpus=resources["num_gpus"],
+            entrypoint_memory=int(resources["memory_gb"] * 2**30) or None)
+        log.info("job %s: stage %s submitted to Ray as %s (%s)", job.id, job.stage, sid, resources)
+        return sid
+
+    def execute(self, job: Job) -> None:
+        run_dir = Path(job.run_dir)
+        stage_log = run_dir / f"{job.stage}.log"
+        result_path = run_dir / f".{job.stage}.result.json"
+        adopted = self._adoptable(job)
+        if adopted is None:
+            result_path.unlink(missing_ok=True)
+            sid = self._submit(job, run_dir)
+            _stamp(stage_log, f"stage {job.stage} submitted to the Ray cluster at {self.address} as {sid}")
+        else:
+            sid = adopted[0]
+            log.info("job %s: following Ray job %s, started by an earlier worker", job.id, sid)
+            _stamp(stage_log, f"following Ray job {sid}, started by an earlier worker (attempt {job.attempt})")
+        relay = LogRelay(self.client, sid, stage_log)
+        last_beat = time.monotonic()
+        waiting_said = running_said = False
+        unreachable_since = None
+        while True:
+            try:
+                info = self.client.get_job_info(sid)
+                unreachable_since = None
+            except OSError as exc:  # the head's dashboard did not answer (a restart, a blip): try again a while
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since > unreachable_seconds():
+                    raise
+                log.warning("job %s: the Ray cluster at %s did not answer (%s); trying again", job.id,
+                            self.address, exc)
+                if not jobs.renew_lease(job.id, self.worker_id):
+                    raise LeaseLost() from None
+                time.sleep(2.0)
+                continue
+            status = str(getattr(info.status, "value", info.status))
+            relay.poll(final=status in RAY_TERMINAL)
+            if status == "RUNNING" and not running_said:
+                running_said = True
+                log.info("job %s: Ray job %s running, %.1f s after its submission", job.id, sid,
+                         time.time() - (info.start_time or 0) / 1000)
+            if status in RAY_TERMINAL:
+                break
+            if status == "PENDING":
+                waited = time.time() - (info.start_time or time.time() * 1000) / 1000
+                if not waiting_said and waited > 5:
+                    _stamp(stage_log, f"waiting for a Ray node that offers {describe_resources(stage_resources(job))}")
+                    waiting_said = True
+                if waited > resource_wait_seconds():
+                    self._stop(sid)
+                    what = describe_resources(stage_resources(job))
+                    raise StageError(f"no node offers {what}: the Ray cluster at {self.address} found none in "
+                                     f"{waited:.0f} s (DEEPE_RAY_RESOURCE_WAIT_SECONDS)",
+                                     {"ename": "NoNodeOffers", "evalue": what, "platform": True, "ray_job": sid})
+            current = jobs.get_job(job.id)
+            if current.status == JobStatus.CANCELLING:
+                self._stop(sid)
+                _stamp(stage_log, f"cancelled: Ray job {sid} stopped")
+                raise Cancelled()
+            if current.lease_owner != self.worker_id:
+                raise LeaseLost()  # the new owner follows the same Ray job
+            if self.stopping.is_set():
+                raise HandedBack()  # the Ray job runs on; the next worker follows it
+            if time.monotonic() - last_beat >= self.heartbeat_seconds:
+                if not jobs.renew_lease(job.id, self.worker_id):
+                    raise LeaseLost()
+                last_beat = time.monotonic()
+            time.sleep(self.poll_seconds)
+        self._outcome(job, sid, status, info, result_path, relay)
+
+    def _outcome(self, job: Job, sid: str, status: str, info, result_path: Path, relay: "LogRelay") -> None:
+        result = None
+        if result_path.exists():
+            result = json.loads(result_path.read_text())
+        elif relay.result is not None:
+            result = relay.result
+        if status == "SUCCEEDED" and (result is None or result.get("ok")):
+            if relay.shared is False:  # README: a shared folder for the run folders is the documented setup
+                log.warning("job %s: the run folder is not shared with node %s; its record and output are there",
+                            job.id, relay.node)
+                _stamp(result_path.with_name(f"{job.stage}.log"), f"the run folder is not shared with node "
+                       f"{relay.node}: the record and the output stay there, at {job.run_dir}")
+            return
+        if status == "STOPPED":
+            if jobs.get_job(job.id).status == JobStatus.CANCELLING:
+                raise Cancelled()
+            raise StageError(f"the workbench failed: Ray job {sid} was stopped outside the workbench",
+                             {"ename": "RayJobStopped", "evalue": info.message, "platform": True, "ray_job": sid})
+        if not result or result.get("ok"):
+            raise StageError(f"the workbench failed: Ray job {sid} failed: {info.message}",
+                             {"ename": "RayJobFailed", "evalue": info.message, "platform": True, "ray_job": sid})
+        cell = result.get("cell")
+        where = f" ({result['location']})" if result.get("location") else f" (cell {cell})" if cell is not None else ""
+        prefix = "the workbench failed: " if result.get("platform") else ""
+        raise StageError(f"{prefix}{result['ename']}: {result['evalue']}{where}",
+                         {**{k: result.get(k) for k in ("ename", "evalue", "cell", "location", "source", "platform")},
+                          "ray_job": sid})
+
+    def _stop(self, sid: str, timeout: float = 60) -> None:
+        """Stop a Ray job and wait until Ray says it stopped (SIGTERM, SIGKILL after a few seconds).
+
+        A job still PENDING has no process yet: Ray queues the stop, and the job stops as soon as a
+        node takes it (or Ray's own start timeout fails it), so there is nothing to wait for."""
+        self._asked_to_stop.add(sid)
+        try:
+            self.client.stop_job(sid)
+        except RuntimeError as exc:
+            log.warning("could not stop Ray job %s: %s", sid, exc)
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if str(getattr(self.client.get_job_status(sid), "value", "")) in RAY_TERMINAL + ("PENDING",):
+                return
+            time.sleep(0.25)
+
+    def warm(self, kernel: str) -> None:
+        """Idle: stop Ray jobs whose database job is over (cancelled while no worker followed it)."""
+        if time.monotonic() - self._last_sweep < self.SWEEP_SECONDS:
+            return
+        self._last_sweep = time.monotonic()
+        stop_orphans(self)
+
+
+def stop_orphans(executor: RayExecutor) -> list[str]:
+    """Stop this workspace's running Ray jobs whose job finished in the database; returns their ids."""
+    running = {}
+    for details in executor.client.list_jobs():
+        sid = details.submission_id or ""
+        if (sid.startswith("deepe-") and sid not in executor._asked_to_stop
+                and str(getattr(details.status, "value", details.status)) in RAY_ACTIVE):
+            running[sid.split("-")[1]] = sid
+    if not running:
+        return []
+    with store.read_session() as s:
+        over = s.exec(select(Job.uuid).where(Job.uuid.in_(list(running)), Job.status.in_(FINISHED))).all()
+    for uuid in over:
+        log.info("stopping Ray job %s: its job is over", running[uuid])
+        executor._stop(running[uuid])
+    return [running[uuid] for uuid in over]
+
+
+class LogRelay:
+    """Reads a Ray job's logs: the node's first line says whether it shares the run folder; when it
+    does not, the logs go into the worker's copy of the stage log (the Train Log shows them)."""
+
+    def __init__(self, client, sid: str, stage_log: Path):
+        self.client = client
+        self.sid = sid
+        self.stage_log = stage_log
+        self.shared: bool | None = None
+        self.node: str | None = None
+        self.result: dict | None = None
+        self._seen = 0
+        self._last = 0.0
+
+    def poll(self, final: bool = False) -> None:
+        if self.shared is True and not final or (not final and time.monotonic() - self._last < 1.0):
+            return
+        self._last = time.monotonic()
+        try:
+            text = self.client.get_job_logs(self.sid)
+        except RuntimeError:
+            return
+        new, self._seen = text[self._seen:], len(text)
+        keep = []
+        for line in new.splitlines(keepends=True):
+            if line.startswith(NODE_PREFIX):
+                self.node = line[len(NODE_PREFIX):].split()[0]
+                self.shared = "not shared" not in line
+            elif line.startswith(RESULT_PREFIX):
+                try:
+                    self.result = json.loads(line[len(RESULT_PREFIX):])
+                except ValueError:
+                    pass
+            elif self.shared is False:
+                keep.append(line)
+        if keep:
+            with open(self.stage_log, "a", encoding="utf-8") as out:
+                out.writelines(keep)
+
+
+# ---- on the node: the Ray job's entrypoint -------------------------------------------------------
+
+def _tail(path: Path, stop: threading.Event) -> None:
+    """Copy the stage log to stdout (the Ray job's logs) as it grows, until `stop`."""
+    offset = 0
+    while True:
+        finished = stop.is_set()
+        try:
+            with open(path, "rb") as stage_log:
+                stage_log.seek(offset)
+                chunk = stage_log.read()
+        except FileNotFoundError:
+            chunk = b""
+        if chunk:
+            offset += len(chunk)
+            sys.stdout.write(chunk.decode("utf-8", "replace"))
+            sys.stdout.flush()
+        if finished:
+            return
+        stop.wait(0.5)
+
+
+def node_main(argv: list[str]) -> int:
+    """Run a job's stage on this node (the Ray job's entrypoint); the last line of output is the result."""
+    config.skip_slow_optional_imports()
+    job_id, stage, sid = int(argv[0]), argv[1], argv[2]
+    job = jobs.get_job(job_id)
+    run_dir = Path(job.run_dir)
+    mark = run_dir / SHARED_MARK
+    shared = mark.is_file() and mark.read_text().strip() == sid
+    print(f"{NODE_PREFIX}{socket.gethostname()} run folder {run_dir} {'shared' if shared else 'not shared'}",
+          flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.chdir(run_dir)
+    result_path = run_dir / f".{stage}.result.json"
+    stop = threading.Event()
+    tail = None
+    if not shared:  # the worker cannot read the stage log: it comes through the Ray job's logs
+        tail = threading.Thread(target=_tail, args=(run_dir / f"{stage}.log", stop), daemon=True)
+        tail.start()
+    from . import runner
+
+    code = runner.main([str(job_id), stage, str(result_path)])
+    stop.set()
+    if tail is not None:
+        tail.join(timeout=10)
+    result = result_path.read_text() if result_path.exists() else json.dumps(
+        {"ok": False, "ename": "RunnerDied", "evalue": "the stage runner left no result", "platform": True})
+    print(f"{RESULT_PREFIX}{json.dumps(json.loads(result))}", flush=True)
+    return code
+
+
+EXECUTORS = {**LOCAL_EXECUTORS, "ray": RayExecutor}
+
+
+if __name__ == "__main__":
+    sys.exit(node_main(sys.argv[1:]))
