@@ -21,7 +21,7 @@ import time
 
 from sqlmodel import select
 
-from . import config, jobs, store
+from . import config, deployments, jobs, store
 from .executors import EXECUTORS, stage_kernel
 
 log = logging.getLogger("deepe.worker")
@@ -104,6 +104,7 @@ class Worker:
     # A worker about to exit keeps no kernel started ahead: it would be started for nothing.
     WARM_WHEN_IDLE_EXIT_AT_LEAST = 10.0
     MAX_BACKOFF_SECONDS = 30.0
+    SUPERVISE_SECONDS = 2.0  # how often the Live Models' servers of this host are checked
 
     def __init__(self, executor: str = "local", idle_exit: float | None = None, poll_seconds: float = 0.1):
         self.id = f"{socket.gethostname()}-{os.getpid()}"
@@ -152,8 +153,36 @@ class Worker:
         log.info("job %s (%s, attempt %s) started", job.id, job.kind, job.attempt)
         status = self.executor.process(job)
         log.info("job %s -> %s", job.id, status)
+        if job.kind == store.JobKind.DEPLOY:  # its Live Model: live, or failed with the reason
+            deployments.refresh()
         self.warm_kernel = stage_kernel(job) or self.warm_kernel
         return True
+
+    def _supervise(self) -> int:
+        """Mark this host's Live Models whose server died `failed`; returns how many still run."""
+        try:
+            for row in deployments.refresh():
+                log.warning("live model %s: its deployment ended (%s)", row.name, row.meta.get("status"))
+            return deployments.supervised_count()
+        except Exception:
+            log.exception("could not check the live models")
+            return 0
+
+    def _hand_over_servers(self) -> None:
+        """Never orphan a server: another worker of this host takes over supervising them, or
+        (this is the last one) they are stopped."""
+        try:
+            others = [w for w in live_workers() if w.host == socket.gethostname() and w.id != self.id
+                      and _is_worker_process(w.pid)]
+            if others:
+                if deployments.supervised_count():
+                    log.info("live models handed over to worker %s", others[0].id)
+                return
+            stopped = deployments.stop_host_servers("its worker stopped")
+            if stopped:
+                log.info("stopped the live models %s (no other worker supervises them)", ", ".join(stopped))
+        except Exception:
+            log.exception("could not hand over or stop the live models")
 
     def run(self) -> None:
         """Loop until stopped, or idle for `idle_exit` seconds."""
@@ -167,8 +196,13 @@ class Worker:
         threading.Thread(target=self._beat_forever, args=(done,), daemon=True).start()
         idle_since = time.monotonic()
         backoff = 0.0
+        supervised_at = 0.0
         try:
             while not self._stop.is_set():
+                if time.monotonic() - supervised_at >= self.SUPERVISE_SECONDS:
+                    supervised_at = time.monotonic()
+                    if self._supervise():  # a worker serving Live Models is not idle
+                        idle_since = time.monotonic()
                 try:
                     ran = self.run_once()
                     backoff = 0.0
@@ -190,6 +224,7 @@ class Worker:
         finally:
             done.set()
             self.executor.close()
+            self._hand_over_servers()
             try:
                 with store.session() as s:
                     row = s.get(store.Worker, self.id)

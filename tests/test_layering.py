@@ -12,13 +12,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "deepe_widgets"
 
 FLOORS = [
     {"errors", "config", "names", "paths", "params", "processes", "kernels", "stagefiles", "scriptmode",
-     "provenance"},  # foundation
+     "provenance", "envs"},  # foundation
     {"store"},
     {"runtime", "runtime.mlx", "runtime.script"},  # the kernel side
     {"methods", "datasets", "models", "metrics", "demo_data", "testing"},  # catalogue
     {"jobs", "compare", "reruns", "tracking"},  # queue
-    {"runner", "executors", "worker", "inference"},  # execution
-    {"cli", "app", "doctor", "ui", "__init__"},  # surfaces (ui.* too)
+    {"runner", "executors", "worker", "inference", "deployments"},  # execution
+    {"cli", "cli_live", "app", "doctor", "ui", "__init__"},  # surfaces (ui.* too)
 ]
 
 
