@@ -108,6 +108,11 @@ def submit_deploy(model_name: str, *, engine: str = "vllm", host: str = "127.0.0
     if record.kind == ModelKind.LIVE:
         raise DeepeError(f"{model_name!r} is already a live model; deploy the model it serves "
                          f"({record.parent})", field="model")
+    if record.kind == ModelKind.CUSTOMIZED:
+        _check_folder(record.path, "adapter")
+        _check_folder(models.get_model(record.parent).path, "base model")
+    else:
+        _check_folder(record.path, f"{record.kind} model")
     env = envs.require_env(engine)
     if host not in LOOPBACK and not os.environ.get(API_KEY_ENV):
         raise DeepeError(f"binding {host} (not 127.0.0.1) needs an API key: set the {API_KEY_ENV} environment "
@@ -115,14 +120,11 @@ def submit_deploy(model_name: str, *, engine: str = "vllm", host: str = "127.0.0
     params: dict = {"HOST": host, "ENGINE_DEVICE": env.get("device", "cpu")}
     if record.kind == ModelKind.CUSTOMIZED:
         base = models.get_model(record.parent)
-        _check_folder(record.path, "adapter")
-        _check_folder(base.path, "base model")
         lora_rank = _adapter_rank(Path(record.path))
         params.update(MODEL_PATH=base.path, ADAPTER_PATH=record.path, BASE_SERVED_NAME=base.name,
                       MAX_LORA_RANK=max(16, lora_rank))
         shared = _live_server_for_base(base.path)
     else:
-        _check_folder(record.path, f"{record.kind} model")
         params.update(MODEL_PATH=record.path, ADAPTER_PATH="", BASE_SERVED_NAME="")
         shared = None
     if shared is not None:

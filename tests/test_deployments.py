@@ -35,6 +35,21 @@ def test_deploy_refuses_bad_input_naming_the_fix(workspace, tiny_model_dir, tmp_
     assert missing.returncode == 2 and "no model named 'nothing-here'" in missing.stderr
     not_live = deepe("deployments", "show", "tiny", check=False)
     assert not_live.returncode == 2 and "not a live model" in not_live.stderr
+    from deepe_widgets import models
+    from deepe_widgets.ui.models_view import ModelCard
+
+    card = ModelCard(models.get_model("tiny"), start_worker=False)
+    card.deploy_button.click()
+    assert "deepe envs create vllm" in card.deploy_note.value
+    card.close()
+    # a model whose folder is gone is refused before anything is queued
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "doomed")
+    deepe("models", "add", "doomed", str(tmp_path / "doomed"))
+    shutil.rmtree(tmp_path / "doomed")
+    gone = deepe("deploy", "doomed", check=False)
+    assert gone.returncode == 2 and "is gone; it cannot be deployed" in gone.stderr, gone.stderr
 
 
 def test_a_failed_env_build_leaves_nothing_registered(home, tmp_path, monkeypatch):
@@ -190,7 +205,16 @@ def test_live_models_on_vllm(vllm_env, home, tiny64_dir):
     assert rider["url"] == adapter["url"] and set(served(adapter["url"])) >= {adapter["name"], rider["name"]}
     asked = deepe_json("infer", rider["name"], "--prompt", "Hello", "--param", "max_new_tokens=4", "--json")
     assert asked["error"] is None and asked["responses"][0]["usage"]["completion_tokens"] > 0
-    deepe("deployments", "stop", rider["name"])  # unloads the adapter; the server stays for the other
+    # the Models view's card of a Live Model: its status and URL, and Stop (unloads the adapter; the
+    # server stays for the other)
+    from deepe_widgets import models
+    from deepe_widgets.ui.models_view import ModelCard
+
+    card = ModelCard(models.get_model(rider["name"]), start_worker=False)
+    assert ">live<" in card.live_info.value and f"{rider['url']}/v1" in card.live_info.value
+    card.stop_button.click()
+    assert f"stopped: {rider['name']}" in card.deploy_note.value and card.stop_button.disabled
+    card.close()
     assert rider["name"] not in served(adapter["url"]) and adapter["name"] in served(adapter["url"])
 
     # 3. A server killed with kill -9 shows failed (with its log), and nothing of it is left.
