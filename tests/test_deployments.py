@@ -160,6 +160,7 @@ def served(url: str) -> list[str]:
         return [m["id"] for m in json.loads(reply.read())["data"]]
 
 
+@pytest.mark.timeout(1800)  # it waits for the environment's build (about 5 minutes on 2 cores) too
 def test_live_models_on_vllm(vllm_env, home, tiny64_dir):
     from deepe_widgets import envs
 
