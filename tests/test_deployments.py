@@ -257,8 +257,21 @@ def test_live_models_on_vllm(vllm_env, home, tiny64_dir):
     card.close()
     assert rider["name"] not in served(adapter["url"]) and adapter["name"] in served(adapter["url"])
 
-    # 3. A server killed with kill -9 shows failed (with its log), and nothing of it is left.
+    # 3. A worker that crashes leaves its server serving; a server killed with kill -9 is found by
+    # `deepe doctor` and shows failed (with its log), and nothing of it is left.
+    from deepe_widgets import store
+
+    with store.read_session() as s:
+        for pid in s.exec(store.select(store.Worker.pid)):
+            os.kill(pid, signal.SIGKILL)
+    assert adapter["name"] in served(adapter["url"])
     os.kill(adapter["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(adapter["pid"]) and psutil.Process(adapter["pid"]).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    found = deepe_json("doctor", "--json", check=False)
+    assert any(f"live model '{adapter['name']}' is marked live but its server" in f["problem"] for f in found), found
     deadline = time.monotonic() + 30
     while deepe_json("deployments", "show", adapter["name"], "--json")["status"] != "failed":
         assert time.monotonic() < deadline, "the killed server was never marked failed"
