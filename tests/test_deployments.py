@@ -146,6 +146,13 @@ def engine_processes(root: Path) -> list[psutil.Process]:
     return [p for p in found if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
+def exited(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def chat(url: str, model: str, prompt: str, max_tokens: int = 8) -> dict:
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}],
                        "max_tokens": max_tokens, "temperature": 0}).encode()
@@ -267,7 +274,7 @@ def test_live_models_on_vllm(vllm_env, home, tiny64_dir):
     assert adapter["name"] in served(adapter["url"])
     os.kill(adapter["pid"], signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while psutil.pid_exists(adapter["pid"]) and psutil.Process(adapter["pid"]).status() != psutil.STATUS_ZOMBIE:
+    while not exited(adapter["pid"]):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     found = deepe_json("doctor", "--json", check=False)
