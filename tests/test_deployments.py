@@ -155,7 +155,7 @@ def engine_processes(root: Path) -> list[psutil.Process]:
                 found.append(proc)
         except psutil.Error:
             pass
-    return [p for p in found if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    return [p for p in found if not exited(p.pid)]
 
 
 def exited(pid: int) -> bool:
