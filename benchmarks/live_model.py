@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--model", type=Path, help="a model folder (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS-live.md")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="deepe-bench-live-") as tmp:
