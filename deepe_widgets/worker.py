@@ -114,6 +114,7 @@ class Worker:
         self.poll_seconds = poll_seconds  # an idle poll is one indexed read
         self.warm_kernel = config.DEFAULT_KERNEL  # then the kernel of the last stage run
         self._stop = threading.Event()
+        self.serving = 0  # Live Models of this host still starting or live (then the worker is not idle)
 
     def _beat(self) -> None:
         with store.session() as s:
@@ -135,6 +136,13 @@ class Worker:
         log.info("received %s: stopping%s", signal.Signals(signum).name,
                  " now" if signum == NOW_SIGNAL else " after the running job's checkpoint")
         self.stop(now=signum == NOW_SIGNAL)
+
+    def _supervise_forever(self, done: threading.Event) -> None:
+        # A thread of its own: a server that dies while a long training runs is marked failed at once.
+        while True:
+            self.serving = self._supervise()
+            if done.wait(self.SUPERVISE_SECONDS):
+                return
 
     def _beat_forever(self, done: threading.Event) -> None:
         # A thread, so the worker shows as alive while a long stage runs.
@@ -194,15 +202,13 @@ class Worker:
                  self.id, "never" if self.idle_exit is None else f"{self.idle_exit:g} s")
         done = threading.Event()
         threading.Thread(target=self._beat_forever, args=(done,), daemon=True).start()
+        threading.Thread(target=self._supervise_forever, args=(done,), name="deepe-live-models", daemon=True).start()
         idle_since = time.monotonic()
         backoff = 0.0
-        supervised_at = 0.0
         try:
             while not self._stop.is_set():
-                if time.monotonic() - supervised_at >= self.SUPERVISE_SECONDS:
-                    supervised_at = time.monotonic()
-                    if self._supervise():  # a worker serving Live Models is not idle
-                        idle_since = time.monotonic()
+                if self.serving:  # a worker supervising Live Models is not idle
+                    idle_since = time.monotonic()
                 try:
                     ran = self.run_once()
                     backoff = 0.0
