@@ -220,10 +220,12 @@ def _log_tail(path: str | Path | None, lines: int = 15) -> str:
 
 # --- status changes ---------------------------------------------------------------------
 
-def _update(name: str, **changes) -> store.ModelRecord | None:
+def _update(name: str, expect: str | None = None, **changes) -> store.ModelRecord | None:
+    """Change a Live Model's meta; with `expect`, only while its status is still that (a compare-and-set:
+    the worker's check and a user's stop may race)."""
     with store.session() as s:
-        row = s.exec(select(store.ModelRecord).where(store.ModelRecord.name == name)).first()
-        if row is None:
+        row = s.exec(select(store.ModelRecord).where(store.ModelRecord.name == name).with_for_update()).first()
+        if row is None or (expect is not None and row.meta.get("status") != expect):
             return None
         row.meta = {**row.meta, **changes}
         s.add(row)
@@ -311,19 +313,21 @@ def refresh() -> list[store.ModelRecord]:
             if server.get("pid") and not server.get("shared"):
                 stop_server(server["pid"], grace=5.0)
             if job is not None and job.status == JobStatus.CANCELLED:
-                _update(row.name, status=LiveStatus.STOPPED, stopped_at=time.time(), error="cancelled")
+                _update(row.name, expect=LiveStatus.STARTING, status=LiveStatus.STOPPED, stopped_at=time.time(),
+                        error="cancelled")
             else:
                 reason = job.error if job is not None else "its deploy job is gone"
-                _update(row.name, status=LiveStatus.FAILED, stopped_at=time.time(), error=reason)
+                _update(row.name, expect=LiveStatus.STARTING, status=LiveStatus.FAILED, stopped_at=time.time(),
+                        error=reason)
             changed.append(row)
             continue
         if not _server_alive(meta.get("pid")):
-            stop_server(meta.get("pid") or 0, grace=2.0)  # what is left of its group
             tail = _log_tail(meta.get("log"))
-            _update(row.name, status=LiveStatus.FAILED, stopped_at=time.time(),
-                    error=f"the server process (pid {meta.get('pid')}) is gone" +
-                          (f"; last lines of its log:\n{tail}" if tail else ""))
-            changed.append(row)
+            if _update(row.name, expect=LiveStatus.LIVE, status=LiveStatus.FAILED, stopped_at=time.time(),
+                       error=f"the server process (pid {meta.get('pid')}) is gone" +
+                             (f"; last lines of its log:\n{tail}" if tail else "")) is not None:
+                stop_server(meta.get("pid") or 0, grace=2.0)  # what is left of its group
+                changed.append(row)
     return changed
 
 
@@ -381,13 +385,14 @@ def stop(name: str, reason: str = "stopped by the user") -> list[str]:
             raise DeepeError(f"the server did not unload {name!r}: HTTP {status}: {body[:200]}")
         _update(name, status=LiveStatus.STOPPED, stopped_at=time.time(), error=None)
         return [name]
-    stop_server(pid)
+    # marked first: the worker's check must not take a server stopped on purpose for a crash
     stopped = [name]
     _update(name, status=LiveStatus.STOPPED, stopped_at=time.time(), error=None)
     for rider in riders:
         _update(rider.name, status=LiveStatus.STOPPED, stopped_at=time.time(),
                 error=f"its server stopped with {name}")
         stopped.append(rider.name)
+    stop_server(pid)
     return stopped
 
 
