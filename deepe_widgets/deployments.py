@@ -22,6 +22,7 @@ import urllib.request
 from enum import StrEnum
 from pathlib import Path
 
+import psutil
 from sqlmodel import select
 
 from . import config, envs, jobs, methods, models, store
@@ -268,12 +269,18 @@ def _server_alive(pid) -> bool:
     return b"vllm" in cmdline
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
+def _engine_group_alive(pgid: int) -> bool:
+    """Processes of the server's group are left, and they are the engine's: a server's pid (its group's
+    id) may since belong to an unrelated process group, which is never signalled."""
+    members = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(" ".join(proc.info["cmdline"] or []).lower())
+        except (psutil.Error, ProcessLookupError):
+            pass
+    envs_root = str(envs.envs_dir()).lower()
+    return any("vllm" in cmd or envs_root in cmd for cmd in members)
 
 
 def stop_server(pid: int, grace: float = STOP_GRACE_SECONDS) -> None:
@@ -282,13 +289,15 @@ def stop_server(pid: int, grace: float = STOP_GRACE_SECONDS) -> None:
     if not pid:
         return
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if not _engine_group_alive(int(pid)):
+            return
         try:
             os.killpg(int(pid), sig)
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if not _group_alive(int(pid)):
+            if not _engine_group_alive(int(pid)):
                 return
             time.sleep(0.2)
 
