@@ -152,7 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS-live.md")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="deepe-bench-live-") as tmp:
-        rows, notes = run(args.model, args.tiny, args.max_tokens, args.rounds, Path(tmp))
+        try:
+            rows, notes = run(args.model, args.tiny, args.max_tokens, args.rounds, Path(tmp))
+        finally:  # the worker it started (and any server still up) must not outlive the benchmark
+            from deepe_widgets.worker import stop_workers
+
+            stop_workers(now=True, timeout=60)
         from deepe_widgets import envs
 
         info = envs.env_info("vllm") or {}
