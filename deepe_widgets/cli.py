@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .app import add_arguments as add_app_arguments
+from .cli_live import add_live_commands
 from .errors import DeepeError
 from .store import FINISHED, JobStatus
 
@@ -197,6 +198,10 @@ def cmd_models_delete(args) -> int:
     from . import models
 
     _setup()
+    record = models.get_model(args.name)
+    if record.kind == "live" and record.meta.get("status") in ("starting", "live"):
+        raise DeepeError(f"live model {args.name!r} is {record.meta['status']}; stop it first: "
+                         f"deepe deployments stop {args.name}")
     models.delete_model(args.name, force=args.force)
     print(f"deleted model {args.name}")
     return 0
@@ -742,7 +747,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the LoRA as a file beside the base instead of fusing it (SD-Demo)")
     p.add_argument("--name")
     p.add_argument("--wait", action="store_true")
-    p = verb(sub, "infer", cmd_infer, "answer prompts with a model (its method's inference stage)", True)
+    p = verb(sub, "infer", cmd_infer, "answer prompts with a model (its method's inference stage; a live model: "
+             "chat completions on its endpoint)", True)
     p.add_argument("model")
     p.add_argument("--prompt", action="append", required=True)
     p.add_argument("--system", help="system prompt")
@@ -821,6 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--now", action="store_true", help="hand the running job back without the checkpoint")
     p = verb(sub, "demo", cmd_demo, "SFT-Demo on SmolLM2 and the demo dataset, end to end")
     p.add_argument("--steps", type=int, default=30)
+    add_live_commands(sub, verb)
     return parser
 
 

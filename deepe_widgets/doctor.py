@@ -9,7 +9,7 @@ from typing import Callable
 
 from sqlalchemy import text
 
-from . import config, jobs, methods, models, store
+from . import config, deployments, jobs, methods, models, store
 from .kernels import installed_kernels
 
 
@@ -56,6 +56,10 @@ def check() -> list[Finding]:
             if not Path(info["file"]).is_file():
                 found.append(Finding(f"method {method.name!r} lost its {stage} file {info['file']}",
                                      "register the method again"))
+    for live in deployments.gone_servers():
+        found.append(Finding(f"live model {live.name!r} is marked live but its server (pid {live.meta.get('pid')}) "
+                             f"is gone", "mark it failed (deploy it again with: deepe deploy "
+                             f"{live.parent})", deployments.refresh))
     for model in models.list_models():
         if not Path(model.path).exists():
             found.append(Finding(f"{model.kind} model {model.name!r} points at {model.path}, which is gone",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import config, jobs, methods, models, store
+from . import config, deployments, jobs, methods, models, store
 from . import params as paramlib
 from .errors import DeepeError
 from .metrics import metric_stats
@@ -170,6 +170,8 @@ def planned_outputs(job: Job) -> list[dict]:
     """The models a finished job registers: a training's adapter becomes a Customized Model,
     a save's output a Complete Model (`add_model` keyword arguments)."""
     output = Path(job.run_dir) / "output"
+    if job.kind == JobKind.DEPLOY:  # its Live Model, live now
+        return deployments.planned_live_model(job)
     if not output.is_dir():
         return []
     if job.kind == JobKind.TRAIN:
@@ -249,6 +251,8 @@ class StandbyRunners:
 def stage_kernel(job: Job) -> str | None:
     """The kernelspec a job's current stage runs in (None: its method is gone)."""
     try:
+        if job.kind == JobKind.DEPLOY:
+            return deployments.stage_info(job)["kernel"]
         return methods.get_method(job.method).stages[job.stage]["kernel"]
     except (DeepeError, KeyError):
         return None

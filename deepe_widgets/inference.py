@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from . import config, datasets, embeddings, methods, models, vision_language
+from . import config, datasets, deployments, embeddings, methods, models, vision_language
 from . import params as paramlib
 from .errors import DeepeError, StageFailed
 from .kernels import require_kernel
@@ -23,6 +23,12 @@ STAGE_FOR_KIND = {"customized": "inference-customized", "complete": "inference-c
 
 def _stage_for(record) -> tuple[Path, str, str]:
     """(notebook, kernel, stage) that answers with this model."""
+    if record.kind == "live":  # the server answers: chat completions on its endpoint
+        if record.meta.get("status") != deployments.LiveStatus.LIVE:
+            raise DeepeError(f"live model {record.name!r} is {record.meta.get('status')}, not live; deploy "
+                             f"{record.parent} again with: deepe deploy {record.parent}", field="model")
+        return config.package_templates_dir() / "vllm" / "inference_live.ipynb", config.DEFAULT_KERNEL, \
+            "inference-live"
     if record.kind == "base":  # a base model answers through the shared notebook (for before/after)
         folder = "hf_common"
         if Path(record.path, "model_index.json").is_file():  # a diffusers pipeline
@@ -75,7 +81,9 @@ def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overr
     defaults = {k: v["default"] for k, v in notebook_parameters(nb).items()}
     values = paramlib.resolve(overrides or {}, {k: v for k, v in defaults.items()
                                                 if k not in ("PROMPTS", "ADAPTER_PATH", "SYSTEM_PROMPT")})
-    if record.kind == "customized":
+    if record.kind == "live":
+        values.update(MODEL_URL=record.meta["url"], SERVED_NAME=record.meta["served_name"])
+    elif record.kind == "customized":
         values.update(MODEL_PATH=models.get_model(record.parent).path, ADAPTER_PATH=record.path)
     else:
         values.update(MODEL_PATH=record.path, ADAPTER_PATH="")

@@ -40,7 +40,7 @@ from jupyter_core.utils import run_sync  # noqa: E402
 from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: E402
 from papermill.exceptions import PapermillExecutionError  # noqa: E402
 
-from . import datasets, jobs, methods, models, store  # noqa: E402
+from . import datasets, deployments, jobs, methods, models, store  # noqa: E402
 from . import params as paramlib  # noqa: E402
 from . import provenance as provenancelib  # noqa: E402
 from .errors import DeepeError, StageFailed  # noqa: E402
@@ -306,15 +306,17 @@ def inputs_provenance(*, stage_files: dict[str, str | Path], dataset: tuple[str,
 def job_provenance(job) -> dict:
     """`inputs_provenance` of a job: its method's stage files (the workspace copies, hashed
     again: what runs), its dataset file and base model."""
-    method = methods.get_method(job.method)
+    stage_files = ({"deployment": deployments.stage_info(job)} if job.kind == JobKind.DEPLOY
+                   else methods.get_method(job.method).stages)
     dataset = None
     if job.kind == JobKind.TRAIN and job.dataset:
         dataset = (job.dataset, datasets.get_dataset(job.dataset).path)
     model = (job.base_model, models.get_model(job.base_model).path) if job.base_model else None
     out = {"method": job.method, "stage": job.stage, **inputs_provenance(
-        stage_files={stage: info["file"] for stage, info in method.stages.items()}, dataset=dataset, model=model,
-        parameters=dict(job.params), defaults=method.default_params if job.kind == JobKind.TRAIN else {})}
-    for stage, info in method.stages.items():  # the name the user gave the file, for messages
+        stage_files={stage: info["file"] for stage, info in stage_files.items()}, dataset=dataset, model=model,
+        parameters=dict(job.params),
+        defaults=methods.get_method(job.method).default_params if job.kind == JobKind.TRAIN else {})}
+    for stage, info in stage_files.items():  # the name the user gave the file, for messages
         out["stage_files"][stage]["source"] = Path(info.get("source") or info["file"]).name
     return out
 
@@ -353,7 +355,8 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
             number += 1
         record.rename(run_dir / f"{stage}.attempt{number}.ipynb")
     try:
-        info = methods.get_method(job.method).stages[stage]
+        info = (deployments.stage_info(job) if job.kind == JobKind.DEPLOY
+                else methods.get_method(job.method).stages[stage])
         nb = load_stage_notebook(Path(info["file"]), stage, info["kernel"], info.get("args_template", ""))
     except Exception as exc:  # a stage that never started gets its record too
         _failed_before_start(record, stage, exc)

@@ -48,6 +48,7 @@ ACTIVE = (JobStatus.RUNNING, JobStatus.CANCELLING)  # a worker holds the lease
 class JobKind(StrEnum):
     TRAIN = "train"
     SAVE = "save"
+    DEPLOY = "deploy"
 
 
 class ModelKind(StrEnum):

@@ -21,7 +21,7 @@ import time
 
 from sqlmodel import select
 
-from . import config, jobs, store
+from . import config, deployments, jobs, store
 from .errors import DeepeError
 from .executors import stage_kernel
 from .executors_ray import EXECUTORS
@@ -106,6 +106,7 @@ class Worker:
     # A worker about to exit keeps no kernel started ahead: it would be started for nothing.
     WARM_WHEN_IDLE_EXIT_AT_LEAST = 10.0
     MAX_BACKOFF_SECONDS = 30.0
+    SUPERVISE_SECONDS = 2.0  # how often the Live Models' servers of this host are checked
 
     def __init__(self, executor: str = "local", idle_exit: float | None = None, poll_seconds: float = 0.1):
         self.id = f"{socket.gethostname()}-{os.getpid()}"
@@ -115,6 +116,7 @@ class Worker:
         self.poll_seconds = poll_seconds  # an idle poll is one indexed read
         self.warm_kernel = config.DEFAULT_KERNEL  # then the kernel of the last stage run
         self._stop = threading.Event()
+        self.serving = 0  # Live Models of this host still starting or live (then the worker is not idle)
 
     def _beat(self) -> None:
         with store.session() as s:
@@ -137,6 +139,13 @@ class Worker:
                  " now" if signum == NOW_SIGNAL else " after the running job's checkpoint")
         self.stop(now=signum == NOW_SIGNAL)
 
+    def _supervise_forever(self, done: threading.Event) -> None:
+        # A thread of its own: a server that dies while a long training runs is marked failed at once.
+        while True:
+            self.serving = self._supervise()
+            if done.wait(self.SUPERVISE_SECONDS):
+                return
+
     def _beat_forever(self, done: threading.Event) -> None:
         # A thread, so the worker shows as alive while a long stage runs.
         while not done.wait(1.0):
@@ -154,8 +163,36 @@ class Worker:
         log.info("job %s (%s, attempt %s) started", job.id, job.kind, job.attempt)
         status = self.executor.process(job)
         log.info("job %s -> %s", job.id, status)
+        if job.kind == store.JobKind.DEPLOY:  # its Live Model: live, or failed with the reason
+            deployments.refresh()
         self.warm_kernel = stage_kernel(job) or self.warm_kernel
         return True
+
+    def _supervise(self) -> int:
+        """Mark this host's Live Models whose server died `failed`; returns how many still run."""
+        try:
+            for row in deployments.refresh():
+                log.warning("live model %s: its deployment ended (%s)", row.name, row.meta.get("status"))
+            return deployments.supervised_count()
+        except Exception:
+            log.exception("could not check the live models")
+            return 0
+
+    def _hand_over_servers(self) -> None:
+        """Never orphan a server: another worker of this host takes over supervising them, or
+        (this is the last one) they are stopped."""
+        try:
+            others = [w for w in live_workers() if w.host == socket.gethostname() and w.id != self.id
+                      and _is_worker_process(w.pid)]
+            if others:
+                if deployments.supervised_count():
+                    log.info("live models handed over to worker %s", others[0].id)
+                return
+            stopped = deployments.stop_host_servers("its worker stopped")
+            if stopped:
+                log.info("stopped the live models %s (no other worker supervises them)", ", ".join(stopped))
+        except Exception:
+            log.exception("could not hand over or stop the live models")
 
     def run(self) -> None:
         """Loop until stopped, or idle for `idle_exit` seconds."""
@@ -167,10 +204,13 @@ class Worker:
                  self.id, "never" if self.idle_exit is None else f"{self.idle_exit:g} s")
         done = threading.Event()
         threading.Thread(target=self._beat_forever, args=(done,), daemon=True).start()
+        threading.Thread(target=self._supervise_forever, args=(done,), name="deepe-live-models", daemon=True).start()
         idle_since = time.monotonic()
         backoff = 0.0
         try:
             while not self._stop.is_set():
+                if self.serving:  # a worker supervising Live Models is not idle
+                    idle_since = time.monotonic()
                 try:
                     ran = self.run_once()
                     backoff = 0.0
@@ -192,6 +232,7 @@ class Worker:
         finally:
             done.set()
             self.executor.close()
+            self._hand_over_servers()
             try:
                 with store.session() as s:
                     row = s.get(store.Worker, self.id)

