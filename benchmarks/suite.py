@@ -82,7 +82,7 @@ class Bench:
                 parts.append(cell.source + "\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items()))
             elif "deepe-setup" in tags:  # a bare script has no workbench to stream to
                 parts.append("from deepe_widgets.runtime import log_event, load_dataset_file, "
-                             "prompt_completion_pairs\nfrom transformers import TrainerCallback\n"
+                             "prompt_completion_pairs, trackers\nfrom transformers import TrainerCallback\n"
                              "callback = TrainerCallback()")
             elif "deepe-train" in tags:
                 parts.append("trainer.train()\nmodel.save_pretrained(OUTPUT_DIR)\ntokenizer.save_pretrained(OUTPUT_DIR)")
