@@ -8,7 +8,7 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from .. import config, methods, store
+from .. import config, deployments, envs, methods, store
 from ..errors import DeepeError
 from ..kernels import installed_kernels
 from ..names import check_name
@@ -28,6 +28,8 @@ from .labels import humanize
 LABEL = {"width": "240px"}  # a dict, not a Layout: each label gets its own (closing one closes no other)
 FORM = {"style": {"description_width": "130px"}, "layout": {"width": "480px"}}
 LIFECYCLE_WORDS = [("Customized Model", "customized"), ("Complete Model", "complete"), ("Live Model", "live")]
+# Seed 000: a Live Model method chooses its deployment environment
+DEPLOY_ENVS = [("built-in vLLM (OpenAI-compatible server)", "vllm"), ("custom deployment file + kernel", "custom")]
 STAGE_WORDS = {"training": "training code file", "saving": "saving code file",
                "inference-customized": "Customized Model inference file",
                "inference-complete": "Complete Model inference file", "deployment": "deployment code file"}
@@ -53,11 +55,15 @@ class MethodForm(w.VBox):
         self.ttype = w.Dropdown(options=list(config.TRAINING_TYPES), description="Training Type *", **FORM)
         self.lifecycle = w.Dropdown(options=LIFECYCLE_WORDS, description="Lifecycle *", **FORM)
         self.description = w.Textarea(description="Description", **FORM)
+        self.deploy_env = w.Dropdown(options=DEPLOY_ENVS, value="vllm", description="Deployment *",
+                                     style={"description_width": "130px"}, layout=w.Layout(width="480px"))
         kernels = sorted(installed_kernels())
-        self.errors = {key: w.HTML() for key in ("name", "training_type", "lifecycle", *config.STAGES)}
+        self.errors = {key: w.HTML() for key in ("name", "training_type", "lifecycle", "deploy_env", *config.STAGES)}
         for key, box in self.errors.items():  # under the input, past its label
             box.add_class("deepe-field-message")
-            box.layout.margin = "0 0 2px 138px" if key in ("name", "training_type", "lifecycle") else "0 0 2px 248px"
+            box.layout.margin = "0 0 2px 138px" if key in ("name", "training_type", "lifecycle", "deploy_env") \
+                else "0 0 2px 248px"
+        self.deploy_box = w.VBox([self.deploy_env, self.errors["deploy_env"]])
         self.stage_rows = {}
         self.files, self.kernels, self.enabled = {}, {}, {}
         for stage in config.STAGES:
@@ -74,6 +80,7 @@ class MethodForm(w.VBox):
         self.status = Status()
         self.summary = w.HTML()
         self.lifecycle.observe(lambda _c: (self._show_stages(), self.validate()), "value")
+        self.deploy_env.observe(lambda _c: (self._show_stages(), self.validate()), "value")
         self._watch(self.name, "name")
         for stage in config.STAGES:
             self._watch(self.files[stage], stage)
@@ -82,7 +89,8 @@ class MethodForm(w.VBox):
         action(self.save, self.status, "checking and saving …", ready=lambda: not self.problems)(self._save)
         self.cancel.on_click(lambda _b: setattr(self.layout, "display", "none"))
         super().__init__([w.HTML("<b>Add New Method</b>"), self.name, self.errors["name"], self.display,
-                          self.ttype, self.lifecycle, self.description, w.HTML("<b>Stages</b> (file + kernel)"),
+                          self.ttype, self.lifecycle, self.deploy_box, self.description,
+                          w.HTML("<b>Stages</b> (file + kernel)"),
                           *self.stage_rows.values(), w.HBox([self.save, self.cancel, self.status]), self.summary],
                          layout=w.Layout(border="1px solid #ddd", padding="8px", display="none"))
         self._show_stages()
@@ -112,7 +120,14 @@ class MethodForm(w.VBox):
                 if store.get_one(store.Method, name=name) is not None:
                     errors["name"] = f"A method named {name!r} already exists: choose another name."
         lifecycle = self.lifecycle.value
+        if self.builtin_deployment:
+            kernel = envs.kernel_name("vllm")
+            if kernel not in installed_kernels():
+                errors["deploy_env"] = (f"The built-in vLLM environment is not built yet (no kernel {kernel}): "
+                                        "run `deepe envs create vllm` once, then save.")
         for stage in config.STAGES:
+            if stage == "deployment" and self.builtin_deployment:
+                continue
             required = stage in methods.MANDATORY[lifecycle]
             if not (required or (stage in methods.OPTIONAL[lifecycle] and self.enabled[stage].value)):
                 continue
@@ -138,7 +153,8 @@ class MethodForm(w.VBox):
             box.value = _error(text)
         self.save.disabled = bool(errors)
         untouched = [k for k in errors if k not in self._touched]
-        needed = ", ".join("Training Name" if k == "name" else STAGE_WORDS[k] for k in untouched)
+        words = {"name": "Training Name", "deploy_env": "the vLLM environment", **STAGE_WORDS}
+        needed = ", ".join(words[k] for k in untouched)
         self.summary.value = f"<span style='color:#555'>Still needed: {html.escape(needed)}</span>" if needed else ""
         return errors
 
@@ -153,11 +169,19 @@ class MethodForm(w.VBox):
         self._touched.clear()
         self.validate()
 
+    @property
+    def builtin_deployment(self) -> bool:
+        """A Live Model method deployed by the built-in vLLM stage (no deployment file of its own)."""
+        return self.lifecycle.value == "live" and self.deploy_env.value == "vllm"
+
     def _show_stages(self) -> None:
         lifecycle = self.lifecycle.value
         mandatory, optional = methods.MANDATORY[lifecycle], methods.OPTIONAL[lifecycle]
+        self.deploy_box.layout.display = None if lifecycle == "live" else "none"
         for stage, row in self.stage_rows.items():
             row.layout.display = None if stage in mandatory or stage in optional else "none"
+            if stage == "deployment" and self.builtin_deployment:
+                row.layout.display = "none"
             self.enabled[stage].layout.display = None if stage in optional else "none"
             label = row.children[0].children[0]
             label.value = f"{stage} *" if stage in mandatory else f"{stage} (optional)"
@@ -167,6 +191,9 @@ class MethodForm(w.VBox):
         out = {}
         for stage in methods.MANDATORY[lifecycle]:
             out[stage] = (self.files[stage].value.strip(), self.kernels[stage].value)
+        if self.builtin_deployment:
+            builtin = deployments.builtin_stage()
+            out["deployment"] = (builtin["file"], builtin["kernel"])
         for stage in methods.OPTIONAL[lifecycle]:
             if self.enabled[stage].value:
                 out[stage] = (self.files[stage].value.strip(), self.kernels[stage].value)

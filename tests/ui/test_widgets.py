@@ -73,7 +73,11 @@ def test_method_form_follows_the_lifecycle_and_checks_as_the_user_types(workspac
     assert shown_stages == {"training", "inference-customized"}
     form.lifecycle.value = "live"
     shown_stages = {s for s, row in form.stage_rows.items() if row.layout.display != "none"}
+    assert shown_stages == {"training", "saving", "inference-customized", "inference-complete"}  # built-in vLLM
+    form.deploy_env.value = "custom"
+    shown_stages = {s for s, row in form.stage_rows.items() if row.layout.display != "none"}
     assert shown_stages == {"training", "saving", "deployment", "inference-customized", "inference-complete"}
+    form.deploy_env.value = "vllm"
     form.lifecycle.value = "customized"
     # untouched: Save is off and says what is still needed, without red messages yet
     assert form.save.disabled and "Training Name, training code file" in form.summary.value
@@ -655,3 +659,44 @@ def test_rerun_queues_the_same_training_and_asks_when_something_changed(workspac
     assert len(jobs.list_jobs()) == 3 and forced.copied_from == job.id
     assert "forced although" in detail.rerun_note.value
     dash.close()
+
+
+def test_a_live_method_chooses_its_deployment_environment(workspace, tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from deepe_widgets import deployments
+
+    manager = MethodManager(admin=True)
+    form = manager.form
+    manager.add_button.click()
+    assert form.deploy_box.layout.display == "none"  # only a Live Model method asks
+    form.lifecycle.value = "live"
+    assert form.deploy_box.layout.display is None and form.deploy_env.value == "vllm"
+    shown = {s for s, row in form.stage_rows.items() if row.layout.display != "none"}
+    assert "deployment" not in shown and "training" in shown  # the built-in stage needs no file
+    form.name.value = "live-sft"
+    notebook = tmp_path / "train.ipynb"
+    shutil.copy(stagefiles.template_notebook_path(), notebook)
+    form.files["training"].value = form.files["saving"].value = str(notebook)
+    form.files["inference-customized"].value = form.files["inference-complete"].value = str(notebook)
+    form.save.click()  # no deepe-vllm kernel yet: says how to get one, registers nothing
+    assert "deepe envs create vllm" in form.errors["deploy_env"].value and form.save.disabled
+    assert "live-sft" not in [m.name for m in methods.list_methods()]
+    # once the environment's kernel exists, the method registers with the built-in deployment stage
+    kernels = tmp_path / "jupyter" / "kernels" / "deepe-vllm"
+    kernels.mkdir(parents=True)
+    (kernels / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "vLLM (test)", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    form.deploy_env.value = "custom"  # a custom file: its row appears and is required
+    assert form.stage_rows["deployment"].layout.display is None
+    assert "Give the deployment code file" in form.errors["deployment"].value
+    form.deploy_env.value = "vllm"
+    assert form.errors["deploy_env"].value == "" and not form.save.disabled
+    form.save.click()
+    method = methods.get_method("live-sft")
+    assert method.lifecycle == "live" and method.stages["deployment"]["kernel"] == "deepe-vllm"
+    assert method.stages["deployment"]["source"] == deployments.builtin_stage()["file"]
+    manager.close()
