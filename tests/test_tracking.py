@@ -14,7 +14,7 @@ from deepe_widgets.errors import DeepeError
 from deepe_widgets.runtime import MetricSink
 from deepe_widgets.store import Job, JobStatus
 
-from conftest import deepe, deepe_json
+from conftest import FAST_PARAMS, deepe, deepe_json
 
 LOSSES = {1: 3.0, 2: 1.0, 3: 1.5}
 # MLflow's SQL store, read back in this process, uses an option SQLAlchemy 2.1 deprecates
@@ -132,8 +132,6 @@ def test_a_built_in_logs_live_to_mlflow_and_tensorboard_with_settings_from_the_e
     """REPORT_TO hands trackers to the trainer; where they write comes from the environment."""
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    from conftest import FAST_PARAMS
 
     uri, tb = f"sqlite:///{tmp_path / 'live.db'}", tmp_path / "tb"
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "live-sft", "TENSORBOARD_LOGGING_DIR": str(tb)}
