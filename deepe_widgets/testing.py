@@ -171,3 +171,46 @@ def make_tiny_vl_model(path: str | Path, *, hidden_size: int = 32, image_size: i
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+def make_tiny_idefics3_model(path: str | Path, *, hidden_size: int = 32, image_size: int = 32, patch_size: int = 8,
+                             seed: int = 0) -> Path:
+    """Write a tiny random-weight Idefics3 (SmolVLM's architecture: SigLIP vision tower, pixel shuffle,
+    Llama) with its processor to `path`, built offline with `Idefics3ImageProcessorPil` (no torchvision),
+    one image tile (no splitting) and the `{% generation %}` ChatML template."""
+    import torch
+    from transformers import AutoTokenizer, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    from .vision_language import COLOURS, QUESTIONS, SHAPES
+
+    path = Path(path)
+    texts = list(QUESTIONS.values()) + list(SHAPES) + list(COLOURS) + ["user assistant system"]
+    text_dir = make_tiny_model(path.with_name(path.name + ".text"), texts * 20, hidden_size=hidden_size,
+                               vocab_size=300, seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(text_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>", "<fake_token_around_image>",
+                                                                "<global-img>"]})
+    scale_factor = 2
+    image_seq_len = (image_size // patch_size) ** 2 // scale_factor ** 2
+    image_processor = Idefics3ImageProcessorPil(size={"longest_edge": image_size * 2},
+                                                max_image_size={"longest_edge": image_size}, do_image_splitting=False)
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                  chat_template=VL_CHAT_TEMPLATE, image_seq_len=image_seq_len)
+    torch.manual_seed(seed)
+    config = Idefics3Config(
+        text_config={"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": hidden_size,
+                     "intermediate_size": hidden_size * 2, "num_hidden_layers": 2, "num_attention_heads": 4,
+                     "num_key_value_heads": 2, "max_position_embeddings": 256, "initializer_range": 0.2,
+                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                     "pad_token_id": tokenizer.pad_token_id},
+        vision_config={"hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_hidden_layers": 2,
+                       "num_attention_heads": 4, "image_size": image_size, "patch_size": patch_size},
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), scale_factor=scale_factor,
+        tie_word_embeddings=True)
+    model = Idefics3ForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

@@ -142,3 +142,29 @@ def test_try_it_takes_an_image_for_a_vision_language_model_only(workspace, tiny_
     saved = Path(vl_card._uploaded_image())
     assert saved.parent == workspace / "inference" / "uploads" and saved.name.endswith("-blue.png")
     assert saved.read_bytes() == picture.getvalue()
+
+
+@pytest.mark.training
+def test_vl_demo_on_a_tiny_idefics3_smolvlm_without_torchvision(workspace, tmp_path):
+    """SmolVLM's architecture (Idefics3) through the real path: train → save → infer --image."""
+    from deepe_widgets.testing import make_tiny_idefics3_model
+
+    model_dir = make_tiny_idefics3_model(tmp_path / "tiny-idefics3")
+    deepe("models", "add", "tiny-idefics3", str(model_dir))
+    fast = {"max_steps": "4", "learning_rate": "2e-2", "lora_rank": "8", "batch_size": "4", "eval_steps": "4",
+            "save_steps": "0"}
+    trained = deepe_json("train", "--method", "VL-Demo", "--base-model", "tiny-idefics3", "--dataset", "demo-vl",
+                         *[arg for key, value in fast.items() for arg in ("--param", f"{key}={value}")],
+                         "--wait", "--json", timeout=500)
+    assert trained["status"] == "succeeded", trained["error"]
+    loss = {row.step: row.value for row in metrics.metrics_for(trained["id"]) if row.name == "loss"}
+    assert sorted(loss) == [1, 2, 3, 4] and loss[4] < loss[1], loss
+    [customized] = trained["artifacts"]
+    saved = deepe_json("save", customized["name"], "--wait", "--json", timeout=300)
+    assert saved["status"] == "succeeded", saved["error"]
+    [complete] = saved["artifacts"]
+    image = workspace / "datasets" / "demo-vl" / "images" / "circle-red-4.png"
+    answer = deepe_json("infer", complete["name"], "--image", str(image), "--prompt", "What colour is the shape?",
+                        "--param", "max_new_tokens=4", "--json", timeout=300)
+    assert answer["error"] is None, answer["error"]
+    assert answer["responses"][0]["image"] == str(image) and isinstance(answer["responses"][0]["response"], str)
