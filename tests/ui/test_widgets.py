@@ -667,6 +667,9 @@ def test_a_live_method_chooses_its_deployment_environment(workspace, tmp_path, m
 
     from deepe_widgets import deployments
 
+    # kernels from this test's folders only (another test may have registered a deepe-vllm kernel)
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     manager = MethodManager(admin=True)
     form = manager.form
     manager.add_button.click()
