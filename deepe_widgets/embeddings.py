@@ -18,7 +18,6 @@ EMBEDDING_DEMO_DATASET = "demo-embed"
 # Column pairs an embedding dataset may use, in the order they are looked for.
 PAIR_COLUMNS = (("anchor", "positive"), ("query", "passage"), ("query", "positive"), ("question", "answer"),
                 ("prompt", "response"), ("sentence1", "sentence2"))
-HELD_OUT_SPLITS = ("test", "heldout", "held-out", "validation", "eval")
 
 # A team's private jargon: invented words a general model has never seen, each with the plain-language
 # passage it means. all-MiniLM-L6-v2 ranks these passages almost at random for the jargon queries.

@@ -16,7 +16,6 @@ VL_DEMO_DATASET = "demo-vl"
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (240, 210, 20)}
 QUESTIONS = {"colour": "What colour is the shape?", "shape": "What shape is this?"}
-HELD_OUT_SPLITS = ("test", "heldout", "held-out", "validation", "eval")
 
 
 def draw_shape(shape: str, colour: str, size: int = 64, seed: int = 0):

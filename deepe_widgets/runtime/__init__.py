@@ -60,6 +60,26 @@ def trackers(report_to: str) -> list[str] | str:
     return names
 
 
+HELD_OUT_SPLITS = ("test", "heldout", "held-out", "validation", "eval")
+
+
+def held_out_rows(raw, columns, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) row indices: rows whose `split` names a held-out split, or without a
+    `split` column `eval_fraction` of them drawn with `seed`. Refuses a split that leaves nothing to train on."""
+    import random
+
+    if "split" in columns:
+        held = [i for i, s in enumerate(raw["split"]) if str(s).lower() in HELD_OUT_SPLITS]
+    else:
+        count = max(1, round(len(raw) * eval_fraction)) if eval_fraction > 0 and len(raw) > 1 else 0
+        held = sorted(random.Random(seed).sample(range(len(raw)), count))
+    held_set = set(held)
+    train = [i for i in range(len(raw)) if i not in held_set]
+    if not train:
+        raise ValueError("every row is held out: nothing is left to train on")
+    return train, held
+
+
 def log_event(message: str, level: str = "INFO") -> None:
     """One line in the stage log: `[deepe] <time> <LEVEL> <message>`."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")

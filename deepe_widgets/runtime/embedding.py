@@ -5,14 +5,12 @@ Imports nothing of the workbench but the runtime; datasets and sentence-transfor
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-from . import load_dataset_file
+from . import held_out_rows, load_dataset_file
 
 PAIR_COLUMNS = (("anchor", "positive"), ("query", "passage"), ("query", "positive"), ("question", "answer"),
                 ("prompt", "response"), ("sentence1", "sentence2"))
-HELD_OUT_SPLITS = ("test", "heldout", "held-out", "validation", "eval")
 PASSAGE_COLUMNS = ("passage", "positive", "text", "document", "response", "answer", "sentence2")
 
 
@@ -37,15 +35,7 @@ def pair_dataset(raw, anchor_column: str = "", positive_column: str = "", negati
     for old, new in zip(picked, names):
         if old != new:
             pairs = pairs.rename_column(old, new)
-    if "split" in columns:
-        held = [i for i, s in enumerate(raw["split"]) if str(s).lower() in HELD_OUT_SPLITS]
-    else:
-        count = max(1, round(len(raw) * eval_fraction)) if eval_fraction > 0 and len(raw) > 1 else 0
-        held = sorted(random.Random(seed).sample(range(len(raw)), count))
-    held_set = set(held)
-    train = [i for i in range(len(raw)) if i not in held_set]
-    if not train:
-        raise ValueError("every row is held out: nothing is left to train on")
+    train, held = held_out_rows(raw, columns, eval_fraction, seed)
     corpus = list(dict.fromkeys(str(p) for name in names[1:] for p in pairs[name]))
     return pairs.select(train), pairs.select(held), corpus
 

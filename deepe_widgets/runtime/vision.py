@@ -5,14 +5,11 @@ Imports nothing of the workbench but the runtime; transformers, datasets and PIL
 
 from __future__ import annotations
 
-import random
 import re
 import string
 from pathlib import Path
 
-from . import log_event
-
-HELD_OUT_SPLITS = ("test", "heldout", "held-out", "validation", "eval")
+from . import held_out_rows, log_event
 
 
 def load_processor(path: str):
@@ -72,15 +69,7 @@ def vl_conversations(raw, dataset_path: str, input_column: str = "", output_colu
             messages.insert(0, {"role": "system", "content": system_prompt})
         return {"image": _image_path(dataset_path, row[image_column]), "messages": messages}
 
-    if "split" in columns:
-        held = [i for i, s in enumerate(raw["split"]) if str(s).lower() in HELD_OUT_SPLITS]
-    else:
-        count = max(1, round(len(raw) * eval_fraction)) if eval_fraction > 0 and len(raw) > 1 else 0
-        held = sorted(random.Random(seed).sample(range(len(raw)), count))
-    held_set = set(held)
-    train_rows = [i for i in range(len(raw)) if i not in held_set]
-    if not train_rows:
-        raise ValueError("every row is held out: nothing is left to train on")
+    train_rows, held = held_out_rows(raw, columns, eval_fraction, seed)
     converted = raw.map(to_conversation, remove_columns=columns, load_from_cache_file=False)
     converted = converted.cast_column("image", Image())
     return converted.select(train_rows), converted.select(held)
