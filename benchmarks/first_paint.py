@@ -5,8 +5,9 @@
 Both apps are served the way `deepe app` serves the dashboard (`app.voila_command`: preheated kernels,
 the same pool), on a fresh workspace. Each visit is a new browser context (nothing cached), timed from
 `page.goto` to the first tab's title (the floor: its one widget); then each tab from its click to its
-content. `--pause 0` makes the visits back-to-back (the pool refills while they run); a pause of
-~15 s lets it refill between visits.
+content. Floor and dashboard visits alternate, so both see the same load on a shared machine.
+`--pause 0` makes the visits back-to-back (the pool refills while they run); a pause of ~15 s lets it
+refill between visits.
 """
 
 from __future__ import annotations
@@ -72,26 +73,23 @@ def main(argv: list[str] | None = None) -> int:
         return sum(1 for p in psutil.Process(proc.pid).children(recursive=True)
                    if "ipykernel_launcher" in " ".join(p.cmdline()))
 
-    def visit_all(browser, url: str, ready: str, tabs=()) -> list[dict]:
-        rows = []
-        for _ in range(args.visits):
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            page = context.new_page()
-            page.set_default_timeout(120_000)
+    def visit(browser, url: str, ready: str, tabs=()) -> dict:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(120_000)
+        started = time.monotonic()
+        page.goto(url)
+        page.locator(ready).first.wait_for()
+        row = {"first paint": time.monotonic() - started}
+        for title, marker in tabs:
             started = time.monotonic()
-            page.goto(url)
-            page.locator(ready).first.wait_for()
-            row = {"first paint": time.monotonic() - started}
-            for title, marker in tabs:
-                started = time.monotonic()
-                page.locator(".lm-TabBar-tabLabel", has_text=re.compile(f"^{re.escape(title)}$")).first.click()
-                page.locator(marker).first.wait_for()
-                row[f"tab {title}"] = time.monotonic() - started
-            rows.append(row)
-            page.close(run_before_unload=True)
-            context.close()
-            time.sleep(args.pause)
-        return rows
+            page.locator(".lm-TabBar-tabLabel", has_text=re.compile(f"^{re.escape(title)}$")).first.click()
+            page.locator(marker).first.wait_for()
+            row[f"tab {title}"] = time.monotonic() - started
+        page.close(run_before_unload=True)
+        context.close()
+        time.sleep(args.pause)
+        return row
 
     results = {}
     floor_app, floor_url = serve(floor)
@@ -105,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run"])
-            results["floor"] = visit_all(browser, floor_url, ".floor")
-            results["dashboard"] = visit_all(browser, dash_url, "text=Training Method Management", TABS)
+            results = {"floor": [], "dashboard": []}
+            for _ in range(args.visits):  # interleaved: both see the same load on a shared machine
+                results["floor"].append(visit(browser, floor_url, ".floor"))
+                results["dashboard"].append(visit(browser, dash_url, "text=Training Method Management", TABS))
             browser.close()
     finally:
         kill_process_tree(floor_app.pid)

@@ -27,24 +27,26 @@ class Dashboard(w.VBox):
     def __init__(self, admin: bool = True, model: WorkbenchModel | None = None, start_worker: bool = True):
         self.model = model or WorkbenchModel(admin=admin)
         self.start_worker = start_worker
-        self.methods = MethodManager(admin=self.model.admin)
-        self.launcher = TrainingLauncher(on_submitted=lambda job: setattr(self.model, "last_submitted", job.id),
-                                         start_worker=start_worker)
-        self.trainings = TrainingList(on_details=self.show_details, on_compare=self.show_compare)
         self.detail_area = w.VBox()
         self.compare_area = w.VBox([w.HTML("<i>Tick two or more trainings under Trainings, then Compare.</i>")])
-        self.models = ModelsView(on_job=self.show_details, start_worker=start_worker)
-        # Each tab's page gets its view when the tab is first shown: a visit's page draws one tab's
-        # widgets, not all five (~80 instead of ~480 views; the hidden ones would be drawn too).
-        self._contents = [self.methods, self.launcher, w.VBox([self.trainings, self.detail_area]),
-                          self.compare_area, self.models]
-        self.pages = [w.VBox() for _ in self._contents]
+        # Each tab's view is built when its tab is first shown (or first needed): a visit's page loads
+        # one tab's widget models, not all five tabs' (~190 instead of ~550, each sent to the browser).
+        self._views: dict[int, w.Widget] = {}
+        self._makers = {
+            TAB_METHODS: lambda: MethodManager(admin=self.model.admin),
+            TAB_TRAIN: lambda: TrainingLauncher(
+                on_submitted=lambda job: setattr(self.model, "last_submitted", job.id), start_worker=start_worker),
+            TAB_TRAININGS: lambda: TrainingList(on_details=self.show_details, on_compare=self.show_compare),
+            TAB_COMPARE: lambda: self.compare_area,
+            TAB_MODELS: lambda: ModelsView(on_job=self.show_details, start_worker=start_worker),
+        }
+        self.pages = [w.VBox() for _ in self._makers]
         self.tabs = w.Tab(children=self.pages, titles=("Methods", "Train", "Trainings", "Compare", "Models"))
         self._attach(self.tabs.selected_index or 0)
         self.tabs.observe(self._on_tab, "selected_index")
         self.model.observe(lambda _c: self._render_details(), "open_job")
         self.model.observe(lambda _c: self._render_compare(), "compare_ids")
-        self.model.observe(lambda _c: self.trainings.show_page(0), "last_submitted")  # the newest is on page 1
+        self.model.observe(self._on_submitted, "last_submitted")
         super().__init__([stylesheet(),
                           w.HTML("<h2 style='margin:4px 0'>deepe-widgets — fine-tuning workbench</h2>"
                                  "<div style='color:#555;margin-bottom:6px'>Methods: what can be trained · "
@@ -52,19 +54,40 @@ class Dashboard(w.VBox):
                                  "Compare: two or more trainings side by side · Models: save, try, delete</div>"),
                           self.tabs])
 
+    methods = property(lambda self: self._view(TAB_METHODS))
+    launcher = property(lambda self: self._view(TAB_TRAIN))
+    trainings = property(lambda self: self._view(TAB_TRAININGS))
+    models = property(lambda self: self._view(TAB_MODELS))
+
+    def _view(self, tab: int) -> w.Widget:
+        if tab not in self._views:
+            self._views[tab] = self._makers[tab]()
+        return self._views[tab]
+
     def close(self) -> None:
         """Stop every view's poller and close every widget of the dashboard (shown tabs or not)."""
-        for view in self._contents:  # a tab never shown is not in the tree below
+        for view in self._views.values():  # a view built but never shown is not in the tree below
             close_tree(view) if type(view) is w.VBox else view.close()
+        close_tree(self.detail_area)
+        close_tree(self.compare_area)
         close_tree(self)
 
     def _attach(self, index: int) -> None:
         if not self.pages[index].children:
-            self.pages[index].children = [self._contents[index]]
+            view = self._view(index)
+            self.pages[index].children = [w.VBox([view, self.detail_area]) if index == TAB_TRAININGS else view]
+
+    def _on_submitted(self, _change) -> None:
+        if TAB_TRAININGS in self._views:  # a list not built yet reads the newest when it is
+            self.trainings.show_page(0)  # the newest is on page 1
 
     def _on_tab(self, change) -> None:
-        if change["new"] is not None:
-            self._attach(change["new"])
+        if change["new"] is None:
+            return
+        built = change["new"] in self._views  # a view built just now is current already
+        self._attach(change["new"])
+        if not built:
+            return
         if change["new"] == TAB_TRAIN:
             self.launcher.reload()  # methods may have been added
         elif change["new"] == TAB_TRAININGS:

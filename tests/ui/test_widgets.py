@@ -374,6 +374,22 @@ def test_dashboard_views_share_one_model(workspace):
     dash.close()
 
 
+def test_dashboard_builds_a_tab_when_it_is_first_shown(workspace):
+    """A visit's page loads the widget models of the tab it shows, not of all five (each model is
+    sent to the browser before the page is drawn)."""
+    from deepe_widgets.ui.dashboard import TAB_METHODS, TAB_TRAIN
+
+    before = len(_instances)
+    dash = Dashboard(admin=False, start_worker=False)
+    first = len(_instances) - before
+    assert set(dash._views) == {TAB_METHODS} and first < 250
+    dash.tabs.selected_index = TAB_TRAIN
+    assert set(dash._views) == {TAB_METHODS, TAB_TRAIN} and dash.pages[TAB_TRAIN].children == (dash.launcher,)
+    assert len(_instances) - before > first + 100  # the launcher's form came with its tab
+    dash.close()
+    assert len(_instances) == before  # nothing left in the kernel, shown or not
+
+
 def test_trainings_list_pages_through_jobs_and_keeps_the_selection(workspace):
     from deepe_widgets.ui import TrainingList
 
