@@ -79,6 +79,46 @@ def make_tiny_sd_pipeline(path: str | Path, *, seed: int = 0, resolution: int = 
     return path
 
 
+def make_tiny_sdxl_pipeline(path: str | Path, *, seed: int = 0, resolution: int = 32) -> Path:
+    """Write a tiny SDXL pipeline to `path` (two CLIP text encoders, a UNet with SDXL's size and
+    time conditioning), made here like `make_tiny_sd_pipeline`. SimpleTuner's SD 1.x/2.x path cannot
+    build its pipeline without a safety checker (4.x), its SDXL path can: the SimpleTuner tests use this."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    path = Path(path)
+    torch.manual_seed(seed)
+    characters = list(bytes_to_unicode().values())
+    vocab = {token: index for index, token in enumerate(characters + [c + "</w>" for c in characters]
+                                                         + ["<|startoftext|>", "<|endoftext|>"])}
+    text_config = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                       num_attention_heads=4, max_position_embeddings=77,  # SDXL's 77 tokens
+                       projection_dim=32,
+                       bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+                       pad_token_id=vocab["<|endoftext|>"])
+    tokenizers = [CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77) for _ in range(2)]
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=resolution // 2, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # six size/crop numbers + the pooled text
+        cross_attention_dim=64, norm_num_groups=32)  # both encoders' hidden states, side by side
+    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                        norm_num_groups=32, sample_size=resolution, scaling_factor=0.13025)
+    scheduler = EulerDiscreteScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                                       beta_end=0.012, steps_offset=1, timestep_spacing="leading")
+    pipeline = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=CLIPTextModel(CLIPTextConfig(**text_config)),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**text_config)), tokenizer=tokenizers[0],
+        tokenizer_2=tokenizers[1], unet=unet, scheduler=scheduler)
+    pipeline.save_pretrained(path)
+    return path
+
+
 def make_tiny_embedding_model(path: str | Path, texts: list[str] | None = None, *, hidden_size: int = 32,
                               layers: int = 2, vocab_size: int = 600, seed: int = 0) -> Path:
     """Write a tiny BERT sentence-transformers model (WordPiece tokenizer trained on `texts`, mean

@@ -264,7 +264,7 @@ def test_a_resumed_training_continues_the_same_curve(tiny_sd_dir, tmp_path):
 def test_simpletuner_is_registered_where_a_kernel_reports_python312_and_simpletuner(home, tmp_path, monkeypatch):
     """The probe, not a guess: a kernelspec whose interpreter answers the probe with True is taken, and
     the method is registered as a built-in running in that kernel. (The interpreter here is a stand-in
-    script: this machine has no Python 3.12.)"""
+    script: CI has no Python 3.12 kernel with SimpleTuner, a 7.7 GB environment.)"""
     from deepe_widgets import methods, simpletuner
 
     interpreter = tmp_path / "python3.12"
@@ -282,3 +282,42 @@ def test_simpletuner_is_registered_where_a_kernel_reports_python312_and_simpletu
     assert method.builtin and method.training_type == "image-generation"
     assert method.stages["training"]["kernel"] == "st312"
     simpletuner.check_available("SimpleTuner")  # no refusal now
+
+
+def test_simpletuner_runs_its_own_entry_point_and_is_judged_by_what_it_wrote(workspace, tmp_path):
+    """Where a real Python >= 3.12 kernel with simpletuner is installed (not in CI: see the README):
+    the SimpleTuner method trains a tiny SDXL pipeline through `deepe train --wait`. With an accelerator
+    it writes the LoRA and the job succeeds; without one SimpleTuner 4.x fails (it pins memory
+    unconditionally) and the job fails with SimpleTuner's own first error, not a false success."""
+    import subprocess
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from deepe_widgets import models, simpletuner
+    from deepe_widgets.testing import make_tiny_sdxl_pipeline
+
+    kernel = simpletuner.find_kernel()
+    if kernel is None:
+        pytest.skip("no Python >= 3.12 kernel with simpletuner here")
+    assert simpletuner.ensure_registered()
+    models.add_model("tiny-sdxl", make_tiny_sdxl_pipeline(tmp_path / "tiny-sdxl"))
+    python = KernelSpecManager().get_kernel_spec(kernel).argv[0]
+    accelerated = subprocess.run([python, "-c", "import torch; print(torch.cuda.is_available() or "
+                                  "torch.backends.mps.is_available())"], capture_output=True, text=True,
+                                 timeout=120).stdout.strip() == "True"
+    done = deepe("train", "--method", "SimpleTuner", "--base-model", "tiny-sdxl", "--dataset", "demo-sd",
+                 "--param", "max_steps=4", "--param", "resolution=32", "--param", "save_steps=2",
+                 "--param", "validation_steps=2", "--wait", check=False, timeout=900)
+    [job] = jobs.list_jobs()
+    record = Path(job.run_dir, "training.ipynb")
+    assert record.is_file()
+    settings = json.loads(Path(job.run_dir, "simpletuner", "config", "config.json").read_text())
+    assert settings["model_family"] == "sdxl" and settings["max_train_steps"] == 4
+    if accelerated:
+        assert done.returncode == 0 and job.status == "succeeded", done.stdout + done.stderr
+        assert Path(job.run_dir, "output", "pytorch_lora_weights.safetensors").is_file()
+        assert metrics.metrics_for(job.id, name="loss")
+    else:
+        assert done.returncode != 0 and job.status == "failed"
+        assert "SimpleTuner exited" in job.error and "without writing pytorch_lora_weights.safetensors" in job.error
+        assert "NVIDIA driver" in job.error  # SimpleTuner's own first error, named
