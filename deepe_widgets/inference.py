@@ -15,7 +15,6 @@ from . import config, datasets, deployments, embeddings, methods, models, vision
 from . import params as paramlib
 from .errors import DeepeError, StageFailed
 from .kernels import require_kernel
-from .runner import execute_stage
 from .stagefiles import load_stage_notebook, notebook_parameters
 
 STAGE_FOR_KIND = {"customized": "inference-customized", "complete": "inference-complete"}
@@ -114,6 +113,8 @@ def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overr
     result = {"model": record.name, "kind": record.kind, "stage": stage, "record": str(run_dir / "inference.ipynb"),
               "log": str(run_dir / "inference.log"), "responses": [], "error": None}
     try:
+        from .runner import execute_stage  # papermill: loaded when a model is tried, not by the dashboard
+
         execute_stage(nb, stage=stage, kernel=kernel, parameters=values, output_path=run_dir / "inference.ipynb",
                       log_path=run_dir / "inference.log", cwd=run_dir)
     except StageFailed as exc:

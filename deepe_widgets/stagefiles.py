@@ -12,7 +12,6 @@ import hashlib
 from pathlib import Path
 
 import nbformat
-import papermill
 
 from .config import package_templates_dir
 from .errors import DeepeError
@@ -134,6 +133,8 @@ def with_platform_cells(nb: nbformat.NotebookNode, stage: str) -> nbformat.Noteb
 
 def notebook_parameters(nb: nbformat.NotebookNode) -> dict[str, dict]:
     """Name -> {default (source text), type, help} of the `parameters` cell (papermill's reader)."""
+    import papermill  # ~0.25 s: not paid by every dashboard kernel that imports this module
+
     nb = copy.deepcopy(nb)
     # papermill reads the language from the kernelspec; a converted .py file has none
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})

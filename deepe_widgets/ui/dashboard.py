@@ -8,8 +8,6 @@ import ipywidgets as w
 
 from ..errors import DeepeError
 from .common import close_tree, stylesheet
-from .compare_view import TrainingCompare
-from .detail import TrainingDetail
 from .launcher import TrainingLauncher
 from .methods_view import MethodManager
 from .models_view import ModelsView
@@ -105,6 +103,8 @@ class Dashboard(w.VBox):
         self.model.open_job = None
 
     def _render_details(self) -> None:
+        from .detail import TrainingDetail  # bqplot: imported when a chart is first wanted, not by every visit
+
         for old in self.detail_area.children:
             old.close()  # stops its poller and closes its charts
         job_id = self.model.open_job
@@ -130,6 +130,8 @@ class Dashboard(w.VBox):
         self.model.compare_ids = job_ids
 
     def _render_compare(self) -> None:
+        from .compare_view import TrainingCompare
+
         try:
             view = TrainingCompare(self.model.compare_ids)
         except DeepeError as exc:  # e.g. fewer than two jobs: a message, not a traceback

@@ -237,7 +237,7 @@ class MethodManager(w.VBox):
         self.admin = admin
         self.status = Status()
         self.connection = ConnectionNote()
-        columns = [("Name", "minmax(110px, 1.2fr)"), ("Type", "90px"), ("Lifecycle", "130px"),
+        columns = [("Name", "minmax(110px, 1.2fr)"), ("Type", "130px"), ("Lifecycle", "130px"),
                    ("Built-in", "70px"), ("Stages (kernel)", "minmax(180px, 3fr)")]
         self.table = GridTable(columns + ([("", "90px")] if admin else []))
         self.rows: dict[str, list[w.Widget]] = {}
@@ -292,9 +292,9 @@ class MethodManager(w.VBox):
         for method in listed:
             stages = ", ".join(f"{s} ({i['kernel']})" for s, i in method.stages.items())
             lifecycle = {v: k for k, v in LIFECYCLE_WORDS}.get(method.lifecycle, method.lifecycle)
-            cells = [w.HTML(html.escape(method.name)), w.HTML(html.escape(method.training_type)),
-                     w.HTML(html.escape(lifecycle)), w.HTML("yes" if method.builtin else "no"),
-                     w.HTML(f"<span title='{html.escape(stages, quote=True)}'>{html.escape(stages)}</span>")]
+            cells = [GridTable.text_cells([html.escape(method.name), html.escape(method.training_type),
+                                           html.escape(lifecycle), "yes" if method.builtin else "no",
+                                           f"<span title='{html.escape(stages, quote=True)}'>{html.escape(stages)}</span>"])]
             if self.admin:
                 cells.append(self._delete_control(method.name) if not method.builtin else w.HTML(""))
             rows.append(cells)
