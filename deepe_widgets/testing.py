@@ -254,3 +254,63 @@ def make_tiny_idefics3_model(path: str | Path, *, hidden_size: int = 32, image_s
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+def make_tiny_qwen2vl_model(path: str | Path, *, version: str = "2", hidden_size: int = 32, image_size: int = 32,
+                            patch_size: int = 8, seed: int = 0) -> Path:
+    """Write a tiny random-weight Qwen2-VL (`version="2"`) or Qwen2.5-VL (`"2.5"`) with its processor to
+    `path`, built offline: `Qwen2VLImageProcessorPil` sized so a 32x32 picture is 16 patches (4 tokens
+    after the 2x2 merge), Qwen's vision tokens in the `{% generation %}` ChatML template. Its processor
+    class builds a video processor that needs torchvision: `runtime.vision.load_processor` leaves it out."""
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from .vision_language import COLOURS, QUESTIONS, SHAPES
+
+    if version == "2":
+        from transformers import Qwen2VLConfig as Config
+        from transformers import Qwen2VLForConditionalGeneration as Model
+        vision = {"embed_dim": hidden_size, "mlp_ratio": 2}
+    elif version == "2.5":
+        from transformers import Qwen2_5_VLConfig as Config
+        from transformers import Qwen2_5_VLForConditionalGeneration as Model
+        vision = {"intermediate_size": hidden_size * 2, "out_hidden_size": hidden_size, "fullatt_block_indexes": [1],
+                  "window_size": image_size}
+    else:
+        raise ValueError(f"version must be '2' or '2.5', not {version!r}")
+    path = Path(path)
+    texts = list(QUESTIONS.values()) + list(SHAPES) + list(COLOURS) + ["user assistant system"]
+    text_dir = make_tiny_model(path.with_name(path.name + ".text"), texts * 20, hidden_size=hidden_size,
+                               vocab_size=300, seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(text_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|vision_start|>", "<|vision_end|>",
+                                                                "<|image_pad|>", "<|video_pad|>"]})
+    template = VL_CHAT_TEMPLATE.replace("<image>", "<|vision_start|><|image_pad|><|vision_end|>")
+    pixels = image_size * image_size
+    image_processor = Qwen2VLImageProcessorPil(patch_size=patch_size, merge_size=2, temporal_patch_size=2,
+                                               size={"shortest_edge": pixels, "longest_edge": pixels})
+    torch.manual_seed(seed)
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+    head_dim = hidden_size // 4
+    config = Config(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": hidden_size * 2,
+                     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                     "max_position_embeddings": 256, "initializer_range": 0.2,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                         "mrope_section": [head_dim // 4, head_dim // 8, head_dim // 8]},
+                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                     "pad_token_id": tokenizer.pad_token_id},
+        vision_config={"depth": 2, "hidden_size": hidden_size, "num_heads": 4, "patch_size": patch_size,
+                       "spatial_merge_size": 2, "temporal_patch_size": 2, **vision},
+        tie_word_embeddings=True, **ids)
+    model = Model(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    image_processor.save_pretrained(path)
+    (path / "chat_template.jinja").write_text(template)
+    return path

@@ -168,3 +168,33 @@ def test_vl_demo_on_a_tiny_idefics3_smolvlm_without_torchvision(workspace, tmp_p
                         "--param", "max_new_tokens=4", "--json", timeout=300)
     assert answer["error"] is None, answer["error"]
     assert answer["responses"][0]["image"] == str(image) and isinstance(answer["responses"][0]["response"], str)
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("version", ["2", "2.5"])
+def test_vl_demo_on_a_tiny_qwen_vl_whose_processor_wants_torchvision(workspace, tmp_path, version):
+    """Qwen2-VL / Qwen2.5-VL: transformers' processor always builds a video processor that needs
+    torchvision; the workbench loads it for images only, and the whole path runs: train → save → infer."""
+    from deepe_widgets.testing import make_tiny_qwen2vl_model
+
+    name = f"tiny-qwen{version}-vl"
+    deepe("models", "add", name, str(make_tiny_qwen2vl_model(tmp_path / name, version=version)))
+    fast = {"max_steps": "4", "learning_rate": "2e-2", "lora_rank": "8", "batch_size": "4", "eval_steps": "4",
+            "save_steps": "0"}
+    trained = deepe_json("train", "--method", "VL-Demo", "--base-model", name, "--dataset", "demo-vl",
+                         *[arg for key, value in fast.items() for arg in ("--param", f"{key}={value}")],
+                         "--wait", "--json", timeout=500)
+    assert trained["status"] == "succeeded", trained["error"]
+    loss = {row.step: row.value for row in metrics.metrics_for(trained["id"]) if row.name == "loss"}
+    assert sorted(loss) == [1, 2, 3, 4] and loss[4] < loss[1], loss
+    log = Path(trained["run_dir"], "training.log").read_text()
+    assert "video processor needs torchvision: loading it for images only" in log
+    [customized] = trained["artifacts"]
+    saved = deepe_json("save", customized["name"], "--wait", "--json", timeout=300)
+    assert saved["status"] == "succeeded", saved["error"]
+    [complete] = saved["artifacts"]
+    image = workspace / "datasets" / "demo-vl" / "images" / "circle-red-4.png"
+    answer = deepe_json("infer", complete["name"], "--image", str(image), "--prompt", "What colour is the shape?",
+                        "--param", "max_new_tokens=4", "--json", timeout=300)
+    assert answer["error"] is None, answer["error"]
+    assert answer["responses"][0]["image"] == str(image) and isinstance(answer["responses"][0]["response"], str)

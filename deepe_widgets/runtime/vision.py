@@ -14,16 +14,62 @@ from . import held_out_rows, log_event
 
 def load_processor(path: str):
     """The model's processor; an image processor that needs torchvision (not installable everywhere)
-    is loaded with its PIL backend instead."""
+    is loaded with its PIL backend instead, and a processor that always builds a video processor
+    needing torchvision (Qwen2-VL, Qwen2.5-VL) is loaded without it: pictures work, videos do not."""
     from transformers import AutoProcessor
 
     try:
         return AutoProcessor.from_pretrained(path)
-    except (ImportError, ValueError) as exc:
-        if "torchvision" not in str(exc):
+    except (ImportError, ValueError, OSError) as exc:  # OSError: a saved processor without its video part
+        said = (str(exc).strip().splitlines() or [""])[0]
+        if "torchvision" not in str(exc).lower() and "video processor" not in said.lower():
             raise
-        log_event(f"{type(exc).__name__}: {exc}; loading the processor with its PIL image backend", "WARNING")
-        return AutoProcessor.from_pretrained(path, backend="pil")
+        log_event(f"{type(exc).__name__}: {said}; loading the processor with its PIL image backend", "WARNING")
+    try:
+        return _own_tokenizer(AutoProcessor.from_pretrained(path, backend="pil"), path)
+    except (ImportError, ValueError, OSError) as exc:
+        if "video processor" not in str(exc).lower():
+            raise
+    processor_class = _processor_class(path)
+    log_event(f"{processor_class.__name__}'s video processor needs torchvision: loading it for images only",
+              "WARNING")
+    return _own_tokenizer(_images_only(processor_class).from_pretrained(path, backend="pil"), path)
+
+
+def _processor_class(path: str):
+    """The processor class a folder names (a saved processor or adapter says it; a model's config
+    implies it)."""
+    import json
+
+    from transformers import AutoConfig
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING, processor_class_from_name
+
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        file = Path(path, name)
+        named = json.loads(file.read_text()).get("processor_class") if file.is_file() else None
+        if named and processor_class_from_name(named) is not None:
+            return processor_class_from_name(named)
+    return PROCESSOR_MAPPING[type(AutoConfig.from_pretrained(path))]
+
+
+def _own_tokenizer(processor, path: str):
+    """`backend="pil"` reaches the tokenizer too, which then passes for a slow one (no assistant-token
+    mask for TRL's `assistant_only_loss`): the tokenizer is loaded again on its own."""
+    from transformers import AutoTokenizer
+
+    processor.tokenizer = AutoTokenizer.from_pretrained(path)
+    return processor
+
+
+def _images_only(processor_class):
+    """`processor_class` without its video processor. transformers reads a processor's parts from its
+    `__init__` signature, so a subclass whose `__init__` takes none is loaded from the image processor
+    and the tokenizer alone (the parent's `__init__` is still what sets the processor up)."""
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        processor_class.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    return type(processor_class.__name__, (processor_class,), {"__init__": __init__,
+                                                               "__module__": processor_class.__module__})
 
 
 def _image_path(dataset_path: str, value) -> str:
