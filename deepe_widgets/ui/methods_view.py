@@ -292,9 +292,9 @@ class MethodManager(w.VBox):
         for method in listed:
             stages = ", ".join(f"{s} ({i['kernel']})" for s, i in method.stages.items())
             lifecycle = {v: k for k, v in LIFECYCLE_WORDS}.get(method.lifecycle, method.lifecycle)
+            stages_cell = f"<span title='{html.escape(stages, quote=True)}'>{html.escape(stages)}</span>"
             cells = [GridTable.text_cells([html.escape(method.name), html.escape(method.training_type),
-                                           html.escape(lifecycle), "yes" if method.builtin else "no",
-                                           f"<span title='{html.escape(stages, quote=True)}'>{html.escape(stages)}</span>"])]
+                                           html.escape(lifecycle), "yes" if method.builtin else "no", stages_cell])]
             if self.admin:
                 cells.append(self._delete_control(method.name) if not method.builtin else w.HTML(""))
             rows.append(cells)
