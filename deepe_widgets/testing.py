@@ -168,6 +168,21 @@ VL_CHAT_TEMPLATE = (
 )
 
 
+def _vl_tokenizer(path: Path, special_tokens: list[str], *, hidden_size: int, seed: int):
+    """A tokenizer trained on the demo's questions and answers (a tiny text model beside `path`), with
+    a VL model's special tokens added."""
+    from transformers import AutoTokenizer
+
+    from .vision_language import COLOURS, QUESTIONS, SHAPES
+
+    texts = list(QUESTIONS.values()) + list(SHAPES) + list(COLOURS) + ["user assistant system"]
+    text_dir = make_tiny_model(path.with_name(path.name + ".text"), texts * 20, hidden_size=hidden_size,
+                               vocab_size=300, seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(text_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": special_tokens})
+    return tokenizer
+
+
 def make_tiny_vl_model(path: str | Path, *, hidden_size: int = 32, image_size: int = 32, patch_size: int = 8,
                        seed: int = 0) -> Path:
     """Write a tiny LLaVA (a CLIP vision tower + a small Llama) with its processor to `path`, built
@@ -177,16 +192,8 @@ def make_tiny_vl_model(path: str | Path, *, hidden_size: int = 32, image_size: i
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    from .vision_language import COLOURS, QUESTIONS, SHAPES
-
     path = Path(path)
-    texts = list(QUESTIONS.values()) + list(SHAPES) + list(COLOURS) + ["user assistant system"]
-    text_dir = make_tiny_model(path.with_name(path.name + ".text"), texts * 20, hidden_size=hidden_size,
-                               vocab_size=300, seed=seed)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(text_dir)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tokenizer = _vl_tokenizer(path, ["<image>"], hidden_size=hidden_size, seed=seed)
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
                                             crop_size={"height": image_size, "width": image_size})
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
@@ -219,18 +226,12 @@ def make_tiny_idefics3_model(path: str | Path, *, hidden_size: int = 32, image_s
     Llama) with its processor to `path`, built offline with `Idefics3ImageProcessorPil` (no torchvision),
     one image tile (no splitting) and the `{% generation %}` ChatML template."""
     import torch
-    from transformers import AutoTokenizer, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
-    from .vision_language import COLOURS, QUESTIONS, SHAPES
-
     path = Path(path)
-    texts = list(QUESTIONS.values()) + list(SHAPES) + list(COLOURS) + ["user assistant system"]
-    text_dir = make_tiny_model(path.with_name(path.name + ".text"), texts * 20, hidden_size=hidden_size,
-                               vocab_size=300, seed=seed)
-    tokenizer = AutoTokenizer.from_pretrained(text_dir)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>", "<fake_token_around_image>",
-                                                                "<global-img>"]})
+    tokenizer = _vl_tokenizer(path, ["<image>", "<fake_token_around_image>", "<global-img>"],
+                              hidden_size=hidden_size, seed=seed)
     scale_factor = 2
     image_seq_len = (image_size // patch_size) ** 2 // scale_factor ** 2
     image_processor = Idefics3ImageProcessorPil(size={"longest_edge": image_size * 2},
@@ -263,10 +264,7 @@ def make_tiny_qwen2vl_model(path: str | Path, *, version: str = "2", hidden_size
     after the 2x2 merge), Qwen's vision tokens in the `{% generation %}` ChatML template. Its processor
     class builds a video processor that needs torchvision: `runtime.vision.load_processor` leaves it out."""
     import torch
-    from transformers import AutoTokenizer
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    from .vision_language import COLOURS, QUESTIONS, SHAPES
 
     if version == "2":
         from transformers import Qwen2VLConfig as Config
@@ -280,12 +278,8 @@ def make_tiny_qwen2vl_model(path: str | Path, *, version: str = "2", hidden_size
     else:
         raise ValueError(f"version must be '2' or '2.5', not {version!r}")
     path = Path(path)
-    texts = list(QUESTIONS.values()) + list(SHAPES) + list(COLOURS) + ["user assistant system"]
-    text_dir = make_tiny_model(path.with_name(path.name + ".text"), texts * 20, hidden_size=hidden_size,
-                               vocab_size=300, seed=seed)
-    tokenizer = AutoTokenizer.from_pretrained(text_dir)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|vision_start|>", "<|vision_end|>",
-                                                                "<|image_pad|>", "<|video_pad|>"]})
+    tokenizer = _vl_tokenizer(path, ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"],
+                              hidden_size=hidden_size, seed=seed)
     template = VL_CHAT_TEMPLATE.replace("<image>", "<|vision_start|><|image_pad|><|vision_end|>")
     pixels = image_size * image_size
     image_processor = Qwen2VLImageProcessorPil(patch_size=patch_size, merge_size=2, temporal_patch_size=2,
