@@ -21,9 +21,9 @@ def load_processor(path: str):
     try:
         return AutoProcessor.from_pretrained(path)
     except (ImportError, ValueError, OSError) as exc:  # OSError: a saved processor without its video part
-        said = (str(exc).strip().splitlines() or [""])[0]
-        if "torchvision" not in str(exc).lower() and "video processor" not in said.lower():
+        if "torchvision" not in str(exc).lower() and "video processor" not in str(exc).lower():
             raise
+        said = (str(exc).strip().splitlines() or [""])[0]
         log_event(f"{type(exc).__name__}: {said}; loading the processor with its PIL image backend", "WARNING")
     try:
         return _own_tokenizer(AutoProcessor.from_pretrained(path, backend="pil"), path)

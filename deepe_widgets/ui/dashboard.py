@@ -28,7 +28,7 @@ class Dashboard(w.VBox):
         self.detail_area = w.VBox()
         self.compare_area = w.VBox([w.HTML("<i>Tick two or more trainings under Trainings, then Compare.</i>")])
         # Each tab's view is built when its tab is first shown (or first needed): a visit's page loads
-        # one tab's widget models, not all five tabs' (~190 instead of ~550, each sent to the browser).
+        # one tab's widget models, not all five tabs' (~100 instead of ~550, each sent to the browser).
         self._views: dict[int, w.Widget] = {}
         self._makers = {
             TAB_METHODS: lambda: MethodManager(admin=self.model.admin),
