@@ -3,8 +3,10 @@
     .venv/bin/python -m benchmarks.first_paint [--visits 5] [--pool 5] [--pause 0]
 
 Both apps are served the way `deepe app` serves the dashboard (`app.voila_command`: preheated kernels,
-the same pool), on a fresh workspace. Each visit is a new browser context (nothing cached), timed from
-`page.goto` to the first tab's title (the floor: its one widget); then each tab from its click to its
+the same pool), on a fresh workspace; the floor with Voila's own JupyterLab front end, the dashboard
+with ours (`--frontend lab`: Voila's, as before it had its own). Each visit is a new browser context
+(nothing cached), timed from `page.goto` to the first tab's title (the floor: its one widget); then each
+tab from its click to its
 content. The floor's visits come first, then the dashboard's after the pools refilled, so each app's
 refills (a new kernel running its notebook) weigh on its own visits. `--pause 0` makes the visits
 back-to-back (the pool refills while they run); a pause of ~15 s lets it refill between visits.
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cached", action="store_true",
                         help="visits share one browser profile (its HTTP cache: Voila's 5 MB of scripts), as a "
                              "returning visitor's; default: each visit a new profile, nothing cached")
+    parser.add_argument("--frontend", choices=("deepe", "lab"), default="deepe",
+                        help="the dashboard's front end: ours (voila_apps/frontend, the default of `deepe app`) or "
+                             "Voila's JupyterLab one, as the floor has")
     parser.add_argument("--settle", type=float, default=25.0, help="seconds for the pools to run their notebooks")
     args = parser.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="deepe-paint-"))
@@ -62,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, floor)
 
-    def serve(notebook: Path):
+    def serve(notebook: Path, frontend: str):
         port = free_port()
         log = open(home / f"voila-{port}.log", "w")
-        proc = subprocess.Popen(app.voila_command(port, "bench", notebook, pool_size=args.pool), stdout=log,
+        proc = subprocess.Popen(app.voila_command(port, "bench", notebook, pool_size=args.pool, frontend=frontend),
+                                stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(notebook.parent),
                                 env=dict(os.environ, DEEPE_APP_METHOD_ADMIN="0"), start_new_session=True)
         if not app.wait_until_listening(port, proc, 120):
@@ -105,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return row
 
     results = {}
-    floor_app, floor_url = serve(floor)
-    dash_app, dash_url = serve(app.app_notebook())
+    floor_app, floor_url = serve(floor, "lab")  # Voila's own page: its JupyterLab front end
+    dash_app, dash_url = serve(app.app_notebook(), args.frontend)
     try:
         deadline = time.monotonic() + 180
         while min(kernels(floor_app), kernels(dash_app)) < args.pool and time.monotonic() < deadline:
@@ -128,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         kill_process_tree(dash_app.pid)
     floor_median = statistics.median(r["first paint"] for r in results["floor"])
     print(f"{args.visits} visits ({'one browser profile, cached' if args.cached else 'each a new browser profile'}), "
-          f"pool {args.pool}, pause {args.pause:g} s; load average {os.getloadavg()[0]:.1f}")
+          f"dashboard front end {args.frontend}, pool {args.pool}, pause {args.pause:g} s; "
+          f"load average {os.getloadavg()[0]:.1f}")
     print("| what | median | max | ratio to floor |\n|---|---|---|---|")
     for name, rows in results.items():
         for key in rows[0]:

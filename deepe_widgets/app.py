@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import config
+from . import config, voila_server
 
 
 def app_notebook() -> Path:
@@ -29,7 +29,7 @@ DEFAULT_CULL_AFTER = 120  # seconds a page may be gone without saying so before 
 
 
 def voila_command(port: int, token: str, notebook: Path | None = None, pool_size: int = DEFAULT_POOL_SIZE,
-                  cull_after: float = DEFAULT_CULL_AFTER) -> list[str]:
+                  cull_after: float = DEFAULT_CULL_AFTER, frontend: str = "deepe") -> list[str]:
     """Voila serving `notebook` (default: the dashboard; a folder serves each notebook in it).
 
     Each visit gets its own kernel. `pool_size` kernels are started, with the notebook already run,
@@ -37,9 +37,14 @@ def voila_command(port: int, token: str, notebook: Path | None = None, pool_size
     for a kernel start and the imports; the widgets poll the database, so what they show is current.
     A page's kernel is shut down when the page is closed or reloaded (Voila's page-close beacon,
     which `AppIdentityProvider` lets through), and after `cull_after` seconds without the page
-    (a crashed browser, a lost network: `AppKernelManager`)."""
+    (a crashed browser, a lost network: `AppKernelManager`).
+
+    `frontend="deepe"` draws the page with our own front end (`voila_apps/frontend`, 0.9 MB of script)
+    where it was built, else with Voila's JupyterLab one (`"lab"`, 5 MB)."""
     interval = max(1, min(30, int(cull_after / 2)))
-    return [sys.executable, "-m", "voila", str(notebook or app_notebook()), "--no-browser", f"--port={port}",
+    template = ["--template=deepe"] if frontend == "deepe" and voila_server.frontend_built() else []
+    return [sys.executable, "-m", "deepe_widgets.voila_server", str(notebook or app_notebook()), *template,
+            "--no-browser", f"--port={port}",
             "--Voila.ip=127.0.0.1", f"--token={token}",
             "--preheat_kernel=True", f"--pool_size={pool_size}",
             "--Voila.identity_provider_class=deepe_widgets.app.AppIdentityProvider",
@@ -111,6 +116,9 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     print(f"deepe app: http://127.0.0.1:{args.port}/?token={token}", flush=True)
     print(f"method admin: {'on' if args.allow_method_admin else 'off'}; log: {log_path}; Ctrl-C stops it", flush=True)
+    if not voila_server.frontend_built():
+        print("page: Voila's JupyterLab front end (5 MB of script; ours is not built: "
+              "cd voila_apps/frontend && npm ci && npm run build)", flush=True)
     print(f"kernels: {getattr(args, 'pool_size', DEFAULT_POOL_SIZE)} started ahead; a page's kernel stops when the "
           f"page closes, or {getattr(args, 'cull_after', DEFAULT_CULL_AFTER):g} s after it went away", flush=True)
     try:

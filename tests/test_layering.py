@@ -19,7 +19,7 @@ FLOORS = [
      "vision_language"},  # catalogue
     {"jobs", "compare", "reruns", "tracking"},  # queue
     {"runner", "executors", "executors_ray", "worker", "inference", "deployments"},  # execution
-    {"cli", "cli_live", "app", "doctor", "ui", "__init__"},  # surfaces (ui.* too)
+    {"cli", "cli_live", "app", "voila_server", "doctor", "ui", "__init__"},  # surfaces (ui.* too)
 ]
 
 

@@ -1,11 +1,12 @@
 """`deepe app` without a browser: the URL with its token, the server log, a port already taken."""
 
+import shutil
 import socket
 import time
 import urllib.error
 import urllib.request
 
-from deepe_widgets import app
+from deepe_widgets import app, voila_server
 
 
 def test_app_prints_a_token_url_and_logs_under_the_workspace(start_app, workspace):
@@ -53,6 +54,14 @@ def test_voila_is_told_to_free_kernels_and_keep_a_pool():
 
     assert issubclass(app.AppIdentityProvider, IdentityProvider)
     assert issubclass(app.AppKernelManager, MappingKernelManager)
+
+
+def test_the_app_draws_its_page_with_our_front_end_where_it_was_built():
+    if shutil.which("npm"):  # scripts/setup.sh builds it where npm is
+        assert voila_server.frontend_built()
+    built = voila_server.frontend_built()
+    assert ("--template=deepe" in app.voila_command(8866, "t")) == built
+    assert "--template=deepe" not in app.voila_command(8866, "t", frontend="lab")  # Voila's own page
 
 
 def test_app_refuses_a_port_in_use(workspace, capsys):

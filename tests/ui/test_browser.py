@@ -200,6 +200,31 @@ def test_non_admin_app_offers_no_method_admin_and_needs_its_token(start_app, pag
     other.close()
 
 
+def test_the_page_is_drawn_by_our_front_end_and_loads_bqplot_only_for_a_chart(start_app, page):
+    """The dashboard's page loads one script of ours (voila_apps/frontend), not Voila's JupyterLab
+    bundle (5 MB in ~80 files), and bqplot's bundle only once a chart is drawn."""
+    app = start_app(admin=False)
+    page.goto(app.url)
+    page.get_by_text("SFT-Demo").first.wait_for()
+    tab(page, "Train")
+    page.get_by_text("Start a New Train").wait_for()
+    scripts = page.evaluate("performance.getEntriesByType('resource').filter(e => e.initiatorType === 'script')"
+                            ".map(e => [new URL(e.name).pathname, e.decodedBodySize])")
+    paths = [path for path, _ in scripts]
+    assert "/voila/templates/deepe/static/app.js" in paths, paths
+    assert not [p for p in paths if p.startswith("/voila/static/") or "/labextensions/" in p], paths
+    assert not [p for p in paths if "nbextensions" in p], "bqplot loaded before any chart was drawn"
+    assert sum(size for _, size in scripts) < 1_500_000
+    # Font Awesome icons (the Run button's) come with our stylesheet
+    icon = page.locator("button i.fa-play").first
+    assert "FontAwesome" in icon.evaluate("i => getComputedStyle(i, '::before').fontFamily")
+    shot(page, "our-front-end-train")
+    # what a chart loads: bqplot's own classic-notebook bundle, as installed (test_train_watch_copy_and_compare
+    # sees the curves it draws)
+    with urllib.request.urlopen(f"http://127.0.0.1:{app.port}/deepe/nbextensions/bqplot/index.js", timeout=30) as r:
+        assert b'define(["@jupyter-widgets/base"]' in r.read(400)  # an AMD module needing only base
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None

@@ -1,0 +1,104 @@
+// The dashboard page's front end: connects to the page's (preheated) kernel and draws its widgets.
+import * as base from "@jupyter-widgets/base";
+import { ManagerBase } from "@jupyter-widgets/base-manager";
+import * as controls from "@jupyter-widgets/controls";
+import { KernelAPI, KernelConnection, ServerConnection } from "@jupyterlab/services";
+import { Widget } from "@lumino/widgets";
+import "@lumino/widgets/style/index.css";
+import "font-awesome/css/font-awesome.css";
+import "@jupyter-widgets/base/css/index.css";
+import "@jupyter-widgets/controls/css/widgets.css";
+
+const VIEW_MIME = "application/vnd.jupyter.widget-view+json";
+const config = JSON.parse(document.getElementById("jupyter-config-data").textContent);
+
+class PageManager extends ManagerBase {
+  constructor(kernel) {
+    super();
+    this.kernel = kernel;
+    kernel.registerCommTarget(this.comm_target_name, async (comm, msg) => {
+      await this.handle_comm_open(new base.shims.services.Comm(comm), msg);
+    });
+  }
+  async loadClass(className, moduleName) {
+    const module = await loadModule(moduleName);
+    if (!module[className]) throw new Error(`${className} not found in ${moduleName}`);
+    return module[className];
+  }
+  async _create_comm(target, modelId, data, metadata, buffers) {
+    const comm = this.kernel.createComm(target, modelId);
+    if (data || metadata) comm.open(data, metadata, buffers);
+    return new base.shims.services.Comm(comm);
+  }
+  async _get_comm_info() {
+    const reply = await this.kernel.requestCommInfo({ target_name: this.comm_target_name });
+    return reply.content.status === "ok" ? reply.content.comms : {};
+  }
+}
+
+// Third-party widget libraries (bqplot) come from their classic-notebook bundles, AMD modules
+// that need only @jupyter-widgets/base; loaded the first time one of their widgets is drawn.
+const amd = {};
+function loadModule(name) {
+  if (name === "@jupyter-widgets/base") return Promise.resolve(base);
+  if (name === "@jupyter-widgets/controls") return Promise.resolve(controls);
+  if (!amd[name]) {
+    amd[name] = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      window.define = (deps, factory) => {
+        delete window.define;
+        resolve(factory(...deps.map((d) => (d === "@jupyter-widgets/base" ? base : undefined))));
+      };
+      window.define.amd = true;
+      script.src = `${config.baseUrl}deepe/nbextensions/${name}/index.js`;
+      script.onerror = () => reject(new Error(`could not load ${name}`));
+      document.head.appendChild(script);
+    });
+  }
+  return amd[name];
+}
+
+async function main() {
+  const settings = ServerConnection.makeSettings({ baseUrl: config.baseUrl });
+  const model = await KernelAPI.getKernelModel(config.kernelId, settings);
+  const kernel = new KernelConnection({ model, serverSettings: settings });
+  const manager = new PageManager(kernel);
+  window.addEventListener("beforeunload", () => {
+    const form = new FormData();
+    const xsrf = document.cookie.match("\\b_xsrf=([^;]*)\\b");
+    form.append("_xsrf", (xsrf && xsrf[1]) || "");
+    navigator.sendBeacon(`${config.baseUrl}voila/api/shutdown/${kernel.id}`, form);
+    kernel.dispose();
+  });
+  await manager._loadFromKernel();
+  for (const script of document.querySelectorAll('script[type="application/vnd.voila.cell-output+json"]')) {
+    const output = JSON.parse(script.textContent);
+    const host = document.createElement("div");
+    host.className = "deepe-output";
+    script.replaceWith(host);
+    const data = output.data || {};
+    if (data[VIEW_MIME]) {
+      const widgetModel = await manager.get_model(data[VIEW_MIME].model_id);
+      const view = await manager.create_view(widgetModel);
+      Widget.attach(view.luminoWidget, host);
+    } else if (data["text/html"]) {
+      host.innerHTML = [].concat(data["text/html"]).join("");
+    } else {
+      const pre = document.createElement("pre");
+      pre.textContent = output.text || [].concat(data["text/plain"] || []).join("") ||
+        (output.ename ? `${output.ename}: ${output.evalue}` : "");
+      host.appendChild(pre);
+    }
+  }
+  window.voila_finish_done = true;
+  document.getElementById("loading")?.remove();
+  document.getElementById("rendered_cells").style.display = "";
+}
+
+main().catch((error) => {
+  console.error(error);
+  document.getElementById("loading")?.remove();
+  const box = document.getElementById("rendered_cells");
+  box.style.display = "";
+  box.insertAdjacentHTML("afterbegin", `<pre class="deepe-page-error">This page could not start: ${String(error).replace(/</g, "&lt;")}</pre>`);
+});
