@@ -6,9 +6,10 @@ Both apps are served the way `deepe app` serves the dashboard (`app.voila_comman
 the same pool), on a fresh workspace; the floor with Voila's own JupyterLab front end, the dashboard
 with ours (`--frontend lab`: Voila's, as before it had its own). Each visit is a new browser context
 (nothing cached), timed from `page.goto` to the first tab's title (the floor: its one widget); then each
-tab from its click to its content. The floor's visits come first, then the dashboard's after the pools refilled, so each app's
-refills (a new kernel running its notebook) weigh on its own visits. `--pause 0` makes the visits
-back-to-back (the pool refills while they run); a pause of ~15 s lets it refill between visits.
+tab from its click to its content. The floor's visits come first, then the dashboard's after the pools
+refilled, so each app's refills (a new kernel running its notebook) weigh on its own visits.
+`--pause 0` makes the visits back-to-back (the pool refills while they run); a pause of ~15 s lets it
+refill between visits.
 """
 
 from __future__ import annotations
