@@ -36,22 +36,30 @@ class PageManager extends ManagerBase {
   }
 }
 
-// Third-party widget libraries (bqplot) come from their classic-notebook bundles, AMD modules
-// that need only @jupyter-widgets/base; loaded the first time one of their widgets is drawn.
+// Third-party widget libraries (bqplot, bqscales) come from their classic-notebook bundles: AMD
+// modules that need only @jupyter-widgets/base, loaded the first time one of their widgets is drawn.
+// One `define` serves them all; the script that calls it says which module it is.
 const amd = {};
+const settle = {};
+window.define = (...args) => {
+  const name = document.currentScript && document.currentScript.dataset.widgetModule;
+  if (typeof args[0] === "string") args.shift(); // define("id", deps, factory)
+  const [deps, factory] = typeof args[0] === "function" ? [[], args[0]] : args;
+  const shared = { "@jupyter-widgets/base": base, "@jupyter-widgets/controls": controls };
+  settle[name]?.resolve(factory(...deps.map((dep) => shared[dep])));
+};
+window.define.amd = true;
+
 function loadModule(name) {
   if (name === "@jupyter-widgets/base") return Promise.resolve(base);
   if (name === "@jupyter-widgets/controls") return Promise.resolve(controls);
   if (!amd[name]) {
     amd[name] = new Promise((resolve, reject) => {
+      settle[name] = { resolve };
       const script = document.createElement("script");
-      window.define = (deps, factory) => {
-        delete window.define;
-        resolve(factory(...deps.map((d) => (d === "@jupyter-widgets/base" ? base : undefined))));
-      };
-      window.define.amd = true;
-      script.src = `${config.baseUrl}deepe/nbextensions/${name}/index.js`;
-      script.onerror = () => reject(new Error(`could not load ${name}`));
+      script.dataset.widgetModule = name;
+      script.src = `${config.baseUrl}deepe/nbextensions/${encodeURIComponent(name)}/index.js`;
+      script.onerror = () => reject(new Error(`the widget library ${name} is not installed (no nbextension)`));
       document.head.appendChild(script);
     });
   }
@@ -81,8 +89,12 @@ async function main() {
       const widgetModel = await manager.get_model(data[VIEW_MIME].model_id);
       const view = await manager.create_view(widgetModel);
       Widget.attach(view.luminoWidget, host);
-    } else if (data["text/html"]) {
-      host.innerHTML = [].concat(data["text/html"]).join("");
+    } else if (data["text/html"] || data["image/svg+xml"]) {
+      host.innerHTML = [].concat(data["text/html"] || data["image/svg+xml"]).join("");
+    } else if (data["image/png"] || data["image/jpeg"]) {
+      const img = document.createElement("img");
+      img.src = data["image/png"] ? `data:image/png;base64,${data["image/png"]}` : `data:image/jpeg;base64,${data["image/jpeg"]}`;
+      host.appendChild(img);
     } else {
       const pre = document.createElement("pre");
       pre.textContent = output.text || [].concat(data["text/plain"] || []).join("") ||
@@ -90,7 +102,6 @@ async function main() {
       host.appendChild(pre);
     }
   }
-  window.voila_finish_done = true;
   document.getElementById("loading")?.remove();
   document.getElementById("rendered_cells").style.display = "";
 }
