@@ -87,6 +87,29 @@ def start_app(workspace):
         app.stop()
 
 
+@pytest.fixture
+def serve_notebook(tmp_path):
+    """`serve_notebook(path)`: Voila serving that notebook as `deepe app` serves the dashboard (our page
+    template, no kernels started ahead); returns its URL. Stopped with its process tree after the test."""
+    from deepe_widgets import app
+    from deepe_widgets.processes import kill_process_tree
+
+    servers = []
+
+    def serve(notebook: Path) -> str:
+        port = _free_port()
+        with open(tmp_path / f"voila-{port}.log", "w") as log:
+            servers.append(subprocess.Popen(app.voila_command(port, "t", notebook, pool_size=0), stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            cwd=str(notebook.parent), start_new_session=True))
+        assert app.wait_until_listening(port, servers[-1], 90), "voila did not start"
+        return f"http://127.0.0.1:{port}/?token=t"
+
+    yield serve
+    for server in servers:
+        kill_process_tree(server.pid)
+
+
 @pytest.fixture(scope="module")  # Playwright's sync API holds a running loop: none is left for the next module
 def browser():
     if not Path(CHROMIUM).exists():

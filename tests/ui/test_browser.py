@@ -225,6 +225,32 @@ def test_the_page_is_drawn_by_our_front_end_and_loads_bqplot_only_for_a_chart(st
         assert b'define(["@jupyter-widgets/base"]' in r.read(400)  # an AMD module needing only base
 
 
+def test_our_page_draws_any_notebook_output_and_survives_a_widget_library_that_is_missing(serve_notebook, page,
+                                                                                           tmp_path):
+    """The page template with another notebook: a widget from a library that is not installed gets
+    its error in place, and the outputs after it (a widget, a picture, printed words) are drawn."""
+    cells = ["""import ipywidgets, traitlets
+class Missing(ipywidgets.DOMWidget):
+    _model_module = _view_module = traitlets.Unicode("no-such-widget-library").tag(sync=True)
+    _model_name = traitlets.Unicode("MissingModel").tag(sync=True)
+    _view_name = traitlets.Unicode("MissingView").tag(sync=True)
+Missing()""", "ipywidgets.HTML(\"<b class='fine'>still drawn</b>\")",
+             "import io\nfrom PIL import Image\nfrom IPython.display import Image as Picture\nbuf = io.BytesIO()\n"
+             "Image.new('RGB', (8, 8), 'teal').save(buf, 'PNG')\nPicture(data=buf.getvalue())",
+             "print('plain words')"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "other.ipynb")
+    page.goto(serve_notebook(tmp_path / "other.ipynb"))
+    page.locator("b.fine", has_text="still drawn").wait_for()
+    page.locator("img[src^='data:image/png;base64,']").wait_for()
+    page.get_by_text("plain words").wait_for()
+    page.get_by_text("Click to show javascript error.").click()  # ipywidgets' own error widget, in place
+    page.get_by_text("no-such-widget-library").first.wait_for()
+    assert page.locator("#loading").count() == 0
+    shot(page, "our-page-other-outputs")
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None

@@ -3,6 +3,7 @@ import * as base from "@jupyter-widgets/base";
 import { ManagerBase } from "@jupyter-widgets/base-manager";
 import * as controls from "@jupyter-widgets/controls";
 import { KernelAPI, KernelConnection, ServerConnection } from "@jupyterlab/services";
+import { MessageLoop } from "@lumino/messaging";
 import { Widget } from "@lumino/widgets";
 import "@lumino/widgets/style/index.css";
 import "font-awesome/css/font-awesome.css";
@@ -66,6 +67,29 @@ function loadModule(name) {
   return amd[name];
 }
 
+const escapeHtml = (text) => String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;");
+
+async function drawOutput(output, host, manager, roots) {
+  const data = output.data || {};
+  if (data[VIEW_MIME]) {
+    const view = await manager.create_view(await manager.get_model(data[VIEW_MIME].model_id));
+    Widget.attach(view.luminoWidget, host);
+    roots.push(view.luminoWidget);
+  } else if (data["text/html"] || data["image/svg+xml"]) {
+    host.innerHTML = [].concat(data["text/html"] || data["image/svg+xml"]).join("");
+  } else if (data["image/png"] || data["image/jpeg"]) {
+    const img = document.createElement("img");
+    const type = data["image/png"] ? "image/png" : "image/jpeg";
+    img.src = `data:${type};base64,${data[type]}`;
+    host.appendChild(img);
+  } else {
+    const pre = document.createElement("pre");
+    pre.textContent = [].concat(output.text || data["text/plain"] || []).join("") ||
+      (output.ename ? `${output.ename}: ${output.evalue}` : "");
+    host.appendChild(pre);
+  }
+}
+
 async function main() {
   const settings = ServerConnection.makeSettings({ baseUrl: config.baseUrl });
   const model = await KernelAPI.getKernelModel(config.kernelId, settings);
@@ -79,27 +103,19 @@ async function main() {
     kernel.dispose();
   });
   await manager._loadFromKernel();
+  const roots = []; // the page's widgets; a window resize reaches the charts through them
+  window.addEventListener("resize", () => {
+    for (const root of roots) MessageLoop.sendMessage(root, Widget.ResizeMessage.UnknownSize);
+  });
   for (const script of document.querySelectorAll('script[type="application/vnd.voila.cell-output+json"]')) {
-    const output = JSON.parse(script.textContent);
     const host = document.createElement("div");
     host.className = "deepe-output";
     script.replaceWith(host);
-    const data = output.data || {};
-    if (data[VIEW_MIME]) {
-      const widgetModel = await manager.get_model(data[VIEW_MIME].model_id);
-      const view = await manager.create_view(widgetModel);
-      Widget.attach(view.luminoWidget, host);
-    } else if (data["text/html"] || data["image/svg+xml"]) {
-      host.innerHTML = [].concat(data["text/html"] || data["image/svg+xml"]).join("");
-    } else if (data["image/png"] || data["image/jpeg"]) {
-      const img = document.createElement("img");
-      img.src = data["image/png"] ? `data:image/png;base64,${data["image/png"]}` : `data:image/jpeg;base64,${data["image/jpeg"]}`;
-      host.appendChild(img);
-    } else {
-      const pre = document.createElement("pre");
-      pre.textContent = output.text || [].concat(data["text/plain"] || []).join("") ||
-        (output.ename ? `${output.ename}: ${output.evalue}` : "");
-      host.appendChild(pre);
+    try {
+      await drawOutput(JSON.parse(script.textContent), host, manager, roots);
+    } catch (error) { // one output that cannot be drawn does not take the page with it
+      console.error(error);
+      host.innerHTML = `<pre class="deepe-page-error">This output could not be drawn: ${escapeHtml(error)}</pre>`;
     }
   }
   document.getElementById("loading")?.remove();
@@ -111,5 +127,5 @@ main().catch((error) => {
   document.getElementById("loading")?.remove();
   const box = document.getElementById("rendered_cells");
   box.style.display = "";
-  box.insertAdjacentHTML("afterbegin", `<pre class="deepe-page-error">This page could not start: ${String(error).replace(/</g, "&lt;")}</pre>`);
+  box.insertAdjacentHTML("afterbegin", `<pre class="deepe-page-error">This page could not start: ${escapeHtml(error)}</pre>`);
 });
