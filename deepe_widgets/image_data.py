@@ -8,12 +8,12 @@ then, naming the file and line, not an hour into a training.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import random
 from pathlib import Path
 
 from .errors import DeepeError
+from .images import resolve_image, thumbnail_png, unreadable
 
 IMAGE_COLUMNS = ("file_name", "image", "image_path", "path")  # the runtime reads the same names
 CAPTION_COLUMNS = ("text", "caption", "prompt")
@@ -37,14 +37,10 @@ def image_column(columns: list[str]) -> str | None:
     return next((c for c in IMAGE_COLUMNS if c in columns), None)
 
 
-def _image_path(metadata: Path, value: str) -> Path:
-    return Path(value) if Path(value).is_absolute() else metadata.parent / value
-
-
 def check_image_rows(metadata: Path, rows: list[dict]) -> None:
     """Refuse a row without a caption or whose image is missing or unreadable, naming the file."""
     try:
-        from PIL import Image, UnidentifiedImageError
+        import PIL  # noqa: F401
     except ImportError:
         raise DeepeError("reading image datasets needs pillow: pip install 'deepe-widgets[image]'",
                          field="dataset") from None
@@ -58,19 +54,16 @@ def check_image_rows(metadata: Path, rows: list[dict]) -> None:
         value = row.get(column)
         if not isinstance(value, str) or not value.strip():
             raise DeepeError(f"{metadata}: line {number} has no image ({column!r} is empty)", field="dataset")
-        image = _image_path(metadata, value)
+        image = resolve_image(metadata, value)
         if not any(isinstance(row.get(c), str) and row[c].strip() for c in CAPTION_COLUMNS):
             raise DeepeError(f"{metadata}: line {number} ({value}) has no caption: give it a "
                              f"{' or '.join(repr(c) for c in CAPTION_COLUMNS)}", field="dataset")
-        try:
-            with Image.open(image) as opened:
-                opened.verify()
-        except FileNotFoundError:
-            raise DeepeError(f"image {image} (line {number} of {metadata.name}) does not exist",
-                             field="dataset") from None
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise DeepeError(f"image {image} (line {number} of {metadata.name}) cannot be read: {exc}",
-                             field="dataset") from None
+        problem = unreadable(image)
+        if isinstance(problem, FileNotFoundError):
+            raise DeepeError(f"image {image} (line {number} of {metadata.name}) does not exist", field="dataset")
+        if problem is not None:
+            raise DeepeError(f"image {image} (line {number} of {metadata.name}) cannot be read: {problem}",
+                             field="dataset")
 
 
 def read_metadata(metadata: Path) -> list[dict]:
@@ -97,21 +90,9 @@ def check_image_dataset(record) -> None:
 
 def thumbnails(metadata: Path, rows: list[dict], size: int = 96) -> list[str]:
     """PNG thumbnails (base64) of the rows' images, for a preview; '' for one that cannot be read."""
-    from PIL import Image
-
     column = image_column(sorted({key for row in rows for key in row}))
-    found = []
-    for row in rows:
-        try:
-            with Image.open(_image_path(metadata, str(row.get(column, "")))) as opened:
-                image = opened.convert("RGB")
-            image.thumbnail((size, size))
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            found.append(base64.b64encode(buffer.getvalue()).decode())
-        except (OSError, ValueError):
-            found.append("")
-    return found
+    pngs = [thumbnail_png(resolve_image(metadata, str(row.get(column, ""))), size) for row in rows]
+    return [base64.b64encode(png).decode() if png else "" for png in pngs]
 
 
 def write_demo_images(folder: Path, count: int = 16, size: int = 512, seed: int = 0) -> Path:

@@ -1,8 +1,12 @@
-"""Image columns of datasets: paths relative to the dataset file, each checked to be a readable image
-(vision-language datasets are refused at registration when one is not)."""
+"""Images named by datasets: paths relative to the dataset file, each checked to be a readable image
+(vision-language datasets are refused at registration when one is not), and thumbnails for previews.
+`image_data` (text-to-image folders) builds on the same pieces."""
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 from pathlib import Path
 
 from .errors import DeepeError
@@ -33,8 +37,6 @@ def resolve_image(dataset_file: Path, value: str) -> Path:
 def check_images(dataset_file: Path, rows: list[dict], column: str, name: str = "") -> int:
     """Open every image the rows name; refuse, naming the first bad row, a missing, unreadable or
     non-image file. Returns how many images were checked."""
-    from PIL import Image, UnidentifiedImageError
-
     label = f"dataset {name!r}" if name else str(dataset_file)
     checked = 0
     for number, row in enumerate(rows, 1):
@@ -46,35 +48,50 @@ def check_images(dataset_file: Path, rows: list[dict], column: str, name: str = 
             path = resolve_image(dataset_file, value)
             if not path.is_file():
                 raise DeepeError(f"{label} row {number}: image {value!r} does not exist ({path})", field="dataset")
-            try:
-                with Image.open(path) as image:
-                    image.verify()
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            if (problem := unreadable(path)) is not None:
                 raise DeepeError(f"{label} row {number}: {value!r} is not a readable image "
-                                 f"({type(exc).__name__})", field="dataset") from None
+                                 f"({type(problem).__name__})", field="dataset")
             checked += 1
     return checked
+
+
+def unreadable(path: Path) -> Exception | None:
+    """Why `path` is not a readable image (what PIL raised: FileNotFoundError for a missing file), or
+    None when it is one."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return exc
+    return None
+
+
+def thumbnail_png(path: Path, size: int) -> bytes | None:
+    """A PNG of the image at most `size` pixels a side, or None when it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+        image.thumbnail((size, size))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+    except (OSError, ValueError):
+        return None
+    return buffer.getvalue()
 
 
 def thumbnail_html(dataset_file: Path, value, size: int = 48) -> str:
     """An <img> of a row's (first) image, at most `size` pixels a side, inlined as a PNG data URI
     (the Voila app serves no files); the path in words when it cannot be read."""
-    import base64
-    import html
-    import io
-
-    from PIL import Image
-
     paths = image_paths(value)
     if not paths:
         return html.escape(str(value))
-    try:
-        with Image.open(resolve_image(Path(dataset_file), paths[0])) as image:
-            image.thumbnail((size, size))
-            buffer = io.BytesIO()
-            image.convert("RGB").save(buffer, format="PNG")
-    except OSError:
+    png = thumbnail_png(resolve_image(Path(dataset_file), paths[0]), size)
+    if png is None:
         return html.escape(paths[0])
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    data = base64.b64encode(png).decode("ascii")
     return (f"<img src='data:image/png;base64,{data}' alt='{html.escape(paths[0], quote=True)}' "
             f"title='{html.escape(paths[0], quote=True)}' style='max-width:{size}px;max-height:{size}px'>")
