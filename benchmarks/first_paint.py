@@ -70,10 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     def serve(notebook: Path, frontend: str):
         port = free_port()
         log = open(home / f"voila-{port}.log", "w")
-        proc = subprocess.Popen(app.voila_command(port, "bench", notebook, pool_size=args.pool, frontend=frontend),
+        proc = subprocess.Popen(app.voila_command(port, notebook, pool_size=args.pool, frontend=frontend),
                                 stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(notebook.parent),
-                                env=dict(os.environ, DEEPE_APP_METHOD_ADMIN="0"), start_new_session=True)
+                                env=app.voila_environment("bench", dict(os.environ, DEEPE_APP_METHOD_ADMIN="0")),
+                                start_new_session=True)
         if not app.wait_until_listening(port, proc, 120):
             raise RuntimeError(f"voila did not start: {log.name}")
         return proc, f"http://127.0.0.1:{port}/?token=bench"

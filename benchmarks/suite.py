@@ -310,7 +310,7 @@ class Bench:
             return None
         from playwright.sync_api import sync_playwright
 
-        from deepe_widgets.app import voila_command, wait_until_listening
+        from deepe_widgets.app import voila_command, voila_environment, wait_until_listening
         from deepe_widgets.processes import kill_process_tree
 
         folder = self.workdir / f"paint-{seeded['big']}-{'preheat' if preheat else 'cold'}"
@@ -325,12 +325,12 @@ class Bench:
                 f"from deepe_widgets.ui import TrainingCompare, TrainingDetail, TrainingList\n{build}")]
             nbformat.write(nb, folder / f"{view}.ipynb")
         port = 18000 + os.getpid() % 1000
-        command = voila_command(port, "bench", folder)
+        command = voila_command(port, folder)
         if not preheat:
             command = [arg for arg in command if not arg.startswith(("--preheat_kernel=", "--pool_size="))]
         log = open(folder / "voila.log", "w")
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  env=os.environ.copy())
+                                  env=voila_environment("bench"))
         ready = {"floor": "span.floor", "list": "text=scale", "chart": "path.line", "compare": ".deepe-legend"}
         # time for the pool to start its kernels and run the notebooks, and for the machine to go quiet
         settle = 12 if preheat else 3

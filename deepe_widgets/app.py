@@ -28,9 +28,15 @@ DEFAULT_POOL_SIZE = 2     # dashboards started ahead: two visits in a row both g
 DEFAULT_CULL_AFTER = 120  # seconds a page may be gone without saying so before its kernel is shut down
 
 
-def voila_command(port: int, token: str, notebook: Path | None = None, pool_size: int = DEFAULT_POOL_SIZE,
+TOKEN_ENV = "DEEPE_APP_TOKEN"  # how the token reaches the server: never its command line, which `ps` shows
+
+
+def voila_command(port: int, notebook: Path | None = None, pool_size: int = DEFAULT_POOL_SIZE,
                   cull_after: float = DEFAULT_CULL_AFTER, frontend: str = "deepe") -> list[str]:
     """Voila serving `notebook` (default: the dashboard; a folder serves each notebook in it).
+
+    The access token goes in the server's environment as `DEEPE_APP_TOKEN` (see `voila_environment`):
+    any local user can read a process's command line, only its owner its environment.
 
     Each visit gets its own kernel. `pool_size` kernels are started, with the notebook already run,
     before anyone asks (Voila's preheated kernels), so a visitor gets a drawn page instead of waiting
@@ -45,7 +51,7 @@ def voila_command(port: int, token: str, notebook: Path | None = None, pool_size
     template = ["--template=deepe"] if frontend == "deepe" and voila_server.frontend_built() else []
     return [sys.executable, "-m", "deepe_widgets.voila_server", str(notebook or app_notebook()), *template,
             "--no-browser", f"--port={port}",
-            "--Voila.ip=127.0.0.1", f"--token={token}",
+            "--Voila.ip=127.0.0.1",
             "--preheat_kernel=True", f"--pool_size={pool_size}",
             "--Voila.identity_provider_class=deepe_widgets.app.AppIdentityProvider",
             "--VoilaConfiguration.multi_kernel_manager_class=deepe_widgets.app.AppKernelManager",
@@ -53,6 +59,11 @@ def voila_command(port: int, token: str, notebook: Path | None = None, pool_size
             f"--MappingKernelManager.cull_interval={interval}",
             # users see short messages in the widgets; tracebacks stay in the log
             "--VoilaConfiguration.show_tracebacks=False"]
+
+
+def voila_environment(token: str, base: dict | None = None) -> dict:
+    """The environment for `voila_command`'s server: `base` (default os.environ) plus the token."""
+    return {**(os.environ if base is None else base), TOKEN_ENV: token}
 
 
 def port_is_free(port: int) -> bool:
@@ -79,7 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8866)
     parser.add_argument("--allow-method-admin", action="store_true",
                         help="let app users register and delete methods (that is: register code that runs)")
-    parser.add_argument("--token", default=None, help="the access token (default: a new random one)")
+    # A token on the command line is readable by every local user (`ps`): it comes from the environment.
+    parser.add_argument("--token", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-browser", action="store_true", help="accepted for Jupyter habits; no browser is opened")
     parser.add_argument("--pool-size", type=int, default=DEFAULT_POOL_SIZE, metavar="N",
                         help=f"dashboards kept started ahead for the next visitors (default {DEFAULT_POOL_SIZE})")
@@ -96,15 +108,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     """Start Voila on 127.0.0.1 and wait until it ends (Ctrl-C stops it)."""
-    token = args.token or secrets.token_urlsafe(24)
+    if args.token is not None:
+        print(f"error: --token would show the token to every local user (ps); set it in the environment "
+              f"instead: {TOKEN_ENV}=… deepe app", file=sys.stderr)
+        return 2
+    token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
     if not port_is_free(args.port):  # else we would greet whatever already listens there
         print(f"error: port {args.port} on 127.0.0.1 is in use; choose another with --port", file=sys.stderr)
         return 2
-    env = dict(os.environ, DEEPE_HOME=str(config.deepe_home()),
-               DEEPE_APP_METHOD_ADMIN="1" if args.allow_method_admin else "0")
+    env = voila_environment(token, dict(os.environ, DEEPE_HOME=str(config.deepe_home()),
+                                        DEEPE_APP_METHOD_ADMIN="1" if args.allow_method_admin else "0"))
     log_path = config.workspace_dir("logs") / f"app-{time.strftime('%Y%m%d-%H%M%S')}.log"
     with open(log_path, "ab") as log:
-        command = voila_command(args.port, token, pool_size=max(0, getattr(args, "pool_size", DEFAULT_POOL_SIZE)),
+        command = voila_command(args.port, pool_size=max(0, getattr(args, "pool_size", DEFAULT_POOL_SIZE)),
                                 cull_after=max(1.0, getattr(args, "cull_after", DEFAULT_CULL_AFTER)))
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, env=env, cwd=str(app_notebook().parent),
@@ -186,6 +202,12 @@ def _server_classes() -> dict:
             super().__init__(**kwargs)
             self._page_gone_since: dict[str, float] = {}
             self._had_page: set[str] = set()
+
+        async def start_kernel(self, *args, env=None, **kwargs):
+            # Voila hands a page's kernel the page's URL, token included; the dashboard reads neither
+            if env is not None:
+                env = {k: v for k, v in env.items() if k not in config.WEB_REQUEST_VARIABLES}
+            return await super().start_kernel(*args, env=env, **kwargs)
 
         def notify_connect(self, kernel_id):
             self._had_page.add(kernel_id)

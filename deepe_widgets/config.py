@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 STAGES = ("training", "saving", "inference-customized", "inference-complete", "deployment")
@@ -34,6 +35,21 @@ def workspace_dir(*parts: str) -> Path:
     return path
 
 
+@contextmanager
+def workspace_lock(name: str):
+    """Hold `$DEEPE_HOME/.<name>.lock` (an advisory file lock): the processes that share a workspace
+    (a notebook, the app, the CLI) take turns at what they must not do twice at once, such as its
+    first set-up."""
+    import fcntl
+
+    with open(deepe_home() / f".{name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def runs_dir() -> Path:
     return workspace_dir("runs")
 
@@ -54,9 +70,15 @@ def warm_kernels() -> int:
     return max(0, int(os.environ.get("DEEPE_WARM_KERNELS", "2")))
 
 
+# What Voila tells a page's kernel about the page's request: its URL and query hold the app's token,
+# so neither reaches the processes a kernel starts (workers, and their kernels running user code).
+WEB_REQUEST_VARIABLES = ("VOILA_REQUEST_URL", "QUERY_STRING", "SCRIPT_NAME", "PATH_INFO", "DEEPE_APP_TOKEN")
+
+
 def worker_environment() -> dict:
-    """The environment workers, stage runners and kernels get: the same workspace and database."""
-    env = dict(os.environ)
+    """The environment workers, stage runners and kernels get: the same workspace and database
+    (without a web page's request variables)."""
+    env = {k: v for k, v in os.environ.items() if k not in WEB_REQUEST_VARIABLES}
     env["DEEPE_HOME"] = str(deepe_home())
     env["DEEPE_DB_URL"] = db_url()
     env.setdefault("PYTHONUNBUFFERED", "1")

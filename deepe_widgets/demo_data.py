@@ -74,7 +74,14 @@ def demo_gsm_rows(count: int = 64, seed: int = 0) -> list[dict]:
 
 
 def ensure_demo_datasets() -> None:
-    """Write and register `demo-sft`, `demo-gsm`, `demo-dpo` and `demo-sd` under the workspace (once each)."""
+    """Write and register `demo-sft`, `demo-gsm`, `demo-dpo` and `demo-sd` under the workspace (once each).
+
+    Two first uses at once (a notebook and the app, say) take turns: the second finds them made."""
+    with config.workspace_lock("setup"):
+        _write_demo_datasets()
+
+
+def _write_demo_datasets() -> None:
     folder = config.workspace_dir("datasets")
     for name, rows in (("demo-sft", demo_sft_rows()), ("demo-gsm", demo_gsm_rows()), ("demo-dpo", demo_dpo_rows())):
         if store.get_one(store.DatasetRecord, name=name) is not None:

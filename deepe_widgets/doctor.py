@@ -39,7 +39,7 @@ def check() -> list[Finding]:
         if job.status in store.ACTIVE and (job.lease_expires or 0) < now:
             found.append(Finding(f"job {job.id} is marked {job.status} but no worker holds its lease",
                                  "requeue it (or fail it after its last attempt)", jobs.reap_expired))
-    known = {str(j.id) for j in jobs.list_jobs()}
+    known = {Path(j.run_dir).name for j in jobs.list_jobs() if j.run_dir}
     for folder in sorted(config.runs_dir().iterdir()):
         if folder.is_dir() and folder.name not in known:
             target = config.workspace_dir("orphaned-runs") / folder.name

@@ -132,10 +132,21 @@ def _queue(job: Job, name: str | None, prefix: str) -> Job:
         # Metric rows left under this id (a deleted job's, or a stray writer's) must not join the new job.
         s.exec(delete(store.Metric).where(store.Metric.job_id == job.id))
         job.name = name or f"{prefix}{job.id}"
-        job.run_dir = str(config.runs_dir() / str(job.id))
+        job.run_dir = str(run_folder(job))
+        # Never an existing folder: a fresh, restored or switched database hands out id 1 again, and
+        # a run that found another's folder would take its record and resume from its checkpoint.
+        try:
+            Path(job.run_dir).mkdir(mode=0o700)
+        except FileExistsError:
+            raise DeepeError(f"run folder {job.run_dir} already exists; nothing was queued") from None
         s.add(job)
-    Path(job.run_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     return job
+
+
+def run_folder(job: Job) -> Path:
+    """`$DEEPE_HOME/runs/<id>-<first 8 of uuid>`: the id for people, the uuid so no two databases'
+    jobs share a folder."""
+    return config.runs_dir() / f"{job.id}-{job.uuid[:8]}"
 
 
 def get_job(job_id: int | str) -> Job:

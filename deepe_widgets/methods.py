@@ -215,7 +215,13 @@ def register_method(name: str, stages: dict[str, tuple[str, str]], *, training_t
 
 
 def ensure_builtins() -> None:
-    """Register (or refresh, when the package's notebooks changed) the built-in methods."""
+    """Register (or refresh, when the package's notebooks changed) the built-in methods; processes
+    of one workspace take turns (two first uses at once would both register them)."""
+    with config.workspace_lock("setup"):
+        _register_builtins()
+
+
+def _register_builtins() -> None:
     templates = config.package_templates_dir()
     for name, (display, ttype, lifecycle, description, stage_files) in BUILTINS.items():
         stages = {s: (templates / rel, config.DEFAULT_KERNEL) for s, rel in stage_files.items()}

@@ -31,11 +31,11 @@ class App:
 
     def __init__(self, home: Path, admin: bool, options: list[str] = ()):
         self.port, self.token = _free_port(), "test-token-" + os.urandom(4).hex()
-        args = ["app", "--port", str(self.port), "--token", self.token, *options] + \
-            (["--allow-method-admin"] if admin else [])
+        args = ["app", "--port", str(self.port), *options] + (["--allow-method-admin"] if admin else [])
         self.log = open(home.parent / f"app-{self.port}.out", "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "deepe_widgets.cli", *args], stdout=self.log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=os.environ.copy())
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=dict(os.environ, DEEPE_APP_TOKEN=self.token))
         deadline = time.monotonic() + 90
         while True:
             with socket.socket() as sock:
@@ -99,9 +99,10 @@ def serve_notebook(tmp_path):
     def serve(notebook: Path) -> str:
         port = _free_port()
         with open(tmp_path / f"voila-{port}.log", "w") as log:
-            servers.append(subprocess.Popen(app.voila_command(port, "t", notebook, pool_size=0), stdout=log,
+            servers.append(subprocess.Popen(app.voila_command(port, notebook, pool_size=0), stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            cwd=str(notebook.parent), start_new_session=True))
+                                            cwd=str(notebook.parent), start_new_session=True,
+                                            env=app.voila_environment("t")))
         assert app.wait_until_listening(port, servers[-1], 90), "voila did not start"
         return f"http://127.0.0.1:{port}/?token=t"
 
