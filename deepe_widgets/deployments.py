@@ -38,7 +38,6 @@ from .errors import DeepeError
 from .names import check_name
 from .store import Job, JobKind, JobStatus, ModelKind
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 API_KEY_FILE_NAME = "api-key"  # in the deployment's run folder, 0600; adapters sharing a server share it
 BUILTIN_ENGINE_METHOD = "vllm"  # the job's method label when the built-in deployment notebook runs
 STOP_GRACE_SECONDS = 20.0
@@ -430,6 +429,8 @@ def stop(name: str, reason: str = "stopped by the user") -> list[str]:
         if job.status not in store.FINISHED:
             jobs.cancel_job(job.id)
             jobs.wait_for(job.id, timeout=60)
+        if meta.get("server_host") not in (socket.gethostname(), None):
+            return [name]  # its host's worker stops what the cancelled job started, and marks it
         _stop_started_server(job)
         _update(name, status=LiveStatus.STOPPED, stopped_at=time.time(), error=reason)
         return [name]
