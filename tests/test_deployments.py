@@ -197,6 +197,25 @@ def engine_processes(root: Path) -> list[psutil.Process]:
     return [p for p in found if not exited(p.pid)]
 
 
+def servers_left(root: Path) -> list[str]:
+    """The command lines of the engine's processes, not counting a worker's deployment kernel kept
+    warm for its next job."""
+    found = []
+    for proc in engine_processes(root):
+        try:
+            found.append(" ".join(proc.cmdline()))
+        except psutil.Error:
+            pass
+    return [cmd for cmd in found if "ipykernel" not in cmd]
+
+
+def wait_nothing_left(root: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while engine_processes(root) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert engine_processes(root) == [], [" ".join(p.cmdline()) for p in engine_processes(root)]
+
+
 def exited(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -377,10 +396,11 @@ def test_live_models_on_vllm(vllm_env, home, tiny64_dir):
             stopped = deepe(*stop)
         assert stopped.stdout.strip() == f"{live['name']} stopped", stopped.stderr
         assert deepe_json("deployments", "show", live["name"], "--json")["status"] == "stopped"
-        assert engine_processes(root) == []
+        assert servers_left(root) == []
     finally:
-        node.terminate()  # the other host's worker (it stops what it still serves)
+        node.terminate()  # the other host's worker (it stops what it still serves, and its warm kernel)
         node.wait(timeout=120)
+    wait_nothing_left(root)
     took("ask, stop")
     gone = deepe("infer", live["name"], "--prompt", "x", check=False)
     assert gone.returncode == 2 and "is stopped, not live" in gone.stderr
@@ -447,10 +467,7 @@ def test_live_models_on_vllm(vllm_env, home, tiny64_dir):
         time.sleep(1)
     failed = deepe_json("deployments", "show", adapter["name"], "--json")
     assert f"pid {adapter['pid']}) is gone" in failed["error"]
-    deadline = time.monotonic() + 30
-    while engine_processes(root) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert engine_processes(root) == []
+    wait_nothing_left(root)
     everything = deepe_json("deployments", "list", "--all", "--json")
     assert sorted(d["status"] for d in everything) == ["failed", "stopped", "stopped", "stopped"]
     took("stop one adapter, kill -9, failed")
