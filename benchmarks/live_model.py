@@ -28,14 +28,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PROMPT = "Write a short story about a lighthouse keeper."
+HEADERS = {"Content-Type": "application/json"}  # + the server's key, once it is known
 
 
 def _chat(url: str, model: str, max_tokens: int, prompt: str = PROMPT) -> tuple[float, int]:
     """(seconds, completion tokens) of one chat completion that decodes exactly `max_tokens`."""
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
                        "temperature": 0, "ignore_eos": True}).encode()
-    request = urllib.request.Request(f"{url}/v1/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(f"{url}/v1/chat/completions", data=body, headers=HEADERS)
     started = time.perf_counter()
     with urllib.request.urlopen(request, timeout=600) as reply:
         answer = json.loads(reply.read())
@@ -63,7 +63,7 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 900) -> float
         if proc.poll() is not None:
             raise RuntimeError(f"the server started by hand exited with code {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"{url}/v1/models", timeout=5):
+            with urllib.request.urlopen(urllib.request.Request(f"{url}/v1/models", headers=HEADERS), timeout=5):
                 return time.monotonic() - started
         except OSError:
             time.sleep(1)
@@ -74,7 +74,7 @@ def run(model_dir: Path | None, tiny: bool, max_tokens: int, rounds: int,
         workdir: Path) -> tuple[list[dict], list[str]]:
     os.environ["DEEPE_HOME"] = str(workdir / "home")
     os.environ.pop("DEEPE_DB_URL", None)
-    from deepe_widgets import demo_data, deployments, envs, methods, models, store
+    from deepe_widgets import config, demo_data, deployments, envs, methods, models, store
     from deepe_widgets.worker import ensure_worker
 
     store.dispose_engines()
@@ -100,6 +100,7 @@ def run(model_dir: Path | None, tiny: bool, max_tokens: int, rounds: int,
     if live.meta.get("status") != deployments.LiveStatus.LIVE:
         raise RuntimeError(f"the deployment failed: {live.meta.get('error')}")
     url, served = live.meta["url"], live.meta["served_name"]
+    HEADERS["Authorization"] = f"Bearer {deployments.api_key(live)}"
     first_seconds, _ = _chat(url, served, 8)
     to_first = time.monotonic() - t0
     rows.append({"row": "deploy → first answer (submit, queue, server start, /v1/models, one chat request)",
@@ -126,7 +127,9 @@ def run(model_dir: Path | None, tiny: bool, max_tokens: int, rounds: int,
     log_path = workdir / "by-hand-server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, **settings})
+                                start_new_session=True, env={
+                                    **os.environ, **settings, "VLLM_API_KEY": HEADERS["Authorization"][7:],
+                                    "PYTHONPATH": str(config.package_templates_dir() / "vllm")})  # key_guard
     try:
         hand_url = f"http://127.0.0.1:{port}"
         hand_ready = _wait_ready(hand_url, proc)

@@ -73,8 +73,9 @@ def cmd_deploy(args) -> int:
                                           name=args.name)
     ensure_worker()
     if not args.json:
-        print(f"queued deployment job {job.id}: live model {live.name} will answer at {live.meta['url']}/v1",
-              flush=True)
+        where = (f"at {live.meta['url']}/v1" if live.meta.get("url")
+                 else "on a free port chosen when its server starts")
+        print(f"queued deployment job {job.id}: live model {live.name} will answer {where}", flush=True)
     if not args.wait:
         if args.json:
             _print_json(deployments.live_summary(live))
@@ -107,9 +108,12 @@ def _print_live(summary: dict) -> None:
     print(f"{summary['name']} {summary['status']}")
     if summary["status"] == "live":
         print(f"url:      {summary['url']}/v1  (model: {summary['served_name']})")
-    for key in ("model", "kind", "engine", "pid", "shared_with", "command", "log"):
+    if summary.get("api_key_file"):  # the key itself only with --show-key
+        print(f"api key:  in {summary['api_key_file']} (send it as 'Authorization: Bearer KEY'; "
+              f"--show-key prints it)")
+    for key in ("model", "kind", "engine", "server_host", "pid", "shared_with", "command", "log"):
         if summary.get(key):
-            print(f"{key + ':':9} {summary[key]}")
+            print(f"{key.replace('_', ' ') + ':':9} {summary[key]}")
     if summary.get("error"):
         print(f"error: {summary['error']}")
 
@@ -138,13 +142,18 @@ def cmd_deployments_show(args) -> int:
 
     _setup()
     deployments.refresh()
-    summary = deployments.live_summary(deployments.get_live(args.name))
+    record = deployments.get_live(args.name)
+    summary = deployments.live_summary(record)
+    if args.show_key:
+        summary["api_key"] = deployments.api_key(record)
     if args.json:
         _print_json(summary)
     else:
         _print_live(summary)
         if summary.get("record"):
             print(f"record:   {summary['record']}")
+        if args.show_key:
+            print(f"api key:  {summary['api_key']}")
     return 0
 
 
@@ -194,15 +203,16 @@ def add_live_commands(sub, verb) -> None:
     p.add_argument("--engine", default="vllm", choices=["vllm"])
     p.add_argument("--host", default="127.0.0.1",
                    help="the address to bind (any other than 127.0.0.1 needs VLLM_API_KEY in the environment)")
-    p.add_argument("--port", type=int, help="default: a free port")
+    p.add_argument("--port", type=int, help="default: a free port, chosen when the server starts")
     p.add_argument("--name", help="the deployment job's name")
     p.add_argument("--wait", action="store_true", help="wait until the model is live (or failed)")
 
     dep = sub.add_parser("deployments", help="live models").add_subparsers(dest="verb", required=True)
     p = verb(dep, "list", cmd_deployments_list, "list live models (starting and live; --all for every one)", True)
     p.add_argument("--all", action="store_true")
-    p = verb(dep, "show", cmd_deployments_show, "show one live model", True)
+    p = verb(dep, "show", cmd_deployments_show, "show one live model (and where its API key is kept)", True)
     p.add_argument("name")
+    p.add_argument("--show-key", action="store_true", help="print its server's API key too")
     p = verb(dep, "logs", cmd_deployments_logs, "print a live model's server log")
     p.add_argument("name")
     p.add_argument("--lines", type=int, default=None, help="only the last N lines")

@@ -8,12 +8,20 @@ server in a session of its own (it outlives the notebook), waits for `/v1/models
 supervises it: a server whose process is gone is `failed` with the last lines of its log.
 Adapters of one base share one server (loaded at run time). `stop` ends a server (or unloads an
 adapter) and marks it `stopped`.
+
+What depends on the machine is decided when the job runs, on the host that runs it
+(`run_time_parameters`): that host is recorded as the server's, a free port is chosen there
+(unless `--port` named one), an adapter joins a server of its base live there, and every new
+server gets an API key of its own, written to `<run folder>/api-key` (0600). The server reads
+it from `VLLM_API_KEY` in its environment; the key is never a parameter, a command-line
+argument or a database value: clients read the file (`api_key`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import time
@@ -30,8 +38,7 @@ from .errors import DeepeError
 from .names import check_name
 from .store import Job, JobKind, JobStatus, ModelKind
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-API_KEY_ENV = "VLLM_API_KEY"  # vLLM reads it itself: the key never appears on a command line or a record
+API_KEY_FILE_NAME = "api-key"  # in the deployment's run folder, 0600; adapters sharing a server share it
 BUILTIN_ENGINE_METHOD = "vllm"  # the job's method label when the built-in deployment notebook runs
 STOP_GRACE_SECONDS = 20.0
 
@@ -64,12 +71,6 @@ def stage_info(job: Job) -> dict:
     return builtin_stage()
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def check_port(host: str, port: int) -> None:
     """Refuse a port that is out of range or already taken on `host`."""
     if not 1024 <= port <= 65535:
@@ -80,7 +81,7 @@ def check_port(host: str, port: int) -> None:
         except OSError as exc:
             raise DeepeError(f"port {port} on {host} is in use ({exc.strerror}); choose another with --port",
                              field="port") from None
-    for row in list_live():  # a queued deployment has claimed it too
+    for row in list_live():  # a queued deployment has asked for it too
         if row.meta.get("status") == LiveStatus.STARTING and row.meta.get("port") == port \
                 and row.meta.get("host") == host and not row.meta.get("shared_with"):
             raise DeepeError(f"port {port} is taken by deployment {row.name!r}, which is starting", field="port")
@@ -92,11 +93,13 @@ def _check_folder(path: str, what: str) -> None:
 
 
 def _live_server_for_base(base_path: str) -> store.ModelRecord | None:
-    """A live server of this host that serves `base_path` with LoRA enabled: adapters join it."""
+    """A live server of this host that serves `base_path` with LoRA enabled: adapters join it
+    (called where the deploy job runs)."""
     for row in list_live():
         meta = row.meta
         if meta.get("status") == LiveStatus.LIVE and meta.get("lora") and meta.get("base_path") == base_path \
-                and meta.get("server_host") == socket.gethostname() and _server_alive(meta.get("pid")):
+                and meta.get("server_host") == socket.gethostname() and meta.get("api_key_file") \
+                and _server_alive(meta.get("pid")):
             return row
     return None
 
@@ -115,27 +118,17 @@ def submit_deploy(model_name: str, *, engine: str = "vllm", host: str = "127.0.0
     else:
         _check_folder(record.path, f"{record.kind} model")
     env = envs.require_env(engine)
-    if host not in LOOPBACK and not os.environ.get(API_KEY_ENV):
-        raise DeepeError(f"binding {host} (not 127.0.0.1) needs an API key: set the {API_KEY_ENV} environment "
-                         f"variable (it is never written to a record, a log or the database)", field="host")
-    params: dict = {"HOST": host, "ENGINE_DEVICE": env.get("device", "cpu")}
+    # PORT 0: a free port, chosen on the host that runs the job when it runs (never two the same)
+    params: dict = {"HOST": host, "ENGINE_DEVICE": env.get("device", "cpu"), "PORT": port or 0}
     if record.kind == ModelKind.CUSTOMIZED:
         base = models.get_model(record.parent)
         lora_rank = _adapter_rank(Path(record.path))
         params.update(MODEL_PATH=base.path, ADAPTER_PATH=record.path, BASE_SERVED_NAME=base.name,
                       MAX_LORA_RANK=max(16, lora_rank))
-        shared = _live_server_for_base(base.path)
     else:
         params.update(MODEL_PATH=record.path, ADAPTER_PATH="", BASE_SERVED_NAME="")
-        shared = None
-    if shared is not None:
-        params.update(SHARED_URL=shared.meta["url"], SHARED_PID=shared.meta["pid"], PORT=shared.meta["port"],
-                      HOST=shared.meta["host"])
-    else:
-        if port is None:
-            port = _free_port(host)
+    if port is not None:  # a port the user named: refused now if it is taken here
         check_port(host, port)
-        params.update(SHARED_URL="", SHARED_PID=0, PORT=port)
     if params["ENGINE_DEVICE"] == "cpu":  # what fits a CPU box: 1 GiB of KV cache, 512 tokens
         params.update(KV_CACHE_GB=1, MAX_MODEL_LEN=512)
     if name:
@@ -146,17 +139,67 @@ def submit_deploy(model_name: str, *, engine: str = "vllm", host: str = "127.0.0
     params["SERVED_NAME"] = live_name
     job.params = params
     job = jobs._queue(job, name, "deploy")
-    url_host = f"[{params['HOST']}]" if ":" in params["HOST"] else params["HOST"]
-    meta = {"status": LiveStatus.STARTING, "engine": engine, "host": params["HOST"], "port": params["PORT"],
-            "url": f"http://{url_host}:{params['PORT']}", "served_name": live_name, "deployed_model": model_name,
-            "deployed_kind": record.kind, "base_path": params["MODEL_PATH"], "adapter_path": params["ADAPTER_PATH"],
-            "lora": bool(params["ADAPTER_PATH"]), "shared_with": shared.name if shared is not None else None,
-            "server_host": socket.gethostname(), "job_id": job.id, "pid": None, "error": None,
+    # url, server_host, port and shared_with are known when the job runs (run_time_parameters)
+    meta = {"status": LiveStatus.STARTING, "engine": engine, "host": params["HOST"], "port": port,
+            "url": _url(params["HOST"], port) if port else None, "served_name": live_name,
+            "deployed_model": model_name, "deployed_kind": record.kind, "base_path": params["MODEL_PATH"],
+            "adapter_path": params["ADAPTER_PATH"], "lora": bool(params["ADAPTER_PATH"]), "shared_with": None,
+            "server_host": None, "api_key_file": None, "job_id": job.id, "pid": None, "error": None,
             "submitted_at": time.time()}
     (Path(job.run_dir) / "output").mkdir(parents=True, exist_ok=True)
     live = models.add_model(live_name, Path(job.run_dir) / "output", kind=ModelKind.LIVE, job_id=job.id,
                             parent=model_name, method=record.method, meta=meta)
     return job, live
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def write_api_key(run_dir: str | Path) -> Path:
+    """A new API key for a deployment's server, in `<run_dir>/api-key`, readable by its owner only."""
+    path = Path(run_dir) / API_KEY_FILE_NAME
+    path.unlink(missing_ok=True)  # an earlier attempt's key: never reused, and the new file is made 0600
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def run_time_parameters(job: Job) -> dict:
+    """What a deploy job decides when it runs, on the host that runs it (the stage runner calls
+    it): an adapter joins a server of its base live on this host, or a new server gets a fresh
+    API key file (its port: the one asked for, else 0, a free one the notebook picks). The Live
+    Model records this host as its server's. Returns the stage parameters to add."""
+    params = job.params
+    live_name = params["SERVED_NAME"]
+    shared = _live_server_for_base(params["MODEL_PATH"]) if params.get("ADAPTER_PATH") else None
+    if shared is not None:
+        meta = shared.meta
+        values = {"SHARED_URL": meta["url"], "SHARED_PID": meta["pid"], "PORT": meta["port"], "HOST": meta["host"],
+                  "API_KEY_FILE": meta.get("api_key_file") or ""}
+        changes = {"shared_with": shared.name, "url": meta["url"], "port": meta["port"], "host": meta["host"]}
+    else:
+        values = {"SHARED_URL": "", "SHARED_PID": 0, "PORT": params.get("PORT") or 0,
+                  "API_KEY_FILE": str(write_api_key(job.run_dir)),
+                  "KEY_GUARD": str(config.package_templates_dir() / "vllm")}  # key_guard.py's folder
+        changes = {"shared_with": None}
+    _update(live_name, expect=LiveStatus.STARTING, server_host=socket.gethostname(),
+            api_key_file=values["API_KEY_FILE"] or None, **changes)
+    return values
+
+
+def api_key(record: store.ModelRecord) -> str:
+    """The API key of a Live Model's server, read from its key file (on the host that runs it)."""
+    path = record.meta.get("api_key_file")
+    if not path:
+        raise DeepeError(f"live model {record.name!r} has no API key file (it has not started yet)", field="model")
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise DeepeError(f"cannot read the API key of live model {record.name!r} from {path} ({exc.strerror}); "
+                         f"it is kept on the host that runs its server ({record.meta.get('server_host')})",
+                         field="model") from None
 
 
 def _stages_of(method_name: str) -> dict:
@@ -195,6 +238,7 @@ def live_summary(record: store.ModelRecord) -> dict:
     return {"name": record.name, "status": meta.get("status"), "url": meta.get("url"),
             "served_name": meta.get("served_name"), "model": record.parent, "kind": meta.get("deployed_kind"),
             "engine": meta.get("engine"), "pid": meta.get("pid"), "port": meta.get("port"),
+            "server_host": meta.get("server_host"), "api_key_file": meta.get("api_key_file"),
             "shared_with": meta.get("shared_with"), "job_id": record.job_id, "error": meta.get("error"),
             "command": meta.get("command"), "log": meta.get("log"), "record": meta.get("record"),
             "created_at": record.created_at, "live_at": meta.get("live_at"), "stopped_at": meta.get("stopped_at")}
@@ -248,6 +292,8 @@ def planned_live_model(job: Job) -> list[dict]:
     if not server or current is None:
         raise DeepeError("the deployment notebook finished without writing output/server.json")
     meta = {**current.meta, "status": LiveStatus.LIVE, "pid": server.get("pid"), "url": server.get("url"),
+            "port": server.get("port") or current.meta.get("port"),
+            "server_host": server.get("host") or current.meta.get("server_host") or socket.gethostname(),
             "command": server.get("command"), "log": server.get("log"), "live_at": time.time(),
             "ready_seconds": server.get("ready_seconds"), "record": str(Path(job.run_dir) / "deployment.ipynb")}
     return [dict(name=current.name, path=current.path, kind=ModelKind.LIVE, job_id=job.id, parent=current.parent,
@@ -259,14 +305,13 @@ def _server_alive(pid) -> bool:
     if not pid:
         return False
     try:
-        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
-            cmdline = f.read()
-        with open(f"/proc/{int(pid)}/stat") as f:
-            if f.read().split(") ", 1)[1][:1] == "Z":
-                return False
-    except OSError:
+        proc = psutil.Process(int(pid))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        cmdline = " ".join(proc.cmdline())
+    except (psutil.Error, ValueError):
         return False
-    return b"vllm" in cmdline
+    return "vllm" in cmdline
 
 
 def _engine_group_alive(pgid: int) -> bool:
@@ -309,7 +354,8 @@ def refresh() -> list[store.ModelRecord]:
     changed = []
     for row in list_live():
         meta = row.meta
-        if meta.get("status") not in RUNNING_STATES or meta.get("server_host") != here:
+        # a deployment not yet started has no host: whichever host looks settles a failed job
+        if meta.get("status") not in RUNNING_STATES or meta.get("server_host") not in (here, None):
             continue
         if meta.get("status") == LiveStatus.STARTING:
             try:
@@ -318,9 +364,7 @@ def refresh() -> list[store.ModelRecord]:
                 job = None
             if job is not None and job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
                 continue  # queued or running; a succeeded job published it live
-            server = read_server_file(job) if job is not None else {}
-            if server.get("pid") and not server.get("shared"):
-                stop_server(server["pid"], grace=5.0)
+            _stop_started_server(job, grace=5.0)
             if job is not None and job.status == JobStatus.CANCELLED:
                 _update(row.name, expect=LiveStatus.STARTING, status=LiveStatus.STOPPED, stopped_at=time.time(),
                         error="cancelled")
@@ -354,11 +398,16 @@ def supervised_count() -> int:
                and row.meta.get("server_host") == here)
 
 
-def _request(url: str, payload: dict | None = None, timeout: float = 30.0) -> tuple[int, str]:
-    headers = {"Content-Type": "application/json"}
-    key = os.environ.get(API_KEY_ENV)
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
+def _stop_started_server(job: Job | None, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Stop the server a deploy job started (not a shared one), when it runs on this host."""
+    server = read_server_file(job) if job is not None else {}
+    if server.get("pid") and not server.get("shared") and server.get("host", socket.gethostname()) \
+            == socket.gethostname():
+        stop_server(server["pid"], grace=grace)
+
+
+def _request(url: str, payload: dict | None = None, timeout: float = 30.0, *, key: str) -> tuple[int, str]:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     data = json.dumps(payload).encode() if payload is not None else None
     req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
     try:
@@ -380,16 +429,19 @@ def stop(name: str, reason: str = "stopped by the user") -> list[str]:
         if job.status not in store.FINISHED:
             jobs.cancel_job(job.id)
             jobs.wait_for(job.id, timeout=60)
-        server = read_server_file(job)
-        if server.get("pid") and not server.get("shared"):
-            stop_server(server["pid"])
+        if meta.get("server_host") not in (socket.gethostname(), None):
+            return [name]  # its host's worker stops what the cancelled job started, and marks it
+        _stop_started_server(job)
         _update(name, status=LiveStatus.STOPPED, stopped_at=time.time(), error=reason)
         return [name]
+    if meta.get("server_host") not in (socket.gethostname(), None):
+        raise DeepeError(f"live model {name!r} is served on host {meta['server_host']}: stop it there", field="model")
     pid = meta.get("pid")
     riders = [r for r in list_live() if r.name != name and r.meta.get("status") in RUNNING_STATES
               and r.meta.get("pid") == pid and r.meta.get("server_host") == meta.get("server_host")]
     if meta.get("lora") and riders:
-        status, body = _request(f"{meta['url']}/v1/unload_lora_adapter", {"lora_name": meta["served_name"]})
+        status, body = _request(f"{meta['url']}/v1/unload_lora_adapter", {"lora_name": meta["served_name"]},
+                                key=api_key(record))
         if status >= 400 and _server_alive(pid):
             raise DeepeError(f"the server did not unload {name!r}: HTTP {status}: {body[:200]}")
         _update(name, status=LiveStatus.STOPPED, stopped_at=time.time(), error=None)
@@ -430,7 +482,7 @@ def wait_until_settled(job_id: int, timeout: float | None = None, on_poll=None) 
 
 def models_of_server(record: store.ModelRecord) -> list[str]:
     """The names the server of a Live Model answers to (`/v1/models`)."""
-    status, body = _request(f"{record.meta['url']}/v1/models", timeout=10)
+    status, body = _request(f"{record.meta['url']}/v1/models", timeout=10, key=api_key(record))
     if status != 200:
         raise DeepeError(f"{record.meta['url']}/v1/models answered HTTP {status}")
     return [m["id"] for m in json.loads(body).get("data", [])]

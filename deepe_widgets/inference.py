@@ -78,10 +78,12 @@ def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overr
     require_kernel(kernel, field="model")
     nb = load_stage_notebook(notebook, stage)
     defaults = {k: v["default"] for k, v in notebook_parameters(nb).items()}
-    values = paramlib.resolve(overrides or {}, {k: v for k, v in defaults.items()
-                                                if k not in ("PROMPTS", "ADAPTER_PATH", "SYSTEM_PROMPT")})
-    if record.kind == "live":
-        values.update(MODEL_URL=record.meta["url"], SERVED_NAME=record.meta["served_name"])
+    platform_set = ("PROMPTS", "ADAPTER_PATH", "SYSTEM_PROMPT", "API_KEY_FILE")
+    values = paramlib.resolve(overrides or {}, {k: v for k, v in defaults.items() if k not in platform_set})
+    if record.kind == "live":  # the key stays in its file: the record names the file only
+        deployments.api_key(record)  # readable here, or a clear error now rather than a failed cell
+        values.update(MODEL_URL=record.meta["url"], SERVED_NAME=record.meta["served_name"],
+                      API_KEY_FILE=record.meta["api_key_file"])
     elif record.kind == "customized":
         values.update(MODEL_PATH=models.get_model(record.parent).path, ADAPTER_PATH=record.path)
     else:

@@ -358,6 +358,9 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
         info = (deployments.stage_info(job) if job.kind == JobKind.DEPLOY
                 else methods.get_method(job.method).stages[stage])
         nb = load_stage_notebook(Path(info["file"]), stage, info["kernel"], info.get("args_template", ""))
+        parameters = stage_parameters(job, stage)
+        if job.kind == JobKind.DEPLOY:  # decided here and now: this host, a free port, the server's key
+            parameters.update(deployments.run_time_parameters(job))
     except Exception as exc:  # a stage that never started gets its record too
         _failed_before_start(record, stage, exc)
         if warm is not None:
@@ -373,7 +376,7 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
         logger.exception("job %s: could not record its provenance", job.id)
         provenance = None
     try:
-        execute_stage(nb, stage=stage, kernel=info["kernel"], parameters=stage_parameters(job, stage),
+        execute_stage(nb, stage=stage, kernel=info["kernel"], parameters=parameters,
                       output_path=record, log_path=run_dir / f"{stage}.log", cwd=run_dir, warm=warm,
                       file_names={str(Path(info["file"]).resolve()): Path(info["source"]).name},
                       provenance=provenance)

@@ -457,7 +457,7 @@ class ModelCard(w.VBox):
             meta = self.record.meta
             self.live_info = w.HTML(html_table(["", ""], [
                 ["Status", html.escape(str(meta.get("status")))],
-                ["URL", html.escape(f"{meta.get('url')}/v1")],
+                ["URL", html.escape(f"{meta['url']}/v1" if meta.get("url") else "(its port is chosen when it starts)")],
                 ["Model name", html.escape(str(meta.get("served_name")))],
                 ["Serves", html.escape(str(self.record.parent))]] + (
                 [["Error", html.escape(str(meta.get("error")))]] if meta.get("error") else [])))
@@ -482,7 +482,7 @@ class ModelCard(w.VBox):
             self.deploy_note.value = f"<span class='deepe-field-error'>{html.escape(exc.message)}</span>"
             return
         self.deploy_note.value = (f"<span style='color:#1a7f37'>Deploying as {html.escape(live.name)} (job {job.id}): "
-                                  f"it shows under Live, starting, then live at {html.escape(live.meta['url'])}/v1."
+                                  "it shows under Live, starting, then live with its URL."
                                   "</span>")
 
     def stop_live(self):
