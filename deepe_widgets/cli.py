@@ -198,12 +198,8 @@ def cmd_models_delete(args) -> int:
     from . import models
 
     _setup()
-    record = models.get_model(args.name)
-    if record.kind == "live" and record.meta.get("status") in ("starting", "live"):
-        raise DeepeError(f"live model {args.name!r} is {record.meta['status']}; stop it first: "
-                         f"deepe deployments stop {args.name}")
-    models.delete_model(args.name, force=args.force)
-    print(f"deleted model {args.name}")
+    kept = models.delete_model(args.name, force=args.force)  # refused while live or used by a job
+    print(models.deleted_words(args.name, kept))
     return 0
 
 
