@@ -50,6 +50,7 @@ OUTPUT_CHARS = 50_000  # characters of one output drawn (its start and its end)
 FETCHING_STYLE = re.compile(r"url|image|\\|@import", re.IGNORECASE)
 DROPPED_TAG = re.compile(r"<\s*(" + "|".join(DROPPED_WITH_CONTENT) + r")\b", re.IGNORECASE)
 NEEDS_LOOK = re.compile(r"<(a|img)\b|style=", re.IGNORECASE)  # what the checks after bleach look at
+JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # strings whole, brackets one by one
 NOTEBOOK_START = re.compile(rb'\s*\{\s*"cells"\s*:\s*\[')
 
 _export_lock = threading.Lock()
@@ -172,12 +173,51 @@ def read_record(path: str | Path, budget: int = RECORD_BUDGET) -> tuple[nbformat
             break
         try:
             cell, position = decoder.raw_decode(text, position)
-        except ValueError:  # this cell runs past the budget: the cells before it are what is shown
+        except ValueError:  # this cell runs past the budget: its start is what is shown of it
+            cell = _salvage_cell(text[position:])
+            if cell is not None:
+                cells.append(cell)
             break
         cells.append(nbformat.from_dict(cell))
     nb = nbformat.v4.new_notebook(cells=cells, metadata={"language_info": {"name": "python",
                                                                            "pygments_lexer": "ipython3"}})
     return rejoin_lines(nb), size  # on disk a text is a list of lines: joined, as nbformat.reads does
+
+
+def _salvage_cell(text: str) -> nbformat.NotebookNode | None:
+    """The start of a cell whose JSON was cut: everything up to its last whole line of output
+    (nbformat writes texts as lists of lines), the open brackets closed; None if nothing is whole."""
+    stack, cut = [], None
+    for token in JSON_TOKEN.finditer(text):
+        kind = token.group()[0]
+        if kind in "{[":
+            stack.append(kind)
+        elif kind in "}]":
+            if not stack:
+                return None
+            stack.pop()
+        if stack and stack[-1] == "[" and kind in '"}]':  # a whole element of a list ends here
+            cut = (token.end(), "".join("]" if b == "[" else "}" for b in reversed(stack)))
+    if cut is None:
+        return None
+    try:
+        cell = json.loads(text[:cut[0]] + cut[1])
+    except ValueError:
+        return None
+    if not isinstance(cell, dict):
+        return None
+    cell.setdefault("cell_type", "code")
+    cell.setdefault("metadata", {})
+    cell.setdefault("source", "")
+    if cell["cell_type"] == "code":
+        cell.setdefault("outputs", [])
+        cell.setdefault("execution_count", None)
+        for output in cell["outputs"]:  # its last output was cut short: say so where it ends
+            if output.get("output_type") == "stream":
+                output.setdefault("name", "stdout")
+        cell["outputs"].append({"output_type": "stream", "name": "stdout",
+                                "text": "… this cell is cut here: the rest of the record is not shown …\n"})
+    return nbformat.from_dict(cell)
 
 
 def size_words(size: int) -> str:
@@ -194,8 +234,8 @@ def _where_whole(path: Path) -> str:
 
 def _cut_note(path: Path, size: int, shown: int) -> str:
     return (f"<div class='deepe-record-cut' style='color:#9a6700;margin:6px 0'>This record is "
-            f"{size_words(size)}: the first {shown} cell{'s' if shown != 1 else ''} (its first "
-            f"{size_words(RECORD_BUDGET)}) are shown here. For the rest, {_where_whole(path)}.</div>")
+            f"{size_words(size)}: only its first {size_words(RECORD_BUDGET)} ({shown} cell{'s' if shown != 1 else ''}) "
+            f"are shown here. For the rest, {_where_whole(path)}.</div>")
 
 
 def render_notebook(path: str | Path) -> str:
