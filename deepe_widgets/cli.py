@@ -472,11 +472,10 @@ def cmd_jobs_logs(args) -> int:
                 continue
             with open(log, encoding="utf-8", errors="replace") as handle:
                 handle.seek(offsets.get(log, 0))
-                chunk = handle.read()
+                while chunk := handle.read(2**20):  # in pieces: a log may be gigabytes
+                    sys.stdout.write(chunk)
                 offsets[log] = handle.tell()
-            if chunk:
-                sys.stdout.write(chunk)
-                sys.stdout.flush()
+            sys.stdout.flush()
         if not args.follow or jobs.get_job(job.id).status in FINISHED:
             if args.follow:  # one last read after the job ended
                 args.follow = False
