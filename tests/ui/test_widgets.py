@@ -1,6 +1,7 @@
 """The widgets in plain Python: buttons are clicked with `.click()`, no browser."""
 
 import asyncio
+import os
 import shutil
 import threading
 import time
@@ -787,6 +788,8 @@ def test_a_large_record_shows_its_first_cells_and_says_where_the_rest_is(workspa
     assert len(body) < 1.5 * record_module.RECORD_BUDGET  # what reaches the page is bounded
     assert took < 30, took
     assert "too large to download here" in view.download.value
+    os.utime(path)  # written again (a running stage), its start unchanged: not drawn again
+    assert view.read_if_changed() is None
     view.close()
 
 
