@@ -495,13 +495,14 @@ class ModelCard(w.VBox):
                                         disabled=meta.get("status") not in deployments.RUNNING_STATES)
             self.stop_button.on_click(lambda _b: self.stop_live())
             return w.VBox([w.HTML("<h4>Server</h4>"), self.live_info, w.HBox([self.stop_button, self.deploy_note])])
-        if not self.admin or self.kind not in (ModelKind.CUSTOMIZED, ModelKind.COMPLETE):
+        if not self.admin:
             return w.VBox([self.deploy_note])
         self.deploy_button = w.Button(description="Deploy on vLLM", icon="rocket", layout=w.Layout(width="170px"))
         self.deploy_button.on_click(lambda _b: self.deploy())
         box = w.VBox([w.HTML("<h4>Deploy</h4><div style='color:#57606a'>Serves the model as an OpenAI-compatible "
                              "endpoint on 127.0.0.1 (a new <b>Live Model</b>).</div>"),
                       w.HBox([self.deploy_button, self.deploy_note], layout=w.Layout(align_items="center"))])
+        box.layout.display = None if self.kind in (ModelKind.CUSTOMIZED, ModelKind.COMPLETE) else "none"
         return box
 
     def deploy(self) -> None:
