@@ -155,6 +155,14 @@ def write_model_card(job, name: str, output: Path) -> dict:
     return card
 
 
+def current_user() -> str:
+    """The account this process runs as, for a log line (a container may have no name for it)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "an unnamed user"
+
+
 def is_owned(record: store.ModelRecord) -> bool:
     """The workspace made this model's folder (a job's output, an imported default model), so
     deleting the model removes it; a folder registered by hand is the user's and stays."""
@@ -213,7 +221,7 @@ def delete_model(name: str, force: bool = False, asked_by: str | None = None) ->
     removed = is_owned(record) and shared is None and folder.is_dir()
     if removed:
         shutil.rmtree(folder, ignore_errors=True)
-    log.info("model %s deleted by %s; folder %s %s", name, asked_by or getpass.getuser(), folder,
+    log.info("model %s deleted by %s; folder %s %s", name, asked_by or current_user(), folder,
              "removed" if removed else "kept")
     return folder if not is_owned(record) and folder.exists() else None
 

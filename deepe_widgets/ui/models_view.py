@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import getpass
 import html
 import logging
 import time
@@ -58,7 +57,7 @@ log = logging.getLogger("deepe.ui")
 
 def who_asks() -> str:
     """Who an admin action is logged as: the account, and whether from the app or JupyterLab."""
-    return f"{getpass.getuser()} from {'the dashboard app' if in_voila_app() else 'JupyterLab'}"
+    return f"{models.current_user()} from {'the dashboard app' if in_voila_app() else 'JupyterLab'}"
 
 
 def lineage(record) -> list:
