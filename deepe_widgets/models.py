@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 from sqlmodel import Session, select
@@ -175,19 +176,24 @@ def is_owned(record: store.ModelRecord) -> bool:
     return bool(record.meta.get("source")) and Path(record.path).resolve() == imported_to.resolve()
 
 
-def jobs_using(record: store.ModelRecord) -> list[store.Job]:
+def _reading(session: Session | None):
+    """`session` itself (a transaction under way), or a read-only session of its own."""
+    return nullcontext(session) if session is not None else store.read_session()
+
+
+def jobs_using(record: store.ModelRecord, session: Session | None = None) -> list[store.Job]:
     """The queued or running jobs that read this model (as their model, or through its folder)."""
-    with store.read_session() as s:
+    with _reading(session) as s:
         unfinished = list(s.exec(select(store.Job).where(store.Job.status.not_in(FINISHED))
                                  .order_by(store.Job.id)))
     return [job for job in unfinished if job.base_model == record.name
             or any(str(job.params.get(key) or "") == record.path for key in MODEL_PATH_PARAMS)]
 
 
-def check_deletable(record: store.ModelRecord, force: bool = False) -> None:
+def check_deletable(record: store.ModelRecord, force: bool = False, session: Session | None = None) -> None:
     """Why this model cannot be deleted now, as a DeepeError: another model was made from it (unless
     `force`), it is live or serving a Live Model, or a queued or running job uses it."""
-    with store.read_session() as s:
+    with _reading(session) as s:
         children = list(s.exec(select(store.ModelRecord).where(store.ModelRecord.parent == record.name)))
     if children and not force:
         raise DeepeError(f"model {record.name!r} is the base of {', '.join(c.name for c in children)}; delete those "
@@ -199,7 +205,7 @@ def check_deletable(record: store.ModelRecord, force: bool = False) -> None:
     if serving:
         raise DeepeError(f"model {record.name!r} is served by live model {serving[0]}; stop it first: "
                          f"deepe deployments stop {serving[0]}", field="model")
-    using = jobs_using(record)
+    using = jobs_using(record, session)
     if using:
         job = using[0]
         others = f" (and {len(using) - 1} more)" if len(using) > 1 else ""
@@ -212,10 +218,11 @@ def delete_model(name: str, force: bool = False, asked_by: str | None = None) ->
     live or a job uses it, and when another model was made from it unless `force`.
 
     Returns the folder kept on disk (a user's own folder, now unregistered), else None."""
-    record = get_model(name)
-    check_deletable(record, force)
-    with store.session() as s:
-        s.delete(s.get(store.ModelRecord, record.id))
+    get_model(name)  # "no model named …" in its words
+    with store.session() as s:  # checked and deleted in one transaction: no job is queued in between
+        record = s.exec(select(store.ModelRecord).where(store.ModelRecord.name == name).with_for_update()).one()
+        check_deletable(record, force, session=s)
+        s.delete(record)
         shared = s.exec(select(store.ModelRecord.name).where(store.ModelRecord.path == record.path)).first()
     folder = Path(record.path)
     removed = is_owned(record) and shared is None and folder.is_dir()

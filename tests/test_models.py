@@ -7,7 +7,7 @@ from pathlib import Path
 from deepe_widgets import deployments, jobs, models
 from deepe_widgets.store import ModelKind
 
-from conftest import deepe
+from conftest import BOTH_BACKENDS, deepe
 
 
 def user_folder(where: Path, tiny_model_dir: Path) -> Path:
@@ -48,6 +48,7 @@ def test_a_jobs_output_is_owned_and_goes_with_its_model(workspace, tmp_path):
     assert done.stdout.strip() == "deleted model tiny_t_20261207_abcd" and not output.exists()
 
 
+@BOTH_BACKENDS
 def test_a_model_a_queued_job_uses_cannot_be_deleted(workspace, tiny_model_dir):
     mine = user_folder(workspace / "my-models" / "base2", tiny_model_dir)
     models.add_model("base2", mine)
