@@ -854,6 +854,9 @@ def test_a_non_admin_page_gets_no_script_flags_and_submit_refuses_them(workspace
     launcher.close()
     dash = Dashboard(admin=False, start_worker=False)
     assert dash.launcher.admin is False and dash.models.admin is False
+    dash.methods.ask_delete("my-sft-script")  # no button offers it; asked all the same: refused
+    dash.methods.confirm.yes.click()
+    assert "--allow-method-admin" in dash.methods.status.value and methods.get_method("my-sft-script")
     dash.close()
 
 
