@@ -52,6 +52,7 @@ FETCHING_STYLE = re.compile(r"url|image|\\|@import", re.IGNORECASE)
 DROPPED_TAG = re.compile(r"<\s*(" + "|".join(DROPPED_WITH_CONTENT) + r")\b", re.IGNORECASE)
 NEEDS_LOOK = re.compile(r"<(a|img)\b|style=", re.IGNORECASE)  # what the checks after bleach look at
 JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # strings whole, brackets one by one
+DATA_URL = re.compile(r"data:[^\"'\s)>]*")
 NOTEBOOK_START = re.compile(rb'\s*\{\s*"cells"\s*:\s*\[')
 
 _export_lock = threading.Lock()
@@ -128,7 +129,7 @@ def _bound_outputs(nb) -> None:
     """Each output drawn within OUTPUT_CHARS; what only a browser with the widget state or a script
     could use is left out."""
     for cell in nb.cells:
-        if cell.cell_type == "markdown" and len(cell.source) > OUTPUT_CHARS:
+        if cell.cell_type == "markdown" and len(DATA_URL.sub("", cell.source)) > OUTPUT_CHARS:
             cell.source = _clip(cell.source)
         for output in cell.get("outputs", []):
             if output.get("output_type") == "stream":
@@ -148,7 +149,10 @@ def _bound_outputs(nb) -> None:
                     continue
                 if mime == "text/plain":
                     data[mime] = _clip(value)
-                elif not mime.startswith("image/") or mime == "image/svg+xml":  # markup cut in two is no markup
+                elif mime.startswith("image/") and mime != "image/svg+xml":
+                    continue  # a picture: the record's budget bounds it
+                elif len(DATA_URL.sub("", value)) > OUTPUT_CHARS:  # pictures inside count as pictures
+                    # markup cut in two is no markup: left out whole
                     del data[mime]
                     data.setdefault("text/plain", f"({mime} output of {len(value):,} characters: too large "
                                                   "to draw here; the notebook holds it)")

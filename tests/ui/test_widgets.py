@@ -741,7 +741,8 @@ def test_record_sanitises_each_output_on_its_own_and_leaves_no_beacon_or_id(work
         nbformat.v4.new_code_cell("show_pictures()", outputs=[html_output(
             "<img src='https://tracker.example/open.png?who=1'><img src='//tracker.example/p.gif'>"
             "<img src='pics/local.png'><img src='data:image/png;base64,iVBORw0KGgo='>"
-            "<span id='x' style='background-image:url(https://tracker.example/bg.png)'>captioned</span>")]),
+            "<span id='x' style='background-image:url(https://tracker.example/bg.png)'>captioned</span>"),
+            html_output("<p>a validation picture</p><img src='data:image/png;base64," + "A" * 80_000 + "'>")]),
         nbformat.v4.new_code_cell("trainer.train()", outputs=[
             nbformat.v4.new_output("stream", name="stderr", text="UserWarning: padding side is left\n"),
             nbformat.v4.new_output("error", ename="ValueError", evalue="the loss is nan at step 3",
@@ -758,6 +759,7 @@ def test_record_sanitises_each_output_on_its_own_and_leaves_no_beacon_or_id(work
     for gone in ("tracker.example", "pics/local.png", "<style", "<script", "document.write"):
         assert gone not in body, gone
     assert "data:image/png;base64,iVBORw0KGgo=" in body  # a picture the record holds stays
+    assert "A" * 80_000 in body  # a large one too: pictures are not text to clip
     assert not re.search(r"\sid=", body)  # no element of a record takes an id of the page
     detail.close()
 
