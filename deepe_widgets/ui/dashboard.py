@@ -11,19 +11,21 @@ from .common import close_tree, stylesheet
 from .launcher import TrainingLauncher
 from .methods_view import MethodManager
 from .models_view import ModelsView
-from .state import WorkbenchModel
+from .state import WorkbenchModel, resolve_admin
 from .training_list import TrainingList
 
 TAB_METHODS, TAB_TRAIN, TAB_TRAININGS, TAB_COMPARE, TAB_MODELS = range(5)
 
 
 class Dashboard(w.VBox):
-    """Everything in one place. `admin=False` hides registering and deleting methods (code that runs).
+    """Everything in one place. `admin=False` leaves out what runs code or removes files: registering
+    and deleting methods, a script's own flags, deleting models, deploying (`state.page_is_admin`
+    decides when it is not given: the app's pages as `deepe app` was started, a JupyterLab cell yes).
 
     The views share one `WorkbenchModel` (`self.model`): a click sets it, the dashboard observes it."""
 
-    def __init__(self, admin: bool = True, model: WorkbenchModel | None = None, start_worker: bool = True):
-        self.model = model or WorkbenchModel(admin=admin)
+    def __init__(self, admin: bool | None = None, model: WorkbenchModel | None = None, start_worker: bool = True):
+        self.model = model or WorkbenchModel(admin=resolve_admin(admin))
         self.start_worker = start_worker
         self.detail_area = w.VBox()
         self.compare_area = w.VBox([w.HTML("<i>Tick two or more trainings under Trainings, then Compare.</i>")])
@@ -33,10 +35,12 @@ class Dashboard(w.VBox):
         self._makers = {
             TAB_METHODS: lambda: MethodManager(admin=self.model.admin),
             TAB_TRAIN: lambda: TrainingLauncher(
-                on_submitted=lambda job: setattr(self.model, "last_submitted", job.id), start_worker=start_worker),
+                on_submitted=lambda job: setattr(self.model, "last_submitted", job.id), start_worker=start_worker,
+                admin=self.model.admin),
             TAB_TRAININGS: lambda: TrainingList(on_details=self.show_details, on_compare=self.show_compare),
             TAB_COMPARE: lambda: self.compare_area,
-            TAB_MODELS: lambda: ModelsView(on_job=self.show_details, start_worker=start_worker),
+            TAB_MODELS: lambda: ModelsView(on_job=self.show_details, start_worker=start_worker,
+                                           admin=self.model.admin),
         }
         self.pages = [w.VBox() for _ in self._makers]
         self.tabs = w.Tab(children=self.pages, titles=("Methods", "Train", "Trainings", "Compare", "Models"))

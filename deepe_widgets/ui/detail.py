@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import os
 import re
 import time
 from pathlib import Path
@@ -27,13 +26,14 @@ from .common import (
     decimate,
     error_text,
     html_table,
+    in_voila_app,
     poll_forever,
     start_poller,
     stylesheet,
 )
 from .gallery import ValidationGallery
 from .labels import metric_label, metric_order, param_label, show_value, used_parameters
-from .record import RecordView
+from .record import RecordView, size_words
 from .training_list import status_html
 
 LEVELS = (("all lines", "all"), ("info", "INFO"), ("warnings", "WARNING"), ("errors", "ERROR"))
@@ -41,6 +41,7 @@ TAB_OVERVIEW, TAB_CHARTS, TAB_LOG, TAB_RECORD = range(4)
 LOG_KEEP = 5000       # lines kept in the kernel
 LOG_SHOWN = 1000      # lines put in the page at a rebuild
 LOG_CHUNKS = 60       # appended chunks before they are merged into one
+LOG_READ_BYTES = 256 * 1024  # of one log per read: a first look reads its end, a poll at most this much new
 RECORD_EVERY = 2.0    # seconds between looks at a running stage's record
 
 # What the Train Log calls noise: the kernel's own chatter and library warnings with their
@@ -83,9 +84,33 @@ def classify(line: str, after_noise: bool) -> tuple[str, str]:
     return ("noise" if noise else "line"), level
 
 
-def in_voila_app() -> bool:
-    """True inside a Voila app (which never serves run folders), False in JupyterLab."""
-    return bool(os.environ.get("VOILA_KERNEL_ID") or os.environ.get("VOILA_BASE_URL"))
+class LeftOut(str):
+    """A Train Log line of ours, not the stage's: which lines were left out and where they are."""
+
+
+def read_log_lines(path: Path, offset: int, job_id: int, limit: int = LOG_READ_BYTES) -> tuple[int, list[str]]:
+    """(the offset to read on from, the lines `path` gained after `offset`), reading at most `limit`
+    bytes: when more was written, its older part is skipped and a `LeftOut` line says so."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return offset, []
+    if size < offset:  # the log was started again (a retried stage writes it anew)
+        offset = 0
+    start = max(offset, size - limit)
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        data = handle.read(limit)
+    end = start + len(data)
+    lines: list[str] = []
+    if start > offset:
+        data = data[data.find(b"\n") + 1:] if b"\n" in data else b""  # the line the skip cut in two goes too
+        where = (f"{path.name} in job {job_id}'s run folder (deepe jobs logs {job_id} prints it all)"
+                 if in_voila_app() else str(path))
+        lines.append(LeftOut(f"… {size_words(start - offset)} of {'earlier ' if offset == 0 else ''}lines "
+                             f"left out here: the whole log is {where}"))
+    lines.extend(data.decode("utf-8", errors="replace").replace("\r", "\n").splitlines())
+    return end, lines
 
 
 class TrainingDetail(w.VBox):
@@ -357,21 +382,22 @@ class TrainingDetail(w.VBox):
     # --- the log ---------------------------------------------------------------------------
 
     def _read_log(self, job) -> tuple[dict[Path, int], list[str]]:
-        """The lines the stage logs gained since the last read, and the offsets to read on from."""
+        """The lines the stage logs gained since the last read, and the offsets to read on from;
+        at most LOG_READ_BYTES of each log per read (a note line says what was left out)."""
         offsets, lines = {}, []
         if not job.run_dir:  # queued: no run folder yet (and never the kernel's working folder)
             return offsets, lines
         for log in sorted(Path(job.run_dir).glob("*.log")):
             if log.name == "runner.log":
                 continue
-            with open(log, encoding="utf-8", errors="replace") as handle:
-                handle.seek(self._log_offsets.get(log, 0))
-                lines.extend(handle.read().replace("\r", "\n").splitlines())
-                offsets[log] = handle.tell()
+            offsets[log], new = read_log_lines(log, self._log_offsets.get(log, 0), job.id)
+            lines.extend(new)
         return offsets, lines
 
     def _wanted(self, entry: tuple[str, str, str]) -> bool:
         kind, level, _text = entry
+        if kind == "cut":  # what was left out shows under every filter
+            return True
         if kind == "noise" and not self.show_noise.value:
             return False
         wanted = self.level.value
@@ -381,14 +407,17 @@ class TrainingDetail(w.VBox):
     def _chunk(entries) -> w.HTML:
         def one(entry):
             kind, level, text = entry
-            css = "deepe-noise" if kind == "noise" else {"ERROR": "deepe-error", "WARNING": "deepe-warning"}.get(
-                level, "")
+            css = {"noise": "deepe-noise", "cut": "deepe-log-cut"}.get(kind) or \
+                {"ERROR": "deepe-error", "WARNING": "deepe-warning"}.get(level, "")
             return f"<span class='{css}'>{html.escape(text)}</span>" if css else html.escape(text)
         return w.HTML("<pre class='deepe-log'>" + "\n".join(one(e) for e in entries) + "</pre>")
 
     def _add_log_lines(self, lines: list[str]) -> None:
         entries = []
         for text in lines:
+            if isinstance(text, LeftOut):
+                entries.append(("cut", "INFO", text))
+                continue
             if not text.strip():
                 continue  # blank lines only spread the log out
             kind, level = classify(text, self._after_noise)

@@ -20,6 +20,7 @@ from ..images import image_column, thumbnail_html
 from ..names import check_name
 from .common import Status, action, close_tree, html_table, stylesheet
 from .labels import humanize, param_label, parameter_help, used_parameters
+from .state import ADMIN_ONLY, resolve_admin
 
 # Seed 004's form, in its order (shown first; the rest go under "Advanced").
 MAIN_FIELDS = ("EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "MAX_SEQ_LENGTH", "MAX_STEPS", "LORA_RANK", "LORA_ALPHA",
@@ -33,6 +34,8 @@ PREFERRED_METHOD, PREFERRED_DATASET = "SFT-Demo", "demo-sft"
 METHOD_DATASETS = {"GRPO-Demo": "demo-gsm", "SFT-Demo": "demo-sft", "SD-Demo": "demo-sd",
                    "Embedding-Demo": "demo-embed", "VL-Demo": "demo-vl"}
 PREVIEW_CHARS = 60
+# script mode's own flags: they can pass --trust_remote_code or paths outside DEEPE_ALLOWED_ROOTS
+ADMIN_ONLY_PARAMS = ("ARGS_TEMPLATE", "EXTRA_ARGS")
 STYLE = {"description_width": "200px"}
 WIDE = {"layout": {"width": "520px"}}
 
@@ -64,12 +67,15 @@ def clip(text: str, limit: int = PREVIEW_CHARS) -> str:
 class TrainingLauncher(w.VBox):
     """The "Start a New Train" form; `on_submitted(job)` is called after "Run the Train".
 
-    `start_worker=False` only queues (a worker started elsewhere, or none in a test)."""
+    `start_worker=False` only queues (a worker started elsewhere, or none in a test). Without `admin`
+    (`state.page_is_admin` decides when not given) a script method's ARGS_TEMPLATE and EXTRA_ARGS get
+    no field, and a submit that sets them is refused."""
 
-    def __init__(self, on_submitted=None, start_worker: bool = True):
+    def __init__(self, on_submitted=None, start_worker: bool = True, admin: bool | None = None):
         methods.ensure_builtins()
         demo_data.ensure_demo_datasets()
         self.on_submitted, self.start_worker = on_submitted, start_worker
+        self.admin = resolve_admin(admin)
         self.method = w.Dropdown(description="Training Method", style=STYLE, **WIDE)
         self.base_model = w.Dropdown(description="Base Model", style=STYLE, **WIDE)
         self.dataset = w.Dropdown(description="Dataset", style=STYLE, **WIDE)
@@ -178,6 +184,8 @@ class TrainingLauncher(w.VBox):
         for name, source in defaults.items():
             if name in paramlib.PLATFORM_SET or name in COLUMN_FIELDS:
                 continue
+            if name in ADMIN_ONLY_PARAMS and not self.admin:
+                continue  # the method's own value stands
             if used is not None and name not in used and name not in MAIN_FIELDS:
                 continue  # e.g. SFT-Demo never reads NUM_GENERATIONS: no field for it
             tip = helps.get(name) or ""
@@ -308,9 +316,13 @@ class TrainingLauncher(w.VBox):
     def _submit(self) -> None:
         if self.validate():  # a click that raced a keystroke: the messages say what to fix
             raise DeepeError("the form has problems: see the messages under the fields")
+        params = self.overrides()
+        refused = [name for name in ADMIN_ONLY_PARAMS if name in params]
+        if refused and not self.admin:  # no field offers them here; refused all the same
+            raise DeepeError(f"{' and '.join(refused)} (a script's own flags): {ADMIN_ONLY}")
         try:
             job = jobs.submit_training(self.method.value, self.base_model.value, self.dataset.value,
-                                       name=self.train_name.value.strip() or None, params=self.overrides(),
+                                       name=self.train_name.value.strip() or None, params=params,
                                        copied_from=self.copied_from)
             if self.start_worker:
                 worker.ensure_worker()

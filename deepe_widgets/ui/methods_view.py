@@ -24,6 +24,7 @@ from .common import (
     stylesheet,
 )
 from .labels import humanize
+from .state import ADMIN_ONLY, resolve_admin
 
 LABEL = {"width": "240px"}  # a dict, not a Layout: each label gets its own (closing one closes no other)
 FORM = {"style": {"description_width": "130px"}, "layout": {"width": "480px"}}
@@ -232,9 +233,10 @@ class MethodManager(w.VBox):
 
     poll_seconds = 3.0
 
-    def __init__(self, admin: bool = True):
+    def __init__(self, admin: bool | None = None):
         methods.ensure_builtins()
-        self.admin = admin
+        self.admin = resolve_admin(admin)
+        admin = self.admin
         self.status = Status()
         self.connection = ConnectionNote()
         columns = [("Name", "minmax(110px, 1.2fr)"), ("Type", "130px"), ("Lifecycle", "130px"),
@@ -321,6 +323,9 @@ class MethodManager(w.VBox):
     def _delete_asked(self) -> None:
         name, self._asked = self._asked, None
         if name is None:
+            return
+        if not self.admin:  # no button offers it; refused all the same
+            self.status.show(ADMIN_ONLY, "error")
             return
         try:
             methods.delete_method(name)

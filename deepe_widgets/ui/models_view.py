@@ -3,7 +3,9 @@
 Each model's card (base, method, dataset, date, final metrics), and what can be done with it:
 **Save** a Customized Model as a Complete Model (merge the adapter, in a chosen precision),
 **Try it** (a prompt answered by the model and by its base model, side by side), **Delete**
-(asked first; a model another was made from is refused).
+(asked first; refused as `deepe models delete` refuses: a model another was made from, a live one,
+one a queued or running job uses). Delete, Deploy and Stop are admin actions (`state.page_is_admin`):
+a page without admin gets no button for them, and refuses them if asked all the same.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import html
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +32,7 @@ from .common import (
     confirm_row,
     error_text,
     html_table,
+    in_voila_app,
     poll_forever,
     run_in_background,
     start_poller,
@@ -36,6 +40,7 @@ from .common import (
 )
 from .labels import metric_direction, metric_label, metric_order, short_label, show_value
 from .record import RecordView
+from .state import ADMIN_ONLY, resolve_admin
 from .training_list import short_time
 
 KINDS = (("Customized", ModelKind.CUSTOMIZED), ("Complete", ModelKind.COMPLETE), ("Live", ModelKind.LIVE))
@@ -46,6 +51,13 @@ DTYPES = (("float32 (exact, largest)", "float32"), ("bfloat16 (half the size)", 
 COLUMNS = (("Name", "minmax(160px, 2.2fr)"), ("Base model", "minmax(100px, 1.2fr)"),
            ("Method", "minmax(80px, 1fr)"), ("Dataset", "minmax(80px, 1fr)"), ("Created", "86px"),
            ("Final", "110px"), ("", "90px"))
+
+log = logging.getLogger("deepe.ui")
+
+
+def who_asks() -> str:
+    """Who an admin action is logged as: the account, and whether from the app or JupyterLab."""
+    return f"{models.current_user()} from {'the dashboard app' if in_voila_app() else 'JupyterLab'}"
 
 
 def lineage(record) -> list:
@@ -94,8 +106,9 @@ class ModelsView(w.VBox):
 
     poll_seconds = 3.0
 
-    def __init__(self, on_job=None, start_worker: bool = True):
+    def __init__(self, on_job=None, start_worker: bool = True, admin: bool | None = None):
         self.on_job, self.start_worker = on_job, start_worker
+        self.admin = resolve_admin(admin)
         self.kind = w.ToggleButtons(options=KINDS, value=ModelKind.CUSTOMIZED, style={"button_width": "130px"})
         self.kind.observe(lambda _c: self._on_kind(), "value")
         self.table = GridTable(list(COLUMNS), max_height="300px")
@@ -181,7 +194,7 @@ class ModelsView(w.VBox):
         """Show a model's card (below the list)."""
         self._close_card()
         self.card = ModelCard(models.get_model(name), on_job=self.on_job, on_deleted=self._deleted,
-                              start_worker=self.start_worker)
+                              start_worker=self.start_worker, admin=self.admin)
         self.card_area.children = [self.card]
         for row_name, cells in self.rows.items():
             for cell in cells:
@@ -193,10 +206,10 @@ class ModelsView(w.VBox):
         if old is not None:
             old.close()
 
-    def _deleted(self, name: str) -> None:
+    def _deleted(self, name: str, words: str | None = None) -> None:
         self._close_card()
         self.refresh()
-        self.status.show(f"model {name} deleted", "ok")
+        self.status.show(words or f"model {name} deleted", "ok")
 
 
 def _takes_image(name: str) -> bool:
@@ -207,9 +220,10 @@ def _takes_image(name: str) -> bool:
 
 
 class ModelCard(w.VBox):
-    """One model: its card, Save (Customized only), Try it, Delete."""
+    """One model: its card, Save (Customized only), Try it; with admin, Deploy (or Stop) and Delete."""
 
-    def __init__(self, record, on_job=None, on_deleted=None, start_worker: bool = True):
+    def __init__(self, record, on_job=None, on_deleted=None, start_worker: bool = True, admin: bool | None = None):
+        self.admin = resolve_admin(admin)
         self.record, self.name, self.kind = record, record.name, record.kind
         self.on_job, self.on_deleted, self.start_worker = on_job, on_deleted, start_worker
         self.info = model_card(record)
@@ -258,18 +272,22 @@ class ModelCard(w.VBox):
                                   w.VBox([self.base_title, self.base_answer], layout=columns)],
                                  layout=w.Layout(width="100%")),
                           self.try_record_box])
-        # Delete, asked first
-        self.delete = w.Button(description="Delete…", icon="trash", layout=w.Layout(width="110px"))
-        self.delete.on_click(lambda _b: self._ask_delete())
-        self.confirm = confirm_row(w.HTML(), "Yes, delete it", self._delete_asked)
+        # Delete, asked first (admin only: without it, no button, not a hidden one)
+        self.delete = self.confirm = None
+        delete_box = []
+        if self.admin:
+            self.delete = w.Button(description="Delete…", icon="trash", layout=w.Layout(width="110px"))
+            self.delete.on_click(lambda _b: self._ask_delete())
+            self.confirm = confirm_row(w.HTML(), "Yes, delete it", self._delete_asked)
+            delete_box = [w.HTML("<h4>Delete</h4>"), w.HBox([self.delete, self.status],
+                                                             layout=w.Layout(align_items="center")), self.confirm]
         self.live_box = self._live_box()
         super().__init__([w.HBox([w.HTML(f"<h3 style='margin:4px 0'>{html.escape(self.name)} "
                                          f"<span style='color:#57606a;font-weight:normal'>"
                                          f"{KIND_WORDS.get(self.kind, self.kind)}</span></h3>"), self.job_button],
                                  layout=w.Layout(justify_content="space-between", align_items="center")),
-                          w.HTML(self._card_html()), save_box, self.live_box, try_box,
-                          w.HTML("<h4>Delete</h4>"), w.HBox([self.delete, self.status],
-                                                          layout=w.Layout(align_items="center")), self.confirm],
+                          w.HTML(self._card_html()), save_box, self.live_box, try_box, *delete_box,
+                          *([] if self.admin else [self.status])],
                          layout=w.Layout(border="1px solid #d0d7de", padding="4px 12px 12px", margin="12px 0 0 0"))
         self.add_class("deepe-model-card")
 
@@ -436,23 +454,32 @@ class ModelCard(w.VBox):
 
     def _ask_delete(self) -> None:
         self.status.clear()
-        where = "and its folder " if self.kind != ModelKind.BASE else ""
-        self.confirm.ask(f"Delete {self.name} {where}for good?")
+        if models.is_owned(self.record):
+            self.confirm.ask(f"Delete {self.name} and its folder for good?")
+        else:
+            self.confirm.ask(f"Unregister {self.name}? Its folder is yours and stays on disk.")
 
     def _delete_asked(self) -> None:
+        """Delete the model, through the same checks as `deepe models delete` (admin only)."""
+        if not self.admin:  # no button offers it here; refused all the same
+            self.status.show(f"Deleting a model: {ADMIN_ONLY}.", "error")
+            return
         try:
-            models.delete_model(self.name)
+            kept = models.delete_model(self.name, asked_by=who_asks())
         except DeepeError as exc:
-            self.status.show(exc.message.replace("or pass --force", "").rstrip(" ;,"), "error")
+            self.status.show(exc.message.replace(" or pass --force", "").replace("or pass --force", "")
+                             .rstrip(" ;,"), "error")
             return
         if self.on_deleted:
-            self.on_deleted(self.name)
+            self.on_deleted(self.name, models.deleted_words(self.name, kept))
 
     # --- Deploy / Live -------------------------------------------------------------------
 
     def _live_box(self) -> w.VBox:
-        """Deploy (a Customized or Complete Model) or, for a Live Model, its status, URL and Stop."""
+        """Deploy (a Customized or Complete Model) or, for a Live Model, its status, URL and Stop;
+        Deploy and Stop are admin actions (without admin: no button)."""
         self.deploy_note = w.HTML()
+        self.deploy_button = self.stop_button = None
         if self.kind == ModelKind.LIVE:
             meta = self.record.meta
             self.live_info = w.HTML(html_table(["", ""], [
@@ -461,10 +488,14 @@ class ModelCard(w.VBox):
                 ["Model name", html.escape(str(meta.get("served_name")))],
                 ["Serves", html.escape(str(self.record.parent))]] + (
                 [["Error", html.escape(str(meta.get("error")))]] if meta.get("error") else [])))
+            if not self.admin:
+                return w.VBox([w.HTML("<h4>Server</h4>"), self.live_info, self.deploy_note])
             self.stop_button = w.Button(description="Stop", icon="stop", layout=w.Layout(width="110px"),
                                         disabled=meta.get("status") not in deployments.RUNNING_STATES)
             self.stop_button.on_click(lambda _b: self.stop_live())
             return w.VBox([w.HTML("<h4>Server</h4>"), self.live_info, w.HBox([self.stop_button, self.deploy_note])])
+        if not self.admin:
+            return w.VBox([self.deploy_note])
         self.deploy_button = w.Button(description="Deploy on vLLM", icon="rocket", layout=w.Layout(width="170px"))
         self.deploy_button.on_click(lambda _b: self.deploy())
         box = w.VBox([w.HTML("<h4>Deploy</h4><div style='color:#57606a'>Serves the model as an OpenAI-compatible "
@@ -474,8 +505,13 @@ class ModelCard(w.VBox):
         return box
 
     def deploy(self) -> None:
+        """Deploy this model as a Live Model (admin only)."""
+        if not self.admin:  # no button offers it here; refused all the same
+            self.deploy_note.value = f"<span class='deepe-field-error'>Deploying: {html.escape(ADMIN_ONLY)}.</span>"
+            return
         try:
             job, live = deployments.submit_deploy(self.name)
+            log.info("model %s deployed as %s (job %s) by %s", self.name, live.name, job.id, who_asks())
             if self.start_worker:
                 worker.ensure_worker()
         except DeepeError as exc:
@@ -486,6 +522,11 @@ class ModelCard(w.VBox):
                                   "</span>")
 
     def stop_live(self):
+        """Stop this Live Model's server, off the kernel's loop (admin only)."""
+        if not self.admin:  # no button offers it here; refused all the same
+            self.deploy_note.value = f"<span class='deepe-field-error'>Stopping: {html.escape(ADMIN_ONLY)}.</span>"
+            return None
+        log.info("live model %s stopped by %s", self.name, who_asks())
         self.stop_button.disabled = True
         self.deploy_note.value = "<i>stopping…</i>"
 

@@ -448,7 +448,7 @@ def test_models_tab_tries_saves_and_deletes(start_app, page, workspace):
                                params={"max_steps": 6, "batch_size": 4, "learning_rate": 5e-3,
                                        "max_seq_length": 64, "save_steps": 0})
     worker.ensure_worker()
-    app = start_app(admin=False)
+    app = start_app(admin=True)  # deleting a model is an admin action
     page.goto(app.url)
     assert jobs.wait_for(job.id, timeout=180).status == "succeeded"
     [model] = [m for m in models.list_models("customized")]

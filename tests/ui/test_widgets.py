@@ -1,6 +1,7 @@
 """The widgets in plain Python: buttons are clicked with `.click()`, no browser."""
 
 import asyncio
+import os
 import shutil
 import threading
 import time
@@ -719,3 +720,185 @@ def test_a_live_method_chooses_its_deployment_environment(workspace, tmp_path, m
     assert method.lifecycle == "live" and method.stages["deployment"]["kernel"] == "deepe-vllm"
     assert method.stages["deployment"]["source"] == deployments.builtin_stage()["file"]
     manager.close()
+
+
+def test_record_sanitises_each_output_on_its_own_and_leaves_no_beacon_or_id(workspace):
+    """An unclosed <style> or <script> in one output (or a markdown cell) hides nothing after it:
+    the failing cell and the workbench's warnings still show; remote pictures and ids are gone."""
+    import re
+
+    import nbformat
+
+    from deepe_widgets.ui.detail import TAB_RECORD
+
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    html_output = lambda markup: nbformat.v4.new_output("display_data", data={"text/html": markup})  # noqa: E731
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Setup\nnotes <style>.cell {display:none}"),
+        nbformat.v4.new_code_cell("show_table()", outputs=[html_output("<div id='report'>a table<style>* {")]),
+        nbformat.v4.new_code_cell("show_chart()", outputs=[html_output("<p>a chart<script>document.write('")]),
+        nbformat.v4.new_code_cell("show_pictures()", outputs=[html_output(
+            "<img src='https://tracker.example/open.png?who=1'><img src='//tracker.example/p.gif'>"
+            "<img src='pics/local.png'><img src='data:image/png;base64,iVBORw0KGgo='>"
+            "<span id='x' style='background-image:url(https://tracker.example/bg.png)'>captioned</span>"),
+            html_output("<p>a validation picture</p><img src='data:image/png;base64," + "A" * 80_000 + "'>")]),
+        nbformat.v4.new_code_cell("trainer.train()", outputs=[
+            nbformat.v4.new_output("stream", name="stderr", text="UserWarning: padding side is left\n"),
+            nbformat.v4.new_output("error", ename="ValueError", evalue="the loss is nan at step 3",
+                                   traceback=["ValueError: the loss is nan at step 3"])]),
+        nbformat.v4.new_markdown_cell("**Warnings from the workbench**\n\n- no metric was logged"),
+    ]
+    nbformat.write(nb, Path(job.run_dir) / "training.ipynb")
+    detail = TrainingDetail(job.id)
+    detail.tabs.selected_index = TAB_RECORD
+    body = detail.record.body.value
+    for later in ("a table", "a chart", "captioned", "show_pictures", "padding side is left",
+                  "the loss is nan at step 3", "Warnings from the workbench", "no metric was logged"):
+        assert later in body, later
+    for gone in ("tracker.example", "pics/local.png", "<style", "<script", "document.write"):
+        assert gone not in body, gone
+    assert "data:image/png;base64,iVBORw0KGgo=" in body  # a picture the record holds stays
+    assert "A" * 80_000 in body  # a large one too: pictures are not text to clip
+    assert not re.search(r"\sid=", body)  # no element of a record takes an id of the page
+    detail.close()
+
+
+def test_a_large_record_shows_its_first_cells_and_says_where_the_rest_is(workspace):
+    import nbformat
+
+    from deepe_widgets.ui import record as record_module
+    from deepe_widgets.ui.record import RecordView
+
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"print('part {i}')", outputs=[nbformat.v4.new_output(
+        "stream", name="stdout", text=f"part {i} begins\n" + "x" * 20_000 + "\n")]) for i in range(1500)]
+    nb.cells[0].outputs[0].text = "the first output\n" + "y" * 1_000_000 + "\nits last line\n"  # one huge output
+    path = Path(job.run_dir) / "training.ipynb"
+    nbformat.write(nb, path)
+    assert path.stat().st_size > 25 * 2**20
+    view = RecordView()
+    view.set_paths([str(path)])
+    started = time.monotonic()
+    view.refresh()
+    took = time.monotonic() - started
+    body = view.body.value
+    assert "the first output" in body and "its last line" in body and "characters left out here" in body
+    assert "part 1 begins" in body and "part 1499 begins" not in body
+    assert f"This record is {path.stat().st_size / 2**20:,.1f} MB" in body and str(path) in body
+    assert len(body) < 1.5 * record_module.RECORD_BUDGET  # what reaches the page is bounded
+    assert took < 30, took
+    assert "too large to download here" in view.download.value
+    os.utime(path)  # written again (a running stage), its start unchanged: not drawn again
+    assert view.read_if_changed() is None
+    view.close()
+
+
+def test_a_50_mb_train_log_shows_its_end_and_says_where_the_rest_is(workspace):
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    log = Path(job.run_dir) / "training.log"
+    line = "[deepe] 2026-11-23 15:25:44 INFO    progress {}/1000000 loss 0.5 " + "." * 60 + "\n"
+    with open(log, "w") as handle:
+        for start in range(0, 500_000, 10_000):
+            handle.write("".join(line.format(i) for i in range(start, start + 10_000)))
+    assert log.stat().st_size > 50 * 2**20
+    started = time.monotonic()
+    detail = TrainingDetail(job.id)
+    took = time.monotonic() - started
+    shown_text = "".join(chunk.value for chunk in detail.log_lines.children)
+    assert "progress 499999/1000000" in shown_text and "progress 1/1000000" not in shown_text
+    assert "of earlier lines left out here: the whole log is" in shown_text and str(log) in shown_text
+    assert len(shown_text) < 400_000 and took < 15, (len(shown_text), took)
+    with open(log, "a") as handle:
+        handle.write(line.format("next"))
+    detail.refresh()
+    assert "progress next/1000000" in detail.log_lines.children[-1].value
+    detail.level.value = "ERROR"  # the note shows under every filter
+    assert "lines left out" in detail.log_lines.children[0].value
+    detail.close()
+
+
+def test_admin_is_the_notebook_user_and_the_app_as_started(monkeypatch):
+    from deepe_widgets.ui.state import page_is_admin
+
+    monkeypatch.delenv("DEEPE_APP_METHOD_ADMIN", raising=False)
+    monkeypatch.delenv("VOILA_KERNEL_ID", raising=False)
+    monkeypatch.delenv("VOILA_BASE_URL", raising=False)
+    assert page_is_admin()  # a JupyterLab cell: its user owns the workspace
+    monkeypatch.setenv("VOILA_KERNEL_ID", "k1")
+    assert not page_is_admin()  # some Voila page the app did not start
+    monkeypatch.setenv("DEEPE_APP_METHOD_ADMIN", "1")
+    assert page_is_admin()  # deepe app --allow-method-admin
+    monkeypatch.setenv("DEEPE_APP_METHOD_ADMIN", "0")
+    assert not page_is_admin()
+
+
+def test_a_non_admin_page_gets_no_script_flags_and_submit_refuses_them(workspace):
+    from deepe_widgets.methods import register_method
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    register_method("my-sft-script", {"training": (str(scripts / "sft_trl.py"), "python3")})
+    admin = TrainingLauncher(start_worker=False, admin=True)
+    admin.method.value, admin.base_model.value = "my-sft-script", "tiny"
+    assert {"ARGS_TEMPLATE", "EXTRA_ARGS"} <= set(admin.fields)
+    admin.close()
+    launcher = TrainingLauncher(start_worker=False, admin=False)
+    launcher.method.value, launcher.base_model.value = "my-sft-script", "tiny"
+    assert not {"ARGS_TEMPLATE", "EXTRA_ARGS"} & set(launcher.fields)
+    assert "LEARNING_RATE" in launcher.fields
+    # a page that sends the field all the same (a crafted message) is refused at submit
+    launcher.fields["EXTRA_ARGS"] = w.Text(value="--trust_remote_code true")
+    launcher.defaults.setdefault("EXTRA_ARGS", "''")
+    launcher.run.click()
+    assert "EXTRA_ARGS" in launcher.status.value and "--allow-method-admin" in launcher.status.value
+    assert jobs.list_jobs() == []
+    launcher.close()
+    dash = Dashboard(admin=False, start_worker=False)
+    assert dash.launcher.admin is False and dash.models.admin is False
+    dash.methods.ask_delete("my-sft-script")  # no button offers it; asked all the same: refused
+    dash.methods.confirm.yes.click()
+    assert "--allow-method-admin" in dash.methods.status.value and methods.get_method("my-sft-script")
+    dash.close()
+
+
+def test_a_non_admin_page_neither_deletes_nor_deploys_models(workspace, tmp_path):
+    from deepe_widgets.ui import ModelsView
+
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    customized_model(job, "tiny_train1_20261123_abcd", tmp_path)
+    view = ModelsView(start_worker=False, admin=False)
+    view.open_model("tiny_train1_20261123_abcd")
+    card = view.card
+    assert card.delete is None and card.confirm is None and card.deploy_button is None
+    buttons = {b.description for b in shown(card) if isinstance(b, w.Button)}
+    assert not {"Delete…", "Yes, delete it", "Deploy on vLLM"} & buttons
+    card._delete_asked()  # asked all the same: refused
+    assert "--allow-method-admin" in card.status.value
+    card.deploy()
+    assert "--allow-method-admin" in card.deploy_note.value
+    assert "tiny_train1_20261123_abcd" in [m.name for m in models.list_models()]
+    assert (tmp_path / "tiny_train1_20261123_abcd").is_dir() and len(jobs.list_jobs()) == 1
+    view.close()
+
+
+def test_the_dashboard_refuses_to_delete_a_model_a_queued_job_uses(workspace, tmp_path):
+    from deepe_widgets.ui import ModelsView
+
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    customized_model(job, "tiny_train1_20261123_abcd", tmp_path)
+    save = jobs.submit_save("tiny_train1_20261123_abcd")  # queued: it reads the adapter
+    view = ModelsView(start_worker=False, admin=True)
+    view.open_model("tiny_train1_20261123_abcd")
+    card = view.card
+    card.delete.click()
+    card.confirm.yes.click()
+    assert f"is used by job {save.id}" in card.status.value and "cancel" in card.status.value
+    assert (tmp_path / "tiny_train1_20261123_abcd").is_dir()
+    assert "tiny_train1_20261123_abcd" in [m.name for m in models.list_models()]
+    jobs.cancel_job(save.id)
+    card.delete.click()
+    card.confirm.yes.click()
+    assert "deleted model tiny_train1_20261123_abcd" in view.status.value
+    assert not (tmp_path / "tiny_train1_20261123_abcd").exists()  # a job's output: the workspace made it
+    view.close()
