@@ -72,8 +72,9 @@ def check_model_name_fits(base_model: str, name: str | None) -> None:
     planned = f"{base_model}_{name or 'train' + '0' * len(str(paramlib.MAX_ID))}_YYYYMMDD_xxxx"
     if len(planned) > MAX_NAME_LENGTH:
         over = len(planned) - MAX_NAME_LENGTH
-        raise DeepeError(f"the model this training makes would be named {base_model}_{name or 'train<id>'}_<date>_<id>, "
-                         f"{over} characters over the {MAX_NAME_LENGTH} a name may have; give a shorter training "
+        planned = f"{base_model}_{name or 'train<id>'}_<date>_<id>"
+        raise DeepeError(f"the model this training makes would be named {planned}, {over} characters over "
+                         f"the {MAX_NAME_LENGTH} a name may have; give a shorter training "
                          f"name (--name)" + ("" if name and len(name) > over else
                                              " or register the base model under a shorter name"), field="name")
 

@@ -12,8 +12,8 @@ import threading
 import time
 import uuid as uuidlib
 from contextlib import contextmanager
-from pathlib import Path
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from sqlalchemy import JSON, Column, Float, Index, UniqueConstraint, event, inspect, text
