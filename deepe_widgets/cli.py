@@ -103,12 +103,13 @@ def _parse_stage_specs(specs: list[str]) -> dict[str, tuple[str, str]]:
         if "=" not in spec:
             raise DeepeError(f"--stage {spec!r} must look like STAGE=FILE@KERNEL")
         stage, rest = spec.split("=", 1)
+        stage = stage.strip()
         file, _, kernel = rest.rpartition("@")
         if not file:
             file, kernel = rest, ""
         if stage in stages:
-            raise DeepeError(f"stage {stage!r} is given twice")
-        stages[stage.strip()] = (file.strip(), kernel.strip())
+            raise DeepeError(f"--stage {stage} is given twice; give each stage once", field="stages")
+        stages[stage] = (file.strip(), kernel.strip())
     return stages
 
 
@@ -582,6 +583,7 @@ def cmd_jobs_export(args) -> int:
     _setup()
     if args.mlflow is None and not args.tensorboard:
         raise DeepeError("say where to export: --mlflow [TRACKING_URI] and/or --tensorboard DIR")
+    tracking.check_targets(args.mlflow, args.tensorboard)  # before a first target is written
     selected = tracking.select_jobs(args.ids, all_jobs=args.all, since=args.since)
     report: dict = {"jobs": [j.id for j in selected]}
     if not selected:
