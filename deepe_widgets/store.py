@@ -18,7 +18,7 @@ from typing import Any, Iterator, Optional
 
 from sqlalchemy import JSON, Column, Float, Index, UniqueConstraint, event, inspect, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Field, Session, SQLModel, create_engine, select
@@ -220,7 +220,8 @@ def get_engine(url: str | None = None) -> Engine:
                     engine = create_engine(url, pool_pre_ping=True)
                     path = None
                 migrate(engine)
-            except (SQLAlchemyError, ImportError, ValueError) as exc:
+            except (OperationalError, InterfaceError, ArgumentError, ImportError, ValueError) as exc:
+                # cannot connect, or no URL at all; other errors (a race on CREATE TABLE) stay as they are
                 if engine is not None:
                     engine.dispose()
                 raise _database_error(url, exc) from exc
@@ -237,12 +238,12 @@ def _database_error(url: str, exc: Exception) -> DeepeError:
     """What went wrong opening the database, in a sentence naming the setting to fix (never the password)."""
     shown = config.display_db_url(url)
     setting = "DEEPE_DB_URL" if os.environ.get("DEEPE_DB_URL", "").strip() else "DEEPE_HOME"
-    if isinstance(exc, ArgumentError):
-        return DeepeError(f"{setting} is not a database URL (give one like sqlite:////path/deepe.db or "
-                          f"postgresql+psycopg://USER:PASSWORD@HOST/DB); fix {setting}", field=setting)
-    if isinstance(exc, NoSuchModuleError | ImportError):
+    if isinstance(exc, NoSuchModuleError | ImportError):  # NoSuchModuleError is an ArgumentError too
         why = (f"needs a database driver that is not installed ({exc}); install it, or use PostgreSQL "
                f"(pip install 'deepe-widgets[postgres]')")
+    elif isinstance(exc, ArgumentError):
+        return DeepeError(f"{setting} is not a database URL (give one like sqlite:////path/deepe.db or "
+                          f"postgresql+psycopg://USER:PASSWORD@HOST/DB); fix {setting}", field=setting)
     elif isinstance(exc, ValueError):
         why = f"is not a valid URL ({exc})"
     else:  # OperationalError and kin: the driver's first line says why (refused, unknown host, no file …)
