@@ -178,9 +178,11 @@ def cases(tmp: Path) -> dict[str, Case]:
         "mlflow-in-a-missing-folder": lambda: Case(["jobs", "export", "--all", "--mlflow",
                                                     str(tmp / "missing" / "dir" / "x.db")],
                                                    absent=[tmp / "missing"], says="does not exist"),
-        "methods-test-output-outside": lambda: Case(["methods", "test", str(TEMPLATE), "--base-model", "fake",
-                                                     "--dataset", "demo-sft", "--output", "/etc/deepe-test"],
-                                                    absent=[Path("/etc/deepe-test")], says="outside"),
+        "methods-test-output-outside": lambda: Case(
+            ["methods", "test", str(TEMPLATE), "--base-model", "fake", "--dataset", "demo-sft", "--output",
+             str(tmp / "out")], env={"DEEPE_ALLOWED_ROOTS": os.pathsep.join(
+                 [str(REPO), str(Path(os.environ["DEEPE_HOME"]).parent)])},
+            absent=[tmp / "out"], says="outside"),
     }
 
 
