@@ -279,3 +279,16 @@ def test_secret_names_are_words_not_substrings():
 
     assert all(looks_secret(n) for n in ("HF_TOKEN", "wandb_api_key", "WandbApiKey", "DB_PASSWORD", "secret"))
     assert not any(looks_secret(n) for n in ("MAX_NEW_TOKENS", "TOKENIZER_NAME", "KEYWORDS", "max_steps"))
+
+
+def test_a_postgres_url_as_libpq_writes_it_opens_the_database(postgres, home, monkeypatch):
+    """`postgres://` (SQLAlchemy refuses that spelling) reaches the same PostgreSQL database."""
+    url = postgres.new_database()  # postgresql+psycopg://postgres@127.0.0.1:PORT/deepe_N
+    monkeypatch.setenv("DEEPE_DB_URL", url.replace("postgresql+psycopg://", "postgres://"))
+    store.dispose_engines()
+    assert config.db_url() == url
+    with store.session() as s:
+        s.add(store.Meta(key="written-through", value="postgres://"))
+    monkeypatch.setenv("DEEPE_DB_URL", url)
+    store.dispose_engines()
+    assert store.get_one(store.Meta, key="written-through").value == "postgres://"
