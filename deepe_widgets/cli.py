@@ -139,11 +139,9 @@ def cmd_methods_test(args) -> int:
     """Seed 003 steps A–D: run a training stage file directly, without the queue."""
     from . import params as paramlib
     from . import runner
-    from .paths import check_allowed
 
     _setup()
     out_dir = Path(args.output or Path.cwd() / f"deepe-test-{time.strftime('%Y%m%d-%H%M%S')}")
-    check_allowed(out_dir, "output", "output folder")
     result = runner.run_local_test(args.file, args.base_model, args.dataset, paramlib.parse_assignments(args.param),
                                    kernel=args.kernel, output=out_dir,
                                    on_start=lambda log: print(f"running {args.file} in kernel {args.kernel!r}; "

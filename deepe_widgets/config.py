@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import os
@@ -51,9 +52,14 @@ def db_url() -> str:
     if not url:
         return f"sqlite:///{deepe_home() / 'deepe.db'}"
     scheme, sep, rest = url.partition("://")
-    if sep and scheme in ("postgres", "postgresql") and importlib.util.find_spec("psycopg") is not None:
-        return f"postgresql+psycopg://{rest}"
+    if sep and scheme in ("postgres", "postgresql"):
+        return f"postgresql+psycopg://{rest}" if _has_psycopg() else f"postgresql://{rest}"
     return url
+
+
+@functools.cache
+def _has_psycopg() -> bool:
+    return importlib.util.find_spec("psycopg") is not None
 
 
 def display_db_url(url: str | None = None) -> str:
