@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from . import config, voila_server
+from . import params as paramlib
 
 
 def app_notebook() -> Path:
@@ -87,15 +88,15 @@ def wait_until_listening(port: int, proc: subprocess.Popen, timeout: float = 60)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `deepe app` (and of `python -m deepe_widgets.app`)."""
-    parser.add_argument("--port", type=int, default=8866)
+    parser.add_argument("--port", type=paramlib.cli_port, default=8866)
     parser.add_argument("--allow-method-admin", action="store_true",
                         help="let app users register and delete methods (that is: register code that runs)")
     # A token on the command line is readable by every local user (`ps`): it comes from the environment.
     parser.add_argument("--token", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-browser", action="store_true", help="accepted for Jupyter habits; no browser is opened")
-    parser.add_argument("--pool-size", type=int, default=DEFAULT_POOL_SIZE, metavar="N",
+    parser.add_argument("--pool-size", type=paramlib.cli_int(0, 64), default=DEFAULT_POOL_SIZE, metavar="N",
                         help=f"dashboards kept started ahead for the next visitors (default {DEFAULT_POOL_SIZE})")
-    parser.add_argument("--cull-after", type=float, default=DEFAULT_CULL_AFTER, metavar="SECONDS",
+    parser.add_argument("--cull-after", type=paramlib.cli_seconds(), default=DEFAULT_CULL_AFTER, metavar="SECONDS",
                         help="shut a page's kernel down once the page has been gone this long "
                              f"(default {DEFAULT_CULL_AFTER}); a closed or reloaded page frees its kernel at once")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from .app import add_arguments as add_app_arguments
 from .cli_live import add_live_commands
 from .errors import DeepeError
+from .params import cli_int, cli_job_id, cli_seconds
 from .store import FINISHED, JobStatus
 
 
@@ -21,13 +22,14 @@ def _print_json(obj) -> None:
 def _table(rows: list[list], headers: list[str]) -> None:
     """A plain-text table (rich, without borders, so it stays greppable and copyable)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for header in headers:  # paths and names are never cut short: they get copied
-        table.add_column(header, overflow="fold")
-    for row in rows:
-        table.add_row(*(str(c) for c in row))
+        table.add_column(escape(str(header)), overflow="fold")
+    for row in rows:  # cells are data (a Llama-2 row holds "[/INST]"): never rich markup
+        table.add_row(*(escape(str(c)) for c in row))
     # piped output (scripts, grep) gets whole lines; a terminal its own width
     Console(highlight=False, width=None if sys.stdout.isatty() else 100_000).print(table)
 
@@ -51,7 +53,7 @@ def cmd_init(args) -> int:
     record = models.ensure_default_model()
     embedding = embeddings.ensure_embedding_base_model()
     print(f"workspace: {config.deepe_home()}")
-    print(f"database:  {config.db_url()}")
+    print(f"database:  {config.display_db_url()}")
     print(f"default base model: {record.name} ({record.path})")
     print(f"embedding base model: {embedding.name} ({embedding.path})" if embedding else
           "embedding base model: none (pip install 'deepe-widgets[embedding]', then deepe init)")
@@ -101,12 +103,13 @@ def _parse_stage_specs(specs: list[str]) -> dict[str, tuple[str, str]]:
         if "=" not in spec:
             raise DeepeError(f"--stage {spec!r} must look like STAGE=FILE@KERNEL")
         stage, rest = spec.split("=", 1)
+        stage = stage.strip()
         file, _, kernel = rest.rpartition("@")
         if not file:
             file, kernel = rest, ""
         if stage in stages:
-            raise DeepeError(f"stage {stage!r} is given twice")
-        stages[stage.strip()] = (file.strip(), kernel.strip())
+            raise DeepeError(f"--stage {stage} is given twice; give each stage once", field="stages")
+        stages[stage] = (file.strip(), kernel.strip())
     return stages
 
 
@@ -270,8 +273,17 @@ def cmd_datasets_list(args) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    _table([[r["name"], r["format"], r["rows"], ", ".join(r["columns"]), r["path"]] for r in rows],
+    _table([[r["name"], r["format"], r["rows"], ", ".join(map(str, r["columns"])), r["path"]] for r in rows],
            ["NAME", "FORMAT", "ROWS", "COLUMNS", "PATH"])
+    return 0
+
+
+def cmd_datasets_delete(args) -> int:
+    from . import datasets
+
+    _setup()
+    record = datasets.delete_dataset(args.name)
+    print(f"deleted dataset {record.name} (its file {record.path} stays)")
     return 0
 
 
@@ -290,16 +302,25 @@ def cmd_datasets_preview(args) -> int:
 # --- training and jobs ----------------------------------------------------------------
 
 def cmd_train(args) -> int:
-    from . import jobs, methods, models, simpletuner
+    from . import datasets, jobs, methods, models, simpletuner
     from . import params as paramlib
 
     _setup()
     simpletuner.check_available(args.method)  # one sentence when no kernel can run it
     methods.get_method(args.method)  # refused before a data file given by path is registered
     models.get_model(args.base_model)
-    dataset = _dataset_name_or_file(args.dataset, quiet=args.json)
-    job = jobs.submit_training(args.method, args.base_model, dataset, name=args.name,
-                               params=paramlib.parse_assignments(args.param))
+    params = paramlib.parse_assignments(args.param)
+    known = {d.name for d in datasets.list_datasets()}
+    dataset = _dataset_name_or_file(args.dataset, quiet=True)
+    try:
+        job = jobs.submit_training(args.method, args.base_model, dataset, name=args.name, params=params)
+    except DeepeError:
+        if dataset not in known:  # a file registered for this training only: a refused training forgets it
+            datasets.delete_dataset(dataset)
+        raise
+    if dataset not in known and not args.json:
+        record = datasets.get_dataset(dataset)
+        print(f"registered dataset {record.name} from {record.path} ({record.rows} rows)", flush=True)
     _start_worker()
     return _after_submit(job, args)
 
@@ -555,6 +576,7 @@ def cmd_jobs_export(args) -> int:
     _setup()
     if args.mlflow is None and not args.tensorboard:
         raise DeepeError("say where to export: --mlflow [TRACKING_URI] and/or --tensorboard DIR")
+    tracking.check_targets(args.mlflow, args.tensorboard)  # before a first target is written
     selected = tracking.select_jobs(args.ids, all_jobs=args.all, since=args.since)
     report: dict = {"jobs": [j.id for j in selected]}
     if not selected:
@@ -684,8 +706,15 @@ def cmd_demo(args) -> int:
     return 0 if final.status == JobStatus.SUCCEEDED else 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with the CLI's contract for bad input: one `error: …` line on stderr, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepe", description="deepe-widgets: fine-tune LLMs from Jupyter.")
+    parser = _Parser(prog="deepe", description="deepe-widgets: fine-tune LLMs from Jupyter.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def verb(parent, name, func, help_text, json_flag=False):
@@ -758,7 +787,10 @@ def build_parser() -> argparse.ArgumentParser:
     verb(datasets, "list", cmd_datasets_list, "list datasets", True)
     p = verb(datasets, "preview", cmd_datasets_preview, "show the first rows", True)
     p.add_argument("name")
-    p.add_argument("--rows", type=int, default=5)
+    p.add_argument("--rows", type=cli_int(1), default=5)
+    p = verb(datasets, "delete", cmd_datasets_delete, "forget a dataset (its file stays); refused while a "
+             "queued or running job uses it")
+    p.add_argument("name")
 
     p = verb(sub, "train", cmd_train, "queue a training", True)
     p.add_argument("--method", required=True)
@@ -770,33 +802,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs_p = sub.add_parser("jobs", help="trainings and other jobs").add_subparsers(dest="verb", required=True)
     p = verb(jobs_p, "list", cmd_jobs_list, "list jobs", True)
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=cli_int(1), default=50)
     for name, func, text in (("show", cmd_jobs_show, "show one job"),
                              ("metrics", cmd_jobs_metrics, "a job's metrics: one line each, or the rows"),
                              ("cancel", cmd_jobs_cancel, "cancel a queued or running job")):
         p = verb(jobs_p, name, func, text, name != "cancel")
-        p.add_argument("id")
+        p.add_argument("id", type=cli_job_id)
         if name == "metrics":
             p.add_argument("--name", help="the rows of this metric")
             p.add_argument("--all", action="store_true", help="every row (default: one line per metric)")
     p = verb(jobs_p, "logs", cmd_jobs_logs, "print the stage logs")
-    p.add_argument("id")
+    p.add_argument("id", type=cli_job_id)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     p = verb(jobs_p, "copy", cmd_jobs_copy, "queue a copy of a training, some parameters changed", True)
-    p.add_argument("id")
+    p.add_argument("id", type=cli_job_id)
     p.add_argument("--name")
     p.add_argument("--param", action="append", metavar="KEY=VALUE")
     p.add_argument("--wait", action="store_true")
 
     p = verb(jobs_p, "rerun", cmd_jobs_rerun, "queue a training again with the same method files, parameters, "
              "dataset and seed; refused when one of them changed, unless --force", True)
-    p.add_argument("id")
+    p.add_argument("id", type=cli_job_id)
     p.add_argument("--force", action="store_true", help="re-run even though the dataset, a stage file or the "
                    "base model changed since")
     p.add_argument("--name")
     p.add_argument("--wait", action="store_true")
     p = verb(jobs_p, "export", cmd_jobs_export, "export jobs to MLflow (one run per job) and/or TensorBoard", True)
-    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("ids", nargs="*", metavar="ID", type=cli_job_id)
     p.add_argument("--all", action="store_true", help="every finished job")
     p.add_argument("--since", metavar="YYYY-MM-DD", help="with --all: the jobs that finished on or after this day")
     p.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
@@ -806,13 +838,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard event files under DIR, a folder per job")
 
     p = verb(sub, "compare", cmd_compare, "compare two or more jobs", True)
-    p.add_argument("ids", nargs="+")
+    p.add_argument("ids", nargs="+", type=cli_job_id)
     p = verb(sub, "doctor", cmd_doctor, "check the workspace and database; --fix applies the fixes", True)
     p.add_argument("--fix", action="store_true")
     p = verb(sub, "app", cmd_app, "serve the dashboard as a Voila app on 127.0.0.1")
     add_app_arguments(p)
     p = verb(sub, "worker", cmd_worker, "run a worker in the foreground (SIGTERM: stop after a checkpoint)")
-    p.add_argument("--idle-exit", type=float, default=None)
+    p.add_argument("--idle-exit", type=cli_seconds(above_zero=False), default=None)
     p.add_argument("--executor", choices=["local", "ray"], default=None,
                    help="where stages run (default: DEEPE_EXECUTOR, else local)")
     p.add_argument("--address", default=None, help="the ray executor's Ray dashboard (default: RAY_ADDRESS)")
@@ -821,7 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
              "checkpoint and goes back to the queue")
     p.add_argument("--now", action="store_true", help="hand the running job back without the checkpoint")
     p = verb(sub, "demo", cmd_demo, "SFT-Demo on SmolLM2 and the demo dataset, end to end")
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=cli_int(1), default=30)
     add_live_commands(sub, verb)
     return parser
 
@@ -835,6 +867,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compare" and len(args.ids) < 2:
         parser.exit(2, "error: compare needs two or more job ids\n")
     try:
+        config.check_environment()
         return args.func(args)
     except DeepeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

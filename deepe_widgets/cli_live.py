@@ -6,10 +6,15 @@
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
 import json
+import socket
 import sys
 import time
 from datetime import datetime
+
+from .params import cli_int, cli_port
 
 
 def _print_json(obj) -> None:
@@ -18,14 +23,30 @@ def _print_json(obj) -> None:
 
 def _table(rows: list[list], headers: list[str]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for header in headers:
-        table.add_column(header, overflow="fold")
-    for row in rows:
-        table.add_row(*(str(c) for c in row))
+        table.add_column(escape(header), overflow="fold")
+    for row in rows:  # cells are data, never rich markup
+        table.add_row(*(escape(str(c)) for c in row))
     Console(highlight=False, width=None if sys.stdout.isatty() else 100_000).print(table)
+
+
+def bind_address(text: str) -> str:
+    """An argparse type: an address a server can bind, an IP address or a host name that resolves."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(text, None)
+    except (socket.gaierror, UnicodeError):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an IP address nor a host name this machine resolves; "
+                                         f"give the address to bind, e.g. 127.0.0.1 (this machine only) or "
+                                         f"0.0.0.0 (every interface)") from None
+    return text
 
 
 def _when(ts) -> str:
@@ -201,9 +222,10 @@ def add_live_commands(sub, verb) -> None:
     p = verb(sub, "deploy", cmd_deploy, "serve a model as an OpenAI-compatible endpoint (a Live Model)", True)
     p.add_argument("model", help="a complete or base model, or a customized model (served as a LoRA adapter)")
     p.add_argument("--engine", default="vllm", choices=["vllm"])
-    p.add_argument("--host", default="127.0.0.1",
-                   help="the address to bind (any other than 127.0.0.1 needs VLLM_API_KEY in the environment)")
-    p.add_argument("--port", type=int, help="default: a free port, chosen when the server starts")
+    p.add_argument("--host", default="127.0.0.1", type=bind_address,
+                   help="the address to bind (default 127.0.0.1); every server has an API key of its own "
+                        "(see: deepe deployments show)")
+    p.add_argument("--port", type=cli_port, help="default: a free port, chosen when the server starts")
     p.add_argument("--name", help="the deployment job's name")
     p.add_argument("--wait", action="store_true", help="wait until the model is live (or failed)")
 
@@ -215,7 +237,7 @@ def add_live_commands(sub, verb) -> None:
     p.add_argument("--show-key", action="store_true", help="print its server's API key too")
     p = verb(dep, "logs", cmd_deployments_logs, "print a live model's server log")
     p.add_argument("name")
-    p.add_argument("--lines", type=int, default=None, help="only the last N lines")
+    p.add_argument("--lines", type=cli_int(1), default=None, help="only the last N lines")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing while it runs")
     p = verb(dep, "stop", cmd_deployments_stop, "stop a live model (its server, or its adapter on a shared one)")
     p.add_argument("name")

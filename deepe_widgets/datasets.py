@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+from sqlalchemy import delete
 from sqlmodel import select
 
 from . import image_data, store
@@ -15,6 +16,9 @@ from .names import check_name
 from .paths import check_allowed
 
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+# A CSV cell may hold a long document (Python's default limit is 131,072 characters); beyond this
+# a file is more likely broken (an unclosed quote swallowing the rest) than a dataset.
+CSV_FIELD_LIMIT = 16 * 2**20
 # Besides an image column, what makes rows vision-language (question and answer) rather than captioned images
 VL_ANSWER_COLUMNS = {"response", "answer", "completion", "output", "assistant"}
 
@@ -28,26 +32,21 @@ def read_rows(path: Path, fmt: str, limit: int | None = None) -> tuple[list[str]
                 for lineno, line in enumerate(handle, 1):
                     if not line.strip():
                         continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DeepeError(f"{path}: line {lineno} is not valid JSON ({exc.msg})",
-                                         field="dataset") from None
+                    row = _parse_json(line, f"{path}: line {lineno}")
                     if not isinstance(row, dict):
                         raise DeepeError(f"{path}: line {lineno} is not a JSON object", field="dataset")
                     count += 1
                     if limit is None or len(rows) < limit:
                         rows.append(row)
         elif fmt == "json":
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = _parse_json(path.read_text(encoding="utf-8"), str(path))
             if isinstance(data, dict) and isinstance(data.get("data"), list):
                 data = data["data"]
             if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
                 raise DeepeError(f"{path}: a .json dataset must be a list of objects", field="dataset")
             rows, count = data[:limit] if limit is not None else data, len(data)
         elif fmt == "csv":
-            with open(path, encoding="utf-8", newline="") as handle:
-                all_rows = list(csv.DictReader(handle))
+            all_rows = _read_csv(path)
             rows, count = all_rows[:limit] if limit is not None else all_rows, len(all_rows)
         else:
             try:
@@ -55,7 +54,13 @@ def read_rows(path: Path, fmt: str, limit: int | None = None) -> tuple[list[str]
             except ImportError:
                 raise DeepeError("reading parquet needs pyarrow: pip install 'deepe-widgets[train]'",
                                  field="dataset") from None
-            table = pq.read_table(path)
+            import pyarrow as pa
+
+            try:
+                table = pq.read_table(path)
+            except (pa.ArrowException, ValueError) as exc:
+                raise DeepeError(f"{path} is not a readable parquet file ({str(exc).split('. ')[0]})",
+                                 field="dataset") from None
             count = table.num_rows
             rows = table.slice(0, limit if limit is not None else count).to_pylist()
             return list(table.column_names), rows, count
@@ -71,6 +76,39 @@ def read_rows(path: Path, fmt: str, limit: int | None = None) -> tuple[list[str]
             if key not in columns:
                 columns.append(key)
     return columns, rows, count
+
+
+def _parse_json(text: str, where: str):
+    """One JSON document, or a DeepeError saying what is wrong with it (`where`: file and line)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DeepeError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno})", field="dataset") from None
+    except RecursionError:
+        raise DeepeError(f"{where} is nested too deeply to read (thousands of levels of lists or objects)",
+                         field="dataset") from None
+    except ValueError as exc:  # an integer longer than Python converts (4,300 digits)
+        raise DeepeError(f"{where} cannot be read: {str(exc).split(';')[0]}", field="dataset") from None
+
+
+def _read_csv(path: Path) -> list[dict]:
+    """The rows of a CSV file with a header; a row with more fields than the header is refused
+    (csv.DictReader would keep the extra under a `None` column)."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = []
+        try:
+            for row in reader:
+                if None in row:
+                    raise DeepeError(f"{path}: line {reader.line_num} has {len(reader.fieldnames) + len(row[None])} "
+                                     f"fields, but the header names {len(reader.fieldnames)}; quote fields that "
+                                     f"hold commas", field="dataset")
+                rows.append(row)
+        except csv.Error as exc:
+            raise DeepeError(f"{path}: line {reader.line_num} cannot be read as CSV ({exc})", field="dataset") from None
+    return rows
 
 
 def add_dataset(name: str, path: str | Path, replace: bool = False) -> store.DatasetRecord:
@@ -110,6 +148,19 @@ def get_dataset(name: str) -> store.DatasetRecord:
 def list_datasets() -> list[store.DatasetRecord]:
     with store.read_session() as s:
         return list(s.exec(select(store.DatasetRecord).order_by(store.DatasetRecord.name)))
+
+
+def delete_dataset(name: str) -> store.DatasetRecord:
+    """Forget a registered dataset (its file stays); refused while a queued or running job uses it."""
+    record = get_dataset(name)
+    with store.session() as s:
+        using = list(s.exec(select(store.Job.id).where(store.Job.dataset == name,
+                                                       store.Job.status.not_in(store.FINISHED))))
+        if using:
+            raise DeepeError(f"dataset {name!r} is used by job {', '.join(map(str, sorted(using)))}, which has not "
+                             f"finished; cancel it or wait (deepe jobs cancel ID)", field="dataset")
+        s.exec(delete(store.DatasetRecord).where(store.DatasetRecord.name == name))
+    return record
 
 
 def preview(name: str, rows: int = 5) -> tuple[list[str], list[dict]]:

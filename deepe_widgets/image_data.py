@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import DeepeError
 from .images import resolve_image, thumbnail_png, unreadable
+from .paths import check_allowed, is_allowed
 
 IMAGE_COLUMNS = ("file_name", "image", "image_path", "path")  # the runtime reads the same names
 CAPTION_COLUMNS = ("text", "caption", "prompt")
@@ -55,6 +56,7 @@ def check_image_rows(metadata: Path, rows: list[dict]) -> None:
         if not isinstance(value, str) or not value.strip():
             raise DeepeError(f"{metadata}: line {number} has no image ({column!r} is empty)", field="dataset")
         image = resolve_image(metadata, value)
+        check_allowed(image, "dataset", f"{metadata.name} line {number}: image")
         if not any(isinstance(row.get(c), str) and row[c].strip() for c in CAPTION_COLUMNS):
             raise DeepeError(f"{metadata}: line {number} ({value}) has no caption: give it a "
                              f"{' or '.join(repr(c) for c in CAPTION_COLUMNS)}", field="dataset")
@@ -91,7 +93,8 @@ def check_image_dataset(record) -> None:
 def thumbnails(metadata: Path, rows: list[dict], size: int = 96) -> list[str]:
     """PNG thumbnails (base64) of the rows' images, for a preview; '' for one that cannot be read."""
     column = image_column(sorted({key for row in rows for key in row}))
-    pngs = [thumbnail_png(resolve_image(metadata, str(row.get(column, ""))), size) for row in rows]
+    images = [resolve_image(metadata, str(row.get(column, ""))) for row in rows]
+    pngs = [thumbnail_png(image, size) if is_allowed(image) else None for image in images]
     return [base64.b64encode(png).decode() if png else "" for png in pngs]
 
 

@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 from .errors import DeepeError
+from .paths import check_allowed, is_allowed
 
 IMAGE_COLUMNS = ("image", "images")
 
@@ -46,6 +47,7 @@ def check_images(dataset_file: Path, rows: list[dict], column: str, name: str = 
                              f"{dataset_file.name}'s folder)", field="dataset")
         for value in values:
             path = resolve_image(dataset_file, value)
+            check_allowed(path, "dataset", f"{label} row {number}: image")
             if not path.is_file():
                 raise DeepeError(f"{label} row {number}: image {value!r} does not exist ({path})", field="dataset")
             if (problem := unreadable(path)) is not None:
@@ -89,7 +91,8 @@ def thumbnail_html(dataset_file: Path, value, size: int = 48) -> str:
     paths = image_paths(value)
     if not paths:
         return html.escape(str(value))
-    png = thumbnail_png(resolve_image(Path(dataset_file), paths[0]), size)
+    image = resolve_image(Path(dataset_file), paths[0])
+    png = thumbnail_png(image, size) if is_allowed(image) else None  # never read outside the allowed folders
     if png is None:
         return html.escape(paths[0])
     data = base64.b64encode(png).decode("ascii")

@@ -15,6 +15,7 @@ from . import config, datasets, deployments, embeddings, methods, models, vision
 from . import params as paramlib
 from .errors import DeepeError, StageFailed
 from .kernels import require_kernel
+from .paths import check_allowed
 from .stagefiles import load_stage_notebook, notebook_parameters
 
 STAGE_FOR_KIND = {"customized": "inference-customized", "complete": "inference-complete"}
@@ -97,7 +98,7 @@ def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overr
     if "DATASET_PATH" in defaults and not values.get("DATASET_PATH"):
         values["DATASET_PATH"] = dataset_path
     if values.get("CORPUS"):  # the kernel runs in the record's folder: a relative path would miss
-        corpus = Path(values["CORPUS"]).expanduser()
+        corpus = check_allowed(values["CORPUS"], "corpus", "corpus file")
         if not corpus.is_file():
             raise DeepeError(f"corpus file {values['CORPUS']!r} does not exist", field="corpus")
         values["CORPUS"] = str(corpus.resolve())
@@ -109,7 +110,7 @@ def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overr
         if not image or not Path(image).expanduser().is_file():
             raise DeepeError(f"model {record.name!r} answers about an image: give one with --image FILE"
                              + (f" ({image!r} is not a file)" if image else ""), field="image")
-        values["IMAGE"] = str(Path(image).expanduser().resolve())
+        values["IMAGE"] = str(check_allowed(image, "image", "image"))
     elif image:
         raise DeepeError(f"model {record.name!r} does not take an image", field="image")
     result = {"model": record.name, "kind": record.kind, "stage": stage, "record": str(run_dir / "inference.ipynb"),

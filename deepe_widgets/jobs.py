@@ -16,7 +16,7 @@ from . import config, datasets, embeddings, image_data, methods, models, simplet
 from . import params as paramlib
 from .errors import DeepeError, NotFound
 from .kernels import require_kernel
-from .names import check_name
+from .names import MAX_NAME_LENGTH, check_name
 from .store import ACTIVE, FINISHED, Job, JobKind, JobStatus, ModelKind
 
 
@@ -60,9 +60,23 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
                                    full.get("PromptOutputColumn", ""))
     if name:
         check_name(name, "training")
+    check_model_name_fits(base_model, name)
     job = Job(kind=JobKind.TRAIN, method=method, base_model=base_model, dataset=dataset, params=values,
               copied_from=copied_from, stage="training")
     return _queue(job, name, "train")
+
+
+def check_model_name_fits(base_model: str, name: str | None) -> None:
+    """Refuse, at submit, a training whose model name (`<base>_<name>_<YYYYMMDD>_<uuid>`, see
+    executors.planned_outputs) would be too long to register once it has trained."""
+    planned = f"{base_model}_{name or 'train' + '0' * len(str(paramlib.MAX_ID))}_YYYYMMDD_xxxx"
+    if len(planned) > MAX_NAME_LENGTH:
+        over = len(planned) - MAX_NAME_LENGTH
+        planned = f"{base_model}_{name or 'train<id>'}_<date>_<id>"
+        raise DeepeError(f"the model this training makes would be named {planned}, {over} characters over "
+                         f"the {MAX_NAME_LENGTH} a name may have; give a shorter training "
+                         f"name (--name)" + ("" if name and len(name) > over else
+                                             " or register the base model under a shorter name"), field="name")
 
 
 # Built-ins trained on prompt / chosen / rejected pairs, and the losses TRL 1.16's DPOConfig accepts.
@@ -154,6 +168,8 @@ def get_job(job_id: int | str) -> Job:
         key = int(job_id)
     except (TypeError, ValueError):
         raise DeepeError(f"job id must be a number, not {job_id!r}", field="job") from None
+    if not 1 <= key <= paramlib.MAX_ID:  # beyond the id column's range: no such job (and no OverflowError)
+        raise NotFound(f"no job with id {key}", field="job")
     with store.read_session() as s:
         job = s.get(Job, key)
     if job is None:

@@ -21,7 +21,7 @@ from . import config, store
 from .errors import DeepeError
 from .kernels import kernel_environment, require_kernel
 from .names import check_name
-from .params import aliases_of
+from .params import aliases_of, check_defaults
 from .paths import check_allowed
 from .scriptmode import STANDARD_PARAMETERS, check_args_template, is_script, load_stage_notebook, offline_problems
 from .stagefiles import notebook_parameters, sha256_file
@@ -193,6 +193,7 @@ def register_method(name: str, stages: dict[str, tuple[str, str]], *, training_t
         require_kernel(kernel, field=stage)
         resolved[stage] = path.resolve()
     defaults = {k: v["default"] for k, v in notebook_parameters(notebooks["training"]).items()}
+    check_defaults(defaults)
     stage_info = {}
     for stage, path in resolved.items():
         stage_info[stage] = {**_copy_into_workspace(name, stage, path), "kernel": stages[stage][1]}

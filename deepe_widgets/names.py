@@ -6,7 +6,8 @@ import re
 
 from .errors import DeepeError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_NAME_LENGTH = 128
+_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME_LENGTH - 1}}}$")
 
 
 def check_name(name: str, what: str, field: str = "name") -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import math
+import re
 
 from .errors import DeepeError
 
@@ -32,6 +34,38 @@ HF_ALIASES = {
 }
 
 
+# Names that look like they hold a secret: a parameter lands in the executed notebook, a record anyone may
+# read, so secrets travel as environment variables. Whole words only: MAX_NEW_TOKENS and TOKENIZER pass.
+SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD")
+# Parameters a training reads as numbers: a method whose parameters cell gives one a string or None is
+# refused when registered (`--param batch_size=4` would stay the text "4").
+NUMERIC = POSITIVE_INT + NON_NEGATIVE + ("LEARNING_RATE", "EPOCHS", "MAX_STEPS")
+
+
+def looks_secret(name: str) -> bool:
+    """Whether a parameter name reads like a credential (HF_TOKEN, wandbApiKey, DB_PASSWORD)."""
+    words = re.split(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])", name)
+    return any(word.upper().endswith(SECRET_WORDS) for word in words if word)
+
+
+def check_not_secret(name: str) -> None:
+    """Refuse a parameter whose name looks secret, saying how secrets travel instead."""
+    if looks_secret(name):
+        raise DeepeError(f"parameter {name!r} looks like a secret; parameters are written into the run's record, "
+                         f"which anyone may read: pass secrets as environment variables of the worker "
+                         f"(e.g. HF_TOKEN) and read them with os.environ in the notebook", field=name)
+
+
+def check_defaults(defaults: dict[str, str]) -> None:
+    """Refuse a parameters cell whose default for a numeric parameter is not a number."""
+    for name in NUMERIC:
+        if name in defaults:
+            value = default_value(defaults[name])
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise DeepeError(f"the parameters cell sets {name} = {defaults[name]}, but {name} is a number: "
+                                 f"give it a numeric default (e.g. {name} = 1)", field="params")
+
+
 def aliases_of(name: str) -> list[str]:
     """The Hugging Face names that also set parameter `name`."""
     return [alias for alias, target in HF_ALIASES.items() if target == name]
@@ -50,6 +84,8 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
         key, value = item.split("=", 1)
         if not key.strip():
             raise DeepeError(f"--param {item!r} has no key", field="params")
+        if key.strip() in out:
+            raise DeepeError(f"--param {key.strip()} is given twice; give each parameter once", field="params")
         out[key.strip()] = value
     return out
 
@@ -111,6 +147,7 @@ def resolve(overrides: dict, defaults: dict[str, str]) -> dict:
             by_norm.setdefault(normalise(alias), target)
     out = {}
     for key, raw in overrides.items():
+        check_not_secret(key)
         name = by_norm.get(normalise(key))
         if name in out:
             raise DeepeError(f"{key!r} sets {name}, which is given twice", field=name)
@@ -151,3 +188,57 @@ def warnings_for(values: dict) -> list[str]:
         if isinstance(value, (int, float)) and not low <= value <= high:
             out.append(f"{name}={value} is outside the typical range {low}–{high}")
     return out
+
+
+# --- numbers on the command line: argparse types whose message says what is wanted ---------------
+
+MAX_ID = 2**31 - 1  # the largest job id (PostgreSQL's integer) and the largest count worth asking for
+
+
+def cli_int(minimum: int = 1, maximum: int = MAX_ID):
+    """An argparse type: a whole number from `minimum` to `maximum`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {minimum} to {maximum}, not {text!r}")
+        return value
+    return parse
+
+
+def cli_job_id(text: str) -> int:
+    """An argparse type: a job id."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"job id must be a number, not {text!r}") from None
+    if not 1 <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"job id must be a number from 1 to {MAX_ID}, not {text!r}")
+    return value
+
+
+def cli_port(text: str) -> int:
+    """An argparse type: a TCP port a server can bind (1-65535)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {text!r}")
+    return value
+
+
+def cli_seconds(above_zero: bool = True):
+    """An argparse type: a finite number of seconds, above 0 (or at least 0)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (above_zero and value == 0):
+            raise argparse.ArgumentTypeError(f"must be a number of seconds {'above' if above_zero else 'from'} 0, "
+                                             f"not {text!r}")
+        return value
+    return parse

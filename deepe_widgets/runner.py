@@ -414,7 +414,7 @@ def run_local_test(file: str | Path, base_model: str, dataset: str, overrides: d
     provenance = inputs_provenance(stage_files={"training": Path(file).expanduser().resolve()},
                                    dataset=(str(dataset), dataset_path), model=(str(base_model), model_path),
                                    parameters=dict(values), defaults=defaults)
-    out_dir = Path(output).resolve()
+    out_dir = check_allowed(output, "output", "output folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     values.update(MODEL_PATH=str(model_path), DATASET_PATH=str(dataset_path),
                   OUTPUT_DIR=str(out_dir / "output"), JOB_ID=0)

@@ -13,10 +13,12 @@ import time
 import uuid as uuidlib
 from contextlib import contextmanager
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from sqlalchemy import JSON, Column, Float, Index, UniqueConstraint, event, inspect, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Field, Session, SQLModel, create_engine, select
@@ -209,14 +211,20 @@ def get_engine(url: str | None = None) -> Engine:
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
-            if url.startswith("sqlite"):
-                engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-                _configure_sqlite(engine)
-                path = url.split("///", 1)[-1]
-            else:
-                engine = create_engine(url, pool_pre_ping=True)
-                path = None
-            migrate(engine)
+            try:
+                if url.startswith("sqlite"):
+                    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+                    _configure_sqlite(engine)
+                    path = url.split("///", 1)[-1]
+                else:
+                    engine = create_engine(url, pool_pre_ping=True)
+                    path = None
+                migrate(engine)
+            except (OperationalError, InterfaceError, ArgumentError, ImportError, ValueError) as exc:
+                # cannot connect, or no URL at all; other errors (a race on CREATE TABLE) stay as they are
+                if engine is not None:
+                    engine.dispose()
+                raise _database_error(url, exc) from exc
             if path:
                 try:
                     os.chmod(path, 0o600)
@@ -224,6 +232,26 @@ def get_engine(url: str | None = None) -> Engine:
                     pass
             _engines[url] = engine
     return engine
+
+
+def _database_error(url: str, exc: Exception) -> DeepeError:
+    """What went wrong opening the database, in a sentence naming the setting to fix (never the password)."""
+    shown = config.display_db_url(url)
+    setting = "DEEPE_DB_URL" if os.environ.get("DEEPE_DB_URL", "").strip() else "DEEPE_HOME"
+    if isinstance(exc, NoSuchModuleError | ImportError):  # NoSuchModuleError is an ArgumentError too
+        why = (f"needs a database driver that is not installed ({exc}); install it, or use PostgreSQL "
+               f"(pip install 'deepe-widgets[postgres]')")
+    elif isinstance(exc, ArgumentError):
+        return DeepeError(f"{setting} is not a database URL (give one like sqlite:////path/deepe.db or "
+                          f"postgresql+psycopg://USER:PASSWORD@HOST/DB); fix {setting}", field=setting)
+    elif isinstance(exc, ValueError):
+        why = f"is not a valid URL ({exc})"
+    else:  # OperationalError and kin: the driver's first line says why (refused, unknown host, no file …)
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        why = f"cannot be opened: {detail[0] if detail else type(exc).__name__}"
+        if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).parent.is_dir():
+            why = "cannot be opened: its folder does not exist"
+    return DeepeError(f"the database {shown} ({setting}) {why}; fix {setting}", field=setting)
 
 
 def dispose_engines() -> None:

@@ -20,6 +20,8 @@ import time
 import warnings
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from sqlmodel import select
 
@@ -27,6 +29,7 @@ from . import config, jobs, methods, store
 from . import params as paramlib
 from .errors import DeepeError
 from .metrics import metrics_for
+from .paths import check_allowed
 from .store import FINISHED, Job, JobKind, JobStatus
 
 DEFAULT_EXPERIMENT = "deepe-widgets"
@@ -146,6 +149,32 @@ def _normalise_uri(uri: str | None) -> str:
     return uri
 
 
+def check_targets(tracking_uri: str | None = None, tensorboard_dir: str | os.PathLike | None = None) -> None:
+    """Refuse export targets before anything is written: a local MLflow store or TensorBoard folder
+    must lie in the allowed folders, inside a folder that exists (nothing is created but the target
+    itself), and a folder must not be a file. `tracking_uri` "" means the default store."""
+    if tracking_uri:  # the default store lies in the workspace
+        uri = _normalise_uri(tracking_uri)
+        local = (uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else
+                 url2pathname(urlparse(uri).path) if uri.startswith("file:") else None)
+        if local is not None:
+            _check_target(Path(local), "mlflow", "MLflow store", folder=uri.startswith("file:"))
+    if tensorboard_dir is not None:
+        _check_target(Path(tensorboard_dir), "tensorboard", "TensorBoard folder", folder=True)
+
+
+def _check_target(path: Path, field: str, what: str, folder: bool) -> None:
+    resolved = check_allowed(path, field, what)
+    if not resolved.parent.is_dir():
+        raise DeepeError(f"{what} {str(path)!r}: its folder {resolved.parent} does not exist; create it first",
+                         field=field)
+    if folder and resolved.exists() and not resolved.is_dir():
+        raise DeepeError(f"{what} {str(path)!r} is a file, not a folder", field=field)
+    if not folder and resolved.is_dir():
+        raise DeepeError(f"{what} {str(path)!r} is a folder; give a database file such as "
+                         f"{resolved / 'mlflow.db'}", field=field)
+
+
 def _local_artifact_root(uri: str) -> str | None:
     """Where a local SQLite store's artifacts go: beside the database, not in the current folder."""
     if not uri.startswith("sqlite:///"):
@@ -159,6 +188,7 @@ def export_mlflow(job_list: list[Job], tracking_uri: str | None = None,
     at its step (in batches), tags, and the record notebook, model card and provenance as
     artifacts. A job exported before updates its run: new metric steps and parameters are
     added, tags and status refreshed, artifacts replaced. Returns one summary per job."""
+    check_targets(tracking_uri)
     uri = _normalise_uri(tracking_uri)
     if uri.startswith("file:"):  # MLflow 3 keeps the file store only for those who ask for it, as here
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -245,6 +275,7 @@ def export_tensorboard(job_list: list[Job], directory: str | os.PathLike) -> lis
     from tensorboard.plugins.text.summary_v2 import text_pb
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+    check_targets(tensorboard_dir=directory)
     out = []
     for job in job_list:
         job = jobs.get_job(job.id)
