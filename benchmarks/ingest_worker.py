@@ -1,8 +1,8 @@
-"""One of the 4 concurrent trainings of the ingest benchmark: prints its mean step time.
+"""One of the concurrent trainings of the ingest benchmark (4; 2 with --tiny): prints its mean step time.
 
-Usage: ingest_worker.py MODEL_DIR STEPS JOB_ID BARRIER_DIR   (JOB_ID 0: no metrics callback)
+Usage: ingest_worker.py MODEL_DIR STEPS JOB_ID BARRIER_DIR TRAININGS   (JOB_ID 0: no metrics callback)
 
-The 4 trainings start their steps together (a file barrier in BARRIER_DIR), so each one's
+The trainings start their steps together (a file barrier in BARRIER_DIR), so each one's
 steps overlap the others' the same way with and without the callback.
 """
 
@@ -26,6 +26,7 @@ from transformers import (
 from deepe_widgets.runtime import make_callback
 
 model_dir, steps, job_id, barrier = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+trainings = int(sys.argv[5])
 torch.set_num_threads(1)
 tokenizer = AutoTokenizer.from_pretrained(model_dir)
 model = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -57,7 +58,7 @@ trainer = Trainer(model=model, train_dataset=data, data_collator=DataCollatorFor
                                          disable_tqdm=True),
                   callbacks=callbacks)
 (barrier / f"ready-{os.getpid()}").touch()
-while len(list(barrier.glob("ready-*"))) < 4:
+while len(list(barrier.glob("ready-*"))) < trainings:
     time.sleep(0.01)
 trainer.train()
 print(json.dumps({"step_seconds": (clock.end - clock.start) / (steps - warmup)}))

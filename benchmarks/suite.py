@@ -49,7 +49,7 @@ class Bench:
 
             models.add_model("bench-base", make_tiny_model(workdir / "tiny"), replace=True)
             self.base = "bench-base"
-            self.steps = 4
+            self.steps = 2  # --tiny checks that each row runs: the fewest steps that log a metric
         else:
             self.base = models.ensure_default_model().name
             self.steps = 40  # about 60 s of training on 2 CPU cores
@@ -222,7 +222,7 @@ class Bench:
 
         worker.ensure_worker()
         once()
-        warm = statistics.median(once() for _ in range(5))
+        warm = statistics.median(once() for _ in range(2 if self.tiny else 5))
         self.row("3a. submit → running, warm worker", "-", f"{warm * 1000:.0f} ms", None, "≤ 1 s", warm <= 1.0)
         for running in worker.live_workers():  # stop the worker: the next submit starts one
             from deepe_widgets.processes import kill_process_tree
@@ -245,20 +245,21 @@ class Bench:
 
             # Full size: a model whose steps take tens of milliseconds, like a real (small) training.
             make_tiny_model(model_dir) if self.tiny else make_tiny_model(model_dir, hidden_size=256, layers=4)
-        steps = 30 if self.tiny else 200
-        ids = [jobs.submit_training("SFT-Demo", self.base, "demo-sft").id for _ in range(4)]
+        steps = 10 if self.tiny else 200
+        procs_n = 2 if self.tiny else 4
+        ids = [jobs.submit_training("SFT-Demo", self.base, "demo-sft").id for _ in range(procs_n)]
         with_cb, without = [], []
         for rep in range(1 if self.tiny else 4):
             for use_callback in (False, True) if rep % 2 == 0 else (True, False):
                 barrier = Path(tempfile.mkdtemp(dir=self.workdir))
                 procs = [subprocess.Popen([sys.executable, str(HERE / "ingest_worker.py"), str(model_dir), str(steps),
-                                           str(ids[i]) if use_callback else "0", str(barrier)],
+                                           str(ids[i]) if use_callback else "0", str(barrier), str(procs_n)],
                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                          env=os.environ.copy()) for i in range(4)]
+                                          env=os.environ.copy()) for i in range(procs_n)]
                 times = [json.loads(p.communicate()[0].strip().splitlines()[-1])["step_seconds"] for p in procs]
                 (with_cb if use_callback else without).append(statistics.mean(times))
         slower = statistics.median(with_cb) / statistics.median(without)
-        self.row(f"4. ingest cost: step time, 4 jobs logging every step at once ({steps} steps)",
+        self.row(f"4. ingest cost: step time, {procs_n} jobs logging every step at once ({steps} steps)",
                  f"{statistics.median(without) * 1000:.1f} ms/step without callback",
                  f"{statistics.median(with_cb) * 1000:.1f} ms/step with", slower, "≤ 1.01", slower <= 1.01)
 
@@ -379,7 +380,7 @@ class Bench:
 
     def dashboard_scale(self) -> None:
         small = self._seed_scale(10, 100, 2, 100)
-        large_sizes = (1000, 10_000, 3, 2000) if self.tiny else (10_000, 100_000, 10, 20_000)
+        large_sizes = (200, 2_000, 2, 500) if self.tiny else (10_000, 100_000, 10, 20_000)
         large = self._seed_scale(*large_sizes)
         base_build, build = self._build_times(small), self._build_times(large)
         paints = {}

@@ -94,7 +94,12 @@ def workspace_lock(name: str):
     first set-up."""
     import fcntl
 
-    with open(deepe_home() / f".{name}.lock", "a") as handle:
+    home = deepe_home()
+    try:
+        handle = open(home / f".{name}.lock", "a")
+    except OSError as exc:
+        raise _home_error(home, f"cannot hold a lock file ({exc.strerror})") from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
