@@ -14,4 +14,5 @@ demo: setup
 
 test: setup-test
 	.venv/bin/ruff check .
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir site
 	.venv/bin/python -m pytest -q -p no:cacheprovider
