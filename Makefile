@@ -14,5 +14,5 @@ demo: setup
 
 test: setup-test
 	.venv/bin/ruff check .
-	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir site  # not --quiet: it hides the warnings --strict counts
 	.venv/bin/python -m pytest -q -p no:cacheprovider
