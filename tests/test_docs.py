@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,3 +60,19 @@ def test_every_docs_page_is_in_the_nav():
     pages = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md"))
     assert sorted(nav) == pages, f"in docs/ but not in the nav: {set(pages) - set(nav)}; " \
                                  f"in the nav but not in docs/: {set(nav) - set(pages)}"
+
+
+def test_the_layout_page_names_every_folder_and_subpackage():
+    """A folder added to the repository, or a subpackage to deepe_widgets/, shows in docs/layout.md."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    folders = {line.split("/")[0] for line in listed.stdout.splitlines() if "/" in line}
+    folders = {f"{name}/" for name in folders if not name.startswith(".")}
+    subpackages = {f"{init.parent.name}/" for init in (REPO / "deepe_widgets").glob("*/__init__.py")}
+    layout = (DOCS / "layout.md").read_text()
+    shown = {name for name in folders | subpackages if re.search(rf"(^|[\s`(]){re.escape(name)}", layout, re.M)}
+    missing = sorted((folders | subpackages) - shown)
+    assert not missing, f"docs/layout.md does not show {missing}"
