@@ -44,6 +44,7 @@ from . import datasets, deployments, jobs, methods, models, store  # noqa: E402
 from . import params as paramlib  # noqa: E402
 from . import provenance as provenancelib  # noqa: E402
 from .errors import DeepeError, StageFailed  # noqa: E402
+from .executors import DB_UNAVAILABLE  # noqa: E402
 from .kernels import kernel_environment, require_kernel  # noqa: E402
 from .paths import check_allowed  # noqa: E402
 from .processes import kill_process_tree  # noqa: E402
@@ -344,9 +345,26 @@ def stage_parameters(job, stage: str) -> dict:
     return values
 
 
+def _with_database(what: str, fn, *args):
+    """`fn(*args)`, tried again while the database does not answer (a restart), as long as the
+    worker would keep its lease; then the last error is raised."""
+    deadline = time.monotonic() + config.lease_seconds()
+    wait = 0.5
+    while True:
+        try:
+            return fn(*args)
+        except DB_UNAVAILABLE as exc:
+            if time.monotonic() + wait > deadline:
+                raise
+            logger.warning("%s: the database did not answer (%s); trying again in %.1f s", what,
+                           _first_line(exc), wait)
+            time.sleep(wait)
+            wait = min(5.0, wait * 2)
+
+
 def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> None:
     """Execute a claimed job's stage (called in the runner subprocess)."""
-    job = jobs.get_job(job_id)
+    job = _with_database(f"job {job_id}", jobs.get_job, job_id)
     run_dir = Path(job.run_dir)
     record = run_dir / f"{stage}.ipynb"
     if record.exists():  # keep every earlier attempt's record (a hand-back re-runs the same attempt)
@@ -355,8 +373,8 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
             number += 1
         record.rename(run_dir / f"{stage}.attempt{number}.ipynb")
     try:
-        info = (deployments.stage_info(job) if job.kind == JobKind.DEPLOY
-                else methods.get_method(job.method).stages[stage])
+        info = _with_database(f"job {job.id}", lambda: deployments.stage_info(job) if job.kind == JobKind.DEPLOY
+                              else methods.get_method(job.method).stages[stage])
         nb = load_stage_notebook(Path(info["file"]), stage, info["kernel"], info.get("args_template", ""))
     except Exception as exc:  # a stage that never started gets its record too
         _failed_before_start(record, stage, exc)
@@ -367,19 +385,24 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
         warm.shutdown()  # not the kernel this stage names (or it died waiting): start a fresh one
         warm = None
     try:
-        provenance = {**(job.provenance or {}), **job_provenance(job)}  # keeps a re-run's `rerun_of`
-        _store_provenance(job.id, provenance)  # before the stage: a run that dies still has it
+        # keeps a re-run's `rerun_of`
+        provenance = {**(job.provenance or {}), **_with_database(f"job {job.id}", job_provenance, job)}
+        _with_database(f"job {job.id}", _store_provenance, job.id, provenance)  # a run that dies still has it
     except Exception:  # a record without provenance beats a stage that never runs
         logger.exception("job %s: could not record its provenance", job.id)
         provenance = None
     try:
-        execute_stage(nb, stage=stage, kernel=info["kernel"], parameters=stage_parameters(job, stage),
+        parameters = _with_database(f"job {job.id}", stage_parameters, job, stage)
+        execute_stage(nb, stage=stage, kernel=info["kernel"], parameters=parameters,
                       output_path=record, log_path=run_dir / f"{stage}.log", cwd=run_dir, warm=warm,
                       file_names={str(Path(info["file"]).resolve()): Path(info["source"]).name},
                       provenance=provenance)
     finally:
         if provenance is not None:  # now with the kernel's packages and device
-            _store_provenance(job.id, provenance)
+            try:
+                _with_database(f"job {job.id}", _store_provenance, job.id, provenance)
+            except Exception:  # the record holds it too: the stage's outcome matters more
+                logger.exception("job %s: could not record its provenance", job.id)
 
 
 def _path_or_registered(value: str, lookup, what: str) -> Path:

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import psutil
 import pytest
 
 from deepe_widgets import jobs, methods, metrics, stagefiles, worker
+from deepe_widgets.errors import DeepeError
 
 from conftest import deepe_json
 from stage_notebooks import plain_notebook
@@ -148,3 +150,62 @@ def test_four_workers_and_eight_submitters_on_sqlite(workspace, tmp_path):
             proc.terminate()
         for proc in workers:
             proc.wait(timeout=30)
+
+
+def _restart_postgres(server, down_seconds: float) -> None:
+    """Stop the test PostgreSQL server (every connection drops), wait, start it on the same port."""
+    pg_ctl = str(server.bin / "pg_ctl")
+    subprocess.run(server._as_postgres(pg_ctl, "-D", str(server.data), "-m", "fast", "-w", "stop"),
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(down_seconds)
+    subprocess.run(server._as_postgres(pg_ctl, "-D", str(server.data), "-l", str(server.log), "-w", "-o",
+                                       f"-h 127.0.0.1 -p {server.port} -k {server.data} -F", "start"),
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("home", ["postgresql"], indirect=True)
+def test_a_postgresql_restart_during_training_costs_nothing(workspace, postgres, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("DEEPE_LEASE_SECONDS", "12")  # a heartbeat (every 4 s) falls in the outage
+    methods.register_method("slow", {"training": (_slow_template_notebook(tmp_path / "slow.ipynb", 0.4), "python3")})
+    job = jobs.submit_training("slow", "tiny", "demo-sft", params={
+        "max_steps": "30", "save_steps": "0", "batch_size": "4", "max_seq_length": "64", "learning_rate": "5e-3"})
+    runner = threading.Thread(target=worker.Worker(idle_exit=1.0, poll_seconds=0.1).run, daemon=True)
+    with caplog.at_level("INFO", logger="deepe.executor"):
+        runner.start()
+        _wait(lambda: [m for m in metrics.metrics_for(job.id) if m.name == "loss"], 180, "the first loss row",
+              poll=0.1)
+        _restart_postgres(postgres, down_seconds=5)
+        during = max(m.step for m in metrics.metrics_for(job.id) if m.name == "loss")
+        runner.join(timeout=240)
+    final = jobs.get_job(job.id)
+    assert final.status == "succeeded", final.error
+    assert final.attempt == 1  # the same worker went on: no requeue, no second run
+    assert during < 30, "the restart came after the training: it proves nothing"
+    assert [m.step for m in metrics.metrics_for(job.id) if m.name == "loss"] == list(range(1, 31))
+    assert "the database did not answer" in caplog.text and "the database answers again" in caplog.text
+    # the kernel kept the rows it logged while the server was down, and wrote them after
+    assert "metrics written again" in (Path(final.run_dir) / "training.log").read_text()
+    assert len(jobs.job_summary(final)["artifacts"]) == 1
+
+
+def test_a_stage_past_its_stage_timeout_is_stopped_and_fails_the_job(workspace, tmp_path):
+    from deepe_widgets.executors import stage_timeout
+    from deepe_widgets.store import Job, JobKind
+
+    assert stage_timeout(Job(kind=JobKind.TRAIN, params={})) is None  # a training may take days
+    assert stage_timeout(Job(kind=JobKind.SAVE, params={})) == 1800
+    assert stage_timeout(Job(kind=JobKind.DEPLOY, params={"STAGE_TIMEOUT": 0.0})) is None
+    methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
+    job = jobs.submit_training("plain", "tiny", "demo-sft", params={"sleep": "120", "stage_timeout": "8"})
+    began = time.monotonic()
+    worker.Worker(idle_exit=0.5, poll_seconds=0.1).run()
+    final = jobs.get_job(job.id)
+    assert final.status == "failed"
+    assert final.error == "stage training ran past STAGE_TIMEOUT=8 s"
+    assert final.error_detail["ename"] == "StageTimeout"
+    assert time.monotonic() - began < 60
+    assert (Path(final.run_dir) / "training.ipynb").exists()  # the record of how far it got stays
+    assert _stage_kernel(workspace) is None  # its kernel went with it
+    with pytest.raises(DeepeError, match="STAGE_TIMEOUT must not be negative"):
+        jobs.submit_training("plain", "tiny", "demo-sft", params={"stage_timeout": "-1"})
