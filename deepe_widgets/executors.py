@@ -420,7 +420,7 @@ class LocalExecutor(ExecutionManager):
         result_path.unlink(missing_ok=True)
         kernel = stage_kernel(job)
         timeout = stage_timeout(job)
-        lease = self.lease or Lease(job.id, self.worker_id, self.heartbeat_seconds)
+        lease = self.lease = self.lease or Lease(job.id, self.worker_id, self.heartbeat_seconds)
         proc = self._start_runner(job, kernel, result_path)
         started = time.monotonic()
         stop_asked_at = None
