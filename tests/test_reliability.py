@@ -152,15 +152,47 @@ def test_four_workers_and_eight_submitters_on_sqlite(workspace, tmp_path):
             proc.wait(timeout=30)
 
 
-def _restart_postgres(server, down_seconds: float) -> None:
-    """Stop the test PostgreSQL server (every connection drops), wait, start it on the same port."""
-    pg_ctl = str(server.bin / "pg_ctl")
-    subprocess.run(server._as_postgres(pg_ctl, "-D", str(server.data), "-m", "fast", "-w", "stop"),
+def _stop_postgres(server) -> None:
+    """Stop the test PostgreSQL server as an admin restart does (every connection drops)."""
+    subprocess.run(server._as_postgres(str(server.bin / "pg_ctl"), "-D", str(server.data), "-m", "fast", "-w", "stop"),
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(down_seconds)
-    subprocess.run(server._as_postgres(pg_ctl, "-D", str(server.data), "-l", str(server.log), "-w", "-o",
-                                       f"-h 127.0.0.1 -p {server.port} -k {server.data} -F", "start"),
+
+
+def _start_postgres(server) -> None:
+    """Start it again on the same port."""
+    subprocess.run(server._as_postgres(str(server.bin / "pg_ctl"), "-D", str(server.data), "-l", str(server.log), "-w",
+                                       "-o", f"-h 127.0.0.1 -p {server.port} -k {server.data} -F", "start"),
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+
+def _restart_postgres(server, down_seconds: float) -> None:
+    _stop_postgres(server)
+    try:
+        time.sleep(down_seconds)
+    finally:
+        _start_postgres(server)
+
+
+@pytest.mark.parametrize("home", ["postgresql"], indirect=True)
+def test_metric_rows_logged_while_postgresql_is_down_are_written_once_it_is_back(workspace, postgres):
+    from deepe_widgets.runtime import MetricSink
+
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    sink = MetricSink(job.id)
+    try:
+        sink.add(1, {"loss": 2.0}, 0.1)
+        assert sink.drain(30)
+        _stop_postgres(postgres)
+        try:
+            sink.add(2, {"loss": 1.5}, 0.2)
+            sink.add(3, {"loss": 1.25}, 0.3)
+            assert not sink.flush()  # refused, and kept
+        finally:
+            threading.Timer(3, _start_postgres, args=(postgres,)).start()
+        assert sink.drain(60)  # what the end of a training does: waits for the server, writes them all
+    finally:
+        sink.close()
+    assert [(m.step, m.value) for m in metrics.metrics_for(job.id)] == [(1, 2.0), (2, 1.5), (3, 1.25)]
 
 
 @pytest.mark.training

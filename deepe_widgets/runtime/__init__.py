@@ -107,6 +107,7 @@ class MetricSink:
         self._pending = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing_since: float | None = None  # the database has not taken a flush since then
+        self._last_error: Exception | None = None
         if self.job_id:
             self._thread = threading.Thread(target=self._loop, name="deepe-metrics", daemon=True)
             self._thread.start()
@@ -169,6 +170,7 @@ class MetricSink:
                                  .where(store.Job.__table__.c.id == self.job_id)
                                  .values(progress_step=progress[0], progress_total=progress[1]))
         except Exception as exc:  # keep training; put the rows back for the next flush
+            self._last_error = exc
             with self._lock:
                 self._rows[:0] = rows
                 self._progress = self._progress or progress
@@ -188,14 +190,18 @@ class MetricSink:
 
     def drain(self, timeout: float = FINAL_FLUSH_SECONDS) -> bool:
         """Flush until every buffered row is written, trying again for up to `timeout` seconds."""
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
         deadline = time.monotonic() + timeout
         wait = 0.25
         while not self.flush():
-            if time.monotonic() + wait > deadline:
+            # only a database that does not answer is worth waiting for (not a refused row)
+            transient = isinstance(self._last_error, (OperationalError, InterfaceError))
+            if not transient or time.monotonic() + wait > deadline:
                 with self._lock:
                     lost = len(self._rows)
-                log_event(f"{lost} metric rows could not be written: the database did not answer for "
-                          f"{timeout:g} s", "WARNING")
+                why = f"the database did not answer for {timeout:g} s" if transient else str(self._last_error)
+                log_event(f"{lost} metric rows could not be written: {why}", "WARNING")
                 return False
             time.sleep(wait)
             wait = min(5.0, wait * 2)
