@@ -351,9 +351,10 @@ class StandbyRunners:
 
 
 # STAGE_TIMEOUT (seconds) when a job does not give one: a training may take days, the other stages
-# are bounded (a save, a deployment's start-up). 0 or None: no limit.
+# are bounded (a save, a deployment's start-up, trying a model). 0 or None: no limit.
+INFER = "infer"  # `deepe infer` runs its stage in the caller's process, not as a job
 STAGE_TIMEOUT_DEFAULTS: dict[str, float | None] = {JobKind.TRAIN: None, JobKind.SAVE: 1800.0,
-                                                   JobKind.DEPLOY: 1800.0}
+                                                   JobKind.DEPLOY: 1800.0, INFER: 1800.0}
 
 
 def stage_timeout(job: Job) -> float | None:

@@ -127,10 +127,13 @@ class WarmKernel:
 
 def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, parameters: dict,
                   output_path: Path, log_path: Path, cwd: Path, warm: WarmKernel | None = None,
-                  file_names: dict[str, str] | None = None, provenance: dict | None = None) -> None:
+                  file_names: dict[str, str] | None = None, provenance: dict | None = None,
+                  timeout: float | None = None) -> None:
     """Run `nb` with `parameters` in `kernel`; raise StageFailed with the failing cell on error.
 
-    With `warm` (a kernel of the same kernelspec started ahead), the stage runs in it.
+    With `warm` (a kernel of the same kernelspec started ahead), the stage runs in it. With
+    `timeout` (seconds), a stage still running then has its kernel killed and fails as
+    "ran past STAGE_TIMEOUT" (a job's executor enforces its own from outside, on the whole runner).
     `provenance` (what the run is made from, see `inputs_provenance`) goes into the record's
     `metadata.deepe.provenance`, completed in place with the kernel's packages and device."""
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,13 +148,18 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
     probe = probe_pool.submit(_probe_kernel, kernel)
     environment: dict = {}
     failure: StageFailed | None = None
+    kernels = StageKernels([warm.km] if warm is not None else [])
+    watchdog = threading.Timer(timeout, kernels.stop_all) if timeout else None
     with open(log_path, "a", encoding="utf-8", buffering=1) as log:
         if warm is None:
             _stamp(log, f"stage {stage} starting in kernel {kernel!r}")
-            kernel_args: dict = {"kernel_manager_class": _kernel_manager_logging_to(log)}
+            kernel_args: dict = {"kernel_manager_class": _kernel_manager_logging_to(log, kernels)}
         else:
             _stamp(log, f"stage {stage} starting in kernel {kernel!r} (started ahead of the job, "
                         f"pid {warm.km.provisioner.pid}, ready in {warm.ready_seconds:.1f} s)")
+        if watchdog is not None:
+            watchdog.daemon = True
+            watchdog.start()
         try:
             if warm is not None:
                 warm.attach(log, cwd)
@@ -162,19 +170,15 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
                 start_timeout=120,
                 # the record is written by then; a graceful shutdown only waits on torch's threads
                 shutdown_kernel="immediate", **kernel_args)
-        except PapermillExecutionError as exc:
-            failure = StageFailed(exc.ename, exc.evalue, _failing_cell(output_path), exc.source,
-                                  location=_user_frame(exc.traceback, file_names or {}))
-        except DeadKernelError as exc:
-            failure = StageFailed("DeadKernelError", f"the kernel died (crashed or killed, e.g. out of memory): "
-                                  f"{_first_line(exc)}", _failing_cell(output_path), "")
-        except CellTimeoutError as exc:
-            failure = StageFailed("CellTimeoutError", f"a cell ran past its time limit: {_first_line(exc)}",
-                                  _failing_cell(output_path), "")
-        except Exception as exc:  # the kernel could not start, the record could not be written …
-            failure = StageFailed(type(exc).__name__, _first_line(exc), _failing_cell(output_path), "",
-                                  platform=True)
+        except Exception as exc:
+            if kernels.stopped.is_set():  # its kernel was killed for it, whatever papermill made of that
+                failure = StageFailed("StageTimeout", f"stage {stage} ran past STAGE_TIMEOUT={timeout:g} s",
+                                      _failing_cell(output_path), "")
+            else:
+                failure = _stage_failure(exc, output_path, file_names)
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             if warm is not None:  # papermill shuts down only the kernels it started
                 warm.shutdown()
             environment = probe.result()
@@ -187,6 +191,22 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
             _stamp(log, f"stage {stage} failed: {failure.ename}: {failure.evalue}", "ERROR")
             raise failure
         _stamp(log, f"stage {stage} succeeded")
+
+
+def _stage_failure(exc: Exception, output_path: Path, file_names: dict[str, str] | None) -> StageFailed:
+    """What papermill raised, as the stage's failure: the user's error with its cell, or what became of
+    the kernel or the workbench."""
+    if isinstance(exc, PapermillExecutionError):
+        return StageFailed(exc.ename, exc.evalue, _failing_cell(output_path), exc.source,
+                           location=_user_frame(exc.traceback, file_names or {}))
+    if isinstance(exc, DeadKernelError):
+        return StageFailed("DeadKernelError", f"the kernel died (crashed or killed, e.g. out of memory): "
+                           f"{_first_line(exc)}", _failing_cell(output_path), "")
+    if isinstance(exc, CellTimeoutError):
+        return StageFailed("CellTimeoutError", f"a cell ran past its time limit: {_first_line(exc)}",
+                           _failing_cell(output_path), "")
+    # the kernel could not start, the record could not be written …
+    return StageFailed(type(exc).__name__, _first_line(exc), _failing_cell(output_path), "", platform=True)
 
 
 def _probe_kernel(kernel: str) -> dict:
@@ -226,9 +246,34 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _kernel_manager_logging_to(log):
+class StageKernels:
+    """The kernels a stage started: `stop_all` kills them, and any launched after it."""
+
+    def __init__(self, managers: list):
+        self.managers = list(managers)
+        self.stopped = threading.Event()
+
+    def add(self, km) -> None:
+        self.managers.append(km)
+        if self.stopped.is_set():  # it came up after its time ran out
+            self._kill(km)
+
+    def stop_all(self) -> None:
+        self.stopped.set()
+        for km in list(self.managers):
+            self._kill(km)
+
+    @staticmethod
+    def _kill(km) -> None:
+        pid = getattr(getattr(km, "provisioner", None), "pid", None)
+        if pid:
+            kill_process_tree(pid)
+
+
+def _kernel_manager_logging_to(log, kernels: StageKernels | None = None):
     """A kernel manager whose kernel process writes its own stdout/stderr to `log` (the stage
-    log, or a file descriptor), never to the caller's terminal or CI's pipe."""
+    log, or a file descriptor), never to the caller's terminal or CI's pipe; each one that
+    launches a kernel is added to `kernels`."""
     class StageKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             if any("ipykernel" in part for part in kernel_cmd):
@@ -237,7 +282,10 @@ def _kernel_manager_logging_to(log):
                 kernel_cmd = [*kernel_cmd, "--IPKernelApp.log_level=ERROR"]
             kw.setdefault("stdout", log)
             kw.setdefault("stderr", log)
-            return await super()._async_launch_kernel(kernel_cmd, **kw)
+            launched = await super()._async_launch_kernel(kernel_cmd, **kw)
+            if kernels is not None:
+                kernels.add(self)
+            return launched
 
     return StageKernelManager
 

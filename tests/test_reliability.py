@@ -241,3 +241,24 @@ def test_a_stage_past_its_stage_timeout_is_stopped_and_fails_the_job(workspace, 
     assert _stage_kernel(workspace) is None  # its kernel went with it
     with pytest.raises(DeepeError, match="STAGE_TIMEOUT must not be negative"):
         jobs.submit_training("plain", "tiny", "demo-sft", params={"stage_timeout": "-1"})
+
+
+def test_an_inference_stage_past_its_timeout_has_its_kernel_stopped(home, tmp_path):
+    from deepe_widgets.errors import StageFailed
+    from deepe_widgets.runner import execute_stage
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("PROMPTS = []", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import os, time\nopen('kernel.pid', 'w').write(str(os.getpid()))\n"
+                                          "time.sleep(120)")]
+    began = time.monotonic()
+    with pytest.raises(StageFailed) as failed:
+        execute_stage(nb, stage="inference-complete", kernel="python3", parameters={"PROMPTS": ["hi"]},
+                      output_path=tmp_path / "inference.ipynb", log_path=tmp_path / "inference.log", cwd=tmp_path,
+                      timeout=10)
+    assert (failed.value.ename, failed.value.evalue) == (
+        "StageTimeout", "stage inference-complete ran past STAGE_TIMEOUT=10 s")
+    assert time.monotonic() - began < 60
+    pid = int((tmp_path / "kernel.pid").read_text())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert nbformat.read(tmp_path / "inference.ipynb", as_version=4).metadata["deepe"]["status"] == "failed"
