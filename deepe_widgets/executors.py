@@ -183,7 +183,7 @@ class ExecutionManager:
                 return self.on_failure(job, f"the workbench failed: {type(exc).__name__}: {exc}",
                                        {"ename": type(exc).__name__, "platform": True})
         except LeaseLost as exc:
-            log.warning("job %s: %s; nothing written", job.id, exc or "lease lost to another worker")
+            log.warning("job %s: %s; nothing written", job.id, str(exc) or "lease lost to another worker")
             return None
 
     def warm(self, kernel: str) -> None:

@@ -221,6 +221,26 @@ def test_a_postgresql_restart_during_training_costs_nothing(workspace, postgres,
     assert len(jobs.job_summary(final)["artifacts"]) == 1
 
 
+@pytest.mark.parametrize("home", ["postgresql"], indirect=True)
+def test_a_database_down_longer_than_the_lease_stops_the_stage_and_the_job_runs_again(workspace, postgres,
+                                                                                      tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("DEEPE_LEASE_SECONDS", "4")
+    methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
+    job = jobs.submit_training("plain", "tiny", "demo-sft", params={"sleep": "10"})
+    runner = threading.Thread(target=worker.Worker(idle_exit=1.0, poll_seconds=0.1).run, daemon=True)
+    with caplog.at_level("INFO", logger="deepe.executor"):
+        runner.start()
+        _wait(lambda: (Path(job.run_dir) / "started.txt").exists(), 120, "the stage to start")
+        first_kernel = _stage_kernel(workspace)
+        _restart_postgres(postgres, down_seconds=8)  # past the lease: another worker could take the job now
+        runner.join(timeout=180)
+    final = jobs.get_job(job.id)
+    assert "the lease ran out" in caplog.text
+    assert not first_kernel.is_running() or first_kernel.status() == psutil.STATUS_ZOMBIE  # stopped, not left
+    assert (final.status, final.attempt) == ("succeeded", 2), final.error  # reaped, and run again
+    assert (Path(final.run_dir) / "training.attempt1.ipynb").exists()
+
+
 def test_a_stage_past_its_stage_timeout_is_stopped_and_fails_the_job(workspace, tmp_path):
     from deepe_widgets.executors import stage_timeout
     from deepe_widgets.store import Job, JobKind
