@@ -201,9 +201,9 @@ class ExecutionManager:
 
     def on_failure(self, job: Job, message: str, detail: dict) -> str | None:
         try:
-            call = self.lease.call if self.lease is not None else (lambda fn, *a, **kw: fn(*a, **kw))
-            done = call(jobs.finish_job, job.id, self.worker_id, JobStatus.FAILED, error=message,
-                        error_detail=detail)
+            lease = self.lease or Lease(job.id, self.worker_id, self.heartbeat_seconds)
+            done = lease.call(jobs.finish_job, job.id, self.worker_id, JobStatus.FAILED, error=message,
+                              error_detail=detail)
         except LeaseLost:
             raise
         except Exception:  # the database refuses the write: the lease runs out and the reaper retries
