@@ -494,7 +494,9 @@ def node_main(argv: list[str]) -> int:
         failure = {"ok": False, "ename": "SecretsFile", "evalue": exc.message, "cell": None, "platform": True}
         print(f"{RESULT_PREFIX}{json.dumps(failure)}", flush=True)
         return 1
-    job = jobs.get_job(job_id)
+    from . import runner  # papermill: on the node only
+
+    job = runner.with_database(f"job {job_id}", jobs.get_job, job_id)
     run_dir = Path(job.run_dir)
     mark = run_dir / SHARED_MARK
     shared = mark.is_file() and mark.read_text().strip() == sid
@@ -508,8 +510,6 @@ def node_main(argv: list[str]) -> int:
     if not shared:  # the worker cannot read the stage log: it comes through the Ray job's logs
         tail = threading.Thread(target=_tail, args=(run_dir / f"{stage}.log", stop), daemon=True)
         tail.start()
-    from . import runner
-
     code = runner.main([str(job_id), stage, str(result_path)])
     stop.set()
     if tail is not None:

@@ -393,7 +393,7 @@ def stage_parameters(job, stage: str) -> dict:
     return values
 
 
-def _with_database(what: str, fn, *args):
+def with_database(what: str, fn, *args):
     """`fn(*args)`, tried again while the database does not answer (a restart), as long as the
     worker would keep its lease; then the last error is raised."""
     deadline = time.monotonic() + config.lease_seconds()
@@ -412,7 +412,7 @@ def _with_database(what: str, fn, *args):
 
 def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> None:
     """Execute a claimed job's stage (called in the runner subprocess)."""
-    job = _with_database(f"job {job_id}", jobs.get_job, job_id)
+    job = with_database(f"job {job_id}", jobs.get_job, job_id)
     run_dir = Path(job.run_dir)
     record = run_dir / f"{stage}.ipynb"
     if record.exists():  # keep every earlier attempt's record (a hand-back re-runs the same attempt)
@@ -421,7 +421,7 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
             number += 1
         record.rename(run_dir / f"{stage}.attempt{number}.ipynb")
     try:
-        info = _with_database(f"job {job.id}", lambda: deployments.stage_info(job) if job.kind == JobKind.DEPLOY
+        info = with_database(f"job {job.id}", lambda: deployments.stage_info(job) if job.kind == JobKind.DEPLOY
                               else methods.get_method(job.method).stages[stage])
         nb = load_stage_notebook(Path(info["file"]), stage, info["kernel"], info.get("args_template", ""))
     except Exception as exc:  # a stage that never started gets its record too
@@ -434,13 +434,13 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
         warm = None
     try:
         # keeps a re-run's `rerun_of`
-        provenance = {**(job.provenance or {}), **_with_database(f"job {job.id}", job_provenance, job)}
-        _with_database(f"job {job.id}", _store_provenance, job.id, provenance)  # a run that dies still has it
+        provenance = {**(job.provenance or {}), **with_database(f"job {job.id}", job_provenance, job)}
+        with_database(f"job {job.id}", _store_provenance, job.id, provenance)  # a run that dies still has it
     except Exception:  # a record without provenance beats a stage that never runs
         logger.exception("job %s: could not record its provenance", job.id)
         provenance = None
     try:
-        parameters = _with_database(f"job {job.id}", stage_parameters, job, stage)
+        parameters = with_database(f"job {job.id}", stage_parameters, job, stage)
         execute_stage(nb, stage=stage, kernel=info["kernel"], parameters=parameters,
                       output_path=record, log_path=run_dir / f"{stage}.log", cwd=run_dir, warm=warm,
                       file_names={str(Path(info["file"]).resolve()): Path(info["source"]).name},
@@ -448,7 +448,7 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
     finally:
         if provenance is not None:  # now with the kernel's packages and device
             try:
-                _with_database(f"job {job.id}", _store_provenance, job.id, provenance)
+                with_database(f"job {job.id}", _store_provenance, job.id, provenance)
             except Exception:  # the record holds it too: the stage's outcome matters more
                 logger.exception("job %s: could not record its provenance", job.id)
 
