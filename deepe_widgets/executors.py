@@ -21,7 +21,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import config, deployments, jobs, methods, models, store
 from . import params as paramlib
-from .errors import DeepeError
+from .errors import DatabaseUnavailable, DeepeError
 from .metrics import metric_stats
 from .processes import kill_process_tree
 from .runtime import STOP_FILE
@@ -37,7 +37,7 @@ class LeaseLost(Exception):
 
 
 # What a database that restarts, fails over or drops a connection raises: worth another try.
-DB_UNAVAILABLE = (OperationalError, InterfaceError)
+DB_UNAVAILABLE = (OperationalError, InterfaceError, DatabaseUnavailable)  # the last: a first connect that failed
 
 
 class Lease:

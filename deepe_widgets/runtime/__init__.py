@@ -192,11 +192,13 @@ class MetricSink:
         """Flush until every buffered row is written, trying again for up to `timeout` seconds."""
         from sqlalchemy.exc import InterfaceError, OperationalError
 
+        from ..errors import DatabaseUnavailable
+
         deadline = time.monotonic() + timeout
         wait = 0.25
         while not self.flush():
             # only a database that does not answer is worth waiting for (not a refused row)
-            transient = isinstance(self._last_error, (OperationalError, InterfaceError))
+            transient = isinstance(self._last_error, (OperationalError, InterfaceError, DatabaseUnavailable))
             if not transient or time.monotonic() + wait > deadline:
                 with self._lock:
                     lost = len(self._rows)
