@@ -57,16 +57,23 @@ def last_metrics(job_ids: list[int], name: str) -> dict[int, float]:
         return {job_id: value for job_id, value in conn.execute(stmt)}
 
 
-# Which way is better, by a token in the metric's name; metrics with neither direction
+# Which way is better, by a word in the metric's name (the one rule: the CLI's "best" and the
+# widgets' agree). A spread (`reward_std`) is no quality, and metrics with neither direction
 # (learning_rate, epoch, num_tokens, grad_norm …) have no "best": it is reported as the final value.
 HIGHER_IS_BETTER = ("reward", "accuracy", "acc", "f1", "ndcg", "mrr", "recall", "precision", "map@", "bleu",
-                    "rouge", "margins", "tokens_per_second", "samples_per_second")
+                    "rouge", "margins", "score", "auc", "tokens_per_second", "samples_per_second")
 LOWER_IS_BETTER = ("loss", "perplexity", "error", "wer", "cer")
+NOT_A_QUALITY = ("reward_std", "frac_reward_zero_std")
 
 
-def direction(name: str) -> str | None:
-    """"max", "min" or None (no better direction) for a metric name."""
+def direction(name: str, declared: dict | None = None) -> str | None:
+    """"max", "min" or None (no better direction) for a metric name; `declared` (a method's own
+    directions, from its training notebook's metadata) wins."""
+    if declared and name in declared:
+        return declared[name]
     lowered = name.lower()
+    if lowered in NOT_A_QUALITY or lowered.endswith(("_std", "/std")):
+        return None
     if any(token in lowered for token in HIGHER_IS_BETTER):
         return "max"
     if any(token in lowered for token in LOWER_IS_BETTER):

@@ -15,7 +15,7 @@ from .. import compare, jobs, methods, metrics
 from ..errors import DeepeError
 from .common import MAX_POINTS, close_tree, decimate, html_table, stylesheet
 from .detail import y_axis
-from .labels import method_metric_directions, metric_direction, metric_label, metric_order, param_label, show_value
+from .labels import method_metric_directions, metric_label, metric_order, param_label, show_value
 
 PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#e16f24", "#57606a"]
 
@@ -102,7 +102,7 @@ class TrainingCompare(w.VBox):
         rows = []
         for name in metric_order(self.report["metrics"]):
             per_job = self.report["metrics"][name]
-            direction = metric_direction(name, self.directions)
+            direction = metrics.direction(name, self.directions)
             cells = []
             for i in self.ids:
                 if i not in per_job:

@@ -1,4 +1,5 @@
-"""The words users read: parameter labels and values, metric names, which way a metric is better.
+"""The words users read: parameter labels and values, metric names, the directions a method declares
+(which way a metric is better is `metrics.direction`, the one rule the CLI reads too).
 
 Internal names (`BATCH_SIZE`, `PromptInputColumn`, `mean_token_accuracy`) stay in the code and the
 records; every view shows these instead.
@@ -44,11 +45,6 @@ METRIC_LABELS = {
     "completion_length": "Completion length", "frac_reward_zero_std": "Groups with equal rewards",
 }
 
-# Which way is better, by the words in a metric's name; None for what is no quality (learning
-# rate, tokens seen, epoch …): it has a final value, no "best".
-LOWER_IS_BETTER = ("loss", "perplexity", "error", "wer", "cer")
-HIGHER_IS_BETTER = ("reward", "accuracy", "acc", "f1", "bleu", "rouge", "precision", "recall", "score", "auc")
-NOT_A_QUALITY = ("reward_std", "frac_reward_zero_std")
 ACRONYMS = {"LORA": "LoRA", "KL": "KL", "LR": "LR", "GPU": "GPU", "ID": "ID", "4BIT": "4-bit", "DPO": "DPO",
             "PPO": "PPO", "GRPO": "GRPO", "SNR": "SNR"}
 KEY_METRICS = ("loss", "reward", "eval_loss", "val_loss")  # shown first, in this order
@@ -96,21 +92,6 @@ def metric_label(name: str) -> str:
         parts = name.split("/")[1:]
         return "Reward: " + " ".join(p.replace("_", " ") for p in parts)
     return name.replace("_", " ").replace("/", " / ").capitalize()
-
-
-def metric_direction(name: str, declared: dict | None = None) -> str | None:
-    """"min" or "max" (which way is better), or None when "best" means nothing for it.
-    `declared` (a method's own, see `method_metric_directions`) wins."""
-    if declared and name in declared:
-        return declared[name]
-    low = name.lower()
-    if low in NOT_A_QUALITY or low.endswith("_std") or low.endswith("/std"):
-        return None
-    if any(word in low for word in HIGHER_IS_BETTER):
-        return "max"
-    if any(word in low for word in LOWER_IS_BETTER):
-        return "min"
-    return None
 
 
 def metric_order(names) -> list[str]:

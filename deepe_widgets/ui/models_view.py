@@ -20,7 +20,7 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from .. import config, deployments, inference, jobs, methods, models, worker
+from .. import config, deployments, inference, jobs, methods, metrics, models, worker
 from ..errors import DeepeError
 from ..jobs import format_time as when
 from ..store import ModelKind
@@ -38,7 +38,7 @@ from .common import (
     start_poller,
     stylesheet,
 )
-from .labels import metric_direction, metric_label, metric_order, short_label, show_value
+from .labels import metric_label, metric_order, short_label, show_value
 from .record import RecordView
 from .state import ADMIN_ONLY, resolve_admin
 from .training_list import short_time
@@ -313,7 +313,7 @@ class ModelCard(w.VBox):
         metric_rows = []
         for name in metric_order(info["metrics"]):
             stats = info["metrics"][name]
-            direction = None if name.startswith("train_") else metric_direction(name)  # one value: no "best"
+            direction = None if name.startswith("train_") else metrics.direction(name)  # one value: no "best"
             best = f"{stats['best']:.5g}" if direction and stats.get("best") is not None else "-"
             metric_rows.append([html.escape(metric_label(name)), f"{stats['final']:.5g}", best])
         metrics_html = html_table(["metric", "final", "best"], metric_rows) if metric_rows else \
