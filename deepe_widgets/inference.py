@@ -15,7 +15,8 @@ from . import config, datasets, deployments, embeddings, methods, models, vision
 from . import params as paramlib
 from .errors import DeepeError, StageFailed
 from .kernels import require_kernel
-from .stagefiles import load_stage_notebook, notebook_parameters
+from .scriptmode import load_stage_notebook
+from .stagefiles import notebook_parameters
 
 STAGE_FOR_KIND = {"customized": "inference-customized", "complete": "inference-complete"}
 
