@@ -60,26 +60,10 @@ def who_asks() -> str:
     return f"{models.current_user()} from {'the dashboard app' if in_voila_app() else 'JupyterLab'}"
 
 
-def lineage(record) -> list:
-    """The model and the ones it was made from, back to its base model (a Complete Model's parent
-    is the Customized Model it merged)."""
-    chain, seen = [record], {record.name}
-    while chain[-1].parent and chain[-1].kind != ModelKind.BASE:
-        try:
-            parent = models.get_model(chain[-1].parent)
-        except DeepeError:
-            break
-        if parent.name in seen:
-            break
-        seen.add(parent.name)
-        chain.append(parent)
-    return chain
-
-
 def model_card(record) -> dict:
     """What a person asks of a model: base, method, dataset, job, date, parameters, final metrics
     (a Complete Model inherits them from the Customized Model it merged)."""
-    chain = lineage(record)
+    chain = models.lineage(record)
     card = next((dict(m.meta) for m in chain if m.meta.get("metrics") is not None or m.meta.get("dataset")), {})
     base = next((m.name for m in chain if m.kind == ModelKind.BASE), card.get("base_model") or record.parent)
     return {"name": record.name, "kind": record.kind, "base_model": base, "method": record.method or card.get("method"),
