@@ -79,3 +79,37 @@ def test_the_cli_and_the_widgets_agree_on_best(workspace):
                 assert "(no best)" in row and " / " not in row and f">{final:.5g}<" in row, row
     finally:
         view.close()
+
+
+def test_a_direction_a_method_declares_is_the_cli_s_and_the_widgets(workspace, tmp_path):
+    """A method's training notebook may say which way its own metric is better; `deepe jobs metrics`,
+    `deepe compare` and the Compare view all follow it."""
+    import nbformat
+
+    from deepe_widgets import methods, stagefiles
+    from deepe_widgets.ui import TrainingCompare
+
+    nb = nbformat.read(stagefiles.template_notebook_path(), as_version=4)
+    nb.metadata["deepe"] = {"metrics": {"eval_score": "min"}}  # a score where lower is better, say a distance
+    nbformat.write(nb, tmp_path / "mine.ipynb")
+    methods.register_method("mine", {"training": (tmp_path / "mine.ipynb", "python3")})
+    jobs_ = []
+    for scale in (1, 2):
+        job = jobs.submit_training("mine", "tiny", "demo-sft")
+        sink = MetricSink(job.id)
+        for step, value in ((1, 0.5), (2, 0.2), (3, 0.4)):
+            sink.add(step, {"eval_score": value * scale}, None)
+        sink.close()
+        jobs_.append(job)
+    a, b = jobs_
+    assert metrics.direction("eval_score") == "max"  # the rule by name, which the declaration overrides
+    stats = deepe_json("jobs", "metrics", str(a.id), "--json")["eval_score"]
+    assert (stats["direction"], stats["best"]) == ("min", 0.2)
+    report = deepe_json("compare", str(a.id), str(b.id), "--json")["metrics"]["eval_score"]
+    assert [(report[str(j.id)]["direction"], report[str(j.id)]["best"]) for j in jobs_] == [("min", 0.2), ("min", 0.4)]
+    view = TrainingCompare([a.id, b.id])
+    try:
+        row = next(r for r in view.summary.value.split("<tr>")[2:] if "Eval score" in r)
+        assert "(lowest)" in row and "0.4 / 0.2" in row and "0.8 / 0.4" in row, row
+    finally:
+        view.close()

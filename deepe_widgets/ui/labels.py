@@ -1,5 +1,5 @@
-"""The words users read: parameter labels and values, metric names, the directions a method declares
-(which way a metric is better is `metrics.direction`, the one rule the CLI reads too).
+"""The words users read: parameter labels and values, metric names (which way a metric is better is
+`metrics.direction`, the one rule the CLI reads too).
 
 Internal names (`BATCH_SIZE`, `PromptInputColumn`, `mean_token_accuracy`) stay in the code and the
 records; every view shows these instead.
@@ -100,16 +100,16 @@ def metric_order(names) -> list[str]:
 
 
 @functools.lru_cache(maxsize=64)
-def _training_notebook(path: str, mtime: float) -> tuple[dict, str, dict] | None:
-    """(parameters with their help, the code outside the parameters cell, declared metric
-    directions) of a stage notebook; cached by path and modification time."""
+def _training_notebook(path: str, mtime: float) -> tuple[dict, str] | None:
+    """(parameters with their help, the code outside the parameters cell) of a stage notebook;
+    cached by path and modification time."""
     try:
         nb = nbformat.read(path, as_version=4)
     except Exception:  # unreadable or not a notebook (a .py script): nothing to say
         return None
     index = find_parameters_cell(nb)
     body = "\n".join(c.source for i, c in enumerate(nb.cells) if i != index and c.cell_type == "code")
-    return notebook_parameters(nb), body, dict(nb.metadata.get("deepe", {}).get("metrics", {}))
+    return notebook_parameters(nb), body
 
 
 def _notebook_of(method) -> tuple | None:
@@ -136,10 +136,4 @@ def used_parameters(method) -> set[str] | None:
     return {name for name in params if re.search(rf"\b{re.escape(name)}\b", body)}
 
 
-def method_metric_directions(method) -> dict[str, str]:
-    """Directions a method declares in its training notebook's metadata:
-    `{"deepe": {"metrics": {"my_score": "max"}}}`."""
-    found = _notebook_of(method)
-    if not found:
-        return {}
-    return {k: v for k, v in found[2].items() if v in ("min", "max")}
+
