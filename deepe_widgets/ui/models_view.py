@@ -295,9 +295,10 @@ class ModelCard(w.VBox):
                             if k not in ("MODEL_PATH", "ADAPTER_PATH", "DTYPE"))
         rows.append(["Parameters changed", html.escape(changed or "none (the method's defaults)")])
         metric_rows = []
+        declared = metrics.declared_directions([info["job_id"]]) if info["job_id"] else {}
         for name in metric_order(info["metrics"]):
             stats = info["metrics"][name]
-            direction = None if name.startswith("train_") else metrics.direction(name)  # one value: no "best"
+            direction = None if name.startswith("train_") else metrics.direction(name, declared)  # one value: no best
             best = f"{stats['best']:.5g}" if direction and stats.get("best") is not None else "-"
             metric_rows.append([html.escape(metric_label(name)), f"{stats['final']:.5g}", best])
         metrics_html = html_table(["metric", "final", "best"], metric_rows) if metric_rows else \
