@@ -37,7 +37,8 @@ class JobProgress:
 
     BAR_WIDTH = 30
 
-    def __init__(self, console=None):
+    def __init__(self, console=None, clock=None):
+        """`console`: where it shows (default: stderr); `clock`: seconds, for the time left (default: monotonic)."""
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -48,7 +49,7 @@ class JobProgress:
         self.progress = Progress(
             TextColumn("{task.description}", markup=False), BarColumn(bar_width=self.BAR_WIDTH),
             MofNCompleteColumn(), TimeRemainingColumn(), console=self.console, disable=not self.interactive,
-            redirect_stdout=False, redirect_stderr=False, speed_estimate_period=600)
+            redirect_stdout=False, redirect_stderr=False, speed_estimate_period=600, get_time=clock)
         self.task = self.progress.add_task("", total=None)
         self._shown = None  # (status, step) of the last line written to a pipe
 
