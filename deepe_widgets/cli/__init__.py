@@ -18,7 +18,19 @@ BROKEN_PIPE_EXIT = 141
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with the CLI's contract for bad input: one `error: …` line on stderr, exit 2."""
+    """argparse, with the CLI's contract for bad input: one `error: …` line on stderr, exit 2.
+
+    `add_later(parser)`, where set, adds a verb's arguments only when that verb is parsed: for
+    arguments whose module is slow to import (the worker's), which every other verb would pay for.
+    """
+
+    add_later = None
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.add_later is not None:
+            add, self.add_later = self.add_later, None
+            add(self)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see: {self.prog} --help)\n")

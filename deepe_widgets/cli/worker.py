@@ -24,12 +24,17 @@ def cmd_worker_stop(args) -> int:
     return 0
 
 
-def add_arguments(sub, verb) -> None:
-    """`deepe worker [stop]`; the worker's own flags come from `worker.add_arguments`."""
+def _add_worker_flags(parser) -> None:
     from .. import worker
 
+    worker.add_arguments(parser)
+
+
+def add_arguments(sub, verb) -> None:
+    """`deepe worker [stop]`; the worker's own flags come from `worker.add_arguments`, once `deepe worker`
+    is what runs (importing the worker costs every other verb a tenth of a second or more)."""
     p = verb(sub, "worker", cmd_worker, "run a worker in the foreground (SIGTERM: stop after a checkpoint)")
-    worker.add_arguments(p)
+    p.add_later = _add_worker_flags
     worker_sub = p.add_subparsers(dest="verb")
     p = verb(worker_sub, "stop", cmd_worker_stop, "stop this host's workers: the running job saves a "
              "checkpoint and goes back to the queue")
