@@ -12,6 +12,10 @@ class DeepeError(Exception):
         self.field = field
 
 
+class DatabaseUnavailable(DeepeError):
+    """The database did not answer when first opened (a restart, a network blip): worth trying again."""
+
+
 class NotFound(DeepeError):
     """A named method, model, dataset or job does not exist."""
 

@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 import nbformat
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import config, deployments, jobs, methods, models, store
 from . import params as paramlib
-from .errors import DeepeError
+from .errors import DatabaseUnavailable, DeepeError
 from .metrics import metric_stats
 from .processes import kill_process_tree
 from .runtime import STOP_FILE
@@ -32,7 +33,97 @@ log = logging.getLogger("deepe.executor")
 
 
 class LeaseLost(Exception):
-    """Another worker (or the reaper) took the job: stop and write nothing."""
+    """Another worker (or the reaper) took the job, or may now take it: stop and write nothing."""
+
+
+# What a database that restarts, fails over or drops a connection raises: worth another try.
+DB_UNAVAILABLE = (OperationalError, InterfaceError, DatabaseUnavailable)  # the last: a first connect that failed
+
+
+class Lease:
+    """A worker's hold on a running job: renewed by heartbeat, and kept through a database that does
+    not answer for a while (a restart, a fail-over) until the lease runs out, counted from its last
+    renewal. Then it is lost for real: the reaper may hand the job to another worker as soon as the
+    database answers again."""
+
+    MAX_RETRY_SECONDS = 5.0
+
+    def __init__(self, job_id: int, worker_id: str, heartbeat_seconds: float):
+        self.job_id = job_id
+        self.worker_id = worker_id
+        self.heartbeat_seconds = heartbeat_seconds
+        now = time.monotonic()
+        self.valid_until = now + config.lease_seconds()  # the job was claimed just now
+        self.next_beat = now + heartbeat_seconds
+        self.unreachable_since: float | None = None
+
+    @property
+    def retry_seconds(self) -> float:
+        """How long to wait before the next try while the database does not answer (0: it answers)."""
+        if self.unreachable_since is None:
+            return 0.0
+        return min(self.MAX_RETRY_SECONDS, max(0.5, (time.monotonic() - self.unreachable_since) / 4),
+                   max(0.1, self.valid_until - time.monotonic()))
+
+    def _unanswered(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self.unreachable_since is None:
+            self.unreachable_since = now
+            log.warning("job %s: the database did not answer (%s); trying again until the lease runs out "
+                        "in %.0f s", self.job_id, str(exc).strip().splitlines()[0] if str(exc).strip() else
+                        type(exc).__name__, self.valid_until - now)
+        if now >= self.valid_until:
+            raise LeaseLost(f"the database did not answer for {now - self.unreachable_since:.0f} s: the lease "
+                            f"ran out") from exc
+
+    def _answered(self) -> None:
+        if self.unreachable_since is not None:
+            log.info("job %s: the database answers again (after %.1f s)", self.job_id,
+                     time.monotonic() - self.unreachable_since)
+        self.unreachable_since = None
+
+    def read(self) -> Job | None:
+        """The job's row; None while the database does not answer (LeaseLost once the lease ran out)."""
+        try:
+            job = jobs.get_job(self.job_id)
+        except DB_UNAVAILABLE as exc:
+            self._unanswered(exc)
+            return None
+        self._answered()
+        return job
+
+    def renew(self) -> None:
+        """Heartbeat, when one is due; LeaseLost when the job is another's, or the lease ran out unrenewed."""
+        began = time.monotonic()
+        if began < self.next_beat:
+            if began >= self.valid_until:
+                raise LeaseLost("the lease ran out before it could be renewed")
+            return
+        try:
+            held = jobs.renew_lease(self.job_id, self.worker_id)
+        except DB_UNAVAILABLE as exc:
+            self.next_beat = began + 0.5
+            self._unanswered(exc)
+            return
+        if not held:
+            raise LeaseLost()
+        self._answered()
+        self.valid_until = began + config.lease_seconds()  # counted from before the write: never late
+        self.next_beat = began + self.heartbeat_seconds
+
+    def call(self, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)`, a database write or read, tried again while the database does not
+        answer (renewing the lease meanwhile); LeaseLost once the lease ran out."""
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except DB_UNAVAILABLE as exc:
+                self._unanswered(exc)
+                time.sleep(self.retry_seconds)
+                self.renew()
+                continue
+            self._answered()
+            return result
 
 
 class Cancelled(Exception):
@@ -63,30 +154,37 @@ class ExecutionManager:
         self.warm_kernels = config.warm_kernels() if warm_kernels is None else warm_kernels
         self.stopping = threading.Event()  # set: hand the running job back after a checkpoint
         self.stop_now = False  # with `stopping`: hand it back without waiting for a checkpoint
+        self.lease: Lease | None = None  # the running job's
 
     def process(self, job: Job) -> str | None:
         """Run `job` and write its final status; returns it (None: the lease was lost, or the job
-        went back to the queue). Never raises for a job's sake."""
+        went back to the queue). Never raises for a job's sake; a database that does not answer
+        for a while is waited for, until the lease runs out."""
+        self.lease = lease = Lease(job.id, self.worker_id, self.heartbeat_seconds)
         try:
-            self.before_start(job)
-            self.execute(job)
-            return self.on_complete(job)
-        except LeaseLost:
-            log.warning("job %s: lease lost to another worker; nothing written", job.id)
+            try:
+                self.before_start(job)
+                self.execute(job)
+                return lease.call(self.on_complete, job)
+            except HandedBack:
+                returned = lease.call(jobs.hand_back, job.id, self.worker_id)
+                log.info("job %s handed back to the queue (%s)", job.id, "ok" if returned else "lease lost")
+                return JobStatus.QUEUED if returned else None
+            except Cancelled:
+                done = lease.call(jobs.finish_job, job.id, self.worker_id, JobStatus.CANCELLED,
+                                  error="cancelled by the user")
+                return JobStatus.CANCELLED if done else None
+            except StageError as exc:
+                return self.on_failure(job, exc.message, exc.detail)
+            except LeaseLost:
+                raise
+            except Exception as exc:  # the platform itself failed: say so on the job, and go on
+                log.exception("job %s: the workbench failed while processing it", job.id)
+                return self.on_failure(job, f"the workbench failed: {type(exc).__name__}: {exc}",
+                                       {"ename": type(exc).__name__, "platform": True})
+        except LeaseLost as exc:
+            log.warning("job %s: %s; nothing written", job.id, str(exc) or "lease lost to another worker")
             return None
-        except HandedBack:
-            returned = jobs.hand_back(job.id, self.worker_id)
-            log.info("job %s handed back to the queue (%s)", job.id, "ok" if returned else "lease lost")
-            return JobStatus.QUEUED if returned else None
-        except Cancelled:
-            done = jobs.finish_job(job.id, self.worker_id, JobStatus.CANCELLED, error="cancelled by the user")
-            return JobStatus.CANCELLED if done else None
-        except StageError as exc:
-            return self.on_failure(job, exc.message, exc.detail)
-        except Exception as exc:  # the platform itself failed: say so on the job, and go on
-            log.exception("job %s: the workbench failed while processing it", job.id)
-            return self.on_failure(job, f"the workbench failed: {type(exc).__name__}: {exc}",
-                                   {"ename": type(exc).__name__, "platform": True})
 
     def warm(self, kernel: str) -> None:
         """Get ready to run a stage in `kernel` soon (a backend may start it ahead)."""
@@ -103,8 +201,12 @@ class ExecutionManager:
 
     def on_failure(self, job: Job, message: str, detail: dict) -> str | None:
         try:
-            done = jobs.finish_job(job.id, self.worker_id, JobStatus.FAILED, error=message, error_detail=detail)
-        except Exception:  # the database is gone too: the lease runs out and the reaper retries
+            lease = self.lease or Lease(job.id, self.worker_id, self.heartbeat_seconds)
+            done = lease.call(jobs.finish_job, job.id, self.worker_id, JobStatus.FAILED, error=message,
+                              error_detail=detail)
+        except LeaseLost:
+            raise
+        except Exception:  # the database refuses the write: the lease runs out and the reaper retries
             log.exception("job %s: could not record its failure", job.id)
             return None
         return JobStatus.FAILED if done else None
@@ -248,6 +350,28 @@ class StandbyRunners:
         self._runners.clear()
 
 
+# STAGE_TIMEOUT (seconds) when a job does not give one: a training may take days, the other stages
+# are bounded (a save, a deployment's start-up, trying a model). 0 or None: no limit.
+INFER = "infer"  # `deepe infer` runs its stage in the caller's process, not as a job
+STAGE_TIMEOUT_DEFAULTS: dict[str, float | None] = {JobKind.TRAIN: None, JobKind.SAVE: 1800.0,
+                                                   JobKind.DEPLOY: 1800.0, INFER: 1800.0}
+
+
+def stage_timeout(job: Job) -> float | None:
+    """How long the job's stage may run before it is stopped and the job fails (None: no limit)."""
+    value = job.params.get("STAGE_TIMEOUT", STAGE_TIMEOUT_DEFAULTS.get(job.kind))
+    try:
+        seconds = float(value) if value not in (None, "") else 0.0
+    except (TypeError, ValueError):
+        seconds = 0.0
+    return seconds if seconds > 0 else None
+
+
+def timeout_message(stage: str, seconds: float) -> str:
+    """The job's error when its stage ran too long (the stage was stopped, its record kept)."""
+    return f"stage {stage} ran past STAGE_TIMEOUT={seconds:g} s"
+
+
 def stage_kernel(job: Job) -> str | None:
     """The kernelspec a job's current stage runs in (None: its method is gone)."""
     try:
@@ -296,21 +420,29 @@ class LocalExecutor(ExecutionManager):
         result_path = run_dir / f".{job.stage}.result.json"
         result_path.unlink(missing_ok=True)
         kernel = stage_kernel(job)
+        timeout = stage_timeout(job)
+        lease = self.lease = self.lease or Lease(job.id, self.worker_id, self.heartbeat_seconds)
         proc = self._start_runner(job, kernel, result_path)
-        last_beat = time.monotonic()
+        started = time.monotonic()
         stop_asked_at = None
         try:
             while True:
-                try:
-                    proc.wait(timeout=self.poll_seconds)
+                try:  # while the database does not answer, wait longer between tries
+                    proc.wait(timeout=max(self.poll_seconds, lease.retry_seconds))
                     break
                 except subprocess.TimeoutExpired:
                     pass
-                current = jobs.get_job(job.id)
-                if current.status == JobStatus.CANCELLING:
-                    raise Cancelled()
-                if current.lease_owner != self.worker_id:
-                    raise LeaseLost()
+                if timeout and time.monotonic() - started > timeout:
+                    kill_process_tree(proc.pid)
+                    raise StageError(timeout_message(job.stage, timeout),
+                                     {"ename": "StageTimeout", "evalue": f"STAGE_TIMEOUT={timeout:g}",
+                                      "platform": False})
+                current = lease.read()
+                if current is not None:
+                    if current.status == JobStatus.CANCELLING:
+                        raise Cancelled()
+                    if current.lease_owner != self.worker_id:
+                        raise LeaseLost()
                 if self.stopping.is_set():
                     if self.stop_now:
                         raise HandedBack()
@@ -319,10 +451,7 @@ class LocalExecutor(ExecutionManager):
                         stop_asked_at = time.monotonic()
                     elif time.monotonic() - stop_asked_at > config.stop_grace_seconds():
                         raise HandedBack()
-                if time.monotonic() - last_beat >= self.heartbeat_seconds:
-                    if not jobs.renew_lease(job.id, self.worker_id):
-                        raise LeaseLost()
-                    last_beat = time.monotonic()
+                lease.renew()
         finally:
             if proc.poll() is None:
                 kill_process_tree(proc.pid)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
+import stat
 import sys
 import threading
 import time
@@ -30,7 +32,16 @@ from . import config, jobs, methods, store
 from . import params as paramlib
 from .errors import DeepeError
 from .executors import EXECUTORS as LOCAL_EXECUTORS
-from .executors import Cancelled, ExecutionManager, HandedBack, LeaseLost, StageError
+from .executors import (
+    Cancelled,
+    ExecutionManager,
+    HandedBack,
+    Lease,
+    LeaseLost,
+    StageError,
+    stage_timeout,
+    timeout_message,
+)
 from .store import FINISHED, Job, JobStatus
 
 log = logging.getLogger("deepe.executor.ray")
@@ -39,9 +50,16 @@ SHARED_MARK = ".deepe-ray-submission"  # written by the worker; a node that read
 RESULT_PREFIX = "[deepe-ray] result "
 NODE_PREFIX = "[deepe-ray] node "
 # Variables a stage needs on the node, besides those named in DEEPE_RAY_ENV: the workspace, the
-# database, where the package is, and the Hugging Face settings (tokens travel as variables).
+# database, where the package is, and the Hugging Face settings.
 PASSED_PREFIXES = ("DEEPE_", "HF_", "HUGGING_FACE_", "TRANSFORMERS_", "CUDA_")
 PASSED_NAMES = ("PYTHONPATH", "PYTHONHASHSEED", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# A Ray job's runtime_env is shown to whoever reaches the dashboard (the Jobs API has no login): a
+# variable whose name looks secret never goes there, nor the database URL's password. Nodes read
+# their secrets from a file of their own (`node_secrets_file`).
+SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+# What Ray's Jobs API client raises while the head does not answer: ConnectionError (an OSError), or
+# RuntimeError on an HTTP error status (a 5xx while the dashboard restarts).
+RAY_UNAVAILABLE = (OSError, RuntimeError)
 RAY_ACTIVE = ("PENDING", "RUNNING")
 RAY_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -97,11 +115,72 @@ def describe_resources(resources: dict) -> str:
 
 
 def stage_environment() -> dict:
-    """The variables the entrypoint gets on its node (Ray's runtime_env `env_vars`)."""
+    """The variables the entrypoint gets on its node (Ray's runtime_env `env_vars`, which anyone who
+    reaches the dashboard can read): no secret among them (see `SECRET_NAME`)."""
     names = set(PASSED_NAMES) | {n.strip() for n in os.environ.get("DEEPE_RAY_ENV", "").split(",") if n.strip()}
-    env = {k: v for k, v in os.environ.items() if k in names or k.startswith(PASSED_PREFIXES)}
-    env.update(DEEPE_HOME=str(config.deepe_home()), DEEPE_DB_URL=config.db_url(), PYTHONUNBUFFERED="1")
+    env = {k: v for k, v in os.environ.items()  # where a node keeps its secrets is the node's own setting
+           if (k in names or k.startswith(PASSED_PREFIXES)) and not SECRET_NAME.search(k) and k != SECRETS_FILE_ENV}
+    held_back = sorted(k for k in names if k in os.environ and SECRET_NAME.search(k))
+    if held_back:
+        log.warning("not sending %s to the Ray job (its environment is readable on the dashboard): put them in "
+                    "the nodes' secrets file (%s)", ", ".join(held_back), SECRETS_FILE_ENV)
+    env.update(DEEPE_HOME=str(config.deepe_home()), DEEPE_DB_URL=url_without_password(config.db_url()),
+               PYTHONUNBUFFERED="1")
     return env
+
+
+SECRETS_FILE_ENV = "DEEPE_SECRETS_FILE"
+
+
+def node_secrets_file() -> Path:
+    """Where a node keeps the secrets its stages need: `DEEPE_SECRETS_FILE` (set on the node), else
+    `$DEEPE_HOME/secrets.env`."""
+    named = os.environ.get(SECRETS_FILE_ENV, "").strip()
+    return Path(named).expanduser() if named else config.deepe_home() / "secrets.env"
+
+
+def load_node_secrets(path: Path | None = None) -> list[str]:
+    """Put the node's secrets (`NAME=VALUE` lines: PGPASSWORD or DEEPE_DB_URL, HF_TOKEN …) into this
+    process's environment, which the stage runner and its kernel inherit; returns their names. A file
+    that others may read is refused, as ssh and libpq refuse theirs."""
+    path = path or node_secrets_file()
+    if not path.is_file():
+        return []
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise DeepeError(f"the secrets file {path} can be read by others (mode {mode:04o}): chmod 600 {path}",
+                         field="secrets")
+    names = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name.isidentifier():
+            raise DeepeError(f"{path}, line {number}: expected NAME=VALUE", field="secrets")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        os.environ[name] = value
+        names.append(name)
+    return names
+
+
+def url_without_password(url: str) -> str:
+    """The database URL with its password removed: a node finds it in its own secrets file (PGPASSWORD,
+    or a full DEEPE_DB_URL) or in PostgreSQL's ~/.pgpass."""
+    from sqlalchemy.engine import URL, make_url
+
+    parsed = make_url(url)
+    query = {k: v for k, v in parsed.query.items() if k.lower() != "password"}
+    # URL.set() keeps a password given None: build the URL again without one
+    return URL.create(parsed.drivername, username=parsed.username, host=parsed.host, port=parsed.port,
+                      database=parsed.database, query=query).render_as_string(hide_password=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _stamp(path: Path, message: str) -> None:
@@ -136,21 +215,42 @@ class RayExecutor(ExecutionManager):
             raise DeepeError(f"no Ray cluster answers at {self.address} ({str(exc).splitlines()[0]})",
                              field="address") from None
 
-    def _info(self, sid: str):
+    def _ask_ray(self, job: Job, fn, *args):
+        """`fn(*args)`, a Jobs API call, tried again while the cluster does not answer (a head restart,
+        an HTTP 5xx) for up to `unreachable_seconds`, the job's lease kept meanwhile."""
+        since = None
+        while True:
+            try:
+                return fn(*args)
+            except RAY_UNAVAILABLE as exc:
+                if since is None:
+                    since = time.monotonic()
+                    log.warning("job %s: the Ray cluster at %s did not answer (%s); trying again", job.id,
+                                self.address, _first_line(exc))
+                elif time.monotonic() - since > unreachable_seconds():
+                    raise
+                if self.lease is not None:
+                    self.lease.renew()
+                time.sleep(2.0)
+
+    def _info(self, sid: str, job: Job):
         """The Ray job's details, or None when there is no Ray job of that submission id."""
-        try:
-            return self.client.get_job_info(sid)
-        except RuntimeError as exc:
-            if "does not exist" in str(exc) or "404" in str(exc):
-                return None
-            raise
+        def read():
+            try:
+                return self.client.get_job_info(sid)
+            except RuntimeError as exc:
+                if "does not exist" in str(exc) or "404" in str(exc):
+                    return None
+                raise
+
+        return self._ask_ray(job, read)
 
     def _adoptable(self, job: Job) -> tuple[str, object] | None:
         """The Ray job an earlier attempt (or this one, handed back) started and left to run, or whose
         outcome nobody recorded: newest attempt first."""
         for attempt in range(job.attempt, 0, -1):
             sid = submission_id(job, attempt)
-            info = self._info(sid)
+            info = self._info(sid, job)
             if info is None:
                 continue
             if str(info.status.value if hasattr(info.status, "value") else info.status) == "STOPPED":
@@ -161,7 +261,7 @@ class RayExecutor(ExecutionManager):
     def _fresh_submission_id(self, job: Job) -> str:
         sid = submission_id(job)
         number = 1
-        while self._info(sid) is not None:  # a stopped Ray job of a handed-back attempt keeps its id
+        while self._info(sid, job) is not None:  # a stopped Ray job of a handed-back attempt keeps its id
             sid, number = f"{submission_id(job)}-{number}", number + 1
         return sid
 
@@ -171,12 +271,20 @@ class RayExecutor(ExecutionManager):
         (run_dir / SHARED_MARK).write_text(sid)
         python = os.environ.get("DEEPE_RAY_PYTHON") or sys.executable
         entrypoint = f"{python} -m deepe_widgets.executors_ray {job.id} {job.stage} {sid}"
-        self.client.submit_job(
-            entrypoint=entrypoint, submission_id=sid,
-            runtime_env={"env_vars": stage_environment()},
-            metadata={"deepe_job": str(job.id), "deepe_stage": job.stage, "deepe_worker": self.worker_id},
-            entrypoint_num_cpus=resources["num_cpus"], entrypoint_num_gpus=resources["num_gpus"],
-            entrypoint_memory=int(resources["memory_gb"] * 2**30) or None)
+
+        def submit():
+            try:
+                self.client.submit_job(
+                    entrypoint=entrypoint, submission_id=sid,
+                    runtime_env={"env_vars": stage_environment()},
+                    metadata={"deepe_job": str(job.id), "deepe_stage": job.stage, "deepe_worker": self.worker_id},
+                    entrypoint_num_cpus=resources["num_cpus"], entrypoint_num_gpus=resources["num_gpus"],
+                    entrypoint_memory=int(resources["memory_gb"] * 2**30) or None)
+            except RuntimeError as exc:
+                if "already exists" not in str(exc):  # else an earlier try got through, its answer lost
+                    raise
+
+        self._ask_ray(job, submit)
         log.info("job %s: stage %s submitted to Ray as %s (%s)", job.id, job.stage, sid, resources)
         return sid
 
@@ -194,27 +302,17 @@ class RayExecutor(ExecutionManager):
             log.info("job %s: following Ray job %s, started by an earlier worker", job.id, sid)
             _stamp(stage_log, f"following Ray job {sid}, started by an earlier worker (attempt {job.attempt})")
         relay = LogRelay(self.client, sid, stage_log)
-        last_beat = time.monotonic()
-        waiting_said = running_said = False
-        unreachable_since = None
+        lease = self.lease = self.lease or Lease(job.id, self.worker_id, self.heartbeat_seconds)
+        timeout = stage_timeout(job)
+        running_since = None
+        waiting_said = False
         while True:
-            try:
-                info = self.client.get_job_info(sid)
-                unreachable_since = None
-            except OSError as exc:  # the head's dashboard did not answer (a restart, a blip): try again a while
-                unreachable_since = unreachable_since or time.monotonic()
-                if time.monotonic() - unreachable_since > unreachable_seconds():
-                    raise
-                log.warning("job %s: the Ray cluster at %s did not answer (%s); trying again", job.id,
-                            self.address, exc)
-                if not jobs.renew_lease(job.id, self.worker_id):
-                    raise LeaseLost() from None
-                time.sleep(2.0)
-                continue
+            # a head that does not answer (a restart, a blip) is asked again; its Ray job runs on meanwhile
+            info = self._ask_ray(job, self.client.get_job_info, sid)
             status = str(getattr(info.status, "value", info.status))
             relay.poll(final=status in RAY_TERMINAL)
-            if status == "RUNNING" and not running_said:
-                running_said = True
+            if status == "RUNNING" and running_since is None:
+                running_since = time.monotonic()
                 log.info("job %s: Ray job %s running, %.1f s after its submission", job.id, sid,
                          time.time() - (info.start_time or 0) / 1000)
             if status in RAY_TERMINAL:
@@ -230,20 +328,24 @@ class RayExecutor(ExecutionManager):
                     raise StageError(f"no node offers {what}: the Ray cluster at {self.address} found none in "
                                      f"{waited:.0f} s (DEEPE_RAY_RESOURCE_WAIT_SECONDS)",
                                      {"ename": "NoNodeOffers", "evalue": what, "platform": True, "ray_job": sid})
-            current = jobs.get_job(job.id)
-            if current.status == JobStatus.CANCELLING:
+            if timeout and running_since is not None and time.monotonic() - running_since > timeout:
                 self._stop(sid)
-                _stamp(stage_log, f"cancelled: Ray job {sid} stopped")
-                raise Cancelled()
-            if current.lease_owner != self.worker_id:
-                raise LeaseLost()  # the new owner follows the same Ray job
+                _stamp(stage_log, f"stopped: the stage ran past STAGE_TIMEOUT={timeout:g} s (Ray job {sid})")
+                raise StageError(timeout_message(job.stage, timeout),
+                                 {"ename": "StageTimeout", "evalue": f"STAGE_TIMEOUT={timeout:g}", "platform": False,
+                                  "ray_job": sid})
+            current = lease.read()
+            if current is not None:
+                if current.status == JobStatus.CANCELLING:
+                    self._stop(sid)
+                    _stamp(stage_log, f"cancelled: Ray job {sid} stopped")
+                    raise Cancelled()
+                if current.lease_owner != self.worker_id:
+                    raise LeaseLost()  # the new owner follows the same Ray job
             if self.stopping.is_set():
                 raise HandedBack()  # the Ray job runs on; the next worker follows it
-            if time.monotonic() - last_beat >= self.heartbeat_seconds:
-                if not jobs.renew_lease(job.id, self.worker_id):
-                    raise LeaseLost()
-                last_beat = time.monotonic()
-            time.sleep(self.poll_seconds)
+            lease.renew()  # a lease lost to a long outage leaves the Ray job to the next worker
+            time.sleep(max(self.poll_seconds, lease.retry_seconds))
         self._outcome(job, sid, status, info, result_path, relay)
 
     def _outcome(self, job: Job, sid: str, status: str, info, result_path: Path, relay: "LogRelay") -> None:
@@ -260,7 +362,7 @@ class RayExecutor(ExecutionManager):
                        f"{relay.node}: the record and the output stay there, at {job.run_dir}")
             return
         if status == "STOPPED":
-            if jobs.get_job(job.id).status == JobStatus.CANCELLING:
+            if self.lease.call(jobs.get_job, job.id).status == JobStatus.CANCELLING:
                 raise Cancelled()
             raise StageError(f"the workbench failed: Ray job {sid} was stopped outside the workbench",
                              {"ename": "RayJobStopped", "evalue": info.message, "platform": True, "ray_job": sid})
@@ -282,13 +384,16 @@ class RayExecutor(ExecutionManager):
         self._asked_to_stop.add(sid)
         try:
             self.client.stop_job(sid)
-        except RuntimeError as exc:
+        except RAY_UNAVAILABLE as exc:
             log.warning("could not stop Ray job %s: %s", sid, exc)
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if str(getattr(self.client.get_job_status(sid), "value", "")) in RAY_TERMINAL + ("PENDING",):
-                return
+            try:
+                if str(getattr(self.client.get_job_status(sid), "value", "")) in RAY_TERMINAL + ("PENDING",):
+                    return
+            except RAY_UNAVAILABLE:  # a blip while it stops: ask again
+                pass
             time.sleep(0.25)
 
     def warm(self, kernel: str) -> None:
@@ -337,7 +442,7 @@ class LogRelay:
         self._last = time.monotonic()
         try:
             text = self.client.get_job_logs(self.sid)
-        except RuntimeError:
+        except RAY_UNAVAILABLE:  # the next poll reads them
             return
         new, self._seen = text[self._seen:], len(text)
         keep = []
@@ -383,7 +488,15 @@ def node_main(argv: list[str]) -> int:
     """Run a job's stage on this node (the Ray job's entrypoint); the last line of output is the result."""
     config.skip_slow_optional_imports()
     job_id, stage, sid = int(argv[0]), argv[1], argv[2]
-    job = jobs.get_job(job_id)
+    try:  # before the database is opened: its password may be among them
+        load_node_secrets()
+    except DeepeError as exc:
+        failure = {"ok": False, "ename": "SecretsFile", "evalue": exc.message, "cell": None, "platform": True}
+        print(f"{RESULT_PREFIX}{json.dumps(failure)}", flush=True)
+        return 1
+    from . import runner  # papermill: on the node only
+
+    job = runner.with_database(f"job {job_id}", jobs.get_job, job_id)
     run_dir = Path(job.run_dir)
     mark = run_dir / SHARED_MARK
     shared = mark.is_file() and mark.read_text().strip() == sid
@@ -397,8 +510,6 @@ def node_main(argv: list[str]) -> int:
     if not shared:  # the worker cannot read the stage log: it comes through the Ray job's logs
         tail = threading.Thread(target=_tail, args=(run_dir / f"{stage}.log", stop), daemon=True)
         tail.start()
-    from . import runner
-
     code = runner.main([str(job_id), stage, str(result_path)])
     stop.set()
     if tail is not None:

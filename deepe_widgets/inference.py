@@ -116,10 +116,12 @@ def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overr
     result = {"model": record.name, "kind": record.kind, "stage": stage, "record": str(run_dir / "inference.ipynb"),
               "log": str(run_dir / "inference.log"), "responses": [], "error": None}
     try:
+        from .executors import INFER, STAGE_TIMEOUT_DEFAULTS
         from .runner import execute_stage  # papermill: loaded when a model is tried, not by the dashboard
 
+        timeout = values.pop("STAGE_TIMEOUT", STAGE_TIMEOUT_DEFAULTS[INFER])  # 0: no limit
         execute_stage(nb, stage=stage, kernel=kernel, parameters=values, output_path=run_dir / "inference.ipynb",
-                      log_path=run_dir / "inference.log", cwd=run_dir)
+                      log_path=run_dir / "inference.log", cwd=run_dir, timeout=timeout or None)
     except StageFailed as exc:
         result["error"] = f"{exc.ename}: {exc.evalue} (cell {exc.cell_index})"
         return result

@@ -220,12 +220,16 @@ def _lease_until():
     return store.db_now() + config.lease_seconds()
 
 
-def claim_next_job(worker_id: str) -> Job | None:
-    """Claim the oldest queued job for `worker_id` (jobs run in submit order)."""
+def claim_next_job(worker_id: str, kinds: tuple[str, ...] | None = None) -> Job | None:
+    """Claim the oldest queued job for `worker_id` (jobs run in submit order); with `kinds`,
+    the oldest of those kinds (a worker's second slot takes no training)."""
     table = Job.__table__
     for _ in range(5):
         with store.read_session() as s:
-            job_id = s.exec(select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.id).limit(1)).first()
+            stmt = select(Job.id).where(Job.status == JobStatus.QUEUED)
+            if kinds is not None:
+                stmt = stmt.where(Job.kind.in_(kinds))
+            job_id = s.exec(stmt.order_by(Job.id).limit(1)).first()
         if job_id is None:
             return None
         if _cas(job_id, (JobStatus.QUEUED,), lease_owner=worker_id, lease_expires=_lease_until(),

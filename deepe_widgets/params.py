@@ -13,7 +13,7 @@ from .errors import DeepeError
 POSITIVE_INT = ("BATCH_SIZE", "GRAD_ACCUM_STEPS", "LORA_RANK", "MAX_SEQ_LENGTH", "NUM_GENERATIONS",
                 "MAX_INPUT_LENGTH", "MAX_CONTENT_LENGTH")
 NON_NEGATIVE = ("WARMUP_STEPS", "SAVE_STEPS", "MAX_SAMPLES", "LORA_DROPOUT", "MAX_GRAD_NORM", "LORA_ALPHA",
-                "NUM_GPUS", "NUM_CPUS", "MEMORY_GB")
+                "NUM_GPUS", "NUM_CPUS", "MEMORY_GB", "STAGE_TIMEOUT")
 TYPICAL = {  # name -> (low, high) from seed 004's table
     "EPOCHS": (1, 50), "BATCH_SIZE": (2, 64), "LEARNING_RATE": (1e-6, 1e-3), "MAX_SEQ_LENGTH": (512, 4096),
 }
@@ -21,6 +21,9 @@ PLATFORM_SET = ("MODEL_PATH", "DATASET_PATH", "OUTPUT_DIR", "JOB_ID")
 # What a stage asks of the node that runs it (the ray executor's entrypoint resources): any method
 # takes them, a method's parameters cell may set its own defaults.
 RESOURCE_DEFAULTS = {"NUM_GPUS": "0.0", "NUM_CPUS": "1.0", "MEMORY_GB": "0.0"}
+# Limits any method's job takes: STAGE_TIMEOUT, seconds a stage may run (0: no limit; not given:
+# the job kind's default, `executors.STAGE_TIMEOUT_DEFAULTS`).
+LIMIT_DEFAULTS = {"STAGE_TIMEOUT": "0.0"}
 
 # Hugging Face / TRL argument names -> the workbench's parameter, so `--param num_train_epochs=3`
 # means what it means in a transformers script.
@@ -140,7 +143,7 @@ def coerce(name: str, raw, default_source: str):
 def resolve(overrides: dict, defaults: dict[str, str]) -> dict:
     """Overrides keyed by any spelling (`max_steps`, `prompt_input_column`) -> canonical, typed, checked."""
     known = ", ".join(sorted(n.lower() for n in defaults if n not in PLATFORM_SET))
-    defaults = {**RESOURCE_DEFAULTS, **defaults}
+    defaults = {**RESOURCE_DEFAULTS, **LIMIT_DEFAULTS, **defaults}
     by_norm = {normalise(name): name for name in defaults}
     for alias, target in HF_ALIASES.items():  # a method's own parameter of that name wins
         if target in defaults:

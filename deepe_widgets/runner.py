@@ -44,6 +44,7 @@ from . import datasets, deployments, jobs, methods, models, store  # noqa: E402
 from . import params as paramlib  # noqa: E402
 from . import provenance as provenancelib  # noqa: E402
 from .errors import DeepeError, StageFailed  # noqa: E402
+from .executors import DB_UNAVAILABLE  # noqa: E402
 from .kernels import kernel_environment, require_kernel  # noqa: E402
 from .paths import check_allowed  # noqa: E402
 from .processes import kill_process_tree  # noqa: E402
@@ -126,10 +127,13 @@ class WarmKernel:
 
 def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, parameters: dict,
                   output_path: Path, log_path: Path, cwd: Path, warm: WarmKernel | None = None,
-                  file_names: dict[str, str] | None = None, provenance: dict | None = None) -> None:
+                  file_names: dict[str, str] | None = None, provenance: dict | None = None,
+                  timeout: float | None = None) -> None:
     """Run `nb` with `parameters` in `kernel`; raise StageFailed with the failing cell on error.
 
-    With `warm` (a kernel of the same kernelspec started ahead), the stage runs in it.
+    With `warm` (a kernel of the same kernelspec started ahead), the stage runs in it. With
+    `timeout` (seconds), a stage still running then has its kernel killed and fails as
+    "ran past STAGE_TIMEOUT" (a job's executor enforces its own from outside, on the whole runner).
     `provenance` (what the run is made from, see `inputs_provenance`) goes into the record's
     `metadata.deepe.provenance`, completed in place with the kernel's packages and device."""
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,13 +148,18 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
     probe = probe_pool.submit(_probe_kernel, kernel)
     environment: dict = {}
     failure: StageFailed | None = None
+    kernels = StageKernels([warm.km] if warm is not None else [])
+    watchdog = threading.Timer(timeout, kernels.stop_all) if timeout else None
     with open(log_path, "a", encoding="utf-8", buffering=1) as log:
         if warm is None:
             _stamp(log, f"stage {stage} starting in kernel {kernel!r}")
-            kernel_args: dict = {"kernel_manager_class": _kernel_manager_logging_to(log)}
+            kernel_args: dict = {"kernel_manager_class": _kernel_manager_logging_to(log, kernels)}
         else:
             _stamp(log, f"stage {stage} starting in kernel {kernel!r} (started ahead of the job, "
                         f"pid {warm.km.provisioner.pid}, ready in {warm.ready_seconds:.1f} s)")
+        if watchdog is not None:
+            watchdog.daemon = True
+            watchdog.start()
         try:
             if warm is not None:
                 warm.attach(log, cwd)
@@ -161,19 +170,15 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
                 start_timeout=120,
                 # the record is written by then; a graceful shutdown only waits on torch's threads
                 shutdown_kernel="immediate", **kernel_args)
-        except PapermillExecutionError as exc:
-            failure = StageFailed(exc.ename, exc.evalue, _failing_cell(output_path), exc.source,
-                                  location=_user_frame(exc.traceback, file_names or {}))
-        except DeadKernelError as exc:
-            failure = StageFailed("DeadKernelError", f"the kernel died (crashed or killed, e.g. out of memory): "
-                                  f"{_first_line(exc)}", _failing_cell(output_path), "")
-        except CellTimeoutError as exc:
-            failure = StageFailed("CellTimeoutError", f"a cell ran past its time limit: {_first_line(exc)}",
-                                  _failing_cell(output_path), "")
-        except Exception as exc:  # the kernel could not start, the record could not be written …
-            failure = StageFailed(type(exc).__name__, _first_line(exc), _failing_cell(output_path), "",
-                                  platform=True)
+        except Exception as exc:
+            if kernels.stopped.is_set():  # its kernel was killed for it, whatever papermill made of that
+                failure = StageFailed("StageTimeout", f"stage {stage} ran past STAGE_TIMEOUT={timeout:g} s",
+                                      _failing_cell(output_path), "")
+            else:
+                failure = _stage_failure(exc, output_path, file_names)
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             if warm is not None:  # papermill shuts down only the kernels it started
                 warm.shutdown()
             environment = probe.result()
@@ -186,6 +191,22 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
             _stamp(log, f"stage {stage} failed: {failure.ename}: {failure.evalue}", "ERROR")
             raise failure
         _stamp(log, f"stage {stage} succeeded")
+
+
+def _stage_failure(exc: Exception, output_path: Path, file_names: dict[str, str] | None) -> StageFailed:
+    """What papermill raised, as the stage's failure: the user's error with its cell, or what became of
+    the kernel or the workbench."""
+    if isinstance(exc, PapermillExecutionError):
+        return StageFailed(exc.ename, exc.evalue, _failing_cell(output_path), exc.source,
+                           location=_user_frame(exc.traceback, file_names or {}))
+    if isinstance(exc, DeadKernelError):
+        return StageFailed("DeadKernelError", f"the kernel died (crashed or killed, e.g. out of memory): "
+                           f"{_first_line(exc)}", _failing_cell(output_path), "")
+    if isinstance(exc, CellTimeoutError):
+        return StageFailed("CellTimeoutError", f"a cell ran past its time limit: {_first_line(exc)}",
+                           _failing_cell(output_path), "")
+    # the kernel could not start, the record could not be written …
+    return StageFailed(type(exc).__name__, _first_line(exc), _failing_cell(output_path), "", platform=True)
 
 
 def _probe_kernel(kernel: str) -> dict:
@@ -225,9 +246,34 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _kernel_manager_logging_to(log):
+class StageKernels:
+    """The kernels a stage started: `stop_all` kills them, and any launched after it."""
+
+    def __init__(self, managers: list):
+        self.managers = list(managers)
+        self.stopped = threading.Event()
+
+    def add(self, km) -> None:
+        self.managers.append(km)
+        if self.stopped.is_set():  # it came up after its time ran out
+            self._kill(km)
+
+    def stop_all(self) -> None:
+        self.stopped.set()
+        for km in list(self.managers):
+            self._kill(km)
+
+    @staticmethod
+    def _kill(km) -> None:
+        pid = getattr(getattr(km, "provisioner", None), "pid", None)
+        if pid:
+            kill_process_tree(pid)
+
+
+def _kernel_manager_logging_to(log, kernels: StageKernels | None = None):
     """A kernel manager whose kernel process writes its own stdout/stderr to `log` (the stage
-    log, or a file descriptor), never to the caller's terminal or CI's pipe."""
+    log, or a file descriptor), never to the caller's terminal or CI's pipe; each one that
+    launches a kernel is added to `kernels`."""
     class StageKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             if any("ipykernel" in part for part in kernel_cmd):
@@ -236,7 +282,10 @@ def _kernel_manager_logging_to(log):
                 kernel_cmd = [*kernel_cmd, "--IPKernelApp.log_level=ERROR"]
             kw.setdefault("stdout", log)
             kw.setdefault("stderr", log)
-            return await super()._async_launch_kernel(kernel_cmd, **kw)
+            launched = await super()._async_launch_kernel(kernel_cmd, **kw)
+            if kernels is not None:
+                kernels.add(self)
+            return launched
 
     return StageKernelManager
 
@@ -344,9 +393,26 @@ def stage_parameters(job, stage: str) -> dict:
     return values
 
 
+def with_database(what: str, fn, *args):
+    """`fn(*args)`, tried again while the database does not answer (a restart), as long as the
+    worker would keep its lease; then the last error is raised."""
+    deadline = time.monotonic() + config.lease_seconds()
+    wait = 0.5
+    while True:
+        try:
+            return fn(*args)
+        except DB_UNAVAILABLE as exc:
+            if time.monotonic() + wait > deadline:
+                raise
+            logger.warning("%s: the database did not answer (%s); trying again in %.1f s", what,
+                           _first_line(exc), wait)
+            time.sleep(wait)
+            wait = min(5.0, wait * 2)
+
+
 def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> None:
     """Execute a claimed job's stage (called in the runner subprocess)."""
-    job = jobs.get_job(job_id)
+    job = with_database(f"job {job_id}", jobs.get_job, job_id)
     run_dir = Path(job.run_dir)
     record = run_dir / f"{stage}.ipynb"
     if record.exists():  # keep every earlier attempt's record (a hand-back re-runs the same attempt)
@@ -355,10 +421,10 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
             number += 1
         record.rename(run_dir / f"{stage}.attempt{number}.ipynb")
     try:
-        info = (deployments.stage_info(job) if job.kind == JobKind.DEPLOY
-                else methods.get_method(job.method).stages[stage])
+        info = with_database(f"job {job.id}", lambda: deployments.stage_info(job) if job.kind == JobKind.DEPLOY
+                              else methods.get_method(job.method).stages[stage])
         nb = load_stage_notebook(Path(info["file"]), stage, info["kernel"], info.get("args_template", ""))
-        parameters = stage_parameters(job, stage)
+        parameters = with_database(f"job {job.id}", stage_parameters, job, stage)
         if job.kind == JobKind.DEPLOY:  # decided here and now: this host, a free port, the server's key
             parameters.update(deployments.run_time_parameters(job))
     except Exception as exc:  # a stage that never started gets its record too
@@ -370,8 +436,9 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
         warm.shutdown()  # not the kernel this stage names (or it died waiting): start a fresh one
         warm = None
     try:
-        provenance = {**(job.provenance or {}), **job_provenance(job)}  # keeps a re-run's `rerun_of`
-        _store_provenance(job.id, provenance)  # before the stage: a run that dies still has it
+        # keeps a re-run's `rerun_of`
+        provenance = {**(job.provenance or {}), **with_database(f"job {job.id}", job_provenance, job)}
+        with_database(f"job {job.id}", _store_provenance, job.id, provenance)  # a run that dies still has it
     except Exception:  # a record without provenance beats a stage that never runs
         logger.exception("job %s: could not record its provenance", job.id)
         provenance = None
@@ -382,7 +449,10 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
                       provenance=provenance)
     finally:
         if provenance is not None:  # now with the kernel's packages and device
-            _store_provenance(job.id, provenance)
+            try:
+                with_database(f"job {job.id}", _store_provenance, job.id, provenance)
+            except Exception:  # the record holds it too: the stage's outcome matters more
+                logger.exception("job %s: could not record its provenance", job.id)
 
 
 def _path_or_registered(value: str, lookup, what: str) -> Path:

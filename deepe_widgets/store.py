@@ -24,7 +24,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from . import config
-from .errors import DeepeError, NotFound
+from .errors import DatabaseUnavailable, DeepeError, NotFound
 
 SCHEMA_VERSION = 1
 
@@ -251,6 +251,8 @@ def _database_error(url: str, exc: Exception) -> DeepeError:
         why = f"cannot be opened: {detail[0] if detail else type(exc).__name__}"
         if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).parent.is_dir():
             why = "cannot be opened: its folder does not exist"
+        else:  # a server that does not answer now may answer in a moment: callers may try again
+            return DatabaseUnavailable(f"the database {shown} ({setting}) {why}; fix {setting}", field=setting)
     return DeepeError(f"the database {shown} ({setting}) {why}; fix {setting}", field=setting)
 
 

@@ -1,4 +1,8 @@
-"""`deepe worker`: claims queued jobs in submit order and runs them, one at a time.
+"""`deepe worker`: claims queued jobs in submit order and runs them.
+
+A worker has two slots: the first runs any job, one at a time (a training, usually); the
+second runs only the short kinds (save, deploy: everything but training), so they never
+wait behind a multi-hour training. Each slot holds its jobs' leases under its own id.
 
 A worker survives any one job and any passing error (logged, then retried with a
 backoff). SIGTERM (or `deepe worker stop`) stops it gracefully: it claims nothing more,
@@ -18,7 +22,11 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
+import psutil
+from sqlalchemy import func, text
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from . import config, deployments, jobs, store
@@ -40,26 +48,59 @@ def live_workers() -> list[store.Worker]:
             store.Worker.heartbeat_at >= store.db_now() - config.lease_seconds())))
 
 
+# Every job kind but training: a save or a deploy takes minutes, a training may take hours.
+QUICK_KINDS = tuple(kind.value for kind in store.JobKind if kind != store.JobKind.TRAIN)
+START_LOCK_KEY = "worker_start_lock"  # a `meta` row whose row lock serialises `ensure_worker`
+
+
+def new_worker_id() -> str:
+    """A worker's id: its host and a uuid (host and pid alone collide across containers, and
+    then two workers could run one job)."""
+    return f"{socket.gethostname()}-{uuid.uuid4().hex}"
+
+
 def ensure_worker() -> int | None:
     """Start a background worker when none is alive; returns its pid (None: one was running).
 
-    Detached in its own session, with output to a file, so it outlives the
-    notebook kernel, Voila app or shell that submitted the job.
+    Race-free across processes and hosts: the check and the new worker's row are one
+    transaction that first locks a fixed `meta` row, so of two submits at the same instant
+    one starts the worker and the other finds it. Rows of workers whose heartbeat aged out
+    are removed on the way. The worker runs detached in its own session, with output to a
+    file, so it outlives the notebook kernel, Voila app or shell that submitted the job.
     """
-    if live_workers():
+    if live_workers():  # the usual case, answered by a read that takes no lock
         return None
-    logs = config.workspace_dir("logs")
-    log_path = logs / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deepe_widgets.worker", "--idle-exit", str(config.worker_idle_exit_seconds())],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-            close_fds=True, env=config.worker_environment())
-    # Register at once so a second submit a moment later does not start another.
-    with store.session() as s:
-        s.add(store.Worker(id=f"{socket.gethostname()}-{proc.pid}", pid=proc.pid, host=socket.gethostname(),
-                           heartbeat_at=store.db_now()))
+    table = store.Worker.__table__
+    alive_since = store.db_now() - config.lease_seconds()
+    worker_id = new_worker_id()
+    with store.get_engine().begin() as conn:
+        _take_start_lock(conn)
+        conn.execute(table.delete().where(table.c.heartbeat_at < alive_since))
+        if conn.execute(select(func.count()).select_from(table).where(table.c.heartbeat_at >= alive_since)).scalar():
+            return None
+        logs = config.workspace_dir("logs")
+        log_path = logs / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "deepe_widgets.worker", "--worker-id", worker_id,
+                 "--idle-exit", str(config.worker_idle_exit_seconds())],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                close_fds=True, env=config.worker_environment())
+        # Registered in the same transaction, under the id the worker adopts, so a second submit a
+        # moment later finds it alive (the worker's own first heartbeat waits for this commit).
+        conn.execute(table.insert().values(id=worker_id, pid=proc.pid, host=socket.gethostname(),
+                                           started_at=time.time(), heartbeat_at=store.db_now()))
     return proc.pid
+
+
+def _take_start_lock(conn) -> None:
+    """Lock the fixed starter row until `conn`'s transaction ends (SQLite: its `BEGIN IMMEDIATE`
+    already serialises writers; PostgreSQL: the row lock does). A crashed starter's transaction
+    rolls back and frees it, so the lock needs no expiry."""
+    conn.execute(text("INSERT INTO meta (key, value) VALUES (:key, '0') ON CONFLICT (key) DO NOTHING"),
+                 {"key": START_LOCK_KEY})
+    conn.execute(text("UPDATE meta SET value = :value WHERE key = :key"),
+                 {"key": START_LOCK_KEY, "value": str(time.time())})
 
 
 def stop_workers(now: bool = False, timeout: float | None = None) -> list[int]:
@@ -83,23 +124,36 @@ def stop_workers(now: bool = False, timeout: float | None = None) -> list[int]:
 
 def _is_worker_process(pid: int) -> bool:
     """A pid in the table may since belong to another process (a worker killed with -9 leaves its
-    row until the heartbeat ages out): signal only a process that is a deepe worker."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return b"deepe_widgets.worker" in cmdline.read()
-    except OSError:
+    row until the heartbeat ages out): signal only a process that is a deepe worker. Through
+    psutil, so it works where there is no /proc (macOS)."""
+    if pid <= 0:
         return False
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and _is_worker_command(proc.cmdline())
+    except psutil.Error:
+        return False
+
+
+def _is_worker_command(cmdline: list[str]) -> bool:
+    """`python -m deepe_widgets.worker …` (started by `ensure_worker`), or `deepe worker` and
+    `python -m deepe_widgets.cli worker` (a worker in the foreground)."""
+    if any("deepe_widgets.worker" in part for part in cmdline):
+        return True
+    for at, part in enumerate(cmdline):
+        if part == "deepe_widgets.cli" or os.path.basename(part) == "deepe":
+            rest = [arg for arg in cmdline[at + 1:] if not arg.startswith("-")]
+            return bool(rest) and rest[0] == "worker" and "stop" not in rest[1:2]
+    return False
 
 
 def _alive(pid: int) -> bool:
+    """The process runs (a zombie child of this process, as tests start workers, has exited)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    try:  # a zombie child of this process (tests start workers) has exited
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
+    except psutil.AccessDenied:  # another user's process: it exists
         return True
 
 
@@ -109,30 +163,47 @@ class Worker:
     MAX_BACKOFF_SECONDS = 30.0
     SUPERVISE_SECONDS = 2.0  # how often the Live Models' servers of this host are checked
 
-    def __init__(self, executor: str = "local", idle_exit: float | None = None, poll_seconds: float = 0.1):
-        self.id = f"{socket.gethostname()}-{os.getpid()}"
+    def __init__(self, executor: str = "local", idle_exit: float | None = None, poll_seconds: float = 0.1,
+                 worker_id: str | None = None, quick_slot: bool = True):
+        """`worker_id`: the id `ensure_worker` registered for this process (default: a new one);
+        `quick_slot`: run save and deploy jobs beside a training, in a second slot."""
+        self.id = worker_id or new_worker_id()
         keep_warm = idle_exit is None or idle_exit >= self.WARM_WHEN_IDLE_EXIT_AT_LEAST
         self.executor = EXECUTORS[executor](self.id, warm_kernels=None if keep_warm else 0)
+        # Its own executor and lease owner: the slots share no state but the database.
+        self.quick_executor = EXECUTORS[executor](f"{self.id}/1", warm_kernels=0) if quick_slot else None
         self.idle_exit = idle_exit
         self.poll_seconds = poll_seconds  # an idle poll is one indexed read
         self.warm_kernel = config.DEFAULT_KERNEL  # then the kernel of the last stage run
         self._stop = threading.Event()
         self.serving = 0  # Live Models of this host still starting or live (then the worker is not idle)
+        self.running: dict[str, int] = {}  # slot's lease owner id -> the job it runs
+        self._idle_since = time.monotonic()
+
+    @property
+    def executors(self) -> list:
+        return [e for e in (self.executor, self.quick_executor) if e is not None]
 
     def _beat(self) -> None:
-        with store.session() as s:
-            row = s.get(store.Worker, self.id)
-            if row is None:
-                row = store.Worker(id=self.id, pid=os.getpid(), host=socket.gethostname())
-            row.heartbeat_at = store.db_now()
-            s.add(row)
+        """Mark this worker alive; its row may be the one `ensure_worker` registered for it."""
+        table = store.Worker.__table__
+        values = dict(pid=os.getpid(), host=socket.gethostname(), heartbeat_at=store.db_now())
+        try:
+            with store.get_engine().begin() as conn:
+                if conn.execute(table.update().where(table.c.id == self.id).values(**values)).rowcount:
+                    return
+                conn.execute(table.insert().values(id=self.id, started_at=time.time(), **values))
+        except IntegrityError:  # registered meanwhile (PostgreSQL: by the starter's commit)
+            with store.get_engine().begin() as conn:
+                conn.execute(table.update().where(table.c.id == self.id).values(**values))
 
     def stop(self, now: bool = False) -> None:
-        """Claim nothing more; the running job saves a checkpoint and goes back to the queue
+        """Claim nothing more; the running jobs save a checkpoint and go back to the queue
         (`now`: without the checkpoint)."""
-        if now:
-            self.executor.stop_now = True
-        self.executor.stopping.set()
+        for executor in self.executors:
+            if now:
+                executor.stop_now = True
+            executor.stopping.set()
         self._stop.set()
 
     def _on_signal(self, signum, _frame) -> None:
@@ -155,19 +226,43 @@ class Worker:
             except Exception as exc:  # a busy database: the next beat will do
                 log.warning("heartbeat failed: %s", exc)
 
-    def run_once(self) -> bool:
-        """Reap, claim and run at most one job; True when one ran."""
+    def run_once(self, quick: bool = False) -> bool:
+        """Reap, claim and run at most one job (`quick`: in the second slot, no training);
+        True when one ran."""
+        executor = self.quick_executor if quick else self.executor
         jobs.reap_expired()
-        job = jobs.claim_next_job(self.id)
+        job = jobs.claim_next_job(executor.worker_id, QUICK_KINDS if quick else None)
         if job is None:
             return False
-        log.info("job %s (%s, attempt %s) started", job.id, job.kind, job.attempt)
-        status = self.executor.process(job)
-        log.info("job %s -> %s", job.id, status)
-        if job.kind == store.JobKind.DEPLOY:  # its Live Model: live, or failed with the reason
-            deployments.refresh()
-        self.warm_kernel = stage_kernel(job) or self.warm_kernel
+        self.running[executor.worker_id] = job.id
+        try:
+            log.info("job %s (%s, attempt %s) started in slot %s", job.id, job.kind, job.attempt,
+                     executor.worker_id)
+            status = executor.process(job)
+            log.info("job %s -> %s", job.id, status)
+            if job.kind == store.JobKind.DEPLOY:  # its Live Model: live, or failed with the reason
+                deployments.refresh()
+        finally:
+            self.running.pop(executor.worker_id, None)
+            self._idle_since = time.monotonic()
+        if not quick:
+            self.warm_kernel = stage_kernel(job) or self.warm_kernel
         return True
+
+    def _run_quick_jobs(self) -> None:
+        # The second slot's loop, in a thread: save and deploy jobs run beside a long training.
+        backoff = 0.0
+        while not self._stop.is_set():
+            try:
+                ran = self.run_once(quick=True)
+                backoff = 0.0
+            except Exception:  # as the main loop: wait, then try again
+                backoff = min(self.MAX_BACKOFF_SECONDS, max(1.0, backoff * 2))
+                log.exception("the quick slot failed; retrying in %.0f s", backoff)
+                self._stop.wait(backoff)
+                continue
+            if not ran:
+                self._stop.wait(self.poll_seconds)
 
     def _supervise(self) -> int:
         """Mark this host's Live Models whose server died `failed`; returns how many still run."""
@@ -206,12 +301,16 @@ class Worker:
         done = threading.Event()
         threading.Thread(target=self._beat_forever, args=(done,), daemon=True).start()
         threading.Thread(target=self._supervise_forever, args=(done,), name="deepe-live-models", daemon=True).start()
-        idle_since = time.monotonic()
+        quick = None
+        if self.quick_executor is not None:
+            quick = threading.Thread(target=self._run_quick_jobs, name="deepe-quick-slot", daemon=True)
+            quick.start()
+        self._idle_since = time.monotonic()
         backoff = 0.0
         try:
             while not self._stop.is_set():
-                if self.serving:  # a worker supervising Live Models is not idle
-                    idle_since = time.monotonic()
+                if self.serving or self.running:  # supervising Live Models, or a quick job runs: not idle
+                    self._idle_since = time.monotonic()
                 try:
                     ran = self.run_once()
                     backoff = 0.0
@@ -221,18 +320,24 @@ class Worker:
                     self._stop.wait(backoff)
                     continue
                 if ran:
-                    idle_since = time.monotonic()
                     continue
-                if self.idle_exit is not None and time.monotonic() - idle_since > self.idle_exit:
+                if self.idle_exit is not None and time.monotonic() - self._idle_since > self.idle_exit:
                     break
                 try:
                     self.executor.warm(self.warm_kernel)
                 except Exception:
                     log.exception("could not start a kernel ahead for %r", self.warm_kernel)
                 self._stop.wait(self.poll_seconds)
+        except BaseException:  # Ctrl-C in a foreground worker: the quick slot hands its job back at once
+            self.stop(now=True)
+            raise
         finally:
+            self._stop.set()
+            if quick is not None:  # it finishes (or, stopping, hands back) a job it claimed meanwhile
+                quick.join()
             done.set()
-            self.executor.close()
+            for executor in self.executors:
+                executor.close()
             self._hand_over_servers()
             try:
                 with store.session() as s:
@@ -253,6 +358,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: DEEPE_EXECUTOR, else local")
     parser.add_argument("--address", default=None,
                         help="the ray executor's Ray dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")
+    parser.add_argument("--worker-id", default=None,
+                        help="this worker's id: the row `ensure_worker` registered for it (default: a new one)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -268,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
     config.configure_logging()
     config.deepe_home()
     try:
-        runner = Worker(executor, idle_exit=args.idle_exit)
+        runner = Worker(executor, idle_exit=args.idle_exit, worker_id=args.worker_id)
     except DeepeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

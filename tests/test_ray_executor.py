@@ -9,11 +9,12 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
-from deepe_widgets import jobs, methods, metrics, worker
+from deepe_widgets import jobs, methods, metrics, store, worker
 from deepe_widgets.raycluster import RayHead
 
 from conftest import BOTH_BACKENDS, deepe
@@ -214,3 +215,128 @@ def test_resources_come_from_the_method_then_the_job(workspace, tmp_path):
     assert describe_resources(stage_resources(changed)) == "2 CPUs and 8 GiB of memory"
     with pytest.raises(DeepeError, match="NUM_GPUS must not be negative"):
         jobs.submit_training("gpu", "tiny", "demo-sft", params={"num_gpus": "-1"})
+
+
+@pytest.mark.parametrize("home", ["postgresql"], indirect=True)
+def test_the_ray_job_holds_no_secret_and_the_node_reads_its_own(workspace, ray_env, tmp_path, monkeypatch):
+    password, token, key = "s3cret-db-pw", "hf_s3cretTokenValue", "wandb-s3cret-key"
+    url = os.environ["DEEPE_DB_URL"].replace("postgres@", f"postgres:{password}@")
+    monkeypatch.setenv("DEEPE_DB_URL", url)
+    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.setenv("WANDB_API_KEY", key)
+    monkeypatch.setenv("DEEPE_RAY_ENV", "WANDB_API_KEY")  # asked for by name: still held back
+    store.dispose_engines()
+    # the node's own secrets, in a file only its user reads (here: the shared workspace)
+    secrets = workspace / "secrets.env"
+    secrets.write_text(f"# read by the node\nPGPASSWORD={password}\nexport HF_TOKEN='{token}'\n"
+                       f"DEEPE_KERNEL_MARKER=from-the-node-secrets-file\n")
+    secrets.chmod(0o600)
+    methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
+    job = jobs.submit_training("plain", "tiny", "demo-sft")
+    worker.Worker("ray", idle_exit=0.5).run()
+    final = jobs.get_job(job.id)
+    assert final.status == "succeeded", final.error
+    # the kernel on the node got the file's variables
+    assert (Path(final.run_dir) / "output" / "model.txt").read_text() == "from-the-node-secrets-file"
+    # what anyone reaching the dashboard reads: the job, as the Jobs API returns it
+    info = ray_env.get_job_info(f"deepe-{job.uuid}-1")
+    listed = [d for d in ray_env.list_jobs() if d.submission_id == f"deepe-{job.uuid}-1"]
+    shown = info.model_dump_json() + "".join(d.model_dump_json() for d in listed)
+    assert info.runtime_env["env_vars"]["DEEPE_DB_URL"] == url.replace(f":{password}@", "@")
+    assert "deepe_widgets.executors_ray" in info.entrypoint and info.metadata["deepe_job"] == str(job.id)
+    for secret in (password, token, key):
+        assert secret not in shown
+    assert not [name for name in info.runtime_env["env_vars"] if "TOKEN" in name or "KEY" in name]
+
+
+def test_a_secrets_file_others_can_read_is_refused(tmp_path, monkeypatch):
+    from deepe_widgets.errors import DeepeError
+    from deepe_widgets.executors_ray import load_node_secrets, url_without_password
+
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("HF_TOKEN=hf_abc\n")
+    secrets.chmod(0o644)
+    with pytest.raises(DeepeError, match=f"can be read by others \\(mode 0644\\): chmod 600 {secrets}"):
+        load_node_secrets(secrets)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    secrets.chmod(0o600)
+    assert load_node_secrets(secrets) == ["HF_TOKEN"] and os.environ["HF_TOKEN"] == "hf_abc"
+    assert url_without_password("postgresql+psycopg://ann:pa%40ss@db.lan:5432/deepe?sslmode=require") == \
+        "postgresql+psycopg://ann@db.lan:5432/deepe?sslmode=require"
+
+
+class BlinkingDashboard:
+    """A plain HTTP proxy in front of the Ray dashboard that answers 503 while `down` is set, as a
+    restarting dashboard (or the load balancer before it) does."""
+
+    def __init__(self, target: str):
+        import http.server
+        import urllib.error
+        import urllib.request
+
+        self.down = threading.Event()
+        self.refused = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if proxy.down.is_set():
+                    proxy.refused += 1
+                    status, headers, data = 503, {}, b"Service Unavailable"
+                else:
+                    request = urllib.request.Request(
+                        target + self.path, data=body, method=self.command,
+                        headers={k: v for k, v in self.headers.items()
+                                 if k.lower() not in ("host", "content-length", "connection")})
+                    try:
+                        with urllib.request.urlopen(request, timeout=60) as answer:
+                            status, headers, data = answer.status, answer.headers, answer.read()
+                    except urllib.error.HTTPError as answer:
+                        status, headers, data = answer.code, answer.headers, answer.read()
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_dashboard_answering_503_for_a_while_neither_fails_the_job_nor_stops_its_ray_job(
+        workspace, ray_env, tmp_path, monkeypatch, caplog):
+    proxy = BlinkingDashboard(os.environ["RAY_ADDRESS"])
+    monkeypatch.setenv("RAY_ADDRESS", proxy.address)
+    try:
+        methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
+        job = jobs.submit_training("plain", "tiny", "demo-sft", params={"sleep": "12"})
+        runner = threading.Thread(target=worker.Worker("ray", idle_exit=0.5).run, daemon=True)
+        with caplog.at_level("INFO", logger="deepe.executor.ray"):
+            runner.start()
+            _wait(lambda: os.path.exists(os.path.join(jobs.get_job(job.id).run_dir, "started.txt")), 120,
+                  "the stage to start on the node")
+            proxy.down.set()
+            time.sleep(6)
+            proxy.down.clear()
+            runner.join(timeout=120)
+    finally:
+        proxy.close()
+    final = jobs.get_job(job.id)
+    assert proxy.refused > 0
+    assert final.status == "succeeded", final.error
+    assert _ray_jobs_of(ray_env, job) == {f"deepe-{job.uuid}-1": "SUCCEEDED"}  # followed through, never stopped
+    assert "did not answer (Request failed with status code 503" in caplog.text

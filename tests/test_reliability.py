@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import psutil
 import pytest
 
 from deepe_widgets import jobs, methods, metrics, stagefiles, worker
+from deepe_widgets.errors import DeepeError
 
 from conftest import deepe_json
 from stage_notebooks import plain_notebook
@@ -148,3 +150,135 @@ def test_four_workers_and_eight_submitters_on_sqlite(workspace, tmp_path):
             proc.terminate()
         for proc in workers:
             proc.wait(timeout=30)
+
+
+def _stop_postgres(server) -> None:
+    """Stop the test PostgreSQL server as an admin restart does (every connection drops)."""
+    subprocess.run(server._as_postgres(str(server.bin / "pg_ctl"), "-D", str(server.data), "-m", "fast", "-w", "stop"),
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _start_postgres(server) -> None:
+    """Start it again on the same port."""
+    subprocess.run(server._as_postgres(str(server.bin / "pg_ctl"), "-D", str(server.data), "-l", str(server.log), "-w",
+                                       "-o", f"-h 127.0.0.1 -p {server.port} -k {server.data} -F", "start"),
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+
+def _restart_postgres(server, down_seconds: float) -> None:
+    _stop_postgres(server)
+    try:
+        time.sleep(down_seconds)
+    finally:
+        _start_postgres(server)
+
+
+@pytest.mark.parametrize("home", ["postgresql"], indirect=True)
+def test_metric_rows_logged_while_postgresql_is_down_are_written_once_it_is_back(workspace, postgres):
+    from deepe_widgets.runtime import MetricSink
+
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    sink = MetricSink(job.id)
+    try:
+        sink.add(1, {"loss": 2.0}, 0.1)
+        assert sink.drain(30)
+        _stop_postgres(postgres)
+        try:
+            sink.add(2, {"loss": 1.5}, 0.2)
+            sink.add(3, {"loss": 1.25}, 0.3)
+            assert not sink.flush()  # refused, and kept
+        finally:
+            threading.Timer(3, _start_postgres, args=(postgres,)).start()
+        assert sink.drain(60)  # what the end of a training does: waits for the server, writes them all
+    finally:
+        sink.close()
+    assert [(m.step, m.value) for m in metrics.metrics_for(job.id)] == [(1, 2.0), (2, 1.5), (3, 1.25)]
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("home", ["postgresql"], indirect=True)
+def test_a_postgresql_restart_during_training_costs_nothing(workspace, postgres, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("DEEPE_LEASE_SECONDS", "12")  # a heartbeat (every 4 s) falls in the outage
+    methods.register_method("slow", {"training": (_slow_template_notebook(tmp_path / "slow.ipynb", 0.4), "python3")})
+    job = jobs.submit_training("slow", "tiny", "demo-sft", params={
+        "max_steps": "30", "save_steps": "0", "batch_size": "4", "max_seq_length": "64", "learning_rate": "5e-3"})
+    runner = threading.Thread(target=worker.Worker(idle_exit=1.0, poll_seconds=0.1).run, daemon=True)
+    with caplog.at_level("INFO", logger="deepe.executor"):
+        runner.start()
+        _wait(lambda: [m for m in metrics.metrics_for(job.id) if m.name == "loss"], 180, "the first loss row",
+              poll=0.1)
+        _restart_postgres(postgres, down_seconds=5)
+        during = max(m.step for m in metrics.metrics_for(job.id) if m.name == "loss")
+        runner.join(timeout=240)
+    final = jobs.get_job(job.id)
+    assert final.status == "succeeded", final.error
+    assert final.attempt == 1  # the same worker went on: no requeue, no second run
+    assert during < 30, "the restart came after the training: it proves nothing"
+    assert [m.step for m in metrics.metrics_for(job.id) if m.name == "loss"] == list(range(1, 31))
+    assert "the database did not answer" in caplog.text and "the database answers again" in caplog.text
+    # the kernel kept the rows it logged while the server was down, and wrote them after
+    assert "metrics written again" in (Path(final.run_dir) / "training.log").read_text()
+    assert len(jobs.job_summary(final)["artifacts"]) == 1
+
+
+@pytest.mark.parametrize("home", ["postgresql"], indirect=True)
+def test_a_database_down_longer_than_the_lease_stops_the_stage_and_the_job_runs_again(workspace, postgres,
+                                                                                      tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("DEEPE_LEASE_SECONDS", "4")
+    methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
+    job = jobs.submit_training("plain", "tiny", "demo-sft", params={"sleep": "10"})
+    runner = threading.Thread(target=worker.Worker(idle_exit=1.0, poll_seconds=0.1).run, daemon=True)
+    with caplog.at_level("INFO", logger="deepe.executor"):
+        runner.start()
+        _wait(lambda: (Path(job.run_dir) / "started.txt").exists(), 120, "the stage to start")
+        first_kernel = _stage_kernel(workspace)
+        _restart_postgres(postgres, down_seconds=8)  # past the lease: another worker could take the job now
+        runner.join(timeout=180)
+    final = jobs.get_job(job.id)
+    assert "the lease ran out" in caplog.text
+    assert not first_kernel.is_running() or first_kernel.status() == psutil.STATUS_ZOMBIE  # stopped, not left
+    assert (final.status, final.attempt) == ("succeeded", 2), final.error  # reaped, and run again
+    assert (Path(final.run_dir) / "training.attempt1.ipynb").exists()
+
+
+def test_a_stage_past_its_stage_timeout_is_stopped_and_fails_the_job(workspace, tmp_path):
+    from deepe_widgets.executors import stage_timeout
+    from deepe_widgets.store import Job, JobKind
+
+    assert stage_timeout(Job(kind=JobKind.TRAIN, params={})) is None  # a training may take days
+    assert stage_timeout(Job(kind=JobKind.SAVE, params={})) == 1800
+    assert stage_timeout(Job(kind=JobKind.DEPLOY, params={"STAGE_TIMEOUT": 0.0})) is None
+    methods.register_method("plain", {"training": (plain_notebook(tmp_path / "plain.ipynb"), "python3")})
+    job = jobs.submit_training("plain", "tiny", "demo-sft", params={"sleep": "120", "stage_timeout": "8"})
+    began = time.monotonic()
+    worker.Worker(idle_exit=0.5, poll_seconds=0.1).run()
+    final = jobs.get_job(job.id)
+    assert final.status == "failed"
+    assert final.error == "stage training ran past STAGE_TIMEOUT=8 s"
+    assert final.error_detail["ename"] == "StageTimeout"
+    assert time.monotonic() - began < 60
+    assert (Path(final.run_dir) / "training.ipynb").exists()  # the record of how far it got stays
+    assert _stage_kernel(workspace) is None  # its kernel went with it
+    with pytest.raises(DeepeError, match="STAGE_TIMEOUT must not be negative"):
+        jobs.submit_training("plain", "tiny", "demo-sft", params={"stage_timeout": "-1"})
+
+
+def test_an_inference_stage_past_its_timeout_has_its_kernel_stopped(home, tmp_path):
+    from deepe_widgets.errors import StageFailed
+    from deepe_widgets.runner import execute_stage
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("PROMPTS = []", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import os, time\nopen('kernel.pid', 'w').write(str(os.getpid()))\n"
+                                          "time.sleep(120)")]
+    began = time.monotonic()
+    with pytest.raises(StageFailed) as failed:
+        execute_stage(nb, stage="inference-complete", kernel="python3", parameters={"PROMPTS": ["hi"]},
+                      output_path=tmp_path / "inference.ipynb", log_path=tmp_path / "inference.log", cwd=tmp_path,
+                      timeout=10)
+    assert (failed.value.ename, failed.value.evalue) == (
+        "StageTimeout", "stage inference-complete ran past STAGE_TIMEOUT=10 s")
+    assert time.monotonic() - began < 60
+    pid = int((tmp_path / "kernel.pid").read_text())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert nbformat.read(tmp_path / "inference.ipynb", as_version=4).metadata["deepe"]["status"] == "failed"

@@ -20,6 +20,9 @@ from typing import Any
 # Rows are written as soon as they arrive, but at most once per this many seconds,
 # so a trainer logging every few milliseconds still costs one small write per interval.
 FLUSH_SECONDS = float(os.environ.get("DEEPE_METRIC_FLUSH_SECONDS", "0.2"))
+# At the end of training, how long rows the database did not take yet (a restart) are tried again
+# before the stage goes on without them.
+FINAL_FLUSH_SECONDS = float(os.environ.get("DEEPE_METRIC_FINAL_FLUSH_SECONDS", "60"))
 
 # A stopping worker writes this file into the run folder: the training saves a checkpoint at
 # the end of its current step and stops; the job goes back to the queue and resumes from there.
@@ -89,7 +92,8 @@ def log_event(message: str, level: str = "INFO") -> None:
 class MetricSink:
     """Buffers metric rows and writes them in batches from a thread (at most every FLUSH_SECONDS).
 
-    Rows are unique per (job, step, name): a retried step never duplicates a row.
+    Rows are unique per (job, step, name): a retried step never duplicates a row. Rows the
+    database does not take (a restart, a blip) stay buffered and go with the next flush.
     With `job_id` 0 (a local test run) metrics only go to the log.
     """
 
@@ -98,9 +102,12 @@ class MetricSink:
         self._rows: list[dict] = []
         self._progress: tuple[int, int] | None = None
         self._lock = threading.Lock()
+        self._writing = threading.Lock()  # one flush at a time: a row in flight is never missed by another
         self._stop = threading.Event()
         self._pending = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failing_since: float | None = None  # the database has not taken a flush since then
+        self._last_error: Exception | None = None
         if self.job_id:
             self._thread = threading.Thread(target=self._loop, name="deepe-metrics", daemon=True)
             self._thread.start()
@@ -133,14 +140,22 @@ class MetricSink:
             self._pending.wait(timeout=1.0)  # progress alone is written once a second
             self._pending.clear()
             self.flush()
-            self._stop.wait(FLUSH_SECONDS)
+            failing = self._failing_since
+            # while the database does not answer, try less often (up to every 5 s)
+            self._stop.wait(FLUSH_SECONDS if failing is None else min(5.0, max(FLUSH_SECONDS,
+                                                                                (time.monotonic() - failing) / 4)))
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        """Write the buffered rows; False when the database did not take them (they stay buffered)."""
+        with self._writing:
+            return self._flush()
+
+    def _flush(self) -> bool:
         with self._lock:
             rows, self._rows = self._rows, []
             progress, self._progress = self._progress, None
         if not (rows or progress) or not self.job_id:
-            return
+            return True
         from sqlalchemy import update
 
         from .. import store
@@ -155,17 +170,51 @@ class MetricSink:
                                  .where(store.Job.__table__.c.id == self.job_id)
                                  .values(progress_step=progress[0], progress_total=progress[1]))
         except Exception as exc:  # keep training; put the rows back for the next flush
+            self._last_error = exc
             with self._lock:
                 self._rows[:0] = rows
                 self._progress = self._progress or progress
-            print(f"[deepe] metrics write failed, will retry: {exc}", file=sys.stderr, flush=True)
+                first = self._failing_since is None
+                if first:
+                    self._failing_since = time.monotonic()
+            if first:  # once per outage, not once per flush
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                print(f"[deepe] metrics write failed, keeping the rows to try again: {reason}", file=sys.stderr,
+                      flush=True)
+            return False
+        with self._lock:
+            failing, self._failing_since = self._failing_since, None
+        if failing is not None:
+            log_event(f"metrics written again after {time.monotonic() - failing:.1f} s; no row lost")
+        return True
+
+    def drain(self, timeout: float = FINAL_FLUSH_SECONDS) -> bool:
+        """Flush until every buffered row is written, trying again for up to `timeout` seconds."""
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
+        from ..errors import DatabaseUnavailable
+
+        deadline = time.monotonic() + timeout
+        wait = 0.25
+        while not self.flush():
+            # only a database that does not answer is worth waiting for (not a refused row)
+            transient = isinstance(self._last_error, (OperationalError, InterfaceError, DatabaseUnavailable))
+            if not transient or time.monotonic() + wait > deadline:
+                with self._lock:
+                    lost = len(self._rows)
+                why = f"the database did not answer for {timeout:g} s" if transient else str(self._last_error)
+                log_event(f"{lost} metric rows could not be written: {why}", "WARNING")
+                return False
+            time.sleep(wait)
+            wait = min(5.0, wait * 2)
+        return True
 
     def close(self) -> None:
         self._stop.set()
         self._pending.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=5)
-        self.flush()
+        self.drain()
 
 
 def _insert_ignore(engine, table):
@@ -229,7 +278,7 @@ def _make_callback_class():
 
         def on_train_end(self, args, state, control, **kwargs):
             self.sink.set_progress(state.global_step, state.max_steps)
-            self.sink.flush()
+            self.sink.drain()
 
     _callback_class = MetricsCallback
     return MetricsCallback
@@ -293,7 +342,7 @@ def _flush_sinks(trainer) -> None:
     for callback in _callbacks(trainer):
         sink = getattr(callback, "sink", None)
         if isinstance(sink, MetricSink):
-            sink.flush()
+            sink.drain()
 
 
 def _trained_model(trainer, model):
