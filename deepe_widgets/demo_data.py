@@ -9,9 +9,14 @@ import random
 
 from . import config, store
 from .datasets import add_dataset
-from .embeddings import ensure_demo_embedding_dataset
+from .embeddings import EMBEDDING_DEMO_DATASET, ensure_demo_embedding_dataset
 from .image_data import write_demo_images
-from .vision_language import ensure_demo_vl_dataset
+from .vision_language import VL_DEMO_DATASET, ensure_demo_vl_dataset
+
+# The demo datasets by name; each built-in method names its own (methods.BUILTINS).
+SFT_DEMO_DATASET, GSM_DEMO_DATASET, DPO_DEMO_DATASET, SD_DEMO_DATASET = "demo-sft", "demo-gsm", "demo-dpo", "demo-sd"
+__all__ = ["DPO_DEMO_DATASET", "EMBEDDING_DEMO_DATASET", "GSM_DEMO_DATASET", "SD_DEMO_DATASET", "SFT_DEMO_DATASET",
+           "VL_DEMO_DATASET", "demo_dpo_rows", "demo_gsm_rows", "demo_sft_rows", "ensure_demo_datasets"]
 
 # The demo data: a task small models learn in a minute (the answer format is fixed,
 # so the loss falls fast), and GSM8K-style arithmetic for RL methods.
@@ -83,14 +88,15 @@ def ensure_demo_datasets() -> None:
 
 def _write_demo_datasets() -> None:
     folder = config.workspace_dir("datasets")
-    for name, rows in (("demo-sft", demo_sft_rows()), ("demo-gsm", demo_gsm_rows()), ("demo-dpo", demo_dpo_rows())):
+    for name, rows in ((SFT_DEMO_DATASET, demo_sft_rows()), (GSM_DEMO_DATASET, demo_gsm_rows()),
+                       (DPO_DEMO_DATASET, demo_dpo_rows())):
         if store.get_one(store.DatasetRecord, name=name) is not None:
             continue
         path = folder / f"{name}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         add_dataset(name, path)
     # images of a concept no base model knows (needs pillow, the `image` extra)
-    if store.get_one(store.DatasetRecord, name="demo-sd") is None and importlib.util.find_spec("PIL"):
-        add_dataset("demo-sd", write_demo_images(folder / "demo-sd"))
+    if store.get_one(store.DatasetRecord, name=SD_DEMO_DATASET) is None and importlib.util.find_spec("PIL"):
+        add_dataset(SD_DEMO_DATASET, write_demo_images(folder / SD_DEMO_DATASET))
     ensure_demo_embedding_dataset()
     ensure_demo_vl_dataset()

@@ -478,11 +478,3 @@ def wait_until_settled(job_id: int, timeout: float | None = None, on_poll=None) 
     if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
         refresh()
     return get_live(job.params["SERVED_NAME"])
-
-
-def models_of_server(record: store.ModelRecord) -> list[str]:
-    """The names the server of a Live Model answers to (`/v1/models`)."""
-    status, body = _request(f"{record.meta['url']}/v1/models", timeout=10, key=api_key(record))
-    if status != 200:
-        raise DeepeError(f"{record.meta['url']}/v1/models answered HTTP {status}")
-    return [m["id"] for m in json.loads(body).get("data", [])]

@@ -12,12 +12,10 @@ from . import config, store
 from .datasets import add_dataset, read_rows
 from .errors import DeepeError
 from .models import add_model
+from .runtime.embedding import PAIR_COLUMNS  # the pairs the kernel looks for, in its order
 
 EMBEDDING_BASE_MODEL = "all-MiniLM-L6-v2"
 EMBEDDING_DEMO_DATASET = "demo-embed"
-# Column pairs an embedding dataset may use, in the order they are looked for.
-PAIR_COLUMNS = (("anchor", "positive"), ("query", "passage"), ("query", "positive"), ("question", "answer"),
-                ("prompt", "response"), ("sentence1", "sentence2"))
 
 # A team's private jargon: invented words a general model has never seen, each with the plain-language
 # passage it means. all-MiniLM-L6-v2 ranks these passages almost at random for the jargon queries.

@@ -12,12 +12,12 @@ import json
 import random
 from pathlib import Path
 
+from . import images
 from .errors import DeepeError
 from .images import resolve_image, thumbnail_png, unreadable
 from .paths import check_allowed, is_allowed
+from .runtime.diffusion import CAPTION_COLUMNS, IMAGE_COLUMNS  # what the kernel reads, the workbench checks
 
-IMAGE_COLUMNS = ("file_name", "image", "image_path", "path")  # the runtime reads the same names
-CAPTION_COLUMNS = ("text", "caption", "prompt")
 METADATA = "metadata.jsonl"
 DEMO_CONCEPT = "a zqx badge"  # a made-up word: no base model has seen it
 
@@ -33,9 +33,10 @@ def dataset_file(path: Path) -> Path:
     return path
 
 
-def image_column(columns: list[str]) -> str | None:
-    """The column naming image files, when the dataset is an image dataset."""
-    return next((c for c in IMAGE_COLUMNS if c in columns), None)
+def image_column(columns) -> str | None:
+    """The column naming image files, when the dataset is a text-to-image dataset (`images.image_column`
+    with the columns the kernel reads)."""
+    return images.image_column(columns, IMAGE_COLUMNS)
 
 
 def check_image_rows(metadata: Path, rows: list[dict]) -> None:

@@ -12,12 +12,14 @@ from pathlib import Path
 from .errors import DeepeError
 from .paths import check_allowed, is_allowed
 
+# A vision-language dataset's picture column (runtime.vision.IMAGE_COLUMNS reads the same; a test keeps them equal).
 IMAGE_COLUMNS = ("image", "images")
 
 
-def image_column(columns: list[str]) -> str | None:
-    """The column holding image paths, when the dataset has one."""
-    return next((c for c in IMAGE_COLUMNS if c in columns), None)
+def image_column(columns, names: tuple[str, ...] = IMAGE_COLUMNS) -> str | None:
+    """The column holding image paths: the first of `names` the dataset has (by default a
+    vision-language dataset's; a text-to-image dataset's are `image_data.IMAGE_COLUMNS`)."""
+    return next((c for c in names if c in columns), None)
 
 
 def image_paths(value) -> list[str]:

@@ -16,7 +16,9 @@ from . import params as paramlib
 from .errors import DeepeError, StageFailed
 from .kernels import require_kernel
 from .paths import check_allowed
-from .stagefiles import load_stage_notebook, notebook_parameters
+from .scriptmode import load_stage_notebook
+from .stagefiles import notebook_parameters
+from .store import ModelKind
 
 STAGE_FOR_KIND = {"customized": "inference-customized", "complete": "inference-complete"}
 
@@ -48,23 +50,24 @@ def _stage_for(record) -> tuple[Path, str, str]:
     return Path(info["file"]), info["kernel"], stage
 
 
-def _lineage(record) -> tuple[str, str]:
-    """(root base model folder, dataset file it was trained on, or "") of a model, following parents."""
-    dataset, seen = "", set()
-    while record.parent and record.name not in seen:
-        seen.add(record.name)
-        if not dataset and (record.meta or {}).get("dataset"):
+def _root_and_dataset(record) -> tuple[str, str]:
+    """(root base model folder, dataset file it was trained on, or "") of a model (`models.lineage`)."""
+    chain = models.lineage(record)
+    if chain[-1].parent and chain[-1].kind != ModelKind.BASE:
+        raise DeepeError(f"model {record.name!r} was made from {chain[-1].parent!r}, which is no longer registered",
+                         field="model")
+    for made in chain[:-1]:
+        if (made.meta or {}).get("dataset"):
             try:
-                dataset = datasets.get_dataset(record.meta["dataset"]).path
+                return chain[-1].path, datasets.get_dataset(made.meta["dataset"]).path
             except DeepeError:  # deleted since: the corpus must then be given
                 pass
-        record = models.get_model(record.parent)
-    return record.path, dataset
+    return chain[-1].path, ""
 
 
 def takes_image(model_name: str) -> bool:
     """Whether a model answers about an image (its root base model has a vision tower)."""
-    base_path, _dataset = _lineage(models.get_model(model_name))
+    base_path, _dataset = _root_and_dataset(models.get_model(model_name))
     return vision_language.is_vision_language_model(base_path)
 
 
@@ -92,7 +95,7 @@ def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overr
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = config.workspace_dir("inference", f"{stamp}-{uuid.uuid4().hex[:6]}")
     values.update(PROMPTS=list(prompts), SYSTEM_PROMPT=system_prompt, OUTPUT_DIR=str(run_dir / "output"), JOB_ID=0)
-    base_path, dataset_path = _lineage(record)
+    base_path, dataset_path = _root_and_dataset(record)
     if "BASE_MODEL_PATH" in defaults and "BASE_MODEL_PATH" not in (overrides or {}):
         values["BASE_MODEL_PATH"] = base_path  # an embedding model answers beside its base
     if "DATASET_PATH" in defaults and not values.get("DATASET_PATH"):

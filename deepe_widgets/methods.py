@@ -13,11 +13,20 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import nbformat
 from sqlmodel import select
 
 from . import config, store
+from .demo_data import (
+    DPO_DEMO_DATASET,
+    EMBEDDING_DEMO_DATASET,
+    GSM_DEMO_DATASET,
+    SD_DEMO_DATASET,
+    SFT_DEMO_DATASET,
+    VL_DEMO_DATASET,
+)
 from .errors import DeepeError
 from .kernels import kernel_environment, require_kernel
 from .names import check_name
@@ -48,45 +57,61 @@ HF_LIFECYCLE_STAGES = {"saving": "hf_common/saving.ipynb", "inference-customized
                        "inference-complete": "hf_common/inference.ipynb"}
 TEMPLATE_TEXT = "Customizable template: replace the example between the marker lines with your own code."
 
-# name -> (display name, type, lifecycle, description, {stage: path under method_templates/})
+
+class Builtin(NamedTuple):
+    """A built-in method: what it registers as, and the demo dataset it comes with (the Start a New
+    Train form picks it with the method)."""
+
+    display_name: str
+    training_type: str
+    lifecycle: str
+    description: str
+    stages: dict[str, str]  # stage -> path under method_templates/
+    demo_dataset: str
+
+
 BUILTINS = {
-    "SFT-Demo": ("SFT-Demo", "chat", "complete",
-                 "Supervised fine-tuning with a LoRA adapter (TRL SFTTrainer) on prompt/response pairs.",
-                 {"training": "sft_demo/training.ipynb", **HF_LIFECYCLE_STAGES}),
-    "GRPO-Demo": ("GRPO-Demo", "chat", "complete",
-                  "GRPO (TRL GRPOTrainer) with a LoRA adapter on question / #### answer data, rewarding the "
-                  "<reasoning>/<answer> format and correct answers.",
-                  {"training": "grpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}),
-    "DPO-Demo": ("DPO-Demo", "chat", "complete",
-                 "DPO (TRL DPOTrainer) with a LoRA adapter on prompt / chosen / rejected pairs; the base "
-                 "model, adapter disabled, is the reference.",
-                 {"training": "dpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}),
-    "Embedding-Demo": ("Embedding-Demo", "embedding", "complete",
-                       "Retrieval fine-tuning of a sentence-transformers model (MultipleNegativesRankingLoss) on "
-                       "query / passage pairs; NDCG@10, MRR@10 and recall@k on held-out queries.",
-                       {"training": "embedding_demo/training.ipynb", "saving": "embedding_demo/saving.ipynb",
-                        "inference-customized": "embedding_demo/inference.ipynb",
-                        "inference-complete": "embedding_demo/inference.ipynb"}),
-    "VL-Demo": ("VL-Demo", "vision-language", "complete",
-                "Vision-language fine-tuning with a LoRA adapter (TRL SFTTrainer, loss on the answers only) on "
-                "image + question / answer rows; exact match on held-out questions.",
-                {"training": "vl_demo/training.ipynb", "saving": "vl_demo/saving.ipynb",
-                 "inference-customized": "vl_demo/inference.ipynb", "inference-complete": "vl_demo/inference.ipynb"}),
-    "MLX-Demo": ("MLX-Demo", "chat", "complete",
-                 "LoRA fine-tuning with mlx-lm (Apple silicon; its CPU backend runs on Linux). "
-                 "The kernel needs mlx-lm.",
-                 {"training": "mlx_demo/training.ipynb", "saving": "mlx_demo/saving.ipynb",
-                  "inference-customized": "mlx_demo/inference.ipynb",
-                  "inference-complete": "mlx_demo/inference.ipynb"}),
-    "SD-Demo": ("SD-Demo", "image-generation", "complete",
-                "LoRA on a diffusers text-to-image pipeline (SD 1.x / 2.x) with diffusers' training recipe; "
-                "validation images by step; saving fuses the LoRA.",
-                {"training": "sd_demo/training.ipynb", "saving": "sd_demo/saving.ipynb",
-                 "inference-customized": "sd_demo/inference.ipynb", "inference-complete": "sd_demo/inference.ipynb"}),
-    "Custom01": ("Custom01", "chat", "complete", TEMPLATE_TEXT,
-                 {"training": "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES}),
-    "Custom02": ("Custom02", "chat", "complete", TEMPLATE_TEXT,
-                 {"training": "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES}),
+    "SFT-Demo": Builtin("SFT-Demo", "chat", "complete",
+                        "Supervised fine-tuning with a LoRA adapter (TRL SFTTrainer) on prompt/response pairs.",
+                        {"training": "sft_demo/training.ipynb", **HF_LIFECYCLE_STAGES}, SFT_DEMO_DATASET),
+    "GRPO-Demo": Builtin("GRPO-Demo", "chat", "complete",
+                         "GRPO (TRL GRPOTrainer) with a LoRA adapter on question / #### answer data, rewarding the "
+                         "<reasoning>/<answer> format and correct answers.",
+                         {"training": "grpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}, GSM_DEMO_DATASET),
+    "DPO-Demo": Builtin("DPO-Demo", "chat", "complete",
+                        "DPO (TRL DPOTrainer) with a LoRA adapter on prompt / chosen / rejected pairs; the base "
+                        "model, adapter disabled, is the reference.",
+                        {"training": "dpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}, DPO_DEMO_DATASET),
+    "Embedding-Demo": Builtin("Embedding-Demo", "embedding", "complete",
+                              "Retrieval fine-tuning of a sentence-transformers model (MultipleNegativesRankingLoss) "
+                              "on query / passage pairs; NDCG@10, MRR@10 and recall@k on held-out queries.",
+                              {"training": "embedding_demo/training.ipynb", "saving": "embedding_demo/saving.ipynb",
+                               "inference-customized": "embedding_demo/inference.ipynb",
+                               "inference-complete": "embedding_demo/inference.ipynb"}, EMBEDDING_DEMO_DATASET),
+    "VL-Demo": Builtin("VL-Demo", "vision-language", "complete",
+                       "Vision-language fine-tuning with a LoRA adapter (TRL SFTTrainer, loss on the answers only) on "
+                       "image + question / answer rows; exact match on held-out questions.",
+                       {"training": "vl_demo/training.ipynb", "saving": "vl_demo/saving.ipynb",
+                        "inference-customized": "vl_demo/inference.ipynb",
+                        "inference-complete": "vl_demo/inference.ipynb"},
+                        VL_DEMO_DATASET),
+    "MLX-Demo": Builtin("MLX-Demo", "chat", "complete",
+                        "LoRA fine-tuning with mlx-lm (Apple silicon; its CPU backend runs on Linux). "
+                        "The kernel needs mlx-lm.",
+                        {"training": "mlx_demo/training.ipynb", "saving": "mlx_demo/saving.ipynb",
+                         "inference-customized": "mlx_demo/inference.ipynb",
+                         "inference-complete": "mlx_demo/inference.ipynb"}, SFT_DEMO_DATASET),
+    "SD-Demo": Builtin("SD-Demo", "image-generation", "complete",
+                       "LoRA on a diffusers text-to-image pipeline (SD 1.x / 2.x) with diffusers' training recipe; "
+                       "validation images by step; saving fuses the LoRA.",
+                       {"training": "sd_demo/training.ipynb", "saving": "sd_demo/saving.ipynb",
+                        "inference-customized": "sd_demo/inference.ipynb",
+                        "inference-complete": "sd_demo/inference.ipynb"},
+                        SD_DEMO_DATASET),
+    "Custom01": Builtin("Custom01", "chat", "complete", TEMPLATE_TEXT,
+                        {"training": "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES}, SFT_DEMO_DATASET),
+    "Custom02": Builtin("Custom02", "chat", "complete", TEMPLATE_TEXT,
+                        {"training": "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES}, SFT_DEMO_DATASET),
 }
 
 
@@ -224,7 +249,7 @@ def ensure_builtins() -> None:
 
 def _register_builtins() -> None:
     templates = config.package_templates_dir()
-    for name, (display, ttype, lifecycle, description, stage_files) in BUILTINS.items():
+    for name, (display, ttype, lifecycle, description, stage_files, _demo) in BUILTINS.items():
         stages = {s: (templates / rel, config.DEFAULT_KERNEL) for s, rel in stage_files.items()}
         current = store.get_one(store.Method, name=name)
         if current is not None and all(
@@ -232,6 +257,17 @@ def _register_builtins() -> None:
             continue
         register_method(name, stages, training_type=ttype, lifecycle=lifecycle, display_name=display,
                         description=description, builtin=True, replace=True)
+
+
+def demo_dataset(name: str) -> str | None:
+    """The demo dataset a built-in method comes with; None for a user's method. A built-in registered
+    where it can run (SimpleTuner) takes the demo of the first built-in of its training type."""
+    if name in BUILTINS:
+        return BUILTINS[name].demo_dataset
+    method = store.get_one(store.Method, name=name)
+    if method is None or not method.builtin:
+        return None
+    return next((b.demo_dataset for b in BUILTINS.values() if b.training_type == method.training_type), None)
 
 
 def get_method(name: str) -> store.Method:

@@ -6,6 +6,10 @@ summaries are aggregated by the database.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
+import nbformat
 from sqlalchemy import and_, func
 from sqlalchemy import select as core_select
 
@@ -57,16 +61,23 @@ def last_metrics(job_ids: list[int], name: str) -> dict[int, float]:
         return {job_id: value for job_id, value in conn.execute(stmt)}
 
 
-# Which way is better, by a token in the metric's name; metrics with neither direction
+# Which way is better, by a word in the metric's name (the one rule: the CLI's "best" and the
+# widgets' agree). A spread (`reward_std`) is no quality, and metrics with neither direction
 # (learning_rate, epoch, num_tokens, grad_norm …) have no "best": it is reported as the final value.
 HIGHER_IS_BETTER = ("reward", "accuracy", "acc", "f1", "ndcg", "mrr", "recall", "precision", "map@", "bleu",
-                    "rouge", "margins", "tokens_per_second", "samples_per_second")
+                    "rouge", "margins", "score", "auc", "tokens_per_second", "samples_per_second")
 LOWER_IS_BETTER = ("loss", "perplexity", "error", "wer", "cer")
+NOT_A_QUALITY = ("reward_std", "frac_reward_zero_std")
 
 
-def direction(name: str) -> str | None:
-    """"max", "min" or None (no better direction) for a metric name."""
+def direction(name: str, declared: dict | None = None) -> str | None:
+    """"max", "min" or None (no better direction) for a metric name; `declared` (a method's own
+    directions, from its training notebook's metadata) wins."""
+    if declared and name in declared:
+        return declared[name]
     lowered = name.lower()
+    if lowered in NOT_A_QUALITY or lowered.endswith(("_std", "/std")):
+        return None
     if any(token in lowered for token in HIGHER_IS_BETTER):
         return "max"
     if any(token in lowered for token in LOWER_IS_BETTER):
@@ -74,9 +85,41 @@ def direction(name: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
+def _declared_in(path: str, _mtime: float) -> dict[str, str]:
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # unreadable, or a .py script: it declares nothing
+        return {}
+    declared = dict(nb.metadata.get("deepe", {}).get("metrics", {}))
+    return {name: way for name, way in declared.items() if way in ("min", "max")}
+
+
+def method_directions(method: store.Method | None) -> dict[str, str]:
+    """Directions a method declares in its training notebook's metadata,
+    `{"deepe": {"metrics": {"my_score": "max"}}}` (they win over the rule by name); cached by the
+    notebook's path and modification time."""
+    path = ((getattr(method, "stages", None) or {}).get("training") or {}).get("file")
+    if not path or not str(path).endswith(".ipynb") or not Path(path).is_file():
+        return {}
+    return _declared_in(str(path), Path(path).stat().st_mtime)
+
+
+def declared_directions(job_ids: list[int]) -> dict[str, str]:
+    """The directions the methods of these jobs declare, together (a method deleted since: none)."""
+    with store.read_session() as s:
+        names = {m for (m,) in s.execute(core_select(store.Job.method).where(store.Job.id.in_(
+            [int(i) for i in job_ids])))}
+    declared: dict[str, str] = {}
+    for name in sorted(n for n in names if n):
+        declared.update(method_directions(store.get_one(store.Method, name=name)))
+    return declared
+
+
 def metric_stats(job_ids: list[int]) -> dict[int, dict[str, dict]]:
     """job id -> metric name -> {first, final, best, direction, points, last_step}, aggregated by
-    the database (a run may have 100,000 rows: none of them is read into Python)."""
+    the database (a run may have 100,000 rows: none of them is read into Python). The direction
+    is `direction`'s, with what the jobs' methods declare."""
     table = store.Metric.__table__
     first_row, last_row = table.alias("first_row"), table.alias("last_row")
     per_series = (core_select(table.c.job_id, table.c.name, func.count().label("points"),
@@ -90,9 +133,10 @@ def metric_stats(job_ids: list[int]) -> dict[int, dict[str, dict]]:
             .join(last_row, and_(last_row.c.job_id == per_series.c.job_id, last_row.c.name == per_series.c.name,
                                  last_row.c.step == per_series.c.last_step)))
     out: dict[int, dict[str, dict]] = {int(i): {} for i in job_ids}
+    declared = declared_directions(job_ids)
     with _read() as conn:
         for job_id, name, points, low, high, _first_step, last_step, first, final in conn.execute(stmt):
-            way = direction(name)
+            way = direction(name, declared)
             best = high if way == "max" else low if way == "min" else final
             out[job_id][name] = {"first": first, "final": final, "best": best, "direction": way,
                                  "points": points, "last_step": last_step}

@@ -20,7 +20,6 @@ from .paths import check_allowed
 from .store import FINISHED, ModelKind
 
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
-MODEL_KINDS = tuple(ModelKind)
 # deployments.RUNNING_STATES (deployments sits above this module; a test keeps the two equal)
 SERVING_STATUSES = ("starting", "live")
 # the model parameters a queued job reads a model folder through
@@ -77,6 +76,20 @@ def get_model(name: str) -> store.ModelRecord:
     if name == DEFAULT_BASE_MODEL and store.get_one(store.ModelRecord, name=name) is None:
         return ensure_default_model()  # the embedded default is imported on first use
     return store.require_named(store.ModelRecord, name, "model", "base_model")
+
+
+def lineage(record: store.ModelRecord) -> list[store.ModelRecord]:
+    """The model and the ones it was made from, back to its base model (a Complete Model's parent
+    is the Customized Model it merged). A parent deleted since ends the chain early: its last
+    record is then no base model."""
+    chain, seen = [record], {record.name}
+    while chain[-1].parent and chain[-1].kind != ModelKind.BASE:
+        parent = store.get_one(store.ModelRecord, name=chain[-1].parent)
+        if parent is None or parent.name in seen:
+            break
+        seen.add(parent.name)
+        chain.append(parent)
+    return chain
 
 
 def models_of_job(job_id: int) -> list[store.ModelRecord]:

@@ -1,4 +1,4 @@
-"""StageRunner: executes one stage notebook with papermill in the stage's kernel.
+"""The stage runner: executes one stage notebook with papermill in the stage's kernel (`execute_stage`).
 
 The executed notebook is written to `<run dir>/<stage>.ipynb` as cells finish
 (and on failure, with the failing cell marked); kernel output streams live to

@@ -22,12 +22,13 @@ import nbformat
 
 from . import stagefiles
 from .errors import DeepeError
+from .runtime.script import DERIVED_PLACEHOLDERS, OUTPUT_RECORD, PLACEHOLDER  # the kernel side defines them
+
+__all__ = ["DERIVED_PLACEHOLDERS", "OUTPUT_RECORD", "PLACEHOLDER", "STANDARD_PARAMETERS", "check_args_template",
+           "is_script", "is_script_notebook", "load_stage_notebook", "offline_problems", "read_script_output",
+           "script_notebook", "suggest_args_template", "template_placeholders"]
 
 SCRIPT_TAG = "deepe-script"
-OUTPUT_RECORD = "deepe_output.json"  # written by runtime.script.finish into OUTPUT_DIR
-# `{NAME}` in an args template (runtime.script.PLACEHOLDER reads the same).
-PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-DERIVED_PLACEHOLDERS = ("DATASET_FILE",)
 
 # name -> (default, comment): DeepExtension's names, the form's, the platform's, and script mode's own.
 STANDARD_PARAMETERS: dict[str, tuple[object, str]] = {
@@ -84,7 +85,7 @@ def is_script(source: nbformat.NotebookNode | str | os.PathLike) -> bool:
     lines: code that trains and saves by itself. `source` is a notebook, a path, or file text
     (a notebook's JSON or Python source)."""
     if isinstance(source, os.PathLike):
-        source = _read_stage_file(Path(source))
+        source = _read_source(Path(source))
     if isinstance(source, str):
         if source.lstrip().startswith("{"):
             try:
@@ -98,7 +99,7 @@ def is_script(source: nbformat.NotebookNode | str | os.PathLike) -> bool:
     return not any(_has_marker(cell.source) for cell in source.cells if cell.cell_type == "code")
 
 
-def _read_stage_file(path: Path) -> nbformat.NotebookNode | str:
+def _read_source(path: Path) -> nbformat.NotebookNode | str:
     """The file as a notebook (`.ipynb`) or Python text (`.py`); DeepeError for what is not either."""
     if not path.is_file():
         raise DeepeError(f"stage file {str(path)!r} does not exist", field="training")
@@ -134,7 +135,7 @@ def script_notebook(path: str | os.PathLike, kernel_name: str = "python3",
     `args_template` (the method's `--args`, e.g. "--base_model {MODEL_PATH} --data_path
     {DATASET_PATH}") becomes ARGS_TEMPLATE's default; empty, flags are matched by name."""
     path = Path(path)
-    source = _read_stage_file(path)
+    source = _read_source(path)
     if args_template:
         check_args_template(args_template, STANDARD_PARAMETERS)
     if not is_script(source):
@@ -173,7 +174,8 @@ def script_notebook(path: str | os.PathLike, kernel_name: str = "python3",
 
 def load_stage_notebook(path: str | os.PathLike, stage: str = "training", kernel_name: str = "python3",
                         args_template: str = "") -> nbformat.NotebookNode:
-    """`stagefiles.load_stage_notebook`, with scripts accepted for the training stage."""
+    """A stage file as the notebook papermill runs: a training script wrapped by `script_notebook`,
+    any other stage file read by `stagefiles.read_stage_file`. The one loader every caller uses."""
     path = Path(path)
     if stage == "training" and path.is_file() and path.suffix.lower() in (".py", ".ipynb"):
         try:
@@ -182,7 +184,7 @@ def load_stage_notebook(path: str | os.PathLike, stage: str = "training", kernel
             script = False  # stagefiles says what is wrong with the file
         if script:
             return script_notebook(path, kernel_name, args_template)
-    return stagefiles.load_stage_notebook(path, stage)
+    return stagefiles.read_stage_file(path, stage)
 
 
 def is_script_notebook(nb: nbformat.NotebookNode) -> bool:

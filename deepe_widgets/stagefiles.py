@@ -43,8 +43,10 @@ def template_notebook_path() -> Path:
     return package_templates_dir() / "custom_template" / "training.ipynb"
 
 
-def load_stage_notebook(path: Path, stage: str = "training") -> nbformat.NotebookNode:
-    """Read a stage file as a notebook, converting `.py` files; refuse what cannot run."""
+def read_stage_file(path: Path, stage: str = "training") -> nbformat.NotebookNode:
+    """Read a stage notebook (`.ipynb`, or a `.py` converted) with its parameters cell; refuse what
+    cannot run. A script (no parameters cell) is refused here: `scriptmode.load_stage_notebook`,
+    the loader callers use, wraps it first."""
     path = Path(path)
     if not path.exists():
         raise DeepeError(f"stage file {str(path)!r} does not exist", field=stage)

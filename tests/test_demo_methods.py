@@ -37,7 +37,7 @@ def _run_stage(notebook: Path, run_dir: Path, parameters: dict) -> str:
     """Execute a stage notebook like the worker does; return its log (failing with it on error)."""
     from deepe_widgets.errors import StageFailed
     from deepe_widgets.runner import execute_stage
-    from deepe_widgets.stagefiles import load_stage_notebook
+    from deepe_widgets.scriptmode import load_stage_notebook
 
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "training.log"
@@ -69,7 +69,8 @@ def _contract(notebook: Path) -> None:
     user_code = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code"
                           and not cell.metadata.get("tags"))
     assert ".train(" not in user_code and "save_pretrained" not in user_code
-    from deepe_widgets.stagefiles import load_stage_notebook, notebook_parameters
+    from deepe_widgets.scriptmode import load_stage_notebook
+    from deepe_widgets.stagefiles import notebook_parameters
 
     sft = notebook_parameters(load_stage_notebook(REPO / "method_templates" / "sft_demo" / "training.ipynb"))
     params = notebook_parameters(load_stage_notebook(notebook))

@@ -45,7 +45,7 @@ def _run_stage(run_dir: Path, parameters: dict) -> str:
     """Execute the training notebook like the worker does; return its log (failing with it on error)."""
     from deepe_widgets.errors import StageFailed
     from deepe_widgets.runner import execute_stage
-    from deepe_widgets.stagefiles import load_stage_notebook
+    from deepe_widgets.scriptmode import load_stage_notebook
 
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "training.log"
@@ -71,7 +71,8 @@ def _mean(values: list[float]) -> float:
 
 
 def test_dpo_notebook_follows_the_stage_contract():
-    from deepe_widgets.stagefiles import load_stage_notebook, notebook_parameters
+    from deepe_widgets.scriptmode import load_stage_notebook
+    from deepe_widgets.stagefiles import notebook_parameters
 
     nb = nbformat.read(DPO, as_version=4)
     assert nb.metadata["kernelspec"] == {"name": "python3", "display_name": "Python 3", "language": "python"}

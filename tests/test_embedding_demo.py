@@ -42,6 +42,22 @@ def test_demo_data_is_jargon_with_a_held_out_phrasing():
     assert not {r["query"] for r in held} & {r["query"] for r in train}  # but never the held-out question
 
 
+def test_the_submit_check_and_the_kernel_pick_the_same_column_pair():
+    """The pair the workbench checks at submit is the pair the kernel trains on, for every known pair and
+    for a dataset holding two of them (the earlier one wins on both sides)."""
+    from datasets import Dataset
+
+    from deepe_widgets.runtime import embedding
+
+    shapes = [list(pair) for pair in embedding.PAIR_COLUMNS] + [["prompt", "response", "question", "answer"]]
+    for columns in shapes:
+        raw = Dataset.from_list([{c: f"{c} {i}" for c in columns} for i in range(10)])
+        train, held, _corpus = embedding.pair_dataset(raw, eval_fraction=0.2)
+        row = (train if len(train) else held)[0]
+        kernel = tuple(str(row[side]).split()[0] for side in ("anchor", "positive"))
+        assert embeddings.pair_columns(columns) == kernel, (columns, kernel)
+
+
 def test_packaged_model_is_registered_as_an_embedding_base(home):
     record = embeddings.ensure_embedding_base_model(progress=lambda _m: None)
     assert record is not None and record.kind == "base" and record.meta["training_type"] == "embedding"

@@ -11,12 +11,12 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "deepe_widgets"
 
 FLOORS = [
-    {"errors", "config", "names", "paths", "params", "processes", "kernels", "stagefiles", "scriptmode",
+    {"errors", "config", "names", "paths", "params", "processes", "kernels", "stagefiles",
      "provenance", "images", "raycluster", "envs"},  # foundation
     {"store"},
     {"runtime", "runtime.mlx", "runtime.script", "runtime.diffusion", "runtime.embedding", "runtime.vision"},
     {"methods", "datasets", "models", "metrics", "demo_data", "testing", "image_data", "simpletuner", "embeddings",
-     "vision_language"},  # catalogue
+     "vision_language", "scriptmode"},  # catalogue
     {"jobs", "compare", "reruns", "tracking"},  # queue
     {"runner", "executors", "executors_ray", "worker", "inference", "deployments"},  # execution
     {"cli", "app", "voila_server", "doctor", "ui", "__init__"},  # surfaces (ui.* and cli.* too)

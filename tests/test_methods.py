@@ -6,6 +6,7 @@ import pytest
 
 from deepe_widgets import methods, stagefiles
 from deepe_widgets.errors import DeepeError
+from deepe_widgets.scriptmode import load_stage_notebook
 
 TEMPLATE = stagefiles.template_notebook_path()
 
@@ -115,7 +116,7 @@ def test_deepextension_script_code_goes_between_the_template_markers(tmp_path):
     script = tmp_path / "custom01.py"
     script.write_text("import sys\nprint('preamble is dropped')\n"
                       f"{stagefiles.BEGIN_MARKER}\nmodel = 'MY MODEL'\n{stagefiles.END_MARKER}\n")
-    nb = stagefiles.load_stage_notebook(script)
+    nb = load_stage_notebook(script)
     user = [c for c in nb.cells if stagefiles.USER_TAG in c.metadata.get("tags", [])]
     assert len(user) == 1 and "model = 'MY MODEL'" in user[0].source
     assert "preamble" not in "".join(c.source for c in nb.cells)
@@ -125,7 +126,7 @@ def test_deepextension_script_code_goes_between_the_template_markers(tmp_path):
 def test_plain_script_is_converted_with_jupytext(tmp_path):
     script = tmp_path / "plain.py"
     script.write_text('# %% tags=["parameters"]\nMODEL_PATH = ""\nJOB_ID = 0\n\n# %%\nprint(MODEL_PATH)\n')
-    nb = stagefiles.load_stage_notebook(script)
+    nb = load_stage_notebook(script)
     assert [c.source for c in nb.cells] == ['MODEL_PATH = ""\nJOB_ID = 0', "print(MODEL_PATH)"]
     platform = stagefiles.with_platform_cells(nb, "training")
     tags = [c.metadata.get("tags", []) for c in platform.cells]

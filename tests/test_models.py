@@ -4,7 +4,10 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from deepe_widgets import deployments, jobs, models
+from deepe_widgets.errors import DeepeError
 from deepe_widgets.store import ModelKind
 
 from conftest import BOTH_BACKENDS, deepe
@@ -74,3 +77,30 @@ def test_a_live_model_and_the_model_it_serves_cannot_be_deleted(workspace, tmp_p
     refused = deepe("models", "delete", "served", "--force", check=False)
     assert refused.returncode == 2 and "is served by live model served_l_ab12" in refused.stderr
     assert served.is_dir()
+
+
+def test_the_model_card_and_inference_walk_one_lineage(workspace, tmp_path, tiny_model_dir):
+    """A Complete Model's card and its inference both find the base and the dataset through the
+    Customized Model it merged; with that one deleted, the card still shows and inference says why not."""
+    from sqlmodel import select
+
+    from deepe_widgets import datasets, inference, store
+    from deepe_widgets.ui.models_view import model_card
+
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "merged").mkdir()
+    models.add_model("tiny_t_20261207_abcd", tmp_path / "adapter", kind=ModelKind.CUSTOMIZED, job_id=job.id,
+                     parent="tiny", method="SFT-Demo", meta={"dataset": "demo-sft", "metrics": {}})
+    complete = models.add_model("tiny_t_20261207_abcd_s_ef01", tmp_path / "merged", kind=ModelKind.COMPLETE,
+                                parent="tiny_t_20261207_abcd", method="SFT-Demo")
+    assert [m.name for m in models.lineage(complete)] == ["tiny_t_20261207_abcd_s_ef01", "tiny_t_20261207_abcd",
+                                                          "tiny"]
+    assert (model_card(complete)["base_model"], model_card(complete)["dataset"]) == ("tiny", "demo-sft")
+    assert inference._root_and_dataset(complete) == (str(tiny_model_dir), datasets.get_dataset("demo-sft").path)
+    with store.session() as s:
+        s.delete(s.exec(select(store.ModelRecord).where(store.ModelRecord.name == "tiny_t_20261207_abcd")).one())
+    assert [m.name for m in models.lineage(complete)] == ["tiny_t_20261207_abcd_s_ef01"]
+    assert model_card(complete)["base_model"] == "tiny_t_20261207_abcd"  # what it was merged from, by name
+    with pytest.raises(DeepeError, match="which is no longer registered"):
+        inference._root_and_dataset(complete)

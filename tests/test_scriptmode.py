@@ -135,6 +135,10 @@ def test_load_stage_notebook_takes_scripts_and_leaves_stage_notebooks_alone(tmp_
     assert not scriptmode.is_script_notebook(template) and stagefiles.find_parameters_cell(template) is not None
     with pytest.raises(DeepeError, match="does not exist"):
         scriptmode.load_stage_notebook(tmp_path / "missing.py")
+    # one public loader: the stage-notebook reader beneath it refuses a script rather than losing script mode
+    assert not hasattr(stagefiles, "load_stage_notebook")
+    with pytest.raises(DeepeError, match="no cell tagged 'parameters'"):
+        stagefiles.read_stage_file(SCRIPTS / "dpo_trl.py")
 
 
 # ---------------------------------------------------------------- args templates
@@ -159,10 +163,22 @@ def test_args_template_is_split_before_it_is_filled():
                     "--fp16", "false"]
     with pytest.raises(ValueError, match="NOPE"):
         runtime_script.render_args_template("--x {NOPE}", {})
-    # both sides read placeholders the same way
-    assert runtime_script.PLACEHOLDER.pattern == scriptmode.PLACEHOLDER.pattern
-    assert runtime_script.DERIVED_PLACEHOLDERS == scriptmode.DERIVED_PLACEHOLDERS
-    assert runtime_script.OUTPUT_RECORD == scriptmode.OUTPUT_RECORD
+
+
+def test_the_workbench_accepts_the_templates_the_kernel_renders_and_reads_what_it_writes(tmp_path):
+    """An args template checked at registration is one the kernel can fill, placeholder for placeholder,
+    and the record `finish` writes is the one the worker reads: one definition, the kernel's."""
+    assert scriptmode.PLACEHOLDER is runtime_script.PLACEHOLDER
+    assert scriptmode.DERIVED_PLACEHOLDERS is runtime_script.DERIVED_PLACEHOLDERS
+    assert scriptmode.OUTPUT_RECORD is runtime_script.OUTPUT_RECORD
+    template = "--data {DATASET_FILE} --base {MODEL_PATH} --json '{\"a\": 1}' --lr {LEARNING_RATE}"
+    scriptmode.check_args_template(template, scriptmode.STANDARD_PARAMETERS)
+    names = scriptmode.template_placeholders(template)
+    assert names == ["DATASET_FILE", "MODEL_PATH", "LEARNING_RATE"]
+    assert runtime_script.render_args_template(template, {n: n.lower() for n in names}) == \
+        ["--data", "dataset_file", "--base", "model_path", "--json", '{"a": 1}', "--lr", "learning_rate"]
+    (tmp_path / runtime_script.OUTPUT_RECORD).write_text('{"kind": "adapter"}')
+    assert scriptmode.read_script_output(tmp_path) == {"kind": "adapter"}
 
 
 def test_suggested_template_for_a_script_with_its_own_flags():
@@ -328,7 +344,7 @@ def test_new_modules_import_only_down_the_floors():
     assert runtime_side <= {"runtime"}, runtime_side
     workbench = package_imports("scriptmode", (SCRIPTS.parent.parent / "deepe_widgets" / "scriptmode.py")
                                 .read_text(), False)
-    assert workbench <= {"errors", "config", "params", "stagefiles"}, workbench
+    assert workbench <= {"errors", "config", "params", "stagefiles", "runtime.script"}, workbench
 
 
 # ---------------------------------------------------------------- real runs through papermill and a kernel

@@ -107,6 +107,24 @@ def test_bad_image_folder_is_refused_at_registration_naming_the_file(home, tmp_p
     assert datasets.list_datasets() == []
 
 
+def test_the_workbench_registers_every_image_and_caption_column_the_kernel_reads(home, tmp_path):
+    """Registration (the workbench) and training (the kernel) read one list of column names: a
+    folder the first accepts is one the second can train on, and a column neither knows is refused."""
+    from deepe_widgets import datasets, image_data
+    from deepe_widgets.runtime import diffusion
+
+    for number, (image, caption) in enumerate(zip(diffusion.IMAGE_COLUMNS, diffusion.CAPTION_COLUMNS * 2)):
+        folder = _image_folder(tmp_path / f"pics{number}", [{image: "a.png", caption: "red"}], {"a.png": None})
+        record = datasets.add_dataset(f"pics{number}", folder)
+        image_data.check_image_dataset(record)
+        assert diffusion.read_image_rows(str(folder)) == [{"image": str(folder / "a.png"), "text": "red"}]
+    folder = _image_folder(tmp_path / "odd", [{"picture": "a.png", "text": "red"}], {"a.png": None})
+    with pytest.raises(DeepeError, match="is not an image dataset"):  # a text dataset to the workbench
+        image_data.check_image_dataset(datasets.add_dataset("odd", folder))
+    with pytest.raises(ValueError, match="needs an image path"):
+        diffusion.read_image_rows(str(folder))
+
+
 def test_cli_refuses_a_folder_without_metadata_and_accepts_a_jsonl_of_image_paths(home, tmp_path):
     from PIL import Image
 

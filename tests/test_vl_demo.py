@@ -41,6 +41,17 @@ def test_demo_images_show_what_their_answers_say(tmp_path):
             assert answer in vision_language.SHAPES and answer in row["image"]
 
 
+def test_the_kernel_trains_on_the_picture_column_the_workbench_checks():
+    """The kernel's picture column (runtime.vision) is the one registration checks (images): a dataset
+    whose images were checked is never one the kernel reads another column of."""
+    from deepe_widgets import images
+    from deepe_widgets.runtime import vision
+
+    assert vision.IMAGE_COLUMNS == images.IMAGE_COLUMNS
+    for columns in (["images", "question", "answer"], ["image", "images", "messages"], ["picture", "messages"]):
+        assert images.image_column(columns) == next((c for c in vision.IMAGE_COLUMNS if c in columns), None)
+
+
 def test_missing_or_broken_image_is_refused_at_registration_naming_the_row(home, tmp_path):
     from deepe_widgets.vision_language import draw_shape
 

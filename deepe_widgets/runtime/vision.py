@@ -11,6 +11,8 @@ from pathlib import Path
 
 from . import held_out_rows, log_event
 
+IMAGE_COLUMNS = ("image", "images")  # the picture column, first found (images.IMAGE_COLUMNS: the same)
+
 
 def load_processor(path: str):
     """The model's processor; an image processor that needs torchvision (not installable everywhere)
@@ -95,8 +97,8 @@ def vl_conversations(raw, dataset_path: str, input_column: str = "", output_colu
     from datasets import Image
 
     columns = raw.column_names
-    image_column = "image" if "image" in columns else "images"
-    if image_column not in columns:
+    image_column = next((c for c in IMAGE_COLUMNS if c in columns), None)
+    if image_column is None:
         raise ValueError(f"the dataset has no `image` column (columns: {columns})")
     use_messages = not (input_column or output_column) and "messages" in columns
     question, answer = input_column or "question", output_column or "answer"

@@ -11,11 +11,10 @@ import html
 import bqplot as bq
 import ipywidgets as w
 
-from .. import compare, jobs, methods, metrics
-from ..errors import DeepeError
+from .. import compare, jobs, metrics
 from .common import MAX_POINTS, close_tree, decimate, html_table, stylesheet
 from .detail import y_axis
-from .labels import method_metric_directions, metric_direction, metric_label, metric_order, param_label, show_value
+from .labels import metric_label, metric_order, param_label, show_value
 
 PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#e16f24", "#57606a"]
 
@@ -29,7 +28,7 @@ class TrainingCompare(w.VBox):
         self.jobs = {str(j): jobs.get_job(j) for j in self.report["ids"]}
         self.names = {i: self._run_name(i) for i in self.ids}
         self.colours = {i: PALETTE[n % len(PALETTE)] for n, i in enumerate(self.ids)}
-        self.directions = self._declared_directions()
+        self.directions = metrics.declared_directions(self.report["ids"])
         self.points = metrics.metric_series(self.report["ids"])  # one read, shared by every chart
         self.show_all = w.Checkbox(description="show all parameters (not only differences)", indent=False)
         self.config = w.HTML()
@@ -53,15 +52,6 @@ class TrainingCompare(w.VBox):
         job = self.jobs[job_id]
         same = [j for j in self.jobs.values() if j.name == job.name]
         return f"{job.name} (job {job.id})" if len(same) > 1 else job.name
-
-    def _declared_directions(self) -> dict[str, str]:
-        declared = {}
-        for job in self.jobs.values():
-            try:
-                declared.update(method_metric_directions(methods.get_method(job.method)))
-            except DeepeError:  # a method deleted since: the built-in directions only
-                pass
-        return declared
 
     def _shared_metrics(self) -> list[str]:
         # a curve needs points: end-of-training totals (one value per job) stay in the table only
@@ -102,7 +92,7 @@ class TrainingCompare(w.VBox):
         rows = []
         for name in metric_order(self.report["metrics"]):
             per_job = self.report["metrics"][name]
-            direction = metric_direction(name, self.directions)
+            direction = metrics.direction(name, self.directions)
             cells = []
             for i in self.ids:
                 if i not in per_job:
@@ -112,15 +102,8 @@ class TrainingCompare(w.VBox):
                 if direction is None:
                     cells.append(final)
                     continue
-                best = self._best(int(i), name, direction)
+                best = per_job[i]["best"]  # the database's, by the same direction: the CLI shows it too
                 cells.append(f"{final} / {best:.5g}" if best is not None else final)
             word = {"min": "lowest", "max": "highest", None: "no best"}[direction]
             rows.append([f"{html.escape(metric_label(name))} <span style='color:#57606a'>({word})</span>"] + cells)
         return html_table(["metric (final / best)"] + [self.names[i] for i in self.ids], rows)
-
-    def _best(self, job_id: int, name: str, direction: str) -> float | None:
-        """The best value of one job's metric in `direction` (from the points already read)."""
-        _xs, ys = self.points[job_id].get(name, ([], []))
-        if not ys:
-            return None
-        return min(ys) if direction == "min" else max(ys)

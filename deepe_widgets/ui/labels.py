@@ -1,4 +1,5 @@
-"""The words users read: parameter labels and values, metric names, which way a metric is better.
+"""The words users read: parameter labels and values, metric names (which way a metric is better is
+`metrics.direction`, the one rule the CLI reads too).
 
 Internal names (`BATCH_SIZE`, `PromptInputColumn`, `mean_token_accuracy`) stay in the code and the
 records; every view shows these instead.
@@ -44,11 +45,6 @@ METRIC_LABELS = {
     "completion_length": "Completion length", "frac_reward_zero_std": "Groups with equal rewards",
 }
 
-# Which way is better, by the words in a metric's name; None for what is no quality (learning
-# rate, tokens seen, epoch …): it has a final value, no "best".
-LOWER_IS_BETTER = ("loss", "perplexity", "error", "wer", "cer")
-HIGHER_IS_BETTER = ("reward", "accuracy", "acc", "f1", "bleu", "rouge", "precision", "recall", "score", "auc")
-NOT_A_QUALITY = ("reward_std", "frac_reward_zero_std")
 ACRONYMS = {"LORA": "LoRA", "KL": "KL", "LR": "LR", "GPU": "GPU", "ID": "ID", "4BIT": "4-bit", "DPO": "DPO",
             "PPO": "PPO", "GRPO": "GRPO", "SNR": "SNR"}
 KEY_METRICS = ("loss", "reward", "eval_loss", "val_loss")  # shown first, in this order
@@ -98,37 +94,22 @@ def metric_label(name: str) -> str:
     return name.replace("_", " ").replace("/", " / ").capitalize()
 
 
-def metric_direction(name: str, declared: dict | None = None) -> str | None:
-    """"min" or "max" (which way is better), or None when "best" means nothing for it.
-    `declared` (a method's own, see `method_metric_directions`) wins."""
-    if declared and name in declared:
-        return declared[name]
-    low = name.lower()
-    if low in NOT_A_QUALITY or low.endswith("_std") or low.endswith("/std"):
-        return None
-    if any(word in low for word in HIGHER_IS_BETTER):
-        return "max"
-    if any(word in low for word in LOWER_IS_BETTER):
-        return "min"
-    return None
-
-
 def metric_order(names) -> list[str]:
     """Key metrics (loss, reward, validation loss) first, then the rest alphabetically."""
     return sorted(names, key=lambda n: (KEY_METRICS.index(n) if n in KEY_METRICS else len(KEY_METRICS), n))
 
 
 @functools.lru_cache(maxsize=64)
-def _training_notebook(path: str, mtime: float) -> tuple[dict, str, dict] | None:
-    """(parameters with their help, the code outside the parameters cell, declared metric
-    directions) of a stage notebook; cached by path and modification time."""
+def _training_notebook(path: str, mtime: float) -> tuple[dict, str] | None:
+    """(parameters with their help, the code outside the parameters cell) of a stage notebook;
+    cached by path and modification time."""
     try:
         nb = nbformat.read(path, as_version=4)
     except Exception:  # unreadable or not a notebook (a .py script): nothing to say
         return None
     index = find_parameters_cell(nb)
     body = "\n".join(c.source for i, c in enumerate(nb.cells) if i != index and c.cell_type == "code")
-    return notebook_parameters(nb), body, dict(nb.metadata.get("deepe", {}).get("metrics", {}))
+    return notebook_parameters(nb), body
 
 
 def _notebook_of(method) -> tuple | None:
@@ -155,10 +136,4 @@ def used_parameters(method) -> set[str] | None:
     return {name for name in params if re.search(rf"\b{re.escape(name)}\b", body)}
 
 
-def method_metric_directions(method) -> dict[str, str]:
-    """Directions a method declares in its training notebook's metadata:
-    `{"deepe": {"metrics": {"my_score": "max"}}}`."""
-    found = _notebook_of(method)
-    if not found:
-        return {}
-    return {k: v for k, v in found[2].items() if v in ("min", "max")}
+

@@ -29,10 +29,7 @@ COLUMN_FIELDS = ("PromptInputColumn", "PromptOutputColumn")
 # What the column choosers read when left unset, by the method's training type.
 STANDARD_COLUMNS = {"embedding": "anchor/positive or query/passage",
                     "vision-language": "messages, or question/answer beside image"}
-PREFERRED_METHOD, PREFERRED_DATASET = "SFT-Demo", "demo-sft"
-# each demo method's demo data
-METHOD_DATASETS = {"GRPO-Demo": "demo-gsm", "SFT-Demo": "demo-sft", "SD-Demo": "demo-sd",
-                   "Embedding-Demo": "demo-embed", "VL-Demo": "demo-vl"}
+PREFERRED_METHOD = "SFT-Demo"  # its demo dataset (methods.demo_dataset) comes with it
 PREVIEW_CHARS = 60
 # script mode's own flags: they can pass --trust_remote_code or paths outside DEEPE_ALLOWED_ROOTS
 ADMIN_ONLY_PARAMS = ("ARGS_TEMPLATE", "EXTRA_ARGS")
@@ -93,6 +90,8 @@ class TrainingLauncher(w.VBox):
         self.copied_from: int | None = None
         self._fields_for = None
         self._dataset_record = None
+        self._picked_dataset: str | None = None  # the dataset the user chose by hand, if any
+        self._following = False  # the form is choosing the method's demo dataset itself
         self.defaults: dict[str, str] = {}
         self.main_box, self.advanced_box = w.VBox(), w.VBox()
         self.advanced = w.Accordion(children=[self.advanced_box], titles=("Advanced",))
@@ -102,7 +101,7 @@ class TrainingLauncher(w.VBox):
         self.status = Status()
         self._quiet = False
         self.method.observe(lambda _c: self._on_method(), "value")
-        self.dataset.observe(lambda _c: None if self._quiet else (self._show_dataset(), self.validate()), "value")
+        self.dataset.observe(self._on_dataset, "value")
         for chooser in (self.base_model, self.train_name, self.input_column, self.output_column):
             chooser.observe(lambda _c: None if self._quiet else self.validate(), "value")
         action(self.run, self.status, "queueing …", ready=lambda: not self.problems)(self._submit)
@@ -136,7 +135,6 @@ class TrainingLauncher(w.VBox):
         choices = ((self.method, [m.name for m in methods.list_methods() if "training" in m.stages], PREFERRED_METHOD),
                    (self.base_model, bases, models.DEFAULT_BASE_MODEL),
                    (self.dataset, [d.name for d in datasets.list_datasets()], None))
-        previous = self._fields_for
         self._quiet = True  # re-assigning options selects the first one for a moment: no rebuild for that
         try:
             for widget, options, preferred in choices:
@@ -144,31 +142,43 @@ class TrainingLauncher(w.VBox):
                 if list(widget.options) != options:
                     widget.options = options
                 if preferred is None:  # the dataset: the chosen method's demo data first
-                    preferred = METHOD_DATASETS.get(self.method.value, PREFERRED_DATASET)
+                    preferred = methods.demo_dataset(self.method.value) or methods.demo_dataset(PREFERRED_METHOD)
                 widget.value = keep if keep in options else \
                     (preferred if preferred in options else (options[0] if options else None))
         finally:
             self._quiet = False
         if not self.fields or self._fields_for != self.method.value:  # else keep what the user typed
             self._build_fields()
-            self._follow_demo_dataset(previous)
+            self._follow_demo_dataset()
         self._show_dataset()
         self.validate()
 
     def _on_method(self) -> None:
         if self._quiet:
             return
-        previous = self._fields_for
         self._build_fields()
-        self._follow_demo_dataset(previous)
+        self._follow_demo_dataset()
         self._show_dataset()  # the column choosers' words follow the method's training type
         self.validate()
 
-    def _follow_demo_dataset(self, previous_method: str | None) -> None:
-        """A demo method comes with its demo dataset: follow it unless the user chose another."""
-        demo = METHOD_DATASETS.get(self.method.value)
-        if demo in self.dataset.options and self.dataset.value in (None, METHOD_DATASETS.get(previous_method)):
-            self.dataset.value = demo
+    def _on_dataset(self, change) -> None:
+        if self._quiet:
+            return
+        if not self._following:
+            self._picked_dataset = change["new"]
+        self._show_dataset()
+        self.validate()
+
+    def _follow_demo_dataset(self) -> None:
+        """A built-in method comes with its demo dataset (`methods.demo_dataset`): the form follows it
+        unless the dataset shown is one the user chose by hand."""
+        demo = methods.demo_dataset(self.method.value) if self.method.value else None
+        if demo in self.dataset.options and (self.dataset.value is None or self.dataset.value != self._picked_dataset):
+            self._following = True
+            try:
+                self.dataset.value = demo
+            finally:
+                self._following = False
 
     def _build_fields(self) -> None:
         if not self.method.value:

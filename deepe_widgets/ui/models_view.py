@@ -20,7 +20,7 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from .. import config, deployments, inference, jobs, methods, models, worker
+from .. import config, deployments, inference, jobs, methods, metrics, models, worker
 from ..errors import DeepeError
 from ..jobs import format_time as when
 from ..store import ModelKind
@@ -38,7 +38,7 @@ from .common import (
     start_poller,
     stylesheet,
 )
-from .labels import metric_direction, metric_label, metric_order, short_label, show_value
+from .labels import metric_label, metric_order, short_label, show_value
 from .record import RecordView
 from .state import ADMIN_ONLY, resolve_admin
 from .training_list import short_time
@@ -60,26 +60,10 @@ def who_asks() -> str:
     return f"{models.current_user()} from {'the dashboard app' if in_voila_app() else 'JupyterLab'}"
 
 
-def lineage(record) -> list:
-    """The model and the ones it was made from, back to its base model (a Complete Model's parent
-    is the Customized Model it merged)."""
-    chain, seen = [record], {record.name}
-    while chain[-1].parent and chain[-1].kind != ModelKind.BASE:
-        try:
-            parent = models.get_model(chain[-1].parent)
-        except DeepeError:
-            break
-        if parent.name in seen:
-            break
-        seen.add(parent.name)
-        chain.append(parent)
-    return chain
-
-
 def model_card(record) -> dict:
     """What a person asks of a model: base, method, dataset, job, date, parameters, final metrics
     (a Complete Model inherits them from the Customized Model it merged)."""
-    chain = lineage(record)
+    chain = models.lineage(record)
     card = next((dict(m.meta) for m in chain if m.meta.get("metrics") is not None or m.meta.get("dataset")), {})
     base = next((m.name for m in chain if m.kind == ModelKind.BASE), card.get("base_model") or record.parent)
     return {"name": record.name, "kind": record.kind, "base_model": base, "method": record.method or card.get("method"),
@@ -311,9 +295,10 @@ class ModelCard(w.VBox):
                             if k not in ("MODEL_PATH", "ADAPTER_PATH", "DTYPE"))
         rows.append(["Parameters changed", html.escape(changed or "none (the method's defaults)")])
         metric_rows = []
+        declared = metrics.declared_directions([info["job_id"]]) if info["job_id"] else {}
         for name in metric_order(info["metrics"]):
             stats = info["metrics"][name]
-            direction = None if name.startswith("train_") else metric_direction(name)  # one value: no "best"
+            direction = None if name.startswith("train_") else metrics.direction(name, declared)  # one value: no best
             best = f"{stats['best']:.5g}" if direction and stats.get("best") is not None else "-"
             metric_rows.append([html.escape(metric_label(name)), f"{stats['final']:.5g}", best])
         metrics_html = html_table(["metric", "final", "best"], metric_rows) if metric_rows else \

@@ -177,6 +177,35 @@ def test_the_form_starts_filled_in_and_checks_every_field_as_the_user_types(work
     assert launcher.fields["NUM_GENERATIONS"].description == "Completions per Prompt"
 
 
+def test_every_built_in_method_brings_its_own_demo_dataset_in_any_order(workspace, tmp_path):
+    launcher = TrainingLauncher(start_worker=False)
+    offered = [name for name in launcher.method.options if methods.get_method(name).builtin]
+    assert {"SFT-Demo", "GRPO-Demo", "DPO-Demo", "Embedding-Demo", "VL-Demo", "SD-Demo"} <= set(offered)
+    for name in offered + offered[::-1]:  # every one, in order and back again
+        launcher.method.value = name
+        assert launcher.dataset.value == methods.demo_dataset(name), name
+        assert launcher.dataset.value is not None, f"{name}'s demo dataset is not registered"
+    launcher.method.value = "SFT-Demo"
+    launcher.method.value = "DPO-Demo"  # the preference pairs, not SFT's prompts …
+    assert launcher.dataset.value == "demo-dpo"
+    launcher.method.value = "GRPO-Demo"  # … and a method after it still brings its own
+    assert launcher.dataset.value == "demo-gsm"
+    # a user's method has no demo dataset: the choice stays, and the next built-in brings its own
+    shutil.copy(stagefiles.template_notebook_path(), tmp_path / "mine.ipynb")
+    methods.register_method("mine", {"training": (tmp_path / "mine.ipynb", "python3")})
+    launcher.reload()
+    launcher.method.value = "mine"
+    assert launcher.dataset.value == "demo-gsm"
+    launcher.method.value = "Embedding-Demo"
+    assert launcher.dataset.value == "demo-embed"
+    # a dataset the user chose stays chosen, whatever method follows
+    launcher.dataset.value = "demo-sft"
+    for name in ("DPO-Demo", "VL-Demo", "SFT-Demo", "GRPO-Demo"):
+        launcher.method.value = name
+        assert launcher.dataset.value == "demo-sft", name
+    launcher.close()
+
+
 def test_launcher_submits_changed_parameters_and_copies_a_train(workspace):
     submitted = []
     launcher = TrainingLauncher(on_submitted=submitted.append, start_worker=False)
