@@ -33,6 +33,7 @@ from . import config, deployments, jobs, store
 from .errors import DeepeError
 from .executors import stage_kernel
 from .executors_ray import EXECUTORS
+from .params import cli_seconds
 
 log = logging.getLogger("deepe.worker")
 
@@ -348,32 +349,44 @@ class Worker:
             log.info("stopped")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="deepe worker")
-    parser.add_argument("--idle-exit", type=float, default=None,
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The worker's flags, for `python -m deepe_widgets.worker` and `deepe worker` alike."""
+    parser.add_argument("--idle-exit", type=cli_seconds(above_zero=False), default=None,
                         help="exit after this many seconds without work (default: run until stopped)")
-    parser.add_argument("--executor", default=os.environ.get("DEEPE_EXECUTOR") or "local", choices=sorted(EXECUTORS),
+    parser.add_argument("--executor", default=None, choices=sorted(EXECUTORS),
                         help="where stages run: local (this machine) or ray (a Ray cluster's Jobs API); "
                              "default: DEEPE_EXECUTOR, else local")
     parser.add_argument("--address", default=None,
                         help="the ray executor's Ray dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")
     parser.add_argument("--worker-id", default=None,
                         help="this worker's id: the row `ensure_worker` registered for it (default: a new one)")
-    args = parser.parse_args(argv)
-    if args.executor not in EXECUTORS:
-        parser.error(f"DEEPE_EXECUTOR={args.executor!r} is not an executor; choose from {', '.join(sorted(EXECUTORS))}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a worker in the foreground with `add_arguments`' flags, until it stops; the exit code."""
+    executor = args.executor or os.environ.get("DEEPE_EXECUTOR") or "local"
+    if executor not in EXECUTORS:
+        print(f"error: DEEPE_EXECUTOR={executor!r} is not an executor; choose from {', '.join(sorted(EXECUTORS))}",
+              file=sys.stderr)
+        return 2
     if args.address:
         os.environ["RAY_ADDRESS"] = args.address
     config.skip_slow_optional_imports()
     config.configure_logging()
     config.deepe_home()
     try:
-        runner = Worker(args.executor, idle_exit=args.idle_exit, worker_id=args.worker_id)
+        runner = Worker(executor, idle_exit=args.idle_exit, worker_id=args.worker_id)
     except DeepeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     runner.run()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deepe worker")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -19,13 +19,13 @@ FLOORS = [
      "vision_language", "scriptmode"},  # catalogue
     {"jobs", "compare", "reruns", "tracking"},  # queue
     {"runner", "executors", "executors_ray", "worker", "inference", "deployments"},  # execution
-    {"cli", "cli_live", "app", "voila_server", "doctor", "ui", "__init__"},  # surfaces (ui.* too)
+    {"cli", "app", "voila_server", "doctor", "ui", "__init__"},  # surfaces (ui.* and cli.* too)
 ]
 
 
 def floor_of(module: str) -> int:
     for index, floor in enumerate(FLOORS):
-        if module in floor or module.split(".")[0] in floor and module.split(".")[0] == "ui":
+        if module in floor or module.split(".")[0] in floor and module.split(".")[0] in ("ui", "cli"):
             return index
     raise AssertionError(f"deepe_widgets.{module} is on no floor: add it to DESIGN.md's floors and FLOORS")
 

@@ -81,9 +81,9 @@ def test_save_in_float32_says_what_bfloat16_saves(workspace, tiny_model_dir, tmp
         f.truncate(300 * 2**20)
     models.add_model("big-base", big)
     models.add_model("big-adapter", tmp_path, kind=ModelKind.CUSTOMIZED, parent="big-base")
-    cli._suggest_half_precision("big-adapter")
+    cli.jobs._suggest_half_precision("big-adapter")
     note = capsys.readouterr().err
     assert "about 300 MB in float32" in note and "--dtype bfloat16" in note
     models.add_model("small-adapter", tmp_path, kind=ModelKind.CUSTOMIZED, parent="tiny")
-    cli._suggest_half_precision("small-adapter")
+    cli.jobs._suggest_half_precision("small-adapter")
     assert capsys.readouterr().err == ""  # nothing worth saying for a small model

@@ -1,37 +1,20 @@
 """The `deepe` verbs of Live Models: `envs create|list`, `deploy`, `deployments list|show|logs|stop`.
 
-`cli.build_parser` adds them with `add_live_commands`; `deepe infer LIVE_MODEL` goes through
-`inference.infer` like any other model.
+`deepe infer LIVE_MODEL` goes through `inference.infer` like any other model.
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import socket
 import sys
 import time
 from datetime import datetime
 
-from .params import cli_int, cli_port
-
-
-def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, default=str))
-
-
-def _table(rows: list[list], headers: list[str]) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for header in headers:
-        table.add_column(escape(header), overflow="fold")
-    for row in rows:  # cells are data, never rich markup
-        table.add_row(*(escape(str(c)) for c in row))
-    Console(highlight=False, width=None if sys.stdout.isatty() else 100_000).print(table)
+from ..params import cli_int, cli_port
+from .output import print_json, table
+from .workspace import prepare, start_worker
 
 
 def bind_address(text: str) -> str:
@@ -53,15 +36,8 @@ def _when(ts) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
 
 
-def _setup() -> None:
-    from . import demo_data, methods
-
-    methods.ensure_builtins()
-    demo_data.ensure_demo_datasets()
-
-
 def cmd_envs_create(args) -> int:
-    from . import envs
+    from .. import envs
 
     envs.create_env(args.name, device=args.device, force=args.force,
                     progress=lambda line: print(line, flush=True))
@@ -69,16 +45,16 @@ def cmd_envs_create(args) -> int:
 
 
 def cmd_envs_list(args) -> int:
-    from . import envs
+    from .. import envs
 
     rows = envs.list_envs()
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
-    _table([[r["name"], "yes" if r["created"] else "no", r.get("device") or "-",
-             ", ".join(f"{k} {v}" for k, v in (r.get("packages") or {}).items() if v) or "-",
-             r["kernel"] if r["kernel_registered"] else "-", r["path"]] for r in rows],
-           ["ENV", "CREATED", "DEVICE", "PACKAGES", "KERNEL", "PATH"])
+    table([[r["name"], "yes" if r["created"] else "no", r.get("device") or "-",
+            ", ".join(f"{k} {v}" for k, v in (r.get("packages") or {}).items() if v) or "-",
+            r["kernel"] if r["kernel_registered"] else "-", r["path"]] for r in rows],
+          ["ENV", "CREATED", "DEVICE", "PACKAGES", "KERNEL", "PATH"])
     for r in rows:
         if not r["created"]:
             print(f"create {r['name']} with: deepe envs create {r['name']}")
@@ -86,20 +62,19 @@ def cmd_envs_list(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    from . import deployments, jobs
-    from .worker import ensure_worker
+    from .. import deployments, jobs
 
-    _setup()
+    prepare()
     job, live = deployments.submit_deploy(args.model, engine=args.engine, host=args.host, port=args.port,
                                           name=args.name)
-    ensure_worker()
+    start_worker()
     if not args.json:
         where = (f"at {live.meta['url']}/v1" if live.meta.get("url")
                  else "on a free port chosen when its server starts")
         print(f"queued deployment job {job.id}: live model {live.name} will answer {where}", flush=True)
     if not args.wait:
         if args.json:
-            _print_json(deployments.live_summary(live))
+            print_json(deployments.live_summary(live))
         return 0
     started = time.monotonic()
     state = {"last": None}
@@ -118,7 +93,7 @@ def cmd_deploy(args) -> int:
     settled = deployments.wait_until_settled(job.id, on_poll=None if args.json else show)
     summary = deployments.live_summary(settled)
     if args.json:
-        _print_json(summary)
+        print_json(summary)
     else:
         _print_live(summary)
         print(f"record: {jobs.get_job(job.id).run_dir}/deployment.ipynb")
@@ -140,35 +115,35 @@ def _print_live(summary: dict) -> None:
 
 
 def cmd_deployments_list(args) -> int:
-    from . import deployments
+    from .. import deployments
 
-    _setup()
+    prepare()
     deployments.refresh()
     rows = [deployments.live_summary(r) for r in deployments.list_live()]
     if not args.all:
         rows = [r for r in rows if r["status"] in deployments.RUNNING_STATES]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     if not rows:
         print("no live models" + ("" if args.all else " (--all shows stopped and failed ones)"))
         return 0
-    _table([[r["name"], r["status"], r["url"] + "/v1", r["model"], r["pid"] or "-", _when(r["created_at"])]
-            for r in rows], ["LIVE MODEL", "STATUS", "URL", "SERVES", "PID", "DEPLOYED"])
+    table([[r["name"], r["status"], r["url"] + "/v1", r["model"], r["pid"] or "-", _when(r["created_at"])]
+           for r in rows], ["LIVE MODEL", "STATUS", "URL", "SERVES", "PID", "DEPLOYED"])
     return 0
 
 
 def cmd_deployments_show(args) -> int:
-    from . import deployments
+    from .. import deployments
 
-    _setup()
+    prepare()
     deployments.refresh()
     record = deployments.get_live(args.name)
     summary = deployments.live_summary(record)
     if args.show_key:
         summary["api_key"] = deployments.api_key(record)
     if args.json:
-        _print_json(summary)
+        print_json(summary)
     else:
         _print_live(summary)
         if summary.get("record"):
@@ -179,9 +154,9 @@ def cmd_deployments_show(args) -> int:
 
 
 def cmd_deployments_logs(args) -> int:
-    from . import deployments
+    from .. import deployments
 
-    _setup()
+    prepare()
     record = deployments.get_live(args.name)
     text = deployments.server_log(record, lines=args.lines)
     if text:
@@ -198,9 +173,9 @@ def cmd_deployments_logs(args) -> int:
 
 
 def cmd_deployments_stop(args) -> int:
-    from . import deployments
+    from .. import deployments
 
-    _setup()
+    prepare()
     deployments.refresh()
     stopped = deployments.stop(args.name)
     for name in stopped:
@@ -208,8 +183,8 @@ def cmd_deployments_stop(args) -> int:
     return 0
 
 
-def add_live_commands(sub, verb) -> None:
-    """Add the Live Model verbs to the `deepe` parser (`verb` is cli.build_parser's helper)."""
+def add_arguments(sub, verb) -> None:
+    """`deepe envs …`, `deepe deploy` and `deepe deployments …`."""
     envs_p = sub.add_parser("envs", help="deployment environments (vLLM)").add_subparsers(dest="verb", required=True)
     p = verb(envs_p, "create", cmd_envs_create, "build a deployment environment (a venv with the engine) and "
              "register its Jupyter kernel; safe to run again")
