@@ -221,7 +221,9 @@ def test_the_page_is_drawn_by_our_front_end_and_loads_bqplot_only_for_a_chart(st
     shot(page, "our-front-end-train")
     # what a chart loads: bqplot's own classic-notebook bundle, as installed (test_train_watch_copy_and_compare
     # sees the curves it draws)
-    with urllib.request.urlopen(f"http://127.0.0.1:{app.port}/deepe/nbextensions/bqplot/index.js", timeout=30) as r:
+    # (the page's browser has the login cookie; a plain client needs the token, as for every page)
+    bundle = f"http://127.0.0.1:{app.port}/deepe/nbextensions/bqplot/index.js?token={app.token}"
+    with urllib.request.urlopen(bundle, timeout=30) as r:
         assert b'define(["@jupyter-widgets/base"]' in r.read(400)  # an AMD module needing only base
 
 
