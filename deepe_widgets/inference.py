@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from . import config, datasets, deployments, embeddings, methods, models, vision_language
+from . import config, datasets, deployments, methods, models, trainings
 from . import params as paramlib
 from .errors import DeepeError, StageFailed
 from .kernels import require_kernel
@@ -31,16 +31,8 @@ def _stage_for(record) -> tuple[Path, str, str]:
                              f"{record.parent} again with: deepe deploy {record.parent}", field="model")
         return config.package_templates_dir() / "vllm" / "inference_live.ipynb", config.DEFAULT_KERNEL, \
             "inference-live"
-    if record.kind == "base":  # a base model answers through the shared notebook (for before/after)
-        folder = "hf_common"
-        if Path(record.path, "model_index.json").is_file():  # a diffusers pipeline
-            folder = "sd_demo"
-        elif vision_language.is_vision_language_model(record.path):
-            folder = "vl_demo"
-        elif (record.meta or {}).get("training_type") == "embedding" or embeddings.is_embedding_model(record.path):
-            folder = "embedding_demo"
-        return config.package_templates_dir() / folder / "inference.ipynb", config.DEFAULT_KERNEL, \
-            "inference-complete"
+    if record.kind == "base":  # a base model answers through its type's shared notebook (for before/after)
+        return trainings.for_model(record).inference_notebook(record), config.DEFAULT_KERNEL, "inference-complete"
     stage = STAGE_FOR_KIND.get(record.kind)
     method = methods.get_method(record.method) if record.method else None
     if stage is None or method is None or stage not in method.stages:
@@ -67,8 +59,9 @@ def _root_and_dataset(record) -> tuple[str, str]:
 
 def takes_image(model_name: str) -> bool:
     """Whether a model answers about an image (its root base model has a vision tower)."""
-    base_path, _dataset = _root_and_dataset(models.get_model(model_name))
-    return vision_language.is_vision_language_model(base_path)
+    record = models.get_model(model_name)
+    _root_and_dataset(record)  # refuses a model whose ancestry is no longer registered
+    return trainings.for_model(models.lineage(record)[-1]).takes_image
 
 
 def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overrides: dict | None = None,
@@ -84,6 +77,9 @@ def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overr
     defaults = {k: v["default"] for k, v in notebook_parameters(nb).items()}
     platform_set = ("PROMPTS", "ADAPTER_PATH", "SYSTEM_PROMPT", "API_KEY_FILE")
     values = paramlib.resolve(overrides or {}, {k: v for k, v in defaults.items() if k not in platform_set})
+    for key, value in trainings.for_model(record).inference_defaults.items():  # below the user's, above the notebook's
+        if key in defaults:
+            values.setdefault(key, value)
     if record.kind == "live":  # the key stays in its file: the record names the file only
         deployments.api_key(record)  # readable here, or a clear error now rather than a failed cell
         values.update(MODEL_URL=record.meta["url"], SERVED_NAME=record.meta["served_name"],

@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import case, delete, func, update
 from sqlmodel import select
 
-from . import config, datasets, embeddings, image_data, methods, models, simpletuner, store, vision_language
+from . import config, datasets, methods, models, store, trainings
 from . import params as paramlib
 from .errors import DeepeError, NotFound
 from .kernels import require_kernel
@@ -26,7 +26,8 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
 
     The job waits in the queue for a worker: `worker.ensure_worker()` starts one when none runs
     (the CLI and the widgets call it for you)."""
-    simpletuner.check_available(method)
+    training = trainings.for_method(method)  # its checks live in its room (deepe_widgets/trainings/)
+    training.check_available(method)
     method_row = methods.get_method(method)
     if "training" not in method_row.stages:
         raise DeepeError(f"method {method!r} has no training stage", field="method")
@@ -40,24 +41,7 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
         raise DeepeError(f"dataset {dataset!r} points at {dataset_row.path}, which no longer exists",
                          field="dataset")
     values = paramlib.resolve(params or {}, method_row.default_params)
-    if method_row.training_type == "vision-language" and model_row.kind == ModelKind.BASE:  # it must see
-        vision_language.check_vision_model(model_row)
-    if method in methods.BUILTINS:  # the built-ins read prompt/response columns the standard way
-        full = {**{k: paramlib.default_value(v) for k, v in method_row.default_params.items()}, **values}
-        if method_row.training_type == "embedding":
-            embeddings.check_embedding_pairs(dataset_row, full)
-        elif method_row.training_type == "vision-language":
-            vision_language.check_vl_dataset(dataset_row, full)
-        elif method in PREFERENCE_METHODS:
-            check_preference_training(dataset_row, full)
-        elif method in IMAGE_METHODS:
-            if not Path(model_row.path, "model_index.json").is_file():
-                raise DeepeError(f"{method} trains a diffusers pipeline: base model {base_model!r} has no "
-                                 f"model_index.json", field="base_model")
-            image_data.check_image_dataset(dataset_row)
-        else:
-            datasets.check_columns(dataset_row, full.get("PromptInputColumn", ""),
-                                   full.get("PromptOutputColumn", ""))
+    training.check_training(method_row, model_row, dataset_row, values)
     if name:
         check_name(name, "training")
     check_model_name_fits(base_model, name)
@@ -77,37 +61,6 @@ def check_model_name_fits(base_model: str, name: str | None) -> None:
                          f"the {MAX_NAME_LENGTH} a name may have; give a shorter training "
                          f"name (--name)" + ("" if name and len(name) > over else
                                              " or register the base model under a shorter name"), field="name")
-
-
-# Built-ins trained on prompt / chosen / rejected pairs, and the losses TRL 1.16's DPOConfig accepts.
-PREFERENCE_METHODS = ("DPO-Demo",)
-IMAGE_METHODS = ("SD-Demo",)  # trained on images with captions
-DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
-
-
-def check_preference_training(dataset_row: store.DatasetRecord, values: dict) -> None:
-    """DPO-Demo's checks: a beta above 0, losses TRL knows (with the label smoothing they need), and
-    a dataset of prompt / chosen / rejected pairs whose two responses differ."""
-    beta = values.get("BETA", 0.1)
-    if not isinstance(beta, (int, float)) or beta <= 0:
-        raise DeepeError(f"BETA must be above 0, not {beta!r}: it scales how far the adapter may move from "
-                         f"the base model (0.1 is usual)", field="BETA")
-    losses = [name.strip() for name in str(values.get("LOSS_TYPE", "sigmoid")).split(",") if name.strip()]
-    unknown = [name for name in losses if name not in DPO_LOSS_TYPES]
-    if not losses or unknown:
-        raise DeepeError(f"LOSS_TYPE {values.get('LOSS_TYPE')!r} is not a DPO loss; choose from "
-                         f"{', '.join(DPO_LOSS_TYPES)} (several joined by commas)", field="LOSS_TYPE")
-    smoothing = values.get("LABEL_SMOOTHING", 0.0)
-    if not 0 <= smoothing < 0.5:
-        raise DeepeError(f"LABEL_SMOOTHING must be at least 0 and below 0.5, not {smoothing!r}",
-                         field="LABEL_SMOOTHING")
-    if "exo_pair" in losses and smoothing == 0:
-        raise DeepeError("LOSS_TYPE exo_pair needs LABEL_SMOOTHING above 0 (the EXO paper uses 1e-3)",
-                         field="LABEL_SMOOTHING")
-    datasets.check_preference_pairs(dataset_row, values.get("PromptInputColumn", ""),
-                                    values.get("PromptOutputColumn", ""), values.get("PromptRejectedColumn", ""),
-                                    values.get("MAX_SAMPLES", 0))
 
 
 def submit_save(model_name: str, *, dtype: str = "float32", name: str | None = None,

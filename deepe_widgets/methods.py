@@ -259,17 +259,6 @@ def _register_builtins() -> None:
                         description=description, builtin=True, replace=True)
 
 
-def demo_dataset(name: str) -> str | None:
-    """The demo dataset a built-in method comes with; None for a user's method. A built-in registered
-    where it can run (SimpleTuner) takes the demo of the first built-in of its training type."""
-    if name in BUILTINS:
-        return BUILTINS[name].demo_dataset
-    method = store.get_one(store.Method, name=name)
-    if method is None or not method.builtin:
-        return None
-    return next((b.demo_dataset for b in BUILTINS.values() if b.training_type == method.training_type), None)
-
-
 def get_method(name: str) -> store.Method:
     return store.require_named(store.Method, name, "method", "method")
 

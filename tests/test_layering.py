@@ -17,6 +17,7 @@ FLOORS = [
     {"runtime", "runtime.mlx", "runtime.script", "runtime.diffusion", "runtime.embedding", "runtime.vision"},
     {"methods", "datasets", "models", "metrics", "demo_data", "testing", "image_data", "simpletuner", "embeddings",
      "vision_language", "scriptmode"},  # catalogue
+    {"trainings"},  # training types (trainings.* too)
     {"jobs", "compare", "reruns", "tracking"},  # queue
     {"runner", "executors", "executors_ray", "worker", "inference", "deployments"},  # execution
     {"cli", "app", "voila_server", "doctor", "ui", "__init__"},  # surfaces (ui.* and cli.* too)
@@ -25,7 +26,7 @@ FLOORS = [
 
 def floor_of(module: str) -> int:
     for index, floor in enumerate(FLOORS):
-        if module in floor or module.split(".")[0] in floor and module.split(".")[0] in ("ui", "cli"):
+        if module in floor or module.split(".")[0] in floor and module.split(".")[0] in ("ui", "cli", "trainings"):
             return index
     raise AssertionError(f"deepe_widgets.{module} is on no floor: add it to DESIGN.md's floors and FLOORS")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from .. import datasets, demo_data, image_data, jobs, methods, models, store, worker
+from .. import datasets, demo_data, image_data, jobs, methods, models, store, trainings, worker
 from .. import params as paramlib
 from ..errors import DeepeError
 from ..images import image_column, thumbnail_html
@@ -26,10 +26,7 @@ from .state import ADMIN_ONLY, resolve_admin
 MAIN_FIELDS = ("EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "MAX_SEQ_LENGTH", "MAX_STEPS", "LORA_RANK", "LORA_ALPHA",
                "LORA_DROPOUT", "SYSTEM_PROMPT", "SAVE_STEPS")
 COLUMN_FIELDS = ("PromptInputColumn", "PromptOutputColumn")
-# What the column choosers read when left unset, by the method's training type.
-STANDARD_COLUMNS = {"embedding": "anchor/positive or query/passage",
-                    "vision-language": "messages, or question/answer beside image"}
-PREFERRED_METHOD = "SFT-Demo"  # its demo dataset (methods.demo_dataset) comes with it
+PREFERRED_METHOD = "SFT-Demo"  # its demo dataset (trainings.demo_dataset) comes with it
 PREVIEW_CHARS = 60
 # script mode's own flags: they can pass --trust_remote_code or paths outside DEEPE_ALLOWED_ROOTS
 ADMIN_ONLY_PARAMS = ("ARGS_TEMPLATE", "EXTRA_ARGS")
@@ -142,7 +139,7 @@ class TrainingLauncher(w.VBox):
                 if list(widget.options) != options:
                     widget.options = options
                 if preferred is None:  # the dataset: the chosen method's demo data first
-                    preferred = methods.demo_dataset(self.method.value) or methods.demo_dataset(PREFERRED_METHOD)
+                    preferred = trainings.demo_dataset(self.method.value) or trainings.demo_dataset(PREFERRED_METHOD)
                 widget.value = keep if keep in options else \
                     (preferred if preferred in options else (options[0] if options else None))
         finally:
@@ -170,9 +167,9 @@ class TrainingLauncher(w.VBox):
         self.validate()
 
     def _follow_demo_dataset(self) -> None:
-        """A built-in method comes with its demo dataset (`methods.demo_dataset`): the form follows it
+        """A built-in method comes with its demo dataset (`trainings.demo_dataset`): the form follows it
         unless the dataset shown is one the user chose by hand."""
-        demo = methods.demo_dataset(self.method.value) if self.method.value else None
+        demo = trainings.demo_dataset(self.method.value) if self.method.value else None
         if demo in self.dataset.options and (self.dataset.value is None or self.dataset.value != self._picked_dataset):
             self._following = True
             try:
@@ -239,8 +236,9 @@ class TrainingLauncher(w.VBox):
             cells = [[f"<img src='data:image/png;base64,{t}' width='64'>" if t else "(unreadable)", *row]
                      for t, row in zip(thumbs, cells)]
         self.preview.value = html_table(columns, cells)
+        # what the column choosers read when left unset: the method's training type says
         method = store.get_one(store.Method, name=self.method.value) if self.method.value else None
-        standard = STANDARD_COLUMNS.get(getattr(method, "training_type", ""), "instruction/output or question/answer")
+        standard = (trainings.for_method(method) if method else trainings.TrainingType).standard_columns
         choices = [(f"(standard: {standard})", "")] + [(c, c) for c in columns]
         for widget in (self.input_column, self.output_column):
             keep = widget.value

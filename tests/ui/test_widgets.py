@@ -11,7 +11,7 @@ import ipywidgets as w
 import pytest
 from ipywidgets.widgets.widget import _instances  # ipywidgets 8: every widget not yet closed
 
-from deepe_widgets import jobs, methods, models, stagefiles
+from deepe_widgets import jobs, methods, models, stagefiles, trainings
 from deepe_widgets.runtime import MetricSink
 from deepe_widgets.store import Job
 from deepe_widgets.store import session as store_session
@@ -183,7 +183,7 @@ def test_every_built_in_method_brings_its_own_demo_dataset_in_any_order(workspac
     assert {"SFT-Demo", "GRPO-Demo", "DPO-Demo", "Embedding-Demo", "VL-Demo", "SD-Demo"} <= set(offered)
     for name in offered + offered[::-1]:  # every one, in order and back again
         launcher.method.value = name
-        assert launcher.dataset.value == methods.demo_dataset(name), name
+        assert launcher.dataset.value == trainings.demo_dataset(name), name
         assert launcher.dataset.value is not None, f"{name}'s demo dataset is not registered"
     launcher.method.value = "SFT-Demo"
     launcher.method.value = "DPO-Demo"  # the preference pairs, not SFT's prompts …

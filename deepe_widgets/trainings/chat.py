@@ -1,0 +1,12 @@
+"""Chat: instruction / response pairs for a text model (SFT-Demo, GRPO-Demo, MLX-Demo, the templates)."""
+
+from __future__ import annotations
+
+from .registry import TrainingType, register
+
+
+class Chat(TrainingType):
+    """The defaults of TrainingType are chat's: prompt / response columns, the shared inference notebook."""
+
+
+CHAT = register(Chat())

@@ -1,0 +1,26 @@
+"""Embedding: (query, passage) pairs for a sentence-transformers model (Embedding-Demo). The data
+helpers (the packaged base model, `demo-embed`, the pair check) live in `deepe_widgets.embeddings`."""
+
+from __future__ import annotations
+
+from .. import embeddings
+from .registry import TrainingType, register
+
+
+class Embedding(TrainingType):
+    name = "embedding"
+    training_type = "embedding"
+    order = 10
+    demo_dataset = embeddings.EMBEDDING_DEMO_DATASET
+    standard_columns = "anchor/positive or query/passage"
+    inference_folder = "embedding_demo"
+
+    def recognizes(self, model_row) -> bool:
+        return (model_row.meta or {}).get("training_type") == "embedding" or \
+            embeddings.is_embedding_model(model_row.path)
+
+    def check_dataset(self, method_row, model_row, dataset_row, values) -> None:
+        embeddings.check_embedding_pairs(dataset_row, values)
+
+
+EMBEDDING = register(Embedding())

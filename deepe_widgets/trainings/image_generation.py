@@ -1,0 +1,33 @@
+"""Image generation: captioned images for a diffusers text-to-image pipeline (SD-Demo). The image
+folder helpers (metadata, checks, thumbnails, the demo pictures) live in `deepe_widgets.image_data`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import image_data
+from ..demo_data import SD_DEMO_DATASET
+from ..errors import DeepeError
+from .registry import TrainingType, register
+
+
+class ImageGeneration(TrainingType):
+    name = "image-generation"
+    training_type = "image-generation"
+    order = 30
+    methods = ("SD-Demo",)  # trained on images with captions
+    demo_dataset = SD_DEMO_DATASET
+    standard_columns = "file_name/text (metadata.jsonl)"
+    inference_folder = "sd_demo"
+
+    def recognizes(self, model_row) -> bool:
+        return Path(model_row.path, "model_index.json").is_file()  # a diffusers pipeline
+
+    def check_dataset(self, method_row, model_row, dataset_row, values) -> None:
+        if not self.recognizes(model_row):
+            raise DeepeError(f"{method_row.name} trains a diffusers pipeline: base model {model_row.name!r} has no "
+                             f"model_index.json", field="base_model")
+        image_data.check_image_dataset(dataset_row)
+
+
+IMAGE_GENERATION = register(ImageGeneration())

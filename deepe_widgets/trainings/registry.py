@@ -1,0 +1,133 @@
+"""The registry of training types and the base class every type derives from (see the package's
+docstring). Types register themselves when `deepe_widgets.trainings` imports them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import config, methods, store
+from .. import params as paramlib
+from ..store import ModelKind
+
+
+class TrainingType:
+    """One training type. Subclasses override what differs; the defaults are those of chat."""
+
+    name = "chat"
+    # the methods' `training_type` this type serves (config.TRAINING_TYPES); a method named in `methods`
+    # belongs here whatever its training_type says (DPO-Demo is a chat method trained on pairs)
+    training_type = "chat"
+    methods: tuple[str, ...] = ()
+    demo_dataset = "demo-sft"
+    # what the column choosers of Start a New Train read when left unset
+    standard_columns = "instruction/output or question/answer"
+    inference_folder = "hf_common"  # under method_templates/: the notebook a base model of this type answers with
+    inference_defaults: dict = {}  # values of its inference stage, below what the user gives
+    takes_image = False  # its models answer about an image (`deepe infer --image`)
+    # the metrics it logs whose better direction the name rule (metrics.direction) would not guess
+    metric_directions: dict[str, str] = {}
+
+    # which type is asked first, the highest first (a diffusers pipeline is recognized before a vision
+    # tower, a vision tower before an embedding model's folder); among equals the newest registered
+    order = 0
+
+    def check_available(self, method: str) -> None:
+        """Refuse, before the method is looked up, a training that cannot run here (SimpleTuner)."""
+
+    def recognizes(self, model_row: store.ModelRecord) -> bool:
+        """Whether a base model is one of this type's (for answering with it before training)."""
+        return False
+
+    def checks_data(self, method_row: store.Method) -> bool:
+        """Whether a training of `method_row` gets the dataset check: the built-ins read their columns
+        the standard way; a user's method reads them as it likes."""
+        return method_row.name in methods.BUILTINS or method_row.name in self.methods
+
+    def check_base_model(self, model_row: store.ModelRecord) -> None:
+        """Refuse a base model this type cannot train."""
+
+    def check_dataset(self, method_row: store.Method, model_row: store.ModelRecord,
+                      dataset_row: store.DatasetRecord, values: dict) -> None:
+        """Refuse a dataset this type cannot train on (`values`: every parameter, defaults included)."""
+        from .. import datasets
+
+        datasets.check_columns(dataset_row, values.get("PromptInputColumn", ""), values.get("PromptOutputColumn", ""))
+
+    def check_training(self, method_row: store.Method, model_row: store.ModelRecord,
+                       dataset_row: store.DatasetRecord, values: dict) -> None:
+        """The checks `jobs.submit_training` runs: the base model, then the dataset."""
+        if model_row.kind == ModelKind.BASE:
+            self.check_base_model(model_row)
+        if self.checks_data(method_row):
+            full = {**{k: paramlib.default_value(v) for k, v in method_row.default_params.items()}, **values}
+            self.check_dataset(method_row, model_row, dataset_row, full)
+
+    def inference_notebook(self, model_row: store.ModelRecord) -> Path:
+        """The notebook a base model of this type answers with."""
+        return config.package_templates_dir() / self.inference_folder / "inference.ipynb"
+
+
+_TYPES: dict[str, TrainingType] = {}
+
+
+def register(training: TrainingType) -> TrainingType:
+    """Add (or replace) a training type; the newest registered is asked first."""
+    _TYPES.pop(training.name, None)
+    _TYPES[training.name] = training
+    return training
+
+
+def unregister(name: str) -> None:
+    """Remove a training type (a test's toy type)."""
+    _TYPES.pop(name, None)
+
+
+def all_types() -> list[TrainingType]:
+    """Every training type in the order they are asked (`TrainingType.order`, then the newest first)."""
+    return sorted(reversed(_TYPES.values()), key=lambda training: -training.order)
+
+
+def for_method(method: store.Method | str) -> TrainingType:
+    """The type of a method (a row or a name): the type that names it, else the one of its
+    training_type. A name no type claims is looked up (`methods.get_method`, NotFound if unknown)."""
+    name = method if isinstance(method, str) else method.name
+    for training in all_types():
+        if name in training.methods:
+            return training
+    if isinstance(method, str) and method in methods.BUILTINS:  # known before it is registered
+        training_type = methods.BUILTINS[method].training_type
+    else:
+        training_type = (methods.get_method(method) if isinstance(method, str) else method).training_type
+    for training in all_types():
+        if not training.methods and training.training_type == training_type:
+            return training
+    return _TYPES["chat"]
+
+
+def for_model(model_row: store.ModelRecord) -> TrainingType:
+    """The type of a model: its method's, or for a base model the first type that recognizes it."""
+    if model_row.kind != ModelKind.BASE and model_row.method:
+        return for_method(model_row.method)
+    return next((t for t in all_types() if t.recognizes(model_row)), _TYPES["chat"])
+
+
+def demo_dataset(method: str) -> str | None:
+    """The demo dataset a built-in method comes with (each built-in names its own in
+    `methods.BUILTINS`; one registered where it can run, SimpleTuner, takes its type's); None for a
+    user's method."""
+    if method in methods.BUILTINS:
+        return methods.BUILTINS[method].demo_dataset
+    row = store.get_one(store.Method, name=method)
+    if row is None or not row.builtin:
+        return None
+    return for_method(row).demo_dataset
+
+
+def metric_directions(method: store.Method | None) -> dict[str, str]:
+    """The better direction of the metrics a method's trainings log, that `metrics.direction` takes
+    as `declared`: its type's, overridden by its training notebook's own."""
+    from .. import metrics
+
+    if method is None:
+        return {}
+    return {**for_method(method).metric_directions, **metrics.method_directions(method)}

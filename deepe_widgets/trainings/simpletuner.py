@@ -1,0 +1,27 @@
+"""SimpleTuner: text-to-image LoRA with SimpleTuner's own entry point, registered only where a
+kernel can run it (`deepe_widgets.simpletuner`). Its stage reads its own config: no dataset check."""
+
+from __future__ import annotations
+
+from .. import simpletuner
+from ..demo_data import SD_DEMO_DATASET
+from .registry import TrainingType, register
+
+
+class SimpleTuner(TrainingType):
+    name = "simpletuner"
+    training_type = "image-generation"
+    order = 40
+    methods = (simpletuner.METHOD,)
+    demo_dataset = SD_DEMO_DATASET
+    standard_columns = "file_name/text (metadata.jsonl)"
+    inference_folder = "sd_demo"
+
+    def check_available(self, method: str) -> None:
+        simpletuner.check_available(method)
+
+    def checks_data(self, method_row) -> bool:
+        return False
+
+
+SIMPLETUNER = register(SimpleTuner())

@@ -1,0 +1,29 @@
+"""Vision-language: an image beside a question / answer (VL-Demo). The data helpers (`demo-vl`, the
+model and dataset checks) live in `deepe_widgets.vision_language`."""
+
+from __future__ import annotations
+
+from .. import vision_language as vl
+from .registry import TrainingType, register
+
+
+class VisionLanguage(TrainingType):
+    name = "vision-language"
+    training_type = "vision-language"
+    order = 20
+    demo_dataset = vl.VL_DEMO_DATASET
+    standard_columns = "messages, or question/answer beside image"
+    inference_folder = "vl_demo"
+    takes_image = True
+
+    def recognizes(self, model_row) -> bool:
+        return vl.is_vision_language_model(model_row.path)
+
+    def check_base_model(self, model_row) -> None:
+        vl.check_vision_model(model_row)  # it must see: a text-only model cannot
+
+    def check_dataset(self, method_row, model_row, dataset_row, values) -> None:
+        vl.check_vl_dataset(dataset_row, values)
+
+
+VISION_LANGUAGE = register(VisionLanguage())
