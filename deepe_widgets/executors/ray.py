@@ -4,7 +4,7 @@ that has the resources it asks for.
 The database stays the record of every job: a worker claims jobs from it as the local executor's
 does, submits the stage as the Ray job `deepe-<job uuid>-<attempt>`, and follows it (status, lease
 heartbeat, cancel). The Ray job's entrypoint is the stage runner, papermill in the method's kernel
-on that node (`python -m deepe_widgets.executors_ray JOB_ID STAGE SUBMISSION_ID`); it writes
+on that node (`python -m deepe_widgets.executors.ray JOB_ID STAGE SUBMISSION_ID`); it writes
 metrics, the record and the output where the database says, as a local run does.
 
 Exactly once: a Ray job outlives the worker that submitted it. A worker that claims a job looks
@@ -28,11 +28,11 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from . import config, jobs, methods, store
-from . import params as paramlib
-from .errors import DeepeError
-from .executors import EXECUTORS as LOCAL_EXECUTORS
-from .executors import (
+from .. import config, jobs, methods, store
+from .. import params as paramlib
+from ..errors import DeepeError
+from ..store import FINISHED, Job, JobStatus
+from .base import (
     Cancelled,
     ExecutionManager,
     HandedBack,
@@ -42,7 +42,6 @@ from .executors import (
     stage_timeout,
     timeout_message,
 )
-from .store import FINISHED, Job, JobStatus
 
 log = logging.getLogger("deepe.executor.ray")
 
@@ -270,7 +269,7 @@ class RayExecutor(ExecutionManager):
         sid = self._fresh_submission_id(job)
         (run_dir / SHARED_MARK).write_text(sid)
         python = os.environ.get("DEEPE_RAY_PYTHON") or sys.executable
-        entrypoint = f"{python} -m deepe_widgets.executors_ray {job.id} {job.stage} {sid}"
+        entrypoint = f"{python} -m deepe_widgets.executors.ray {job.id} {job.stage} {sid}"
 
         def submit():
             try:
@@ -494,7 +493,7 @@ def node_main(argv: list[str]) -> int:
         failure = {"ok": False, "ename": "SecretsFile", "evalue": exc.message, "cell": None, "platform": True}
         print(f"{RESULT_PREFIX}{json.dumps(failure)}", flush=True)
         return 1
-    from . import runner  # papermill: on the node only
+    from .. import runner  # papermill: on the node only
 
     job = runner.with_database(f"job {job_id}", jobs.get_job, job_id)
     run_dir = Path(job.run_dir)
@@ -519,8 +518,6 @@ def node_main(argv: list[str]) -> int:
     print(f"{RESULT_PREFIX}{json.dumps(json.loads(result))}", flush=True)
     return code
 
-
-EXECUTORS = {**LOCAL_EXECUTORS, "ray": RayExecutor}
 
 
 if __name__ == "__main__":
