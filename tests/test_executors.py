@@ -18,3 +18,17 @@ def test_a_local_worker_never_imports_ray(tmp_path):
                           env={**os.environ, "DEEPE_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "LocalExecutor"
+
+
+def test_a_stage_failure_crosses_the_process_boundary_unchanged():
+    """The runner writes `to_dict()` as JSON; the executor's `from_dict()` gives the same error and detail."""
+    import json
+
+    from deepe_widgets.errors import StageFailed
+
+    failed = StageFailed("ValueError", "bad column", 3, "x = 1/0", location="train.py, line 8")
+    back = StageFailed.from_dict(json.loads(json.dumps(failed.to_dict())), ray_job="deepe-abc-1")
+    assert back.message == failed.message == "ValueError: bad column (train.py, line 8)"
+    assert back.detail == {**failed.detail, "ray_job": "deepe-abc-1"}
+    platform = StageFailed.from_dict({"ok": False, "ename": "RunnerDied", "evalue": "exit 9", "platform": True})
+    assert platform.message == "the workbench failed: RunnerDied: exit 9" and platform.detail["cell"] is None

@@ -18,7 +18,6 @@ from .base import (
     HandedBack,
     Lease,
     LeaseLost,
-    StageError,
     job_warnings,
     planned_outputs,
     stage_kernel,
@@ -38,5 +37,5 @@ def get_executor(name: str) -> type[ExecutionManager]:
 
 
 __all__ = ["DB_UNAVAILABLE", "EXECUTORS", "INFER", "STAGE_TIMEOUT_DEFAULTS", "Cancelled", "ExecutionManager",
-           "HandedBack", "Lease", "LeaseLost", "StageError", "get_executor", "job_warnings", "planned_outputs",
+           "HandedBack", "Lease", "LeaseLost", "get_executor", "job_warnings", "planned_outputs",
            "stage_kernel", "stage_timeout", "timeout_message"]

@@ -18,7 +18,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from .. import config, deployments, jobs, methods, models, store
 from .. import params as paramlib
-from ..errors import DatabaseUnavailable, DeepeError
+from ..errors import DatabaseUnavailable, DeepeError, StageFailed
 from ..metrics import metric_stats
 from ..runtime import STOP_FILE
 from ..runtime.script import warn_if_silent
@@ -130,15 +130,6 @@ class HandedBack(Exception):
     """The worker is stopping: the job goes back to the queue (after a checkpoint, unless `now`)."""
 
 
-class StageError(Exception):
-    """The stage's own code failed (or, with `platform`, the workbench around it)."""
-
-    def __init__(self, message: str, detail: dict):
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
-
-
 class ExecutionManager:
     features: dict[str, bool] = {"cancel": False, "resume": False}
 
@@ -170,7 +161,7 @@ class ExecutionManager:
                 done = lease.call(jobs.finish_job, job.id, self.worker_id, JobStatus.CANCELLED,
                                   error="cancelled by the user")
                 return JobStatus.CANCELLED if done else None
-            except StageError as exc:
+            except StageFailed as exc:
                 return self.on_failure(job, exc.message, exc.detail)
             except LeaseLost:
                 raise
@@ -222,8 +213,8 @@ class ExecutionManager:
                 for output in outputs:
                     models.add_model(session=s, **output)
         except DeepeError as exc:
-            raise StageError(f"the stage finished but its model could not be registered: {exc.message}",
-                             {"ename": type(exc).__name__, "evalue": exc.message, "platform": True}) from exc
+            raise StageFailed(type(exc).__name__, exc.message, platform=True, message=f"the stage finished but "
+                              f"its model could not be registered: {exc.message}") from exc
         if warnings:
             log.warning("job %s succeeded with warnings: %s", job.id, "; ".join(warnings))
             _annotate_record(job, warnings)

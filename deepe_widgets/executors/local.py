@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .. import config
+from ..errors import StageFailed
 from ..processes import kill_process_tree
 from ..runtime import STOP_FILE
 from ..store import Job, JobStatus
@@ -18,7 +19,6 @@ from .base import (
     HandedBack,
     Lease,
     LeaseLost,
-    StageError,
     stage_kernel,
     stage_timeout,
     timeout_message,
@@ -134,9 +134,8 @@ class LocalExecutor(ExecutionManager):
                     pass
                 if timeout and time.monotonic() - started > timeout:
                     kill_process_tree(proc.pid)
-                    raise StageError(timeout_message(job.stage, timeout),
-                                     {"ename": "StageTimeout", "evalue": f"STAGE_TIMEOUT={timeout:g}",
-                                      "platform": False})
+                    raise StageFailed("StageTimeout", f"STAGE_TIMEOUT={timeout:g}",
+                                      message=timeout_message(job.stage, timeout))
                 current = lease.read()
                 if current is not None:
                     if current.status == JobStatus.CANCELLING:
@@ -157,17 +156,12 @@ class LocalExecutor(ExecutionManager):
                 kill_process_tree(proc.pid)
             if kernel and not self.stopping.is_set():  # ready for the next stage in this kernel
                 self.warm(kernel)
-        result = json.loads(result_path.read_text()) if result_path.exists() else {
-            "ok": False, "ename": "RunnerDied", "evalue": f"the stage runner exited with code {proc.returncode}",
-            "platform": True}
+        result = json.loads(result_path.read_text()) if result_path.exists() else StageFailed(
+            "RunnerDied", f"the stage runner exited with code {proc.returncode}", platform=True).to_dict()
         if result["ok"]:
             return
         if stop_asked_at is not None:  # it stopped because we asked (HandedBack), or failed meanwhile
             raise HandedBack()
-        cell = result.get("cell")
-        where = f" ({result['location']})" if result.get("location") else f" (cell {cell})" if cell is not None else ""
-        prefix = "the workbench failed: " if result.get("platform") else ""
-        raise StageError(f"{prefix}{result['ename']}: {result['evalue']}{where}",
-                         {k: result.get(k) for k in ("ename", "evalue", "cell", "location", "source", "platform")})
+        raise StageFailed.from_dict(result)
 
 

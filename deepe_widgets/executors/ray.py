@@ -30,7 +30,7 @@ from sqlmodel import select
 
 from .. import config, jobs, methods, store
 from .. import params as paramlib
-from ..errors import DeepeError
+from ..errors import DeepeError, StageFailed
 from ..store import FINISHED, Job, JobStatus
 from .base import (
     Cancelled,
@@ -38,7 +38,6 @@ from .base import (
     HandedBack,
     Lease,
     LeaseLost,
-    StageError,
     stage_timeout,
     timeout_message,
 )
@@ -324,15 +323,14 @@ class RayExecutor(ExecutionManager):
                 if waited > resource_wait_seconds():
                     self._stop(sid)
                     what = describe_resources(stage_resources(job))
-                    raise StageError(f"no node offers {what}: the Ray cluster at {self.address} found none in "
-                                     f"{waited:.0f} s (DEEPE_RAY_RESOURCE_WAIT_SECONDS)",
-                                     {"ename": "NoNodeOffers", "evalue": what, "platform": True, "ray_job": sid})
+                    raise StageFailed("NoNodeOffers", what, platform=True, extra={"ray_job": sid},
+                                      message=f"no node offers {what}: the Ray cluster at {self.address} found "
+                                              f"none in {waited:.0f} s (DEEPE_RAY_RESOURCE_WAIT_SECONDS)")
             if timeout and running_since is not None and time.monotonic() - running_since > timeout:
                 self._stop(sid)
                 _stamp(stage_log, f"stopped: the stage ran past STAGE_TIMEOUT={timeout:g} s (Ray job {sid})")
-                raise StageError(timeout_message(job.stage, timeout),
-                                 {"ename": "StageTimeout", "evalue": f"STAGE_TIMEOUT={timeout:g}", "platform": False,
-                                  "ray_job": sid})
+                raise StageFailed("StageTimeout", f"STAGE_TIMEOUT={timeout:g}", extra={"ray_job": sid},
+                                  message=timeout_message(job.stage, timeout))
             current = lease.read()
             if current is not None:
                 if current.status == JobStatus.CANCELLING:
@@ -363,17 +361,12 @@ class RayExecutor(ExecutionManager):
         if status == "STOPPED":
             if self.lease.call(jobs.get_job, job.id).status == JobStatus.CANCELLING:
                 raise Cancelled()
-            raise StageError(f"the workbench failed: Ray job {sid} was stopped outside the workbench",
-                             {"ename": "RayJobStopped", "evalue": info.message, "platform": True, "ray_job": sid})
+            raise StageFailed("RayJobStopped", info.message, platform=True, extra={"ray_job": sid},
+                              message=f"the workbench failed: Ray job {sid} was stopped outside the workbench")
         if not result or result.get("ok"):
-            raise StageError(f"the workbench failed: Ray job {sid} failed: {info.message}",
-                             {"ename": "RayJobFailed", "evalue": info.message, "platform": True, "ray_job": sid})
-        cell = result.get("cell")
-        where = f" ({result['location']})" if result.get("location") else f" (cell {cell})" if cell is not None else ""
-        prefix = "the workbench failed: " if result.get("platform") else ""
-        raise StageError(f"{prefix}{result['ename']}: {result['evalue']}{where}",
-                         {**{k: result.get(k) for k in ("ename", "evalue", "cell", "location", "source", "platform")},
-                          "ray_job": sid})
+            raise StageFailed("RayJobFailed", info.message, platform=True, extra={"ray_job": sid},
+                              message=f"the workbench failed: Ray job {sid} failed: {info.message}")
+        raise StageFailed.from_dict(result, ray_job=sid)
 
     def _stop(self, sid: str, timeout: float = 60) -> None:
         """Stop a Ray job and wait until Ray says it stopped (SIGTERM, SIGKILL after a few seconds).
@@ -490,7 +483,7 @@ def node_main(argv: list[str]) -> int:
     try:  # before the database is opened: its password may be among them
         load_node_secrets()
     except DeepeError as exc:
-        failure = {"ok": False, "ename": "SecretsFile", "evalue": exc.message, "cell": None, "platform": True}
+        failure = StageFailed("SecretsFile", exc.message, platform=True).to_dict()
         print(f"{RESULT_PREFIX}{json.dumps(failure)}", flush=True)
         return 1
     from .. import runner  # papermill: on the node only
@@ -514,7 +507,7 @@ def node_main(argv: list[str]) -> int:
     if tail is not None:
         tail.join(timeout=10)
     result = result_path.read_text() if result_path.exists() else json.dumps(
-        {"ok": False, "ename": "RunnerDied", "evalue": "the stage runner left no result", "platform": True})
+        StageFailed("RunnerDied", "the stage runner left no result", platform=True).to_dict())
     print(f"{RESULT_PREFIX}{json.dumps(json.loads(result))}", flush=True)
     return code
 
