@@ -15,9 +15,9 @@ from .base import (
     STAGE_TIMEOUT_DEFAULTS,
     Cancelled,
     ExecutionManager,
-    HandedBack,
     Lease,
     LeaseLost,
+    ReturnToQueue,
     job_warnings,
     planned_outputs,
     stage_kernel,
@@ -37,5 +37,5 @@ def get_executor(name: str) -> type[ExecutionManager]:
 
 
 __all__ = ["DB_UNAVAILABLE", "EXECUTORS", "INFER", "STAGE_TIMEOUT_DEFAULTS", "Cancelled", "ExecutionManager",
-           "HandedBack", "Lease", "LeaseLost", "get_executor", "job_warnings", "planned_outputs",
+           "ReturnToQueue", "Lease", "LeaseLost", "get_executor", "job_warnings", "planned_outputs",
            "stage_kernel", "stage_timeout", "timeout_message"]

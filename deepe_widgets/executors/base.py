@@ -3,7 +3,7 @@
 `ExecutionManager.process` is a fixed template (before start → execute →
 on failure / on complete) with every step inside one failure path: whatever goes
 wrong, the job gets one final status with the real reason, and the worker goes on.
-A backend writes `execute()`; `features` says what it supports (cancel, resume).
+A backend writes `execute()`.
 """
 
 from __future__ import annotations
@@ -126,13 +126,14 @@ class Cancelled(Exception):
     """The user cancelled the job while it ran."""
 
 
-class HandedBack(Exception):
-    """The worker is stopping: the job goes back to the queue (after a checkpoint, unless `now`)."""
+class ReturnToQueue(Exception):
+    """The worker is stopping: the job goes back to the queue (after a checkpoint, unless `stop_now`).
+
+    Not `runtime.HandedBack`, which the training raises inside the kernel once it saved that checkpoint:
+    the executor sees that stage end, and returns the job to the queue with this."""
 
 
 class ExecutionManager:
-    features: dict[str, bool] = {"cancel": False, "resume": False}
-
     def __init__(self, worker_id: str, heartbeat_seconds: float | None = None, warm_kernels: int | None = None):
         """`warm_kernels`: how many kernelspecs `warm` may keep a kernel started for
         (None: `DEEPE_WARM_KERNELS`; 0: none)."""
@@ -153,7 +154,7 @@ class ExecutionManager:
                 self.before_start(job)
                 self.execute(job)
                 return lease.call(self.on_complete, job)
-            except HandedBack:
+            except ReturnToQueue:
                 returned = lease.call(jobs.hand_back, job.id, self.worker_id)
                 log.info("job %s handed back to the queue (%s)", job.id, "ok" if returned else "lease lost")
                 return JobStatus.QUEUED if returned else None

@@ -16,9 +16,9 @@ from ..store import Job, JobStatus
 from .base import (
     Cancelled,
     ExecutionManager,
-    HandedBack,
     Lease,
     LeaseLost,
+    ReturnToQueue,
     stage_kernel,
     stage_timeout,
     timeout_message,
@@ -85,7 +85,6 @@ class StandbyRunners:
 class LocalExecutor(ExecutionManager):
     """Runs each stage in a subprocess on this machine (papermill → the stage's kernel)."""
 
-    features = {"cancel": True, "resume": True}
     poll_seconds = 0.25
 
     def __init__(self, worker_id: str, heartbeat_seconds: float | None = None, warm_kernels: int | None = None):
@@ -144,12 +143,12 @@ class LocalExecutor(ExecutionManager):
                         raise LeaseLost()
                 if self.stopping.is_set():
                     if self.stop_now:
-                        raise HandedBack()
+                        raise ReturnToQueue()
                     if stop_asked_at is None:  # the training saves a checkpoint and stops
                         (run_dir / STOP_FILE).touch()
                         stop_asked_at = time.monotonic()
                     elif time.monotonic() - stop_asked_at > config.stop_grace_seconds():
-                        raise HandedBack()
+                        raise ReturnToQueue()
                 lease.renew()
         finally:
             if proc.poll() is None:
@@ -160,8 +159,8 @@ class LocalExecutor(ExecutionManager):
             "RunnerDied", f"the stage runner exited with code {proc.returncode}", platform=True).to_dict()
         if result["ok"]:
             return
-        if stop_asked_at is not None:  # it stopped because we asked (HandedBack), or failed meanwhile
-            raise HandedBack()
+        if stop_asked_at is not None:  # it stopped at a checkpoint because we asked, or failed meanwhile
+            raise ReturnToQueue()
         raise StageFailed.from_dict(result)
 
 

@@ -35,9 +35,9 @@ from ..store import FINISHED, Job, JobStatus
 from .base import (
     Cancelled,
     ExecutionManager,
-    HandedBack,
     Lease,
     LeaseLost,
+    ReturnToQueue,
     stage_timeout,
     timeout_message,
 )
@@ -193,7 +193,6 @@ def _stamp(path: Path, message: str) -> None:
 class RayExecutor(ExecutionManager):
     """Runs each stage as a Ray job; Cancel stops it, a dead worker's Ray job is followed, not repeated."""
 
-    features = {"cancel": True, "resume": True}
     poll_seconds = 0.5
     SWEEP_SECONDS = 15.0  # how often an idle worker stops Ray jobs whose database job is over
 
@@ -340,7 +339,7 @@ class RayExecutor(ExecutionManager):
                 if current.lease_owner != self.worker_id:
                     raise LeaseLost()  # the new owner follows the same Ray job
             if self.stopping.is_set():
-                raise HandedBack()  # the Ray job runs on; the next worker follows it
+                raise ReturnToQueue()  # the Ray job runs on; the next worker follows it
             lease.renew()  # a lease lost to a long outage leaves the Ray job to the next worker
             time.sleep(max(self.poll_seconds, lease.retry_seconds))
         self._outcome(job, sid, status, info, result_path, relay)
