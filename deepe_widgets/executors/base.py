@@ -133,7 +133,33 @@ class ReturnToQueue(Exception):
     the executor sees that stage end, and returns the job to the queue with this."""
 
 
+class RunningStage:
+    """A stage underway on a backend: the steps of its own that `ExecutionManager.follow` asks for."""
+
+    poll_seconds = 0.25
+    detail: dict = {}  # added to the job's error_detail when the workbench stops the stage (e.g. the Ray job)
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds`; True once the stage has ended (its outcome is then the backend's to read)."""
+        raise NotImplementedError
+
+    def running_since(self) -> float | None:
+        """When (time.monotonic) the stage began to run: STAGE_TIMEOUT counts from there (None: not yet)."""
+        raise NotImplementedError
+
+    def stop(self, why: str) -> None:
+        """Stop the stage now (`why`: "cancelled", or the timeout's message)."""
+        raise NotImplementedError
+
+    def worker_stopping(self, now: bool) -> None:
+        """The worker is stopping: raise ReturnToQueue when the job should go back now, else ask the stage
+        to stop at a checkpoint (`now`: without waiting for one)."""
+        raise ReturnToQueue()
+
+
 class ExecutionManager:
+    """The template every backend follows; a backend writes `execute()`, which may `follow` its stage."""
+
     def __init__(self, worker_id: str, heartbeat_seconds: float | None = None, warm_kernels: int | None = None):
         """`warm_kernels`: how many kernelspecs `warm` may keep a kernel started for
         (None: `DEEPE_WARM_KERNELS`; 0: none)."""
@@ -186,6 +212,30 @@ class ExecutionManager:
 
     def execute(self, job: Job) -> None:
         raise NotImplementedError
+
+    def follow(self, job: Job, stage: RunningStage) -> None:
+        """The one heartbeat loop: until `stage` ends, renew the job's lease on the heartbeat period, and stop
+        the stage for a cancel (Cancelled), a lost lease (LeaseLost), STAGE_TIMEOUT (StageFailed) or a
+        stopping worker (ReturnToQueue, through `stage.worker_stopping`)."""
+        lease = self.lease = self.lease or Lease(job.id, self.worker_id, self.heartbeat_seconds)
+        timeout = stage_timeout(job)
+        # while the database does not answer, wait longer between tries
+        while not stage.wait(max(stage.poll_seconds, lease.retry_seconds)):
+            since = stage.running_since()
+            if timeout and since is not None and time.monotonic() - since > timeout:
+                message = timeout_message(job.stage, timeout)
+                stage.stop(message)
+                raise StageFailed("StageTimeout", f"STAGE_TIMEOUT={timeout:g}", extra=stage.detail, message=message)
+            current = lease.read()
+            if current is not None:
+                if current.status == JobStatus.CANCELLING:
+                    stage.stop("cancelled")
+                    raise Cancelled()
+                if current.lease_owner != self.worker_id:
+                    raise LeaseLost()
+            if self.stopping.is_set():
+                stage.worker_stopping(self.stop_now)
+            lease.renew()
 
     def on_failure(self, job: Job, message: str, detail: dict) -> str | None:
         try:

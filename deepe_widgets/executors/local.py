@@ -12,16 +12,12 @@ from .. import config
 from ..errors import StageFailed
 from ..processes import kill_process_tree
 from ..runtime import STOP_FILE
-from ..store import Job, JobStatus
+from ..store import Job
 from .base import (
-    Cancelled,
     ExecutionManager,
-    Lease,
-    LeaseLost,
     ReturnToQueue,
+    RunningStage,
     stage_kernel,
-    stage_timeout,
-    timeout_message,
 )
 
 
@@ -82,10 +78,42 @@ class StandbyRunners:
 
 
 
-class LocalExecutor(ExecutionManager):
-    """Runs each stage in a subprocess on this machine (papermill → the stage's kernel)."""
+class LocalStage(RunningStage):
+    """A stage runner subprocess on this machine."""
 
     poll_seconds = 0.25
+
+    def __init__(self, proc: subprocess.Popen, run_dir: Path):
+        self.proc = proc
+        self.run_dir = run_dir
+        self.started = time.monotonic()
+        self.stop_asked_at: float | None = None
+
+    def wait(self, seconds: float) -> bool:
+        try:
+            self.proc.wait(timeout=seconds)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def running_since(self) -> float | None:
+        return self.started
+
+    def stop(self, why: str) -> None:
+        kill_process_tree(self.proc.pid)
+
+    def worker_stopping(self, now: bool) -> None:
+        if now:
+            raise ReturnToQueue()
+        if self.stop_asked_at is None:  # the training saves a checkpoint and stops
+            (self.run_dir / STOP_FILE).touch()
+            self.stop_asked_at = time.monotonic()
+        elif time.monotonic() - self.stop_asked_at > config.stop_grace_seconds():
+            raise ReturnToQueue()
+
+
+class LocalExecutor(ExecutionManager):
+    """Runs each stage in a subprocess on this machine (papermill → the stage's kernel)."""
 
     def __init__(self, worker_id: str, heartbeat_seconds: float | None = None, warm_kernels: int | None = None):
         super().__init__(worker_id, heartbeat_seconds, warm_kernels)
@@ -119,42 +147,15 @@ class LocalExecutor(ExecutionManager):
         result_path = run_dir / f".{job.stage}.result.json"
         result_path.unlink(missing_ok=True)
         kernel = stage_kernel(job)
-        timeout = stage_timeout(job)
-        lease = self.lease = self.lease or Lease(job.id, self.worker_id, self.heartbeat_seconds)
-        proc = self._start_runner(job, kernel, result_path)
-        started = time.monotonic()
-        stop_asked_at = None
+        stage = LocalStage(self._start_runner(job, kernel, result_path), run_dir)
         try:
-            while True:
-                try:  # while the database does not answer, wait longer between tries
-                    proc.wait(timeout=max(self.poll_seconds, lease.retry_seconds))
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if timeout and time.monotonic() - started > timeout:
-                    kill_process_tree(proc.pid)
-                    raise StageFailed("StageTimeout", f"STAGE_TIMEOUT={timeout:g}",
-                                      message=timeout_message(job.stage, timeout))
-                current = lease.read()
-                if current is not None:
-                    if current.status == JobStatus.CANCELLING:
-                        raise Cancelled()
-                    if current.lease_owner != self.worker_id:
-                        raise LeaseLost()
-                if self.stopping.is_set():
-                    if self.stop_now:
-                        raise ReturnToQueue()
-                    if stop_asked_at is None:  # the training saves a checkpoint and stops
-                        (run_dir / STOP_FILE).touch()
-                        stop_asked_at = time.monotonic()
-                    elif time.monotonic() - stop_asked_at > config.stop_grace_seconds():
-                        raise ReturnToQueue()
-                lease.renew()
+            self.follow(job, stage)
         finally:
-            if proc.poll() is None:
-                kill_process_tree(proc.pid)
+            if stage.proc.poll() is None:
+                kill_process_tree(stage.proc.pid)
             if kernel and not self.stopping.is_set():  # ready for the next stage in this kernel
                 self.warm(kernel)
+        proc, stop_asked_at = stage.proc, stage.stop_asked_at
         result = json.loads(result_path.read_text()) if result_path.exists() else StageFailed(
             "RunnerDied", f"the stage runner exited with code {proc.returncode}", platform=True).to_dict()
         if result["ok"]:

@@ -35,11 +35,8 @@ from ..store import FINISHED, Job, JobStatus
 from .base import (
     Cancelled,
     ExecutionManager,
-    Lease,
-    LeaseLost,
     ReturnToQueue,
-    stage_timeout,
-    timeout_message,
+    RunningStage,
 )
 
 log = logging.getLogger("deepe.executor.ray")
@@ -190,10 +187,67 @@ def _stamp(path: Path, message: str) -> None:
         pass
 
 
+class RayStage(RunningStage):
+    """A stage running as a Ray job: it outlives this worker, which only follows it."""
+
+    poll_seconds = 0.5
+
+    def __init__(self, executor: RayExecutor, job: Job, sid: str, stage_log: Path):
+        self.executor = executor
+        self.job = job
+        self.sid = sid
+        self.stage_log = stage_log
+        self.detail = {"ray_job": sid}
+        self.relay = LogRelay(executor.client, sid, stage_log)
+        self.status: str | None = None
+        self.info = None
+        self._running_since: float | None = None
+        self._waiting_said = False
+
+    def wait(self, seconds: float) -> bool:
+        job, sid = self.job, self.sid
+        if self.info is not None:  # the first look goes at once
+            time.sleep(seconds)
+        # a head that does not answer (a restart, a blip) is asked again; its Ray job runs on meanwhile
+        info = self.info = self.executor._ask_ray(job, self.executor.client.get_job_info, sid)
+        status = self.status = str(getattr(info.status, "value", info.status))
+        self.relay.poll(final=status in RAY_TERMINAL)
+        if status == "RUNNING" and self._running_since is None:
+            self._running_since = time.monotonic()
+            log.info("job %s: Ray job %s running, %.1f s after its submission", job.id, sid,
+                     time.time() - (info.start_time or 0) / 1000)
+        if status in RAY_TERMINAL:
+            return True
+        if status == "PENDING":
+            waited = time.time() - (info.start_time or time.time() * 1000) / 1000
+            if not self._waiting_said and waited > 5:
+                _stamp(self.stage_log, f"waiting for a Ray node that offers {describe_resources(stage_resources(job))}")
+                self._waiting_said = True
+            if waited > resource_wait_seconds():
+                self.executor._stop(sid)
+                what = describe_resources(stage_resources(job))
+                raise StageFailed("NoNodeOffers", what, platform=True, extra={"ray_job": sid},
+                                  message=f"no node offers {what}: the Ray cluster at {self.executor.address} found "
+                                          f"none in {waited:.0f} s (DEEPE_RAY_RESOURCE_WAIT_SECONDS)")
+        return False
+
+    def running_since(self) -> float | None:
+        return self._running_since
+
+    def stop(self, why: str) -> None:
+        self.executor._stop(self.sid)
+        if why == "cancelled":
+            _stamp(self.stage_log, f"cancelled: Ray job {self.sid} stopped")
+        else:
+            _stamp(self.stage_log, f"stopped: {why} (Ray job {self.sid})")
+
+    def worker_stopping(self, now: bool) -> None:
+        raise ReturnToQueue()  # the Ray job runs on; the next worker follows it
+
+
 class RayExecutor(ExecutionManager):
     """Runs each stage as a Ray job; Cancel stops it, a dead worker's Ray job is followed, not repeated."""
 
-    poll_seconds = 0.5
     SWEEP_SECONDS = 15.0  # how often an idle worker stops Ray jobs whose database job is over
 
     def __init__(self, worker_id: str, heartbeat_seconds: float | None = None, warm_kernels: int | None = None):
@@ -298,51 +352,9 @@ class RayExecutor(ExecutionManager):
             sid = adopted[0]
             log.info("job %s: following Ray job %s, started by an earlier worker", job.id, sid)
             _stamp(stage_log, f"following Ray job {sid}, started by an earlier worker (attempt {job.attempt})")
-        relay = LogRelay(self.client, sid, stage_log)
-        lease = self.lease = self.lease or Lease(job.id, self.worker_id, self.heartbeat_seconds)
-        timeout = stage_timeout(job)
-        running_since = None
-        waiting_said = False
-        while True:
-            # a head that does not answer (a restart, a blip) is asked again; its Ray job runs on meanwhile
-            info = self._ask_ray(job, self.client.get_job_info, sid)
-            status = str(getattr(info.status, "value", info.status))
-            relay.poll(final=status in RAY_TERMINAL)
-            if status == "RUNNING" and running_since is None:
-                running_since = time.monotonic()
-                log.info("job %s: Ray job %s running, %.1f s after its submission", job.id, sid,
-                         time.time() - (info.start_time or 0) / 1000)
-            if status in RAY_TERMINAL:
-                break
-            if status == "PENDING":
-                waited = time.time() - (info.start_time or time.time() * 1000) / 1000
-                if not waiting_said and waited > 5:
-                    _stamp(stage_log, f"waiting for a Ray node that offers {describe_resources(stage_resources(job))}")
-                    waiting_said = True
-                if waited > resource_wait_seconds():
-                    self._stop(sid)
-                    what = describe_resources(stage_resources(job))
-                    raise StageFailed("NoNodeOffers", what, platform=True, extra={"ray_job": sid},
-                                      message=f"no node offers {what}: the Ray cluster at {self.address} found "
-                                              f"none in {waited:.0f} s (DEEPE_RAY_RESOURCE_WAIT_SECONDS)")
-            if timeout and running_since is not None and time.monotonic() - running_since > timeout:
-                self._stop(sid)
-                _stamp(stage_log, f"stopped: the stage ran past STAGE_TIMEOUT={timeout:g} s (Ray job {sid})")
-                raise StageFailed("StageTimeout", f"STAGE_TIMEOUT={timeout:g}", extra={"ray_job": sid},
-                                  message=timeout_message(job.stage, timeout))
-            current = lease.read()
-            if current is not None:
-                if current.status == JobStatus.CANCELLING:
-                    self._stop(sid)
-                    _stamp(stage_log, f"cancelled: Ray job {sid} stopped")
-                    raise Cancelled()
-                if current.lease_owner != self.worker_id:
-                    raise LeaseLost()  # the new owner follows the same Ray job
-            if self.stopping.is_set():
-                raise ReturnToQueue()  # the Ray job runs on; the next worker follows it
-            lease.renew()  # a lease lost to a long outage leaves the Ray job to the next worker
-            time.sleep(max(self.poll_seconds, lease.retry_seconds))
-        self._outcome(job, sid, status, info, result_path, relay)
+        stage = RayStage(self, job, sid, stage_log)
+        self.follow(job, stage)
+        self._outcome(job, sid, stage.status, stage.info, result_path, stage.relay)
 
     def _outcome(self, job: Job, sid: str, status: str, info, result_path: Path, relay: "LogRelay") -> None:
         result = None
