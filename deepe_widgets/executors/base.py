@@ -1,9 +1,10 @@
-"""Executors run a claimed job's stage and report back.
+"""The executors' base: the template every backend follows, the job's lease, and its heartbeat loop.
 
 `ExecutionManager.process` is a fixed template (before start → execute →
 on failure / on complete) with every step inside one failure path: whatever goes
 wrong, the job gets one final status with the real reason, and the worker goes on.
-A backend writes `execute()`.
+A backend writes `execute()`, which starts its stage and hands a `RunningStage` to
+`ExecutionManager.follow`, the one loop that renews the lease and stops the stage when it must.
 """
 
 from __future__ import annotations
