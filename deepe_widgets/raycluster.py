@@ -64,7 +64,9 @@ class RayHead:
         command = [str(ray) if ray.exists() else "ray", "start", "--head", f"--port={gcs_port}",
                    f"--ray-client-server-port={free_port()}",
                    "--node-ip-address=127.0.0.1", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                   "--dashboard-port=0", f"--temp-dir={self.temp_dir}", f"--num-cpus={self.num_cpus}",
+                   # the agent's port too: its default (52365) is taken by any other head on this machine
+                   "--dashboard-port=0", f"--dashboard-agent-listen-port={free_port()}",
+                   f"--temp-dir={self.temp_dir}", f"--num-cpus={self.num_cpus}",
                    f"--num-gpus={self.num_gpus}", "--disable-usage-stats"]
         self.gcs_address = f"127.0.0.1:{gcs_port}"
         with open(self.log, "ab") as out:

@@ -570,11 +570,10 @@ def main(argv: list[str] | None = None) -> int:
         run_job_stage(job_id, stage, warm)
         result = {"ok": True}
     except StageFailed as exc:
-        result = {"ok": False, "ename": exc.ename, "evalue": exc.evalue, "cell": exc.cell_index,
-                  "source": exc.source[:2000], "platform": exc.platform, "location": exc.location}
+        result = exc.to_dict()  # the executor reads it back with StageFailed.from_dict
     except Exception as exc:  # before the stage ran: the platform failed, not the user's code
         logger.exception("job %s: stage %s could not run", job_id, stage)
-        result = {"ok": False, "ename": type(exc).__name__, "evalue": str(exc), "cell": None, "platform": True}
+        result = StageFailed(type(exc).__name__, str(exc), platform=True).to_dict()
     result_path.write_text(json.dumps(result))
     return 0 if result["ok"] else 1
 

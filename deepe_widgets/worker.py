@@ -31,8 +31,7 @@ from sqlmodel import select
 
 from . import config, deployments, jobs, store
 from .errors import DeepeError
-from .executors import stage_kernel
-from .executors_ray import EXECUTORS
+from .executors import EXECUTORS, get_executor, stage_kernel
 from .params import cli_seconds
 
 log = logging.getLogger("deepe.worker")
@@ -169,9 +168,9 @@ class Worker:
         `quick_slot`: run save and deploy jobs beside a training, in a second slot."""
         self.id = worker_id or new_worker_id()
         keep_warm = idle_exit is None or idle_exit >= self.WARM_WHEN_IDLE_EXIT_AT_LEAST
-        self.executor = EXECUTORS[executor](self.id, warm_kernels=None if keep_warm else 0)
+        self.executor = get_executor(executor)(self.id, warm_kernels=None if keep_warm else 0)
         # Its own executor and lease owner: the slots share no state but the database.
-        self.quick_executor = EXECUTORS[executor](f"{self.id}/1", warm_kernels=0) if quick_slot else None
+        self.quick_executor = get_executor(executor)(f"{self.id}/1", warm_kernels=0) if quick_slot else None
         self.idle_exit = idle_exit
         self.poll_seconds = poll_seconds  # an idle poll is one indexed read
         self.warm_kernel = config.DEFAULT_KERNEL  # then the kernel of the last stage run

@@ -19,7 +19,8 @@ FLOORS = [
      "vision_language", "scriptmode"},  # catalogue
     {"trainings"},  # training types (trainings.* too)
     {"jobs", "compare", "reruns", "tracking"},  # queue
-    {"runner", "executors", "executors_ray", "worker", "inference", "deployments"},  # execution
+    {"runner", "executors", "executors.base", "executors.local", "executors.ray", "worker", "inference",
+     "deployments"},  # execution
     {"cli", "app", "voila_server", "doctor", "ui", "__init__"},  # surfaces (ui.* and cli.* too)
 ]
 

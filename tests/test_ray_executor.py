@@ -181,7 +181,7 @@ def test_cli_refuses_a_ray_worker_without_an_address(home, monkeypatch):
 
 
 def test_without_a_shared_run_folder_the_stage_log_and_result_come_through_the_ray_logs(ray_env, tmp_path):
-    from deepe_widgets.executors_ray import NODE_PREFIX, RESULT_PREFIX, LogRelay
+    from deepe_widgets.executors.ray import NODE_PREFIX, RESULT_PREFIX, LogRelay
 
     lines = [f"{NODE_PREFIX}node-7 run folder /elsewhere/runs/1 not shared", "step 1 loss 2.5", "step 2 loss 2.1",
              RESULT_PREFIX + '{"ok": false, "ename": "ValueError", "evalue": "bad column", "cell": 3}']
@@ -200,7 +200,7 @@ def test_resources_come_from_the_method_then_the_job(workspace, tmp_path):
     import nbformat
 
     from deepe_widgets.errors import DeepeError
-    from deepe_widgets.executors_ray import describe_resources, stage_resources
+    from deepe_widgets.executors.ray import describe_resources, stage_resources
 
     nb = nbformat.read(plain_notebook(tmp_path / "gpu.ipynb"), as_version=4)
     nb.cells[0].source += "\nNUM_GPUS = 1.0"  # the method's own default, in its parameters cell
@@ -243,7 +243,7 @@ def test_the_ray_job_holds_no_secret_and_the_node_reads_its_own(workspace, ray_e
     listed = [d for d in ray_env.list_jobs() if d.submission_id == f"deepe-{job.uuid}-1"]
     shown = info.model_dump_json() + "".join(d.model_dump_json() for d in listed)
     assert info.runtime_env["env_vars"]["DEEPE_DB_URL"] == url.replace(f":{password}@", "@")
-    assert "deepe_widgets.executors_ray" in info.entrypoint and info.metadata["deepe_job"] == str(job.id)
+    assert "deepe_widgets.executors.ray" in info.entrypoint and info.metadata["deepe_job"] == str(job.id)
     for secret in (password, token, key):
         assert secret not in shown
     assert not [name for name in info.runtime_env["env_vars"] if "TOKEN" in name or "KEY" in name]
@@ -251,7 +251,7 @@ def test_the_ray_job_holds_no_secret_and_the_node_reads_its_own(workspace, ray_e
 
 def test_a_secrets_file_others_can_read_is_refused(tmp_path, monkeypatch):
     from deepe_widgets.errors import DeepeError
-    from deepe_widgets.executors_ray import load_node_secrets, url_without_password
+    from deepe_widgets.executors.ray import load_node_secrets, url_without_password
 
     secrets = tmp_path / "secrets.env"
     secrets.write_text("HF_TOKEN=hf_abc\n")

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 from deepe_widgets import jobs, methods, metrics, models, store, worker
-from deepe_widgets.executors import LocalExecutor
+from deepe_widgets.executors.local import LocalExecutor
 from deepe_widgets.worker import Worker
 
 from conftest import BOTH_BACKENDS, deepe

@@ -4,7 +4,7 @@ that has the resources it asks for.
 The database stays the record of every job: a worker claims jobs from it as the local executor's
 does, submits the stage as the Ray job `deepe-<job uuid>-<attempt>`, and follows it (status, lease
 heartbeat, cancel). The Ray job's entrypoint is the stage runner, papermill in the method's kernel
-on that node (`python -m deepe_widgets.executors_ray JOB_ID STAGE SUBMISSION_ID`); it writes
+on that node (`python -m deepe_widgets.executors.ray JOB_ID STAGE SUBMISSION_ID`); it writes
 metrics, the record and the output where the database says, as a local run does.
 
 Exactly once: a Ray job outlives the worker that submitted it. A worker that claims a job looks
@@ -28,21 +28,16 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from . import config, jobs, methods, store
-from . import params as paramlib
-from .errors import DeepeError
-from .executors import EXECUTORS as LOCAL_EXECUTORS
-from .executors import (
+from .. import config, jobs, methods, store
+from .. import params as paramlib
+from ..errors import DeepeError, StageFailed
+from ..store import FINISHED, Job, JobStatus
+from .base import (
     Cancelled,
     ExecutionManager,
-    HandedBack,
-    Lease,
-    LeaseLost,
-    StageError,
-    stage_timeout,
-    timeout_message,
+    ReturnToQueue,
+    RunningStage,
 )
-from .store import FINISHED, Job, JobStatus
 
 log = logging.getLogger("deepe.executor.ray")
 
@@ -192,11 +187,67 @@ def _stamp(path: Path, message: str) -> None:
         pass
 
 
+class RayStage(RunningStage):
+    """A stage running as a Ray job: it outlives this worker, which only follows it."""
+
+    poll_seconds = 0.5
+
+    def __init__(self, executor: RayExecutor, job: Job, sid: str, stage_log: Path):
+        self.executor = executor
+        self.job = job
+        self.sid = sid
+        self.stage_log = stage_log
+        self.detail = {"ray_job": sid}
+        self.relay = LogRelay(executor.client, sid, stage_log)
+        self.status: str | None = None
+        self.info = None
+        self._running_since: float | None = None
+        self._waiting_said = False
+
+    def wait(self, seconds: float) -> bool:
+        job, sid = self.job, self.sid
+        if self.info is not None:  # the first look goes at once
+            time.sleep(seconds)
+        # a head that does not answer (a restart, a blip) is asked again; its Ray job runs on meanwhile
+        info = self.info = self.executor._ask_ray(job, self.executor.client.get_job_info, sid)
+        status = self.status = str(getattr(info.status, "value", info.status))
+        self.relay.poll(final=status in RAY_TERMINAL)
+        if status == "RUNNING" and self._running_since is None:
+            self._running_since = time.monotonic()
+            log.info("job %s: Ray job %s running, %.1f s after its submission", job.id, sid,
+                     time.time() - (info.start_time or 0) / 1000)
+        if status in RAY_TERMINAL:
+            return True
+        if status == "PENDING":
+            waited = time.time() - (info.start_time or time.time() * 1000) / 1000
+            if not self._waiting_said and waited > 5:
+                _stamp(self.stage_log, f"waiting for a Ray node that offers {describe_resources(stage_resources(job))}")
+                self._waiting_said = True
+            if waited > resource_wait_seconds():
+                self.executor._stop(sid)
+                what = describe_resources(stage_resources(job))
+                raise StageFailed("NoNodeOffers", what, platform=True, extra={"ray_job": sid},
+                                  message=f"no node offers {what}: the Ray cluster at {self.executor.address} found "
+                                          f"none in {waited:.0f} s (DEEPE_RAY_RESOURCE_WAIT_SECONDS)")
+        return False
+
+    def running_since(self) -> float | None:
+        return self._running_since
+
+    def stop(self, why: str) -> None:
+        self.executor._stop(self.sid)
+        if why == "cancelled":
+            _stamp(self.stage_log, f"cancelled: Ray job {self.sid} stopped")
+        else:
+            _stamp(self.stage_log, f"stopped: {why} (Ray job {self.sid})")
+
+    def worker_stopping(self, now: bool) -> None:
+        raise ReturnToQueue()  # the Ray job runs on; the next worker follows it
+
+
 class RayExecutor(ExecutionManager):
     """Runs each stage as a Ray job; Cancel stops it, a dead worker's Ray job is followed, not repeated."""
 
-    features = {"cancel": True, "resume": True}
-    poll_seconds = 0.5
     SWEEP_SECONDS = 15.0  # how often an idle worker stops Ray jobs whose database job is over
 
     def __init__(self, worker_id: str, heartbeat_seconds: float | None = None, warm_kernels: int | None = None):
@@ -270,7 +321,7 @@ class RayExecutor(ExecutionManager):
         sid = self._fresh_submission_id(job)
         (run_dir / SHARED_MARK).write_text(sid)
         python = os.environ.get("DEEPE_RAY_PYTHON") or sys.executable
-        entrypoint = f"{python} -m deepe_widgets.executors_ray {job.id} {job.stage} {sid}"
+        entrypoint = f"{python} -m deepe_widgets.executors.ray {job.id} {job.stage} {sid}"
 
         def submit():
             try:
@@ -301,52 +352,9 @@ class RayExecutor(ExecutionManager):
             sid = adopted[0]
             log.info("job %s: following Ray job %s, started by an earlier worker", job.id, sid)
             _stamp(stage_log, f"following Ray job {sid}, started by an earlier worker (attempt {job.attempt})")
-        relay = LogRelay(self.client, sid, stage_log)
-        lease = self.lease = self.lease or Lease(job.id, self.worker_id, self.heartbeat_seconds)
-        timeout = stage_timeout(job)
-        running_since = None
-        waiting_said = False
-        while True:
-            # a head that does not answer (a restart, a blip) is asked again; its Ray job runs on meanwhile
-            info = self._ask_ray(job, self.client.get_job_info, sid)
-            status = str(getattr(info.status, "value", info.status))
-            relay.poll(final=status in RAY_TERMINAL)
-            if status == "RUNNING" and running_since is None:
-                running_since = time.monotonic()
-                log.info("job %s: Ray job %s running, %.1f s after its submission", job.id, sid,
-                         time.time() - (info.start_time or 0) / 1000)
-            if status in RAY_TERMINAL:
-                break
-            if status == "PENDING":
-                waited = time.time() - (info.start_time or time.time() * 1000) / 1000
-                if not waiting_said and waited > 5:
-                    _stamp(stage_log, f"waiting for a Ray node that offers {describe_resources(stage_resources(job))}")
-                    waiting_said = True
-                if waited > resource_wait_seconds():
-                    self._stop(sid)
-                    what = describe_resources(stage_resources(job))
-                    raise StageError(f"no node offers {what}: the Ray cluster at {self.address} found none in "
-                                     f"{waited:.0f} s (DEEPE_RAY_RESOURCE_WAIT_SECONDS)",
-                                     {"ename": "NoNodeOffers", "evalue": what, "platform": True, "ray_job": sid})
-            if timeout and running_since is not None and time.monotonic() - running_since > timeout:
-                self._stop(sid)
-                _stamp(stage_log, f"stopped: the stage ran past STAGE_TIMEOUT={timeout:g} s (Ray job {sid})")
-                raise StageError(timeout_message(job.stage, timeout),
-                                 {"ename": "StageTimeout", "evalue": f"STAGE_TIMEOUT={timeout:g}", "platform": False,
-                                  "ray_job": sid})
-            current = lease.read()
-            if current is not None:
-                if current.status == JobStatus.CANCELLING:
-                    self._stop(sid)
-                    _stamp(stage_log, f"cancelled: Ray job {sid} stopped")
-                    raise Cancelled()
-                if current.lease_owner != self.worker_id:
-                    raise LeaseLost()  # the new owner follows the same Ray job
-            if self.stopping.is_set():
-                raise HandedBack()  # the Ray job runs on; the next worker follows it
-            lease.renew()  # a lease lost to a long outage leaves the Ray job to the next worker
-            time.sleep(max(self.poll_seconds, lease.retry_seconds))
-        self._outcome(job, sid, status, info, result_path, relay)
+        stage = RayStage(self, job, sid, stage_log)
+        self.follow(job, stage)
+        self._outcome(job, sid, stage.status, stage.info, result_path, stage.relay)
 
     def _outcome(self, job: Job, sid: str, status: str, info, result_path: Path, relay: "LogRelay") -> None:
         result = None
@@ -364,17 +372,12 @@ class RayExecutor(ExecutionManager):
         if status == "STOPPED":
             if self.lease.call(jobs.get_job, job.id).status == JobStatus.CANCELLING:
                 raise Cancelled()
-            raise StageError(f"the workbench failed: Ray job {sid} was stopped outside the workbench",
-                             {"ename": "RayJobStopped", "evalue": info.message, "platform": True, "ray_job": sid})
+            raise StageFailed("RayJobStopped", info.message, platform=True, extra={"ray_job": sid},
+                              message=f"the workbench failed: Ray job {sid} was stopped outside the workbench")
         if not result or result.get("ok"):
-            raise StageError(f"the workbench failed: Ray job {sid} failed: {info.message}",
-                             {"ename": "RayJobFailed", "evalue": info.message, "platform": True, "ray_job": sid})
-        cell = result.get("cell")
-        where = f" ({result['location']})" if result.get("location") else f" (cell {cell})" if cell is not None else ""
-        prefix = "the workbench failed: " if result.get("platform") else ""
-        raise StageError(f"{prefix}{result['ename']}: {result['evalue']}{where}",
-                         {**{k: result.get(k) for k in ("ename", "evalue", "cell", "location", "source", "platform")},
-                          "ray_job": sid})
+            raise StageFailed("RayJobFailed", info.message, platform=True, extra={"ray_job": sid},
+                              message=f"the workbench failed: Ray job {sid} failed: {info.message}")
+        raise StageFailed.from_dict(result, ray_job=sid)
 
     def _stop(self, sid: str, timeout: float = 60) -> None:
         """Stop a Ray job and wait until Ray says it stopped (SIGTERM, SIGKILL after a few seconds).
@@ -491,10 +494,10 @@ def node_main(argv: list[str]) -> int:
     try:  # before the database is opened: its password may be among them
         load_node_secrets()
     except DeepeError as exc:
-        failure = {"ok": False, "ename": "SecretsFile", "evalue": exc.message, "cell": None, "platform": True}
+        failure = StageFailed("SecretsFile", exc.message, platform=True).to_dict()
         print(f"{RESULT_PREFIX}{json.dumps(failure)}", flush=True)
         return 1
-    from . import runner  # papermill: on the node only
+    from .. import runner  # papermill: on the node only
 
     job = runner.with_database(f"job {job_id}", jobs.get_job, job_id)
     run_dir = Path(job.run_dir)
@@ -515,12 +518,10 @@ def node_main(argv: list[str]) -> int:
     if tail is not None:
         tail.join(timeout=10)
     result = result_path.read_text() if result_path.exists() else json.dumps(
-        {"ok": False, "ename": "RunnerDied", "evalue": "the stage runner left no result", "platform": True})
+        StageFailed("RunnerDied", "the stage runner left no result", platform=True).to_dict())
     print(f"{RESULT_PREFIX}{json.dumps(json.loads(result))}", flush=True)
     return code
 
-
-EXECUTORS = {**LOCAL_EXECUTORS, "ray": RayExecutor}
 
 
 if __name__ == "__main__":

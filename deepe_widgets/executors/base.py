@@ -1,17 +1,15 @@
-"""Executors run a claimed job's stage and report back.
+"""The executors' base: the template every backend follows, the job's lease, and its heartbeat loop.
 
 `ExecutionManager.process` is a fixed template (before start → execute →
 on failure / on complete) with every step inside one failure path: whatever goes
 wrong, the job gets one final status with the real reason, and the worker goes on.
-A backend writes `execute()`; `features` says what it supports (cancel, resume).
+A backend writes `execute()`, which starts its stage and hands a `RunningStage` to
+`ExecutionManager.follow`, the one loop that renews the lease and stops the stage when it must.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,15 +17,14 @@ from pathlib import Path
 import nbformat
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from . import config, deployments, jobs, methods, models, store
-from . import params as paramlib
-from .errors import DatabaseUnavailable, DeepeError
-from .metrics import metric_stats
-from .processes import kill_process_tree
-from .runtime import STOP_FILE
-from .runtime.script import warn_if_silent
-from .scriptmode import read_script_output
-from .store import Job, JobKind, JobStatus, ModelKind
+from .. import config, deployments, jobs, methods, models, store
+from .. import params as paramlib
+from ..errors import DatabaseUnavailable, DeepeError, StageFailed
+from ..metrics import metric_stats
+from ..runtime import STOP_FILE
+from ..runtime.script import warn_if_silent
+from ..scriptmode import read_script_output
+from ..store import Job, JobKind, JobStatus, ModelKind
 
 log = logging.getLogger("deepe.executor")
 
@@ -130,21 +127,39 @@ class Cancelled(Exception):
     """The user cancelled the job while it ran."""
 
 
-class HandedBack(Exception):
-    """The worker is stopping: the job goes back to the queue (after a checkpoint, unless `now`)."""
+class ReturnToQueue(Exception):
+    """The worker is stopping: the job goes back to the queue (after a checkpoint, unless `stop_now`).
+
+    Not `runtime.HandedBack`, which the training raises inside the kernel once it saved that checkpoint:
+    the executor sees that stage end, and returns the job to the queue with this."""
 
 
-class StageError(Exception):
-    """The stage's own code failed (or, with `platform`, the workbench around it)."""
+class RunningStage:
+    """A stage underway on a backend: the steps of its own that `ExecutionManager.follow` asks for."""
 
-    def __init__(self, message: str, detail: dict):
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
+    poll_seconds = 0.25
+    detail: dict = {}  # added to the job's error_detail when the workbench stops the stage (e.g. the Ray job)
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds`; True once the stage has ended (its outcome is then the backend's to read)."""
+        raise NotImplementedError
+
+    def running_since(self) -> float | None:
+        """When (time.monotonic) the stage began to run: STAGE_TIMEOUT counts from there (None: not yet)."""
+        raise NotImplementedError
+
+    def stop(self, why: str) -> None:
+        """Stop the stage now (`why`: "cancelled", or the timeout's message)."""
+        raise NotImplementedError
+
+    def worker_stopping(self, now: bool) -> None:
+        """The worker is stopping: raise ReturnToQueue when the job should go back now, else ask the stage
+        to stop at a checkpoint (`now`: without waiting for one)."""
+        raise ReturnToQueue()
 
 
 class ExecutionManager:
-    features: dict[str, bool] = {"cancel": False, "resume": False}
+    """The template every backend follows; a backend writes `execute()`, which may `follow` its stage."""
 
     def __init__(self, worker_id: str, heartbeat_seconds: float | None = None, warm_kernels: int | None = None):
         """`warm_kernels`: how many kernelspecs `warm` may keep a kernel started for
@@ -166,7 +181,7 @@ class ExecutionManager:
                 self.before_start(job)
                 self.execute(job)
                 return lease.call(self.on_complete, job)
-            except HandedBack:
+            except ReturnToQueue:
                 returned = lease.call(jobs.hand_back, job.id, self.worker_id)
                 log.info("job %s handed back to the queue (%s)", job.id, "ok" if returned else "lease lost")
                 return JobStatus.QUEUED if returned else None
@@ -174,7 +189,7 @@ class ExecutionManager:
                 done = lease.call(jobs.finish_job, job.id, self.worker_id, JobStatus.CANCELLED,
                                   error="cancelled by the user")
                 return JobStatus.CANCELLED if done else None
-            except StageError as exc:
+            except StageFailed as exc:
                 return self.on_failure(job, exc.message, exc.detail)
             except LeaseLost:
                 raise
@@ -198,6 +213,30 @@ class ExecutionManager:
 
     def execute(self, job: Job) -> None:
         raise NotImplementedError
+
+    def follow(self, job: Job, stage: RunningStage) -> None:
+        """The one heartbeat loop: until `stage` ends, renew the job's lease on the heartbeat period, and stop
+        the stage for a cancel (Cancelled), a lost lease (LeaseLost), STAGE_TIMEOUT (StageFailed) or a
+        stopping worker (ReturnToQueue, through `stage.worker_stopping`)."""
+        lease = self.lease = self.lease or Lease(job.id, self.worker_id, self.heartbeat_seconds)
+        timeout = stage_timeout(job)
+        # while the database does not answer, wait longer between tries
+        while not stage.wait(max(stage.poll_seconds, lease.retry_seconds)):
+            since = stage.running_since()
+            if timeout and since is not None and time.monotonic() - since > timeout:
+                message = timeout_message(job.stage, timeout)
+                stage.stop(message)
+                raise StageFailed("StageTimeout", f"STAGE_TIMEOUT={timeout:g}", extra=stage.detail, message=message)
+            current = lease.read()
+            if current is not None:
+                if current.status == JobStatus.CANCELLING:
+                    stage.stop("cancelled")
+                    raise Cancelled()
+                if current.lease_owner != self.worker_id:
+                    raise LeaseLost()
+            if self.stopping.is_set():
+                stage.worker_stopping(self.stop_now)
+            lease.renew()
 
     def on_failure(self, job: Job, message: str, detail: dict) -> str | None:
         try:
@@ -226,8 +265,8 @@ class ExecutionManager:
                 for output in outputs:
                     models.add_model(session=s, **output)
         except DeepeError as exc:
-            raise StageError(f"the stage finished but its model could not be registered: {exc.message}",
-                             {"ename": type(exc).__name__, "evalue": exc.message, "platform": True}) from exc
+            raise StageFailed(type(exc).__name__, exc.message, platform=True, message=f"the stage finished but "
+                              f"its model could not be registered: {exc.message}") from exc
         if warnings:
             log.warning("job %s succeeded with warnings: %s", job.id, "; ".join(warnings))
             _annotate_record(job, warnings)
@@ -294,62 +333,6 @@ def planned_outputs(job: Job) -> list[dict]:
     return []
 
 
-class StandbyRunners:
-    """Stage runners started ahead of their jobs, one per kernelspec, for the kernels used last.
-
-    Each is `python -m deepe_widgets.runner --standby KERNEL`: papermill imported, kernel
-    started, version probe done; the job that takes one skips ~2 s of start-up. A job still
-    gets a kernel of its own (one kernel, one job), and a runner nobody takes is stopped.
-    """
-
-    RETRY_SECONDS = 30.0  # after a standby runner died untaken, before starting another
-
-    def __init__(self, size: int):
-        self.size = size
-        self._runners: dict[str, subprocess.Popen] = {}  # kernel -> runner, oldest first
-        self._died_at: dict[str, float] = {}
-
-    def take(self, kernel: str) -> subprocess.Popen | None:
-        proc = self._runners.pop(kernel, None)
-        if proc is not None and proc.poll() is not None:
-            return None
-        return proc
-
-    def fill(self, kernel: str) -> None:
-        """Start a standby runner for `kernel` unless one is waiting; forget the least recent."""
-        if self.size <= 0:
-            return
-        proc = self._runners.pop(kernel, None)
-        if proc is not None and proc.poll() is not None:
-            self._died_at[kernel] = time.monotonic()  # see standby-runners.log
-            proc = None
-        if proc is None:
-            died = self._died_at.get(kernel)
-            if died is not None and time.monotonic() - died < self.RETRY_SECONDS:
-                return
-            with open(config.workspace_dir("logs") / "standby-runners.log", "ab") as runner_log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "deepe_widgets.runner", "--standby", kernel],
-                    stdin=subprocess.PIPE, stdout=runner_log, stderr=subprocess.STDOUT, start_new_session=True,
-                    env=config.worker_environment(), cwd=str(config.runs_dir()))
-        self._runners[kernel] = proc  # re-inserted: most recent last
-        while len(self._runners) > self.size:
-            self._stop(self._runners.pop(next(iter(self._runners))))
-
-    @staticmethod
-    def _stop(proc: subprocess.Popen) -> None:
-        try:
-            proc.stdin.close()  # "no job": it stops its kernel and exits
-            proc.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            kill_process_tree(proc.pid)
-
-    def close(self) -> None:
-        for proc in self._runners.values():
-            self._stop(proc)
-        self._runners.clear()
-
-
 # STAGE_TIMEOUT (seconds) when a job does not give one: a training may take days, the other stages
 # are bounded (a save, a deployment's start-up, trying a model). 0 or None: no limit.
 INFER = "infer"  # `deepe infer` runs its stage in the caller's process, not as a job
@@ -382,93 +365,3 @@ def stage_kernel(job: Job) -> str | None:
         return None
 
 
-class LocalExecutor(ExecutionManager):
-    """Runs each stage in a subprocess on this machine (papermill → the stage's kernel)."""
-
-    features = {"cancel": True, "resume": True}
-    poll_seconds = 0.25
-
-    def __init__(self, worker_id: str, heartbeat_seconds: float | None = None, warm_kernels: int | None = None):
-        super().__init__(worker_id, heartbeat_seconds, warm_kernels)
-        self.standby = StandbyRunners(self.warm_kernels)
-
-    def warm(self, kernel: str) -> None:
-        self.standby.fill(kernel)
-
-    def close(self) -> None:
-        self.standby.close()
-
-    def _start_runner(self, job: Job, kernel: str | None, result_path: Path) -> subprocess.Popen:
-        """The job's stage runner: a standby one for its kernel if waiting, else a new process."""
-        proc = self.standby.take(kernel) if kernel else None
-        if proc is not None:
-            task = {"job": job.id, "stage": job.stage, "result": str(result_path)}
-            try:
-                proc.stdin.write((json.dumps(task) + "\n").encode())
-                proc.stdin.close()
-                return proc
-            except OSError:  # it died since: start one the usual way
-                kill_process_tree(proc.pid)
-        with open(Path(job.run_dir) / "runner.log", "ab") as runner_log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "deepe_widgets.runner", str(job.id), job.stage, str(result_path)],
-                stdin=subprocess.DEVNULL, stdout=runner_log, stderr=subprocess.STDOUT,
-                start_new_session=True, env=config.worker_environment(), cwd=job.run_dir)
-
-    def execute(self, job: Job) -> None:
-        run_dir = Path(job.run_dir)
-        result_path = run_dir / f".{job.stage}.result.json"
-        result_path.unlink(missing_ok=True)
-        kernel = stage_kernel(job)
-        timeout = stage_timeout(job)
-        lease = self.lease = self.lease or Lease(job.id, self.worker_id, self.heartbeat_seconds)
-        proc = self._start_runner(job, kernel, result_path)
-        started = time.monotonic()
-        stop_asked_at = None
-        try:
-            while True:
-                try:  # while the database does not answer, wait longer between tries
-                    proc.wait(timeout=max(self.poll_seconds, lease.retry_seconds))
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if timeout and time.monotonic() - started > timeout:
-                    kill_process_tree(proc.pid)
-                    raise StageError(timeout_message(job.stage, timeout),
-                                     {"ename": "StageTimeout", "evalue": f"STAGE_TIMEOUT={timeout:g}",
-                                      "platform": False})
-                current = lease.read()
-                if current is not None:
-                    if current.status == JobStatus.CANCELLING:
-                        raise Cancelled()
-                    if current.lease_owner != self.worker_id:
-                        raise LeaseLost()
-                if self.stopping.is_set():
-                    if self.stop_now:
-                        raise HandedBack()
-                    if stop_asked_at is None:  # the training saves a checkpoint and stops
-                        (run_dir / STOP_FILE).touch()
-                        stop_asked_at = time.monotonic()
-                    elif time.monotonic() - stop_asked_at > config.stop_grace_seconds():
-                        raise HandedBack()
-                lease.renew()
-        finally:
-            if proc.poll() is None:
-                kill_process_tree(proc.pid)
-            if kernel and not self.stopping.is_set():  # ready for the next stage in this kernel
-                self.warm(kernel)
-        result = json.loads(result_path.read_text()) if result_path.exists() else {
-            "ok": False, "ename": "RunnerDied", "evalue": f"the stage runner exited with code {proc.returncode}",
-            "platform": True}
-        if result["ok"]:
-            return
-        if stop_asked_at is not None:  # it stopped because we asked (HandedBack), or failed meanwhile
-            raise HandedBack()
-        cell = result.get("cell")
-        where = f" ({result['location']})" if result.get("location") else f" (cell {cell})" if cell is not None else ""
-        prefix = "the workbench failed: " if result.get("platform") else ""
-        raise StageError(f"{prefix}{result['ename']}: {result['evalue']}{where}",
-                         {k: result.get(k) for k in ("ename", "evalue", "cell", "location", "source", "platform")})
-
-
-EXECUTORS = {"local": LocalExecutor}
