@@ -264,9 +264,14 @@ def dispose_engines() -> None:
         _engines.clear()
 
 
+MIGRATE_LOCK_KEY = 0x6465657065  # "deepe": PostgreSQL's advisory lock for creating and migrating tables
+
+
 def migrate(engine: Engine) -> None:
     """Create missing tables and columns, so a database from an older version opens."""
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # processes opening a new database at once take turns
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK_KEY})
         SQLModel.metadata.create_all(conn)
         inspector = inspect(conn)
         for table in SQLModel.metadata.sorted_tables:
