@@ -83,6 +83,14 @@ def held_out_rows(raw, columns, eval_fraction: float, seed: int) -> tuple[list[i
     return train, held
 
 
+def split_held_out(dataset, eval_fraction: float = 0.1, seed: int = 42):
+    """(training rows, held-out rows) of a `datasets.Dataset`, by `held_out_rows`. The training
+    notebooks and the evaluation stage both call it, so an evaluation scores exactly the rows its
+    training never saw. Split before MAX_SAMPLES caps the training rows."""
+    train, held = held_out_rows(dataset, dataset.column_names, eval_fraction, seed)
+    return dataset.select(train), dataset.select(held)
+
+
 def log_event(message: str, level: str = "INFO") -> None:
     """One line in the stage log: `[deepe] <time> <LEVEL> <message>`."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
