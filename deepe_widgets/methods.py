@@ -97,7 +97,8 @@ BUILTINS = {
                        "image + question / answer rows; exact match on held-out questions.",
                        {"training": "vl_demo/training.ipynb", "saving": "vl_demo/saving.ipynb",
                         "inference-customized": "vl_demo/inference.ipynb",
-                        "inference-complete": "vl_demo/inference.ipynb"},
+                        "inference-complete": "vl_demo/inference.ipynb",
+                        "evaluation": "evaluation/vision_language.ipynb"},
                         VL_DEMO_DATASET),
     "MLX-Demo": Builtin("MLX-Demo", "chat", "complete",
                         "LoRA fine-tuning with mlx-lm (Apple silicon; its CPU backend runs on Linux). "
