@@ -26,7 +26,6 @@ SFT = TEMPLATES / "sft_demo" / "training.ipynb"
 DPO = TEMPLATES / "dpo_demo" / "training.ipynb"
 GRPO = TEMPLATES / "grpo_demo" / "training.ipynb"
 TEMPLATE = TEMPLATES / "custom_template" / "training.ipynb"
-SCRIPTS = Path(__file__).resolve().parent / "scripts"
 # Few, large steps on the tiny model: the held-out loss falls clearly within seconds.
 FAST = {"BATCH_SIZE": 4, "LEARNING_RATE": 5e-3, "MAX_SEQ_LENGTH": 64, "SAVE_STEPS": 0}
 
@@ -272,10 +271,13 @@ def test_a_parser_without_a_test_split_flag_gets_no_evaluation_flags(prepared, t
 
 @pytest.mark.training
 def test_trl_sft_script_evaluates_the_held_out_rows(tmp_path, tiny_model_dir):
+    import trl
+
     from test_scriptmode import argv_lines, chat_rows, run_script, write_jsonl
 
+    sft_script = Path(trl.__file__).parent / "scripts" / "sft.py"  # the installed TRL's own, unchanged
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows())
-    executed, output, text, error = run_script(tmp_path, SCRIPTS / "sft_trl.py", tiny_model_dir, data,
+    executed, output, text, error = run_script(tmp_path, sft_script, tiny_model_dir, data,
                                                EVAL_FRACTION=0.2, EVAL_STEPS=2, MAX_STEPS=4)
     assert error is None, error
     [argv] = argv_lines(text)
