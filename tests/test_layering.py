@@ -14,8 +14,8 @@ FLOORS = [
     {"errors", "config", "names", "paths", "params", "processes", "kernels", "stagefiles",
      "provenance", "images", "raycluster", "envs"},  # foundation
     {"store"},
-    {"runtime", "runtime.mlx", "runtime.script", "runtime.diffusion", "runtime.embedding", "runtime.vision",
-     "runtime.evaluation"},
+    {"runtime", "runtime.mlx", "runtime.script", "runtime.image_generation", "runtime.embedding",
+     "runtime.vision_language", "runtime.evaluation"},
     {"methods", "datasets", "models", "metrics", "demo_data", "testing", "image_data", "simpletuner", "embeddings",
      "vision_language", "scriptmode"},  # catalogue
     {"trainings"},  # training types (trainings.* too)
