@@ -153,10 +153,10 @@ def _check_benchmark(value: str) -> dict:
     return {"BENCHMARK_FILE": str(path.resolve()), "BENCHMARK_SHA256": provenance.sha256_file(path)}
 
 
-def submit_evaluation(model: str, *, dataset: str | None = None, suite: str | None = None,
-                      params: dict | None = None, name: str | None = None, training: Job | None = None,
+def plan_evaluation(model: str, *, dataset: str | None = None, suite: str | None = None,
+                      params: dict | None = None, training: Job | None = None,
                       method: str | None = None) -> Job:
-    """Queue an evaluation of `model` (any registered model but a Live one).
+    """The evaluate job of `model` (any registered model but a Live one), checked, not yet queued.
 
     Without `dataset`, a trained model is scored on the rows its training held out; a base model
     needs one. With `dataset`, on its rows (its held-out rows where it has a `split` column)."""
@@ -182,8 +182,6 @@ def submit_evaluation(model: str, *, dataset: str | None = None, suite: str | No
         if key in values and (not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 1):
             raise DeepeError(f"{key.lower()} must be a whole number of at least 1, not {values[key]!r}",
                              field=key.lower())
-    if name:
-        check_name(name, "evaluation")
     trained = _training_values(made_by)
     judge = values.pop("JUDGE", "")
     benchmark = values.pop("BENCHMARK_FILE", "")
@@ -221,6 +219,16 @@ def submit_evaluation(model: str, *, dataset: str | None = None, suite: str | No
     job = Job(kind=JobKind.EVALUATE, method=method_row.name if method_row is not None else "",
               base_model=record.name, dataset=dataset, params=job_params, stage="evaluation")
     require_kernel(stage_info(job)["kernel"], field="model")
+    return job
+
+
+def submit_evaluation(model: str, *, dataset: str | None = None, suite: str | None = None,
+                      params: dict | None = None, name: str | None = None, training: Job | None = None,
+                      method: str | None = None) -> Job:
+    """Queue an evaluation of `model` (`plan_evaluation`)."""
+    if name:
+        check_name(name, "evaluation")
+    job = plan_evaluation(model, dataset=dataset, suite=suite, params=params, training=training, method=method)
     return jobs._queue(job, name, "eval")
 
 
@@ -267,15 +275,17 @@ def after_training(job: Job) -> list[Job]:
     method_row = store.get_one(store.Method, name=job.method)
     if not made or method_row is None or "evaluation" not in method_row.stages:
         return []
-    queued = [submit_evaluation(made[0].name, training=job, method=job.method)]
-    tuned = queued[0]
-    base = job.base_model
+    tuned = plan_evaluation(made[0].name, training=job, method=job.method)
+    base = plan_evaluation(job.base_model, dataset=job.dataset, training=job, method=job.method)
     with store.read_session() as s:
-        earlier = s.exec(select(Job).where(Job.kind == JobKind.EVALUATE, Job.base_model == base)).all()
-    # ROW_KEY names the rows and the generation settings, not the model: the base's evaluation beside it
-    if not any(e.params.get("ROW_KEY") == tuned.params.get("ROW_KEY") and
+        earlier = s.exec(select(Job).where(Job.kind == JobKind.EVALUATE, Job.base_model == base.base_model)).all()
+    # ROW_KEY names the rows and the generation settings, not the model: the base's evaluation on
+    # the same rows, unless one exists; queued first, so the tuned model's card has it beside
+    queued = []
+    if not any(e.params.get("ROW_KEY") == base.params["ROW_KEY"] and
                e.status not in (JobStatus.FAILED, JobStatus.CANCELLED) for e in earlier):
-        queued.append(submit_evaluation(base, dataset=job.dataset, training=job, method=job.method))
+        queued.append(jobs._queue(base, None, "eval"))
+    queued.append(jobs._queue(tuned, None, "eval"))
     return queued
 
 

@@ -41,6 +41,43 @@ def write_model_card(job, name: str, output: Path) -> dict:
     return card
 
 
+EVALUATION_MARK = "<!-- deepe-evaluation -->"
+
+
+def publish_evaluation(job: Job) -> None:
+    """A succeeded evaluation joins its model's card (`model_card.json` and README.md, where the
+    workbench wrote them): the suite's scores beside its base model's, the data's hash, the record."""
+    from . import evaluations
+
+    record = models.get_model(job.base_model) if job.base_model else None
+    card_path = Path(record.path) / "model_card.json" if record is not None else None
+    if card_path is None or not card_path.is_file():
+        return  # a base model, or a folder the workbench did not write: its files stay as they are
+    side = evaluations.side_by_side(record.name, job.params.get("SUITE", "generation"))
+    tuned, base = side["tuned"], side["base"]
+    if tuned is None or tuned["job_id"] != job.id:
+        return
+    card = json.loads(card_path.read_text())
+    card.setdefault("evaluations", {})[tuned["suite"]] = {
+        "dataset": tuned["dataset"], "dataset_sha256": tuned["dataset_sha256"], "rows": tuned["rows"],
+        "metrics": tuned["metrics"], "base_model": side["base_model"],
+        "base_metrics": base["metrics"] if base else None, "job_id": job.id, "record": tuned["record"]}
+    card_path.write_text(json.dumps(card, indent=2, default=str))
+    readme = card_path.with_name("README.md")
+    text = readme.read_text() if readme.is_file() else f"# {record.name}\n"
+    lines = [EVALUATION_MARK, "## Evaluation", ""]
+    for suite, found in sorted(card["evaluations"].items()):
+        data = f"**{found['dataset']}** (sha256 `{str(found['dataset_sha256'] or '')[:12]}`)" if found["dataset"] \
+            else "a benchmark file"
+        lines += [f"The **{suite}** suite on {found['rows'] or 'its'} rows of {data}; record: `{found['record']}`.",
+                  "", f"| metric | base model ({found['base_model']}) | this model |", "|---|---|---|"]
+        for name, value in sorted(found["metrics"].items()):
+            was = (found["base_metrics"] or {}).get(name)
+            lines.append(f"| {name} | {'-' if was is None else f'{was:.4g}'} | {value:.4g} |")
+        lines.append("")
+    readme.write_text(text.split(EVALUATION_MARK)[0].rstrip() + "\n\n" + "\n".join(lines))
+
+
 def job_warnings(job: Job) -> list[str]:
     """What a succeeded training should not hide: it logged no metric, or trained past MAX_STEPS."""
     if job.kind != JobKind.TRAIN:

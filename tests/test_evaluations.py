@@ -58,6 +58,13 @@ def test_a_training_that_held_rows_out_is_evaluated_beside_its_base(workspace, m
     shown = deepe("models", "show", model).stdout
     assert "eval     job" in shown and "generation on demo-sft" in shown and tuned["record"] in shown
     assert deepe_json("models", "show", model, "--json")["evaluations"][0]["job_id"] == tuned["job_id"]
+    # and the model's own card, beside its weights, carries them with its base model's
+    folder = Path(deepe_json("models", "show", model, "--json")["path"])
+    card = json.loads((folder / "model_card.json").read_text())["evaluations"]["generation"]
+    assert card["metrics"] == tuned["metrics"] and card["dataset_sha256"] == tuned["dataset_sha256"]
+    assert card["base_metrics"] == base["metrics"]  # the base's evaluation was queued first
+    readme = (folder / "README.md").read_text()
+    assert "## Evaluation" in readme and "| eval_rougeL |" in readme and readme.count("## Evaluation") == 1
 
     # Re-running the record gives the same scores and answers.
     first = tuned

@@ -272,6 +272,11 @@ class ExecutionManager:
                     log.info("job %s: queued evaluation job(s) %s", job.id, ", ".join(str(j.id) for j in queued))
             except Exception:  # the training stands whatever becomes of its evaluation
                 log.exception("job %s: could not queue its evaluation", job.id)
+        if job.kind == JobKind.EVALUATE:
+            try:
+                publishing.publish_evaluation(job)
+            except Exception:  # the scores are kept in the run folder and the database all the same
+                log.exception("job %s: could not add the scores to the model's card", job.id)
         return JobStatus.SUCCEEDED
 
 
