@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 
 from deepe_widgets.runtime import evaluation
 
-from conftest import deepe, deepe_json
+from conftest import REPO, deepe, deepe_json
 from test_deployments import vllm_env  # noqa: F401  the session's one vLLM environment, built once
 
 PROMPTS = ["What is 2+2?", "Tell me a long story about a dragon who lived in the mountains", "hi",
@@ -361,3 +363,15 @@ def test_the_judge_on_a_vllm_live_model_of_smollm2(request, workspace):
     finally:
         deepe("deployments", "stop", live["name"], check=False)
 
+
+
+@pytest.mark.training
+def test_the_evaluation_benchmark_runs_tiny(tmp_path):
+    """`python -m benchmarks.evaluation --tiny` runs both rows (timing itself is not asserted)."""
+    out = tmp_path / "RESULTS-evaluation.md"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.evaluation", "--tiny", "--output", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    assert "| generation tokens/s, 12 prompts, batch 8" in text and "generation suite wall time" in text
+    assert "Same answers on both sides: yes" in text
