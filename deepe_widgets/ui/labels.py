@@ -31,7 +31,7 @@ PARAM_LABELS = {
     "MODEL_PATH": "Model folder", "DATASET_PATH": "Dataset file", "OUTPUT_DIR": "Output folder", "JOB_ID": "Job",
     "MAX_NEW_TOKENS": "Max New Tokens", "TEMPERATURE": "Temperature", "DTYPE": "Precision (dtype)",
     "ADAPTER_PATH": "Adapter folder", "REPORT_TO": "Also log to (trackers)", "SEED": "Seed",
-    "EVAL_FRACTION": "Held-out Share (0: none)", "EVAL_STEPS": "Evaluate Every N Steps (0: ~10 a run)",
+    "EVAL_FRACTION": "Held-out Share (0: none)", "EVAL_STEPS": "Eval Every N Steps (0: ~10)",
     # the job's own columns, in Compare
     "method": "Training Method", "base_model": "Base Model", "dataset": "Dataset",
 }
