@@ -162,6 +162,7 @@ def test_held_out_metrics_read_in_words_and_chart_beside_their_training_twins():
     assert metric_label("eval_perplexity") == "Held-out perplexity"
     assert metric_label("eval_rewards/margins") == "Held-out reward: margins"
     assert metric_label("eval_kl") == "Held-out KL divergence"
+    assert metric_label("eval_heldout_cosine_mrr@10") == "Held-out cosine mrr@10"  # sentence-transformers' name
     assert metric_order(["grad_norm", "eval_perplexity", "eval_loss", "loss", "eval_reward", "reward",
                          "rewards/margins", "eval_rewards/margins"]) == [
         "loss", "eval_loss", "eval_perplexity", "reward", "eval_reward", "grad_norm", "rewards/margins",

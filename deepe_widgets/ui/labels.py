@@ -102,7 +102,8 @@ def metric_label(name: str) -> str:
     if name in METRIC_LABELS:
         return METRIC_LABELS[name]
     if name.startswith(HELD_OUT_PREFIX) and len(name) > len(HELD_OUT_PREFIX):  # a trainer's held-out twin
-        words = metric_label(name[len(HELD_OUT_PREFIX):])
+        base = re.sub(r"^held_?out_", "", name[len(HELD_OUT_PREFIX):])  # sentence-transformers' "eval_heldout_…"
+        words = metric_label(base)
         lowered = words[:1].lower() + words[1:] if words[1:2].islower() else words  # "KL" stays
         return "Held-out " + lowered
     if name.startswith("rewards/"):  # TRL: one reward function's mean or std
