@@ -1,17 +1,14 @@
 """Shared fixtures: a fresh workspace per test, a tiny real model, and cleanup of
-every worker and kernel a test started (so nothing holds CI's output pipe)."""
+every worker and kernel a test started (so nothing holds CI's output pipe). Helpers that are not
+fixtures live in helpers.py: tests import them from there, never from a conftest."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -116,13 +113,11 @@ def home(request, tmp_path, monkeypatch) -> Path:
     if getattr(request, "param", "sqlite") == "postgresql":
         monkeypatch.setenv("DEEPE_DB_URL", request.getfixturevalue("postgres").new_database())
     monkeypatch.setenv("DEEPE_WORKER_IDLE_EXIT", "5")
+    monkeypatch.setenv("DEEPE_EVALUATE_AFTER_TRAINING", "0")  # the evaluation tests turn it on themselves
     store.dispose_engines()
     yield path
     _stop_workers(path)
     store.dispose_engines()
-
-
-BOTH_BACKENDS = pytest.mark.parametrize("home", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture
@@ -134,20 +129,3 @@ def workspace(home, tiny_model_dir):
     demo_data.ensure_demo_datasets()
     models.add_model("tiny", tiny_model_dir)
     return home
-
-
-def deepe(*args: str, check: bool = True, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the `deepe` CLI as a user would, in a subprocess."""
-    done = subprocess.run([sys.executable, "-m", "deepe_widgets.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
-    if check and done.returncode != 0:
-        raise AssertionError(f"deepe {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
-    return done
-
-
-def deepe_json(*args: str, **kwargs):
-    return json.loads(deepe(*args, **kwargs).stdout)
-
-
-FAST_PARAMS = ["--param", "max_steps=6", "--param", "batch_size=4", "--param", "learning_rate=5e-3",
-               "--param", "max_seq_length=64", "--param", "save_steps=0"]

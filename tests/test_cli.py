@@ -12,7 +12,7 @@ import pytest
 from deepe_widgets import cli
 from deepe_widgets.store import Job
 
-from conftest import FAST_PARAMS, deepe, deepe_json
+from helpers import FAST_PARAMS, deepe, deepe_json
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:

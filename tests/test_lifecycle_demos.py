@@ -9,7 +9,7 @@ import pytest
 
 from deepe_widgets import jobs, methods
 
-from conftest import deepe, deepe_json
+from helpers import deepe, deepe_json
 
 pytestmark = pytest.mark.training
 
