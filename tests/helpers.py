@@ -27,9 +27,10 @@ FAST_PARAMS = ["--param", "max_steps=6", "--param", "batch_size=4", "--param", "
 
 
 def deepe(*args: str, check: bool = True, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the `deepe` CLI as a user would, in a subprocess."""
+    """Run the `deepe` CLI as a user would, in a subprocess (`env`: variables to set; None unsets one)."""
+    environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     done = subprocess.run([sys.executable, "-m", "deepe_widgets.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+                          timeout=timeout, env=environment, stdin=subprocess.DEVNULL)
     if check and done.returncode != 0:
         raise AssertionError(f"deepe {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
     return done

@@ -59,7 +59,7 @@ def test_a_worker_with_an_unknown_executor_is_refused_before_it_starts(workspace
     assert code == 2 and err == "error: DEEPE_EXECUTOR='nowhere' is not an executor; choose from local, ray\n"
 
 
-def test_read_verbs_speak_json(workspace):
+def test_read_verbs_speak_json(workspace, default_model):
     methods = deepe_json("methods", "list", "--json")
     assert {m["name"] for m in methods} >= {"SFT-Demo", "Custom01", "Custom02"}
     assert [d["name"] for d in deepe_json("datasets", "list", "--json")] == [

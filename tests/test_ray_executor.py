@@ -328,7 +328,7 @@ def test_a_dashboard_answering_503_for_a_while_neither_fails_the_job_nor_stops_i
         with caplog.at_level("INFO", logger="deepe.executor.ray"):
             runner.start()
             wait_until(lambda: os.path.exists(os.path.join(jobs.get_job(job.id).run_dir, "started.txt")), 120,
-                  "the stage to start on the node")
+                       "the stage to start on the node")
             proxy.down.set()
             time.sleep(6)
             proxy.down.clear()

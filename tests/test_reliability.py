@@ -183,7 +183,7 @@ def test_a_postgresql_restart_during_training_costs_nothing(workspace, postgres,
     with caplog.at_level("INFO", logger="deepe.executor"):
         runner.start()
         wait_until(lambda: [m for m in metrics.metrics_for(job.id) if m.name == "loss"], 180, "the first loss row",
-              poll=0.1)
+                   poll=0.1)
         _restart_postgres(postgres, down_seconds=5)
         during = max(m.step for m in metrics.metrics_for(job.id) if m.name == "loss")
         runner.join(timeout=240)

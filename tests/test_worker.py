@@ -105,7 +105,7 @@ def test_stopping_a_worker_hands_the_job_back_after_a_checkpoint_and_it_resumes(
 def test_a_stop_signal_to_an_idle_worker_ends_it_at_once(workspace):
     pid = worker.ensure_worker()
     wait_until(lambda: any("started" in p.read_text() for p in (workspace / "logs").glob("worker-*.log")), 30,
-          "the worker to start")
+               "the worker to start")
     os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not worker._alive(pid), 30, "the worker to exit")
     assert worker.live_workers() == []  # it unregistered itself
