@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import FAST_PARAMS, deepe, deepe_json
+from helpers import FAST_PARAMS, deepe, deepe_json
 
 pytestmark = pytest.mark.training
 
