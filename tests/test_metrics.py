@@ -55,7 +55,7 @@ def test_metric_stats_first_final_best_with_a_declared_direction(home, tmp_path)
     _log(job, "accuracy", [(1, 0.2), (2, 0.8), (3, 0.6)])
     _log(job, "my_score", [(1, 5.0), (2, 1.0), (3, 3.0)])  # would be "max" by its name
     _log(job, "learning_rate", [(1, 1e-3), (3, 1e-4)])
-    _log(job, "ignored", [(1, 1.0), (2, 9.0)])
+    _log(job, "ignored", [(1, 1.0), (2, 9.0), (3, 5.0)])
 
     stats = metrics.metric_stats([job])[job]
 
@@ -66,7 +66,7 @@ def test_metric_stats_first_final_best_with_a_declared_direction(home, tmp_path)
     # no direction: "best" is the final value
     assert (stats["learning_rate"]["best"], stats["learning_rate"]["direction"]) == (1e-4, None)
     # a declaration that is neither min nor max is no declaration
-    assert (stats["ignored"]["best"], stats["ignored"]["direction"]) == (9.0, None)
+    assert (stats["ignored"]["best"], stats["ignored"]["direction"]) == (5.0, None)
 
 
 def test_metric_stats_of_a_job_without_rows_is_empty(home):
