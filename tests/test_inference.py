@@ -62,3 +62,4 @@ def test_the_tiny_base_model_answers_and_its_record_is_kept(workspace):
         record = json.load(handle)
     assert record["metadata"]["deepe"]["status"] == "succeeded"
     assert record["metadata"]["deepe"]["parameters"]["PROMPTS"] == ["hello", "what is 2+2?"]
+    assert record["metadata"]["deepe"]["parameters"]["MAX_NEW_TOKENS"] == 4  # the override reached the notebook
