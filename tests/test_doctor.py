@@ -10,7 +10,7 @@ import time
 
 from deepe_widgets import config, deployments, doctor, jobs, models, store
 
-from conftest import deepe
+from helpers import deepe
 
 
 def _job(status=store.JobStatus.RUNNING, lease_in: float = -100.0, attempt: int = 1, **fields) -> int:

@@ -11,7 +11,7 @@ import pytest
 from deepe_widgets import envs
 from deepe_widgets.errors import DeepeError
 
-from conftest import deepe
+from helpers import deepe
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from deepe_widgets import kernels
 from deepe_widgets.errors import DeepeError
 
-from conftest import deepe
+from helpers import deepe
 
 
 def test_the_default_python3_kernel_is_installed_and_accepted():
