@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sqlalchemy import case, delete, func, update
+from sqlalchemy import case, delete, func, or_, update
 from sqlmodel import select
 
 from . import config, datasets, methods, models, store, trainings
@@ -245,7 +245,9 @@ def reap_expired() -> list[int]:
 
     Expiry is read on the database's clock, so workers on hosts whose clocks differ agree."""
     with store.read_session() as s:
-        stale = list(s.exec(select(Job).where(Job.status.in_(ACTIVE), Job.lease_expires < store.db_now())))
+        # a running job with no lease at all (left by hand, or by a version that wrote none) is expired too
+        stale = list(s.exec(select(Job).where(Job.status.in_(ACTIVE), or_(Job.lease_expires < store.db_now(),
+                                                                           Job.lease_expires.is_(None)))))
     touched = []
     for job in stale:
         # Each CAS repeats the expiry test: a heartbeat that landed since wins.
@@ -268,7 +270,7 @@ def _cas_expired(job_id: int, expect: str, owner: str | None, **values) -> bool:
     table = Job.__table__
     stmt = update(table).where(table.c.id == job_id, table.c.status == expect,
                                table.c.lease_owner.is_(None) if owner is None else table.c.lease_owner == owner,
-                               table.c.lease_expires < store.db_now())
+                               or_(table.c.lease_expires < store.db_now(), table.c.lease_expires.is_(None)))
     with store.get_engine().begin() as conn:
         return conn.execute(stmt.values(**values)).rowcount == 1
 
