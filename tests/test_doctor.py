@@ -45,6 +45,15 @@ def test_a_stale_lease_is_found_and_fix_requeues_the_job(home):
     assert doctor.check() == []
 
 
+def test_a_running_job_with_no_lease_at_all_is_requeued(home):
+    orphan = _job()
+    with store.session() as s:
+        s.get(store.Job, orphan).lease_expires = None
+    doctor.fix(doctor.check())
+    assert jobs.get_job(orphan).status == store.JobStatus.QUEUED
+    assert doctor.check() == []
+
+
 def test_a_stale_lease_on_the_last_attempt_fails_the_job(home):
     stale = _job(attempt=3)
     doctor.fix(doctor.check())
