@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import DeepeError
 
-STAGES = ("training", "saving", "inference-customized", "inference-complete", "deployment")
+STAGES = ("training", "saving", "inference-customized", "inference-complete", "deployment", "evaluation")
 TRAINING_TYPES = ("chat", "embedding", "vision-language", "image-generation")
 LIFECYCLES = ("customized", "complete", "live")
 DEFAULT_KERNEL = "python3"

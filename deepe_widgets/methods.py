@@ -6,6 +6,8 @@ Seed 000's lifecycle table, enforced by `validate_stages`:
 | customized | training                         | inference-customized                |
 | complete   | training, saving                 | inference-complete                  |
 | live       | training, saving, deployment     | inference-customized/-complete      |
+
+and `evaluation` (scoring a model: `deepe_widgets.evaluations`) is optional in every lifecycle.
 """
 
 from __future__ import annotations
@@ -41,20 +43,21 @@ MANDATORY = {
     "live": ("training", "saving", "deployment"),
 }
 OPTIONAL = {
-    "customized": ("inference-customized",),
-    "complete": ("inference-customized", "inference-complete"),
-    "live": ("inference-customized", "inference-complete"),
+    "customized": ("inference-customized", "evaluation"),
+    "complete": ("inference-customized", "inference-complete", "evaluation"),
+    "live": ("inference-customized", "inference-complete", "evaluation"),
 }
 STAGE_LABEL = {
     "training": "training code file", "saving": "saving code file",
     "inference-customized": "Customized Model inference code file",
     "inference-complete": "Complete Model inference code file",
     "deployment": "deployment environment code file",
+    "evaluation": "evaluation code file",
 }
 
 # The saving and inference notebooks every transformers + PEFT built-in shares.
 HF_LIFECYCLE_STAGES = {"saving": "hf_common/saving.ipynb", "inference-customized": "hf_common/inference.ipynb",
-                       "inference-complete": "hf_common/inference.ipynb"}
+                       "inference-complete": "hf_common/inference.ipynb", "evaluation": "evaluation/chat.ipynb"}
 TEMPLATE_TEXT = "Customizable template: replace the example between the marker lines with your own code."
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from . import datasets, jobs, methods, models, store
+from . import datasets, evaluations, jobs, methods, models, store
 from . import params as paramlib
 from . import provenance as provenancelib
 from .errors import DeepeError
@@ -22,6 +22,13 @@ from .store import Job, JobKind, JobStatus
 
 def _short(digest: str | None) -> str:
     return (digest or "none")[:12]
+
+
+def _stage_files(job: Job) -> dict:
+    """The stage files a re-run of `job` would run: an evaluation's one, else its method's."""
+    if job.kind == JobKind.EVALUATE:
+        return {"evaluation": evaluations.stage_info(job)}
+    return methods.get_method(job.method).stages
 
 
 def changes_since(job: Job) -> list[str]:
@@ -37,9 +44,9 @@ def changes_since(job: Job) -> list[str]:
             where = "" if str(path) == dataset.get("path") else f", now {path}"
             changes.append(f"the dataset file of {job.dataset} changed (sha256 {_short(dataset.get('sha256'))} "
                            f"then, {_short(now) if now else 'missing'} now{where})")
-    method = methods.get_method(job.method)
+    current = _stage_files(job)
     for stage, then in (recorded.get("stage_files") or {}).items():
-        info = method.stages.get(stage)
+        info = current.get(stage)
         name = then.get("source") or then.get("file") or stage
         if info is None:
             changes.append(f"method {job.method} no longer has its {stage} stage ({name})")
@@ -80,8 +87,9 @@ def rerun_job(job_id: int, *, force: bool = False, name: str | None = None) -> t
     linked to it (`copied_from`, and `rerun_of` in the new job's provenance). Refuses, naming
     what changed since, unless `force`. Returns the new job and notes worth printing."""
     source = jobs.get_job(job_id)
-    if source.kind != JobKind.TRAIN:
-        raise DeepeError(f"job {source.id} is a {source.kind} job; only trainings can be re-run", field="job")
+    if source.kind not in (JobKind.TRAIN, JobKind.EVALUATE):
+        raise DeepeError(f"job {source.id} is a {source.kind} job; only trainings and evaluations can be re-run",
+                         field="job")
     notes: list[str] = []
     if not source.provenance or "stage_files" not in source.provenance:
         if not force:
@@ -99,6 +107,8 @@ def rerun_job(job_id: int, *, force: bool = False, name: str | None = None) -> t
         differing = package_differences(source)
         if differing:
             notes.append("the kernel's packages differ from the first run's: " + ", ".join(differing))
+    if source.kind == JobKind.EVALUATE:
+        return _linked(evaluations.rerun(source, name=name), source), notes
     params = dict(source.params)
     recorded_seed = (source.provenance or {}).get("seed")
     defaults = methods.get_method(source.method).default_params
@@ -107,9 +117,14 @@ def rerun_job(job_id: int, *, force: bool = False, name: str | None = None) -> t
         params["SEED"] = recorded_seed  # the method's default seed changed since: keep the run's
     job = jobs.submit_training(source.method, source.base_model, source.dataset, name=name, params=params,
                                copied_from=source.id)
+    return _linked(job, source), notes
+
+
+def _linked(job: Job, source: Job) -> Job:
+    """`rerun_of` in the new job's provenance."""
     table = Job.__table__
     with store.get_engine().begin() as conn:  # beside what a worker quick to claim it may have written
         before = conn.execute(select(table.c.provenance).where(table.c.id == job.id)).scalar()
         job.provenance = {**(before or {}), "rerun_of": source.id}
         conn.execute(update(table).where(table.c.id == job.id).values(provenance=job.provenance))
-    return job, notes
+    return job

@@ -40,7 +40,7 @@ from jupyter_core.utils import run_sync  # noqa: E402
 from nbclient.exceptions import CellTimeoutError, DeadKernelError  # noqa: E402
 from papermill.exceptions import PapermillExecutionError  # noqa: E402
 
-from . import datasets, deployments, jobs, methods, models, store  # noqa: E402
+from . import datasets, deployments, evaluations, jobs, methods, models, store  # noqa: E402
 from . import params as paramlib  # noqa: E402
 from . import provenance as provenancelib  # noqa: E402
 from .errors import DeepeError, StageFailed  # noqa: E402
@@ -352,13 +352,22 @@ def inputs_provenance(*, stage_files: dict[str, str | Path], dataset: tuple[str,
     return out
 
 
+def stage_files_of(job) -> dict[str, dict]:
+    """The stage files a job runs, stage -> {"file", "source", "kernel"}: its method's (all of them, for
+    a training: what a re-run compares), a deployment's or an evaluation's one."""
+    if job.kind == JobKind.DEPLOY:
+        return {"deployment": deployments.stage_info(job)}
+    if job.kind == JobKind.EVALUATE:
+        return {"evaluation": evaluations.stage_info(job)}
+    return methods.get_method(job.method).stages
+
+
 def job_provenance(job) -> dict:
     """`inputs_provenance` of a job: its method's stage files (the workspace copies, hashed
     again: what runs), its dataset file and base model."""
-    stage_files = ({"deployment": deployments.stage_info(job)} if job.kind == JobKind.DEPLOY
-                   else methods.get_method(job.method).stages)
+    stage_files = stage_files_of(job)
     dataset = None
-    if job.kind == JobKind.TRAIN and job.dataset:
+    if job.kind in (JobKind.TRAIN, JobKind.EVALUATE) and job.dataset:
         dataset = (job.dataset, datasets.get_dataset(job.dataset).path)
     model = (job.base_model, models.get_model(job.base_model).path) if job.base_model else None
     out = {"method": job.method, "stage": job.stage, **inputs_provenance(
@@ -421,8 +430,7 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
             number += 1
         record.rename(run_dir / f"{stage}.attempt{number}.ipynb")
     try:
-        info = with_database(f"job {job.id}", lambda: deployments.stage_info(job) if job.kind == JobKind.DEPLOY
-                              else methods.get_method(job.method).stages[stage])
+        info = with_database(f"job {job.id}", lambda: stage_files_of(job)[stage])
         nb = load_stage_notebook(Path(info["file"]), stage, info["kernel"], info.get("args_template", ""))
         parameters = with_database(f"job {job.id}", stage_parameters, job, stage)
         if job.kind == JobKind.DEPLOY:  # decided here and now: this host, a free port, the server's key

@@ -51,6 +51,7 @@ class JobKind(StrEnum):
     TRAIN = "train"
     SAVE = "save"
     DEPLOY = "deploy"
+    EVALUATE = "evaluate"
 
 
 class ModelKind(StrEnum):

@@ -1,8 +1,9 @@
 """`deepe worker`: claims queued jobs in submit order and runs them.
 
 A worker has two slots: the first runs any job, one at a time (a training, usually); the
-second runs only the short kinds (save, deploy: everything but training), so they never
-wait behind a multi-hour training. Each slot holds its jobs' leases under its own id.
+second runs only the short kinds (save, deploy), so they never wait behind a multi-hour
+training. An evaluation loads its model and generates like a training does: it takes the first
+slot. Each slot holds its jobs' leases under its own id.
 
 A worker survives any one job and any passing error (logged, then retried with a
 backoff). SIGTERM (or `deepe worker stop`) stops it gracefully: it claims nothing more,
@@ -47,8 +48,9 @@ def live_workers() -> list[store.Worker]:
             store.Worker.heartbeat_at >= store.db_now() - config.lease_seconds())))
 
 
-# Every job kind but training: a save or a deploy takes minutes, a training may take hours.
-QUICK_KINDS = tuple(kind.value for kind in store.JobKind if kind != store.JobKind.TRAIN)
+# A save or a deploy takes minutes, a training hours; an evaluation holds a model in (GPU) memory
+# as long as it runs, beside a training it could starve.
+QUICK_KINDS = tuple(kind.value for kind in store.JobKind if kind not in (store.JobKind.TRAIN, store.JobKind.EVALUATE))
 START_LOCK_KEY = "worker_start_lock"  # a `meta` row whose row lock serialises `ensure_worker`
 
 

@@ -419,6 +419,19 @@ def test_live_models_on_vllm(vllm_env, home, tiny64_dir):
     assert refused_without_key(again["url"], "/v1/models") == 401
     assert key_of(again) != key_of(adapter)
     assert again["name"] in served(again["url"], key_of(again))
+    # The judge suite: the adapter's answers to its held-out prompts against its base model's, judged
+    # by a Live Model (this Complete Model on vLLM) in both orders; its key stays in its file.
+    from deepe_widgets import evaluations
+
+    judged = deepe_json("evaluate", customized, "--suite", "judge", "--param", f"judge={again['name']}",
+                        "--param", "max_rows=3", "--param", "max_new_tokens=8", "--wait", "--json", timeout=600)
+    assert judged["status"] == "succeeded", judged["error"]
+    result = evaluations.latest(customized, "judge")
+    assert 0 <= result["metrics"]["judge_win_rate"] <= 1 and 0 <= result["metrics"]["judge_tie_rate"] <= 1
+    verdicts = evaluations.read_predictions(result)
+    assert len(verdicts) == 3 and all(r["reason"] and r["verdict"] in ("tuned", "base", "tie") for r in verdicts)
+    assert key_of(again) not in Path(result["record"]).read_text()
+    took("judge evaluation")
     assert deepe("deployments", "stop", again["name"]).stdout.strip() == f"{again['name']} stopped"
     key = key_of(adapter)
     assert "--enable-lora" in adapter["command"] and adapter["name"] in served(adapter["url"], key)

@@ -1,4 +1,4 @@
-"""`deepe train|save|infer|compare` and `deepe jobs list|show|logs|metrics|cancel|copy|rerun|export`."""
+"""`deepe train|save|evaluate|infer|compare` and `deepe jobs list|show|logs|metrics|cancel|copy|rerun|export`."""
 
 from __future__ import annotations
 
@@ -70,6 +70,23 @@ def cmd_save(args) -> int:
     if args.dtype == "float32" and not args.json:
         _suggest_half_precision(args.model)
     return _after_submit(job, args)
+
+
+def cmd_evaluate(args) -> int:
+    from .. import evaluations
+    from .. import params as paramlib
+
+    prepare()
+    params = paramlib.parse_assignments(args.param)
+    job = evaluations.submit_evaluation(args.model, dataset=args.dataset, suite=args.suite, params=params,
+                                        name=args.name)
+    start_worker()
+    code = _after_submit(job, args)
+    result = evaluations.latest(args.model, job.params["SUITE"]) if args.wait and not args.json else None
+    if result is not None and result["job_id"] == job.id:  # a failure: print_outcome said why
+        print(evaluations.describe(result))
+        print(f"record: {result['record']}")
+    return code
 
 
 def _suggest_half_precision(model_name: str) -> None:
@@ -317,6 +334,17 @@ def add_arguments(sub, verb) -> None:
                    help="keep the LoRA as a file beside the base instead of fusing it (SD-Demo)")
     p.add_argument("--name")
     p.add_argument("--wait", action="store_true")
+    p = verb(sub, "evaluate", cmd_evaluate, "score a model: on the rows its training held out (or a dataset's), "
+             "a local benchmark file, or against its base model with a judge model", True)
+    p.add_argument("model")
+    p.add_argument("--dataset", help="evaluate on this registered dataset (default: the rows the model's "
+                   "training held out)")
+    p.add_argument("--suite", help="generation (default), benchmark or judge")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="max_rows=…, batch_size=…, max_new_tokens=…, system_prompt=…; benchmark_file=FILE; "
+                        "judge=LIVE_MODEL")
+    p.add_argument("--name")
+    p.add_argument("--wait", action="store_true", help="wait for the job, showing progress")
     p = verb(sub, "infer", cmd_infer, "answer prompts with a model (its method's inference stage; a live model: "
              "chat completions on its endpoint)", True)
     p.add_argument("model")

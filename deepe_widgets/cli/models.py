@@ -36,7 +36,7 @@ def cmd_models_show(args) -> int:
     prepare()
     summary = models.model_summary(models.get_model(args.name))
     if args.json:
-        print_json(summary)
+        print_json({**summary, "evaluations": _evaluations(args.name)})
         return 0
     for key in ("name", "kind", "path", "parent", "method", "job_id"):
         print(f"{key:8} {summary[key]}")
@@ -44,7 +44,28 @@ def cmd_models_show(args) -> int:
     for name, stats in sorted(metrics.items()):
         best = f", best {stats['best']:.6g}" if stats.get("direction", "min") else ""
         print(f"metric   {name}: final {stats['final']:.6g}{best}")
+    for result in _evaluations(args.name):
+        print(f"eval     job {result['job_id']} {evaluations_line(result)}")
     return 0
+
+
+def _evaluations(name: str) -> list[dict]:
+    """The newest evaluation per suite, and any still to come."""
+    from .. import evaluations
+
+    newest: dict[str, dict] = {}
+    for result in evaluations.results(name):
+        newest.setdefault(result["suite"], result)
+    return list(newest.values())
+
+
+def evaluations_line(result: dict) -> str:
+    from .. import evaluations
+
+    if result["status"] == "succeeded":
+        return f"{evaluations.describe(result)}; record {result['record']}"
+    why = f": {result['error']}" if result.get("error") else ""
+    return f"{result['suite']} on {result['dataset']}: {result['status']}{why}"
 
 
 def cmd_models_delete(args) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from .. import config, deployments, jobs, methods, models, store
+from .. import config, deployments, evaluations, jobs, methods, models, store
 from .. import params as paramlib
 from ..errors import DatabaseUnavailable, DeepeError, StageFailed
 from ..metrics import metric_stats
@@ -270,6 +270,13 @@ class ExecutionManager:
         if warnings:
             log.warning("job %s succeeded with warnings: %s", job.id, "; ".join(warnings))
             _annotate_record(job, warnings)
+        if job.kind == JobKind.TRAIN:
+            try:  # its model on the rows it held out, and its base beside it
+                queued = evaluations.after_training(job)
+                if queued:
+                    log.info("job %s: queued evaluation job(s) %s", job.id, ", ".join(str(j.id) for j in queued))
+            except Exception:  # the training stands whatever becomes of its evaluation
+                log.exception("job %s: could not queue its evaluation", job.id)
         return JobStatus.SUCCEEDED
 
 
@@ -337,7 +344,8 @@ def planned_outputs(job: Job) -> list[dict]:
 # are bounded (a save, a deployment's start-up, trying a model). 0 or None: no limit.
 INFER = "infer"  # `deepe infer` runs its stage in the caller's process, not as a job
 STAGE_TIMEOUT_DEFAULTS: dict[str, float | None] = {JobKind.TRAIN: None, JobKind.SAVE: 1800.0,
-                                                   JobKind.DEPLOY: 1800.0, INFER: 1800.0}
+                                                   JobKind.DEPLOY: 1800.0, INFER: 1800.0,
+                                                   JobKind.EVALUATE: 7200.0}
 
 
 def stage_timeout(job: Job) -> float | None:
@@ -360,6 +368,8 @@ def stage_kernel(job: Job) -> str | None:
     try:
         if job.kind == JobKind.DEPLOY:
             return deployments.stage_info(job)["kernel"]
+        if job.kind == JobKind.EVALUATE:
+            return evaluations.stage_info(job)["kernel"]
         return methods.get_method(job.method).stages[job.stage]["kernel"]
     except (DeepeError, KeyError):
         return None

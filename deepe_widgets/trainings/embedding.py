@@ -14,6 +14,8 @@ class Embedding(TrainingType):
     demo_dataset = embeddings.EMBEDDING_DEMO_DATASET
     standard_columns = "anchor/positive or query/passage"
     inference_folder = "embedding_demo"
+    evaluation_file = None  # its metrics are scored while it trains; no evaluation stage yet
+    suites = ()
 
     def recognizes(self, model_row) -> bool:
         return (model_row.meta or {}).get("training_type") == "embedding" or \

@@ -19,6 +19,8 @@ class ImageGeneration(TrainingType):
     demo_dataset = SD_DEMO_DATASET
     standard_columns = "file_name/text (metadata.jsonl)"
     inference_folder = "sd_demo"
+    evaluation_file = None  # its metrics are scored while it trains; no evaluation stage yet
+    suites = ()
 
     def recognizes(self, model_row) -> bool:
         return Path(model_row.path, "model_index.json").is_file()  # a diffusers pipeline

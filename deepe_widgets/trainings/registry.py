@@ -24,6 +24,10 @@ class TrainingType:
     inference_folder = "hf_common"  # under method_templates/: the notebook a base model of this type answers with
     inference_defaults: dict = {}  # values of its inference stage, below what the user gives
     takes_image = False  # its models answer about an image (`deepe infer --image`)
+    # its evaluation stage's built-in notebook, under method_templates/ (None: none yet), and its suites
+    evaluation_file: str | None = "evaluation/chat.ipynb"
+    suites: tuple[str, ...] = ("generation", "benchmark", "judge")
+    default_suite = "generation"
     # the metrics it logs whose better direction the name rule (metrics.direction) would not guess
     metric_directions: dict[str, str] = {}
 
@@ -61,6 +65,10 @@ class TrainingType:
         if self.checks_data(method_row):
             full = {**{k: paramlib.default_value(v) for k, v in method_row.default_params.items()}, **values}
             self.check_dataset(method_row, model_row, dataset_row, full)
+
+    def evaluation_notebook(self) -> Path | None:
+        """The built-in notebook of its `evaluation` stage (a method's own overrides it)."""
+        return config.package_templates_dir() / self.evaluation_file if self.evaluation_file else None
 
     def inference_notebook(self, model_row: store.ModelRecord) -> Path:
         """The notebook a base model of this type answers with."""

@@ -1,0 +1,378 @@
+"""Evaluation: an evaluate job runs a model's `evaluation` stage (a notebook, like every stage) on
+held-out rows or a dataset, and keeps its scores and answers beside its record.
+
+- After a training that held rows out succeeds, its model is evaluated on those rows, and its base
+  model once per (base model, rows, suite): every tuned model has its base beside it (`after_training`).
+- `deepe evaluate MODEL` and Evaluate in the Models view queue one on demand (`submit_evaluation`).
+- What a finished evaluate job leaves in its run folder: `evaluation.ipynb` (the record),
+  `output/evaluation.json` (suite, metrics) and `output/predictions.jsonl` (a row per prompt); its
+  metrics are rows of the metric table under its job id, at step 0.
+
+The stage notebook is the method's own `evaluation` stage where it has one, else its training type's
+built-in (`TrainingType.evaluation_notebook`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from sqlmodel import select
+
+from . import config, datasets, jobs, models, provenance, store, trainings
+from . import params as paramlib
+from .errors import DeepeError
+from .kernels import require_kernel
+from .metrics import metric_stats
+from .names import check_name
+from .store import FINISHED, Job, JobKind, JobStatus, ModelKind
+
+log = logging.getLogger(__name__)
+
+SUITES = ("generation", "benchmark", "judge")
+SUITE_WORDS = {"generation": "answers to held-out prompts, scored against their references",
+               "benchmark": "a local multiple-choice benchmark file, run by lm-evaluation-harness",
+               "judge": "a judge model compares the tuned and the base model's answers"}
+# The evaluation notebook's parameters a user may set (`--param`); the platform sets the rest.
+USER_PARAMETERS = ("MAX_ROWS", "BATCH_SIZE", "MAX_NEW_TOKENS", "SYSTEM_PROMPT", "BENCHMARK_FILE", "JUDGE",
+                   "STAGE_TIMEOUT")
+# What decides which rows are scored and how: two evaluations with the same key are comparable.
+ROW_KEYS = ("DATASET_SHA256", "HELD_OUT", "EVAL_FRACTION", "SEED", "PromptInputColumn", "PromptOutputColumn",
+            "MAX_ROWS", "MAX_NEW_TOKENS", "SYSTEM_PROMPT", "BENCHMARK_SHA256", "SUITE")
+AUTO_ENV = "DEEPE_EVALUATE_AFTER_TRAINING"
+
+
+def evaluate_after_training() -> bool:
+    """Whether a training that held rows out queues its evaluations (`DEEPE_EVALUATE_AFTER_TRAINING`,
+    default 1)."""
+    return os.environ.get(AUTO_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def base_of(model: str | store.ModelRecord) -> str:
+    """The name of the base model a model was made from (itself for a base model)."""
+    record = models.get_model(model) if isinstance(model, str) else model
+    chain = models.lineage(record)
+    if chain[-1].kind != ModelKind.BASE:
+        raise DeepeError(f"model {record.name!r} was made from {chain[-1].parent!r}, which is no longer "
+                         f"registered", field="model")
+    return chain[-1].name
+
+
+def _training_job(record: store.ModelRecord) -> Job | None:
+    """The training that made a model (through a Complete Model's Customized parent)."""
+    for made in models.lineage(record):
+        if made.kind == ModelKind.BASE or made.job_id is None:
+            continue
+        job = store.get_one(Job, id=made.job_id)
+        if job is not None and job.kind == JobKind.TRAIN:
+            return job
+    return None
+
+
+def _method_of(record: store.ModelRecord, training: Job | None) -> store.Method | None:
+    name = record.method or (training.method if training else None)
+    return store.get_one(store.Method, name=name) if name else None
+
+
+def _type_of(record: store.ModelRecord, method: store.Method | None):
+    return trainings.for_method(method) if method is not None else trainings.for_model(record)
+
+
+def stage_info(job: Job) -> dict:
+    """The evaluation stage an evaluate job runs, {"file", "source", "kernel"}: its method's own; for a
+    base or Complete Model (a plain transformers folder) its training type's built-in notebook."""
+    method = store.get_one(store.Method, name=job.method) if job.method else None
+    if method is not None and "evaluation" in method.stages:
+        return method.stages["evaluation"]
+    record = store.get_one(store.ModelRecord, name=job.base_model)
+    if record is not None and record.kind == ModelKind.CUSTOMIZED:
+        raise DeepeError(f"method {job.method!r} has no evaluation stage, so its adapters cannot be evaluated: "
+                         f"save {record.name} to a Complete Model (deepe save) and evaluate that", field="model")
+    training = trainings.for_method(method) if method is not None else (
+        trainings.for_model(record) if record is not None else trainings.for_method("SFT-Demo"))
+    notebook = training.evaluation_notebook()
+    if notebook is None:
+        raise DeepeError(f"{training.name} models have no evaluation stage yet (they are scored on held-out "
+                         f"rows while they train)", field="model")
+    # the method's training kernel has the libraries its models need; a base model's, the default
+    kernel = method.stages["training"]["kernel"] if method is not None and "training" in method.stages \
+        else config.DEFAULT_KERNEL
+    return {"file": str(notebook), "source": str(notebook), "kernel": kernel}
+
+
+def _row_key(params: dict) -> str:
+    return hashlib.sha256(json.dumps({k: params.get(k) for k in ROW_KEYS}, sort_keys=True,
+                                     default=str).encode()).hexdigest()[:16]
+
+
+def _judge_parameters(value: str, record: store.ModelRecord) -> dict:
+    """JUDGE_URL / JUDGE_MODEL / JUDGE_API_KEY_FILE from `--param judge=LIVE_MODEL`, or from
+    DEEPE_JUDGE_URL (its key from DEEPE_JUDGE_API_KEY, read by the kernel: never in the record)."""
+    if record.kind == ModelKind.BASE:
+        raise DeepeError("the judge suite compares a tuned model with its base model: evaluate a trained "
+                         "model, not a base model", field="suite")
+    if value:
+        judge = models.get_model(value)
+        if judge.kind != ModelKind.LIVE:
+            raise DeepeError(f"judge {value!r} is a {judge.kind} model; the judge must be a Live Model "
+                             f"(deepe deploy MODEL) or an endpoint in DEEPE_JUDGE_URL", field="judge")
+        if (judge.meta or {}).get("status") != "live":
+            raise DeepeError(f"judge {value!r} is {judge.meta.get('status')}, not live; deploy "
+                             f"{judge.parent} again", field="judge")
+        return {"JUDGE_URL": judge.meta["url"], "JUDGE_MODEL": judge.meta["served_name"],
+                "JUDGE_API_KEY_FILE": judge.meta.get("api_key_file", "")}
+    url = os.environ.get("DEEPE_JUDGE_URL", "").strip()
+    if not url:
+        raise DeepeError("the judge suite needs a judge: --param judge=LIVE_MODEL (a Live Model of this "
+                         "workbench), or an OpenAI-compatible endpoint in DEEPE_JUDGE_URL (its key in "
+                         "DEEPE_JUDGE_API_KEY)", field="judge")
+    return {"JUDGE_URL": url, "JUDGE_MODEL": os.environ.get("DEEPE_JUDGE_MODEL", ""), "JUDGE_API_KEY_FILE": ""}
+
+
+def _check_benchmark(value: str) -> dict:
+    from .paths import check_allowed
+    from .runtime.evaluation import check_benchmark_file
+
+    if not value:
+        raise DeepeError("the benchmark suite needs a local benchmark file: --param benchmark_file=FILE "
+                         "(multiple-choice jsonl with question, choices and answer, or an lm-eval task YAML "
+                         "whose data files are local)", field="benchmark_file")
+    path = check_allowed(value, "benchmark_file", "benchmark file")
+    if not path.is_file():
+        raise DeepeError(f"benchmark file {value!r} does not exist", field="benchmark_file")
+    try:
+        check_benchmark_file(path)
+    except ValueError as exc:
+        raise DeepeError(f"benchmark file {path.name}: {exc}", field="benchmark_file") from None
+    return {"BENCHMARK_FILE": str(path.resolve()), "BENCHMARK_SHA256": provenance.sha256_file(path)}
+
+
+def submit_evaluation(model: str, *, dataset: str | None = None, suite: str | None = None,
+                      params: dict | None = None, name: str | None = None, training: Job | None = None,
+                      method: str | None = None) -> Job:
+    """Queue an evaluation of `model` (any registered model but a Live one).
+
+    Without `dataset`, a trained model is scored on the rows its training held out; a base model
+    needs one. With `dataset`, on its rows (its held-out rows where it has a `split` column)."""
+    record = models.get_model(model)
+    if record.kind == ModelKind.LIVE:
+        raise DeepeError(f"{model!r} is a Live Model; evaluate the model it serves, {record.parent}", field="model")
+    made_by = training or _training_job(record)
+    method_row = store.get_one(store.Method, name=method) if method else _method_of(record, made_by)
+    training_type = _type_of(record, method_row)
+    suite = suite or training_type.default_suite
+    if suite not in SUITES:
+        raise DeepeError(f"unknown suite {suite!r}; suites are {', '.join(SUITES)}", field="suite")
+    if suite not in training_type.suites:
+        raise DeepeError(f"{training_type.name} models are not evaluated with the {suite} suite; theirs: "
+                         f"{', '.join(training_type.suites) or 'none yet'}", field="suite")
+    values = {str(k): v for k, v in (params or {}).items()}
+    unknown = sorted(k for k in values if k.upper() not in USER_PARAMETERS)
+    if unknown:
+        raise DeepeError(f"unknown evaluation parameter {unknown[0]!r}; you may set "
+                         f"{', '.join(p.lower() for p in USER_PARAMETERS)}", field=unknown[0])
+    values = {k.upper(): v for k, v in values.items()}
+    for key in ("MAX_ROWS", "BATCH_SIZE", "MAX_NEW_TOKENS"):
+        if key in values and (not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 1):
+            raise DeepeError(f"{key.lower()} must be a whole number of at least 1, not {values[key]!r}",
+                             field=key.lower())
+    if name:
+        check_name(name, "evaluation")
+    trained = _training_values(made_by)
+    # the rows its training never saw: without a dataset, or with the one it trained on
+    held_out = dataset is None or (made_by is not None and dataset == made_by.dataset)
+    if dataset is None:
+        if made_by is None or not made_by.dataset:
+            raise DeepeError(f"{model!r} was not trained here on a registered dataset: give the rows to "
+                             f"evaluate on with --dataset NAME", field="dataset")
+        dataset = made_by.dataset
+    dataset_row = datasets.get_dataset(dataset)
+    if not Path(dataset_row.path).is_file():
+        raise DeepeError(f"dataset {dataset!r} points at {dataset_row.path}, which no longer exists", field="dataset")
+    if not held_out and "split" in (dataset_row.columns or []):
+        held_out = True  # its own held-out rows, not the ones it trains on
+    root = models.get_model(base_of(record))
+    job_params = {
+        "SUITE": suite, "HELD_OUT": held_out,
+        "MODEL_PATH": models.get_model(record.parent).path if record.kind == ModelKind.CUSTOMIZED else record.path,
+        "ADAPTER_PATH": record.path if record.kind == ModelKind.CUSTOMIZED else "",
+        "BASE_MODEL_PATH": root.path, "DATASET_PATH": dataset_row.path,
+        "DATASET_SHA256": provenance.sha256_file(Path(dataset_row.path)),
+        "EVAL_FRACTION": trained.get("EVAL_FRACTION", 0.1), "SEED": trained.get("SEED", 42),
+        "PromptInputColumn": trained.get("PromptInputColumn", ""),
+        "PromptOutputColumn": trained.get("PromptOutputColumn", ""),
+        "SYSTEM_PROMPT": trained.get("SYSTEM_PROMPT", ""),
+        "TRAINING_JOB": made_by.id if made_by is not None and dataset == made_by.dataset else 0,
+    }
+    judge = values.pop("JUDGE", "")
+    benchmark = values.pop("BENCHMARK_FILE", "")
+    job_params.update(values)
+    if suite == "judge":
+        job_params.update(_judge_parameters(str(judge or ""), record))
+    elif judge:
+        raise DeepeError("judge= is a parameter of the judge suite (--suite judge)", field="judge")
+    if suite == "benchmark":
+        job_params.update(_check_benchmark(str(benchmark)))
+    elif benchmark:
+        raise DeepeError("benchmark_file= is a parameter of the benchmark suite (--suite benchmark)",
+                         field="benchmark_file")
+    job_params["ROW_KEY"] = _row_key(job_params)
+    job = Job(kind=JobKind.EVALUATE, method=method_row.name if method_row is not None else "",
+              base_model=record.name, dataset=dataset, params=job_params, stage="evaluation")
+    require_kernel(stage_info(job)["kernel"], field="model")
+    return jobs._queue(job, name, "eval")
+
+
+def _training_values(training: Job | None) -> dict:
+    """Every parameter a training ran with: its method's defaults under what was given."""
+    if training is None:
+        return {}
+    method = store.get_one(store.Method, name=training.method)
+    defaults = {k: paramlib.default_value(v) for k, v in (method.default_params if method else {}).items()}
+    return {**defaults, **training.params}
+
+
+def _logged_held_out_metrics(job: Job) -> bool:
+    return any(name.startswith("eval_") for name in metric_stats([job.id])[job.id])
+
+
+def after_training(job: Job) -> list[Job]:
+    """The evaluations a succeeded training queues: its model on the rows it held out, and its
+    base model on the same rows unless an evaluation of it with the same rows exists. None when
+    it held nothing out (it logged no `eval_` metric), its type has no evaluation, or
+    DEEPE_EVALUATE_AFTER_TRAINING is 0."""
+    if job.kind != JobKind.TRAIN or not evaluate_after_training() or not _logged_held_out_metrics(job):
+        return []
+    made = models.models_of_job(job.id)
+    method_row = store.get_one(store.Method, name=job.method)
+    if not made or method_row is None or "evaluation" not in method_row.stages:
+        return []
+    queued = [submit_evaluation(made[0].name, training=job, method=job.method)]
+    tuned = queued[0]
+    base = job.base_model
+    with store.read_session() as s:
+        earlier = s.exec(select(Job).where(Job.kind == JobKind.EVALUATE, Job.base_model == base)).all()
+    # ROW_KEY names the rows and the generation settings, not the model: the base's evaluation beside it
+    if not any(e.params.get("ROW_KEY") == tuned.params.get("ROW_KEY") and
+               e.status not in (JobStatus.FAILED, JobStatus.CANCELLED) for e in earlier):
+        queued.append(submit_evaluation(base, dataset=job.dataset, training=job, method=job.method))
+    return queued
+
+
+def _result(job: Job) -> dict:
+    output = Path(job.run_dir or ".") / "output"
+    summary = {}
+    try:
+        summary = json.loads((output / "evaluation.json").read_text())
+    except (OSError, ValueError):
+        pass
+    metrics = summary.get("metrics") or {}
+    if not metrics and job.status == JobStatus.SUCCEEDED:
+        metrics = {name: s["final"] for name, s in metric_stats([job.id])[job.id].items()}
+    return {"job_id": job.id, "model": job.base_model, "suite": job.params.get("SUITE"), "dataset": job.dataset,
+            "dataset_sha256": job.params.get("DATASET_SHA256"), "row_key": job.params.get("ROW_KEY"),
+            "status": job.status, "error": job.error, "metrics": metrics, "rows": summary.get("rows"),
+            "record": str(Path(job.run_dir or ".") / "evaluation.ipynb"),
+            "predictions": str(output / "predictions.jsonl"), "finished_at": job.finished_at}
+
+
+def _evaluate_jobs(model: str) -> list[Job]:
+    with store.read_session() as s:
+        return list(s.exec(select(Job).where(Job.kind == JobKind.EVALUATE, Job.base_model == model)
+                           .order_by(Job.id.desc())))
+
+
+def results(model: str) -> list[dict]:
+    """A model's evaluate jobs, newest first, with their scores."""
+    return [_result(job) for job in _evaluate_jobs(model)]
+
+
+def latest(model: str, suite: str = "generation", row_key: str | None = None) -> dict | None:
+    """The newest succeeded evaluation of `model` with `suite` (and `row_key`, where given)."""
+    for job in _evaluate_jobs(model):
+        if job.status == JobStatus.SUCCEEDED and job.params.get("SUITE") == suite and \
+                (row_key is None or job.params.get("ROW_KEY") == row_key):
+            return _result(job)
+    return None
+
+
+def pending(model: str) -> list[dict]:
+    """Its evaluations still queued or running."""
+    return [_result(job) for job in _evaluate_jobs(model) if job.status not in FINISHED]
+
+
+def read_predictions(result: dict | None) -> list[dict]:
+    """The per-prompt rows of an evaluation (empty when it left none)."""
+    if not result:
+        return []
+    rows = []
+    try:
+        with open(result["predictions"], encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    rows.append(json.loads(line))
+    except (OSError, ValueError):
+        return []
+    return rows
+
+
+def _score(row: dict) -> float | None:
+    scores = row.get("scores") or {}
+    value = scores.get("rougeL")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def side_by_side(model: str, suite: str = "generation") -> dict:
+    """The tuned model's newest evaluation, its base model's on the same rows, and their answers
+    joined on the prompt (`worse`: the tuned answer scores below the base's)."""
+    tuned = latest(model, suite)
+    base = None
+    try:
+        base_name = base_of(model)
+    except DeepeError:
+        base_name = None
+    if tuned is not None and base_name and base_name != model:
+        base = latest(base_name, suite, tuned["row_key"]) or latest(base_name, suite)
+    base_rows = {row.get("prompt"): row for row in read_predictions(base)}
+    rows = []
+    for row in read_predictions(tuned):
+        other = base_rows.get(row.get("prompt"), {})
+        tuned_score, base_score = _score(row), _score(other) if other else None
+        rows.append({"prompt": row.get("prompt", ""), "reference": row.get("reference", ""),
+                     "tuned_answer": row.get("answer", ""),
+                     "base_answer": other.get("answer", row.get("base_answer", "")),
+                     "tuned_score": tuned_score, "base_score": base_score,
+                     "verdict": row.get("verdict"), "reason": row.get("reason"),
+                     "worse": tuned_score is not None and base_score is not None and tuned_score < base_score})
+    return {"model": model, "base_model": base_name, "suite": suite, "tuned": tuned, "base": base, "rows": rows}
+
+
+def for_training(job_id: int, suite: str = "generation") -> dict:
+    """`side_by_side` for the model a training made; empty parts when it made none."""
+    made = models.models_of_job(job_id)
+    if not made:
+        return {"model": None, "base_model": None, "suite": suite, "tuned": None, "base": None, "rows": []}
+    return side_by_side(made[0].name, suite)
+
+
+def rerun(source: Job, name: str | None = None) -> Job:
+    """Queue an evaluate job again with the same model, rows, suite and parameters."""
+    job = Job(kind=JobKind.EVALUATE, method=source.method, base_model=source.base_model, dataset=source.dataset,
+              params=dict(source.params), stage="evaluation", copied_from=source.id)
+    models.get_model(source.base_model)
+    require_kernel(stage_info(job)["kernel"], field="job")
+    return jobs._queue(job, name, "eval")
+
+
+def describe(result: dict) -> str:
+    """One line: `generation on demo-sft (rows 3fa2c1…): eval_rougeL 0.41, …`."""
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result["metrics"].items()) if isinstance(v, (int, float)))
+    return (f"{result['suite']} on {result['dataset']} (data {str(result.get('dataset_sha256') or '')[:12]}): "
+            f"{metrics or result['status']}")
+
+
+__all__ = ["SUITES", "after_training", "base_of", "for_training", "latest", "pending", "read_predictions", "results",
+           "rerun", "side_by_side", "stage_info", "submit_evaluation"]
