@@ -26,8 +26,12 @@ SUITE_WORDS = {"generation": "generation (answers scored against the references)
 SORTS = (("tuned worse first", "worse"), ("largest gain first", "gain"), ("tuned score, lowest first", "low"),
          ("tuned score, highest first", "high"), ("prompt, A to Z", "prompt"), ("as evaluated", "order"))
 ROWS_PER_PAGE = 50
-AFTER_TRAINING_GRACE = 30.0  # seconds a succeeded training's evaluate jobs may take to be queued
+AFTER_TRAINING_GRACE = 15.0  # seconds a succeeded training's evaluate jobs may take to be queued
 CELL_CHARS = 1200  # of one prompt or answer drawn in the table (the record has them whole)
+# the per-row score first, then the suite's other scores; what is no quality (length) last
+SCORE_ORDER = ("eval_rougeL", "eval_chrf", "eval_bleu", "eval_exact_match", "judge_win_rate", "judge_tie_rate",
+               "judge_loss_rate")
+LAST_SCORES = ("eval_answer_length",)
 
 CSS = """
 .deepe-eval-scores td.deepe-better {color:#1a7f37;font-weight:600}
@@ -51,14 +55,25 @@ CSS = """
 """
 
 
-def score_text(value) -> str:
-    """A score as people read it: 0.412, 12.3 (answer length), "-" when missing."""
+def score_text(value, sign: bool = False) -> str:
+    """A score as people read it: 0.4123 (a rate, to 4 places), 12.3 (answer length), "-" when missing."""
     if value is None:
         return "-"
     try:
-        return f"{float(value):.4g}" if abs(float(value)) >= 1e-4 or value == 0 else f"{float(value):.2e}"
+        number = float(value)
     except (TypeError, ValueError):
         return html.escape(str(value))
+    plus = "+" if sign else ""
+    text = f"{number:{plus}.4f}" if abs(number) <= 1 else f"{number:{plus}.4g}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def score_names(names) -> list[str]:
+    """A suite's metrics in reading order: the per-row score (ROUGE-L) first, answer length last."""
+    names = list(names)
+    first = [n for n in SCORE_ORDER if n in names]
+    last = [n for n in LAST_SCORES if n in names]
+    return first + metric_order(n for n in names if n not in first and n not in last) + last
 
 
 def change_words(name: str, base, tuned, declared: dict | None = None) -> tuple[str, str]:
@@ -67,7 +82,7 @@ def change_words(name: str, base, tuned, declared: dict | None = None) -> tuple[
     if base is None or tuned is None:
         return "", ""
     delta = float(tuned) - float(base)
-    text = f"{delta:+.4g}"
+    text = score_text(delta, sign=True)
     way = metrics.direction(name, declared)
     if abs(delta) < 1e-12:
         return "= same", "deepe-same"
@@ -109,7 +124,7 @@ def cell_text(text) -> str:
 
 
 def predictions_html(rows: list[dict], *, tuned_title: str = "tuned answer", base_title: str = "base answer",
-                     limit: int = ROWS_PER_PAGE) -> str:
+                     limit: int = ROWS_PER_PAGE, has_base: bool = True) -> str:
     """The predictions table: prompt, reference, base answer, tuned answer, the two scores and a mark
     (rows where the tuned model scores below the base are tinted and marked)."""
     verdicts = any(r.get("verdict") for r in rows)
@@ -130,8 +145,8 @@ def predictions_html(rows: list[dict], *, tuned_title: str = "tuned answer", bas
         else:
             mark = ""
         cells = [str(row.get("index", "")), cell_text(row.get("prompt")), cell_text(row.get("reference")),
-                 cell_text(row.get("base_answer")) if "base_answer" in row and row.get("base_answer") is not None
-                 else "<i style='color:#8c959f'>(no base answer)</i>",
+                 cell_text(row.get("base_answer")) if has_base or row.get("base_answer")
+                 else "<i style='color:#8c959f'>(the base model was not evaluated on these rows)</i>",
                  cell_text(row.get("tuned_answer")), score_text(base), score_text(tuned), mark]
         if verdicts:
             verdict = row.get("verdict") or ""
@@ -231,7 +246,7 @@ class EvaluationSection(w.VBox):
             job = jobs.get_job(self.job_id)
         model = self._tuned_model(job)
         read = {"job": job, "model": model, "base": None, "tuned_results": [], "base_results": [], "sides": None,
-                "errors": {}, "when": time.time()}
+                "when": time.time()}
         if model is None:
             return read
         try:
@@ -247,8 +262,6 @@ class EvaluationSection(w.VBox):
             suites = [s for s in evaluations.SUITES if any(r.get("suite") == s for r in everything)]
             read["sides"] = {suite: evaluations.side_by_side(model, suite=suite) for suite in suites}
             read["signature"] = signature
-            read["errors"] = {r["job_id"]: jobs.get_job(r["job_id"]).error for r in everything
-                              if r["status"] == JobStatus.FAILED}
         return read
 
     # --- showing (on the loop) -------------------------------------------------------------------
@@ -264,7 +277,6 @@ class EvaluationSection(w.VBox):
         if read.get("sides") is not None:
             self._signature = read["signature"]
             self._sides = read["sides"]
-            self._errors = read["errors"]
             self._render_scores(read)
             self._render_suites()
             self._render_predictions(reset=False)
@@ -301,20 +313,22 @@ class EvaluationSection(w.VBox):
             else:
                 self._state("none", "Not evaluated yet: <b>Evaluate</b> runs a suite on it.")
             return True
-        failed = [r for suite, r in _newest_per_suite(tuned).items() if r["status"] == JobStatus.FAILED]
-        failed += [r for suite, r in _newest_per_suite(base).items() if r["status"] == JobStatus.FAILED]
-        done = [r for r in _newest_per_suite(tuned).values() if r["status"] == JobStatus.SUCCEEDED]
+        failed = [r for r in _newest_per_suite(tuned).values() if r["status"] == JobStatus.FAILED]
+        failed += [r for r in _newest_per_suite(base).values() if r["status"] == JobStatus.FAILED]
         words = []
-        for result in done:
-            words.append(f"{html.escape(result.get('suite') or '')} suite on "
-                         f"<b>{html.escape(str(result.get('dataset') or 'its held-out rows'))}</b> "
-                         f"(dataset sha256 <code>{_short_sha(result.get('dataset_sha256'))}</code>, job "
-                         f"{result['job_id']})")
+        for suite, side in self._sides.items():
+            result, beside = side.get("tuned"), side.get("base")
+            if not result:
+                continue
+            rows = f"{result['rows']} rows of " if result.get("rows") else ""
+            base_words = f", base model job {beside['job_id']}" if beside else ", the base model not evaluated"
+            words.append(f"{html.escape(suite)} suite on {rows}<b>{html.escape(str(result.get('dataset') or '-'))}"
+                         f"</b> (dataset sha256 <code>{_short_sha(result.get('dataset_sha256'))}</code>): "
+                         f"tuned model job {result['job_id']}{base_words if read['base'] else ''}")
         text = ("Evaluated: " + "; ".join(words) + ".") if words else ""
         if failed:
-            errors = getattr(self, "_errors", {})
             fails = "; ".join(f"{'tuned' if r in tuned else 'base'} model, {html.escape(r.get('suite') or '')} "
-                              f"suite, job {r['job_id']}: {html.escape(str(errors.get(r['job_id']) or 'failed'))}"
+                              f"suite, job {r['job_id']}: {html.escape(str(r.get('error') or r['status']))}"
                               for r in failed)
             self._state("error", (text + " " if text else "") + f"An evaluation failed ({fails}).")
         elif text:
@@ -375,8 +389,8 @@ class EvaluationSection(w.VBox):
             source = tuned or base_result
             where = (f"{html.escape(suite)} suite on {html.escape(str(source.get('dataset') or 'held-out rows'))}"
                      f" · dataset sha256 <code>{_short_sha(source.get('dataset_sha256'))}</code>")
-            rows.append(f"<tr class='deepe-suite-row'><td colspan='5'>{where}</td></tr>")
-            for name in metric_order(set(tuned_metrics) | set(base_metrics)):
+            rows.append(f"<tr class='deepe-suite-row'><td colspan='4'>{where}</td></tr>")
+            for name in score_names(set(tuned_metrics) | set(base_metrics)):
                 if name.endswith("_stderr"):
                     continue  # shown beside its metric
                 change, css = change_words(name, base_metrics.get(name), tuned_metrics.get(name), declared)
@@ -446,7 +460,8 @@ class EvaluationSection(w.VBox):
         tuned = (side.get("tuned") or {}).get("model") or (self.last_read or {}).get("model") or "tuned"
         base = (side.get("base") or {}).get("model") or "base"
         self.predictions.value = predictions_html(rows, tuned_title=f"tuned answer ({tuned})",
-                                                  base_title=f"base answer ({base})", limit=self._limit)
+                                                  base_title=f"base answer ({base})", limit=self._limit,
+                                                  has_base=side.get("base") is not None)
         self.more.layout.display = None if len(rows) > shown else "none"
 
     def _render_records(self, read: dict) -> None:
