@@ -181,6 +181,9 @@ class EvaluationSection(w.VBox):
     def __init__(self, job_id: int | None = None, model: str | None = None, on_job=None,
                  predictions_open: bool = True):
         self.job_id, self.model, self.on_job = job_id, model, on_job
+        self.title = w.HTML("<h4 style='margin:12px 0 2px'>Evaluation <span style='color:#57606a;"
+                            "font-weight:normal'>(the tuned model and its base model on the same held-out "
+                            "prompts)</span></h4>")
         self.state = w.HTML()
         self.state.add_class("deepe-eval-state")
         self.scores = w.HTML()
@@ -224,7 +227,7 @@ class EvaluationSection(w.VBox):
         self.settled = False
         self.last_read: dict | None = None
         super().__init__([w.HTML(f"<style>{CSS}</style>", layout=w.Layout(display="none")),
-                          self.state, self.scores, self.predictions_area, self.record_row, self.record])
+                          self.title, self.state, self.scores, self.predictions_area, self.record_row, self.record])
         self.add_class("deepe-evaluation")
 
     # --- reading (blocking, no widget touched) -------------------------------------------------
@@ -406,8 +409,8 @@ class EvaluationSection(w.VBox):
         if not base:
             heads[1] = "base"
         head = "".join(f"<th>{h}</th>" for h in heads)
-        self.scores.value = (f"<h4 style='margin:10px 0 4px'>Evaluation</h4><table class='deepe-table "
-                             f"deepe-eval-scores'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        self.scores.value = (f"<table class='deepe-table deepe-eval-scores' style='margin:4px 0 8px'><thead><tr>"
+                             f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
     @staticmethod
     def _with_stderr(found: dict, name: str) -> str:
