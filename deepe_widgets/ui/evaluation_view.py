@@ -299,7 +299,10 @@ class EvaluationSection(w.VBox):
                 who = "the tuned model" if result in tuned else "the base model"
                 parts.append(f"{who} ({html.escape(result.get('suite') or '')} suite, job {result['job_id']}): "
                              f"{'running' if result['status'] == JobStatus.RUNNING else 'queued'}")
-            self._state("info", "Evaluating… " + "; ".join(parts) + ". The scores appear here when it finishes.")
+            earlier = " (the scores below are the newest finished ones)" if any(
+                side.get("tuned") for side in self._sides.values()) else ""
+            self._state("info", "Evaluating… " + "; ".join(parts) + ". The scores appear here when it finishes"
+                        + earlier + ".")
             return False
         if not tuned:
             if job is not None and job.kind == JobKind.TRAIN:
@@ -392,6 +395,11 @@ class EvaluationSection(w.VBox):
             source = tuned or base_result
             where = (f"{html.escape(suite)} suite on {html.escape(str(source.get('dataset') or 'held-out rows'))}"
                      f" · dataset sha256 <code>{_short_sha(source.get('dataset_sha256'))}</code>")
+            if tuned and base_result and tuned.get("row_key") != base_result.get("row_key"):
+                # no evaluation of the base on these very rows: the nearest there is, said so
+                where += (f" · <span style='color:#9a6700;font-weight:normal'>the base model's scores are from other "
+                          f"rows ({html.escape(str(base_result.get('dataset') or '-'))}, job "
+                          f"{base_result['job_id']})</span>")
             rows.append(f"<tr class='deepe-suite-row'><td colspan='4'>{where}</td></tr>")
             for name in score_names(set(tuned_metrics) | set(base_metrics)):
                 if name.endswith("_stderr"):
@@ -488,6 +496,7 @@ class EvaluationSection(w.VBox):
         path = self.record_choice.value
         if not path:
             return
+        self.record.download_prefix = f"job{self._record_jobs.get(path, '')}-"
         self.record.set_paths([path])
         self.record.layout.display = None
         self.record.refresh()

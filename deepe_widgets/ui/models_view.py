@@ -24,7 +24,7 @@ import ipywidgets as w
 from .. import config, datasets, deployments, evaluations, inference, jobs, methods, metrics, models, worker
 from ..errors import DeepeError
 from ..jobs import format_time as when
-from ..store import ModelKind
+from ..store import JobStatus, ModelKind
 from .common import (
     ConnectionNote,
     GridTable,
@@ -344,6 +344,9 @@ class ModelCard(w.VBox):
         lives = [m.name for m in models.list_models(ModelKind.LIVE)]
         self.eval_judge = w.Dropdown(options=lives, value=lives[0] if lives else None, description="Judge",
                                      layout=w.Layout(width="420px"))
+        self.eval_with_base = w.Checkbox(value=True, indent=False, layout=w.Layout(width="auto"),
+                                         description=f"and its base model {self.info['base_model'] or ''} on the "
+                                                     "same rows, unless it was already (to compare with)")
         self.evaluate_button = w.Button(description="Evaluate", icon="check-square-o", button_style="primary",
                                         layout=w.Layout(width="130px"))
         self.evaluate_button.on_click(lambda _b: self.submit_evaluation())
@@ -355,17 +358,36 @@ class ModelCard(w.VBox):
         self.last_evaluation = None
         self.eval_suite.observe(lambda _c: self._show_suite_fields(), "value")
         self._show_suite_fields()
-        return w.VBox([w.HTML("<h4>Evaluate</h4><div style='color:#57606a'>Runs a suite on this model (and on its "
-                              "base model, once per dataset) as an evaluate job; the scores appear above.</div>"),
-                       self.eval_suite, self.eval_dataset, self.eval_benchmark, self.eval_judge,
+        return w.VBox([w.HTML("<h4>Evaluate</h4><div style='color:#57606a'>Runs a suite on this model as an evaluate "
+                              "job (a re-runnable record); its scores appear above, beside its base model's.</div>"),
+                       self.eval_suite, self.eval_dataset, self.eval_benchmark, self.eval_judge, self.eval_with_base,
                        w.HBox([self.evaluate_button, self.evaluate_note, self.evaluate_job_button],
                               layout=w.Layout(align_items="center"))])
+
+    def _evaluate_base_beside(self, job, params: dict):
+        """The base model's evaluation on the rows `job` scores (as a training's evaluation queues it),
+        unless one is queued, running or done already; None then."""
+        base = self.info["base_model"]
+        row_key = job.params.get("ROW_KEY")
+        if any(r.get("row_key") == row_key and r["status"] not in (JobStatus.FAILED, JobStatus.CANCELLED)
+               for r in evaluations.results(base)):
+            return None
+        try:
+            training = jobs.get_job(self.info["job_id"]) if self.info["job_id"] else None
+        except DeepeError:  # deleted since: the base is scored as a base model on that dataset
+            training = None
+        return evaluations.submit_evaluation(base, dataset=job.dataset, suite=job.params.get("SUITE"),
+                                             params=params or None, training=training,
+                                             method=training.method if training else None)
 
     def _show_suite_fields(self) -> None:
         suite = self.eval_suite.value
         self.eval_benchmark.layout.display = None if suite == "benchmark" else "none"
         self.eval_judge.layout.display = None if suite == "judge" else "none"
         self.eval_dataset.layout.display = "none" if suite == "benchmark" else None
+        # the judge compares this model's answers with its base model's itself
+        has_base = bool(self.info["base_model"]) and self.info["base_model"] != self.name
+        self.eval_with_base.layout.display = None if suite != "judge" and has_base else "none"
         if suite == "judge" and not self.eval_judge.options:
             self.evaluate_note.value = ("<span style='color:#9a6700'>No Live Model to judge with: deploy one first "
                                         "(or set DEEPE_JUDGE_URL where the worker runs).</span>")
@@ -384,9 +406,12 @@ class ModelCard(w.VBox):
         if suite == "judge" and self.eval_judge.value:
             params[JUDGE_PARAM] = self.eval_judge.value
         self.evaluate_button.disabled = True
+        base_job = None
         try:
             job = evaluations.submit_evaluation(self.name, dataset=None if suite == "benchmark" else
                                                 self.eval_dataset.value, suite=suite, params=params or None)
+            if self.eval_with_base.value and self.eval_with_base.layout.display != "none":
+                base_job = self._evaluate_base_beside(job, params)
             if self.start_worker:
                 worker.ensure_worker()
         except DeepeError as exc:
@@ -394,10 +419,11 @@ class ModelCard(w.VBox):
             return None
         finally:
             self.evaluate_button.disabled = False
-        self.last_evaluation = job
-        self.evaluate_note.value = (f"<span class='deepe-status deepe-ok' style='color:#1a7f37'>Evaluate job {job.id} "
-                                    f"({html.escape(suite)} suite) is queued: its scores appear above when it "
-                                    "finishes.</span>")
+        self.last_evaluation, self.last_base_evaluation = job, base_job
+        which = (f"Evaluate jobs {job.id} (this model) and {base_job.id} (its base model) are queued"
+                 if base_job else f"Evaluate job {job.id} is queued")
+        self.evaluate_note.value = (f"<span class='deepe-status deepe-ok' style='color:#1a7f37'>{which} "
+                                    f"({html.escape(suite)} suite): the scores appear above when they finish.</span>")
         self.evaluate_job_button.layout.display = None if self.on_job else "none"
         self.evaluation.refresh()  # the queued job shows in the state line; the Models view's poll follows it
         return job

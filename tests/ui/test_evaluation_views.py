@@ -2,12 +2,13 @@
 and real evaluate jobs of the tiny model (no browser: widgets in plain Python)."""
 
 import asyncio
+import json
 import re
 import socket
 
 import pytest
 
-from deepe_widgets import evaluations, jobs, models, worker
+from deepe_widgets import datasets, evaluations, jobs, models, worker
 from deepe_widgets.ui import ModelsView, TrainingCompare, TrainingDetail
 from deepe_widgets.ui import detail as detail_module
 from deepe_widgets.ui.evaluation_view import change_words, predictions_html, score_text, sort_rows
@@ -50,7 +51,17 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/v1"  # nothing listens there once the socket is closed
 
 
-def test_evaluation_data_compare_and_the_model_card_show_real_evaluations(workspace, monkeypatch):
+def small_dataset(folder) -> str:
+    """A dataset of four capital questions the trainings never saw (a quick evaluation on another dataset)."""
+    path = folder / "capitals.jsonl"
+    path.write_text("".join(json.dumps({"question": f"What is the capital of {country}?", "answer": capital}) + "\n"
+                            for country, capital in (("Chile", "Santiago"), ("Kenya", "Nairobi"),
+                                                     ("Norway", "Oslo"), ("Egypt", "Cairo"))))
+    datasets.add_dataset("capitals", path)
+    return "capitals"
+
+
+def test_evaluation_data_compare_and_the_model_card_show_real_evaluations(workspace, monkeypatch, tmp_path):
     monkeypatch.setenv("DEEPE_EVALUATE_AFTER_TRAINING", "0")  # queued below, as after_training queues them
     monkeypatch.setattr(detail_module, "EVALUATION_EVERY", 0.0)  # every refresh looks at the evaluate jobs
     first, tuned = train()
@@ -125,6 +136,7 @@ def test_evaluation_data_compare_and_the_model_card_show_real_evaluations(worksp
     compare.close()
 
     # the model card: scores with the suite, the dataset hash and the records; Evaluate queues a job
+    other_dataset = small_dataset(tmp_path)
     view = ModelsView(start_worker=False)
     view.open_model(tuned)
     card = view.card
@@ -136,19 +148,32 @@ def test_evaluation_data_compare_and_the_model_card_show_real_evaluations(worksp
     assert card.eval_benchmark.layout.display is None and card.eval_dataset.layout.display == "none"
     card.evaluate_button.click()
     assert "Give the benchmark file" in card.evaluate_note.value
+    # on another dataset: this model, and its base model on the same rows to compare with
+    card.eval_suite.value = "generation"
+    card.eval_dataset.value = other_dataset
+    card.evaluate_button.click()
+    other, other_base = card.last_evaluation, card.last_base_evaluation
+    assert other is not None and other_base is not None, card.evaluate_note.value
+    assert f"Evaluate jobs {other.id} (this model) and {other_base.id} (its base model)" in card.evaluate_note.value
+    assert (other_base.base_model, other_base.dataset) == ("tiny", other_dataset)
+    assert other_base.params["ROW_KEY"] == other.params["ROW_KEY"]
     # a judge nobody answers at: the job fails with one sentence, shown on the card; the scores stay
     monkeypatch.setenv("DEEPE_JUDGE_URL", closed_port_url())
     card.eval_suite.value = "judge"
+    assert card.eval_with_base.layout.display == "none"  # the judge reads both models' answers itself
     card.evaluate_button.click()
     judged = card.last_evaluation
-    assert judged is not None and f"Evaluate job {judged.id}" in card.evaluate_note.value, card.evaluate_note.value
+    assert judged is not None and f"Evaluate job {judged.id} is queued" in card.evaluate_note.value
     assert f"job {judged.id}): queued" in card.evaluation.state.value and not card.evaluation.settled
     run_queue()
-    assert jobs.get_job(judged.id).status == "failed"
+    assert [jobs.get_job(j.id).status for j in (other, other_base, judged)] == ["succeeded", "succeeded", "failed"]
     asyncio.run(view.poll_once())  # the view's own poll follows the open card's evaluation
     assert card.evaluation.settled and "An evaluation failed" in card.evaluation.state.value
     assert f"judge suite, job {judged.id}" in card.evaluation.state.value
-    assert metric_label("eval_rougeL") in card.evaluation.scores.value  # the generation scores are still shown
+    scores = card.evaluation.scores.value  # the newest generation scores, the base's on the same rows
+    assert f"generation suite on {other_dataset}" in scores and "other rows" not in scores
+    gsm = evaluations.latest("tiny")
+    assert gsm["job_id"] == other_base.id and score_text(gsm["metrics"]["eval_chrf"]) in scores
     view.close()
 
 
