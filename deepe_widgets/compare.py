@@ -72,9 +72,10 @@ def _model_of(job_id: int) -> str | None:
 
 def compare_evaluations(ids: list, suite: str = "generation") -> dict:
     """`{"suite", "models": {job id: model name|None}, "results": {job id: result|None},
-    "metrics": {name: {job id: value}}}`: the newest succeeded evaluation (of `suite`) of the model
-    each training made (`evaluations.latest`); job ids are strings, as in `compare_jobs`."""
-    out = {"suite": suite, "models": {}, "results": {}, "metrics": {}}
+    "metrics": {name: {job id: value}}, "base": result|None}`: the newest succeeded evaluation (of
+    `suite`) of the model each training made (`evaluations.latest`), and where the runs share a base
+    model evaluated on the same rows, its evaluation; job ids are strings, as in `compare_jobs`."""
+    out = {"suite": suite, "models": {}, "results": {}, "metrics": {}, "base": None}
     for job_id in ids:
         key = str(int(job_id))
         model = _model_of(int(job_id))
@@ -82,6 +83,13 @@ def compare_evaluations(ids: list, suite: str = "generation") -> dict:
         out["models"][key], out["results"][key] = model, result
         for name, value in ((result or {}).get("metrics") or {}).items():
             out["metrics"].setdefault(name, {})[key] = value
+    found = [r for r in out["results"].values() if r]
+    try:
+        bases = {evaluations.base_of(r["model"]) for r in found}
+    except DeepeError:  # a base deleted since: no column for it
+        bases = set()
+    if found and len(bases) == 1 and len({r.get("row_key") for r in found}) == 1:
+        out["base"] = evaluations.latest(bases.pop(), suite, found[0].get("row_key"))
     return out
 
 
@@ -110,6 +118,7 @@ def compare_predictions(evaluated: dict) -> dict:
         for key in ids:
             row = per_run[key][prompt]
             scores = row.get("scores") or {}
-            answers[key] = {"answer": row.get("answer"), "score": scores.get("rougeL")}
+            score = next((scores[n] for n in evaluations.ROW_SCORES if n in scores), None)
+            answers[key] = {"answer": row.get("answer"), "score": score}
         rows.append({"prompt": prompt, "reference": first[prompt].get("reference"), "answers": answers})
     return {"ids": ids, "rows": rows, "only_some": len(every) - len(shared)}

@@ -18,7 +18,7 @@ from ..store import JobStatus
 from .common import MAX_POINTS, close_tree, decimate, html_table, stylesheet
 from .detail import y_axis
 from .evaluation_view import CSS as EVALUATION_CSS
-from .evaluation_view import ROWS_PER_PAGE, cell_text, score_text
+from .evaluation_view import DEFAULT_ROW_SCORE, ROWS_PER_PAGE, cell_text, score_names, score_text
 from .labels import metric_label, metric_order, param_label, show_value
 
 PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#e16f24", "#57606a"]
@@ -156,7 +156,9 @@ class TrainingCompare(w.VBox):
         if not found:
             return notes or "<i>No evaluation scores.</i>"
         rows = []
-        for name in metric_order(n for n in found if not n.endswith("_stderr")):
+        base = self.evaluated.get("base") or None
+        base_metrics = (base or {}).get("metrics") or {}
+        for name in score_names(n for n in found if not n.endswith("_stderr")):
             direction = metrics.direction(name, self.directions)
             values = {i: v for i, v in found[name].items() if v is not None}
             best = None
@@ -171,12 +173,15 @@ class TrainingCompare(w.VBox):
                 cells.append(f"<b style='color:#1a7f37'>{text} ★</b>" if best is not None and values[i] == best
                              else text)
             word = {"min": "lower is better", "max": "higher is better", None: ""}[direction]
+            base_cell = [f"<span style='color:#57606a'>{score_text(base_metrics.get(name))}</span>"] if base else []
             rows.append([f"{html.escape(metric_label(name))}"
-                         + (f" <span style='color:#57606a'>({word})</span>" if word else "")] + cells)
+                         + (f" <span style='color:#57606a'>({word})</span>" if word else "")] + cells + base_cell)
         datasets = {str((r or {}).get("dataset") or "held-out rows") for r in self.evaluated["results"].values() if r}
         where = (f"<div style='color:#57606a'>{html.escape(self.evaluated['suite'])} suite on "
                  f"{html.escape(', '.join(sorted(datasets)))}; ★ the best run</div>")
-        return where + html_table(["metric"] + [self.names[i] for i in self.ids], rows) + notes
+        heads = ["metric"] + [self.names[i] for i in self.ids] + (
+            [f"base model {base['model']} (before training)"] if base else [])
+        return where + html_table(heads, rows) + notes
 
     def prediction_rows(self) -> list[dict]:
         """The joined predictions in the chosen order."""
@@ -220,7 +225,7 @@ class TrainingCompare(w.VBox):
         left_out = self.joined["only_some"]
         self.predictions_note.value = (
             f"<span style='color:#57606a'>{len(rows)} prompt{'s' if len(rows) != 1 else ''} every run answered "
-            f"(joined on the prompt; score: ROUGE-L against the reference, ★ the best); showing {len(shown)}"
+            f"(joined on the prompt; score: {DEFAULT_ROW_SCORE}, ★ the best); showing {len(shown)}"
             + (f"; {left_out} prompt{'s' if left_out != 1 else ''} only some runs answered left out" if left_out
                else "") + ".</span>")
         self.more.layout.display = None if len(rows) > len(shown) else "none"

@@ -22,7 +22,11 @@ from .record import RecordView
 PENDING = (JobStatus.QUEUED, JobStatus.RUNNING)
 SUITE_WORDS = {"generation": "generation (answers scored against the references)",
                "benchmark": "benchmark (multiple-choice accuracy)",
-               "judge": "judge (an LLM compares the two answers)"}
+               "judge": "judge (an LLM compares the two answers)",
+               "retrieval": "retrieval (each held-out query looks for its passage)"}
+# what a predictions row's score is (`evaluations.side_by_side` takes the first of evaluations.ROW_SCORES)
+ROW_SCORE_WORDS = {"retrieval": "the reciprocal rank of the query's own passage"}
+DEFAULT_ROW_SCORE = "ROUGE-L of each answer against the reference"
 SORTS = (("tuned worse first", "worse"), ("largest gain first", "gain"), ("tuned score, lowest first", "low"),
          ("tuned score, highest first", "high"), ("prompt, A to Z", "prompt"), ("as evaluated", "order"))
 ROWS_PER_PAGE = 50
@@ -464,7 +468,8 @@ class EvaluationSection(w.VBox):
         shown = min(len(rows), self._limit)
         self.predictions_area.set_title(0, f"Predictions: {len(every)} held-out prompts, the tuned model worse "
                                            f"on {worse}")
-        self.rows_note.value = (f"<span style='color:#57606a'>Score: ROUGE-L of each answer against the reference. "
+        self.rows_note.value = (f"<span style='color:#57606a'>Score: "
+                                f"{ROW_SCORE_WORDS.get(self.suite.value, DEFAULT_ROW_SCORE)}. "
                                 f"Showing {shown} of {len(rows)} row{'s' if len(rows) != 1 else ''}"
                                 f"{' (only the worse ones)' if self.only_worse.value else ''}; rows where the "
                                 f"tuned model scores below the base are tinted red.</span>")

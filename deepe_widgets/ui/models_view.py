@@ -21,7 +21,7 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from .. import config, datasets, deployments, evaluations, inference, jobs, methods, metrics, models, worker
+from .. import config, datasets, deployments, evaluations, inference, jobs, methods, metrics, models, trainings, worker
 from ..errors import DeepeError
 from ..jobs import format_time as when
 from ..store import JobStatus, ModelKind
@@ -54,9 +54,10 @@ COLUMNS = (("Name", "minmax(160px, 2.2fr)"), ("Base model", "minmax(100px, 1.2fr
            ("Method", "minmax(80px, 1fr)"), ("Dataset", "minmax(80px, 1fr)"), ("Created", "86px"),
            ("Final", "110px"), ("", "90px"))
 
-SUITE_CHOICES = (("generation: answers to held-out prompts, scored", "generation"),
-                 ("benchmark: a local multiple-choice file", "benchmark"),
-                 ("judge: an LLM compares it with its base", "judge"))
+SUITE_CHOICES = {"generation": "generation: answers to held-out prompts, scored",
+                 "benchmark": "benchmark: a local multiple-choice file",
+                 "judge": "judge: an LLM compares it with its base",
+                 "retrieval": "retrieval: held-out queries find their passages"}
 BENCHMARK_PARAM, JUDGE_PARAM = "BENCHMARK_FILE", "JUDGE"  # the evaluation notebook's parameters
 
 log = logging.getLogger("deepe.ui")
@@ -335,8 +336,11 @@ class ModelCard(w.VBox):
         """Evaluate: a suite on a dataset (the training's by default); a benchmark file, or a judge."""
         names = [d.name for d in datasets.list_datasets()]
         default = self.info["dataset"] if self.info["dataset"] in names else (names[0] if names else None)
-        self.eval_suite = w.Dropdown(options=SUITE_CHOICES, value="generation", description="Suite",
-                                     layout=w.Layout(width="420px"))
+        training_type = trainings.for_model(self.record)  # its suites: a chat model's are not an embedder's
+        suites = [s for s in training_type.suites if s in evaluations.SUITES]
+        self.eval_suite = w.Dropdown(options=[(SUITE_CHOICES.get(s, s), s) for s in suites], description="Suite",
+                                     value=training_type.default_suite if training_type.default_suite in suites
+                                     else (suites[0] if suites else None), layout=w.Layout(width="420px"))
         self.eval_dataset = w.Dropdown(options=names, value=default, description="Dataset",
                                        layout=w.Layout(width="420px"))
         self.eval_benchmark = w.Text(description="Benchmark file", placeholder="/path/to/questions.jsonl or task.yaml",
@@ -358,6 +362,9 @@ class ModelCard(w.VBox):
         self.last_evaluation = None
         self.eval_suite.observe(lambda _c: self._show_suite_fields(), "value")
         self._show_suite_fields()
+        if not suites:
+            return w.VBox([w.HTML(f"<h4>Evaluate</h4><div style='color:#57606a'>{html.escape(training_type.name)} "
+                                  "models have no evaluation suite yet.</div>")])
         return w.VBox([w.HTML("<h4>Evaluate</h4><div style='color:#57606a'>Runs a suite on this model as an evaluate "
                               "job (a re-runnable record); its scores appear above, beside its base model's.</div>"),
                        self.eval_suite, self.eval_dataset, self.eval_benchmark, self.eval_judge, self.eval_with_base,

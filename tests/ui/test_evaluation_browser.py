@@ -131,4 +131,25 @@ def test_evaluation_data_and_the_model_card_in_chromium(start_app, page, workspa
     shot(page, "model-card-queued", card)
     assert jobs.wait_for(again, timeout=300).status == "succeeded"  # the worker the card started runs it
     card.locator(".deepe-eval-state", has_text=f"tuned model job {again}").wait_for(timeout=30_000)
+
+    # Compare two evaluated runs: their scores first, then their answers to the same prompts
+    second = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", name="capitals-slower",
+                                  params={"MAX_STEPS": 24, "BATCH_SIZE": 4, "LEARNING_RATE": 1e-3,
+                                          "MAX_SEQ_LENGTH": 64, "SAVE_STEPS": 0})
+    run_queue()
+    assert jobs.wait_for(second.id, timeout=300).status == "succeeded"
+    [second_model] = [m.name for m in models.models_of_job(second.id)]
+    evaluated = evaluations.submit_evaluation(second_model, training=jobs.get_job(second.id), method="SFT-Demo")
+    run_queue()
+    assert jobs.wait_for(evaluated.id, timeout=300).status == "succeeded"
+    tab(page, "Trainings")
+    page.get_by_role("button", name="Refresh").click()
+    for run in (job, second):
+        page.locator(f"input[type=checkbox][title^='tick job {run.id} ']").first.check()
+    page.get_by_role("button", name="Compare").click()
+    page.get_by_text("Predictions on the same prompts").wait_for()
+    compare = page.locator(".widget-vbox", has=page.locator("h3", has_text="Compare capitals")).last
+    assert compare.locator("table.deepe-predictions tbody tr").count() == len(side["rows"])
+    assert "★" in compare.inner_text() or "-" in compare.inner_text()
+    shot(page, "compare", compare)
     assert "Traceback" not in page.inner_text("body")

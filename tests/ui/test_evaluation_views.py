@@ -127,6 +127,7 @@ def test_evaluation_data_compare_and_the_model_card_show_real_evaluations(worksp
     second_result = evaluations.latest(tuned_again)
     for result in (tuned_result, second_result):
         assert score_text(result["metrics"]["eval_chrf"]) in compare.scores.value
+    assert "base model tiny (before training)" in compare.scores.value  # scored on the same rows
     joined = compare.prediction_rows()
     assert len(joined) == len(side["rows"])  # the same held-out prompts (same seed and fraction)
     second_answers = {r["prompt"]: r["answer"] for r in evaluations.read_predictions(second_result)}
