@@ -135,7 +135,7 @@ def submit_deploy(model_name: str, *, engine: str = "vllm", host: str = "127.0.0
         check_name(name, "deployment")
     method = record.method if record.method and "deployment" in _stages_of(record.method) else BUILTIN_ENGINE_METHOD
     job = Job(kind=JobKind.DEPLOY, method=method, base_model=model_name, stage="deployment")
-    live_name = check_name(f"{model_name}_l_{job.uuid[:4]}", "live model")
+    live_name = check_name(models.live_model_name(model_name, job.uuid), "live model")
     params["SERVED_NAME"] = live_name
     job.params = params
     job = jobs._queue(job, name, "deploy")

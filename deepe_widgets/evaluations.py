@@ -32,16 +32,19 @@ from .store import FINISHED, Job, JobKind, JobStatus, ModelKind
 
 log = logging.getLogger(__name__)
 
-SUITES = ("generation", "benchmark", "judge")
+SUITES = ("generation", "benchmark", "judge", "retrieval")
 SUITE_WORDS = {"generation": "answers to held-out prompts, scored against their references",
                "benchmark": "a local multiple-choice benchmark file, run by lm-evaluation-harness",
-               "judge": "a judge model compares the tuned and the base model's answers"}
+               "judge": "a judge model compares the tuned and the base model's answers",
+               "retrieval": "each held-out query looks for its own passage (embedding models)"}
+# The per-row score the side-by-side table compares, the first a row has.
+ROW_SCORES = ("rougeL", "reciprocal_rank", "exact_match")
 # The evaluation notebook's parameters a user may set (`--param`); the platform sets the rest.
-USER_PARAMETERS = ("MAX_ROWS", "BATCH_SIZE", "MAX_NEW_TOKENS", "SYSTEM_PROMPT", "BENCHMARK_FILE", "JUDGE",
-                   "STAGE_TIMEOUT")
+USER_PARAMETERS = {"MAX_ROWS": "100", "BATCH_SIZE": "8", "MAX_NEW_TOKENS": "128", "SYSTEM_PROMPT": '""',
+                   "BENCHMARK_FILE": '""', "JUDGE": '""', "STAGE_TIMEOUT": "7200.0"}
 # What decides which rows are scored and how: two evaluations with the same key are comparable.
 ROW_KEYS = ("DATASET_SHA256", "HELD_OUT", "EVAL_FRACTION", "SEED", "PromptInputColumn", "PromptOutputColumn",
-            "MAX_ROWS", "MAX_NEW_TOKENS", "SYSTEM_PROMPT", "BENCHMARK_SHA256", "SUITE")
+            "MAX_ROWS", "MAX_NEW_TOKENS", "SYSTEM_PROMPT", "BENCHMARK_SHA256", "SUITE", "NegativeColumn")
 AUTO_ENV = "DEEPE_EVALUATE_AFTER_TRAINING"
 
 
@@ -150,10 +153,10 @@ def _check_benchmark(value: str) -> dict:
     return {"BENCHMARK_FILE": str(path.resolve()), "BENCHMARK_SHA256": provenance.sha256_file(path)}
 
 
-def submit_evaluation(model: str, *, dataset: str | None = None, suite: str | None = None,
-                      params: dict | None = None, name: str | None = None, training: Job | None = None,
+def plan_evaluation(model: str, *, dataset: str | None = None, suite: str | None = None,
+                      params: dict | None = None, training: Job | None = None,
                       method: str | None = None) -> Job:
-    """Queue an evaluation of `model` (any registered model but a Live one).
+    """The evaluate job of `model` (any registered model but a Live one), checked, not yet queued.
 
     Without `dataset`, a trained model is scored on the rows its training held out; a base model
     needs one. With `dataset`, on its rows (its held-out rows where it has a `split` column)."""
@@ -174,41 +177,34 @@ def submit_evaluation(model: str, *, dataset: str | None = None, suite: str | No
     if unknown:
         raise DeepeError(f"unknown evaluation parameter {unknown[0]!r}; you may set "
                          f"{', '.join(p.lower() for p in USER_PARAMETERS)}", field=unknown[0])
-    values = {k.upper(): v for k, v in values.items()}
+    values = {k.upper(): paramlib.coerce(k.lower(), v, USER_PARAMETERS[k.upper()]) for k, v in values.items()}
     for key in ("MAX_ROWS", "BATCH_SIZE", "MAX_NEW_TOKENS"):
         if key in values and (not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 1):
             raise DeepeError(f"{key.lower()} must be a whole number of at least 1, not {values[key]!r}",
                              field=key.lower())
-    if name:
-        check_name(name, "evaluation")
     trained = _training_values(made_by)
-    # the rows its training never saw: without a dataset, or with the one it trained on
-    held_out = dataset is None or (made_by is not None and dataset == made_by.dataset)
-    if dataset is None:
-        if made_by is None or not made_by.dataset:
-            raise DeepeError(f"{model!r} was not trained here on a registered dataset: give the rows to "
-                             f"evaluate on with --dataset NAME", field="dataset")
-        dataset = made_by.dataset
-    dataset_row = datasets.get_dataset(dataset)
-    if not Path(dataset_row.path).is_file():
-        raise DeepeError(f"dataset {dataset!r} points at {dataset_row.path}, which no longer exists", field="dataset")
-    if not held_out and "split" in (dataset_row.columns or []):
-        held_out = True  # its own held-out rows, not the ones it trains on
+    judge = values.pop("JUDGE", "")
+    benchmark = values.pop("BENCHMARK_FILE", "")
+    if suite == "benchmark":  # the benchmark file holds the questions
+        if dataset is not None:
+            raise DeepeError("the benchmark suite reads its questions from benchmark_file=FILE, not from a "
+                             "dataset: leave out --dataset", field="dataset")
+        rows = {"HELD_OUT": False, "DATASET_PATH": "", "DATASET_SHA256": ""}
+    else:
+        dataset, rows = _rows_to_score(model, dataset, made_by)
     root = models.get_model(base_of(record))
     job_params = {
-        "SUITE": suite, "HELD_OUT": held_out,
+        "SUITE": suite, **rows,
         "MODEL_PATH": models.get_model(record.parent).path if record.kind == ModelKind.CUSTOMIZED else record.path,
         "ADAPTER_PATH": record.path if record.kind == ModelKind.CUSTOMIZED else "",
-        "BASE_MODEL_PATH": root.path, "DATASET_PATH": dataset_row.path,
-        "DATASET_SHA256": provenance.sha256_file(Path(dataset_row.path)),
+        "BASE_MODEL_PATH": root.path,
         "EVAL_FRACTION": trained.get("EVAL_FRACTION", 0.1), "SEED": trained.get("SEED", 42),
         "PromptInputColumn": trained.get("PromptInputColumn", ""),
         "PromptOutputColumn": trained.get("PromptOutputColumn", ""),
         "SYSTEM_PROMPT": trained.get("SYSTEM_PROMPT", ""),
+        **({"NegativeColumn": trained["NegativeColumn"]} if "NegativeColumn" in trained else {}),
         "TRAINING_JOB": made_by.id if made_by is not None and dataset == made_by.dataset else 0,
     }
-    judge = values.pop("JUDGE", "")
-    benchmark = values.pop("BENCHMARK_FILE", "")
     job_params.update(values)
     if suite == "judge":
         job_params.update(_judge_parameters(str(judge or ""), record))
@@ -223,7 +219,36 @@ def submit_evaluation(model: str, *, dataset: str | None = None, suite: str | No
     job = Job(kind=JobKind.EVALUATE, method=method_row.name if method_row is not None else "",
               base_model=record.name, dataset=dataset, params=job_params, stage="evaluation")
     require_kernel(stage_info(job)["kernel"], field="model")
+    return job
+
+
+def submit_evaluation(model: str, *, dataset: str | None = None, suite: str | None = None,
+                      params: dict | None = None, name: str | None = None, training: Job | None = None,
+                      method: str | None = None) -> Job:
+    """Queue an evaluation of `model` (`plan_evaluation`)."""
+    if name:
+        check_name(name, "evaluation")
+    job = plan_evaluation(model, dataset=dataset, suite=suite, params=params, training=training, method=method)
     return jobs._queue(job, name, "eval")
+
+
+def _rows_to_score(model: str, dataset: str | None, made_by: Job | None) -> tuple[str, dict]:
+    """(dataset, its parameters): the rows its training held out, or a dataset's (its own held-out
+    rows where it has a `split` column)."""
+    # the rows its training never saw: without a dataset, or with the one it trained on
+    held_out = dataset is None or (made_by is not None and dataset == made_by.dataset)
+    if dataset is None:
+        if made_by is None or not made_by.dataset:
+            raise DeepeError(f"{model!r} was not trained here on a registered dataset: give the rows to "
+                             f"evaluate on with --dataset NAME", field="dataset")
+        dataset = made_by.dataset
+    row = datasets.get_dataset(dataset)
+    if not Path(row.path).is_file():
+        raise DeepeError(f"dataset {dataset!r} points at {row.path}, which no longer exists", field="dataset")
+    if not held_out and "split" in (row.columns or []):
+        held_out = True  # its own held-out rows, not the ones it trains on
+    return dataset, {"HELD_OUT": held_out, "DATASET_PATH": row.path,
+                     "DATASET_SHA256": provenance.sha256_file(Path(row.path))}
 
 
 def _training_values(training: Job | None) -> dict:
@@ -250,15 +275,17 @@ def after_training(job: Job) -> list[Job]:
     method_row = store.get_one(store.Method, name=job.method)
     if not made or method_row is None or "evaluation" not in method_row.stages:
         return []
-    queued = [submit_evaluation(made[0].name, training=job, method=job.method)]
-    tuned = queued[0]
-    base = job.base_model
+    tuned = plan_evaluation(made[0].name, training=job, method=job.method)
+    base = plan_evaluation(job.base_model, dataset=job.dataset, training=job, method=job.method)
     with store.read_session() as s:
-        earlier = s.exec(select(Job).where(Job.kind == JobKind.EVALUATE, Job.base_model == base)).all()
-    # ROW_KEY names the rows and the generation settings, not the model: the base's evaluation beside it
-    if not any(e.params.get("ROW_KEY") == tuned.params.get("ROW_KEY") and
+        earlier = s.exec(select(Job).where(Job.kind == JobKind.EVALUATE, Job.base_model == base.base_model)).all()
+    # ROW_KEY names the rows and the generation settings, not the model: the base's evaluation on
+    # the same rows, unless one exists; queued first, so the tuned model's card has it beside
+    queued = []
+    if not any(e.params.get("ROW_KEY") == base.params["ROW_KEY"] and
                e.status not in (JobStatus.FAILED, JobStatus.CANCELLED) for e in earlier):
-        queued.append(submit_evaluation(base, dataset=job.dataset, training=job, method=job.method))
+        queued.append(jobs._queue(base, None, "eval"))
+    queued.append(jobs._queue(tuned, None, "eval"))
     return queued
 
 
@@ -321,7 +348,7 @@ def read_predictions(result: dict | None) -> list[dict]:
 
 def _score(row: dict) -> float | None:
     scores = row.get("scores") or {}
-    value = scores.get("rougeL")
+    value = next((scores[name] for name in ROW_SCORES if name in scores), None)
     return float(value) if isinstance(value, (int, float)) else None
 
 

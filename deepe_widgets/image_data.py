@@ -16,7 +16,7 @@ from . import images
 from .errors import DeepeError
 from .images import resolve_image, thumbnail_png, unreadable
 from .paths import check_allowed, is_allowed
-from .runtime.diffusion import CAPTION_COLUMNS, IMAGE_COLUMNS  # what the kernel reads, the workbench checks
+from .runtime.image_generation import CAPTION_COLUMNS, IMAGE_COLUMNS  # what the kernel reads, the workbench checks
 
 METADATA = "metadata.jsonl"
 DEMO_CONCEPT = "a zqx badge"  # a made-up word: no base model has seen it

@@ -12,7 +12,8 @@ from pathlib import Path
 from .errors import DeepeError
 from .paths import check_allowed, is_allowed
 
-# A vision-language dataset's picture column (runtime.vision.IMAGE_COLUMNS reads the same; a test keeps them equal).
+# A vision-language dataset's picture column (runtime.vision_language.IMAGE_COLUMNS reads the same;
+# a test keeps them equal).
 IMAGE_COLUMNS = ("image", "images")
 
 

@@ -51,12 +51,13 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
 
 
 def check_model_name_fits(base_model: str, name: str | None) -> None:
-    """Refuse, at submit, a training whose model name (`<base>_<name>_<YYYYMMDD>_<uuid>`, see
-    executors.planned_outputs) would be too long to register once it has trained."""
-    planned = f"{base_model}_{name or 'train' + '0' * len(str(paramlib.MAX_ID))}_YYYYMMDD_xxxx"
+    """Refuse, at submit, a training whose model name (`models.trained_model_name`) would be too long
+    to register once it has trained."""
+    planned = models.trained_model_name(base_model, name or "train" + "0" * len(str(paramlib.MAX_ID)),
+                                        "YYYYMMDD", "xxxx")
     if len(planned) > MAX_NAME_LENGTH:
         over = len(planned) - MAX_NAME_LENGTH
-        planned = f"{base_model}_{name or 'train<id>'}_<date>_<id>"
+        planned = models.trained_model_name(base_model, name or "train<id>", "<date>", "<id>")
         raise DeepeError(f"the model this training makes would be named {planned}, {over} characters over "
                          f"the {MAX_NAME_LENGTH} a name may have; give a shorter training "
                          f"name (--name)" + ("" if name and len(name) > over else

@@ -90,13 +90,15 @@ BUILTINS = {
                               "on query / passage pairs; NDCG@10, MRR@10 and recall@k on held-out queries.",
                               {"training": "embedding_demo/training.ipynb", "saving": "embedding_demo/saving.ipynb",
                                "inference-customized": "embedding_demo/inference.ipynb",
-                               "inference-complete": "embedding_demo/inference.ipynb"}, EMBEDDING_DEMO_DATASET),
+                               "inference-complete": "embedding_demo/inference.ipynb",
+                               "evaluation": "evaluation/embedding.ipynb"}, EMBEDDING_DEMO_DATASET),
     "VL-Demo": Builtin("VL-Demo", "vision-language", "complete",
                        "Vision-language fine-tuning with a LoRA adapter (TRL SFTTrainer, loss on the answers only) on "
                        "image + question / answer rows; exact match on held-out questions.",
                        {"training": "vl_demo/training.ipynb", "saving": "vl_demo/saving.ipynb",
                         "inference-customized": "vl_demo/inference.ipynb",
-                        "inference-complete": "vl_demo/inference.ipynb"},
+                        "inference-complete": "vl_demo/inference.ipynb",
+                        "evaluation": "evaluation/vision_language.ipynb"},
                         VL_DEMO_DATASET),
     "MLX-Demo": Builtin("MLX-Demo", "chat", "complete",
                         "LoRA fine-tuning with mlx-lm (Apple silicon; its CPU backend runs on Linux). "

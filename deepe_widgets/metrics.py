@@ -7,6 +7,7 @@ summaries are aggregated by the database.
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 import nbformat
@@ -64,10 +65,15 @@ def last_metrics(job_ids: list[int], name: str) -> dict[int, float]:
 # Which way is better, by a word in the metric's name (the one rule: the CLI's "best" and the
 # widgets' agree). A spread (`reward_std`) is no quality, and metrics with neither direction
 # (learning_rate, epoch, num_tokens, grad_norm …) have no "best": it is reported as the final value.
+# A held-out metric (`eval_loss`, `eval_rewards/margins`) goes the way of its training twin.
 HIGHER_IS_BETTER = ("reward", "accuracy", "acc", "f1", "ndcg", "mrr", "recall", "precision", "map@", "bleu",
-                    "rouge", "margins", "score", "auc", "tokens_per_second", "samples_per_second")
-LOWER_IS_BETTER = ("loss", "perplexity", "error", "wer", "cer")
+                    "rouge", "margins", "score", "auc", "tokens_per_second", "samples_per_second", "exact_match",
+                    "chrf", "win_rate")
+LOWER_IS_BETTER = ("loss", "perplexity", "error")
+LOWER_IS_BETTER_WORDS = ("wer", "cer")  # whole words only: "answer_length" is no word error rate
 NOT_A_QUALITY = ("reward_std", "frac_reward_zero_std")
+# spreads and standard errors (`bench_mmlu_acc_stderr`) say how sure a value is, not how good
+NOT_A_QUALITY_ENDINGS = ("_std", "/std", "_stderr")
 
 
 def direction(name: str, declared: dict | None = None) -> str | None:
@@ -76,11 +82,12 @@ def direction(name: str, declared: dict | None = None) -> str | None:
     if declared and name in declared:
         return declared[name]
     lowered = name.lower()
-    if lowered in NOT_A_QUALITY or lowered.endswith(("_std", "/std")):
+    if lowered.removeprefix("eval_") in NOT_A_QUALITY or lowered.endswith(NOT_A_QUALITY_ENDINGS):
         return None
     if any(token in lowered for token in HIGHER_IS_BETTER):
         return "max"
-    if any(token in lowered for token in LOWER_IS_BETTER):
+    if any(token in lowered for token in LOWER_IS_BETTER) or \
+            set(re.split(r"[^a-z0-9]+", lowered)) & set(LOWER_IS_BETTER_WORDS):
         return "min"
     return None
 

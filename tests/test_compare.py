@@ -109,7 +109,7 @@ def test_a_direction_a_method_declares_is_the_cli_s_and_the_widgets(workspace, t
     assert [(report[str(j.id)]["direction"], report[str(j.id)]["best"]) for j in jobs_] == [("min", 0.2), ("min", 0.4)]
     view = TrainingCompare([a.id, b.id])
     try:
-        row = next(r for r in view.summary.value.split("<tr>")[2:] if "Eval score" in r)
+        row = next(r for r in view.summary.value.split("<tr>")[2:] if "Held-out score" in r)
         assert "(lowest)" in row and "0.4 / 0.2" in row and "0.8 / 0.4" in row, row
     finally:
         view.close()

@@ -114,6 +114,17 @@ def test_embedding_demo_trains_saves_and_finds_passages_beside_its_base(workspac
     assert saved["status"] == "succeeded", saved["error"]
     [complete] = saved["artifacts"]
     assert (Path(complete["path"]) / "modules.json").is_file()
+    # The evaluation stage scores the same held-out queries against the same passages: the trained
+    # model as its training's last evaluation did, its base as the first one (before any step) did.
+    from deepe_widgets import evaluations
+
+    for model, given, expected in ((customized["name"], (), ndcg[10]), ("tiny-embed", ("--dataset", "demo-embed"),
+                                                                         ndcg[0])):
+        done = deepe_json("evaluate", model, *given, "--wait", "--json", timeout=300)
+        assert done["status"] == "succeeded", done["error"]
+        result = evaluations.latest(model, "retrieval")
+        assert result["metrics"][NDCG] == pytest.approx(expected, abs=1e-3), (model, result["metrics"], ndcg)
+        assert len(evaluations.read_predictions(result)) == result["rows"] > 0
 
     queries = [r["query"] for r in embeddings.demo_embed_rows() if r["split"] == "test"][:2]
     answer = deepe_json("infer", complete["name"], *[a for q in queries for a in ("--prompt", q)], "--json",

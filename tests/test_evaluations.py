@@ -22,23 +22,19 @@ def _wait_all(ids: list[int]) -> list:
     return [jobs.wait_for(i, timeout=600) for i in ids]
 
 
-@pytest.fixture
-def trained(workspace, monkeypatch):
-    """An SFT-Demo training of the tiny model that held 10% of demo-sft out, and the evaluations it queued."""
+def test_a_training_that_held_rows_out_is_evaluated_beside_its_base(workspace, monkeypatch):
+    # An SFT-Demo training of the tiny model that held 10% of demo-sft out queues two evaluations:
+    # its model, and its base on the same rows.
     monkeypatch.setenv("DEEPE_EVALUATE_AFTER_TRAINING", "1")
     summary = deepe_json("train", "--method", "SFT-Demo", "--base-model", "tiny", "--dataset", "demo-sft",
                          *FAST_PARAMS, "--param", "eval_steps=3", "--wait", "--json")
     assert summary["status"] == "succeeded", summary["error"]
     queued = _evaluate_jobs()
-    assert len(queued) == 2, queued  # its model, and its base on the same rows
+    assert len(queued) == 2, queued
     finished = _wait_all([j["id"] for j in queued])
     assert all(j.status == "succeeded" for j in finished), [(j.id, j.error) for j in finished]
     [model] = deepe_json("jobs", "show", str(summary["id"]), "--json")["artifacts"]
-    return summary, model["name"], finished
-
-
-def test_a_training_that_held_rows_out_is_evaluated_beside_its_base(trained):
-    summary, model, finished = trained
+    model = model["name"]
     by_model = {j.base_model: j for j in finished}
     assert set(by_model) == {model, "tiny"}
     tuned = evaluations.latest(model)
@@ -62,11 +58,16 @@ def test_a_training_that_held_rows_out_is_evaluated_beside_its_base(trained):
     shown = deepe("models", "show", model).stdout
     assert "eval     job" in shown and "generation on demo-sft" in shown and tuned["record"] in shown
     assert deepe_json("models", "show", model, "--json")["evaluations"][0]["job_id"] == tuned["job_id"]
+    # and the model's own card, beside its weights, carries them with its base model's
+    folder = Path(deepe_json("models", "show", model, "--json")["path"])
+    card = json.loads((folder / "model_card.json").read_text())["evaluations"]["generation"]
+    assert card["metrics"] == tuned["metrics"] and card["dataset_sha256"] == tuned["dataset_sha256"]
+    assert card["base_metrics"] == base["metrics"]  # the base's evaluation was queued first
+    readme = (folder / "README.md").read_text()
+    assert "## Evaluation" in readme and "| eval_rougeL |" in readme and readme.count("## Evaluation") == 1
 
-
-def test_an_evaluation_reruns_to_the_same_scores(trained):
-    _summary, model, _finished = trained
-    first = evaluations.latest(model)
+    # Re-running the record gives the same scores and answers.
+    first = tuned
     again = deepe_json("jobs", "rerun", str(first["job_id"]), "--wait", "--json")
     assert again["status"] == "succeeded", again["error"]
     assert again["kind"] == "evaluate" and again["copied_from"] == first["job_id"]
@@ -75,6 +76,16 @@ def test_an_evaluation_reruns_to_the_same_scores(trained):
     assert second["metrics"] == pytest.approx(first["metrics"], abs=1e-9)
     assert [r["answer"] for r in evaluations.read_predictions(second)] == \
         [r["answer"] for r in evaluations.read_predictions(first)]
+
+    # A judge nobody answers at fails that evaluation in one sentence; the training and the scores stand.
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = deepe_json("evaluate", model, "--suite", "judge", "--param", "max_rows=2", "--param", "max_new_tokens=4",
+                      "--wait", "--json", env={"DEEPE_JUDGE_URL": f"http://127.0.0.1:{port}"}, check=False)
+    assert done["status"] == "failed" and f"127.0.0.1:{port}" in done["error"], done["error"]
+    assert jobs.get_job(summary["id"]).status == "succeeded"
+    assert evaluations.latest(model)["job_id"] == second["job_id"]
 
 
 def test_evaluate_on_demand_on_a_dataset_and_with_a_local_benchmark(workspace, tmp_path):
@@ -116,16 +127,3 @@ def test_bad_evaluations_are_refused_in_one_sentence(workspace, tmp_path):
     assert odd.returncode == 2 and "max_rows" in odd.stderr
     assert all(len(r.stderr.strip().splitlines()) == 1 for r in (unknown, no_rows, broken, judged, odd))
     assert _evaluate_jobs() == [], "nothing queued"
-
-
-def test_an_unreachable_judge_fails_its_evaluation_only(trained, monkeypatch):
-    summary, model, _finished = trained
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("DEEPE_JUDGE_URL", f"http://127.0.0.1:{port}")
-    done = deepe_json("evaluate", model, "--suite", "judge", "--param", "max_rows=2", "--wait", "--json",
-                      env={"DEEPE_JUDGE_URL": f"http://127.0.0.1:{port}"}, check=False)
-    assert done["status"] == "failed" and f"127.0.0.1:{port}" in done["error"]
-    assert jobs.get_job(summary["id"]).status == "succeeded"
-    assert evaluations.latest(model)["suite"] == "generation"  # the earlier scores stand

@@ -14,12 +14,13 @@ FLOORS = [
     {"errors", "config", "names", "paths", "params", "processes", "kernels", "stagefiles",
      "provenance", "images", "raycluster", "envs"},  # foundation
     {"store"},
-    {"runtime", "runtime.mlx", "runtime.script", "runtime.diffusion", "runtime.embedding", "runtime.vision"},
+    {"runtime", "runtime.mlx", "runtime.script", "runtime.image_generation", "runtime.embedding",
+     "runtime.vision_language", "runtime.evaluation"},
     {"methods", "datasets", "models", "metrics", "demo_data", "testing", "image_data", "simpletuner", "embeddings",
      "vision_language", "scriptmode"},  # catalogue
     {"trainings"},  # training types (trainings.* too)
     {"jobs", "evaluations", "compare", "reruns", "tracking"},  # queue
-    {"runner", "executors", "executors.base", "executors.local", "executors.ray", "worker", "inference",
+    {"runner", "executors", "executors.base", "executors.local", "executors.ray", "publishing", "worker", "inference",
      "deployments"},  # execution
     {"cli", "app", "voila_server", "doctor", "ui", "__init__"},  # surfaces (ui.* and cli.* too)
 ]

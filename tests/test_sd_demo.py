@@ -111,7 +111,7 @@ def test_the_workbench_registers_every_image_and_caption_column_the_kernel_reads
     """Registration (the workbench) and training (the kernel) read one list of column names: a
     folder the first accepts is one the second can train on, and a column neither knows is refused."""
     from deepe_widgets import datasets, image_data
-    from deepe_widgets.runtime import diffusion
+    from deepe_widgets.runtime import image_generation as diffusion
 
     for number, (image, caption) in enumerate(zip(diffusion.IMAGE_COLUMNS, diffusion.CAPTION_COLUMNS * 2)):
         folder = _image_folder(tmp_path / f"pics{number}", [{image: "a.png", caption: "red"}], {"a.png": None})
@@ -171,7 +171,7 @@ def test_sd_demo_trains_renders_by_step_saves_and_infers(sd_workspace):
     loss = metrics.metric_stats([job.id])[job.id]["loss"]
     assert loss["points"] == 8 and math.isfinite(loss["final"])  # streamed every step
 
-    from deepe_widgets.runtime.diffusion import validation_images
+    from deepe_widgets.runtime.image_generation import validation_images
 
     run_dir = Path(job.run_dir)
     images = validation_images(run_dir / "validation")
@@ -253,7 +253,7 @@ def test_a_resumed_training_continues_the_same_curve(tiny_sd_dir, tmp_path):
 
     from deepe_widgets.image_data import write_demo_images
     from deepe_widgets.runtime import newest_complete_checkpoint
-    from deepe_widgets.runtime.diffusion import (
+    from deepe_widgets.runtime.image_generation import (
         DiffusionLoRATrainer,
         DiffusionTrainingArguments,
         add_unet_lora,

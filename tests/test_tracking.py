@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from sqlalchemy import update
 
-from deepe_widgets import jobs, metrics, models, runner, store, tracking
+from deepe_widgets import jobs, metrics, publishing, runner, store, tracking
 from deepe_widgets.errors import DeepeError
 from deepe_widgets.runtime import MetricSink
 from deepe_widgets.store import Job, JobStatus
@@ -30,7 +30,7 @@ def _finished_job(losses: dict[int, float], finished_at: float | None = None, **
     record.metadata["deepe"] = {"stage": "training", "provenance": provenance}
     nbformat.write(record, Path(job.run_dir) / "training.ipynb")
     (Path(job.run_dir) / "output").mkdir()
-    models.write_model_card(job, f"tiny_{job.name}", Path(job.run_dir) / "output")
+    publishing.write_model_card(job, f"tiny_{job.name}", Path(job.run_dir) / "output")
     finished = finished_at or time.time()
     with store.get_engine().begin() as conn:
         conn.execute(update(Job.__table__).where(Job.__table__.c.id == job.id).values(

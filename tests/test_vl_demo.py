@@ -42,10 +42,10 @@ def test_demo_images_show_what_their_answers_say(tmp_path):
 
 
 def test_the_kernel_trains_on_the_picture_column_the_workbench_checks():
-    """The kernel's picture column (runtime.vision) is the one registration checks (images): a dataset
+    """The kernel's picture column (runtime.vision_language) is the one registration checks (images): a dataset
     whose images were checked is never one the kernel reads another column of."""
     from deepe_widgets import images
-    from deepe_widgets.runtime import vision
+    from deepe_widgets.runtime import vision_language as vision
 
     assert vision.IMAGE_COLUMNS == images.IMAGE_COLUMNS
     for columns in (["images", "question", "answer"], ["image", "images", "messages"], ["picture", "messages"]):
@@ -115,6 +115,15 @@ def test_vl_demo_trains_saves_and_answers_about_an_image(workspace, tiny_vl_dir)
                         "--param", "max_new_tokens=4", "--json", timeout=300)
     assert answer["error"] is None, answer["error"]
     assert answer["responses"][0]["image"] == str(image) and isinstance(answer["responses"][0]["response"], str)
+    # The evaluation stage asks the held-out questions about their images again, scored like chat answers.
+    from deepe_widgets import evaluations
+
+    evaluated = deepe_json("evaluate", customized["name"], "--param", "max_new_tokens=4", "--wait", "--json",
+                           timeout=300)
+    assert evaluated["status"] == "succeeded", evaluated["error"]
+    result = evaluations.latest(customized["name"])
+    assert 0 <= result["metrics"]["eval_exact_match"] <= 1 and 0 <= result["metrics"]["eval_rougeL"] <= 1
+    assert len(evaluations.read_predictions(result)) == result["rows"] > 0
     done = deepe("infer", customized["name"], "--prompt", "What colour is the shape?", check=False)
     assert done.returncode == 2 and "--image FILE" in done.stderr and "Traceback" not in done.stderr
 

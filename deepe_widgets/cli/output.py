@@ -86,7 +86,7 @@ class JobProgress:
         return line
 
 
-HELD_OUT_METRICS = ("eval_heldout_cosine_ndcg@10", "eval_exact_match")
+HELD_OUT_METRICS = ("eval_loss", "eval_heldout_cosine_ndcg@10", "eval_exact_match")
 
 
 def print_outcome(summary: dict) -> None:
@@ -97,7 +97,8 @@ def print_outcome(summary: dict) -> None:
     losses = [m.value for m in metrics.metrics_for(summary["id"], name="loss")]
     if losses:
         print(f"loss: first {losses[0]:.4f}, final {losses[-1]:.4f} over {len(losses)} logged steps")
-    for name in HELD_OUT_METRICS:  # what Embedding-Demo and VL-Demo measure on held-out data, from step 0
+    # what the trainings measure on held-out data, from step 0 (an evaluation's scores: `deepe evaluate`)
+    for name in HELD_OUT_METRICS if summary.get("kind") != "evaluate" else ():
         rows = metrics.metrics_for(summary["id"], name=name)
         if rows:
             print(f"{name}: step {rows[0].step} {rows[0].value:.4f} → step {rows[-1].step} {rows[-1].value:.4f}")
@@ -105,6 +106,14 @@ def print_outcome(summary: dict) -> None:
         print(f"record:   {record}")
     for artifact in summary["artifacts"]:
         print(f"{artifact['kind']} model: {artifact['name']} ({artifact['path']})")
+    if summary.get("kind") == "train" and summary["status"] == "succeeded":
+        from .. import jobs
+
+        queued = [j for j in jobs.list_jobs(limit=20) if j.kind == "evaluate" and
+                  j.params.get("TRAINING_JOB") == summary["id"]]
+        if queued:
+            print("evaluation: " + ", ".join(f"job {j.id} ({j.base_model})" for j in reversed(queued))
+                  + " queued; `deepe models show MODEL` prints the scores")
     for warning in summary.get("warnings") or []:
         print(f"warning: {warning}")
     if summary["error"]:

@@ -18,8 +18,6 @@ from .base import (
     Lease,
     LeaseLost,
     ReturnToQueue,
-    job_warnings,
-    planned_outputs,
     stage_kernel,
     stage_timeout,
     timeout_message,
@@ -37,5 +35,5 @@ def get_executor(name: str) -> type[ExecutionManager]:
 
 
 __all__ = ["DB_UNAVAILABLE", "EXECUTORS", "INFER", "STAGE_TIMEOUT_DEFAULTS", "Cancelled", "ExecutionManager",
-           "ReturnToQueue", "Lease", "LeaseLost", "get_executor", "job_warnings", "planned_outputs",
+           "ReturnToQueue", "Lease", "LeaseLost", "get_executor",
            "stage_kernel", "stage_timeout", "timeout_message"]

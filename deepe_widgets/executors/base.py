@@ -14,17 +14,12 @@ import threading
 import time
 from pathlib import Path
 
-import nbformat
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from .. import config, deployments, evaluations, jobs, methods, models, store
-from .. import params as paramlib
+from .. import config, deployments, evaluations, jobs, methods, models, publishing, store
 from ..errors import DatabaseUnavailable, DeepeError, StageFailed
-from ..metrics import metric_stats
 from ..runtime import STOP_FILE
-from ..runtime.script import warn_if_silent
-from ..scriptmode import read_script_output
-from ..store import Job, JobKind, JobStatus, ModelKind
+from ..store import Job, JobKind, JobStatus
 
 log = logging.getLogger("deepe.executor")
 
@@ -254,8 +249,8 @@ class ExecutionManager:
         """Publish what the job made and mark it succeeded, in one transaction that holds the lease:
         a worker that lost its lease publishes nothing."""
         try:
-            outputs = planned_outputs(job)
-            warnings = job_warnings(job)
+            outputs = publishing.planned_outputs(job)
+            warnings = publishing.job_warnings(job)
             with store.session() as s:
                 if not jobs.finish_job(job.id, self.worker_id, JobStatus.SUCCEEDED, conn=s.connection(),
                                        warnings=warnings):
@@ -269,7 +264,7 @@ class ExecutionManager:
                               f"its model could not be registered: {exc.message}") from exc
         if warnings:
             log.warning("job %s succeeded with warnings: %s", job.id, "; ".join(warnings))
-            _annotate_record(job, warnings)
+            publishing.annotate_record(job, warnings)
         if job.kind == JobKind.TRAIN:
             try:  # its model on the rows it held out, and its base beside it
                 queued = evaluations.after_training(job)
@@ -277,67 +272,12 @@ class ExecutionManager:
                     log.info("job %s: queued evaluation job(s) %s", job.id, ", ".join(str(j.id) for j in queued))
             except Exception:  # the training stands whatever becomes of its evaluation
                 log.exception("job %s: could not queue its evaluation", job.id)
+        if job.kind == JobKind.EVALUATE:
+            try:
+                publishing.publish_evaluation(job)
+            except Exception:  # the scores are kept in the run folder and the database all the same
+                log.exception("job %s: could not add the scores to the model's card", job.id)
         return JobStatus.SUCCEEDED
-
-
-def job_warnings(job: Job) -> list[str]:
-    """What a succeeded training should not hide: it logged no metric, or trained past MAX_STEPS."""
-    if job.kind != JobKind.TRAIN:
-        return []
-    found = []
-    script = read_script_output(Path(job.run_dir) / "output") or {}
-    if script.get("warning"):
-        found.append(script["warning"])
-    else:
-        current = jobs.get_job(job.id)
-        stats = metric_stats([job.id])[job.id]
-        logged = sum(s["points"] for name, s in stats.items() if not name.startswith("train_"))
-        defaults = methods.get_method(job.method).default_params if job.method else {}
-        max_steps = job.params.get("MAX_STEPS", paramlib.default_value(defaults.get("MAX_STEPS", "-1")))
-        warning = warn_if_silent(logged, current.progress_step, int(max_steps or -1))
-        if warning:
-            found.append(warning)
-    return found
-
-
-def _annotate_record(job: Job, warnings: list[str]) -> None:
-    """The warnings go into the record too: it is what a reader of the run opens."""
-    record = Path(job.run_dir) / f"{job.stage}.ipynb"
-    try:
-        nb = nbformat.read(record, as_version=4)
-        nb.metadata.setdefault("deepe", {})["warnings"] = warnings
-        nb.cells.append(nbformat.v4.new_markdown_cell(
-            "**Warnings from the workbench**\n\n" + "\n".join(f"- {w}" for w in warnings),
-            metadata={"tags": ["deepe-warnings"]}))
-        nbformat.write(nb, record)
-    except (OSError, ValueError) as exc:
-        log.warning("job %s: could not add the warnings to its record: %s", job.id, exc)
-
-
-def planned_outputs(job: Job) -> list[dict]:
-    """The models a finished job registers: a training's adapter becomes a Customized Model,
-    a save's output a Complete Model (`add_model` keyword arguments)."""
-    output = Path(job.run_dir) / "output"
-    if job.kind == JobKind.DEPLOY:  # its Live Model, live now
-        return deployments.planned_live_model(job)
-    if not output.is_dir():
-        return []
-    if job.kind == JobKind.TRAIN:
-        day = time.strftime("%Y%m%d", time.localtime(job.started_at or time.time()))
-        name = f"{job.base_model}_{job.name}_{day}_{job.uuid[:4]}"
-        script = read_script_output(output) or {}
-        # a script that saved a whole model (no adapter) made a Complete Model
-        kind = ModelKind.COMPLETE if script.get("kind") == "full" else ModelKind.CUSTOMIZED
-        card = models.write_model_card(job, name, output)
-        if script:
-            card["script"] = {k: script.get(k) for k in ("argv", "trained_by", "kind")}
-        return [dict(name=name, path=output, kind=kind, job_id=job.id, parent=job.base_model,
-                     method=job.method, replace=True, meta=card)]
-    if job.kind == JobKind.SAVE:
-        return [dict(name=f"{job.base_model}_s_{job.uuid[:4]}", path=output, kind=ModelKind.COMPLETE,
-                     job_id=job.id, parent=job.base_model, method=job.method, replace=True,
-                     meta={"dtype": job.params.get("DTYPE"), "record": str(Path(job.run_dir) / "saving.ipynb")})]
-    return []
 
 
 # STAGE_TIMEOUT (seconds) when a job does not give one: a training may take days, the other stages

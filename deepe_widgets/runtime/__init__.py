@@ -91,6 +91,28 @@ def split_held_out(dataset, eval_fraction: float = 0.1, seed: int = 42):
     return dataset.select(train), dataset.select(held)
 
 
+def held_out_note(train_rows: int, held_rows: int, eval_fraction: float, has_split_column: bool) -> str:
+    """The log line that says which rows a training holds out, or that it evaluates nothing."""
+    if held_rows:
+        how = "the `split` column" if has_split_column else f"EVAL_FRACTION {eval_fraction:g}"
+        return f"{held_rows} held-out rows ({how}), {train_rows} training rows: evaluation while training"
+    why = ("the `split` column marks no row as validation or test" if has_split_column
+           else "EVAL_FRACTION is 0" if eval_fraction <= 0 else f"{train_rows} rows are too few to hold any out")
+    return f"no held-out rows ({why}): no evaluation"
+
+
+def evaluation_arguments(eval_steps: float = 0, batch_size: int = 8, loss_only: bool = True) -> dict:
+    """The `TrainingArguments` of an evaluation on the held-out rows: before the first step and every
+    `eval_steps` steps (0: every tenth of the run, about 10 evaluations, from the run's total steps), in
+    batches of `batch_size`, moving results off the accelerator every few batches so a long held-out
+    set cannot fill its memory. `loss_only`: keep no logits (nothing is generated or scored from them)."""
+    return {"eval_strategy": "steps",
+            # below 1, transformers reads eval_steps as a share of the run's total steps
+            "eval_steps": eval_steps if eval_steps and eval_steps > 0 else 0.1,
+            "eval_on_start": True, "per_device_eval_batch_size": max(1, int(batch_size)),
+            "eval_accumulation_steps": 4, "prediction_loss_only": bool(loss_only)}
+
+
 def log_event(message: str, level: str = "INFO") -> None:
     """One line in the stage log: `[deepe] <time> <LEVEL> <message>`."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -246,8 +268,11 @@ def _make_callback_class():
     class MetricsCallback(TrainerCallback):
         """Streams every value the trainer logs (loss, learning_rate, reward, eval_* …)."""
 
-        def __init__(self, job_id: int = 0, progress_every: int = 1):
+        def __init__(self, job_id: int = 0, progress_every: int = 1, eval_perplexity: bool = False):
             self.sink = MetricSink(job_id)
+            # log exp(eval_loss) as eval_perplexity: only where eval_loss is a token cross-entropy (SFT,
+            # a causal LM), so the method says so; computed here, as no trainer reports it
+            self.eval_perplexity = eval_perplexity
             self.progress_every = max(1, progress_every)
             self._last_progress_print = 0.0
             self.stop_file = Path.cwd() / STOP_FILE  # the run folder the stage started in
@@ -263,6 +288,8 @@ def _make_callback_class():
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = dict(logs or {})
             logs.pop("epoch", None)
+            if self.eval_perplexity and isinstance(logs.get("eval_loss"), (int, float)):
+                logs["eval_perplexity"] = math.exp(min(float(logs["eval_loss"]), 700.0))  # 700: no overflow
             self.sink.add(state.global_step, logs, state.epoch)
             shown = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in logs.items()}
             print(f"[deepe] step {state.global_step}/{state.max_steps} {json.dumps(shown)}", flush=True)
@@ -292,9 +319,10 @@ def _make_callback_class():
     return MetricsCallback
 
 
-def make_callback(job_id: int = 0):
-    """The `callback` a trainer gets in `callbacks=[callback]`."""
-    return _make_callback_class()(job_id)
+def make_callback(job_id: int = 0, eval_perplexity: bool = False):
+    """The `callback` a trainer gets in `callbacks=[callback]`; `eval_perplexity`: also log
+    exp(eval_loss) as `eval_perplexity` (for a causal LM's token loss)."""
+    return _make_callback_class()(job_id, eval_perplexity=eval_perplexity)
 
 
 def __getattr__(name: str):

@@ -9,7 +9,10 @@ script's code and `finish(...)` after it. `prepare`:
   reach the script), and when the script's parser runs, the platform's parameters are turned
   into the flags that parser has (Hugging Face names: `--output_dir`, `--max_steps`,
   `--model_name_or_path`, `--lora_r` …), or into the method's args template;
-- writes the dataset as a folder holding `train.jsonl`, which `datasets.load_dataset(folder)` reads.
+- writes the dataset as a folder holding `train.jsonl`, and the held-out rows (EVAL_FRACTION, or a
+  `split` column) as `validation.jsonl`, which `datasets.load_dataset(folder)` reads as its
+  `train` and `validation` splits; a parser with TRL's `--dataset_test_split` also gets the
+  evaluation flags (`--eval_strategy steps --eval_steps N --eval_on_start true …`).
 
 `finish` registers what the script left in OUTPUT_DIR, or trains a `trainer` it built but did
 not train, and says clearly when there is neither.
@@ -25,6 +28,7 @@ import functools
 import inspect
 import json
 import linecache
+import math
 import os
 import re
 import shlex
@@ -34,11 +38,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import HandedBack, load_dataset_file, log_event, make_callback, newest_complete_checkpoint, train_and_save
+from . import (
+    HandedBack,
+    evaluation_arguments,
+    held_out_note,
+    load_dataset_file,
+    log_event,
+    make_callback,
+    newest_complete_checkpoint,
+    split_held_out,
+    train_and_save,
+)
 
 OUTPUT_RECORD = "deepe_output.json"
 DATASET_FOLDER = "deepe_dataset"
 DATASET_FILE_NAME = "train.jsonl"
+# The held-out rows: `load_dataset(folder)` names this file's split "validation".
+VALIDATION_FILE_NAME = "validation.jsonl"
+VALIDATION_SPLIT = "validation"
 
 # `{NAME}` in an args template; anything else in braces (a JSON value, say) is left as written.
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -66,7 +83,13 @@ PARAMETER_FLAGS: dict[str, tuple[str, ...]] = {
     "MAX_INPUT_LENGTH": ("max_prompt_length",),
     "MAX_CONTENT_LENGTH": ("max_completion_length",),
     "NUM_GENERATIONS": ("num_generations",),
+    "SEED": ("seed",),
 }
+
+# Evaluation flags a parser gets when it reads a held-out split by name (TRL's ScriptArguments has
+# `--dataset_test_split`): without that flag the script would not pass an eval dataset, and a
+# Trainer asked to evaluate without one refuses to start.
+EVAL_SPLIT_FLAG = "dataset_test_split"
 
 # Without a flag for these the script trains something else than asked: worth a warning.
 ESSENTIAL_PARAMETERS = ("MODEL_PATH", "DATASET_PATH", "OUTPUT_DIR", "MAX_STEPS")
@@ -95,6 +118,7 @@ class _ScriptState:
     template_argv: list[str] | None = None  # from ARGS_TEMPLATE; None: match flag names
     extra_argv: list[str] = field(default_factory=list)
     dataset_dir: str = ""
+    held_out_rows: int = 0  # rows in the dataset folder's validation.jsonl
     argv_seen: list[list[str]] = field(default_factory=list)  # what each of the script's parsers got
     trainers: list = field(default_factory=list)
     callback: Any = None
@@ -119,7 +143,12 @@ def prepare(script: str, parameters: dict) -> None:
     dataset = str(values.get("DATASET_PATH") or "")
     if dataset:
         target = Path(values.get("OUTPUT_DIR") or "output").resolve().parent / DATASET_FOLDER
-        _state.dataset_dir = str(dataset_folder(dataset, target, int(values.get("MAX_SAMPLES") or 0)))
+        _state.dataset_dir = str(dataset_folder(dataset, target, int(values.get("MAX_SAMPLES") or 0),
+                                                float(values.get("EVAL_FRACTION") or 0),
+                                                int(values.get("SEED", 42))))
+        validation = Path(_state.dataset_dir) / VALIDATION_FILE_NAME
+        if validation.is_file():
+            _state.held_out_rows = sum(1 for line in validation.open(encoding="utf-8") if line.strip())
     _state.extra_argv = render_args_template(str(values.get("EXTRA_ARGS") or ""), _template_values())
     template = str(values.get("ARGS_TEMPLATE") or "").strip()
     if template:
@@ -169,23 +198,38 @@ def _flag_value(value) -> str:
 
 # ---------------------------------------------------------------- the dataset
 
-def dataset_folder(source: str | os.PathLike, target: str | os.PathLike, max_samples: int = 0) -> Path:
+def dataset_folder(source: str | os.PathLike, target: str | os.PathLike, max_samples: int = 0,
+                   eval_fraction: float = 0.0, seed: int = 42) -> Path:
     """A folder `load_dataset(folder)` reads: `target/train.jsonl` converted from a registered
-    jsonl, json, csv or parquet file (the first `max_samples` rows when above 0). A folder is
+    jsonl, json, csv or parquet file, and the held-out rows (`runtime.split_held_out`: a `split`
+    column's validation/test rows, else `eval_fraction` of them drawn with `seed`) in
+    `target/validation.jsonl`. `max_samples` above 0 caps the training rows only. A folder is
     handed on as it is."""
     source, target = Path(source), Path(target)
     if source.is_dir():
+        log_event(f"the dataset {source} is a folder: handed to the script as it is (no rows held out by the "
+                  f"platform)")
         return source
     target.mkdir(parents=True, exist_ok=True)
-    out = target / DATASET_FILE_NAME
-    if source.suffix.lower() == ".jsonl" and max_samples <= 0:
+    out, validation = target / DATASET_FILE_NAME, target / VALIDATION_FILE_NAME
+    validation.unlink(missing_ok=True)  # a retry must not find the last attempt's held-out rows
+    if source.suffix.lower() == ".jsonl" and max_samples <= 0 and eval_fraction <= 0 and \
+            "split" not in load_dataset_file(str(source)).column_names:
         shutil.copyfile(source, out)  # a copy, not a link: the script cannot touch the registered file
+        log_event(held_out_note(0, 0, eval_fraction, False))
     else:
         data = load_dataset_file(str(source))
+        train, held = split_held_out(data, eval_fraction, seed)
+        log_event(held_out_note(len(train), len(held), eval_fraction, "split" in data.column_names))
+        if "split" in data.column_names:  # the files now say which rows are which
+            train, held = train.remove_columns("split"), held.remove_columns("split")
         if max_samples > 0:
-            data = data.select(range(min(max_samples, len(data))))
-        data.to_json(str(out), lines=True, force_ascii=False)
-    log_event(f"dataset {source} handed to the script as {target} ({out.name})")
+            train = train.select(range(min(max_samples, len(train))))
+        train.to_json(str(out), lines=True, force_ascii=False)
+        if len(held):
+            held.to_json(str(validation), lines=True, force_ascii=False)
+    files = out.name + (f" and {validation.name}" if validation.is_file() else "")
+    log_event(f"dataset {source} handed to the script as {target} ({files})")
     return target
 
 
@@ -299,6 +343,7 @@ def flags_for_parser(parser: argparse.ArgumentParser, values: dict) -> tuple[lis
     lora_rank = values.get("LORA_RANK")
     if isinstance(lora_rank, int):
         add("use_peft", lora_rank > 0)
+    argv += evaluation_flags(actions, values)
     add("logging_steps", 1)
     add("report_to", "none")
     add("push_to_hub", False)
@@ -311,6 +356,33 @@ def flags_for_parser(parser: argparse.ArgumentParser, values: dict) -> tuple[lis
         add("resume_from_checkpoint", resume)
         log_event(f"resuming from {resume}")
     return argv, missing
+
+
+def evaluation_flags(actions: dict[str, tuple[str, argparse.Action]], values: dict) -> list[str]:
+    """The flags that make the script evaluate the held-out rows (validation.jsonl) as the
+    built-ins do: before the first step and every EVAL_STEPS steps (0: about 10 a run), in batches
+    of BATCH_SIZE; only for a parser that reads a held-out split by name (`--dataset_test_split`)."""
+    if not _state.held_out_rows:
+        return []
+    if EVAL_SPLIT_FLAG not in actions:
+        log_event(f"the script's parser has no --{EVAL_SPLIT_FLAG}: the {_state.held_out_rows} held-out rows are "
+                  f"in {VALIDATION_FILE_NAME} of its dataset folder (split \"{VALIDATION_SPLIT}\") for the script to "
+                  f"read; no evaluation flags are passed")
+        return []
+    batch = int(values.get("BATCH_SIZE") or 8)
+    generations = values.get("NUM_GENERATIONS")
+    if "num_generations" in actions and isinstance(generations, int) and generations > 0:
+        batch = math.lcm(batch, generations)  # GRPO evaluates whole groups of completions
+    wanted = {EVAL_SPLIT_FLAG: VALIDATION_SPLIT,
+              **evaluation_arguments(values.get("EVAL_STEPS") or 0, batch)}
+    wanted.pop("prediction_loss_only")  # a script's own compute_metrics keeps its logits; without one
+    # the Trainer keeps none anyway
+    argv: list[str] = []
+    for name, value in wanted.items():
+        if name in actions:
+            option, action = actions[name]
+            argv.extend(_tokens(action, option, value))
+    return argv
 
 
 def _actions_by_name(parser: argparse.ArgumentParser) -> dict[str, tuple[str, argparse.Action]]:

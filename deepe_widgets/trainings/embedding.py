@@ -14,8 +14,9 @@ class Embedding(TrainingType):
     demo_dataset = embeddings.EMBEDDING_DEMO_DATASET
     standard_columns = "anchor/positive or query/passage"
     inference_folder = "embedding_demo"
-    evaluation_file = None  # its metrics are scored while it trains; no evaluation stage yet
-    suites = ()
+    evaluation_file = "evaluation/embedding.ipynb"
+    suites = ("retrieval",)
+    default_suite = "retrieval"
 
     def recognizes(self, model_row) -> bool:
         return (model_row.meta or {}).get("training_type") == "embedding" or \

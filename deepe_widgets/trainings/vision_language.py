@@ -14,8 +14,8 @@ class VisionLanguage(TrainingType):
     demo_dataset = vl.VL_DEMO_DATASET
     standard_columns = "messages, or question/answer beside image"
     inference_folder = "vl_demo"
-    evaluation_file = None  # its metrics are scored while it trains; no evaluation stage yet
-    suites = ()
+    evaluation_file = "evaluation/vision_language.ipynb"
+    suites = ("generation",)
     takes_image = True
 
     def recognizes(self, model_row) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from ..runtime.diffusion import VALIDATION_INDEX, validation_images
+from ..runtime.image_generation import VALIDATION_INDEX, validation_images
 
 
 class ValidationGallery(w.VBox):

@@ -31,12 +31,21 @@ PARAM_LABELS = {
     "MODEL_PATH": "Model folder", "DATASET_PATH": "Dataset file", "OUTPUT_DIR": "Output folder", "JOB_ID": "Job",
     "MAX_NEW_TOKENS": "Max New Tokens", "TEMPERATURE": "Temperature", "DTYPE": "Precision (dtype)",
     "ADAPTER_PATH": "Adapter folder", "REPORT_TO": "Also log to (trackers)", "SEED": "Seed",
+    "EVAL_FRACTION": "Held-out Share (0: none)", "EVAL_STEPS": "Evaluate Every N Steps (0: ~10 a run)",
     # the job's own columns, in Compare
     "method": "Training Method", "base_model": "Base Model", "dataset": "Dataset",
 }
 
 METRIC_LABELS = {
-    "loss": "Loss", "eval_loss": "Validation loss", "train_loss": "Training loss (average)",
+    "loss": "Loss", "eval_loss": "Held-out loss", "train_loss": "Training loss (average)",
+    "eval_perplexity": "Held-out perplexity", "perplexity": "Perplexity",
+    # what an evaluation itself costs (Trainer.evaluate), and the evaluation stage's scores
+    "eval_runtime": "Evaluation time (s)", "eval_samples_per_second": "Evaluation samples per second",
+    "eval_steps_per_second": "Evaluation steps per second", "eval_num_tokens": "Tokens trained on (at evaluation)",
+    "eval_exact_match": "Exact match",
+    "eval_rougeL": "ROUGE-L", "eval_chrf": "chrF", "eval_bleu": "BLEU", "eval_answer_length": "Answer length (words)",
+    "judge_win_rate": "Judge: wins over the base model", "judge_tie_rate": "Judge: ties",
+    "judge_loss_rate": "Judge: losses to the base model",
     "grad_norm": "Gradient norm", "learning_rate": "Learning rate", "epoch": "Epoch", "reward": "Reward",
     "reward_std": "Reward spread (std)", "kl": "KL divergence", "mean_token_accuracy": "Token accuracy",
     "num_tokens": "Tokens seen", "entropy": "Entropy", "val_loss": "Validation loss",
@@ -47,7 +56,9 @@ METRIC_LABELS = {
 
 ACRONYMS = {"LORA": "LoRA", "KL": "KL", "LR": "LR", "GPU": "GPU", "ID": "ID", "4BIT": "4-bit", "DPO": "DPO",
             "PPO": "PPO", "GRPO": "GRPO", "SNR": "SNR"}
-KEY_METRICS = ("loss", "reward", "eval_loss", "val_loss")  # shown first, in this order
+# shown first, in this order; a held-out metric (`eval_<name>`) right after its training twin
+KEY_METRICS = ("loss", "perplexity", "reward", "val_loss")
+HELD_OUT_PREFIX = "eval_"
 
 
 def param_label(name: str) -> str:
@@ -86,8 +97,14 @@ def show_value(value) -> str:
 
 
 def metric_label(name: str) -> str:
+    """A metric in words: "Held-out loss" for eval_loss, "Reward: correctness reward mean" for a TRL
+    reward function's, "Held-out reward: margins" for DPO's eval_rewards/margins."""
     if name in METRIC_LABELS:
         return METRIC_LABELS[name]
+    if name.startswith(HELD_OUT_PREFIX) and len(name) > len(HELD_OUT_PREFIX):  # a trainer's held-out twin
+        words = metric_label(name[len(HELD_OUT_PREFIX):])
+        lowered = words[:1].lower() + words[1:] if words[1:2].islower() else words  # "KL" stays
+        return "Held-out " + lowered
     if name.startswith("rewards/"):  # TRL: one reward function's mean or std
         parts = name.split("/")[1:]
         return "Reward: " + " ".join(p.replace("_", " ") for p in parts)
@@ -95,8 +112,16 @@ def metric_label(name: str) -> str:
 
 
 def metric_order(names) -> list[str]:
-    """Key metrics (loss, reward, validation loss) first, then the rest alphabetically."""
-    return sorted(names, key=lambda n: (KEY_METRICS.index(n) if n in KEY_METRICS else len(KEY_METRICS), n))
+    """Key metrics (loss, perplexity, reward, validation loss) first, then the rest alphabetically;
+    each held-out metric (`eval_loss`) right after its training twin (`loss`), so their charts sit
+    side by side."""
+    def key(name: str):
+        held_out = name.startswith(HELD_OUT_PREFIX) and len(name) > len(HELD_OUT_PREFIX)
+        base = name[len(HELD_OUT_PREFIX):] if held_out else name
+        rank = KEY_METRICS.index(base) if base in KEY_METRICS else len(KEY_METRICS)
+        return rank, base, held_out
+
+    return sorted(names, key=key)
 
 
 @functools.lru_cache(maxsize=64)

@@ -21,7 +21,7 @@ def _rendered_run(workspace: Path, tmp_path: Path) -> int:
     from diffusers import DiffusionPipeline
 
     from deepe_widgets import datasets, models
-    from deepe_widgets.runtime.diffusion import (
+    from deepe_widgets.runtime.image_generation import (
         DiffusionLoRATrainer,
         DiffusionTrainingArguments,
         add_unet_lora,
