@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from deepe_widgets import evaluations, jobs, models, worker
-from deepe_widgets.runtime import MetricSink
 from deepe_widgets.ui.labels import metric_label
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -43,28 +42,18 @@ def run_queue() -> None:
 
 
 def test_evaluation_data_and_the_model_card_in_chromium(start_app, page, workspace, monkeypatch):
-    monkeypatch.setenv("DEEPE_EVALUATE_AFTER_TRAINING", "0")  # queued below, as after_training queues them
+    monkeypatch.setenv("DEEPE_EVALUATE_AFTER_TRAINING", "1")
     job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", name="capitals",
                                params={"MAX_STEPS": 24, "BATCH_SIZE": 4, "LEARNING_RATE": 5e-3,
                                        "MAX_SEQ_LENGTH": 64, "SAVE_STEPS": 0})
-    run_queue()
+    run_queue()  # the training, then the evaluations it queues: its model's and its base model's
     job = jobs.get_job(job.id)
     assert job.status == "succeeded", job.error
     [model] = [m.name for m in models.models_of_job(job.id)]
-    queued = [evaluations.submit_evaluation(model, training=job, method=job.method),
-              evaluations.submit_evaluation("tiny", dataset=job.dataset, training=job, method=job.method)]
-    run_queue()
-    assert [jobs.get_job(j.id).status for j in queued] == ["succeeded", "succeeded"]
+    queued = [j for j in jobs.list_jobs() if j.kind == "evaluate"]
+    assert sorted(j.base_model for j in queued) == sorted([model, "tiny"])
+    assert [j.status for j in queued] == ["succeeded", "succeeded"], [j.error for j in queued]
     side = evaluations.side_by_side(model)
-    # a run that has logged held-out metrics beside its training ones (what a running trainer writes)
-    curves = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", name="curves")
-    sink = MetricSink(curves.id)
-    for step in range(0, 21):
-        values = {"eval_loss": 3.0 - step * 0.06, "eval_perplexity": 20.0 - step * 0.5} if step % 5 == 0 else {}
-        if step:
-            values.update(loss=3.0 - step * 0.1, learning_rate=1e-4)
-        sink.add(step, values, step / 10)
-    sink.close()
 
     app = start_app(admin=False)
     page.set_viewport_size({"width": 1400, "height": 2200})  # element screenshots need them inside the view
@@ -72,18 +61,14 @@ def test_evaluation_data_and_the_model_card_in_chromium(start_app, page, workspa
     page.get_by_text("Training Method Management").wait_for()
     tab(page, "Trainings")
     page.get_by_role("button", name="Refresh").click()
-    # the held-out curves: a row of their own, and drawn dashed on the training twin's chart
-    page.locator(f"button[title^='job {curves.id}:']").first.click()
+    page.locator(f"button[title^='job {job.id}:']").first.click()
+    page.locator("h3", has_text=f"job {job.id}").wait_for()
     tab(page, "Evaluation Data")
+    # the held-out curves: a row of their own, and drawn dashed on the training twin's chart
     page.get_by_text("On the held-out rows").wait_for()
     loss_chart = page.locator(".bqplot").filter(has=page.locator("text.mainheading", has_text=re.compile("^Loss$")))
     loss_chart.locator("path.line").nth(1).wait_for()  # the training line and the held-out one
-    page.wait_for_timeout(1000)
-    shot(page, "curves", page.locator(".widget-tab-contents").last)
-    jobs.cancel_job(curves.id)  # nobody runs it: it only held the rows
-    page.locator(f"button[title^='job {job.id}:']").first.click()
-    page.locator("h3", has_text=f"job {job.id}").wait_for()  # the details of this one replaced the other's
-    tab(page, "Evaluation Data")
+    assert page.locator(".bqplot text.mainheading", has_text=metric_label("eval_loss")).count() == 1
     section = page.locator(".deepe-evaluation").first
     scores = section.locator(".deepe-eval-scores")
     scores.wait_for()
@@ -97,6 +82,7 @@ def test_evaluation_data_and_the_model_card_in_chromium(start_app, page, workspa
     page.locator(".bqplot path.line").first.wait_for()
     page.wait_for_timeout(1500)  # the charts finish drawing
     shot(page, "data")
+    shot(page, "curves", page.locator(".widget-tab-contents", has=page.get_by_text("On the held-out rows")).last)
     scores.scroll_into_view_if_needed()
     shot(page, "data-section", section)
     # another order: the prompts A to Z
@@ -139,9 +125,7 @@ def test_evaluation_data_and_the_model_card_in_chromium(start_app, page, workspa
     run_queue()
     assert jobs.wait_for(second.id, timeout=300).status == "succeeded"
     [second_model] = [m.name for m in models.models_of_job(second.id)]
-    evaluated = evaluations.submit_evaluation(second_model, training=jobs.get_job(second.id), method="SFT-Demo")
-    run_queue()
-    assert jobs.wait_for(evaluated.id, timeout=300).status == "succeeded"
+    assert evaluations.latest(second_model) is not None  # evaluated after it trained
     tab(page, "Trainings")
     page.get_by_role("button", name="Refresh").click()
     for run in (job, second):

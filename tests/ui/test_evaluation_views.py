@@ -5,6 +5,8 @@ import asyncio
 import json
 import re
 import socket
+import threading
+import time
 
 import pytest
 
@@ -34,14 +36,8 @@ def train(**params):
     return job, model.name
 
 
-def evaluate_as_after_training(job, model: str) -> list:
-    """The evaluations a training that held rows out queues (`evaluations.after_training`): its model on
-    its held-out rows, and its base model on the same rows unless it has been already."""
-    queued = [evaluations.submit_evaluation(model, training=job, method=job.method)]
-    if evaluations.latest(job.base_model) is None:
-        queued.append(evaluations.submit_evaluation(job.base_model, dataset=job.dataset, training=job,
-                                                    method=job.method))
-    return queued
+def evaluate_jobs() -> list:
+    return [j for j in jobs.list_jobs() if j.kind == "evaluate"]
 
 
 def closed_port_url() -> str:
@@ -62,21 +58,27 @@ def small_dataset(folder) -> str:
 
 
 def test_evaluation_data_compare_and_the_model_card_show_real_evaluations(workspace, monkeypatch, tmp_path):
-    monkeypatch.setenv("DEEPE_EVALUATE_AFTER_TRAINING", "0")  # queued below, as after_training queues them
+    monkeypatch.setenv("DEEPE_EVALUATE_AFTER_TRAINING", "1")
     monkeypatch.setattr(detail_module, "EVALUATION_EVERY", 0.0)  # every refresh looks at the evaluate jobs
-    first, tuned = train()
+    first = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params=FAST)
 
-    # Evaluation Data of a training that just succeeded: it waits for its evaluate jobs
+    # Evaluation Data follows the training, then the evaluations it queues (its model's and its base's)
     detail = TrainingDetail(first.id, start_worker=False)
     section = detail.evaluation
-    assert detail.refresh() is False and "being queued" in section.state.value
-    queued = evaluate_as_after_training(jobs.get_job(first.id), tuned)
-    assert detail.refresh() is False  # still followed: its evaluations are queued
-    assert "Evaluating" in section.state.value
-    assert all(f"job {j.id}): queued" in section.state.value for j in queued), section.state.value
-    run_queue()
-    assert all(jobs.get_job(j.id).status == "succeeded" for j in queued), [jobs.get_job(j.id).error for j in queued]
-    assert detail.refresh() is True  # the training and its evaluations have finished: nothing more to follow
+    assert "When the training succeeds" in section.state.value
+    runner = threading.Thread(target=run_queue)  # a worker: the training, then its evaluate jobs
+    runner.start()
+    states, deadline = [], time.monotonic() + 900
+    while not detail.refresh():
+        states.append(section.state.value)
+        assert time.monotonic() < deadline, states[-1]
+        time.sleep(0.2)
+    # followed to the end: nothing more to follow once the evaluate jobs have finished
+    queued = evaluate_jobs()
+    assert len(queued) == 2 and all(j.status == "succeeded" for j in queued), [(j.id, j.error) for j in queued]
+    runner.join()
+    assert any("Evaluating" in s and "running" in s for s in states), states
+    [tuned] = [m.name for m in models.models_of_job(first.id)]
 
     # the scores of the tuned and the base model side by side, in words
     tuned_result, base_result = evaluations.latest(tuned), evaluations.latest("tiny")
@@ -115,10 +117,8 @@ def test_evaluation_data_compare_and_the_model_card_show_real_evaluations(worksp
     detail.close()
 
     # Compare: a second run, evaluated; its base is scored already
-    second, tuned_again = train(LEARNING_RATE=2e-3)
-    queued = evaluate_as_after_training(jobs.get_job(second.id), tuned_again)
-    assert len(queued) == 1
-    run_queue()
+    second, tuned_again = train(LEARNING_RATE=2e-3)  # and its evaluation: its base is scored on these rows already
+    assert [j.base_model for j in evaluate_jobs()] == [tuned_again, tuned, "tiny"]
     compare = TrainingCompare([first.id, second.id])
     children = [getattr(c, "value", "") for c in compare.children]
     evaluation_at = next(i for i, v in enumerate(children) if "<b>Evaluation</b>" in v)
@@ -204,3 +204,4 @@ def test_worse_rows_are_marked_and_changes_follow_the_metric_direction():
     assert change_words("eval_rougeL", 0.5, 0.4)[1] == "deepe-worse"
     assert change_words("eval_rougeL", 0.5, 0.5)[0] == "= same"
     assert score_text(0.41234) == "0.4123" and score_text(128.0) == "128" and score_text(None) == "-"
+    assert metric_label("bench_capitals_acc") == "Benchmark capitals: accuracy"  # the benchmark suite's, in words
