@@ -47,6 +47,8 @@ LOG_READ_BYTES = 256 * 1024  # of one log per read: a first look reads its end, 
 RECORD_EVERY = 2.0    # seconds between looks at a running stage's record
 EVALUATION_EVERY = 2.0  # seconds between looks at the evaluate jobs of the training's model
 HELD_OUT_PREFIXES = ("eval_", "val_")  # the trainer's metrics on the held-out rows (MLX logs val_loss)
+# what a trainer's evaluation logs about itself, not about the rows: charted last, never on a training chart
+EVAL_BOOKKEEPING = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_num_tokens")
 TRAIN_COLOUR, HELD_OUT_COLOUR = "#0969da", "#e16f24"
 
 # What the Train Log calls noise: the kernel's own chatter and library warnings with their
@@ -410,7 +412,8 @@ class TrainingDetail(w.VBox):
             colour = HELD_OUT_COLOUR if is_held_out(name) else TRAIN_COLOUR
             self.figures[name], self.lines[name] = metric_figure(metric_label(name), self.x_axis.value, colour)
         # a held-out curve is drawn on its training twin's chart too (the gap between them is the point)
-        pairs = [n for n in curves if is_held_out(n) and training_twin(n) in self.figures and n not in self.overlays]
+        pairs = [n for n in curves if is_held_out(n) and training_twin(n) in self.figures and n not in self.overlays
+                 and n not in EVAL_BOOKKEEPING]
         for name in pairs:
             figure = self.figures[training_twin(name)]
             scales = figure.marks[0].scales
@@ -420,7 +423,7 @@ class TrainingDetail(w.VBox):
             figure.marks = [*figure.marks, self.overlays[name]]
             names.add(name)
         if added:  # one children update per poll: views of a box are created once, not raced
-            ordered = metric_order(self.figures)
+            ordered = sorted(metric_order(self.figures), key=lambda n: n in EVAL_BOOKKEEPING)
             self.charts.children = tuple(self.figures[n] for n in ordered if not is_held_out(n))
             self.held_out_charts.children = tuple(self.figures[n] for n in ordered if is_held_out(n))
             held = bool(self.held_out_charts.children)
