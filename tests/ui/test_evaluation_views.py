@@ -79,6 +79,12 @@ def test_evaluation_data_compare_and_the_model_card_show_real_evaluations(worksp
     runner.join()
     assert any("Evaluating" in s and "running" in s for s in states), states
     [tuned] = [m.name for m in models.models_of_job(first.id)]
+    # its held-out curves: a row of their own, and drawn dashed on the training twin's chart
+    assert detail.figures["eval_loss"] in detail.held_out_charts.children
+    assert detail.figures["loss"] in detail.charts.children
+    assert detail.overlays["eval_loss"] in detail.figures["loss"].marks
+    assert list(detail.overlays["eval_loss"].y) == list(detail.lines["eval_loss"].y)
+    assert "eval_runtime" not in detail.overlays  # the evaluation's own speed is no held-out quality
 
     # the scores of the tuned and the base model side by side, in words
     tuned_result, base_result = evaluations.latest(tuned), evaluations.latest("tiny")
