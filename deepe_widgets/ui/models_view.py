@@ -39,7 +39,7 @@ from .common import (
     start_poller,
     stylesheet,
 )
-from .evaluation_view import EvaluationSection
+from .evaluation_view import SCORE_ORDER, EvaluationSection, score_text
 from .labels import metric_label, metric_order, short_label, show_value
 from .record import RecordView
 from .state import ADMIN_ONLY, resolve_admin
@@ -52,7 +52,7 @@ DTYPES = (("float32 (exact, largest)", "float32"), ("bfloat16 (half the size)", 
           ("float16 (half the size)", "float16"))
 COLUMNS = (("Name", "minmax(160px, 2.2fr)"), ("Base model", "minmax(100px, 1.2fr)"),
            ("Method", "minmax(80px, 1fr)"), ("Dataset", "minmax(80px, 1fr)"), ("Created", "86px"),
-           ("Final", "110px"), ("", "90px"))
+           ("Final", "110px"), ("Evaluation", "130px"), ("", "90px"))
 
 SUITE_CHOICES = {"generation": "generation: answers to held-out prompts, scored",
                  "benchmark": "benchmark: a local multiple-choice file",
@@ -79,6 +79,17 @@ def model_card(record) -> dict:
             "made_by_job": record.job_id, "created_at": record.created_at, "parameters": card.get("parameters") or {},
             "metrics": card.get("metrics") or {}, "dtype": record.meta.get("dtype"),
             "merged_from": record.parent if record.kind == ModelKind.COMPLETE else None}
+
+
+def key_score(name: str) -> str:
+    """"ROUGE-L 0.2222": its newest generation-suite score (of its evaluation), or "-"."""
+    found = evaluations.latest(name)
+    if found is None:
+        return "-"
+    for metric in SCORE_ORDER:
+        if metric in (found.get("metrics") or {}):
+            return f"{metric_label(metric)} {score_text(found['metrics'][metric])}"
+    return "-"
 
 
 def key_metric(card: dict) -> str:
@@ -167,7 +178,9 @@ class ModelsView(w.VBox):
                      w.HTML(html.escape(card["base_model"] or "-")), w.HTML(html.escape(card["method"] or "-")),
                      w.HTML(html.escape(card["dataset"] or "-")), w.HTML(short_time(record.created_at)),
                      w.HTML(html.escape(key_metric(card) if record.kind != ModelKind.LIVE
-                                        else str(record.meta.get("status", "-")))), open_button]
+                                        else str(record.meta.get("status", "-")))),
+                     w.HTML(html.escape(key_score(record.name) if record.kind != ModelKind.LIVE else "-")),
+                     open_button]
             rows.append(cells)
             self.rows[record.name] = cells
         old = [c for row in self.table.rows for c in row]

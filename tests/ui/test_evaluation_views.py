@@ -145,6 +145,9 @@ def test_evaluation_data_compare_and_the_model_card_show_real_evaluations(worksp
     # the model card: scores with the suite, the dataset hash and the records; Evaluate queues a job
     other_dataset = small_dataset(tmp_path)
     view = ModelsView(start_worker=False)
+    # the list: its newest generation score beside its training's final loss
+    rouge = f"{metric_label('eval_rougeL')} {score_text(tuned_result['metrics']['eval_rougeL'])}"
+    assert view.rows[tuned][6].value == rouge and view.rows[tuned][5].value.startswith("loss ")
     view.open_model(tuned)
     card = view.card
     assert card.eval_dataset.value == "demo-sft"  # its training's dataset
