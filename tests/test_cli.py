@@ -12,7 +12,7 @@ import pytest
 from deepe_widgets import cli
 from deepe_widgets.store import Job
 
-from conftest import FAST_PARAMS, deepe, deepe_json
+from helpers import FAST_PARAMS, deepe, deepe_json
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -59,7 +59,7 @@ def test_a_worker_with_an_unknown_executor_is_refused_before_it_starts(workspace
     assert code == 2 and err == "error: DEEPE_EXECUTOR='nowhere' is not an executor; choose from local, ray\n"
 
 
-def test_read_verbs_speak_json(workspace):
+def test_read_verbs_speak_json(workspace, default_model):
     methods = deepe_json("methods", "list", "--json")
     assert {m["name"] for m in methods} >= {"SFT-Demo", "Custom01", "Custom02"}
     assert [d["name"] for d in deepe_json("datasets", "list", "--json")] == [

@@ -6,7 +6,7 @@ from deepe_widgets import compare, jobs, metrics
 from deepe_widgets.errors import DeepeError
 from deepe_widgets.runtime import MetricSink
 
-from conftest import BOTH_BACKENDS, deepe_json
+from helpers import BOTH_BACKENDS, deepe_json
 
 
 def _job_with(metrics: dict[int, dict[str, float]], **params):

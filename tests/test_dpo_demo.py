@@ -15,7 +15,7 @@ import pytest
 from deepe_widgets import compare, jobs, metrics
 from deepe_widgets.errors import DeepeError
 
-from conftest import deepe_json
+from helpers import deepe_json
 
 REPO = Path(__file__).resolve().parent.parent
 DPO = REPO / "method_templates" / "dpo_demo" / "training.ipynb"

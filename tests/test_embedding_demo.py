@@ -13,7 +13,7 @@ import pytest
 from deepe_widgets import embeddings, jobs, metrics
 from deepe_widgets.errors import DeepeError
 
-from conftest import deepe, deepe_json
+from helpers import deepe, deepe_json
 
 NDCG = "eval_heldout_cosine_ndcg@10"
 

@@ -17,8 +17,7 @@ import pytest
 
 from deepe_widgets.runtime import evaluation
 
-from conftest import REPO, deepe, deepe_json
-from test_deployments import vllm_env  # noqa: F401  the session's one vLLM environment, built once
+from helpers import REPO, deepe, deepe_json
 
 PROMPTS = ["What is 2+2?", "Tell me a long story about a dragon who lived in the mountains", "hi",
            "Explain gravity to a child", "Name a colour", "Why is the sky blue? Explain in detail, please.", "ok"]

@@ -9,7 +9,7 @@ import pytest
 
 from deepe_widgets import datasets, evaluations, jobs
 
-from conftest import FAST_PARAMS, deepe, deepe_json
+from helpers import FAST_PARAMS, deepe, deepe_json
 
 pytestmark = pytest.mark.training
 

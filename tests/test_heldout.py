@@ -162,6 +162,7 @@ def test_held_out_metrics_read_in_words_and_chart_beside_their_training_twins():
     assert metric_label("eval_perplexity") == "Held-out perplexity"
     assert metric_label("eval_rewards/margins") == "Held-out reward: margins"
     assert metric_label("eval_kl") == "Held-out KL divergence"
+    assert metric_label("eval_heldout_cosine_mrr@10") == "Held-out cosine mrr@10"  # sentence-transformers' name
     assert metric_order(["grad_norm", "eval_perplexity", "eval_loss", "loss", "eval_reward", "reward",
                          "rewards/margins", "eval_rewards/margins"]) == [
         "loss", "eval_loss", "eval_perplexity", "reward", "eval_reward", "grad_norm", "rewards/margins",
@@ -288,3 +289,26 @@ def test_trl_sft_script_evaluates_the_held_out_rows(tmp_path, tiny_model_dir):
     steps = [int(m.group(1)) for m in re.finditer(r'^\[deepe\] step (\d+)/\d+ \{"eval_loss"', text, re.M)]
     assert steps == [0, 2, 4], text[-3000:]
     assert (output / "adapter_model.safetensors").is_file()
+
+
+def test_the_training_detail_charts_held_out_curves_beside_the_training_curves(workspace):
+    from deepe_widgets import jobs
+    from deepe_widgets.runtime import MetricSink
+    from deepe_widgets.ui import TrainingDetail
+
+    job = jobs.submit_training("SFT-Demo", "tiny", "demo-sft")
+    sink = MetricSink(job.id)
+    for step in range(0, 13):  # what SFT-Demo logs: held-out metrics before the first step and every 4
+        if step:
+            sink.add(step, {"loss": 6.0 - step / 20, "grad_norm": 1.0}, step / 12)
+        if step % 4 == 0:
+            sink.add(step, {"eval_loss": 6.0 - step / 40, "eval_perplexity": math.exp(6.0 - step / 40)}, step / 12)
+    sink.close()
+    detail = TrainingDetail(job.id, start_worker=False)
+    try:
+        titles = [figure.title for figure in detail.charts.children]
+        assert titles[:3] == ["Loss", "Held-out loss", "Held-out perplexity"], titles
+        assert list(detail.lines["eval_loss"].x) == [0, 4, 8, 12]
+        assert detail.figures["eval_loss"].axes[1].label == "Held-out loss"
+    finally:
+        detail.close()

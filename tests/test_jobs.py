@@ -13,7 +13,7 @@ import pytest
 from deepe_widgets import jobs, methods, metrics, store, worker
 from deepe_widgets.worker import Worker
 
-from conftest import deepe
+from helpers import deepe
 from stage_notebooks import plain_notebook
 
 

@@ -3,10 +3,11 @@ and imports within one floor form no cycle."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from helpers import package_imports
 
 PACKAGE = Path(__file__).resolve().parents[1] / "deepe_widgets"
 
@@ -38,32 +39,6 @@ def module_name(path: Path) -> str:
     if parts[-1] == "__init__" and len(parts) > 1:
         parts.pop()
     return ".".join(parts)
-
-
-def package_imports(module: str, source: str, is_package: bool) -> set[str]:
-    """Modules of deepe_widgets that `source` imports, anywhere in it."""
-    found: set[str] = set()
-    here = module.split(".") if is_package else module.split(".")[:-1]
-    if module == "__init__":
-        here = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.startswith("deepe_widgets."):
-                    found.add(alias.name.removeprefix("deepe_widgets."))
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = here[:len(here) - (node.level - 1)] if node.level > 1 else list(here)
-                target = base + (node.module.split(".") if node.module else [])
-            elif node.module and node.module.startswith("deepe_widgets"):
-                target = node.module.split(".")[1:]
-            else:
-                continue
-            for alias in node.names:  # `from . import jobs` names a module; `from .jobs import x` a name
-                candidate = ".".join(target + [alias.name])
-                found.add(candidate if (PACKAGE / (candidate.replace(".", "/") + ".py")).exists()
-                          or (PACKAGE / candidate.replace(".", "/")).is_dir() else ".".join(target))
-    return {f for f in found if f}
 
 
 def import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:

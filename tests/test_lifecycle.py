@@ -1,4 +1,5 @@
-"""Customized → Complete models: model card, saving (merge), inference, names, deletion."""
+"""Customized → Complete models: model card, saving (merge), inference, names, deletion (one training,
+shared by the session: `trained_tiny`)."""
 
 import json
 import re
@@ -6,28 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST_PARAMS, deepe, deepe_json
+from helpers import deepe, deepe_json
 
 pytestmark = pytest.mark.training
 
 
-def test_train_save_infer_and_delete(workspace, tiny_model_dir):
-    trained = deepe_json("train", "--method", "SFT-Demo", "--base-model", "tiny", "--dataset", "demo-sft",
-                         "--name", "cards", *FAST_PARAMS, "--wait", "--json")
-    assert trained["status"] == "succeeded", trained["error"]
-    [customized] = trained["artifacts"]
+def test_a_training_makes_a_customized_model_with_its_card(trained_tiny):
+    trained, customized = trained_tiny.trained, trained_tiny.customized
     assert re.fullmatch(r"tiny_cards_\d{8}_" + trained["uuid"][:4], customized["name"])
     card = json.loads((Path(customized["path"]) / "model_card.json").read_text())
     assert card["base_model"] == "tiny" and card["method"] == "SFT-Demo" and card["dataset"] == "demo-sft"
     assert card["parameters"]["MAX_STEPS"] == 6 and card["metrics"]["loss"]["best"] <= card["metrics"]["loss"]["final"]
     assert card["record"].endswith("training.ipynb")
     assert "| LEARNING_RATE | 0.005 |" in (Path(customized["path"]) / "README.md").read_text()
-    listed = deepe_json("models", "list", "--kind", "customized", "--json")
+    listed = deepe_json("models", "list", "--kind", "customized", "--json", env=trained_tiny.env())
     assert [m["name"] for m in listed] == [customized["name"]]
 
-    saved = deepe_json("save", customized["name"], "--wait", "--json")
-    assert saved["status"] == "succeeded", saved["error"]
-    [complete] = saved["artifacts"]
+
+def test_save_merges_the_adapter_into_a_complete_model(trained_tiny, tiny_model_dir):
+    saved, customized, complete = trained_tiny.saved, trained_tiny.customized, trained_tiny.complete
     assert complete["kind"] == "complete" and complete["name"] == f"{customized['name']}_s_{saved['uuid'][:4]}"
     assert (Path(complete["path"]) / "model.safetensors").is_file()
     assert any(r.endswith("saving.ipynb") for r in saved["records"])
@@ -46,6 +44,11 @@ def test_train_save_infer_and_delete(workspace, tiny_model_dir):
     assert torch.allclose(expected, got, atol=1e-4), (expected - got).abs().max()
     assert not torch.allclose(AutoModelForCausalLM.from_pretrained(tiny_model_dir)(**ids).logits, got, atol=1e-4)
 
+
+def test_both_models_answer_and_are_deleted_child_first(trained_workspace, default_model, trained_tiny):
+    from deepe_widgets import models
+
+    customized, complete = trained_tiny.customized, trained_tiny.complete
     for name in (customized["name"], complete["name"]):
         answer = deepe_json("infer", name, "--prompt", "What is the capital of Peru?", "--prompt", "Hello",
                             "--param", "max_new_tokens=8", "--json")
@@ -54,10 +57,11 @@ def test_train_save_infer_and_delete(workspace, tiny_model_dir):
         assert Path(answer["record"]).is_file()
     assert "> Hello" in deepe("infer", complete["name"], "--prompt", "Hello", "--param", "max_new_tokens=4").stdout
 
+    complete_copy = Path(models.get_model(complete["name"]).path)
     refused = deepe("models", "delete", customized["name"], check=False)
     assert refused.returncode == 2 and complete["name"] in refused.stderr
     deepe("models", "delete", complete["name"])
-    assert not Path(complete["path"]).exists()
+    assert not complete_copy.exists()
     deepe("models", "delete", customized["name"])
     assert deepe_json("models", "list", "--kind", "customized", "--json") == []
     gone = deepe("infer", customized["name"], "--prompt", "x", check=False)

@@ -9,7 +9,7 @@ import pytest
 
 from deepe_widgets import jobs, methods
 
-from conftest import deepe, deepe_json
+from helpers import deepe, deepe_json
 
 pytestmark = pytest.mark.training
 
@@ -24,7 +24,7 @@ MLX_PARAMS = ["--param", "max_steps=3", "--param", "batch_size=4", "--param", "m
     ("GRPO-Demo", "demo-gsm", GRPO_PARAMS, {"reward", "reward_std", "kl"}),
     ("MLX-Demo", "demo-sft", MLX_PARAMS, {"loss", "tokens_per_second"}),
 ])
-def test_train_save_infer(workspace, method, dataset, params, expected):
+def test_train_save_infer(workspace, default_model, method, dataset, params, expected):
     if method == "MLX-Demo":
         pytest.importorskip("mlx_lm")
     trained = deepe_json("train", "--method", method, "--base-model", "tiny", "--dataset", dataset, *params,

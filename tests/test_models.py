@@ -10,7 +10,7 @@ from deepe_widgets import deployments, jobs, models
 from deepe_widgets.errors import DeepeError
 from deepe_widgets.store import ModelKind
 
-from conftest import BOTH_BACKENDS, deepe
+from helpers import BOTH_BACKENDS, deepe
 
 
 def user_folder(where: Path, tiny_model_dir: Path) -> Path:

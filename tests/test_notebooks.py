@@ -4,7 +4,7 @@ import nbformat
 import papermill
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 pytestmark = pytest.mark.training
 NOTEBOOK_FILES = ["compare_runs.ipynb", "implement_your_own_method.ipynb", "quick_start.ipynb"]

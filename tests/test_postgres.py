@@ -5,7 +5,7 @@ import pytest
 from deepe_widgets import config, jobs, methods, metrics, store, worker
 from deepe_widgets.worker import Worker
 
-from conftest import BOTH_BACKENDS
+from helpers import BOTH_BACKENDS
 from stage_notebooks import plain_notebook
 
 pytestmark = BOTH_BACKENDS

@@ -17,9 +17,8 @@ import pytest
 from deepe_widgets import jobs, methods, metrics, store, worker
 from deepe_widgets.raycluster import RayHead
 
-from conftest import BOTH_BACKENDS, deepe
+from helpers import BOTH_BACKENDS, deepe, slow_template_notebook, wait_lease_expired, wait_until
 from stage_notebooks import plain_notebook
-from test_reliability import _slow_template_notebook, _wait
 
 pytest.importorskip("ray.job_submission")
 
@@ -67,7 +66,7 @@ def test_tiny_training_runs_as_a_ray_job_with_live_metrics(workspace, ray_env):
     runner = threading.Thread(target=worker.Worker("ray", idle_exit=1.0).run, daemon=True)
     runner.start()
     # live: loss rows reach the database from the node while the Ray job still runs
-    seen_live = _wait(lambda: jobs.get_job(job.id).status == "running" and _ray_jobs_of(ray_env, job).get(
+    seen_live = wait_until(lambda: jobs.get_job(job.id).status == "running" and _ray_jobs_of(ray_env, job).get(
         f"deepe-{job.uuid}-1") == "RUNNING" and [m for m in metrics.metrics_for(job.id) if m.name == "loss"],
         180, "a loss row while the Ray job runs", poll=0.1)
     assert seen_live[0].step >= 1
@@ -89,14 +88,14 @@ def test_cancel_stops_the_ray_job_and_its_kernel(workspace, ray_env, tmp_path):
     runner = threading.Thread(target=worker.Worker("ray", idle_exit=1.0).run, daemon=True)
     runner.start()
     started = os.path.join(jobs.get_job(job.id).run_dir, "started.txt")
-    _wait(lambda: os.path.exists(started), 120, "the training to start on the node")
+    wait_until(lambda: os.path.exists(started), 120, "the training to start on the node")
     on_node = [p for p in psutil.process_iter() if _cwd(p) == job.run_dir]  # the stage runner and its kernel
     assert len(on_node) >= 2
     jobs.cancel_job(job.id)
     final = jobs.wait_for(job.id, timeout=60)
     assert final.status == "cancelled"
     assert _ray_jobs_of(ray_env, job) == {f"deepe-{job.uuid}-1": "STOPPED"}
-    _wait(lambda: not any(_cwd(p) == job.run_dir for p in psutil.process_iter()), 30, "the kernel to stop")
+    wait_until(lambda: not any(_cwd(p) == job.run_dir for p in psutil.process_iter()), 30, "the kernel to stop")
     assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in on_node)
     runner.join(timeout=30)
 
@@ -111,16 +110,16 @@ def _cwd(proc) -> str | None:
 @pytest.mark.training
 def test_a_worker_killed_mid_run_leaves_one_ray_job_that_finishes_once(workspace, ray_env, tmp_path, monkeypatch,
                                                                         caplog):
-    methods.register_method("slow", {"training": (_slow_template_notebook(tmp_path / "slow.ipynb", 0.4), "python3")})
+    methods.register_method("slow", {"training": (slow_template_notebook(tmp_path / "slow.ipynb", 0.4), "python3")})
     job = jobs.submit_training("slow", "tiny", "demo-sft", params={
         "max_steps": "10", "save_steps": "0", "batch_size": "4", "max_seq_length": "64", "learning_rate": "5e-3"})
     env = {"DEEPE_LEASE_SECONDS": "3"}
     first = _start_worker(tmp_path / "worker1.log", **env)
-    _wait(lambda: any(m.step >= 3 for m in metrics.metrics_for(job.id)), 180, "step 3")
+    wait_until(lambda: any(m.step >= 3 for m in metrics.metrics_for(job.id)), 180, "step 3")
     os.kill(first.pid, signal.SIGKILL)  # no chance to clean up
     first.wait(timeout=10)
     assert _ray_jobs_of(ray_env, job) == {f"deepe-{job.uuid}-1": "RUNNING"}  # the stage runs on
-    time.sleep(3.5)  # the lease runs out
+    wait_lease_expired(job.id)
     monkeypatch.setenv("DEEPE_LEASE_SECONDS", "3")
     with caplog.at_level("INFO", logger="deepe.executor.ray"):
         worker.Worker("ray", idle_exit=2).run()  # the next worker: reaps, claims attempt 2, follows
@@ -142,7 +141,8 @@ def test_a_stopping_worker_hands_the_job_back_and_the_next_one_follows_its_ray_j
     first = worker.Worker("ray", idle_exit=30)
     runner = threading.Thread(target=first.run, daemon=True)
     runner.start()
-    _wait(lambda: os.path.exists(os.path.join(jobs.get_job(job.id).run_dir, "started.txt")), 120, "the stage to start")
+    wait_until(lambda: os.path.exists(os.path.join(jobs.get_job(job.id).run_dir, "started.txt")), 120,
+               "the stage to start")
     first.stop()  # what SIGTERM (`deepe worker stop`) does: no checkpoint to wait for, the Ray job runs on
     runner.join(timeout=30)
     handed = jobs.get_job(job.id)
@@ -189,7 +189,7 @@ def test_without_a_shared_run_folder_the_stage_log_and_result_come_through_the_r
     sid = ray_env.submit_job(entrypoint=f"{sys.executable} -c {shlex.quote(code)}", entrypoint_num_cpus=0)
     stage_log = tmp_path / "training.log"
     relay = LogRelay(ray_env, sid, stage_log)
-    _wait(lambda: str(ray_env.get_job_status(sid).value) in ("SUCCEEDED", "FAILED"), 120, "the Ray job to end")
+    wait_until(lambda: str(ray_env.get_job_status(sid).value) in ("SUCCEEDED", "FAILED"), 120, "the Ray job to end")
     relay.poll(final=True)
     assert (relay.shared, relay.node) == (False, "node-7")
     assert relay.result == {"ok": False, "ename": "ValueError", "evalue": "bad column", "cell": 3}
@@ -327,8 +327,8 @@ def test_a_dashboard_answering_503_for_a_while_neither_fails_the_job_nor_stops_i
         runner = threading.Thread(target=worker.Worker("ray", idle_exit=0.5).run, daemon=True)
         with caplog.at_level("INFO", logger="deepe.executor.ray"):
             runner.start()
-            _wait(lambda: os.path.exists(os.path.join(jobs.get_job(job.id).run_dir, "started.txt")), 120,
-                  "the stage to start on the node")
+            wait_until(lambda: os.path.exists(os.path.join(jobs.get_job(job.id).run_dir, "started.txt")), 120,
+                       "the stage to start on the node")
             proxy.down.set()
             time.sleep(6)
             proxy.down.clear()

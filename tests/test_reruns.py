@@ -13,7 +13,7 @@ from deepe_widgets import compare, datasets, jobs, methods, metrics, models, pro
 from deepe_widgets.errors import DeepeError
 from deepe_widgets.runtime import MetricSink
 
-from conftest import FAST_PARAMS, deepe, deepe_json
+from helpers import FAST_PARAMS, deepe, deepe_json
 
 
 def _sha256(path: Path) -> str:

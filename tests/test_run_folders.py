@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST_PARAMS, deepe_json
+from helpers import FAST_PARAMS, deepe_json
 
 pytestmark = pytest.mark.training
 

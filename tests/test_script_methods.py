@@ -8,8 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import deepe, deepe_json
-from test_scriptmode import OLORA_TEMPLATE, SCRIPTS, alpaca_rows, chat_rows, write_jsonl
+from helpers import OLORA_TEMPLATE, SCRIPTS, alpaca_rows, chat_rows, deepe, deepe_json, write_jsonl
 
 pytestmark = pytest.mark.training
 FAST = ["--param", "max_steps=5", "--param", "batch_size=2", "--param", "max_seq_length=64",

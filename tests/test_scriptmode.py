@@ -22,29 +22,12 @@ from deepe_widgets import scriptmode, stagefiles
 from deepe_widgets.errors import DeepeError
 from deepe_widgets.runtime import script as runtime_script
 
-SCRIPTS = Path(__file__).resolve().parent / "scripts"
-OLORA_TEMPLATE = ("--base_model {MODEL_PATH} --data_path {DATASET_PATH} --output_dir {OUTPUT_DIR} "
-                  "--batch_size {BATCH_SIZE} --num_epochs {EPOCHS} --learning_rate {LEARNING_RATE} "
-                  "--cutoff_len {MAX_SEQ_LENGTH} --lora_r {LORA_RANK} --lora_alpha {LORA_ALPHA} "
-                  "--val_set_size 2 --device_map cpu --torch_dtype float32")
+from helpers import OLORA_TEMPLATE, SCRIPTS, alpaca_rows, chat_rows, package_imports, write_jsonl
+
 FAST = {"MAX_STEPS": 5, "BATCH_SIZE": 2, "MAX_SEQ_LENGTH": 64, "SAVE_STEPS": 0, "LEARNING_RATE": 5e-3}
 
 
 # ---------------------------------------------------------------- datasets
-
-def chat_rows(n: int = 20) -> list[dict]:
-    return [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
-                          {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(n)]
-
-
-def alpaca_rows(n: int = 12) -> list[dict]:
-    return [{"instruction": f"Add {i} and {i}.", "input": "", "output": str(2 * i)} for i in range(n)]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
 
 def write_preferences_csv(path: Path, n: int = 20) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as handle:
@@ -337,8 +320,6 @@ def test_the_dataset_becomes_a_folder_load_dataset_reads(tmp_path):
 
 
 def test_new_modules_import_only_down_the_floors():
-    from test_layering import package_imports
-
     runtime_side = package_imports("runtime.script", (SCRIPTS.parent.parent / "deepe_widgets" / "runtime" /
                                                       "script.py").read_text(), False)
     assert runtime_side <= {"runtime"}, runtime_side

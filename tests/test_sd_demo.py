@@ -15,7 +15,7 @@ import pytest
 from deepe_widgets import jobs, metrics
 from deepe_widgets.errors import DeepeError
 
-from conftest import deepe, deepe_json
+from helpers import deepe, deepe_json
 
 PROMPT = "a zqx badge on a teal background"
 # 32x32 pictures, 4 denoising steps, large LoRA steps: the tiny pipeline changes visibly in 8 steps.

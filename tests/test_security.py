@@ -10,7 +10,7 @@ from deepe_widgets import datasets, jobs, methods, models
 from deepe_widgets.errors import DeepeError
 from deepe_widgets.worker import Worker
 
-from conftest import deepe, deepe_json
+from helpers import deepe, deepe_json
 from stage_notebooks import plain_notebook
 
 

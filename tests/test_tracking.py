@@ -14,7 +14,7 @@ from deepe_widgets.errors import DeepeError
 from deepe_widgets.runtime import MetricSink
 from deepe_widgets.store import Job, JobStatus
 
-from conftest import FAST_PARAMS, deepe, deepe_json
+from helpers import FAST_PARAMS, deepe, deepe_json
 
 LOSSES = {1: 3.0, 2: 1.0, 3: 1.5}
 # MLflow's SQL store, read back in this process, uses an option SQLAlchemy 2.1 deprecates

@@ -8,7 +8,7 @@ import pytest
 
 from deepe_widgets import stagefiles
 
-from conftest import FAST_PARAMS, deepe, deepe_json
+from helpers import FAST_PARAMS, deepe, deepe_json
 
 pytestmark = pytest.mark.training
 

@@ -13,7 +13,7 @@ import pytest
 from deepe_widgets import jobs, metrics, vision_language
 from deepe_widgets.errors import DeepeError
 
-from conftest import deepe, deepe_json
+from helpers import deepe, deepe_json
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,8 @@ from deepe_widgets import jobs, methods, metrics, models, store, worker
 from deepe_widgets.executors.local import LocalExecutor
 from deepe_widgets.worker import Worker
 
-from conftest import BOTH_BACKENDS, deepe
+from helpers import BOTH_BACKENDS, deepe, slow_template_notebook, wait_until
 from stage_notebooks import plain_notebook
-from test_reliability import _slow_template_notebook, _wait
 
 
 @pytest.fixture
@@ -76,15 +75,15 @@ def test_claim_counts_attempts_and_leases_on_the_database_clock(plain_method):
 
 @pytest.mark.training
 def test_stopping_a_worker_hands_the_job_back_after_a_checkpoint_and_it_resumes(workspace, tmp_path):
-    methods.register_method("slow", {"training": (_slow_template_notebook(tmp_path / "slow.ipynb", 0.3), "python3")})
+    methods.register_method("slow", {"training": (slow_template_notebook(tmp_path / "slow.ipynb", 0.3), "python3")})
     job = jobs.submit_training("slow", "tiny", "demo-sft", params={
         "max_steps": "12", "save_steps": "100", "batch_size": "4", "max_seq_length": "64", "learning_rate": "5e-3"})
     worker.ensure_worker()
-    _wait(lambda: any(m.step >= 4 for m in metrics.metrics_for(job.id)), 120, "step 4")
+    wait_until(lambda: any(m.step >= 4 for m in metrics.metrics_for(job.id)), 120, "step 4")
     [running] = worker.live_workers()
     done = deepe("worker", "stop")  # SIGTERM: checkpoint, then back to the queue
     assert "asked 1 worker" in done.stdout
-    _wait(lambda: jobs.get_job(job.id).status == "queued", 60, "the job to go back to the queue")
+    wait_until(lambda: jobs.get_job(job.id).status == "queued", 60, "the job to go back to the queue")
     assert not worker._alive(running.pid)
     handed = jobs.get_job(job.id)
     assert handed.attempt == 0 and handed.error is None
@@ -105,10 +104,10 @@ def test_stopping_a_worker_hands_the_job_back_after_a_checkpoint_and_it_resumes(
 
 def test_a_stop_signal_to_an_idle_worker_ends_it_at_once(workspace):
     pid = worker.ensure_worker()
-    _wait(lambda: any("started" in p.read_text() for p in (workspace / "logs").glob("worker-*.log")), 30,
-          "the worker to start")
+    wait_until(lambda: any("started" in p.read_text() for p in (workspace / "logs").glob("worker-*.log")), 30,
+               "the worker to start")
     os.kill(pid, signal.SIGTERM)
-    _wait(lambda: not worker._alive(pid), 30, "the worker to exit")
+    wait_until(lambda: not worker._alive(pid), 30, "the worker to exit")
     assert worker.live_workers() == []  # it unregistered itself
 
 
@@ -123,7 +122,7 @@ def _started_worker_id(home: Path) -> str:
             found = re.search(r"worker (\S+) started", path.read_text())
             if found:
                 return found.group(1)
-    return _wait(find, 60, "the worker to log its start")
+    return wait_until(find, 60, "the worker to log its start")
 
 
 ENSURE_AT_ONCE = """
@@ -192,7 +191,7 @@ def test_deepe_worker_stop_finds_a_foreground_worker_through_psutil(home):
         fg = subprocess.Popen([sys.executable, "-m", "deepe_widgets.cli", "worker"], stdout=out,
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        _wait(lambda: [w for w in worker.live_workers() if w.pid == fg.pid], 60, "the worker to register")
+        wait_until(lambda: [w for w in worker.live_workers() if w.pid == fg.pid], 60, "the worker to register")
         assert worker._is_worker_process(fg.pid) and worker._alive(fg.pid)
         assert not worker._is_worker_process(os.getpid())  # a pid reused by another process is left alone
         done = deepe("worker", "stop")
@@ -205,7 +204,7 @@ def test_deepe_worker_stop_finds_a_foreground_worker_through_psutil(home):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     assert worker._alive(sleeper.pid)
     sleeper.kill()
-    _wait(lambda: not worker._alive(sleeper.pid), 10, "the killed process to count as gone")  # a zombie
+    wait_until(lambda: not worker._alive(sleeper.pid), 10, "the killed process to count as gone")  # a zombie
     sleeper.wait()
     source = Path(worker.__file__).read_text()
     assert 'open(f"/proc' not in source  # macOS has none: every process check goes through psutil
@@ -233,7 +232,7 @@ def test_a_save_job_does_not_wait_behind_a_long_training(workspace, tmp_path):
     save = jobs.submit_save("adapter")  # queued behind the training
     worker.ensure_worker()
     try:
-        _wait(lambda: (Path(training.run_dir) / "started.txt").exists(), 90, "the training to start")
+        wait_until(lambda: (Path(training.run_dir) / "started.txt").exists(), 90, "the training to start")
         done = jobs.wait_for(save.id, timeout=120, poll=0.2)
         assert done.status == "succeeded", done.error
         assert jobs.get_job(training.id).status == "running"  # the save ran beside it, not after it

@@ -31,7 +31,7 @@ PARAM_LABELS = {
     "MODEL_PATH": "Model folder", "DATASET_PATH": "Dataset file", "OUTPUT_DIR": "Output folder", "JOB_ID": "Job",
     "MAX_NEW_TOKENS": "Max New Tokens", "TEMPERATURE": "Temperature", "DTYPE": "Precision (dtype)",
     "ADAPTER_PATH": "Adapter folder", "REPORT_TO": "Also log to (trackers)", "SEED": "Seed",
-    "EVAL_FRACTION": "Held-out Share (0: none)", "EVAL_STEPS": "Evaluate Every N Steps (0: ~10 a run)",
+    "EVAL_FRACTION": "Held-out Share (0: none)", "EVAL_STEPS": "Eval Every N Steps (0: ~10)",
     # the job's own columns, in Compare
     "method": "Training Method", "base_model": "Base Model", "dataset": "Dataset",
 }
@@ -102,7 +102,8 @@ def metric_label(name: str) -> str:
     if name in METRIC_LABELS:
         return METRIC_LABELS[name]
     if name.startswith(HELD_OUT_PREFIX) and len(name) > len(HELD_OUT_PREFIX):  # a trainer's held-out twin
-        words = metric_label(name[len(HELD_OUT_PREFIX):])
+        base = re.sub(r"^held_?out_", "", name[len(HELD_OUT_PREFIX):])  # sentence-transformers' "eval_heldout_…"
+        words = metric_label(base)
         lowered = words[:1].lower() + words[1:] if words[1:2].islower() else words  # "KL" stays
         return "Held-out " + lowered
     if name.startswith("bench_") and name.endswith(("_acc", "_acc_stderr")):  # the benchmark suite's, per task

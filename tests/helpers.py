@@ -1,0 +1,135 @@
+"""Helpers the tests share, imported explicitly (`from helpers import deepe`): the CLI as a user
+runs it, polling with a deadline, and the small files several test modules build.
+
+Fixtures live in conftest.py; nothing here is a fixture, so no test imports a conftest (two
+conftest.py files without packages share one module name, and the second loaded would win)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "deepe_widgets"
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+BOTH_BACKENDS = pytest.mark.parametrize("home", ["sqlite", "postgresql"], indirect=True)
+
+FAST_PARAMS = ["--param", "max_steps=6", "--param", "batch_size=4", "--param", "learning_rate=5e-3",
+               "--param", "max_seq_length=64", "--param", "save_steps=0"]
+
+
+def deepe(*args: str, check: bool = True, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the `deepe` CLI as a user would, in a subprocess (`env`: variables to set; None unsets one)."""
+    environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    done = subprocess.run([sys.executable, "-m", "deepe_widgets.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=environment, stdin=subprocess.DEVNULL)
+    if check and done.returncode != 0:
+        raise AssertionError(f"deepe {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def deepe_json(*args: str, **kwargs):
+    """`deepe ... --json`'s output, parsed."""
+    return json.loads(deepe(*args, **kwargs).stdout)
+
+
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.2):
+    """Poll `predicate` until it returns something true (returned), failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)
+
+
+def wait_lease_expired(job_id: int, timeout: float = 30) -> None:
+    """Wait until the lease of `job_id`'s last holder has run out (instead of sleeping its length)."""
+    from deepe_widgets import store
+
+    def expired() -> bool:
+        # compared in SQL, on the clock the workers' leases use
+        query = store.select(store.Job.id).where(store.Job.id == job_id, store.Job.lease_expires < store.db_now())
+        with store.read_session() as s:
+            return s.exec(query).first() is not None
+
+    wait_until(expired, timeout, f"job {job_id}'s lease to run out", poll=0.1)
+
+
+def slow_template_notebook(path: Path, seconds_per_step: float) -> Path:
+    """The template's own example, with a user callback that makes each step take a while."""
+    import nbformat
+
+    from deepe_widgets import stagefiles
+
+    template = nbformat.read(stagefiles.template_notebook_path(), as_version=4)
+    user = next(c for c in template.cells if stagefiles.USER_TAG in c.metadata.get("tags", []))
+    code = user.source.split(stagefiles.BEGIN_MARKER)[1].split(stagefiles.END_MARKER)[0]
+    code = ("import time\nfrom transformers import TrainerCallback\n"
+            "class SlowSteps(TrainerCallback):\n"
+            f"    def on_step_end(self, *args, **kwargs):\n        time.sleep({seconds_per_step})\n" + code)
+    code = code.replace("callbacks=[callback]", "callbacks=[callback, SlowSteps()]")
+    nbformat.write(stagefiles.notebook_with_user_code(code), path)
+    return path
+
+
+# --- datasets and flags of the script-mode tests ------------------------------------------------
+
+OLORA_TEMPLATE = ("--base_model {MODEL_PATH} --data_path {DATASET_PATH} --output_dir {OUTPUT_DIR} "
+                  "--batch_size {BATCH_SIZE} --num_epochs {EPOCHS} --learning_rate {LEARNING_RATE} "
+                  "--cutoff_len {MAX_SEQ_LENGTH} --lora_r {LORA_RANK} --lora_alpha {LORA_ALPHA} "
+                  "--val_set_size 2 --device_map cpu --torch_dtype float32")
+
+
+def chat_rows(n: int = 20) -> list[dict]:
+    """`n` rows of a chat dataset (`messages`)."""
+    return [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                          {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(n)]
+
+
+def alpaca_rows(n: int = 12) -> list[dict]:
+    """`n` rows of an Alpaca-style dataset (instruction, input, output)."""
+    return [{"instruction": f"Add {i} and {i}.", "input": "", "output": str(2 * i)} for i in range(n)]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """`rows` as JSON lines at `path`."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+# --- the import floors ---------------------------------------------------------------------------
+
+def package_imports(module: str, source: str, is_package: bool) -> set[str]:
+    """Modules of deepe_widgets that `source` imports, anywhere in it."""
+    found: set[str] = set()
+    here = module.split(".") if is_package else module.split(".")[:-1]
+    if module == "__init__":
+        here = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("deepe_widgets."):
+                    found.add(alias.name.removeprefix("deepe_widgets."))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[:len(here) - (node.level - 1)] if node.level > 1 else list(here)
+                target = base + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.startswith("deepe_widgets"):
+                target = node.module.split(".")[1:]
+            else:
+                continue
+            for alias in node.names:  # `from . import jobs` names a module; `from .jobs import x` a name
+                candidate = ".".join(target + [alias.name])
+                found.add(candidate if (PACKAGE / (candidate.replace(".", "/") + ".py")).exists()
+                          or (PACKAGE / candidate.replace(".", "/")).is_dir() else ".".join(target))
+    return {f for f in found if f}
