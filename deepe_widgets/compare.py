@@ -1,15 +1,17 @@
-"""Comparing trainings: configuration differences, final / best value of each metric and, for
-two jobs, the largest difference between their curves at the steps both logged."""
+"""Comparing trainings: configuration differences, final / best value of each metric, the evaluation
+scores of the models they made (and their predictions joined on the prompt) and, for two jobs, the
+largest difference between their curves at the steps both logged."""
 
 from __future__ import annotations
 
 import math
 
-from . import jobs
+from . import evaluations, jobs, models
 from .errors import DeepeError
 from .metrics import metric_series, metric_stats
+from .store import ModelKind
 
-__all__ = ["compare_jobs", "curve_differences", "metric_stats"]
+__all__ = ["compare_jobs", "compare_evaluations", "compare_predictions", "curve_differences", "metric_stats"]
 
 
 def compare_jobs(ids: list) -> dict:
@@ -60,3 +62,63 @@ def _gap(x: float, y: float) -> float:
     if math.isnan(x) or math.isnan(y):
         return 0.0 if math.isnan(x) and math.isnan(y) else math.inf
     return abs(x - y)
+
+
+def _model_of(job_id: int) -> str | None:
+    """The model a training made (its Customized Model), or None."""
+    made = [m for m in models.models_of_job(int(job_id)) if m.kind != ModelKind.LIVE]
+    return made[0].name if made else None
+
+
+def compare_evaluations(ids: list, suite: str = "generation") -> dict:
+    """`{"suite", "models": {job id: model name|None}, "results": {job id: result|None},
+    "metrics": {name: {job id: value}}, "base": result|None}`: the newest succeeded evaluation (of
+    `suite`) of the model each training made (`evaluations.latest`), and where the runs share a base
+    model evaluated on the same rows, its evaluation; job ids are strings, as in `compare_jobs`."""
+    out = {"suite": suite, "models": {}, "results": {}, "metrics": {}, "base": None}
+    for job_id in ids:
+        key = str(int(job_id))
+        model = _model_of(int(job_id))
+        result = evaluations.latest(model, suite) if model else None
+        out["models"][key], out["results"][key] = model, result
+        for name, value in ((result or {}).get("metrics") or {}).items():
+            out["metrics"].setdefault(name, {})[key] = value
+    found = [r for r in out["results"].values() if r]
+    try:
+        bases = {evaluations.base_of(r["model"]) for r in found}
+    except DeepeError:  # a base deleted since: no column for it
+        bases = set()
+    if found and len(bases) == 1 and len({r.get("row_key") for r in found}) == 1:
+        out["base"] = evaluations.latest(bases.pop(), suite, found[0].get("row_key"))
+    return out
+
+
+def compare_predictions(evaluated: dict) -> dict:
+    """The runs' predictions on the same prompts, side by side: `{"ids", "rows": [{"prompt",
+    "reference", "answers": {job id: {"answer", "score"}}}], "only_some": int}` from a
+    `compare_evaluations` answer; rows are joined on the prompt, and only prompts every evaluated
+    run answered are kept (`only_some` counts the others)."""
+    per_run: dict[str, dict[str, dict]] = {}
+    for key, result in evaluated["results"].items():
+        if result is None:
+            continue
+        answers = {}
+        for row in evaluations.read_predictions(result):
+            answers.setdefault(str(row.get("prompt", "")), row)  # a repeated prompt: its first answer
+        per_run[key] = answers
+    ids = list(per_run)
+    if not ids:
+        return {"ids": [], "rows": [], "only_some": 0}
+    first = per_run[ids[0]]
+    shared = [p for p in first if all(p in per_run[k] for k in ids[1:])]
+    every = set().union(*(set(answers) for answers in per_run.values()))
+    rows = []
+    for prompt in shared:
+        answers = {}
+        for key in ids:
+            row = per_run[key][prompt]
+            scores = row.get("scores") or {}
+            score = next((scores[n] for n in evaluations.ROW_SCORES if n in scores), None)
+            answers[key] = {"answer": row.get("answer"), "score": score}
+        rows.append({"prompt": prompt, "reference": first[prompt].get("reference"), "answers": answers})
+    return {"ids": ids, "rows": rows, "only_some": len(every) - len(shared)}

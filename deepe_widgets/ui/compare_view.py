@@ -1,4 +1,6 @@
-"""Compare: configuration differences, overlaid curves per shared metric, final and best values.
+"""Compare: the evaluation scores of the models the runs made and their answers to the same held-out
+prompts side by side, then configuration differences, overlaid curves per shared metric, final and best
+values.
 
 Runs are named by their training names everywhere, with one legend above the charts (never over a
 curve); "best" follows each metric's direction: lowest loss, highest reward or accuracy, and none
@@ -11,12 +13,16 @@ import html
 import bqplot as bq
 import ipywidgets as w
 
-from .. import compare, jobs, metrics
+from .. import compare, evaluations, jobs, metrics
+from ..store import JobStatus
 from .common import MAX_POINTS, close_tree, decimate, html_table, stylesheet
 from .detail import y_axis
+from .evaluation_view import CSS as EVALUATION_CSS
+from .evaluation_view import DEFAULT_ROW_SCORE, ROWS_PER_PAGE, cell_text, score_names, score_text
 from .labels import metric_label, metric_order, param_label, show_value
 
 PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#e16f24", "#57606a"]
+PREDICTION_SORTS = (("largest difference first", "spread"), ("prompt, A to Z", "prompt"), ("as evaluated", "order"))
 
 
 class TrainingCompare(w.VBox):
@@ -36,8 +42,27 @@ class TrainingCompare(w.VBox):
         self.figures = [self._figure(name) for name in self._shared_metrics()]
         self.legend = w.HTML(self._legend())
         self.summary = w.HTML(self._summary())
-        super().__init__([stylesheet(), w.HTML(f"<h3>Compare {html.escape(', '.join(self.names.values()))}</h3>"
-                                               "<b>Configuration</b>"), self.show_all, self.config,
+        self.evaluated = compare.compare_evaluations(self.report["ids"])
+        self.joined = compare.compare_predictions(self.evaluated)
+        self.scores = w.HTML(self._scores())
+        self.prediction_sort = w.Dropdown(options=PREDICTION_SORTS, value="spread", description="Sort",
+                                          layout=w.Layout(width="300px"))
+        self.prediction_sort.observe(lambda _c: self._render_predictions(reset=True), "value")
+        self.predictions = w.HTML()
+        self.predictions.add_class("deepe-predictions-box")
+        self.more = w.Button(description="Show more rows", icon="angle-down", layout=w.Layout(width="170px"))
+        self.more.on_click(lambda _b: self._render_predictions(more=True))
+        self.predictions_note = w.HTML()
+        self._limit = ROWS_PER_PAGE
+        self.predictions_area = w.Accordion(children=[w.VBox([self.prediction_sort, self.predictions_note,
+                                                              self.predictions, self.more])],
+                                            titles=("Predictions on the same prompts",))
+        self.predictions_area.selected_index = 0
+        self._render_predictions(reset=True)
+        super().__init__([stylesheet(), w.HTML(f"<style>{EVALUATION_CSS}</style>", layout=w.Layout(display="none")),
+                          w.HTML(f"<h3>Compare {html.escape(', '.join(self.names.values()))}</h3>"
+                                 "<b>Evaluation</b>"), self.scores, self.predictions_area,
+                          w.HTML("<b>Configuration</b>"), self.show_all, self.config,
                           w.HTML("<b>Curves</b>"), self.legend,
                           w.Box(self.figures, layout=w.Layout(flex_flow="row wrap")),
                           w.HTML("<b>Final and best values</b>"), self.summary])
@@ -107,3 +132,100 @@ class TrainingCompare(w.VBox):
             word = {"min": "lowest", "max": "highest", None: "no best"}[direction]
             rows.append([f"{html.escape(metric_label(name))} <span style='color:#57606a'>({word})</span>"] + cells)
         return html_table(["metric (final / best)"] + [self.names[i] for i in self.ids], rows)
+
+    # --- evaluation ------------------------------------------------------------------------
+
+    def _not_scored(self, job_id: str) -> str:
+        """Why a run has no generation-suite scores, in a few words."""
+        model = self.evaluated["models"].get(job_id)
+        if model is None:
+            return "made no model" if self.jobs[job_id].status == JobStatus.SUCCEEDED else "has no model yet"
+        newest = next((r for r in evaluations.results(model) if r.get("suite") == self.evaluated["suite"]), None)
+        if newest is None:
+            return "was not evaluated (no held-out rows)"
+        if newest["status"] in (JobStatus.QUEUED, JobStatus.RUNNING):
+            return f"is being evaluated (job {newest['job_id']}, {newest['status']}): Compare again when it finishes"
+        return f"has no successful evaluation (job {newest['job_id']} {newest['status']})"
+
+    def _scores(self) -> str:
+        """The runs' evaluation scores, best of each metric marked by its direction."""
+        found = self.evaluated["metrics"]
+        missing = [i for i in self.ids if self.evaluated["results"].get(i) is None]
+        notes = "".join(f"<div style='color:#57606a;font-style:italic'>{html.escape(self.names[i])} "
+                        f"{html.escape(self._not_scored(i))}.</div>" for i in missing)
+        if not found:
+            return notes or "<i>No evaluation scores.</i>"
+        rows = []
+        base = self.evaluated.get("base") or None
+        base_metrics = (base or {}).get("metrics") or {}
+        for name in score_names(n for n in found if not n.endswith("_stderr")):
+            direction = metrics.direction(name, self.directions)
+            values = {i: v for i, v in found[name].items() if v is not None}
+            best = None
+            if direction and len(values) > 1 and len(set(values.values())) > 1:
+                best = (max if direction == "max" else min)(values.values())
+            cells = []
+            for i in self.ids:
+                if i not in values:
+                    cells.append("-")
+                    continue
+                text = score_text(values[i])
+                cells.append(f"<b style='color:#1a7f37'>{text} ★</b>" if best is not None and values[i] == best
+                             else text)
+            word = {"min": "lower is better", "max": "higher is better", None: ""}[direction]
+            base_cell = [f"<span style='color:#57606a'>{score_text(base_metrics.get(name))}</span>"] if base else []
+            rows.append([f"{html.escape(metric_label(name))}"
+                         + (f" <span style='color:#57606a'>({word})</span>" if word else "")] + cells + base_cell)
+        datasets = {str((r or {}).get("dataset") or "held-out rows") for r in self.evaluated["results"].values() if r}
+        where = (f"<div style='color:#57606a'>{html.escape(self.evaluated['suite'])} suite on "
+                 f"{html.escape(', '.join(sorted(datasets)))}; ★ the best run</div>")
+        heads = ["metric"] + [self.names[i] for i in self.ids] + (
+            [f"base model {base['model']} (before training)"] if base else [])
+        return where + html_table(heads, rows) + notes
+
+    def prediction_rows(self) -> list[dict]:
+        """The joined predictions in the chosen order."""
+        rows = [dict(row, index=n + 1) for n, row in enumerate(self.joined["rows"])]
+
+        def spread(row):
+            scores = [a["score"] for a in row["answers"].values() if a.get("score") is not None]
+            return max(scores) - min(scores) if scores else 0.0
+
+        if self.prediction_sort.value == "spread":
+            rows.sort(key=lambda r: -spread(r))
+        elif self.prediction_sort.value == "prompt":
+            rows.sort(key=lambda r: str(r["prompt"]).casefold())
+        return rows
+
+    def _render_predictions(self, reset: bool = False, more: bool = False) -> None:
+        self._limit = ROWS_PER_PAGE if reset else self._limit + (ROWS_PER_PAGE if more else 0)
+        ids = self.joined["ids"]
+        if len(ids) < 2:
+            self.predictions_area.layout.display = "none"
+            return
+        rows = self.prediction_rows()
+        shown = rows[:self._limit]
+        head = ["#", "prompt", "reference"] + [self.names[i] for i in ids]
+        body = []
+        for row in shown:
+            scores = {i: row["answers"][i].get("score") for i in ids}
+            known = [v for v in scores.values() if v is not None]
+            top = max(known) if known and len(set(known)) > 1 else None
+            cells = [str(row["index"]), cell_text(row["prompt"]), cell_text(row["reference"])]
+            for i in ids:
+                score = scores[i]
+                mark = " ★" if top is not None and score == top else ""
+                cells.append(cell_text(row["answers"][i].get("answer"))
+                             + f"<div style='color:#57606a'>score {score_text(score)}{mark}</div>")
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        cols = "<col style='width:34px'><col style='width:20%'><col style='width:15%'>" + "<col>" * len(ids)
+        heads = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        self.predictions.value = (f"<table class='deepe-predictions'><colgroup>{cols}</colgroup><thead><tr>{heads}"
+                                  f"</tr></thead><tbody>{''.join(body)}</tbody></table>")
+        left_out = self.joined["only_some"]
+        self.predictions_note.value = (
+            f"<span style='color:#57606a'>{len(rows)} prompt{'s' if len(rows) != 1 else ''} every run answered "
+            f"(joined on the prompt; score: {DEFAULT_ROW_SCORE}, ★ the best); showing {len(shown)}"
+            + (f"; {left_out} prompt{'s' if left_out != 1 else ''} only some runs answered left out" if left_out
+               else "") + ".</span>")
+        self.more.layout.display = None if len(rows) > len(shown) else "none"

@@ -1,4 +1,5 @@
-"""View Details: "Train Overview", "Evaluation Data" (live bqplot charts), "Train Log" and "Record"."""
+"""View Details: "Train Overview", "Evaluation Data" (live bqplot charts of the training rows and of the
+held-out rows, then the Evaluation: tuned and base model side by side), "Train Log" and "Record"."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from .common import (
     start_poller,
     stylesheet,
 )
+from .evaluation_view import EvaluationSection
 from .gallery import ValidationGallery
 from .labels import metric_label, metric_order, param_label, show_value, used_parameters
 from .record import RecordView, size_words
@@ -43,6 +45,11 @@ LOG_SHOWN = 1000      # lines put in the page at a rebuild
 LOG_CHUNKS = 60       # appended chunks before they are merged into one
 LOG_READ_BYTES = 256 * 1024  # of one log per read: a first look reads its end, a poll at most this much new
 RECORD_EVERY = 2.0    # seconds between looks at a running stage's record
+EVALUATION_EVERY = 2.0  # seconds between looks at the evaluate jobs of the training's model
+HELD_OUT_PREFIXES = ("eval_", "val_")  # the trainer's metrics on the held-out rows (MLX logs val_loss)
+# what a trainer's evaluation logs about itself, not about the rows: charted last, never on a training chart
+EVAL_BOOKKEEPING = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_num_tokens")
+TRAIN_COLOUR, HELD_OUT_COLOUR = "#0969da", "#e16f24"
 
 # What the Train Log calls noise: the kernel's own chatter and library warnings with their
 # follow-up line, and progress bars (the same steps are logged as lines of their own).
@@ -59,16 +66,30 @@ def is_summary_metric(name: str) -> bool:
     return name == "total_flos" or name.startswith("train_")
 
 
+def is_held_out(name: str) -> bool:
+    """A metric of the held-out rows (validation), charted beside the training curves."""
+    return name.startswith(HELD_OUT_PREFIXES)
+
+
+def training_twin(name: str) -> str:
+    """The training-rows metric a held-out metric mirrors: eval_loss -> loss, val_loss -> loss."""
+    for prefix in HELD_OUT_PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
 def y_axis(scale, label: str) -> bq.Axis:
     # "~g": 0.0035 and 5.998 read as such; the label sits clear of the tick numbers
     return bq.Axis(scale=scale, side="left", label=label, grid_lines="dashed", tick_format="~g", label_offset="62px")
 
 
-def metric_figure(title: str, x_label: str) -> tuple[bq.Figure, bq.Lines]:
+def metric_figure(title: str, x_label: str, colour: str = TRAIN_COLOUR) -> tuple[bq.Figure, bq.Lines]:
     """One chart: axes with labels, a line we only ever update (never recreate)."""
     x, y = bq.LinearScale(), bq.LinearScale()
-    line = bq.Lines(x=[], y=[], scales={"x": x, "y": y}, colors=["#0969da"], labels=[title],
-                    display_legend=False)
+    line = bq.Lines(x=[], y=[], scales={"x": x, "y": y}, colors=[colour], labels=[title],
+                    display_legend=False, marker="circle" if colour == HELD_OUT_COLOUR else None,
+                    marker_size=16)
     fig = bq.Figure(marks=[line], axes=[bq.Axis(scale=x, label=x_label, grid_lines="dashed", side="bottom"),
                                         y_axis(y, title)],
                     title=title, layout=w.Layout(width="420px", height="280px"),
@@ -141,6 +162,17 @@ class TrainingDetail(w.VBox):
         self.x_axis = w.ToggleButtons(options=[("by step", "step"), ("by epoch", "epoch")], value="step")
         self.x_axis.observe(lambda _c: self._redraw(), "value")
         self.charts = w.Box(layout=w.Layout(flex_flow="row wrap"))
+        self.held_out_charts = w.Box(layout=w.Layout(flex_flow="row wrap"))
+        self.charts_title = w.HTML("<h4 style='margin:6px 0 0'>On the training rows</h4>",
+                                   layout=w.Layout(display="none"))
+        self.held_out_title = w.HTML(
+            "<h4 style='margin:6px 0 0'>On the held-out rows <span style='color:#57606a;font-weight:normal'>"
+            "(validation: rows the training never sees)</span></h4>", layout=w.Layout(display="none"))
+        self.legend = w.HTML(
+            f"<div class='deepe-legend'><span><span style='color:{TRAIN_COLOUR};font-weight:700'>━━</span> training "
+            f"rows</span><span><span style='color:{HELD_OUT_COLOUR};font-weight:700'>╍●╍</span> held-out rows "
+            "(drawn on the training chart too, where both are logged)</span></div>", layout=w.Layout(display="none"))
+        self.evaluation = EvaluationSection(job_id=self.job_id)
         self.no_data = w.HTML("<i>No metrics yet: they appear here as the trainer logs them.</i>")
         self.totals = w.HTML()
         self.gallery = ValidationGallery()  # text-to-image trainings: pictures by step
@@ -158,7 +190,9 @@ class TrainingDetail(w.VBox):
         self.connection = ConnectionNote()
         actions = w.HBox([self.copy, self.rerun, self.rerun_note], layout=w.Layout(align_items="center"))
         self.tabs = w.Tab(children=[w.VBox([self.overview, actions, self.rerun_force]),
-                                    w.VBox([self.x_axis, self.no_data, self.charts, self.totals]),
+                                    w.VBox([self.x_axis, self.no_data, self.legend, self.charts_title, self.charts,
+                                            self.held_out_title, self.held_out_charts, self.totals,
+                                            self.evaluation]),
                                     w.VBox([w.HBox([self.level, self.show_noise, self.log_note],
                                                    layout=w.Layout(align_items="center")),
                                             self.log_empty, self.log_view]),
@@ -170,6 +204,8 @@ class TrainingDetail(w.VBox):
         self.series: dict[str, dict[str, list]] = {}
         self.lines: dict[str, bq.Lines] = {}
         self.figures: dict[str, bq.Figure] = {}
+        self.overlays: dict[str, bq.Lines] = {}  # held-out metric -> its line on the training twin's chart
+        self._evaluation_checked = 0.0
         self._last_id = 0
         self._log_offsets: dict[Path, int] = {}
         self._log_entries: list[tuple[str, str, str]] = []  # (kind, level, text)
@@ -234,6 +270,10 @@ class TrainingDetail(w.VBox):
         if self.tabs.selected_index == TAB_RECORD and time.monotonic() - self._record_checked > RECORD_EVERY:
             self._record_checked = time.monotonic()
             read["record"] = self.record.read_if_changed(paths=read["summary"]["records"])
+        read["evaluation"] = None
+        if time.monotonic() - self._evaluation_checked > EVALUATION_EVERY:
+            self._evaluation_checked = time.monotonic()
+            read["evaluation"] = self.evaluation.read(job)
         return read
 
     def _show(self, read: dict) -> bool:
@@ -260,7 +300,10 @@ class TrainingDetail(w.VBox):
         if read["record"] is not None or self.tabs.selected_index == TAB_RECORD:
             self.record.set_paths(read["summary"]["records"])
             self.record.show(read["record"])
-        return job.status in FINISHED
+        if read["evaluation"] is not None:
+            self.evaluation.show(read["evaluation"])
+        # a finished training is followed on until its evaluate jobs have finished too
+        return job.status in FINISHED and self.evaluation.settled
 
     def close(self) -> None:
         """Stop following the job and close every widget of the view (charts included)."""
@@ -355,29 +398,62 @@ class TrainingDetail(w.VBox):
             self._params_for = (job.id, job.params)
         return self._params_cache
 
+    def _is_total(self, name: str) -> bool:
+        # an evaluate job logs its scores once (step 0): a table, not curves
+        return is_summary_metric(name) or (self._job is not None and self._job.kind == JobKind.EVALUATE)
+
     def _redraw(self, names=None) -> None:
         self.no_data.layout.display = "none" if self.series else None
-        names = names or self.series
-        curves = [n for n in names if not is_summary_metric(n)]
-        added = [n for n in curves if n not in self.figures]
+        everything = names is None  # the x axis changed: every curve is drawn again
+        names = set(names or self.series)
+        curves = [n for n in self.series if not self._is_total(n)]
+        added = [n for n in curves if n in names and n not in self.figures]
         for name in added:
-            self.figures[name], self.lines[name] = metric_figure(metric_label(name), self.x_axis.value)
+            colour = HELD_OUT_COLOUR if is_held_out(name) else TRAIN_COLOUR
+            self.figures[name], self.lines[name] = metric_figure(metric_label(name), self.x_axis.value, colour)
+        # a held-out curve is drawn on its training twin's chart too (the gap between them is the point)
+        pairs = [n for n in curves if is_held_out(n) and training_twin(n) in self.figures and n not in self.overlays
+                 and n not in EVAL_BOOKKEEPING]
+        for name in pairs:
+            figure = self.figures[training_twin(name)]
+            scales = figure.marks[0].scales
+            self.overlays[name] = bq.Lines(x=[], y=[], scales=scales, colors=[HELD_OUT_COLOUR],
+                                           labels=[metric_label(name)], display_legend=False, line_style="dashed",
+                                           marker="circle", marker_size=16)
+            figure.marks = [*figure.marks, self.overlays[name]]
+            names.add(name)
         if added:  # one children update per poll: views of a box are created once, not raced
-            self.charts.children = tuple(self.figures[n] for n in metric_order(self.figures))
-        totals = metric_order(n for n in self.series if is_summary_metric(n))
+            ordered = sorted(metric_order(self.figures), key=lambda n: n in EVAL_BOOKKEEPING)
+            self.charts.children = tuple(self.figures[n] for n in ordered if not is_held_out(n))
+            self.held_out_charts.children = tuple(self.figures[n] for n in ordered if is_held_out(n))
+            held = bool(self.held_out_charts.children)
+            self.charts_title.layout.display = None if held and self.charts.children else "none"
+            self.held_out_title.layout.display = None if held else "none"
+        self.legend.layout.display = None if self.overlays else "none"
+        totals = metric_order(n for n in self.series if self._is_total(n))
         if totals:
-            self.totals.value = "<h4>At the end of training</h4>" + html_table(
+            title = "Scores" if self._job is not None and self._job.kind == JobKind.EVALUATE else \
+                "At the end of training"
+            self.totals.value = f"<h4>{title}</h4>" + html_table(
                 ["metric", "value"], [[html.escape(metric_label(n)), f"{self.series[n]['value'][-1]:.6g}"]
                                       for n in totals])
         for name in curves:
-            series = self.series[name]
-            xs = series[self.x_axis.value]
-            pairs = [(x, y) for x, y in zip(xs, series["value"]) if x == x]  # epoch may be missing (nan)
-            x, y = decimate([p[0] for p in pairs], [p[1] for p in pairs], MAX_POINTS)
-            line = self.lines[name]
-            with line.hold_sync():
-                line.x, line.y = x, y
+            if name not in names and not everything:
+                continue
+            x, y = self._points(name)
+            for line in (self.lines[name], self.overlays.get(name)):
+                if line is None:
+                    continue
+                with line.hold_sync():
+                    line.x, line.y = x, y
             self.figures[name].axes[0].label = self.x_axis.value
+
+    def _points(self, name: str) -> tuple[list, list]:
+        """A curve's (x, y) by the chosen axis, decimated for the browser."""
+        series = self.series[name]
+        xs = series[self.x_axis.value]
+        pairs = [(x, y) for x, y in zip(xs, series["value"]) if x == x]  # epoch may be missing (nan)
+        return decimate([p[0] for p in pairs], [p[1] for p in pairs], MAX_POINTS)
 
     # --- the log ---------------------------------------------------------------------------
 

@@ -106,6 +106,9 @@ def metric_label(name: str) -> str:
         words = metric_label(base)
         lowered = words[:1].lower() + words[1:] if words[1:2].islower() else words  # "KL" stays
         return "Held-out " + lowered
+    if name.startswith("bench_") and name.endswith(("_acc", "_acc_stderr")):  # the benchmark suite's, per task
+        task, _sep, tail = name[len("bench_"):].rpartition("_acc")
+        return f"Benchmark {task.replace('_', ' ')}: accuracy" + (" (standard error)" if tail else "")
     if name.startswith("rewards/"):  # TRL: one reward function's mean or std
         parts = name.split("/")[1:]
         return "Reward: " + " ".join(p.replace("_", " ") for p in parts)

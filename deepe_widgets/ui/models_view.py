@@ -1,7 +1,8 @@
 """Models: the Customized, Complete and Live Models trainings made (seed 000's lifecycle).
 
-Each model's card (base, method, dataset, date, final metrics), and what can be done with it:
-**Save** a Customized Model as a Complete Model (merge the adapter, in a chosen precision),
+Each model's card (base, method, dataset, date, its evaluation scores beside its base model's, the
+training's final metrics), and what can be done with it: **Evaluate** (a suite on a dataset, as
+`deepe evaluate` queues it), **Save** a Customized Model as a Complete Model (merge the adapter, in a chosen precision),
 **Try it** (a prompt answered by the model and by its base model, side by side), **Delete**
 (asked first; refused as `deepe models delete` refuses: a model another was made from, a live one,
 one a queued or running job uses). Delete, Deploy and Stop are admin actions (`state.page_is_admin`):
@@ -20,10 +21,10 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from .. import config, deployments, inference, jobs, methods, metrics, models, worker
+from .. import config, datasets, deployments, evaluations, inference, jobs, methods, metrics, models, trainings, worker
 from ..errors import DeepeError
 from ..jobs import format_time as when
-from ..store import ModelKind
+from ..store import JobStatus, ModelKind
 from .common import (
     ConnectionNote,
     GridTable,
@@ -38,6 +39,7 @@ from .common import (
     start_poller,
     stylesheet,
 )
+from .evaluation_view import SCORE_ORDER, EvaluationSection, score_text
 from .labels import metric_label, metric_order, short_label, show_value
 from .record import RecordView
 from .state import ADMIN_ONLY, resolve_admin
@@ -50,7 +52,13 @@ DTYPES = (("float32 (exact, largest)", "float32"), ("bfloat16 (half the size)", 
           ("float16 (half the size)", "float16"))
 COLUMNS = (("Name", "minmax(160px, 2.2fr)"), ("Base model", "minmax(100px, 1.2fr)"),
            ("Method", "minmax(80px, 1fr)"), ("Dataset", "minmax(80px, 1fr)"), ("Created", "86px"),
-           ("Final", "110px"), ("", "90px"))
+           ("Final", "110px"), ("Evaluation", "130px"), ("", "90px"))
+
+SUITE_CHOICES = {"generation": "generation: answers to held-out prompts, scored",
+                 "benchmark": "benchmark: a local multiple-choice file",
+                 "judge": "judge: an LLM compares it with its base",
+                 "retrieval": "retrieval: held-out queries find their passages"}
+BENCHMARK_PARAM, JUDGE_PARAM = "BENCHMARK_FILE", "JUDGE"  # the evaluation notebook's parameters
 
 log = logging.getLogger("deepe.ui")
 
@@ -71,6 +79,17 @@ def model_card(record) -> dict:
             "made_by_job": record.job_id, "created_at": record.created_at, "parameters": card.get("parameters") or {},
             "metrics": card.get("metrics") or {}, "dtype": record.meta.get("dtype"),
             "merged_from": record.parent if record.kind == ModelKind.COMPLETE else None}
+
+
+def key_score(name: str) -> str:
+    """"ROUGE-L 0.2222": its newest generation-suite score (of its evaluation), or "-"."""
+    found = evaluations.latest(name)
+    if found is None:
+        return "-"
+    for metric in SCORE_ORDER:
+        if metric in (found.get("metrics") or {}):
+            return f"{metric_label(metric)} {score_text(found['metrics'][metric])}"
+    return "-"
 
 
 def key_metric(card: dict) -> str:
@@ -118,6 +137,11 @@ class ModelsView(w.VBox):
         listed = await asyncio.to_thread(models.list_models, kind)
         if kind == self.kind.value:
             self._redraw_if_changed(listed)
+        card = self.card
+        if card is not None and not card.evaluation.settled:  # an evaluate job of it is queued or running
+            read = await asyncio.to_thread(card.evaluation.read)
+            if card is self.card:
+                card.evaluation.show(read)
         return False
 
     def close(self) -> None:
@@ -154,7 +178,9 @@ class ModelsView(w.VBox):
                      w.HTML(html.escape(card["base_model"] or "-")), w.HTML(html.escape(card["method"] or "-")),
                      w.HTML(html.escape(card["dataset"] or "-")), w.HTML(short_time(record.created_at)),
                      w.HTML(html.escape(key_metric(card) if record.kind != ModelKind.LIVE
-                                        else str(record.meta.get("status", "-")))), open_button]
+                                        else str(record.meta.get("status", "-")))),
+                     w.HTML(html.escape(key_score(record.name) if record.kind != ModelKind.LIVE else "-")),
+                     open_button]
             rows.append(cells)
             self.rows[record.name] = cells
         old = [c for row in self.table.rows for c in row]
@@ -266,11 +292,16 @@ class ModelCard(w.VBox):
             delete_box = [w.HTML("<h4>Delete</h4>"), w.HBox([self.delete, self.status],
                                                              layout=w.Layout(align_items="center")), self.confirm]
         self.live_box = self._live_box()
+        # its evaluation: scores beside its base model's, predictions, records; and Evaluate
+        self.evaluation = EvaluationSection(model=self.name, on_job=on_job, predictions_open=False)
+        self.evaluation.refresh()
+        self.evaluate_box = self._evaluate_box()
         super().__init__([w.HBox([w.HTML(f"<h3 style='margin:4px 0'>{html.escape(self.name)} "
                                          f"<span style='color:#57606a;font-weight:normal'>"
                                          f"{KIND_WORDS.get(self.kind, self.kind)}</span></h3>"), self.job_button],
                                  layout=w.Layout(justify_content="space-between", align_items="center")),
-                          w.HTML(self._card_html()), save_box, self.live_box, try_box, *delete_box,
+                          w.HTML(self._card_html()), self.evaluation, self.evaluate_box,
+                          w.HTML(self._metrics_html()), save_box, self.live_box, try_box, *delete_box,
                           *([] if self.admin else [self.status])],
                          layout=w.Layout(border="1px solid #d0d7de", padding="4px 12px 12px", margin="12px 0 0 0"))
         self.add_class("deepe-model-card")
@@ -294,6 +325,11 @@ class ModelCard(w.VBox):
         changed = ", ".join(f"{short_label(k)} {show_value(v)}" for k, v in sorted(info["parameters"].items())
                             if k not in ("MODEL_PATH", "ADAPTER_PATH", "DTYPE"))
         rows.append(["Parameters changed", html.escape(changed or "none (the method's defaults)")])
+        return html_table(["", ""], rows)
+
+    def _metrics_html(self) -> str:
+        """The training's own metrics (final and best): how it trained, not how well it answers."""
+        info = self.info
         metric_rows = []
         declared = metrics.declared_directions([info["job_id"]]) if info["job_id"] else {}
         for name in metric_order(info["metrics"]):
@@ -301,9 +337,116 @@ class ModelCard(w.VBox):
             direction = None if name.startswith("train_") else metrics.direction(name, declared)  # one value: no best
             best = f"{stats['best']:.5g}" if direction and stats.get("best") is not None else "-"
             metric_rows.append([html.escape(metric_label(name)), f"{stats['final']:.5g}", best])
-        metrics_html = html_table(["metric", "final", "best"], metric_rows) if metric_rows else \
-            "<i>No metrics recorded for this model.</i>"
-        return html_table(["", ""], rows) + "<h4>Final metrics</h4>" + metrics_html
+        if not metric_rows:
+            return "" if self.kind == ModelKind.BASE else "<h4>Training metrics</h4><i>No metrics recorded for " \
+                                                           "this model's training.</i>"
+        return ("<h4>Training metrics <span style='color:#57606a;font-weight:normal'>(of its training run; the "
+                "scores above are of its answers)</span></h4>" + html_table(["metric", "final", "best"], metric_rows))
+
+    # --- Evaluate ------------------------------------------------------------------------
+
+    def _evaluate_box(self) -> w.VBox:
+        """Evaluate: a suite on a dataset (the training's by default); a benchmark file, or a judge."""
+        names = [d.name for d in datasets.list_datasets()]
+        default = self.info["dataset"] if self.info["dataset"] in names else (names[0] if names else None)
+        training_type = trainings.for_model(self.record)  # its suites: a chat model's are not an embedder's
+        suites = [s for s in training_type.suites if s in evaluations.SUITES]
+        self.eval_suite = w.Dropdown(options=[(SUITE_CHOICES.get(s, s), s) for s in suites], description="Suite",
+                                     value=training_type.default_suite if training_type.default_suite in suites
+                                     else (suites[0] if suites else None), layout=w.Layout(width="420px"))
+        self.eval_dataset = w.Dropdown(options=names, value=default, description="Dataset",
+                                       layout=w.Layout(width="420px"))
+        self.eval_benchmark = w.Text(description="Benchmark file", placeholder="/path/to/questions.jsonl or task.yaml",
+                                     layout=w.Layout(width="560px"), style={"description_width": "110px"})
+        lives = [m.name for m in models.list_models(ModelKind.LIVE)]
+        self.eval_judge = w.Dropdown(options=lives, value=lives[0] if lives else None, description="Judge",
+                                     layout=w.Layout(width="420px"))
+        self.eval_with_base = w.Checkbox(value=True, indent=False, layout=w.Layout(width="auto"),
+                                         description=f"and its base model {self.info['base_model'] or ''} on the "
+                                                     "same rows, unless it was already (to compare with)")
+        self.evaluate_button = w.Button(description="Evaluate", icon="check-square-o", button_style="primary",
+                                        layout=w.Layout(width="130px"))
+        self.evaluate_button.on_click(lambda _b: self.submit_evaluation())
+        self.evaluate_note = w.HTML()
+        self.evaluate_job_button = w.Button(description="View the job", icon="search", layout=w.Layout(
+            width="130px", display="none"))
+        self.evaluate_job_button.on_click(lambda _b: self.on_job and self.last_evaluation and
+                                          self.on_job(self.last_evaluation.id))
+        self.last_evaluation = None
+        self.eval_suite.observe(lambda _c: self._show_suite_fields(), "value")
+        self._show_suite_fields()
+        if not suites:
+            return w.VBox([w.HTML(f"<h4>Evaluate</h4><div style='color:#57606a'>{html.escape(training_type.name)} "
+                                  "models have no evaluation suite yet.</div>")])
+        return w.VBox([w.HTML("<h4>Evaluate</h4><div style='color:#57606a'>Runs a suite on this model as an evaluate "
+                              "job (a re-runnable record); its scores appear above, beside its base model's.</div>"),
+                       self.eval_suite, self.eval_dataset, self.eval_benchmark, self.eval_judge, self.eval_with_base,
+                       w.HBox([self.evaluate_button, self.evaluate_note, self.evaluate_job_button],
+                              layout=w.Layout(align_items="center"))])
+
+    def _evaluate_base_beside(self, job, params: dict):
+        """The base model's evaluation on the rows `job` scores (as a training's evaluation queues it),
+        unless one is queued, running or done already; None then."""
+        base = self.info["base_model"]
+        row_key = job.params.get("ROW_KEY")
+        if any(r.get("row_key") == row_key and r["status"] not in (JobStatus.FAILED, JobStatus.CANCELLED)
+               for r in evaluations.results(base)):
+            return None
+        try:
+            training = jobs.get_job(self.info["job_id"]) if self.info["job_id"] else None
+        except DeepeError:  # deleted since: the base is scored as a base model on that dataset
+            training = None
+        return evaluations.submit_evaluation(base, dataset=job.dataset, suite=job.params.get("SUITE"),
+                                             params=params or None, training=training,
+                                             method=training.method if training else None)
+
+    def _show_suite_fields(self) -> None:
+        suite = self.eval_suite.value
+        self.eval_benchmark.layout.display = None if suite == "benchmark" else "none"
+        self.eval_judge.layout.display = None if suite == "judge" else "none"
+        self.eval_dataset.layout.display = "none" if suite == "benchmark" else None
+        # the judge compares this model's answers with its base model's itself
+        has_base = bool(self.info["base_model"]) and self.info["base_model"] != self.name
+        self.eval_with_base.layout.display = None if suite != "judge" and has_base else "none"
+        if suite == "judge" and not self.eval_judge.options:
+            self.evaluate_note.value = ("<span style='color:#9a6700'>No Live Model to judge with: deploy one first "
+                                        "(or set DEEPE_JUDGE_URL where the worker runs).</span>")
+        else:
+            self.evaluate_note.value = ""
+
+    def submit_evaluation(self):
+        """Queue an evaluate job of this model (`evaluations.submit_evaluation`) and show it."""
+        suite = self.eval_suite.value
+        params = {}
+        if suite == "benchmark":
+            if not self.eval_benchmark.value.strip():
+                self.evaluate_note.value = "<span class='deepe-field-error'>Give the benchmark file's path.</span>"
+                return None
+            params[BENCHMARK_PARAM] = self.eval_benchmark.value.strip()
+        if suite == "judge" and self.eval_judge.value:
+            params[JUDGE_PARAM] = self.eval_judge.value
+        self.evaluate_button.disabled = True
+        base_job = None
+        try:
+            job = evaluations.submit_evaluation(self.name, dataset=None if suite == "benchmark" else
+                                                self.eval_dataset.value, suite=suite, params=params or None)
+            if self.eval_with_base.value and self.eval_with_base.layout.display != "none":
+                base_job = self._evaluate_base_beside(job, params)
+            if self.start_worker:
+                worker.ensure_worker()
+        except DeepeError as exc:
+            self.evaluate_note.value = f"<span class='deepe-field-error'>{html.escape(exc.message)}</span>"
+            return None
+        finally:
+            self.evaluate_button.disabled = False
+        self.last_evaluation, self.last_base_evaluation = job, base_job
+        which = (f"Evaluate jobs {job.id} (this model) and {base_job.id} (its base model) are queued"
+                 if base_job else f"Evaluate job {job.id} is queued")
+        self.evaluate_note.value = (f"<span class='deepe-status deepe-ok' style='color:#1a7f37'>{which} "
+                                    f"({html.escape(suite)} suite): the scores appear above when they finish.</span>")
+        self.evaluate_job_button.layout.display = None if self.on_job else "none"
+        self.evaluation.refresh()  # the queued job shows in the state line; the Models view's poll follows it
+        return job
 
     # --- Save ----------------------------------------------------------------------------
 

@@ -461,7 +461,7 @@ def test_models_tab_tries_saves_and_deletes(start_app, page, workspace):
         assert expected in row_text
     page.locator(f"button[title^='the card of {model.name}:']").click()
     card = page.locator(".deepe-model-card")
-    card.get_by_text("Final metrics").wait_for()
+    card.get_by_text("Training metrics").wait_for()
     shot(page, "model-card")
     # Try it: this model and its base answer the same prompt, side by side
     card.locator("textarea").fill("Give the capital card for this country: France")
