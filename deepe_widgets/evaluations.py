@@ -264,10 +264,36 @@ def _logged_held_out_metrics(job: Job) -> bool:
     return any(name.startswith("eval_") for name in metric_stats([job.id])[job.id])
 
 
+def evaluate(model: str, *, dataset: str | None = None, suite: str | None = None, params: dict | None = None,
+             name: str | None = None, with_base: bool = True, training: Job | None = None,
+             method: str | None = None) -> list[Job]:
+    """Queue an evaluation of `model` and, `with_base`, one of its base model on the same rows with
+    the same settings unless one is queued, running or done: so a tuned model always has its base
+    beside it. Returns the jobs queued, the base's first (it runs first: the tuned model's card then
+    has both)."""
+    if name:
+        check_name(name, "evaluation")
+    tuned = plan_evaluation(model, dataset=dataset, suite=suite, params=params, training=training, method=method)
+    queued = []
+    root = base_of(model)
+    if with_base and root != model and tuned.params["SUITE"] != "judge":  # the judge compares the two itself
+        made_by = training or _training_job(models.get_model(model))
+        same = {k: v for k, v in (params or {}).items() if str(k).upper() != "JUDGE"}
+        base = plan_evaluation(root, dataset=tuned.dataset, suite=tuned.params["SUITE"], params=same or None,
+                               training=made_by, method=tuned.method or None)
+        if base.params["ROW_KEY"] != tuned.params["ROW_KEY"]:
+            log.warning("the base model's evaluation of %s scores other rows than its own", model)
+        elif not any(e.params.get("ROW_KEY") == base.params["ROW_KEY"] and
+                     e.status not in (JobStatus.FAILED, JobStatus.CANCELLED) for e in _evaluate_jobs(root)):
+            queued.append(jobs._queue(base, None, "eval"))
+    queued.append(jobs._queue(tuned, name, "eval"))
+    return queued
+
+
 def after_training(job: Job) -> list[Job]:
     """The evaluations a succeeded training queues: its model on the rows it held out, and its
-    base model on the same rows unless an evaluation of it with the same rows exists. None when
-    it held nothing out (it logged no `eval_` metric), its type has no evaluation, or
+    base model on the same rows unless that was done (`evaluate`). None when it held nothing out
+    (it logged no `eval_` metric), its method has no evaluation stage, or
     DEEPE_EVALUATE_AFTER_TRAINING is 0."""
     if job.kind != JobKind.TRAIN or not evaluate_after_training() or not _logged_held_out_metrics(job):
         return []
@@ -275,18 +301,7 @@ def after_training(job: Job) -> list[Job]:
     method_row = store.get_one(store.Method, name=job.method)
     if not made or method_row is None or "evaluation" not in method_row.stages:
         return []
-    tuned = plan_evaluation(made[0].name, training=job, method=job.method)
-    base = plan_evaluation(job.base_model, dataset=job.dataset, training=job, method=job.method)
-    with store.read_session() as s:
-        earlier = s.exec(select(Job).where(Job.kind == JobKind.EVALUATE, Job.base_model == base.base_model)).all()
-    # ROW_KEY names the rows and the generation settings, not the model: the base's evaluation on
-    # the same rows, unless one exists; queued first, so the tuned model's card has it beside
-    queued = []
-    if not any(e.params.get("ROW_KEY") == base.params["ROW_KEY"] and
-               e.status not in (JobStatus.FAILED, JobStatus.CANCELLED) for e in earlier):
-        queued.append(jobs._queue(base, None, "eval"))
-    queued.append(jobs._queue(tuned, None, "eval"))
-    return queued
+    return evaluate(made[0].name, training=job, method=job.method)
 
 
 def _result(job: Job) -> dict:
@@ -361,8 +376,8 @@ def side_by_side(model: str, suite: str = "generation") -> dict:
         base_name = base_of(model)
     except DeepeError:
         base_name = None
-    if tuned is not None and base_name and base_name != model:
-        base = latest(base_name, suite, tuned["row_key"]) or latest(base_name, suite)
+    if tuned is not None and base_name and base_name != model:  # on the same rows, or none
+        base = latest(base_name, suite, tuned["row_key"])
     base_rows = {row.get("prompt"): row for row in read_predictions(base)}
     rows = []
     for row in read_predictions(tuned):
@@ -401,5 +416,5 @@ def describe(result: dict) -> str:
             f"{metrics or result['status']}")
 
 
-__all__ = ["SUITES", "after_training", "base_of", "for_training", "latest", "pending", "read_predictions", "results",
-           "rerun", "side_by_side", "stage_info", "submit_evaluation"]
+__all__ = ["SUITES", "after_training", "base_of", "evaluate", "for_training", "latest", "pending", "read_predictions",
+           "results", "rerun", "side_by_side", "stage_info", "submit_evaluation"]

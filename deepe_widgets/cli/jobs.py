@@ -78,9 +78,12 @@ def cmd_evaluate(args) -> int:
 
     prepare()
     params = paramlib.parse_assignments(args.param)
-    job = evaluations.submit_evaluation(args.model, dataset=args.dataset, suite=args.suite, params=params,
-                                        name=args.name)
+    *before, job = evaluations.evaluate(args.model, dataset=args.dataset, suite=args.suite, params=params,
+                                        name=args.name, with_base=not args.no_base)
     start_worker()
+    if before and not args.json:
+        print(f"queued job {before[0].id} ({before[0].name}): its base model {before[0].base_model} on the same "
+              f"rows, first", flush=True)
     code = _after_submit(job, args)
     result = evaluations.latest(args.model, job.params["SUITE"]) if args.wait and not args.json else None
     if result is not None and result["job_id"] == job.id:  # a failure: print_outcome said why
@@ -339,7 +342,9 @@ def add_arguments(sub, verb) -> None:
     p.add_argument("model")
     p.add_argument("--dataset", help="evaluate on this registered dataset (default: the rows the model's "
                    "training held out)")
-    p.add_argument("--suite", help="generation (default), benchmark or judge")
+    p.add_argument("--suite", help="generation (default), benchmark or judge; retrieval for an embedding model")
+    p.add_argument("--no-base", action="store_true", help="do not also evaluate its base model on the same rows "
+                   "(done once per base model, rows and settings)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="max_rows=…, batch_size=…, max_new_tokens=…, system_prompt=…; benchmark_file=FILE; "
                         "judge=LIVE_MODEL")

@@ -24,7 +24,7 @@ import ipywidgets as w
 from .. import config, datasets, deployments, evaluations, inference, jobs, methods, metrics, models, trainings, worker
 from ..errors import DeepeError
 from ..jobs import format_time as when
-from ..store import JobStatus, ModelKind
+from ..store import ModelKind
 from .common import (
     ConnectionNote,
     GridTable,
@@ -384,22 +384,6 @@ class ModelCard(w.VBox):
                        w.HBox([self.evaluate_button, self.evaluate_note, self.evaluate_job_button],
                               layout=w.Layout(align_items="center"))])
 
-    def _evaluate_base_beside(self, job, params: dict):
-        """The base model's evaluation on the rows `job` scores (as a training's evaluation queues it),
-        unless one is queued, running or done already; None then."""
-        base = self.info["base_model"]
-        row_key = job.params.get("ROW_KEY")
-        if any(r.get("row_key") == row_key and r["status"] not in (JobStatus.FAILED, JobStatus.CANCELLED)
-               for r in evaluations.results(base)):
-            return None
-        try:
-            training = jobs.get_job(self.info["job_id"]) if self.info["job_id"] else None
-        except DeepeError:  # deleted since: the base is scored as a base model on that dataset
-            training = None
-        return evaluations.submit_evaluation(base, dataset=job.dataset, suite=job.params.get("SUITE"),
-                                             params=params or None, training=training,
-                                             method=training.method if training else None)
-
     def _show_suite_fields(self) -> None:
         suite = self.eval_suite.value
         self.eval_benchmark.layout.display = None if suite == "benchmark" else "none"
@@ -415,7 +399,8 @@ class ModelCard(w.VBox):
             self.evaluate_note.value = ""
 
     def submit_evaluation(self):
-        """Queue an evaluate job of this model (`evaluations.submit_evaluation`) and show it."""
+        """Queue an evaluate job of this model, and of its base on the same rows (`evaluations.evaluate`),
+        and show them."""
         suite = self.eval_suite.value
         params = {}
         if suite == "benchmark":
@@ -426,12 +411,12 @@ class ModelCard(w.VBox):
         if suite == "judge" and self.eval_judge.value:
             params[JUDGE_PARAM] = self.eval_judge.value
         self.evaluate_button.disabled = True
-        base_job = None
         try:
-            job = evaluations.submit_evaluation(self.name, dataset=None if suite == "benchmark" else
-                                                self.eval_dataset.value, suite=suite, params=params or None)
-            if self.eval_with_base.value and self.eval_with_base.layout.display != "none":
-                base_job = self._evaluate_base_beside(job, params)
+            with_base = self.eval_with_base.value and self.eval_with_base.layout.display != "none"
+            *before, job = evaluations.evaluate(self.name, dataset=None if suite == "benchmark" else
+                                                self.eval_dataset.value, suite=suite, params=params or None,
+                                                with_base=with_base)
+            base_job = before[0] if before else None
             if self.start_worker:
                 worker.ensure_worker()
         except DeepeError as exc:
