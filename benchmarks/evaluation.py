@@ -107,6 +107,8 @@ def run(model_dir: Path | None, tiny: bool, count: int, batch_size: int, max_new
                                             max_new_tokens=max_new_tokens)
         suite_rates.append(count_tokens(tokenizer, suite) / (time.perf_counter() - started))
         same = same and suite == bare
+        print(f"  round {len(bare_rates)}/{rounds}: bare {bare_rates[-1]:.1f} tok/s, suite {suite_rates[-1]:.1f} tok/s",
+              flush=True)
     bare_tps, suite_tps = statistics.median(bare_rates), statistics.median(suite_rates)
     ratio = suite_tps / bare_tps
     rows.append({"row": f"generation tokens/s, {count} prompts, batch {batch_size}, {max_new_tokens} new tokens "
