@@ -60,22 +60,10 @@ def count_tokens(tokenizer, answers: list[str]) -> int:
 
 
 def talkative_tiny_model(path: Path) -> Path:
-    """The tiny test model with larger random weights: at init it only says newlines (empty answers,
-    nothing to count)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    """The tiny test model with larger random weights (`testing.make_talkative_model`)."""
+    from deepe_widgets.testing import make_talkative_model
 
-    from deepe_widgets.testing import make_tiny_model
-
-    make_tiny_model(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() > 1:
-                parameter.normal_(0, 0.3, generator=generator)
-    model.save_pretrained(path)
-    return path
+    return make_talkative_model(path)
 
 
 def run(model_dir: Path | None, tiny: bool, count: int, batch_size: int, max_new_tokens: int, rounds: int,

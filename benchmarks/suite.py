@@ -81,9 +81,10 @@ class Bench:
             if "parameters" in tags:
                 parts.append(cell.source + "\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items()))
             elif "deepe-setup" in tags:  # a bare script has no workbench to stream to
-                parts.append("from deepe_widgets.runtime import log_event, load_dataset_file, "
-                             "prompt_completion_pairs, trackers\nfrom transformers import TrainerCallback\n"
-                             "callback = TrainerCallback()")
+                # the notebook's own imports (the held-out split, …), without the metric stream
+                imports = "\n".join(line for line in cell.source.splitlines()
+                                    if line.startswith("from deepe_widgets.runtime import"))
+                parts.append(f"{imports}\nfrom transformers import TrainerCallback\ncallback = TrainerCallback()")
             elif "deepe-train" in tags:
                 parts.append("trainer.train()\nmodel.save_pretrained(OUTPUT_DIR)\ntokenizer.save_pretrained(OUTPUT_DIR)")
             else:

@@ -12,6 +12,24 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
 
 
+def make_talkative_model(path: str | Path) -> Path:
+    """The tiny model with larger random weights (normal, std 0.3, seed 0): at its initial weights
+    the tiny model only says newlines (empty answers), which would let answers in the wrong order,
+    or a benchmark with nothing to count, go unnoticed."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = make_tiny_model(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(0, 0.3, generator=generator)
+    model.save_pretrained(path)
+    return path
+
+
 def make_tiny_model(path: str | Path, texts: list[str] | None = None, *, hidden_size: int = 32,
                     layers: int = 2, vocab_size: int = 400, seed: int = 0) -> Path:
     """Write a tiny Llama causal LM with a ChatML tokenizer to `path` and return it."""

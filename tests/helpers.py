@@ -107,6 +107,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def running_job(method: str, run_dir: Path) -> int:
+    """A job row marked running in `run_dir`, for a stage notebook run by hand to stream its metrics to."""
+    from deepe_widgets import store
+
+    with store.session() as s:
+        job = store.Job(method=method, status=store.JobStatus.RUNNING, run_dir=str(run_dir))
+        s.add(job)
+        s.flush()
+        return int(job.id)
+
+
 # --- the import floors ---------------------------------------------------------------------------
 
 def package_imports(module: str, source: str, is_package: bool) -> set[str]:

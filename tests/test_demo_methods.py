@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import subprocess
@@ -13,24 +12,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO, running_job, write_jsonl
+
 GRPO = REPO / "method_templates" / "grpo_demo" / "training.ipynb"
 MLX = REPO / "method_templates" / "mlx_demo" / "training.ipynb"
-
-
-def _new_job(method: str, run_dir: Path) -> int:
-    from deepe_widgets import store
-
-    with store.session() as s:
-        job = store.Job(method=method, status=store.JobStatus.RUNNING, run_dir=str(run_dir))
-        s.add(job)
-        s.flush()
-        return int(job.id)
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def _run_stage(notebook: Path, run_dir: Path, parameters: dict) -> str:
@@ -91,10 +76,10 @@ def test_grpo_demo_logs_rewards_and_kl_and_saves_an_adapter(home, tiny_model_dir
     from deepe_widgets.demo_data import demo_gsm_rows
 
     run_dir = tmp_path / "run"
-    job_id = _new_job("GRPO-Demo", run_dir)
+    job_id = running_job("GRPO-Demo", run_dir)
     output = run_dir / "output"
     log = _run_stage(GRPO, run_dir, {
-        "MODEL_PATH": str(tiny_model_dir), "DATASET_PATH": str(_write_jsonl(tmp_path / "gsm.jsonl", demo_gsm_rows())),
+        "MODEL_PATH": str(tiny_model_dir), "DATASET_PATH": str(write_jsonl(tmp_path / "gsm.jsonl", demo_gsm_rows())),
         "OUTPUT_DIR": str(output), "JOB_ID": job_id, "MAX_STEPS": 2, "BATCH_SIZE": 4, "NUM_GENERATIONS": 4,
         "MAX_CONTENT_LENGTH": 16, "MAX_INPUT_LENGTH": 128, "SAVE_STEPS": 0, "BETA": 0.04, "LEARNING_RATE": 1e-3})
 
@@ -122,9 +107,9 @@ def test_grpo_demo_adjusts_the_generation_batch_instead_of_failing(home, tiny_mo
     from deepe_widgets.demo_data import demo_gsm_rows
 
     run_dir = tmp_path / "run"
-    job_id = _new_job("GRPO-Demo", run_dir)
+    job_id = running_job("GRPO-Demo", run_dir)
     log = _run_stage(GRPO, run_dir, {
-        "MODEL_PATH": str(tiny_model_dir), "DATASET_PATH": str(_write_jsonl(tmp_path / "gsm.jsonl", demo_gsm_rows())),
+        "MODEL_PATH": str(tiny_model_dir), "DATASET_PATH": str(write_jsonl(tmp_path / "gsm.jsonl", demo_gsm_rows())),
         "OUTPUT_DIR": str(run_dir / "output"), "JOB_ID": job_id, "MAX_STEPS": 1, "MAX_SAMPLES": 8,
         "BATCH_SIZE": 3, "NUM_GENERATIONS": 2, "MAX_CONTENT_LENGTH": 8, "SAVE_STEPS": 0, "BETA": 0.0,
         # the tiny tokenizer spends 90 tokens on template and system prompt: 10 are left per question
@@ -189,10 +174,10 @@ def test_mlx_demo_streams_losses_saves_a_loadable_adapter_and_resumes(home, tiny
 
     run_dir = tmp_path / "run"
     output = run_dir / "output"
-    dataset = _write_jsonl(tmp_path / "sft.jsonl", demo_sft_rows())
+    dataset = write_jsonl(tmp_path / "sft.jsonl", demo_sft_rows())
     params = {"MODEL_PATH": str(tiny_model_dir), "DATASET_PATH": str(dataset), "OUTPUT_DIR": str(output),
               "MAX_STEPS": 3, "BATCH_SIZE": 4, "MAX_SEQ_LENGTH": 64, "SAVE_STEPS": 2, "LEARNING_RATE": 5e-3}
-    job_id = _new_job("MLX-Demo", run_dir)
+    job_id = running_job("MLX-Demo", run_dir)
     log = _run_stage(MLX, run_dir, {**params, "JOB_ID": job_id})
 
     metrics = _metrics(job_id)
@@ -221,7 +206,7 @@ def test_mlx_demo_streams_losses_saves_a_loadable_adapter_and_resumes(home, tiny
     assert isinstance(generate(model, tokenizer, "What is the capital of France?", max_tokens=3), str)
 
     # a later run into the same folder resumes from checkpoint-2 and trains steps 3 and 4 only
-    resumed = _new_job("MLX-Demo", tmp_path / "run2")
+    resumed = running_job("MLX-Demo", tmp_path / "run2")
     log = _run_stage(MLX, tmp_path / "run2", {**params, "MAX_STEPS": 4, "JOB_ID": resumed})
     assert f"resuming from {output / 'checkpoint-2'}" in log
     assert set(_metrics(resumed)["loss"]) == {3, 4}

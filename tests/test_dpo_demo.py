@@ -15,7 +15,7 @@ import pytest
 from deepe_widgets import compare, jobs, metrics
 from deepe_widgets.errors import DeepeError
 
-from helpers import deepe_json
+from helpers import deepe_json, running_job, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 DPO = REPO / "method_templates" / "dpo_demo" / "training.ipynb"
@@ -24,21 +24,6 @@ PREFERENCE_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "
 # Few, large steps: the tiny model's margins then rise clearly within seconds.
 STEPS = 12
 FAST = {"MAX_STEPS": STEPS, "BATCH_SIZE": 4, "LEARNING_RATE": 5e-3, "MAX_SEQ_LENGTH": 96, "SAVE_STEPS": 0}
-
-
-def _new_job(run_dir: Path) -> int:
-    from deepe_widgets import store
-
-    with store.session() as s:
-        job = store.Job(method="DPO-Demo", status=store.JobStatus.RUNNING, run_dir=str(run_dir))
-        s.add(job)
-        s.flush()
-        return int(job.id)
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def _run_stage(run_dir: Path, parameters: dict) -> str:
@@ -109,10 +94,10 @@ def test_dpo_demo_streams_rising_margins_and_saves_an_adapter(home, tiny_model_d
     from deepe_widgets.demo_data import demo_dpo_rows
 
     run_dir = tmp_path / "run"
-    job_id = _new_job(run_dir)
+    job_id = running_job("DPO-Demo", run_dir)
     output = run_dir / "output"
     log = _run_stage(run_dir, {**FAST, "MODEL_PATH": str(tiny_model_dir), "OUTPUT_DIR": str(output),
-                               "DATASET_PATH": str(_write_jsonl(tmp_path / "dpo.jsonl", demo_dpo_rows())),
+                               "DATASET_PATH": str(write_jsonl(tmp_path / "dpo.jsonl", demo_dpo_rows())),
                                "JOB_ID": job_id})
 
     assert f"training succeeded: {STEPS} steps" in log
@@ -156,10 +141,10 @@ def test_dpo_demo_reads_named_columns_and_chat_messages(home, tiny_model_dir, tm
     rows = [{"question": turn("user", f"Capital of {c}?"), "good": turn("assistant", f"CAPITAL CARD | {c}"),
              "bad": f"I think it is {c}."} for c in ("France", "Japan", "Peru", "Chile")]
     run_dir = tmp_path / "run"
-    job_id = _new_job(run_dir)
+    job_id = running_job("DPO-Demo", run_dir)
     log = _run_stage(run_dir, {**FAST, "MAX_STEPS": 2, "BATCH_SIZE": 2, "MODEL_PATH": str(tiny_model_dir),
                                "OUTPUT_DIR": str(run_dir / "output"), "JOB_ID": job_id, "LOSS_TYPE": "ipo",
-                               "DATASET_PATH": str(_write_jsonl(tmp_path / "named.jsonl", rows)),
+                               "DATASET_PATH": str(write_jsonl(tmp_path / "named.jsonl", rows)),
                                "PromptInputColumn": "question", "PromptOutputColumn": "good",
                                "PromptRejectedColumn": "bad", "SYSTEM_PROMPT": "Answer with a card."})
     assert "training succeeded: 2 steps" in log
@@ -173,7 +158,7 @@ def test_dpo_demo_reads_named_columns_and_chat_messages(home, tiny_model_dir, tm
 def _dataset(workspace: Path, name: str, rows: list[dict]) -> str:
     from deepe_widgets import datasets
 
-    datasets.add_dataset(name, _write_jsonl(workspace / "datasets" / f"{name}.jsonl", rows))
+    datasets.add_dataset(name, write_jsonl(workspace / "datasets" / f"{name}.jsonl", rows))
     return name
 
 

@@ -24,26 +24,12 @@ PROMPTS = ["What is 2+2?", "Tell me a long story about a dragon who lived in the
 
 
 @pytest.fixture(scope="session")
-def talkative_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+def talkative_model_dir(tmp_path_factory) -> Path:
     """The tiny model with larger random weights: at init it only ever says a newline (an empty
     answer), which would let answers in the wrong order or with the prompt left in go unnoticed."""
-    import shutil
+    from deepe_widgets.testing import make_talkative_model
 
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    target = tmp_path_factory.mktemp("models") / "talkative"
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() > 1:
-                parameter.normal_(0, 0.3, generator=generator)
-    model.save_pretrained(target)
-    for file in tiny_model_dir.iterdir():
-        if "token" in file.name or "template" in file.name:
-            shutil.copy(file, target)
-    return target
+    return make_talkative_model(tmp_path_factory.mktemp("models") / "talkative")
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ read back from the database) on the tiny model, a few steps each."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import sys
@@ -20,7 +19,8 @@ from deepe_widgets import metrics
 from deepe_widgets.runtime import script as runtime_script
 from deepe_widgets.ui.labels import metric_label, metric_order
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO, running_job, write_jsonl
+
 TEMPLATES = REPO / "method_templates"
 SFT = TEMPLATES / "sft_demo" / "training.ipynb"
 DPO = TEMPLATES / "dpo_demo" / "training.ipynb"
@@ -28,21 +28,6 @@ GRPO = TEMPLATES / "grpo_demo" / "training.ipynb"
 TEMPLATE = TEMPLATES / "custom_template" / "training.ipynb"
 # Few, large steps on the tiny model: the held-out loss falls clearly within seconds.
 FAST = {"BATCH_SIZE": 4, "LEARNING_RATE": 5e-3, "MAX_SEQ_LENGTH": 64, "SAVE_STEPS": 0}
-
-
-def _new_job(method: str, run_dir: Path) -> int:
-    from deepe_widgets import store
-
-    with store.session() as s:
-        job = store.Job(method=method, status=store.JobStatus.RUNNING, run_dir=str(run_dir))
-        s.add(job)
-        s.flush()
-        return int(job.id)
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def _train(notebook: Path, tmp_path: Path, rows: list[dict], **parameters) -> tuple[str, dict[str, dict[int, float]]]:
@@ -53,9 +38,9 @@ def _train(notebook: Path, tmp_path: Path, rows: list[dict], **parameters) -> tu
 
     run_dir = tmp_path / "run"
     run_dir.mkdir(parents=True)
-    job_id = _new_job(notebook.parent.name, run_dir)
+    job_id = running_job(notebook.parent.name, run_dir)
     values = {"MODEL_PATH": parameters.pop("MODEL_PATH"), "OUTPUT_DIR": str(run_dir / "output"), "JOB_ID": job_id,
-              "DATASET_PATH": str(_write_jsonl(tmp_path / "data.jsonl", rows)), **FAST, **parameters}
+              "DATASET_PATH": str(write_jsonl(tmp_path / "data.jsonl", rows)), **FAST, **parameters}
     log_path = run_dir / "training.log"
     try:
         execute_stage(load_stage_notebook(notebook, "training"), stage="training", kernel="python3",
@@ -210,7 +195,7 @@ def test_script_mode_writes_the_held_out_rows_as_validation_jsonl(tmp_path):
     from datasets import load_dataset
 
     rows = [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(30)]
-    source = _write_jsonl(tmp_path / "rows.jsonl", rows)
+    source = write_jsonl(tmp_path / "rows.jsonl", rows)
     folder = runtime_script.dataset_folder(source, tmp_path / "ds", max_samples=10, eval_fraction=0.1, seed=7)
     data = load_dataset(str(folder))
     assert sorted(data) == ["train", "validation"]
@@ -225,7 +210,7 @@ def test_script_mode_writes_the_held_out_rows_as_validation_jsonl(tmp_path):
     assert held == set(split_held_out(Dataset.from_list(rows), 0.1, 7)[1]["prompt"])
 
     with_split = [{**r, "split": "validation" if i % 10 == 0 else "train"} for i, r in enumerate(rows)]
-    folder = runtime_script.dataset_folder(_write_jsonl(tmp_path / "split.jsonl", with_split), tmp_path / "ds2",
+    folder = runtime_script.dataset_folder(write_jsonl(tmp_path / "split.jsonl", with_split), tmp_path / "ds2",
                                            eval_fraction=0.0)
     data = load_dataset(str(folder))
     assert data["validation"]["prompt"] == ["q0", "q10", "q20"] and "split" not in data["train"].column_names
@@ -238,7 +223,7 @@ def test_script_mode_writes_the_held_out_rows_as_validation_jsonl(tmp_path):
 def test_a_trl_parser_gets_the_evaluation_flags(prepared, tmp_path):
     from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
-    data = _write_jsonl(tmp_path / "rows.jsonl", [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(20)])
+    data = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(20)])
     prepared.prepare("sft.py", {"MODEL_PATH": "/models/base", "DATASET_PATH": str(data), "JOB_ID": 0,
                                 "OUTPUT_DIR": str(tmp_path / "run" / "output"), "BATCH_SIZE": 3,
                                 "EVAL_FRACTION": 0.1, "EVAL_STEPS": 0, "SEED": 42})
@@ -259,7 +244,7 @@ def test_a_trl_parser_gets_the_evaluation_flags(prepared, tmp_path):
 def test_a_parser_without_a_test_split_flag_gets_no_evaluation_flags(prepared, tmp_path, capsys):
     import argparse
 
-    data = _write_jsonl(tmp_path / "rows.jsonl", [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(20)])
+    data = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(20)])
     prepared.prepare("train.py", {"DATASET_PATH": str(data), "OUTPUT_DIR": str(tmp_path / "run" / "output"),
                                   "EVAL_FRACTION": 0.1, "EVAL_STEPS": 0})
     parser = argparse.ArgumentParser()
@@ -306,8 +291,10 @@ def test_the_training_detail_charts_held_out_curves_beside_the_training_curves(w
     sink.close()
     detail = TrainingDetail(job.id, start_worker=False)
     try:
-        titles = [figure.title for figure in detail.charts.children]
-        assert titles[:3] == ["Loss", "Held-out loss", "Held-out perplexity"], titles
+        # the training rows' curves, then a row of the held-out ones (each also overlaid on its twin)
+        assert [figure.title for figure in detail.charts.children][:1] == ["Loss"]
+        held = [figure.title for figure in detail.held_out_charts.children]
+        assert held[:2] == ["Held-out loss", "Held-out perplexity"], held
         assert list(detail.lines["eval_loss"].x) == [0, 4, 8, 12]
         assert detail.figures["eval_loss"].axes[1].label == "Held-out loss"
     finally:

@@ -430,7 +430,7 @@ def test_train_watch_copy_and_compare(start_app, page, tmp_path):
     job_checkbox(page, second.id).check()
     page.get_by_role("button", name="Compare").click()
     page.get_by_text(f"Compare {first.name}, {second.name}").wait_for()
-    legend = page.locator(".deepe-legend").first
+    legend = page.locator(".deepe-legend", has_text=second.name).first  # the compare view's, not a hidden one
     legend.wait_for()
     assert first.name in legend.inner_text() and second.name in legend.inner_text()
     assert page.locator(".bqplot .legend").count() == 0 or not page.locator(".bqplot .legend").first.is_visible()

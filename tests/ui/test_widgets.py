@@ -71,13 +71,15 @@ def test_method_form_follows_the_lifecycle_and_checks_as_the_user_types(workspac
     manager.add_button.click()
     assert form.layout.display is None
     shown_stages = {s for s, row in form.stage_rows.items() if row.layout.display != "none"}
-    assert shown_stages == {"training", "inference-customized"}
+    assert shown_stages == {"training", "inference-customized", "evaluation"}
     form.lifecycle.value = "live"
     shown_stages = {s for s, row in form.stage_rows.items() if row.layout.display != "none"}
-    assert shown_stages == {"training", "saving", "inference-customized", "inference-complete"}  # built-in vLLM
+    # the built-in vLLM deployment
+    assert shown_stages == {"training", "saving", "inference-customized", "inference-complete", "evaluation"}
     form.deploy_env.value = "custom"
     shown_stages = {s for s, row in form.stage_rows.items() if row.layout.display != "none"}
-    assert shown_stages == {"training", "saving", "deployment", "inference-customized", "inference-complete"}
+    assert shown_stages == {"training", "saving", "deployment", "inference-customized", "inference-complete",
+                           "evaluation"}
     form.deploy_env.value = "vllm"
     form.lifecycle.value = "customized"
     # untouched: Save is off and says what is still needed, without red messages yet
