@@ -28,15 +28,16 @@ from .errors import DeepeError
 from .kernels import require_kernel
 from .metrics import metric_stats
 from .names import check_name
-from .store import FINISHED, Job, JobKind, JobStatus, ModelKind
+from .store import Job, JobKind, JobStatus, ModelKind
 
 log = logging.getLogger(__name__)
 
 SUITES = ("generation", "benchmark", "judge", "retrieval")
+# each suite in a few words (the CLI's help, the widgets' choosers)
 SUITE_WORDS = {"generation": "answers to held-out prompts, scored against their references",
-               "benchmark": "a local multiple-choice benchmark file, run by lm-evaluation-harness",
-               "judge": "a judge model compares the tuned and the base model's answers",
-               "retrieval": "each held-out query looks for its own passage (embedding models)"}
+               "benchmark": "a local multiple-choice file, run by lm-evaluation-harness",
+               "judge": "an LLM compares the tuned and the base model's answers",
+               "retrieval": "each held-out query looks for its own passage"}
 # The per-row score the side-by-side table compares, the first a row has.
 ROW_SCORES = ("rougeL", "reciprocal_rank", "exact_match")
 # The evaluation notebook's parameters a user may set (`--param`); the platform sets the rest.
@@ -341,11 +342,6 @@ def latest(model: str, suite: str = "generation", row_key: str | None = None) ->
     return None
 
 
-def pending(model: str) -> list[dict]:
-    """Its evaluations still queued or running."""
-    return [_result(job) for job in _evaluate_jobs(model) if job.status not in FINISHED]
-
-
 def read_predictions(result: dict | None) -> list[dict]:
     """The per-prompt rows of an evaluation (empty when it left none)."""
     if not result:
@@ -416,5 +412,5 @@ def describe(result: dict) -> str:
             f"{metrics or result['status']}")
 
 
-__all__ = ["SUITES", "after_training", "base_of", "evaluate", "for_training", "latest", "pending", "read_predictions",
+__all__ = ["SUITES", "after_training", "base_of", "evaluate", "for_training", "latest", "read_predictions",
            "results", "rerun", "side_by_side", "stage_info", "submit_evaluation"]

@@ -20,10 +20,11 @@ from .labels import metric_label, metric_order
 from .record import RecordView
 
 PENDING = (JobStatus.QUEUED, JobStatus.RUNNING)
-SUITE_WORDS = {"generation": "generation (answers scored against the references)",
-               "benchmark": "benchmark (multiple-choice accuracy)",
-               "judge": "judge (an LLM compares the two answers)",
-               "retrieval": "retrieval (each held-out query looks for its passage)"}
+
+
+def suite_label(suite: str) -> str:
+    """`generation: answers to held-out prompts, …` (evaluations.SUITE_WORDS)."""
+    return f"{suite}: {evaluations.SUITE_WORDS[suite]}" if suite in evaluations.SUITE_WORDS else suite
 # what a predictions row's score is (`evaluations.side_by_side` takes the first of evaluations.ROW_SCORES)
 ROW_SCORE_WORDS = {"retrieval": "the reciprocal rank of the query's own passage"}
 DEFAULT_ROW_SCORE = "ROUGE-L of each answer against the reference"
@@ -433,7 +434,7 @@ class EvaluationSection(w.VBox):
 
     def _render_suites(self) -> None:
         with_rows = [s for s, side in self._sides.items() if side.get("rows")]
-        options = [(SUITE_WORDS.get(s, s), s) for s in with_rows]
+        options = [(suite_label(s), s) for s in with_rows]
         if list(self.suite.options) != options:
             keep = self.suite.value
             self.suite.options = options

@@ -39,7 +39,7 @@ from .common import (
     start_poller,
     stylesheet,
 )
-from .evaluation_view import SCORE_ORDER, EvaluationSection, score_text
+from .evaluation_view import SCORE_ORDER, EvaluationSection, score_text, suite_label
 from .labels import metric_label, metric_order, short_label, show_value
 from .record import RecordView
 from .state import ADMIN_ONLY, resolve_admin
@@ -54,10 +54,6 @@ COLUMNS = (("Name", "minmax(160px, 2.2fr)"), ("Base model", "minmax(100px, 1.2fr
            ("Method", "minmax(80px, 1fr)"), ("Dataset", "minmax(80px, 1fr)"), ("Created", "86px"),
            ("Final", "110px"), ("Evaluation", "130px"), ("", "90px"))
 
-SUITE_CHOICES = {"generation": "generation: answers to held-out prompts, scored",
-                 "benchmark": "benchmark: a local multiple-choice file",
-                 "judge": "judge: an LLM compares it with its base",
-                 "retrieval": "retrieval: held-out queries find their passages"}
 BENCHMARK_PARAM, JUDGE_PARAM = "BENCHMARK_FILE", "JUDGE"  # the evaluation notebook's parameters
 
 log = logging.getLogger("deepe.ui")
@@ -351,7 +347,7 @@ class ModelCard(w.VBox):
         default = self.info["dataset"] if self.info["dataset"] in names else (names[0] if names else None)
         training_type = trainings.for_model(self.record)  # its suites: a chat model's are not an embedder's
         suites = [s for s in training_type.suites if s in evaluations.SUITES]
-        self.eval_suite = w.Dropdown(options=[(SUITE_CHOICES.get(s, s), s) for s in suites], description="Suite",
+        self.eval_suite = w.Dropdown(options=[(suite_label(s), s) for s in suites], description="Suite",
                                      value=training_type.default_suite if training_type.default_suite in suites
                                      else (suites[0] if suites else None), layout=w.Layout(width="420px"))
         self.eval_dataset = w.Dropdown(options=names, value=default, description="Dataset",
