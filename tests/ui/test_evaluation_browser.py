@@ -125,7 +125,10 @@ def test_evaluation_data_and_the_model_card_in_chromium(start_app, page, workspa
     run_queue()
     assert jobs.wait_for(second.id, timeout=300).status == "succeeded"
     [second_model] = [m.name for m in models.models_of_job(second.id)]
-    assert evaluations.latest(second_model) is not None  # evaluated after it trained
+    # evaluated after it trained; the worker the card started may be the one running it
+    [queued] = [j for j in jobs.list_jobs() if j.kind == "evaluate" and j.base_model == second_model]
+    assert jobs.wait_for(queued.id, timeout=300).status == "succeeded"
+    assert evaluations.latest(second_model) is not None
     tab(page, "Trainings")
     page.get_by_role("button", name="Refresh").click()
     for run in (job, second):
