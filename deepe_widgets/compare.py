@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import math
 
-from . import evaluations, jobs, models
+from . import evaluations, jobs, models, store, trainings
 from .errors import DeepeError
 from .metrics import metric_series, metric_stats
-from .store import ModelKind
+from .store import Job, ModelKind
 
 __all__ = ["compare_jobs", "compare_evaluations", "compare_predictions", "curve_differences", "metric_stats"]
 
@@ -70,11 +70,16 @@ def _model_of(job_id: int) -> str | None:
     return made[0].name if made else None
 
 
-def compare_evaluations(ids: list, suite: str = "generation") -> dict:
+def compare_evaluations(ids: list, suite: str | None = None) -> dict:
     """`{"suite", "models": {job id: model name|None}, "results": {job id: result|None},
     "metrics": {name: {job id: value}}, "base": result|None}`: the newest succeeded evaluation (of
-    `suite`) of the model each training made (`evaluations.latest`), and where the runs share a base
-    model evaluated on the same rows, its evaluation; job ids are strings, as in `compare_jobs`."""
+    `suite`; by default the first run's training type's default suite) of the model each training made
+    (`evaluations.latest`), and where the runs share a base model evaluated on the same rows, its
+    evaluation; job ids are strings, as in `compare_jobs`."""
+    if suite is None:
+        first = store.get_one(Job, id=int(ids[0])) if ids else None
+        method = store.get_one(store.Method, name=first.method) if first is not None and first.method else None
+        suite = trainings.for_method(method).default_suite if method is not None else "generation"
     out = {"suite": suite, "models": {}, "results": {}, "metrics": {}, "base": None}
     for job_id in ids:
         key = str(int(job_id))
@@ -117,8 +122,8 @@ def compare_predictions(evaluated: dict) -> dict:
         answers = {}
         for key in ids:
             row = per_run[key][prompt]
-            scores = row.get("scores") or {}
-            score = next((scores[n] for n in evaluations.ROW_SCORES if n in scores), None)
-            answers[key] = {"answer": row.get("answer"), "score": score}
+            name, score = evaluations.row_score(row)
+            answers[key] = {"answer": row.get("answer"), "score": score,
+                            "lower_is_better": name in evaluations.LOWER_ROW_SCORES}
         rows.append({"prompt": prompt, "reference": first[prompt].get("reference"), "answers": answers})
     return {"ids": ids, "rows": rows, "only_some": len(every) - len(shared)}

@@ -32,20 +32,24 @@ from .store import Job, JobKind, JobStatus, ModelKind
 
 log = logging.getLogger(__name__)
 
-SUITES = ("generation", "benchmark", "judge", "retrieval")
+SUITES = ("generation", "benchmark", "judge", "retrieval", "images")
 # each suite in a few words (the CLI's help, the widgets' choosers)
 SUITE_WORDS = {"generation": "answers to held-out prompts, scored against their references",
                "benchmark": "a local multiple-choice file, run by lm-evaluation-harness",
                "judge": "an LLM compares the tuned and the base model's answers",
-               "retrieval": "each held-out query looks for its own passage"}
-# The per-row score the side-by-side table compares, the first a row has.
-ROW_SCORES = ("rougeL", "reciprocal_rank", "exact_match")
+               "retrieval": "each held-out query looks for its own passage",
+               "images": "held-out images: their denoising loss, and their captions drawn with a fixed seed"}
+# The per-row score the side-by-side table compares, the first a row has; those where lower is better.
+ROW_SCORES = ("rougeL", "reciprocal_rank", "exact_match", "denoising_loss")
+LOWER_ROW_SCORES = ("denoising_loss",)
 # The evaluation notebook's parameters a user may set (`--param`); the platform sets the rest.
 USER_PARAMETERS = {"MAX_ROWS": "100", "BATCH_SIZE": "8", "MAX_NEW_TOKENS": "128", "SYSTEM_PROMPT": '""',
                    "BENCHMARK_FILE": '""', "JUDGE": '""', "STAGE_TIMEOUT": "7200.0"}
 # What decides which rows are scored and how: two evaluations with the same key are comparable.
 ROW_KEYS = ("DATASET_SHA256", "HELD_OUT", "EVAL_FRACTION", "SEED", "PromptInputColumn", "PromptOutputColumn",
             "MAX_ROWS", "MAX_NEW_TOKENS", "SYSTEM_PROMPT", "BENCHMARK_SHA256", "SUITE", "NegativeColumn")
+# and, where a training type carries them (`TrainingType.evaluation_parameters`), these
+TYPE_ROW_KEYS = ("RESOLUTION", "PREDICTION_TYPE", "VALIDATION_SEED", "VALIDATION_INFERENCE_STEPS", "GUIDANCE_SCALE")
 AUTO_ENV = "DEEPE_EVALUATE_AFTER_TRAINING"
 
 
@@ -108,8 +112,8 @@ def stage_info(job: Job) -> dict:
 
 
 def _row_key(params: dict) -> str:
-    return hashlib.sha256(json.dumps({k: params.get(k) for k in ROW_KEYS}, sort_keys=True,
-                                     default=str).encode()).hexdigest()[:16]
+    key = {**{k: params.get(k) for k in ROW_KEYS}, **{k: params[k] for k in TYPE_ROW_KEYS if k in params}}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _judge_parameters(value: str, record: store.ModelRecord) -> dict:
@@ -205,6 +209,7 @@ def plan_evaluation(model: str, *, dataset: str | None = None, suite: str | None
         "SYSTEM_PROMPT": trained.get("SYSTEM_PROMPT", ""),
         **({"NegativeColumn": trained["NegativeColumn"]} if "NegativeColumn" in trained else {}),
         "TRAINING_JOB": made_by.id if made_by is not None and dataset == made_by.dataset else 0,
+        **{k: trained[k] for k in training_type.evaluation_parameters if k in trained},
     }
     job_params.update(values)
     if suite == "judge":
@@ -357,10 +362,19 @@ def read_predictions(result: dict | None) -> list[dict]:
     return rows
 
 
-def _score(row: dict) -> float | None:
+def row_score(row: dict) -> tuple[str | None, float | None]:
+    """(name, value) of a predictions row's score: the first of ROW_SCORES it has."""
     scores = row.get("scores") or {}
-    value = next((scores[name] for name in ROW_SCORES if name in scores), None)
-    return float(value) if isinstance(value, (int, float)) else None
+    name = next((name for name in ROW_SCORES if name in scores), None)
+    value = scores.get(name) if name else None
+    return name, float(value) if isinstance(value, (int, float)) else None
+
+
+def gain(name: str | None, base: float | None, tuned: float | None) -> float | None:
+    """How much better the tuned score is than the base's (negative: worse), by the score's direction."""
+    if base is None or tuned is None:
+        return None
+    return base - tuned if name in LOWER_ROW_SCORES else tuned - base
 
 
 def side_by_side(model: str, suite: str = "generation") -> dict:
@@ -378,13 +392,15 @@ def side_by_side(model: str, suite: str = "generation") -> dict:
     rows = []
     for row in read_predictions(tuned):
         other = base_rows.get(row.get("prompt"), {})
-        tuned_score, base_score = _score(row), _score(other) if other else None
+        name, tuned_score = row_score(row)
+        base_score = row_score(other)[1] if other else None
+        change = gain(name, base_score, tuned_score)
         rows.append({"prompt": row.get("prompt", ""), "reference": row.get("reference", ""),
                      "tuned_answer": row.get("answer", ""),
                      "base_answer": other.get("answer", row.get("base_answer", "")),
-                     "tuned_score": tuned_score, "base_score": base_score,
+                     "tuned_score": tuned_score, "base_score": base_score, "score": name, "gain": change,
                      "verdict": row.get("verdict"), "reason": row.get("reason"),
-                     "worse": tuned_score is not None and base_score is not None and tuned_score < base_score})
+                     "worse": change is not None and change < 0})
     return {"model": model, "base_model": base_name, "suite": suite, "tuned": tuned, "base": base, "rows": rows}
 
 

@@ -108,10 +108,11 @@ BUILTINS = {
                          "inference-complete": "mlx_demo/inference.ipynb"}, SFT_DEMO_DATASET),
     "SD-Demo": Builtin("SD-Demo", "image-generation", "complete",
                        "LoRA on a diffusers text-to-image pipeline (SD 1.x / 2.x) with diffusers' training recipe; "
-                       "validation images by step; saving fuses the LoRA.",
+                       "validation images by step, held-out denoising loss; saving fuses the LoRA.",
                        {"training": "sd_demo/training.ipynb", "saving": "sd_demo/saving.ipynb",
                         "inference-customized": "sd_demo/inference.ipynb",
-                        "inference-complete": "sd_demo/inference.ipynb"},
+                        "inference-complete": "sd_demo/inference.ipynb",
+                        "evaluation": "evaluation/image_generation.ipynb"},
                         SD_DEMO_DATASET),
     "Custom01": Builtin("Custom01", "chat", "complete", TEMPLATE_TEXT,
                         {"training": "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES}, SFT_DEMO_DATASET),

@@ -22,7 +22,7 @@ import pytest
 
 from helpers import FAST_PARAMS, deepe, deepe_json
 
-pytestmark = pytest.mark.training
+pytestmark = [pytest.mark.training, pytest.mark.xdist_group("vllm")]  # one worker builds the vLLM env
 
 
 @pytest.fixture(autouse=True)

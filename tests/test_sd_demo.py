@@ -21,7 +21,7 @@ PROMPT = "a zqx badge on a teal background"
 # 32x32 pictures, 4 denoising steps, large LoRA steps: the tiny pipeline changes visibly in 8 steps.
 TRAIN_PARAMS = {"max_steps": "8", "resolution": "32", "learning_rate": "5e-2", "lora_rank": "8", "lora_alpha": "8",
                 "save_steps": "4", "validation_steps": "4", "validation_inference_steps": "4", "snr_gamma": "5.0",
-                "guidance_scale": "1.0"}
+                "guidance_scale": "1.0", "eval_steps": "4"}
 INFER_PARAMS = ["--param", "seed=0", "--param", "num_inference_steps=4", "--param", "guidance_scale=1.0",
                 "--param", "height=32", "--param", "width=32"]
 
@@ -170,6 +170,10 @@ def test_sd_demo_trains_renders_by_step_saves_and_infers(sd_workspace):
     job = jobs.get_job(trained["id"])
     loss = metrics.metric_stats([job.id])[job.id]["loss"]
     assert loss["points"] == 8 and math.isfinite(loss["final"])  # streamed every step
+    # two of demo-sd's 16 images held out (EVAL_FRACTION 0.1), scored before the first step and every 4
+    held_out = dict(zip(*metrics.metric_series([job.id])[job.id]["eval_loss"]))
+    assert sorted(held_out) == [0, 4, 8] and all(math.isfinite(v) for v in held_out.values())
+    assert "2 held-out rows (EVAL_FRACTION 0.1), 14 training rows" in Path(job.run_dir, "training.log").read_text()
 
     from deepe_widgets.runtime.image_generation import validation_images
 
@@ -201,6 +205,28 @@ def test_sd_demo_trains_renders_by_step_saves_and_infers(sd_workspace):
 
     [customized] = trained["artifacts"]
     assert (Path(customized["path"]) / "pytorch_lora_weights.safetensors").is_file()
+
+    # Evaluated beside its base on the held-out images: at the same fixed noise the evaluation stage
+    # scores the trained LoRA as the training's last evaluation did, the base as its first did
+    from deepe_widgets import evaluations
+
+    done = deepe_json("evaluate", customized["name"], "--wait", "--json", timeout=300)
+    assert done["status"] == "succeeded", done["error"]
+    tuned, base = evaluations.latest(customized["name"], "images"), evaluations.latest("tiny-sd", "images")
+    assert base is not None and base["row_key"] == tuned["row_key"]  # queued with it, on the same images
+    assert tuned["metrics"]["eval_loss"] == pytest.approx(held_out[8], rel=1e-3)
+    assert base["metrics"]["eval_loss"] == pytest.approx(held_out[0], rel=1e-3)
+    side = evaluations.side_by_side(customized["name"], "images")
+    assert len(side["rows"]) == 2 and all(r["score"] == "denoising_loss" for r in side["rows"])
+    for row in side["rows"]:  # the caption, the held-out image, and each pipeline's picture of the caption
+        assert row["prompt"].startswith("a zqx badge") and Path(row["reference"]).is_file()
+        assert Path(row["tuned_answer"]).is_file() and Path(row["base_answer"]).is_file()
+        assert row["gain"] == pytest.approx(row["base_score"] - row["tuned_score"])  # lower loss is better
+        assert row["worse"] == (row["tuned_score"] > row["base_score"])
+    from deepe_widgets.ui.evaluation_view import predictions_html
+
+    table = predictions_html(side["rows"])
+    assert table.count("<img src='data:image/png;base64,") == 6  # reference, base and tuned picture per row
     saved = deepe_json("save", customized["name"], "--wait", "--json", timeout=300)
     assert saved["status"] == "succeeded", saved["error"]
     [complete] = saved["artifacts"]

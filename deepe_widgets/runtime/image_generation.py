@@ -5,6 +5,9 @@ resume and a stopping worker's hand-back work as they do for the chat methods.
 
 Every `validation_steps` steps (and before the first step) the pipeline renders fixed prompts
 with a fixed seed into `<run folder>/validation/step-NNNNNN/`, listed in `validation/index.json`.
+Before the first step, every `eval_steps` steps and after the last, the held-out images are scored
+(`held_out_losses`: the denoising loss at fixed noise and timesteps) and logged as `eval_loss`; the
+evaluation stage scores them the same way, so its number for the trained LoRA is the training's last.
 
 Imports torch, diffusers and peft only when used; needs no torchvision.
 """
@@ -53,6 +56,7 @@ class DiffusionTrainingArguments:
     validation_inference_steps: int = 20
     validation_dir: str = "validation"
     guidance_scale: float = 7.5
+    eval_steps: int = 0  # score the held-out images every N steps (0: about ten times a run)
 
 
 def _slug(text: str) -> str:
@@ -76,10 +80,80 @@ def read_image_rows(dataset_path: str, max_samples: int = 0) -> list[dict]:
             raise ValueError(f"{path}: line {number} needs an image path ({'/'.join(IMAGE_COLUMNS)}) and a "
                              f"caption ({'/'.join(CAPTION_COLUMNS)})")
         image_path = Path(image) if Path(image).is_absolute() else path.parent / image
-        rows.append({"image": str(image_path), "text": caption})
+        rows.append({"image": str(image_path), "text": caption,
+                     **({"split": str(row["split"])} if row.get("split") is not None else {})})
     if max_samples and max_samples > 0:
         rows = rows[:max_samples]
     return rows
+
+
+class _Rows:
+    """A list of row dicts read as columns (what `held_out_rows` reads of a dataset)."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, column: str) -> list:
+        return [row.get(column) for row in self.rows]
+
+
+def split_image_rows(rows: list[dict], eval_fraction: float = 0.1, seed: int = 42) -> tuple[list[dict], list[dict]]:
+    """(training rows, held-out rows): rows whose `split` names a held-out split, else `eval_fraction`
+    of them drawn with `seed`, by the function the chat notebooks split with (`runtime.held_out_rows`)."""
+    from . import held_out_rows
+
+    columns = ["split"] if any("split" in row for row in rows) else []
+    train, held = held_out_rows(_Rows(rows), columns, eval_fraction, seed)
+    return [rows[i] for i in train], [rows[i] for i in held]
+
+
+# the timesteps (shares of the scheduler's) at which every held-out image is scored: the loss is an
+# average over the whole denoising range, with the same noise for every model
+HELD_OUT_TIMESTEPS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def held_out_losses(pipeline, rows: list[dict], resolution: int, seed: int = 0,
+                    prediction_type: str = "") -> list[float]:
+    """The denoising loss of each held-out image: its latents (the VAE's mean, no sampling), noised
+    with noise drawn from `seed` and the row's number at each of HELD_OUT_TIMESTEPS, and the UNet's
+    prediction of the noise (or the velocity) scored by mean squared error. Deterministic: two models
+    scored on the same rows see the same noise, so their losses compare; the torch random stream is
+    not touched."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
+    if prediction_type:
+        scheduler.register_to_config(prediction_type=prediction_type)
+    unet, device = pipeline.unet, pipeline.unet.device
+    count = scheduler.config.num_train_timesteps
+    timesteps = torch.tensor([min(count - 1, int(share * count)) for share in HELD_OUT_TIMESTEPS], device=device)
+    tokenizer = pipeline.tokenizer
+    was_training = unet.training
+    unet.eval()
+    losses = []
+    with torch.no_grad():
+        for number, row in enumerate(rows):
+            pixels = image_tensor(row["image"], resolution).unsqueeze(0).to(device, dtype=pipeline.vae.dtype)
+            latents = pipeline.vae.encode(pixels).latent_dist.mean * pipeline.vae.config.scaling_factor
+            latents = latents.repeat(len(timesteps), 1, 1, 1)
+            generator = torch.Generator().manual_seed(seed * 100_003 + number)
+            noise = torch.randn(latents.shape, generator=generator).to(device, dtype=latents.dtype)
+            ids = tokenizer([row["text"]], max_length=tokenizer.model_max_length, padding="max_length",
+                            truncation=True, return_tensors="pt").input_ids.to(device)
+            states = pipeline.text_encoder(ids, return_dict=False)[0].repeat(len(timesteps), 1, 1)
+            noisy = scheduler.add_noise(latents, noise, timesteps)
+            target = noise if scheduler.config.prediction_type == "epsilon" else \
+                scheduler.get_velocity(latents, noise, timesteps)
+            prediction = unet(noisy, timesteps, states, return_dict=False)[0]
+            losses.append(float(F.mse_loss(prediction.float(), target.float())))
+    if was_training:
+        unet.train()
+    return losses
 
 
 def image_tensor(image_path: str, resolution: int, center_crop: bool = True, flip: bool = False,
@@ -153,7 +227,7 @@ class DiffusionLoRATrainer:
     """diffusers' text-to-image LoRA loop, driven like a transformers `Trainer`."""
 
     def __init__(self, pipeline, train_dataset: list[dict], args: DiffusionTrainingArguments,
-                 callbacks: list | None = None):
+                 callbacks: list | None = None, eval_dataset: list[dict] | None = None):
         from transformers import TrainerControl, TrainerState
 
         if getattr(pipeline, "text_encoder_2", None) is not None:
@@ -166,6 +240,7 @@ class DiffusionLoRATrainer:
                              f"not {args.prediction_type!r}")
         self.pipeline = pipeline
         self.train_dataset = train_dataset
+        self.eval_dataset = list(eval_dataset or [])
         self.args = args
         self.model = DiffusionLoRA(pipeline)
         self.state = TrainerState()
@@ -263,6 +338,7 @@ class DiffusionLoRATrainer:
         self.callback_handler.call("on_train_begin", self.args, self.state, self.control)
         if self.state.global_step == 0:
             self.render_validation(0)
+            self.evaluate()
         unet = self.pipeline.unet
         unet.train()
         # a resumed run skips the batches its first attempt consumed, so it sees the same data in order
@@ -295,6 +371,8 @@ class DiffusionLoRATrainer:
         unet.eval()
         if self.state.global_step >= total:  # not when stopped early for a hand-back
             self.render_validation(self.state.global_step)
+            if self.state.global_step % self._eval_every():
+                self.evaluate()
         self.callback_handler.call("on_train_end", self.args, self.state, self.control)
         return _TrainOutput(self.state.global_step, self.state.log_history)
 
@@ -308,9 +386,28 @@ class DiffusionLoRATrainer:
             self.control.should_log = False
         if self.args.validation_steps and step % self.args.validation_steps == 0 and step < self.state.max_steps:
             self.render_validation(step)
+        if step % self._eval_every() == 0:
+            self.evaluate()
         if self.args.save_steps and step % self.args.save_steps == 0 or self.control.should_save:
             self._save_checkpoint(optimizer, schedule)
             self.control.should_save = False
+
+    def _eval_every(self) -> int:
+        """Steps between two scorings of the held-out images: `eval_steps`, or about a tenth of the run."""
+        if self.args.eval_steps and self.args.eval_steps > 0:
+            return int(self.args.eval_steps)
+        return max(1, round(self._total_steps() / 10))
+
+    def evaluate(self) -> dict:
+        """Score the held-out images (`held_out_losses`) and log their mean as `eval_loss`."""
+        if not self.eval_dataset:
+            return {}
+        losses = held_out_losses(self.pipeline, self.eval_dataset, self.args.resolution, self.args.seed,
+                                 self.args.prediction_type)
+        logs = {"eval_loss": sum(losses) / len(losses)}
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        self.callback_handler.call("on_log", self.args, self.state, self.control, logs=logs)
+        return logs
 
     # --- checkpoints ------------------------------------------------------------------------------
 
@@ -396,7 +493,7 @@ class _TrainOutput:
 
     @property
     def training_loss(self) -> float:
-        losses = [e["loss"] for e in self.log_history if "loss" in e]
+        losses = [e["loss"] for e in self.log_history if "loss" in e]  # not the held-out eval_loss
         return sum(losses) / len(losses) if losses else float("nan")
 
 

@@ -19,8 +19,11 @@ class ImageGeneration(TrainingType):
     demo_dataset = SD_DEMO_DATASET
     standard_columns = "file_name/text (metadata.jsonl)"
     inference_folder = "sd_demo"
-    evaluation_file = None  # its metrics are scored while it trains; no evaluation stage yet
-    suites = ()
+    evaluation_file = "evaluation/image_generation.ipynb"
+    suites = ("images",)
+    default_suite = "images"
+    evaluation_parameters = ("RESOLUTION", "PREDICTION_TYPE", "VALIDATION_SEED", "VALIDATION_INFERENCE_STEPS",
+                             "GUIDANCE_SCALE")
 
     def recognizes(self, model_row) -> bool:
         return Path(model_row.path, "model_index.json").is_file()  # a diffusers pipeline

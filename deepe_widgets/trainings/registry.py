@@ -28,6 +28,8 @@ class TrainingType:
     evaluation_file: str | None = "evaluation/chat.ipynb"
     suites: tuple[str, ...] = ("generation", "benchmark", "judge")
     default_suite = "generation"
+    # the training's parameters its evaluation stage is given too, so it scores as the training did
+    evaluation_parameters: tuple[str, ...] = ()
     # the metrics it logs whose better direction the name rule (metrics.direction) would not guess
     metric_directions: dict[str, str] = {}
 

@@ -16,7 +16,7 @@ class SimpleTuner(TrainingType):
     demo_dataset = SD_DEMO_DATASET
     standard_columns = "file_name/text (metadata.jsonl)"
     inference_folder = "sd_demo"
-    evaluation_file = None  # its metrics are scored while it trains; no evaluation stage yet
+    evaluation_file = None  # SimpleTuner validates with its own settings; no evaluation stage yet
     suites = ()
 
     def check_available(self, method: str) -> None:

@@ -18,7 +18,7 @@ from ..store import JobStatus
 from .common import MAX_POINTS, close_tree, decimate, html_table, stylesheet
 from .detail import y_axis
 from .evaluation_view import CSS as EVALUATION_CSS
-from .evaluation_view import DEFAULT_ROW_SCORE, ROWS_PER_PAGE, cell_text, score_names, score_text
+from .evaluation_view import DEFAULT_ROW_SCORE, ROW_SCORE_WORDS, ROWS_PER_PAGE, cell_text, score_names, score_text
 from .labels import metric_label, metric_order, param_label, show_value
 
 PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#e16f24", "#57606a"]
@@ -210,7 +210,8 @@ class TrainingCompare(w.VBox):
         for row in shown:
             scores = {i: row["answers"][i].get("score") for i in ids}
             known = [v for v in scores.values() if v is not None]
-            top = max(known) if known and len(set(known)) > 1 else None
+            lower = any(a.get("lower_is_better") for a in row["answers"].values())  # a loss: the least is best
+            top = (min(known) if lower else max(known)) if known and len(set(known)) > 1 else None
             cells = [str(row["index"]), cell_text(row["prompt"]), cell_text(row["reference"])]
             for i in ids:
                 score = scores[i]
@@ -225,7 +226,8 @@ class TrainingCompare(w.VBox):
         left_out = self.joined["only_some"]
         self.predictions_note.value = (
             f"<span style='color:#57606a'>{len(rows)} prompt{'s' if len(rows) != 1 else ''} every run answered "
-            f"(joined on the prompt; score: {DEFAULT_ROW_SCORE}, ★ the best); showing {len(shown)}"
+            f"(joined on the prompt; score: "
+            f"{ROW_SCORE_WORDS.get(self.evaluated['suite'], DEFAULT_ROW_SCORE)}, ★ the best); showing {len(shown)}"
             + (f"; {left_out} prompt{'s' if left_out != 1 else ''} only some runs answered left out" if left_out
                else "") + ".</span>")
         self.more.layout.display = None if len(rows) > len(shown) else "none"

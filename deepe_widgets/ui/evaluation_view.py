@@ -8,13 +8,17 @@ view's poller can keep it current while the evaluate jobs run.
 
 from __future__ import annotations
 
+import base64
 import html
 import time
+from pathlib import Path
 
 import ipywidgets as w
 
 from .. import evaluations, jobs, methods, metrics, models, trainings
 from ..errors import DeepeError
+from ..images import thumbnail_png
+from ..paths import is_allowed
 from ..store import FINISHED, JobKind, JobStatus, ModelKind
 from .labels import metric_label, metric_order
 from .record import RecordView
@@ -26,13 +30,16 @@ def suite_label(suite: str) -> str:
     """`generation: answers to held-out prompts, …` (evaluations.SUITE_WORDS)."""
     return f"{suite}: {evaluations.SUITE_WORDS[suite]}" if suite in evaluations.SUITE_WORDS else suite
 # what a predictions row's score is (`evaluations.side_by_side` takes the first of evaluations.ROW_SCORES)
-ROW_SCORE_WORDS = {"retrieval": "the reciprocal rank of the query's own passage"}
+ROW_SCORE_WORDS = {"retrieval": "the reciprocal rank of the query's own passage",
+                   "images": "the denoising loss of each held-out image at fixed noise, lower is better"}
 DEFAULT_ROW_SCORE = "ROUGE-L of each answer against the reference"
 SORTS = (("tuned worse first", "worse"), ("largest gain first", "gain"), ("tuned score, lowest first", "low"),
          ("tuned score, highest first", "high"), ("prompt, A to Z", "prompt"), ("as evaluated", "order"))
 ROWS_PER_PAGE = 50
 AFTER_TRAINING_GRACE = 15.0  # seconds a succeeded training's evaluate jobs may take to be queued
 CELL_CHARS = 1200  # of one prompt or answer drawn in the table (the record has them whole)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+THUMBNAIL = 160  # pixels a side of an image drawn in the table
 # the per-row score first, then the suite's other scores; what is no quality (length) last
 SCORE_ORDER = ("eval_rougeL", "eval_chrf", "eval_bleu", "eval_exact_match", "judge_win_rate", "judge_tie_rate",
                "judge_loss_rate")
@@ -103,9 +110,9 @@ def sort_rows(rows: list[dict], how: str) -> list[dict]:
         value = row.get(key)
         return float(value) if value is not None else float("nan")
 
-    def gain(row):
-        tuned, base = row.get("tuned_score"), row.get("base_score")
-        return (float(tuned) - float(base)) if tuned is not None and base is not None else 0.0
+    def gain(row):  # by the score's direction (evaluations.gain): positive is better
+        change = row.get("gain")
+        return float(change) if change is not None else 0.0
 
     if how == "worse":  # the rows the tuned model lost, the largest loss first
         return sorted(rows, key=lambda r: (not r.get("worse"), gain(r)))
@@ -121,8 +128,14 @@ def sort_rows(rows: list[dict], how: str) -> list[dict]:
 
 
 def cell_text(text) -> str:
-    """A prompt or an answer for a table cell: escaped, its newlines kept, cut at CELL_CHARS."""
+    """A prompt or an answer for a table cell: escaped, its newlines kept, cut at CELL_CHARS; an
+    image file (an image-generation answer or reference) as a thumbnail."""
     text = "" if text is None else str(text)
+    if text.lower().endswith(IMAGE_SUFFIXES) and "\n" not in text:
+        png = thumbnail_png(Path(text), THUMBNAIL) if is_allowed(Path(text)) else None
+        if png is not None:
+            return (f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}' "
+                    f"title='{html.escape(Path(text).name, quote=True)}' style='max-width:100%'>")
     if len(text) > CELL_CHARS:
         text = text[:CELL_CHARS] + f" … ({len(text) - CELL_CHARS} more characters in the record)"
     return f"<div class='deepe-text'>{html.escape(text)}</div>" if text else "<i style='color:#8c959f'>(empty)</i>"
@@ -140,12 +153,12 @@ def predictions_html(rows: list[dict], *, tuned_title: str = "tuned answer", bas
     body = []
     for row in rows[:limit]:
         worse = bool(row.get("worse"))
-        tuned, base = row.get("tuned_score"), row.get("base_score")
+        tuned, base, change = row.get("tuned_score"), row.get("base_score"), row.get("gain")
         if worse:
             mark = "<span class='deepe-mark-worse'>▼ worse</span>"
-        elif tuned is not None and base is not None and float(tuned) > float(base):
+        elif change is not None and change > 0:
             mark = "<span class='deepe-mark-better'>▲ better</span>"
-        elif tuned is not None and base is not None:
+        elif change is not None:
             mark = "<span class='deepe-mark-same'>= same</span>"
         else:
             mark = ""

@@ -200,15 +200,18 @@ def test_the_evaluation_section_says_what_comes_before_a_training_has_a_model(wo
 
 def test_worse_rows_are_marked_and_changes_follow_the_metric_direction():
     rows = [{"prompt": "b", "reference": "r", "base_answer": "good", "tuned_answer": "bad", "base_score": 0.9,
-             "tuned_score": 0.2, "worse": True},
+             "tuned_score": 0.2, "gain": -0.7, "worse": True},
             {"prompt": "a", "reference": "r", "base_answer": "x", "tuned_answer": "y <script>", "base_score": 0.1,
-             "tuned_score": 0.5, "worse": False}]
+             "tuned_score": 0.5, "gain": 0.4, "worse": False}]
     table = predictions_html([dict(r, index=i + 1) for i, r in enumerate(rows)])
     assert table.count("deepe-worse-row") == 1 and "▼ worse" in table and "▲ better" in table
     assert "<script>" not in table and "y &lt;script&gt;" in table
     assert [r["prompt"] for r in sort_rows(rows, "prompt")] == ["a", "b"]
     assert [r["prompt"] for r in sort_rows(rows, "gain")] == ["a", "b"]
     assert [r["prompt"] for r in sort_rows(rows, "worse")] == ["b", "a"]
+    # a per-row loss (the images suite's): the lower score is the better one
+    assert evaluations.gain("denoising_loss", 0.9, 0.2) == pytest.approx(0.7)
+    assert evaluations.gain("rougeL", 0.9, 0.2) == pytest.approx(-0.7) and evaluations.gain("rougeL", None, 1) is None
     assert change_words("eval_loss", 1.0, 0.5)[1] == "deepe-better"  # lower is better
     assert change_words("eval_rougeL", 0.5, 0.4)[1] == "deepe-worse"
     assert change_words("eval_rougeL", 0.5, 0.5)[0] == "= same"
