@@ -105,7 +105,8 @@ BUILTINS = {
                         "The kernel needs mlx-lm.",
                         {"training": "mlx_demo/training.ipynb", "saving": "mlx_demo/saving.ipynb",
                          "inference-customized": "mlx_demo/inference.ipynb",
-                         "inference-complete": "mlx_demo/inference.ipynb"}, SFT_DEMO_DATASET),
+                         "inference-complete": "mlx_demo/inference.ipynb",
+                         "evaluation": "evaluation/mlx.ipynb"}, SFT_DEMO_DATASET),
     "SD-Demo": Builtin("SD-Demo", "image-generation", "complete",
                        "LoRA on a diffusers text-to-image pipeline (SD 1.x / 2.x) with diffusers' training recipe; "
                        "validation images by step, held-out denoising loss; saving fuses the LoRA.",
