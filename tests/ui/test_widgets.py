@@ -16,7 +16,7 @@ from deepe_widgets.runtime import MetricSink
 from deepe_widgets.store import Job
 from deepe_widgets.store import session as store_session
 from deepe_widgets.ui import Dashboard, MethodManager, TrainingCompare, TrainingDetail, TrainingLauncher
-from deepe_widgets.ui.common import decimate
+from deepe_widgets.ui.charts import decimate
 from deepe_widgets.ui.methods_view import MethodForm
 
 
