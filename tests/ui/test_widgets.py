@@ -605,6 +605,27 @@ def test_opening_and_closing_views_leaves_no_widget_behind(workspace):
     assert counts[-1] == counts[0], counts
 
 
+def test_every_live_view_polls_until_it_is_closed(workspace):
+    from deepe_widgets.ui import ModelsView, TrainingList
+
+    job = job_with_losses(2.0)
+
+    async def scenario() -> None:  # in a running loop, as in a kernel: each view starts its poller
+        views = [TrainingList(), MethodManager(admin=False), ModelsView(start_worker=False, admin=False),
+                 TrainingDetail(job.id)]
+        tasks = [view._task for view in views]
+        await asyncio.sleep(0)
+        assert all(task is not None and not task.done() for task in tasks)
+        for view in views:
+            assert "deepe-grid" in view.children[0].value  # the stylesheet (ui/style.css) comes first
+            view.close()
+        await asyncio.sleep(0)
+        assert all(task.cancelled() for task in tasks)
+        assert all(view.comm is None and view.connection.comm is None for view in views)
+
+    run_in_own_loop(scenario)
+
+
 def test_the_dashboard_closes_the_view_it_replaces(workspace):
     a, b = job_with_losses(3.0, 2.0), job_with_losses(2.0, 1.0)
     dash = Dashboard(admin=False, start_worker=False)
