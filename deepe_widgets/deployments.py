@@ -34,6 +34,7 @@ import psutil
 from sqlmodel import select
 
 from . import config, envs, jobs, methods, models, store
+from .config import StageName
 from .errors import DeepeError
 from .names import check_name
 from .store import Job, JobKind, JobStatus, ModelKind
@@ -66,8 +67,8 @@ def stage_info(job: Job) -> dict:
     one, else the built-in vLLM notebook."""
     if job.method and job.method != BUILTIN_ENGINE_METHOD:
         stages = methods.get_method(job.method).stages
-        if "deployment" in stages:
-            return stages["deployment"]
+        if StageName.DEPLOYMENT in stages:
+            return stages[StageName.DEPLOYMENT]
     return builtin_stage()
 
 
@@ -133,8 +134,9 @@ def submit_deploy(model_name: str, *, engine: str = "vllm", host: str = "127.0.0
         params.update(KV_CACHE_GB=1, MAX_MODEL_LEN=512)
     if name:
         check_name(name, "deployment")
-    method = record.method if record.method and "deployment" in _stages_of(record.method) else BUILTIN_ENGINE_METHOD
-    job = Job(kind=JobKind.DEPLOY, method=method, base_model=model_name, stage="deployment")
+    own_stage = record.method and StageName.DEPLOYMENT in _stages_of(record.method)
+    method = record.method if own_stage else BUILTIN_ENGINE_METHOD
+    job = Job(kind=JobKind.DEPLOY, method=method, base_model=model_name, stage=StageName.DEPLOYMENT)
     live_name = check_name(models.live_model_name(model_name, job.uuid), "live model")
     params["SERVED_NAME"] = live_name
     job.params = params

@@ -24,6 +24,7 @@ from sqlmodel import select
 
 from . import config, datasets, jobs, models, provenance, store, trainings
 from . import params as paramlib
+from .config import StageName
 from .errors import DeepeError
 from .kernels import require_kernel
 from .metrics import metric_stats
@@ -93,8 +94,8 @@ def stage_info(job: Job) -> dict:
     """The evaluation stage an evaluate job runs, {"file", "source", "kernel"}: its method's own; for a
     base or Complete Model (a plain transformers folder) its training type's built-in notebook."""
     method = store.get_one(store.Method, name=job.method) if job.method else None
-    if method is not None and "evaluation" in method.stages:
-        return method.stages["evaluation"]
+    if method is not None and StageName.EVALUATION in method.stages:
+        return method.stages[StageName.EVALUATION]
     record = store.get_one(store.ModelRecord, name=job.base_model)
     if record is not None and record.kind == ModelKind.CUSTOMIZED:
         raise DeepeError(f"method {job.method!r} has no evaluation stage, so its adapters cannot be evaluated: "
@@ -106,7 +107,7 @@ def stage_info(job: Job) -> dict:
         raise DeepeError(f"{training.name} models have no evaluation stage yet (they are scored on held-out "
                          f"rows while they train)", field="model")
     # the method's training kernel has the libraries its models need; a base model's, the default
-    kernel = method.stages["training"]["kernel"] if method is not None and "training" in method.stages \
+    kernel = method.stages[StageName.TRAINING]["kernel"] if method is not None and StageName.TRAINING in method.stages \
         else config.DEFAULT_KERNEL
     return {"file": str(notebook), "source": str(notebook), "kernel": kernel}
 
@@ -223,7 +224,7 @@ def plan_evaluation(model: str, *, dataset: str | None = None, suite: str | None
                          field="benchmark_file")
     job_params["ROW_KEY"] = _row_key(job_params)
     job = Job(kind=JobKind.EVALUATE, method=method_row.name if method_row is not None else "",
-              base_model=record.name, dataset=dataset, params=job_params, stage="evaluation")
+              base_model=record.name, dataset=dataset, params=job_params, stage=StageName.EVALUATION)
     require_kernel(stage_info(job)["kernel"], field="model")
     return job
 
@@ -305,7 +306,7 @@ def after_training(job: Job) -> list[Job]:
         return []
     made = models.models_of_job(job.id)
     method_row = store.get_one(store.Method, name=job.method)
-    if not made or method_row is None or "evaluation" not in method_row.stages:
+    if not made or method_row is None or StageName.EVALUATION not in method_row.stages:
         return []
     return evaluate(made[0].name, training=job, method=job.method)
 
@@ -415,7 +416,7 @@ def for_training(job_id: int, suite: str = "generation") -> dict:
 def rerun(source: Job, name: str | None = None) -> Job:
     """Queue an evaluate job again with the same model, rows, suite and parameters."""
     job = Job(kind=JobKind.EVALUATE, method=source.method, base_model=source.base_model, dataset=source.dataset,
-              params=dict(source.params), stage="evaluation", copied_from=source.id)
+              params=dict(source.params), stage=StageName.EVALUATION, copied_from=source.id)
     models.get_model(source.base_model)
     require_kernel(stage_info(job)["kernel"], field="job")
     return jobs._queue(job, name, "eval")

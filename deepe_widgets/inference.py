@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import config, datasets, deployments, methods, models, trainings
 from . import params as paramlib
+from .config import StageName
 from .errors import DeepeError, StageFailed
 from .kernels import require_kernel
 from .paths import check_allowed
@@ -20,19 +21,21 @@ from .scriptmode import load_stage_notebook
 from .stagefiles import notebook_parameters
 from .store import ModelKind
 
-STAGE_FOR_KIND = {"customized": "inference-customized", "complete": "inference-complete"}
+STAGE_FOR_KIND = {ModelKind.CUSTOMIZED: StageName.INFERENCE_CUSTOMIZED,
+                  ModelKind.COMPLETE: StageName.INFERENCE_COMPLETE}
 
 
 def _stage_for(record) -> tuple[Path, str, str]:
     """(notebook, kernel, stage) that answers with this model."""
-    if record.kind == "live":  # the server answers: chat completions on its endpoint
+    if record.kind == ModelKind.LIVE:  # the server answers: chat completions on its endpoint
         if record.meta.get("status") != deployments.LiveStatus.LIVE:
             raise DeepeError(f"live model {record.name!r} is {record.meta.get('status')}, not live; deploy "
                              f"{record.parent} again with: deepe deploy {record.parent}", field="model")
         return config.package_templates_dir() / "vllm" / "inference_live.ipynb", config.DEFAULT_KERNEL, \
             "inference-live"
-    if record.kind == "base":  # a base model answers through its type's shared notebook (for before/after)
-        return trainings.for_model(record).inference_notebook(record), config.DEFAULT_KERNEL, "inference-complete"
+    if record.kind == ModelKind.BASE:  # a base model answers through its type's shared notebook (for before/after)
+        notebook = trainings.for_model(record).inference_notebook(record)
+        return notebook, config.DEFAULT_KERNEL, StageName.INFERENCE_COMPLETE
     stage = STAGE_FOR_KIND.get(record.kind)
     method = methods.get_method(record.method) if record.method else None
     if stage is None or method is None or stage not in method.stages:

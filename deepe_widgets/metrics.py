@@ -15,6 +15,7 @@ from sqlalchemy import and_, func
 from sqlalchemy import select as core_select
 
 from . import store
+from .config import StageName
 
 
 def _read():
@@ -106,7 +107,7 @@ def method_directions(method: store.Method | None) -> dict[str, str]:
     """Directions a method declares in its training notebook's metadata,
     `{"deepe": {"metrics": {"my_score": "max"}}}` (they win over the rule by name); cached by the
     notebook's path and modification time."""
-    path = ((getattr(method, "stages", None) or {}).get("training") or {}).get("file")
+    path = ((getattr(method, "stages", None) or {}).get(StageName.TRAINING) or {}).get("file")
     if not path or not str(path).endswith(".ipynb") or not Path(path).is_file():
         return {}
     return _declared_in(str(path), Path(path).stat().st_mtime)

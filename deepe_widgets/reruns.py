@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from . import datasets, evaluations, jobs, methods, models, store
 from . import params as paramlib
 from . import provenance as provenancelib
+from .config import StageName
 from .errors import DeepeError
 from .kernels import kernel_environment
 from .store import Job, JobKind, JobStatus
@@ -27,7 +28,7 @@ def _short(digest: str | None) -> str:
 def _stage_files(job: Job) -> dict:
     """The stage files a re-run of `job` would run: an evaluation's one, else its method's."""
     if job.kind == JobKind.EVALUATE:
-        return {"evaluation": evaluations.stage_info(job)}
+        return {StageName.EVALUATION: evaluations.stage_info(job)}
     return methods.get_method(job.method).stages
 
 

@@ -43,6 +43,7 @@ from papermill.exceptions import PapermillExecutionError  # noqa: E402
 from . import datasets, deployments, evaluations, jobs, methods, models, store  # noqa: E402
 from . import params as paramlib  # noqa: E402
 from . import provenance as provenancelib  # noqa: E402
+from .config import StageName  # noqa: E402
 from .errors import DeepeError, StageFailed  # noqa: E402
 from .executors import DB_UNAVAILABLE  # noqa: E402
 from .kernels import kernel_environment, require_kernel  # noqa: E402
@@ -356,9 +357,9 @@ def stage_files_of(job) -> dict[str, dict]:
     """The stage files a job runs, stage -> {"file", "source", "kernel"}: its method's (all of them, for
     a training: what a re-run compares), a deployment's or an evaluation's one."""
     if job.kind == JobKind.DEPLOY:
-        return {"deployment": deployments.stage_info(job)}
+        return {StageName.DEPLOYMENT: deployments.stage_info(job)}
     if job.kind == JobKind.EVALUATE:
-        return {"evaluation": evaluations.stage_info(job)}
+        return {StageName.EVALUATION: evaluations.stage_info(job)}
     return methods.get_method(job.method).stages
 
 
@@ -484,12 +485,12 @@ def run_local_test(file: str | Path, base_model: str, dataset: str, overrides: d
     `on_start(log_path)` is called once the inputs are accepted, before the kernel starts.
     """
     require_kernel(kernel, field="kernel")
-    nb = load_stage_notebook(check_allowed(file, "training", "stage file"), "training", kernel)
+    nb = load_stage_notebook(check_allowed(file, StageName.TRAINING, "stage file"), StageName.TRAINING, kernel)
     model_path = _path_or_registered(base_model, models.get_model, "base model")
     dataset_path = _path_or_registered(dataset, datasets.get_dataset, "dataset")
     defaults = {k: v["default"] for k, v in notebook_parameters(nb).items()}
     values = paramlib.resolve(overrides or {}, defaults)
-    provenance = inputs_provenance(stage_files={"training": Path(file).expanduser().resolve()},
+    provenance = inputs_provenance(stage_files={StageName.TRAINING: Path(file).expanduser().resolve()},
                                    dataset=(str(dataset), dataset_path), model=(str(base_model), model_path),
                                    parameters=dict(values), defaults=defaults)
     out_dir = check_allowed(output, "output", "output folder")
@@ -501,7 +502,7 @@ def run_local_test(file: str | Path, base_model: str, dataset: str, overrides: d
     if on_start is not None:
         on_start(result["log"])
     try:
-        execute_stage(nb, stage="training", kernel=kernel, parameters=values,
+        execute_stage(nb, stage=StageName.TRAINING, kernel=kernel, parameters=values,
                       output_path=out_dir / "training.ipynb", log_path=out_dir / "training.log", cwd=out_dir,
                       provenance=provenance)
     except StageFailed as exc:

@@ -22,6 +22,7 @@ from pathlib import Path
 import ipywidgets as w
 
 from .. import config, datasets, deployments, evaluations, inference, jobs, methods, metrics, models, trainings, worker
+from ..config import StageName
 from ..errors import DeepeError
 from ..jobs import format_time as when
 from ..store import ModelKind
@@ -438,7 +439,7 @@ class ModelCard(w.VBox):
             method = methods.get_method(self.record.method)
         except DeepeError:
             method = None
-        if method is None or "saving" not in method.stages:
+        if method is None or StageName.SAVING not in method.stages:
             self.save.disabled = True
             why = (f"its method {self.record.method} has no saving stage (a Customized Model lifecycle)"
                    if method else f"its method {self.record.method} no longer exists")
