@@ -57,7 +57,8 @@ def check() -> list[Finding]:
                 found.append(Finding(f"method {method.name!r} lost its {stage} file {info['file']}",
                                      "register the method again"))
     for live in deployments.gone_servers():
-        found.append(Finding(f"live model {live.name!r} is marked live but its server (pid {live.meta.get('pid')}) "
+        pid = deployments.LiveState.from_meta(live.meta).pid
+        found.append(Finding(f"live model {live.name!r} is marked live but its server (pid {pid}) "
                              f"is gone", "mark it failed (deploy it again with: deepe deploy "
                              f"{live.parent})", deployments.refresh))
     for model in models.list_models():

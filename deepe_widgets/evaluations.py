@@ -128,11 +128,12 @@ def _judge_parameters(value: str, record: store.ModelRecord) -> dict:
         if judge.kind != ModelKind.LIVE:
             raise DeepeError(f"judge {value!r} is a {judge.kind} model; the judge must be a Live Model "
                              f"(deepe deploy MODEL) or an endpoint in DEEPE_JUDGE_URL", field="judge")
-        if (judge.meta or {}).get("status") != "live":
-            raise DeepeError(f"judge {value!r} is {judge.meta.get('status')}, not live; deploy "
+        state = models.LiveState.from_meta(judge.meta)
+        if state.status != models.LiveStatus.LIVE:
+            raise DeepeError(f"judge {value!r} is {state.status}, not live; deploy "
                              f"{judge.parent} again", field="judge")
-        return {"JUDGE_URL": judge.meta["url"], "JUDGE_MODEL": judge.meta["served_name"],
-                "JUDGE_API_KEY_FILE": judge.meta.get("api_key_file", "")}
+        return {"JUDGE_URL": state.url, "JUDGE_MODEL": state.served_name,
+                "JUDGE_API_KEY_FILE": state.api_key_file or ""}
     url = os.environ.get("DEEPE_JUDGE_URL", "").strip()
     if not url:
         raise DeepeError("the judge suite needs a judge: --param judge=LIVE_MODEL (a Live Model of this "

@@ -28,8 +28,9 @@ STAGE_FOR_KIND = {ModelKind.CUSTOMIZED: StageName.INFERENCE_CUSTOMIZED,
 def _stage_for(record) -> tuple[Path, str, str]:
     """(notebook, kernel, stage) that answers with this model."""
     if record.kind == ModelKind.LIVE:  # the server answers: chat completions on its endpoint
-        if record.meta.get("status") != deployments.LiveStatus.LIVE:
-            raise DeepeError(f"live model {record.name!r} is {record.meta.get('status')}, not live; deploy "
+        status = deployments.LiveState.from_meta(record.meta).status
+        if status != deployments.LiveStatus.LIVE:
+            raise DeepeError(f"live model {record.name!r} is {status}, not live; deploy "
                              f"{record.parent} again with: deepe deploy {record.parent}", field="model")
         return config.package_templates_dir() / "vllm" / "inference_live.ipynb", config.DEFAULT_KERNEL, \
             "inference-live"
@@ -83,11 +84,11 @@ def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overr
     for key, value in trainings.for_model(record).inference_defaults.items():  # below the user's, above the notebook's
         if key in defaults:
             values.setdefault(key, value)
-    if record.kind == "live":  # the key stays in its file: the record names the file only
+    if record.kind == ModelKind.LIVE:  # the key stays in its file: the record names the file only
         deployments.api_key(record)  # readable here, or a clear error now rather than a failed cell
-        values.update(MODEL_URL=record.meta["url"], SERVED_NAME=record.meta["served_name"],
-                      API_KEY_FILE=record.meta["api_key_file"])
-    elif record.kind == "customized":
+        state = deployments.LiveState.from_meta(record.meta)
+        values.update(MODEL_URL=state.url, SERVED_NAME=state.served_name, API_KEY_FILE=state.api_key_file)
+    elif record.kind == ModelKind.CUSTOMIZED:
         values.update(MODEL_PATH=models.get_model(record.parent).path, ADAPTER_PATH=record.path)
     else:
         values.update(MODEL_PATH=record.path, ADAPTER_PATH="")
