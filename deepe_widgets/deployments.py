@@ -48,19 +48,19 @@ STOP_GRACE_SECONDS = 20.0
 RUNNING_STATES = SERVING_STATUSES  # a Live Model's state and status live in `models` (LiveState, LiveStatus)
 
 
-def builtin_stage() -> dict:
+def builtin_stage() -> methods.Stage:
     """The built-in vLLM deployment stage: notebook and kernel."""
     path = config.package_templates_dir() / "vllm" / "deployment.ipynb"
-    return {"file": str(path), "source": str(path), "kernel": envs.kernel_name("vllm")}
+    return methods.Stage(file=str(path), source=str(path), kernel=envs.kernel_name("vllm"))
 
 
-def stage_info(job: Job) -> dict:
-    """{file, source, kernel} of a deploy job's stage: its method's `deployment` stage when it has
-    one, else the built-in vLLM notebook."""
+def stage_info(job: Job) -> methods.Stage:
+    """A deploy job's stage: its method's `deployment` stage when it has one, else the built-in
+    vLLM notebook."""
     if job.method and job.method != BUILTIN_ENGINE_METHOD:
-        stages = methods.get_method(job.method).stages
-        if StageName.DEPLOYMENT in stages:
-            return stages[StageName.DEPLOYMENT]
+        method = methods.get_method(job.method)
+        if StageName.DEPLOYMENT in method.stages:
+            return methods.stage_of(method, StageName.DEPLOYMENT)
     return builtin_stage()
 
 

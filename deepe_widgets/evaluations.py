@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from . import config, datasets, jobs, models, provenance, store, trainings
+from . import config, datasets, jobs, methods, models, provenance, store, trainings
 from . import params as paramlib
 from .config import StageName
 from .errors import DeepeError
@@ -90,12 +90,12 @@ def _type_of(record: store.ModelRecord, method: store.Method | None):
     return trainings.for_method(method) if method is not None else trainings.for_model(record)
 
 
-def stage_info(job: Job) -> dict:
-    """The evaluation stage an evaluate job runs, {"file", "source", "kernel"}: its method's own; for a
+def stage_info(job: Job) -> methods.Stage:
+    """The evaluation stage an evaluate job runs: its method's own; for a
     base or Complete Model (a plain transformers folder) its training type's built-in notebook."""
     method = store.get_one(store.Method, name=job.method) if job.method else None
     if method is not None and StageName.EVALUATION in method.stages:
-        return method.stages[StageName.EVALUATION]
+        return methods.stage_of(method, StageName.EVALUATION)
     record = store.get_one(store.ModelRecord, name=job.base_model)
     if record is not None and record.kind == ModelKind.CUSTOMIZED:
         raise DeepeError(f"method {job.method!r} has no evaluation stage, so its adapters cannot be evaluated: "
@@ -107,9 +107,9 @@ def stage_info(job: Job) -> dict:
         raise DeepeError(f"{training.name} models have no evaluation stage yet (they are scored on held-out "
                          f"rows while they train)", field="model")
     # the method's training kernel has the libraries its models need; a base model's, the default
-    kernel = method.stages[StageName.TRAINING]["kernel"] if method is not None and StageName.TRAINING in method.stages \
-        else config.DEFAULT_KERNEL
-    return {"file": str(notebook), "source": str(notebook), "kernel": kernel}
+    trains_in = method is not None and StageName.TRAINING in method.stages
+    kernel = methods.stage_of(method, StageName.TRAINING).kernel if trains_in else config.DEFAULT_KERNEL
+    return methods.Stage(file=str(notebook), source=str(notebook), kernel=kernel)
 
 
 def _row_key(params: dict) -> str:
@@ -226,7 +226,7 @@ def plan_evaluation(model: str, *, dataset: str | None = None, suite: str | None
     job_params["ROW_KEY"] = _row_key(job_params)
     job = Job(kind=JobKind.EVALUATE, method=method_row.name if method_row is not None else "",
               base_model=record.name, dataset=dataset, params=job_params, stage=StageName.EVALUATION)
-    require_kernel(stage_info(job)["kernel"], field="model")
+    require_kernel(stage_info(job).kernel, field="model")
     return job
 
 
@@ -419,7 +419,7 @@ def rerun(source: Job, name: str | None = None) -> Job:
     job = Job(kind=JobKind.EVALUATE, method=source.method, base_model=source.base_model, dataset=source.dataset,
               params=dict(source.params), stage=StageName.EVALUATION, copied_from=source.id)
     models.get_model(source.base_model)
-    require_kernel(stage_info(job)["kernel"], field="job")
+    require_kernel(stage_info(job).kernel, field="job")
     return jobs._queue(job, name, "eval")
 
 

@@ -42,8 +42,8 @@ def _stage_for(record) -> tuple[Path, str, str]:
     if stage is None or method is None or stage not in method.stages:
         raise DeepeError(f"model {record.name!r} is a {record.kind} model and its method "
                          f"{getattr(method, 'name', None)!r} has no {stage or 'inference'} function", field="model")
-    info = method.stages[stage]
-    return Path(info["file"]), info["kernel"], stage
+    info = methods.stage_of(method, stage)
+    return Path(info.file), info.kernel, stage
 
 
 def _root_and_dataset(record) -> tuple[str, str]:

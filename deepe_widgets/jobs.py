@@ -32,7 +32,7 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
     method_row = methods.get_method(method)
     if StageName.TRAINING not in method_row.stages:
         raise DeepeError(f"method {method!r} has no training stage", field="method")
-    require_kernel(method_row.stages[StageName.TRAINING]["kernel"], field="method")
+    require_kernel(methods.stage_of(method_row, StageName.TRAINING).kernel, field="method")
     methods.check_kernel_packages(method_row)
     model_row = models.get_model(base_model)
     if model_row.kind == ModelKind.BASE:
@@ -79,7 +79,7 @@ def submit_save(model_name: str, *, dtype: str = "float32", name: str | None = N
     if StageName.SAVING not in method.stages:
         raise DeepeError(f"method {method.name!r} has no saving stage (its lifecycle is {method.lifecycle!r})",
                          field="model")
-    require_kernel(method.stages[StageName.SAVING]["kernel"], field="model")
+    require_kernel(methods.stage_of(method, StageName.SAVING).kernel, field="model")
     methods.check_kernel_packages(method, StageName.SAVING)
     base = models.get_model(customized.parent)
     if name:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -62,6 +63,50 @@ HF_LIFECYCLE_STAGES = {StageName.SAVING: "hf_common/saving.ipynb",
                        StageName.INFERENCE_COMPLETE: "hf_common/inference.ipynb",
                        StageName.EVALUATION: "evaluation/chat.ipynb"}
 TEMPLATE_TEXT = "Customizable template: replace the example between the marker lines with your own code."
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a method: the notebook (or script) it runs, copied into the workspace, the file it
+    was copied from, that copy's hash and the kernel it runs in. `Method.stages` stores `to_dict()`
+    under the stage's name (the stored JSON shape: `from_dict` reads it, keys it does not name kept)."""
+
+    file: str
+    kernel: str
+    source: str = ""  # the user's file (a built-in's: the package's notebook)
+    sha256: str = ""  # of `file`; empty for a stage made when it runs (the built-in deployment)
+    args_template: str = ""  # script mode: the training script's command line
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_dict(cls, info: dict) -> Stage:
+        named = {"file", "kernel", "source", "sha256", "args_template"}
+        return cls(**{key: info[key] for key in named & info.keys()},
+                   extra={k: v for k, v in info.items() if k not in named})
+
+    def to_dict(self) -> dict:
+        """The stored shape: file, source, sha256 (when known), kernel, args_template (when set)."""
+        out = {"file": self.file, "source": self.source, "sha256": self.sha256, "kernel": self.kernel}
+        if not self.sha256:
+            del out["sha256"]
+        if self.args_template:
+            out["args_template"] = self.args_template
+        return {**out, **self.extra}
+
+    @property
+    def source_name(self) -> str:
+        """The name the user gave the file, for messages and records."""
+        return Path(self.source or self.file).name
+
+
+def stages_of(method: store.Method) -> dict[str, Stage]:
+    """A method's stages, by name."""
+    return {name: Stage.from_dict(info) for name, info in (method.stages or {}).items()}
+
+
+def stage_of(method: store.Method, stage: str) -> Stage:
+    """One stage of a method (KeyError when it has none of that name)."""
+    return Stage.from_dict(method.stages[stage])
 
 
 class Builtin(NamedTuple):
@@ -130,9 +175,9 @@ BUILTINS = {
 def stage_requirements(method: store.Method, stage: str = StageName.TRAINING) -> dict[str, str]:
     """Package -> install hint that a stage's kernel must have: the stage notebook's
     `metadata.deepe.requires` (MLX-Demo declares mlx-lm there)."""
-    info = method.stages[stage]
+    info = stage_of(method, stage)
     try:
-        nb = load_stage_notebook(Path(info["file"]), stage, info["kernel"], info.get("args_template", ""))
+        nb = load_stage_notebook(Path(info.file), stage, info.kernel, info.args_template)
     except DeepeError:
         return {}
     return dict(nb.metadata.get("deepe", {}).get("requires", {}))
@@ -140,8 +185,8 @@ def stage_requirements(method: store.Method, stage: str = StageName.TRAINING) ->
 
 def stage_parameter_names(method: store.Method, stage: str) -> set[str]:
     """The names in a stage notebook's `parameters` cell."""
-    info = method.stages[stage]
-    return set(notebook_parameters(load_stage_notebook(Path(info["file"]), stage, info["kernel"])))
+    info = stage_of(method, stage)
+    return set(notebook_parameters(load_stage_notebook(Path(info.file), stage, info.kernel)))
 
 
 def check_kernel_packages(method: store.Method, stage: str = StageName.TRAINING) -> None:
@@ -149,7 +194,7 @@ def check_kernel_packages(method: store.Method, stage: str = StageName.TRAINING)
     needed = stage_requirements(method, stage)
     if not needed:
         return
-    kernel = method.stages[stage]["kernel"]
+    kernel = stage_of(method, stage).kernel
     found = kernel_environment(kernel)
     if found.get("probe_error"):
         raise DeepeError(f"could not check that kernel {kernel!r} has {', '.join(needed)}: "
@@ -183,7 +228,7 @@ def validate_stages(lifecycle: str, stages: dict[str, tuple[str | None, str | No
                          f"(allowed: {', '.join(sorted(allowed))})", field=extra[0])
 
 
-def _copy_into_workspace(name: str, stage: str, source: Path) -> dict:
+def _copy_into_workspace(name: str, stage: str, source: Path) -> dict[str, str]:
     """Copy a stage file under the workspace, named by its content hash."""
     digest = sha256_file(source)
     target_dir = config.workspace_dir("methods", name)
@@ -233,9 +278,9 @@ def register_method(name: str, stages: dict[str, tuple[str, str]], *, training_t
     check_defaults(defaults)
     stage_info = {}
     for stage, path in resolved.items():
-        stage_info[stage] = {**_copy_into_workspace(name, stage, path), "kernel": stages[stage][1]}
-    if args_template:
-        stage_info[StageName.TRAINING]["args_template"] = args_template
+        script_args = args_template if stage == StageName.TRAINING else ""
+        stage_info[stage] = Stage(kernel=stages[stage][1], args_template=script_args,
+                                  **_copy_into_workspace(name, stage, path)).to_dict()
     with store.session() as s:
         method = s.exec(select(store.Method).where(store.Method.name == name)).first()
         if method is None:
@@ -265,7 +310,7 @@ def _register_builtins() -> None:
         stages = {s: (templates / rel, config.DEFAULT_KERNEL) for s, rel in stage_files.items()}
         current = store.get_one(store.Method, name=name)
         if current is not None and all(
-                current.stages.get(s, {}).get("sha256") == sha256_file(p) for s, (p, _k) in stages.items()):
+                s in current.stages and stage_of(current, s).sha256 == sha256_file(p) for s, (p, _k) in stages.items()):
             continue
         register_method(name, stages, training_type=ttype, lifecycle=lifecycle, display_name=display,
                         description=description, builtin=True, replace=True)
@@ -303,14 +348,15 @@ def check_runs_offline(path: Path, stage: str) -> None:
 
 def method_summary(method: store.Method) -> dict:
     """The JSON shape of a method for the CLI and the widgets."""
-    training = method.stages.get(StageName.TRAINING, {})
+    stages = stages_of(method)
+    training = stages.get(StageName.TRAINING)
     return {
         "name": method.name, "display_name": method.display_name, "type": method.training_type,
         "lifecycle": method.lifecycle, "builtin": method.builtin, "description": method.description,
-        "stages": {s: {"file": i["file"], "source": i["source"], "sha256": i["sha256"], "kernel": i["kernel"]}
-                   for s, i in method.stages.items()},
-        "script_mode": bool(training) and is_script(Path(training["file"])),
-        "args_template": training.get("args_template", ""),
+        "stages": {s: {"file": i.file, "source": i.source, "sha256": i.sha256, "kernel": i.kernel}
+                   for s, i in stages.items()},
+        "script_mode": training is not None and is_script(Path(training.file)),
+        "args_template": training.args_template if training is not None else "",
         "parameters": method.default_params,
         "aliases": {name: aliases_of(name) for name in method.default_params if aliases_of(name)},
     }

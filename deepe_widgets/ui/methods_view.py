@@ -197,7 +197,7 @@ class MethodForm(w.VBox):
             out[stage] = (self.files[stage].value.strip(), self.kernels[stage].value)
         if self.builtin_deployment:
             builtin = deployments.builtin_stage()
-            out[StageName.DEPLOYMENT] = (builtin["file"], builtin["kernel"])
+            out[StageName.DEPLOYMENT] = (builtin.file, builtin.kernel)
         for stage in methods.OPTIONAL[lifecycle]:
             if self.enabled[stage].value:
                 out[stage] = (self.files[stage].value.strip(), self.kernels[stage].value)
@@ -295,7 +295,7 @@ class MethodManager(w.VBox):
         self._shown = _catalog(listed)
         rows, self.rows = [], {}
         for method in listed:
-            stages = ", ".join(f"{s} ({i['kernel']})" for s, i in method.stages.items())
+            stages = ", ".join(f"{s} ({i.kernel})" for s, i in methods.stages_of(method).items())
             lifecycle = {v: k for k, v in LIFECYCLE_WORDS}.get(method.lifecycle, method.lifecycle)
             stages_cell = f"<span title='{html.escape(stages, quote=True)}'>{html.escape(stages)}</span>"
             cells = [GridTable.text_cells([html.escape(method.name), html.escape(method.training_type),
