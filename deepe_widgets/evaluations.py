@@ -20,6 +20,7 @@ import logging
 import os
 from pathlib import Path
 
+import nbformat
 from sqlmodel import select
 
 from . import config, datasets, jobs, methods, models, provenance, store, trainings
@@ -179,6 +180,13 @@ def plan_evaluation(model: str, *, dataset: str | None = None, suite: str | None
     if suite not in training_type.suites:
         raise DeepeError(f"{training_type.name} models are not evaluated with the {suite} suite; theirs: "
                          f"{', '.join(training_type.suites) or 'none yet'}", field="suite")
+    own_stage = methods.stages_of(method_row).get(StageName.EVALUATION) if method_row is not None else None
+    own = own_stage.file if own_stage is not None else None
+    runs = _suites_of(own) if own else []
+    if runs and suite not in runs:  # a method's own evaluation stage may run fewer suites than its type
+        raise DeepeError(f"{method_row.name}'s evaluation stage runs the {' and '.join(runs)} suites, not {suite}"
+                         + (": save it to a Complete Model (deepe save) and evaluate that"
+                            if record.kind == ModelKind.CUSTOMIZED else ""), field="suite")
     values = {str(k): v for k, v in (params or {}).items()}
     unknown = sorted(k for k in values if k.upper() not in USER_PARAMETERS)
     if unknown:
@@ -228,6 +236,14 @@ def plan_evaluation(model: str, *, dataset: str | None = None, suite: str | None
               base_model=record.name, dataset=dataset, params=job_params, stage=StageName.EVALUATION)
     require_kernel(stage_info(job).kernel, field="model")
     return job
+
+
+def _suites_of(notebook: str) -> list[str]:
+    """The suites an evaluation notebook says it runs (`metadata.deepe.suites`); empty: its type's."""
+    try:
+        return list(nbformat.read(notebook, as_version=4).metadata.get("deepe", {}).get("suites", []))
+    except (OSError, ValueError):
+        return []
 
 
 def submit_evaluation(model: str, *, dataset: str | None = None, suite: str | None = None,

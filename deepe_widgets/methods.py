@@ -154,7 +154,8 @@ BUILTINS = {
                         "The kernel needs mlx-lm.",
                         {StageName.TRAINING: "mlx_demo/training.ipynb", StageName.SAVING: "mlx_demo/saving.ipynb",
                          StageName.INFERENCE_CUSTOMIZED: "mlx_demo/inference.ipynb",
-                         StageName.INFERENCE_COMPLETE: "mlx_demo/inference.ipynb"}, SFT_DEMO_DATASET),
+                         StageName.INFERENCE_COMPLETE: "mlx_demo/inference.ipynb",
+                         StageName.EVALUATION: "evaluation/mlx.ipynb"}, SFT_DEMO_DATASET),
     "SD-Demo": Builtin("SD-Demo", TrainingTypeName.IMAGE_GENERATION, Lifecycle.COMPLETE,
                        "LoRA on a diffusers text-to-image pipeline (SD 1.x / 2.x) with diffusers' training recipe; "
                        "validation images by step, held-out denoising loss; saving fuses the LoRA.",

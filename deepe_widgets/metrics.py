@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -103,14 +104,28 @@ def _declared_in(path: str, _mtime: float) -> dict[str, str]:
     return {name: way for name, way in declared.items() if way in ("min", "max")}
 
 
+# The directions a method's training type declares (`TrainingType.metric_directions`): the
+# training-type registry, a floor above, hands its lookup here when it is imported.
+_type_directions: Callable[[store.Method], dict[str, str]] | None = None
+
+
+def use_type_directions(lookup: Callable[[store.Method], dict[str, str]]) -> None:
+    """Take the training types' directions from `lookup(method)` (called by `deepe_widgets.trainings`)."""
+    global _type_directions
+    _type_directions = lookup
+
+
 def method_directions(method: store.Method | None) -> dict[str, str]:
-    """Directions a method declares in its training notebook's metadata,
-    `{"deepe": {"metrics": {"my_score": "max"}}}` (they win over the rule by name); cached by the
-    notebook's path and modification time."""
+    """Directions a method's metrics go: its training type's, under those it declares in its training
+    notebook's metadata, `{"deepe": {"metrics": {"my_score": "max"}}}` (both win over the rule by
+    name); the notebook's are cached by its path and modification time."""
+    if method is None:
+        return {}
+    typed = _type_directions(method) if _type_directions is not None else {}
     path = ((getattr(method, "stages", None) or {}).get(StageName.TRAINING) or {}).get("file")
     if not path or not str(path).endswith(".ipynb") or not Path(path).is_file():
-        return {}
-    return _declared_in(str(path), Path(path).stat().st_mtime)
+        return dict(typed)
+    return {**typed, **_declared_in(str(path), Path(path).stat().st_mtime)}
 
 
 def declared_directions(job_ids: list[int]) -> dict[str, str]:

@@ -46,6 +46,25 @@ def test_train_save_infer(workspace, default_model, method, dataset, params, exp
                             "--param", "max_new_tokens=6", "--json", timeout=600)
         assert answer["error"] is None, answer["error"]
         assert len(answer["responses"]) == 1 and isinstance(answer["responses"][0]["response"], str)
+    if method == "MLX-Demo":  # its adapter is mlx-lm's: its own evaluation stage answers with mlx-lm
+        _mlx_adapter_is_evaluated_beside_its_base(customized["name"])
+
+
+def _mlx_adapter_is_evaluated_beside_its_base(model: str) -> None:
+    from deepe_widgets import datasets, evaluations
+
+    done = deepe_json("evaluate", model, "--param", "max_new_tokens=6", "--wait", "--json", timeout=600)
+    assert done["status"] == "succeeded", done["error"]
+    tuned, base = evaluations.latest(model), evaluations.latest("tiny")
+    assert base is not None and base["row_key"] == tuned["row_key"]  # its base, on the same held-out rows
+    for result in (tuned, base):
+        assert 0 <= result["metrics"]["eval_rougeL"] <= 1 and Path(result["record"]).is_file()
+    side = evaluations.side_by_side(model)
+    assert len(side["rows"]) == round(datasets.get_dataset("demo-sft").rows * 0.1)  # the training's held-out rows
+    assert all(r["tuned_score"] is not None and r["base_score"] is not None for r in side["rows"])
+    refused = deepe("evaluate", model, "--suite", "benchmark", "--param", "benchmark_file=x.jsonl", check=False)
+    assert refused.returncode == 2 and "MLX-Demo's evaluation stage runs the generation and judge suites" in \
+        refused.stderr, refused.stderr  # refused before anything is queued
 
 
 def test_mlx_demo_refuses_a_kernel_without_mlx(workspace, tmp_path, monkeypatch):

@@ -59,6 +59,7 @@ def toy_type(tmp_path):
         demo_dataset = demo_data.GSM_DEMO_DATASET
         standard_columns = "riddle/reply"
         inference_defaults = {"GREETING": "from the toy type"}
+        metric_directions = {"riddle_loss_share": "max"}  # the name rule would say lower ("loss")
 
         def recognizes(self, model_row) -> bool:
             return Path(model_row.path, "toy.marker").is_file()
@@ -87,7 +88,18 @@ def test_a_new_training_type_is_picked_up_by_submit_inference_and_the_launcher(w
     with pytest.raises(DeepeError, match="the toy type trains on demo-gsm only, not 'demo-sft'") as caught:
         jobs.submit_training("toy-method", "tiny", "demo-sft")
     assert caught.value.field == "dataset" and jobs.list_jobs() == []
-    assert jobs.submit_training("toy-method", "tiny", "demo-gsm").status == "queued"
+    queued = jobs.submit_training("toy-method", "tiny", "demo-gsm")
+    assert queued.status == "queued"
+
+    # the type's metric directions are the CLI's "best" (metric_stats) and the widgets' alike
+    from deepe_widgets import metrics, store
+
+    with store.session() as s:
+        for step, value in ((1, 0.2), (2, 0.6), (3, 0.4)):
+            s.add(store.Metric(job_id=queued.id, step=step, name="riddle_loss_share", value=value))
+    stats = metrics.metric_stats([queued.id])[queued.id]["riddle_loss_share"]
+    assert (stats["direction"], stats["best"]) == ("max", 0.6)
+    assert trainings.metric_directions(methods.get_method("toy-method"))["riddle_loss_share"] == "max"
 
     # Start a New Train brings the toy's demo dataset and names its standard columns
     launcher = TrainingLauncher(start_worker=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import config, methods, store
+from .. import config, methods, metrics, store
 from .. import params as paramlib
 from ..config import TrainingTypeName
 from ..store import ModelKind
@@ -136,9 +136,13 @@ def demo_dataset(method: str) -> str | None:
 
 def metric_directions(method: store.Method | None) -> dict[str, str]:
     """The better direction of the metrics a method's trainings log, that `metrics.direction` takes
-    as `declared`: its type's, overridden by its training notebook's own."""
-    from .. import metrics
+    as `declared`: its type's, overridden by its training notebook's own (`metrics.method_directions`,
+    which asks this registry for the type's: the CLI's "best" and the widgets' agree)."""
+    return metrics.method_directions(method)
 
-    if method is None:
-        return {}
-    return {**for_method(method).metric_directions, **metrics.method_directions(method)}
+
+def _type_directions(method: store.Method) -> dict[str, str]:
+    return dict(for_method(method).metric_directions)
+
+
+metrics.use_type_directions(_type_directions)

@@ -15,11 +15,13 @@ import ipywidgets as w
 
 from .. import compare, evaluations, jobs, metrics
 from ..store import JobStatus
-from .common import MAX_POINTS, close_tree, decimate, html_table, stylesheet
+from .charts import MAX_POINTS, decimate
+from .common import close_tree, stylesheet
 from .detail import y_axis
 from .evaluation_view import CSS as EVALUATION_CSS
 from .evaluation_view import DEFAULT_ROW_SCORE, ROW_SCORE_WORDS, ROWS_PER_PAGE, cell_text, score_names, score_text
 from .labels import metric_label, metric_order, param_label, show_value
+from .tables import html_table
 
 PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#e16f24", "#57606a"]
 PREDICTION_SORTS = (("largest difference first", "spread"), ("prompt, A to Z", "prompt"), ("as evaluated", "order"))

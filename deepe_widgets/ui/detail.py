@@ -18,24 +18,16 @@ from ..errors import DeepeError
 from ..jobs import format_duration as duration
 from ..jobs import format_time as when
 from ..store import FINISHED, JobKind, JobStatus
-from .common import (
-    MAX_POINTS,
-    ConnectionNote,
-    Status,
-    close_tree,
-    confirm_row,
-    decimate,
-    error_text,
-    html_table,
-    in_voila_app,
-    poll_forever,
-    start_poller,
-    stylesheet,
-)
+from .charts import MAX_POINTS, decimate
+from .common import stylesheet
 from .evaluation_view import EvaluationSection
+from .feedback import ConnectionNote, Status, confirm_row, error_text
 from .gallery import ValidationGallery
 from .labels import metric_label, metric_order, param_label, show_value, used_parameters
+from .polling import PollingView
 from .record import RecordView, size_words
+from .state import in_voila_app
+from .tables import html_table
 from .training_list import status_html
 
 LEVELS = (("all lines", "all"), ("info", "INFO"), ("warnings", "WARNING"), ("errors", "ERROR"))
@@ -134,7 +126,7 @@ def read_log_lines(path: Path, offset: int, job_id: int, limit: int = LOG_READ_B
     return end, lines
 
 
-class TrainingDetail(w.VBox):
+class TrainingDetail(PollingView, w.VBox):
     """Everything about one job; charts, log and record follow it live while it runs."""
 
     poll_seconds = 0.5
@@ -212,7 +204,6 @@ class TrainingDetail(w.VBox):
         self._after_noise = False
         self._job = None
         self._record_checked = 0.0
-        self._task = None
         super().__init__([stylesheet(), w.HBox([self.header, self.close_button],
                                                layout=w.Layout(justify_content="space-between",
                                                                align_items="center")),
@@ -220,7 +211,7 @@ class TrainingDetail(w.VBox):
                                                   layout=w.Layout(align_items="center")),
                           self.tabs, self.status])
         if not self.refresh():  # a finished job has nothing more to follow
-            self._task = start_poller(lambda: poll_forever(self.poll_once, self.connection, self.poll_seconds))
+            self.start_polling()
 
     # --- re-run --------------------------------------------------------------------------
 
@@ -304,12 +295,6 @@ class TrainingDetail(w.VBox):
             self.evaluation.show(read["evaluation"])
         # a finished training is followed on until its evaluate jobs have finished too
         return job.status in FINISHED and self.evaluation.settled
-
-    def close(self) -> None:
-        """Stop following the job and close every widget of the view (charts included)."""
-        if self._task is not None:
-            self._task.cancel()
-        close_tree(self)
 
     def _on_tab(self, change) -> None:
         if change["new"] == TAB_RECORD:  # shown now, kept current by the poller while the run runs

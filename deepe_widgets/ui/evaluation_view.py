@@ -135,7 +135,7 @@ def cell_text(text) -> str:
         png = thumbnail_png(Path(text), THUMBNAIL) if is_allowed(Path(text)) else None
         if png is not None:
             return (f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}' "
-                    f"title='{html.escape(Path(text).name, quote=True)}' style='max-width:100%'>")
+                    f"title='{html.escape(Path(text).name, quote=True)}' style='width:100%;max-width:{THUMBNAIL}px'>")
     if len(text) > CELL_CHARS:
         text = text[:CELL_CHARS] + f" … ({len(text) - CELL_CHARS} more characters in the record)"
     return f"<div class='deepe-text'>{html.escape(text)}</div>" if text else "<i style='color:#8c959f'>(empty)</i>"
@@ -144,7 +144,7 @@ def cell_text(text) -> str:
 def predictions_html(rows: list[dict], *, tuned_title: str = "tuned answer", base_title: str = "base answer",
                      limit: int = ROWS_PER_PAGE, has_base: bool = True) -> str:
     """The predictions table: prompt, reference, base answer, tuned answer, the two scores and a mark
-    (rows where the tuned model scores below the base are tinted and marked)."""
+    (rows where the tuned model does worse than the base are tinted and marked)."""
     verdicts = any(r.get("verdict") for r in rows)
     head = ["#", "prompt", "reference", base_title, tuned_title, "base", "tuned", ""] + (
         ["judge"] if verdicts else [])
@@ -486,7 +486,7 @@ class EvaluationSection(w.VBox):
                                 f"{ROW_SCORE_WORDS.get(self.suite.value, DEFAULT_ROW_SCORE)}. "
                                 f"Showing {shown} of {len(rows)} row{'s' if len(rows) != 1 else ''}"
                                 f"{' (only the worse ones)' if self.only_worse.value else ''}; rows where the "
-                                f"tuned model scores below the base are tinted red.</span>")
+                                f"tuned model does worse than the base are tinted red.</span>")
         tuned = (side.get("tuned") or {}).get("model") or (self.last_read or {}).get("model") or "tuned"
         base = (side.get("base") or {}).get("model") or "base"
         self.predictions.value = predictions_html(rows, tuned_title=f"tuned answer ({tuned})",

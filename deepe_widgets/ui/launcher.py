@@ -19,9 +19,11 @@ from ..config import StageName
 from ..errors import DeepeError
 from ..images import image_column, thumbnail_html
 from ..names import check_name
-from .common import Status, action, close_tree, html_table, stylesheet
+from .common import close_tree, stylesheet
+from .feedback import Status, action
 from .labels import humanize, param_label, parameter_help, used_parameters
 from .state import ADMIN_ONLY, resolve_admin
+from .tables import html_table
 
 # Seed 004's form, in its order (shown first; the rest go under "Advanced").
 MAIN_FIELDS = ("EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "MAX_SEQ_LENGTH", "MAX_STEPS", "LORA_RANK", "LORA_ALPHA",

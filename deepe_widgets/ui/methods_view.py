@@ -13,19 +13,12 @@ from ..config import Lifecycle, StageName
 from ..errors import DeepeError
 from ..kernels import installed_kernels
 from ..names import check_name
-from .common import (
-    ConnectionNote,
-    GridTable,
-    Status,
-    action,
-    close_tree,
-    confirm_row,
-    poll_forever,
-    start_poller,
-    stylesheet,
-)
+from .common import close_tree, stylesheet
+from .feedback import ConnectionNote, Status, action, confirm_row
 from .labels import humanize
+from .polling import PollingView
 from .state import ADMIN_ONLY, resolve_admin
+from .tables import GridTable
 
 LABEL = {"width": "240px"}  # a dict, not a Layout: each label gets its own (closing one closes no other)
 FORM = {"style": {"description_width": "130px"}, "layout": {"width": "480px"}}
@@ -229,7 +222,7 @@ def _catalog(listed) -> list[tuple[str, float]]:
     return [(m.name, m.updated_at) for m in listed]
 
 
-class MethodManager(w.VBox):
+class MethodManager(PollingView, w.VBox):
     """The methods table with "Add New Method" and "Delete" (registering runs code: admin only).
 
     Follows methods added or deleted elsewhere (the CLI, another dashboard) within a few seconds."""
@@ -261,7 +254,7 @@ class MethodManager(w.VBox):
                           w.HBox(header + [self.status, self.connection]), self.confirm, *form, self.table])
         self._shown = None
         self.refresh()
-        self._task = start_poller(lambda: poll_forever(self.poll_once, self.connection, self.poll_seconds))
+        self.start_polling()
 
     async def poll_once(self) -> bool:
         """One poll: the methods read in a thread (the kernel's loop stays free), the table redrawn here."""
@@ -279,12 +272,6 @@ class MethodManager(w.VBox):
         if self.form is not None:
             self.form.validate()
         return True
-
-    def close(self) -> None:
-        """Stop polling and close every widget of the view."""
-        if self._task is not None:
-            self._task.cancel()
-        close_tree(self)
 
     def refresh(self) -> None:
         self._draw(methods.list_methods())

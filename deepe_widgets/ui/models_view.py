@@ -27,24 +27,14 @@ from ..errors import DeepeError
 from ..jobs import format_time as when
 from ..models import LiveState
 from ..store import ModelKind
-from .common import (
-    ConnectionNote,
-    GridTable,
-    Status,
-    close_tree,
-    confirm_row,
-    error_text,
-    html_table,
-    in_voila_app,
-    poll_forever,
-    run_in_background,
-    start_poller,
-    stylesheet,
-)
+from .common import close_tree, stylesheet
 from .evaluation_view import SCORE_ORDER, EvaluationSection, score_text, suite_label
+from .feedback import ConnectionNote, Status, confirm_row, error_text
 from .labels import metric_label, metric_order, short_label, show_value
+from .polling import PollingView, run_in_background
 from .record import RecordView
-from .state import ADMIN_ONLY, resolve_admin
+from .state import ADMIN_ONLY, in_voila_app, resolve_admin
+from .tables import GridTable, html_table
 from .training_list import short_time
 
 KINDS = (("Customized", ModelKind.CUSTOMIZED), ("Complete", ModelKind.COMPLETE), ("Live", ModelKind.LIVE))
@@ -99,7 +89,7 @@ def key_metric(card: dict) -> str:
     return "-"
 
 
-class ModelsView(w.VBox):
+class ModelsView(PollingView, w.VBox):
     """The models list by kind, and the card of the one opened, with Save, Try it and Delete.
 
     `on_job(job_id)` opens a job's details (the training that made a model, a save just queued).
@@ -127,7 +117,7 @@ class ModelsView(w.VBox):
                           w.HBox([self.kind, self.status, self.connection], layout=w.Layout(align_items="center")),
                           self.table, self.empty, self.card_area])
         self.refresh()
-        self._task = start_poller(lambda: poll_forever(self.poll_once, self.connection, self.poll_seconds))
+        self.start_polling()
 
     async def poll_once(self) -> bool:
         """One poll: the models of the shown kind read in a thread, the table redrawn only if they changed."""
@@ -141,11 +131,6 @@ class ModelsView(w.VBox):
             if card is self.card:
                 card.evaluation.show(read)
         return False
-
-    def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        close_tree(self)
 
     def refresh(self) -> None:
         self._draw(models.list_models(self.kind.value))

@@ -29,7 +29,9 @@ import ipywidgets as w
 import nbformat
 from nbformat.v4.rwbase import rejoin_lines
 
-from .common import error_text, in_voila_app, run_in_background
+from .feedback import error_text
+from .polling import run_in_background
+from .state import in_voila_app
 
 ALLOWED_TAGS = {
     "a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "details", "div", "dl", "dt", "em", "h1", "h2",

@@ -1,7 +1,8 @@
 """The dashboard's shared state as a traitlets model (sepal_ui's habit): views set it, others observe it.
 
 The same model serves a JupyterLab cell and the Voila app; a notebook can drive the dashboard by
-setting it (`dash.model.open_job = 3`) just as a click does.
+setting it (`dash.model.open_job = 3`) just as a click does. `in_voila_app` and `page_is_admin` say
+where the page runs and what it may do there.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ import os
 
 from traitlets import Bool, HasTraits, Int, List
 
-from .common import in_voila_app
-
 ADMIN_ENV = "DEEPE_APP_METHOD_ADMIN"
 ADMIN_ONLY = ("that is for an admin page: a JupyterLab cell, or an app started with "
               "deepe app --allow-method-admin")
+
+
+def in_voila_app() -> bool:
+    """True inside a Voila app (which never serves run folders), False in JupyterLab."""
+    return bool(os.environ.get("VOILA_KERNEL_ID") or os.environ.get("VOILA_BASE_URL"))
 
 
 def page_is_admin() -> bool:

@@ -13,7 +13,10 @@ from .. import jobs, metrics
 from ..errors import DeepeError
 from ..jobs import format_duration as duration
 from ..store import FINISHED, JobKind, JobStatus
-from .common import ConnectionNote, GridTable, Status, close_tree, confirm_row, poll_forever, start_poller, stylesheet
+from .common import close_tree, stylesheet
+from .feedback import ConnectionNote, Status, confirm_row
+from .polling import PollingView
+from .tables import GridTable
 
 # Fits 800 px without a scroll bar; the cells of a narrow column cut their text with "…"
 COLUMNS = (("", "24px"), ("Training", "minmax(90px, 1.4fr)"), ("Status", "78px"), ("Progress", "72px"),
@@ -48,7 +51,7 @@ def status_html(job) -> str:
     return text
 
 
-class TrainingList(w.VBox):
+class TrainingList(PollingView, w.VBox):
     """Each row has "View Details"; ticked rows can be compared or cancelled (after a question).
     Refreshes itself every few seconds.
 
@@ -90,7 +93,7 @@ class TrainingList(w.VBox):
                           self.confirm, self.table,
                           w.HBox([self.newer, self.older, self.position], layout=w.Layout(align_items="center"))])
         self.refresh()
-        self._task = start_poller(lambda: poll_forever(self.poll_once, self.connection, self.poll_seconds))
+        self.start_polling()
 
     async def poll_once(self) -> bool:
         """One poll: the reads in a thread (the kernel's loop stays free), the rows updated here."""
@@ -102,12 +105,6 @@ class TrainingList(w.VBox):
             if page == self.page:  # a click on Newer/Older meanwhile has shown its own page
                 self._show(read)
         return False
-
-    def close(self) -> None:
-        """Stop polling and close every widget of the list."""
-        if self._task is not None:
-            self._task.cancel()
-        close_tree(self)
 
     def chosen(self) -> list[int]:
         return sorted(self._chosen)

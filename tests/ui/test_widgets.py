@@ -16,7 +16,7 @@ from deepe_widgets.runtime import MetricSink
 from deepe_widgets.store import Job
 from deepe_widgets.store import session as store_session
 from deepe_widgets.ui import Dashboard, MethodManager, TrainingCompare, TrainingDetail, TrainingLauncher
-from deepe_widgets.ui.common import decimate
+from deepe_widgets.ui.charts import decimate
 from deepe_widgets.ui.methods_view import MethodForm
 
 
@@ -603,6 +603,27 @@ def test_opening_and_closing_views_leaves_no_widget_behind(workspace):
 
     counts = run_in_own_loop(rounds)
     assert counts[-1] == counts[0], counts
+
+
+def test_every_live_view_polls_until_it_is_closed(workspace):
+    from deepe_widgets.ui import ModelsView, TrainingList
+
+    job = job_with_losses(2.0)
+
+    async def scenario() -> None:  # in a running loop, as in a kernel: each view starts its poller
+        views = [TrainingList(), MethodManager(admin=False), ModelsView(start_worker=False, admin=False),
+                 TrainingDetail(job.id)]
+        tasks = [view._task for view in views]
+        await asyncio.sleep(0)
+        assert all(task is not None and not task.done() for task in tasks)
+        for view in views:
+            assert "deepe-grid" in view.children[0].value  # the stylesheet (ui/style.css) comes first
+            view.close()
+        await asyncio.sleep(0)
+        assert all(task.cancelled() for task in tasks)
+        assert all(view.comm is None and view.connection.comm is None for view in views)
+
+    run_in_own_loop(scenario)
 
 
 def test_the_dashboard_closes_the_view_it_replaces(workspace):
