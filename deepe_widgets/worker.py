@@ -277,7 +277,8 @@ class Worker:
         """Mark this host's Live Models whose server died `failed`; returns how many still run."""
         try:
             for row in deployments.refresh():
-                log.warning("live model %s: its deployment ended (%s)", row.name, row.meta.get("status"))
+                log.warning("live model %s: its deployment ended (%s)", row.name,
+                            deployments.LiveState.from_meta(row.meta).status)
             return deployments.supervised_count()
         except Exception:
             log.exception("could not check the live models")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import image_data
+from ..config import TrainingTypeName
 from ..demo_data import SD_DEMO_DATASET
 from ..errors import DeepeError
 from .registry import TrainingType, register
@@ -13,7 +14,7 @@ from .registry import TrainingType, register
 
 class ImageGeneration(TrainingType):
     name = "image-generation"
-    training_type = "image-generation"
+    training_type = TrainingTypeName.IMAGE_GENERATION
     order = 30
     methods = ("SD-Demo",)  # trained on images with captions
     demo_dataset = SD_DEMO_DATASET

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import config, methods, metrics, store
 from .. import params as paramlib
+from ..config import TrainingTypeName
 from ..store import ModelKind
 
 
@@ -16,7 +17,7 @@ class TrainingType:
     name = "chat"
     # the methods' `training_type` this type serves (config.TRAINING_TYPES); a method named in `methods`
     # belongs here whatever its training_type says (DPO-Demo is a chat method trained on pairs)
-    training_type = "chat"
+    training_type = TrainingTypeName.CHAT
     methods: tuple[str, ...] = ()
     demo_dataset = "demo-sft"
     # what the column choosers of Start a New Train read when left unset
