@@ -52,7 +52,7 @@ def live_workers() -> list[store.Worker]:
 
 def _gone_here(host: str, pid: int) -> bool:
     """A worker of this host whose process no longer runs (another host's cannot be looked at)."""
-    return host == socket.gethostname() and not _is_worker_process(pid)
+    return host == socket.gethostname() and not _alive(pid)
 
 
 # A save or a deploy takes minutes, a training hours; an evaluation holds a model in (GPU) memory
