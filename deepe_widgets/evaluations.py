@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 import nbformat
-from sqlmodel import select
+from sqlmodel import func, select
 
 from . import config, datasets, jobs, methods, models, provenance, store, trainings
 from . import params as paramlib
@@ -349,6 +349,14 @@ def _evaluate_jobs(model: str) -> list[Job]:
     with store.read_session() as s:
         return list(s.exec(select(Job).where(Job.kind == JobKind.EVALUATE, Job.base_model == model)
                            .order_by(Job.id.desc())))
+
+
+def newest_id() -> int | None:
+    """The id of the newest evaluate job that finished well (one query: what a list polls to
+    know whether its scores changed)."""
+    with store.read_session() as s:
+        return s.exec(select(func.max(Job.id)).where(Job.kind == JobKind.EVALUATE,
+                                                     Job.status == JobStatus.SUCCEEDED)).first()
 
 
 def results(model: str) -> list[dict]:

@@ -227,6 +227,11 @@ def test_sd_demo_trains_renders_by_step_saves_and_infers(sd_workspace):
 
     table = predictions_html(side["rows"])
     assert table.count("<img src='data:image/png;base64,") == 6  # reference, base and tuned picture per row
+    from deepe_widgets import models
+    from deepe_widgets.ui.labels import metric_label
+    from deepe_widgets.ui.models_view import key_score
+
+    assert key_score(models.get_model(customized["name"])).startswith(metric_label("eval_loss"))  # the Models list
     saved = deepe_json("save", customized["name"], "--wait", "--json", timeout=300)
     assert saved["status"] == "succeeded", saved["error"]
     [complete] = saved["artifacts"]

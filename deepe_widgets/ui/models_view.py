@@ -28,7 +28,7 @@ from ..jobs import format_time as when
 from ..models import LiveState
 from ..store import ModelKind
 from .common import close_tree, stylesheet
-from .evaluation_view import SCORE_ORDER, EvaluationSection, score_text, suite_label
+from .evaluation_view import EvaluationSection, score_names, score_text, suite_label
 from .feedback import ConnectionNote, Status, confirm_row, error_text
 from .labels import metric_label, metric_order, short_label, show_value
 from .polling import PollingView, run_in_background
@@ -69,15 +69,12 @@ def model_card(record) -> dict:
             "merged_from": record.parent if record.kind == ModelKind.COMPLETE else None}
 
 
-def key_score(name: str) -> str:
-    """"ROUGE-L 0.2222": its newest generation-suite score (of its evaluation), or "-"."""
-    found = evaluations.latest(name)
-    if found is None:
-        return "-"
-    for metric in SCORE_ORDER:
-        if metric in (found.get("metrics") or {}):
-            return f"{metric_label(metric)} {score_text(found['metrics'][metric])}"
-    return "-"
+def key_score(record) -> str:
+    """"ROUGE-L 0.2222": the first score of its newest evaluation with its type's default suite
+    (generation, retrieval, images …), or "-"."""
+    found = evaluations.latest(record.name, trainings.for_model(record).default_suite)
+    names = score_names((found or {}).get("metrics") or {})
+    return f"{metric_label(names[0])} {score_text(found['metrics'][names[0]])}" if names else "-"
 
 
 def key_metric(card: dict) -> str:
@@ -122,9 +119,9 @@ class ModelsView(PollingView, w.VBox):
     async def poll_once(self) -> bool:
         """One poll: the models of the shown kind read in a thread, the table redrawn only if they changed."""
         kind = self.kind.value
-        listed = await asyncio.to_thread(models.list_models, kind)
+        listed, scored = await asyncio.to_thread(lambda: (models.list_models(kind), evaluations.newest_id()))
         if kind == self.kind.value:
-            self._redraw_if_changed(listed)
+            self._redraw_if_changed(listed, scored)
         card = self.card
         if card is not None and not card.evaluation.settled:  # an evaluate job of it is queued or running
             read = await asyncio.to_thread(card.evaluation.read)
@@ -133,7 +130,7 @@ class ModelsView(PollingView, w.VBox):
         return False
 
     def refresh(self) -> None:
-        self._draw(models.list_models(self.kind.value))
+        self._draw(models.list_models(self.kind.value), evaluations.newest_id())
 
     def _on_kind(self) -> None:
         if self.card is not None and self.card.kind != self.kind.value:
@@ -141,16 +138,17 @@ class ModelsView(PollingView, w.VBox):
         self.refresh()
 
     def refresh_if_changed(self) -> bool:
-        return self._redraw_if_changed(models.list_models(self.kind.value))
+        return self._redraw_if_changed(models.list_models(self.kind.value), evaluations.newest_id())
 
-    def _redraw_if_changed(self, listed) -> bool:
-        if [(m.name, m.created_at) for m in listed] == self._shown:
+    def _redraw_if_changed(self, listed, scored: int | None = None) -> bool:
+        """Redraw when a model came or went, or an evaluation finished (its Evaluation column)."""
+        if ([(m.name, m.created_at) for m in listed], scored) == self._shown:
             return False
-        self._draw(listed)
+        self._draw(listed, scored)
         return True
 
-    def _draw(self, listed) -> None:
-        self._shown = [(m.name, m.created_at) for m in listed]
+    def _draw(self, listed, scored: int | None = None) -> None:
+        self._shown = ([(m.name, m.created_at) for m in listed], scored)
         rows, self.rows = [], {}
         for record in listed:
             card = model_card(record)
@@ -162,7 +160,7 @@ class ModelsView(PollingView, w.VBox):
                      w.HTML(html.escape(card["dataset"] or "-")), w.HTML(short_time(record.created_at)),
                      w.HTML(html.escape(key_metric(card) if record.kind != ModelKind.LIVE
                                         else str(LiveState.from_meta(record.meta).status or "-"))),
-                     w.HTML(html.escape(key_score(record.name) if record.kind != ModelKind.LIVE else "-")),
+                     w.HTML(html.escape(key_score(record) if record.kind != ModelKind.LIVE else "-")),
                      open_button]
             rows.append(cells)
             self.rows[record.name] = cells

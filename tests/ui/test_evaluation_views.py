@@ -178,6 +178,9 @@ def test_evaluation_data_compare_and_the_model_card_show_real_evaluations(worksp
     run_queue()
     assert [jobs.get_job(j.id).status for j in (other, other_base, judged)] == ["succeeded", "succeeded", "failed"]
     asyncio.run(view.poll_once())  # the view's own poll follows the open card's evaluation
+    newest = evaluations.latest(tuned)  # and redraws the list's Evaluation column with the newest score
+    assert newest["job_id"] == other.id
+    assert view.rows[tuned][6].value == f"{metric_label('eval_rougeL')} {score_text(newest['metrics']['eval_rougeL'])}"
     assert card.evaluation.settled and "An evaluation failed" in card.evaluation.state.value
     assert f"judge suite, job {judged.id}" in card.evaluation.state.value
     scores = card.evaluation.scores.value  # the newest generation scores, the base's on the same rows
