@@ -1,5 +1,6 @@
 """Vision-language training: the `demo-vl` dataset of shapes and colours drawn with PIL, and the
-checks a VL training gets before it is queued (its images, and a base model that can see)."""
+checks a VL training's dataset gets before it is queued (its images; the base model's kind is
+the training type's check)."""
 
 from __future__ import annotations
 
@@ -77,14 +78,6 @@ def is_vision_language_model(path: str | Path) -> bool:
     return "vision_config" in cfg or any(
         a.endswith(("ForConditionalGeneration", "ForImageTextToText", "ForVision2Seq")) and "vision" in json.dumps(cfg)
         for a in cfg.get("architectures", []))
-
-
-def check_vision_model(model_row: store.ModelRecord) -> None:
-    """Refuse a text-only base model for a vision-language method."""
-    if not is_vision_language_model(model_row.path):
-        raise DeepeError(f"base model {model_row.name!r} is a text-only model (its config.json has no "
-                         f"vision_config); a vision-language method needs an image + text model such as "
-                         f"LLaVA, SmolVLM or Qwen2.5-VL", field="base_model")
 
 
 def check_vl_dataset(record: store.DatasetRecord, values: dict) -> None:

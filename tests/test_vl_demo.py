@@ -76,7 +76,8 @@ def test_text_only_model_or_data_is_refused_at_submit(workspace, tiny_vl_dir):
 
     with pytest.raises(DeepeError) as caught:
         jobs.submit_training("VL-Demo", "tiny", "demo-vl")  # `tiny` is a text-only Llama
-    assert caught.value.field == "base_model" and "text-only model" in caught.value.message
+    assert caught.value.field == "base_model" and "VL-Demo needs an image + text model" in caught.value.message
+    assert "tiny is a text-only chat model" in caught.value.message
     add_model("tiny-vl", tiny_vl_dir)
     with pytest.raises(DeepeError, match="has no image column"):
         jobs.submit_training("VL-Demo", "tiny-vl", "demo-sft")
