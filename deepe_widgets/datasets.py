@@ -181,9 +181,9 @@ def check_columns(record: store.DatasetRecord, input_column: str, output_column:
                 raise DeepeError(f"dataset {record.name!r} has no column {column!r} ({label}); "
                                  f"columns: {', '.join(record.columns)}", field=label)
     elif not {"instruction", "output"} <= columns and not {"question", "answer"} <= columns:
-        raise DeepeError(f"dataset {record.name!r} has no instruction/output columns; set "
-                         f"PromptInputColumn and PromptOutputColumn (columns: {', '.join(record.columns)})",
-                         field="PromptInputColumn")
+        raise DeepeError(f"dataset {record.name!r} has no prompt and response columns (instruction/output or "
+                         f"question/answer); name its own with PromptInputColumn and PromptOutputColumn "
+                         f"(its columns: {', '.join(record.columns)})", field="PromptInputColumn")
 
 
 def check_preference_pairs(record: store.DatasetRecord, prompt_column: str = "", chosen_column: str = "",

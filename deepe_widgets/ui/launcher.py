@@ -417,8 +417,9 @@ class TrainingLauncher(w.VBox):
         for key, box in self.field_errors.items():
             box.value = field_message(errors[key], "error") if key in errors else \
                 field_message(warnings.get(key, ""), "warning")
-        if "dataset" not in errors and self.dataset_note:  # e.g. no demo dataset registered for the method
-            self.choice_errors["dataset"].value = field_message(self.dataset_note, "warning")
+        if self.dataset_note:  # e.g. no demo dataset registered for the method: said beside any error
+            box = self.choice_errors["dataset"]
+            box.value = "<br>".join(filter(None, (box.value, field_message(self.dataset_note, "warning"))))
         self.run.disabled = bool(errors)
         if errors:
             names = [self.columns[k].description if k in self.columns else param_label(k) if k in self.fields else
