@@ -70,6 +70,8 @@ class TrainingType:
     def base_models(self) -> list[str]:
         """The registered base models this type trains, its default first."""
         names = [m.name for m in models.list_models("base") if self.takes_model(m)]
+        if self.default_base_model == models.DEFAULT_BASE_MODEL and models.DEFAULT_BASE_MODEL not in names:
+            names.append(models.DEFAULT_BASE_MODEL)  # the embedded default, imported on first use
         return sorted(names, key=lambda name: name != self.default_base_model)
 
     def check_base_model(self, model_row: store.ModelRecord, method: str = "") -> None:

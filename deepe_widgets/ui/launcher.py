@@ -221,8 +221,6 @@ class TrainingLauncher(w.VBox):
         if training is None:
             return
         fitting = training.base_models()
-        if training.default_base_model == models.DEFAULT_BASE_MODEL and models.DEFAULT_BASE_MODEL not in fitting:
-            fitting.insert(0, models.DEFAULT_BASE_MODEL)  # imported on first use
         model = next((name for name in fitting if name in self.base_model.options), None)
         demo = trainings.demo_dataset(self.method.value)
         self.dataset_note = "" if demo is None or demo in self.dataset.options else \

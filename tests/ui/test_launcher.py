@@ -5,13 +5,17 @@ or dataset it cannot train on is said under its field, in words, with Run the Tr
 from __future__ import annotations
 
 import html
+import shutil
 from pathlib import Path
 
 import ipywidgets as w
 import pytest
 
-from deepe_widgets import datasets, jobs, models, trainings
+from deepe_widgets import datasets, jobs, methods, models, stagefiles, trainings
+from deepe_widgets.errors import DeepeError
 from deepe_widgets.ui import TrainingLauncher
+
+from helpers import deepe
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +159,20 @@ def test_only_the_fields_a_method_reads_are_shown_and_its_own_defaults_never_war
     launcher.method.value = "SFT-Demo"
     assert launcher.columns["PromptRejectedColumn"].layout.display == "none"
     launcher.close()
+
+
+def test_the_same_check_refuses_at_submit_for_the_cli_and_the_api(kinds_workspace, tmp_path):
+    for method, model, says in (("SFT-Demo", "tiny-embed", "tiny-embed is an embedding model"),
+                                ("SFT-Demo", "tiny-sd", "tiny-sd is a text-to-image pipeline"),
+                                ("Embedding-Demo", "tiny", "tiny is a text-only chat model (choose tiny-embed)")):
+        with pytest.raises(DeepeError) as caught:
+            jobs.submit_training(method, model, trainings.demo_dataset(method))
+        assert caught.value.field == "base_model" and says in caught.value.message, caught.value.message
+    done = deepe("train", "--method", "SFT-Demo", "--base-model", "tiny-embed", "--dataset", "demo-sft", check=False)
+    assert done.returncode == 2 and done.stderr.count("error:") == 1 and "Traceback" not in done.stderr
+    assert "SFT-Demo needs a chat model" in done.stderr and "tiny-embed is an embedding model" in done.stderr
+    assert jobs.list_jobs() == []
+    # a user's chat method reads whatever model its own code loads: not refused for the model's kind
+    shutil.copy(stagefiles.template_notebook_path(), tmp_path / "mine.ipynb")
+    methods.register_method("mine", {"training": (tmp_path / "mine.ipynb", "python3")})
+    assert jobs.submit_training("mine", "tiny-embed", "demo-sft").status == "queued"
