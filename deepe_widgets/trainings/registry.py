@@ -97,7 +97,7 @@ class TrainingType:
         """Every refusal of `check_training` at once (the base model's and the dataset's), for a form
         that shows each by its field; None skips that check."""
         found = []
-        if model_row is not None and self.checks_model(method_row):
+        if model_row is not None and model_row.kind == ModelKind.BASE and self.checks_model(method_row):
             try:
                 self.check_base_model(model_row, method_row.name)
             except DeepeError as exc:
