@@ -208,10 +208,9 @@ def check_preference_pairs(record: store.DatasetRecord, prompt_column: str = "",
         if given[field]:  # the user named it: say that name is not there
             return DeepeError(f"dataset {record.name!r} has no column {column!r} (the {labels[field]} column); "
                               f"its columns: {', '.join(columns)}", field=field)
-        return DeepeError(f"dataset {record.name!r} is not a preference dataset: it has no {labels[field]} column. "
-                          f"DPO learns from a prompt, a chosen answer and a rejected answer in each row (columns "
-                          f"prompt, chosen and rejected, or name yours with {field}); its columns are "
-                          f"{', '.join(columns)}", field=field)
+        return DeepeError(f"dataset {record.name!r} is not a preference dataset: it has no {labels[field]} column "
+                          f"(its columns: {', '.join(columns)}). DPO learns from a prompt, a chosen and a rejected "
+                          f"answer per row; name yours with {field}", field=field)
 
     for field, column in named[1:]:
         if column not in columns:

@@ -153,7 +153,7 @@ def test_sd_demo_refuses_text_data_and_a_chat_model_at_submit(sd_workspace):
     with pytest.raises(DeepeError, match="'demo-sft' is not an image dataset"):
         jobs.submit_training("SD-Demo", "tiny-sd", "demo-sft")
     with pytest.raises(DeepeError, match=r"SD-Demo needs a text-to-image pipeline .*; tiny is a text-only "
-                                         r"chat model \(choose tiny-sd\)"):
+                                         r"chat model. Choose tiny-sd instead"):
         jobs.submit_training("SD-Demo", "tiny", "demo-sd")
     assert jobs.list_jobs() == []
 

@@ -139,7 +139,7 @@ def test_the_train_form_previews_an_image_per_row_and_names_each_types_columns(w
     assert launcher.input_column.options[0][0] == "(standard: messages, or question/answer beside image)"
     launcher.method.value = "Embedding-Demo"
     assert launcher.dataset.value == "demo-embed" and "zorbix" in launcher.preview.value
-    assert launcher.input_column.options[0][0] == "(standard: anchor/positive or query/passage)"
+    assert launcher.input_column.options[0][0] == "(standard: anchor or query)"
 
 
 def test_try_it_takes_an_image_for_a_vision_language_model_only(workspace, tiny_vl_dir):

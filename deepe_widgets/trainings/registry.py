@@ -80,10 +80,10 @@ class TrainingType:
         if self.takes_model(model_row):
             return
         fitting = self.base_models()
-        instead = (f"choose {' or '.join(fitting[:3])}" if fitting else
-                   "none is registered yet: add one with `deepe models add NAME FOLDER`")
+        instead = (f"Choose {' or '.join(fitting[:3])} instead" if fitting else
+                   "None is registered yet: add one with `deepe models add NAME FOLDER`")
         raise DeepeError(f"{method or 'this method'} needs {self.needs_model}; {model_row.name} is "
-                         f"{for_model(model_row).model_is} ({instead})", field="base_model")
+                         f"{for_model(model_row).model_is}. {instead}.", field="base_model")
 
     def check_dataset(self, method_row: store.Method, model_row: store.ModelRecord,
                       dataset_row: store.DatasetRecord, values: dict) -> None:

@@ -64,6 +64,16 @@ def _lines(value) -> str:
     return "\n".join(str(item) for item in value)
 
 
+def standard_column(standard: str, position: int) -> str:
+    """What one column chooser reads when left unset, from its type's standard columns: the chosen
+    column's "chosen" of "prompt/chosen/rejected", "instruction or question" of "instruction/output or
+    question/answer"; the whole text where it is not such a list."""
+    alternatives = [option.split("/") for option in standard.split(" or ")]
+    if all(len(parts) > position and all(re.fullmatch(r"[\w.-]+", p) for p in parts) for parts in alternatives):
+        return " or ".join(parts[position] for parts in alternatives)
+    return standard
+
+
 def typical_range(name: str, default) -> tuple[float, float] | None:
     """Seed 004's typical range of a parameter, widened to hold the method's own default (SD-Demo's
     batch of 1 is typical for SD-Demo); None where there is none."""
@@ -303,11 +313,12 @@ class TrainingLauncher(w.VBox):
         self.preview.value = html_table(columns, cells)
         # what the column choosers read when left unset: the method's training type says
         standard = (self._training() or trainings.TrainingType).standard_columns
-        choices = [(f"(standard: {standard})", "")] + [(c, c) for c in columns]
-        for name, widget in self.columns.items():
+        choices = [(c, c) for c in columns]
+        for position, (name, widget) in enumerate(self.columns.items()):
             keep = widget.value
-            widget.options = [("(none, or `negative` where the dataset has it)", ""), *choices[1:]] \
-                if name == "NegativeColumn" else choices
+            unset = "(none, or negative where the dataset has it)" if name == "NegativeColumn" else \
+                f"(standard: {standard_column(standard, position)})"
+            widget.options = [(unset, ""), *choices]
             widget.value = keep if keep in columns else ""  # an unset dropdown shows blank
 
     # --- checking -----------------------------------------------------------------------------

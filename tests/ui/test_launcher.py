@@ -14,6 +14,7 @@ import pytest
 from deepe_widgets import datasets, jobs, methods, models, stagefiles, trainings
 from deepe_widgets.errors import DeepeError
 from deepe_widgets.ui import TrainingLauncher
+from deepe_widgets.ui.launcher import COLUMN_FIELDS
 
 from helpers import deepe
 
@@ -55,14 +56,14 @@ CASES = {
                  "demo-sft", "is not a preference dataset: it has no chosen column"),
     "Embedding-Demo": ("tiny-embed", "demo-embed", "tiny",
                        "Embedding-Demo needs an embedding model (a sentence-transformers encoder such as "
-                       "all-MiniLM-L6-v2); tiny is a text-only chat model (choose tiny-embed)",
+                       "all-MiniLM-L6-v2); tiny is a text-only chat model. Choose tiny-embed instead",
                        "demo-dpo", "needs two text columns"),
     "VL-Demo": ("tiny-vl", "demo-vl", "tiny",
                 "VL-Demo needs an image + text model (vision-language, such as SmolVLM or Qwen2.5-VL); tiny is a "
-                "text-only chat model (choose tiny-vl)", "demo-sft", "has no image column"),
+                "text-only chat model. Choose tiny-vl instead", "demo-sft", "has no image column"),
     "SD-Demo": ("tiny-sd", "demo-sd", "tiny",
                 "SD-Demo needs a text-to-image pipeline (Stable Diffusion, a diffusers folder); tiny is a "
-                "text-only chat model (choose tiny-sd)", "demo-sft", "is not an image dataset"),
+                "text-only chat model. Choose tiny-sd instead", "demo-sft", "is not an image dataset"),
     "MLX-Demo": (models.DEFAULT_BASE_MODEL, "demo-sft", "tiny-sd",
                  "MLX-Demo needs a chat model (a text generator such as SmolLM2); tiny-sd is a text-to-image "
                  "pipeline", "demo-embed", "has no prompt and response columns"),
@@ -107,7 +108,7 @@ def test_a_model_or_dataset_the_user_chose_stays_and_says_what_is_wrong(kinds_wo
     launcher.base_model.value = "tiny"  # chosen by hand
     launcher.method.value = "SD-Demo"
     assert launcher.base_model.value == "tiny" and launcher.dataset.value == "demo-sd"
-    assert "tiny is a text-only chat model (choose tiny-sd)" in text(launcher.choice_errors["base_model"])
+    assert "tiny is a text-only chat model. Choose tiny-sd instead" in text(launcher.choice_errors["base_model"])
     assert launcher.run.disabled
     launcher.method.value = "DPO-Demo"  # a chat method again: the message goes with the problem
     assert launcher.base_model.value == "tiny" and launcher.choice_errors["base_model"].value == ""
@@ -121,7 +122,7 @@ def test_a_method_whose_kind_of_model_is_not_registered_says_so(workspace):
     launcher.reload()  # what coming back to the tab does
     launcher.method.value = "VL-Demo"
     assert launcher.base_model.value == models.DEFAULT_BASE_MODEL  # nothing of its kind to move to
-    assert "none is registered yet" in text(launcher.choice_errors["base_model"]) and launcher.run.disabled
+    assert "None is registered yet" in text(launcher.choice_errors["base_model"]) and launcher.run.disabled
     assert "VL-Demo's demo dataset demo-vl is not registered here" in text(launcher.choice_errors["dataset"])
     launcher.close()
 
@@ -152,6 +153,8 @@ def test_only_the_fields_a_method_reads_are_shown_and_its_own_defaults_never_war
     assert [launcher.columns[n].description for n in launcher.columns
             if launcher.columns[n].layout.display != "none"] == ["Prompt column", "Chosen column", "Rejected column"]
     assert "PromptRejectedColumn" not in launcher.fields
+    assert [launcher.columns[n].options[0][0] for n in COLUMN_FIELDS[:3]] == \
+        ["(standard: prompt)", "(standard: chosen)", "(standard: rejected)"]  # each its own, not the three
     launcher.columns["PromptRejectedColumn"].value = "chosen"  # named by hand: said under that chooser
     assert "same chosen and rejected response" in text(launcher.choice_errors["dataset"])
     launcher.columns["PromptRejectedColumn"].value = "rejected"
@@ -164,7 +167,8 @@ def test_only_the_fields_a_method_reads_are_shown_and_its_own_defaults_never_war
 def test_the_same_check_refuses_at_submit_for_the_cli_and_the_api(kinds_workspace, tmp_path):
     for method, model, says in (("SFT-Demo", "tiny-embed", "tiny-embed is an embedding model"),
                                 ("SFT-Demo", "tiny-sd", "tiny-sd is a text-to-image pipeline"),
-                                ("Embedding-Demo", "tiny", "tiny is a text-only chat model (choose tiny-embed)")):
+                                ("Embedding-Demo", "tiny",
+                                 "tiny is a text-only chat model. Choose tiny-embed instead")):
         with pytest.raises(DeepeError) as caught:
             jobs.submit_training(method, model, trainings.demo_dataset(method))
         assert caught.value.field == "base_model" and says in caught.value.message, caught.value.message
