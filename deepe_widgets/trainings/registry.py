@@ -81,7 +81,7 @@ class TrainingType:
             return
         fitting = self.base_models()
         instead = (f"Choose {' or '.join(fitting[:3])} instead" if fitting else
-                   "None is registered yet: add one with `deepe models add NAME FOLDER`")
+                   "None is registered yet: add one with deepe models add NAME FOLDER")
         raise DeepeError(f"{method or 'this method'} needs {self.needs_model}; {model_row.name} is "
                          f"{for_model(model_row).model_is}. {instead}.", field="base_model")
 
