@@ -89,9 +89,19 @@ def field_message(text: str, kind: str) -> str:
     return f"<span class='deepe-field-{kind}'>{html.escape(text)}</span>" if text else ""
 
 
-def clip(text: str, limit: int = PREVIEW_CHARS) -> str:
+def cell_text(value) -> str:
+    """A dataset cell as a person reads it: a chat (a list of messages) as "user: … → assistant: …",
+    not a Python list."""
+    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+        return " → ".join(f"{m.get('role', '?')}: {cell_text(m['content'])}" for m in value)
+    if isinstance(value, list) and all(isinstance(part, dict) for part in value):  # content parts (text, image)
+        return " ".join(str(part.get("text", f"[{part.get('type', '?')}]")) for part in value)
+    return str(value)
+
+
+def clip(text, limit: int = PREVIEW_CHARS) -> str:
     """A preview cell: at most `limit` characters, "…" where it was cut, the whole text on hover."""
-    full = str(text)
+    full = cell_text(text)
     if len(full) <= limit:
         return html.escape(full)
     return f"<span title='{html.escape(full, quote=True)}'>{html.escape(full[:limit - 1].rstrip())}…</span>"

@@ -161,6 +161,9 @@ def test_only_the_fields_a_method_reads_are_shown_and_its_own_defaults_never_war
     assert launcher.problems == {}
     launcher.method.value = "SFT-Demo"
     assert launcher.columns["PromptRejectedColumn"].layout.display == "none"
+    launcher.method.value = "VL-Demo"  # a chat in the preview reads as one, not as a Python list
+    preview = html.unescape(launcher.preview.value)
+    assert "user: What" in preview and "→ assistant:" in preview and "{'role'" not in preview
     launcher.close()
 
 
