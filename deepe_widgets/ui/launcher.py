@@ -348,8 +348,10 @@ class TrainingLauncher(w.VBox):
             elif field.value != str(_shown(self.defaults[name])):
                 out[name] = field.value
         shown = [name for name, widget in self.columns.items() if widget.layout.display != "none"]
-        if any(self.columns[name].value for name in shown):
-            out.update({name: self.columns[name].value or "" for name in shown})
+        pair = [name for name in shown if name in COLUMN_FIELDS[:2]]
+        if any(self.columns[name].value for name in pair):  # both, so that one left unset is said
+            out.update({name: self.columns[name].value or "" for name in pair})
+        out.update({name: self.columns[name].value for name in shown if name not in pair and self.columns[name].value})
         return out
 
     def _column_words(self, message: str) -> str:
