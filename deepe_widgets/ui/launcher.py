@@ -2,7 +2,9 @@
 
 The form starts filled in (SFT-Demo, the default base model, demo-sft) and checks itself as the user
 types: every problem at once, under its field, in the field's own words, gone once fixed; "Run the
-Train" is enabled only while there is none.
+Train" is enabled only while there is none. The method, base model, dataset and columns are checked
+by the method's training type (`deepe_widgets.trainings`), the checks `jobs.submit_training` runs;
+a method brings a base model of the kind it trains and its demo dataset, unless the user chose them.
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ def _is_bool(default_source: str) -> bool:
 
 def _is_list(default_source: str) -> bool:
     return isinstance(paramlib.default_value(default_source), (list, tuple))
+
+
+def _shown_item(text: str):
+    """One line of a list of numbers: the number, or the text as typed where it is none."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def _lines(value) -> str:
@@ -343,6 +353,8 @@ class TrainingLauncher(w.VBox):
                     out[name] = field.value
             elif isinstance(field, w.Textarea):
                 items = [line.strip() for line in field.value.splitlines() if line.strip()]
+                if default and not any(isinstance(item, str) for item in default):  # a list of numbers
+                    items = [_shown_item(item) for item in items]
                 if items != list(default):
                     out[name] = items
             elif field.value != str(_shown(self.defaults[name])):
