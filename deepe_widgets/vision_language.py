@@ -86,9 +86,10 @@ def check_vl_dataset(record: store.DatasetRecord, values: dict) -> None:
     columns, rows, _count = read_rows(Path(record.path), record.format)
     column = image_column(columns)
     if column is None:
-        raise DeepeError(f"dataset {record.name!r} has no image column: a vision-language dataset needs "
-                         f"`image` (a path relative to the file) beside `messages` or prompt/response "
-                         f"columns (columns: {', '.join(columns)})", field="dataset")
+        raise DeepeError(f"dataset {record.name!r} has no image column: a vision-language training needs a "
+                         f"picture in each row (an image column, its path relative to the file) beside chat "
+                         f"messages or question and answer columns; its columns are {', '.join(columns)}",
+                         field="dataset")
     prompt, response = values.get("PromptInputColumn", ""), values.get("PromptOutputColumn", "")
     if prompt or response:
         for field, name in (("PromptInputColumn", prompt), ("PromptOutputColumn", response)):
