@@ -8,13 +8,44 @@ import math
 import os
 import sys
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 
 from .errors import DeepeError
 
-STAGES = ("training", "saving", "inference-customized", "inference-complete", "deployment", "evaluation")
-TRAINING_TYPES = ("chat", "embedding", "vision-language", "image-generation")
-LIFECYCLES = ("customized", "complete", "live")
+
+class StageName(StrEnum):
+    """A method's stage; its value is the key of `Method.stages` and `Job.stage` in the database."""
+
+    TRAINING = "training"
+    SAVING = "saving"
+    INFERENCE_CUSTOMIZED = "inference-customized"
+    INFERENCE_COMPLETE = "inference-complete"
+    DEPLOYMENT = "deployment"
+    EVALUATION = "evaluation"
+
+
+class TrainingTypeName(StrEnum):
+    """A method's `training_type` (the registry in `deepe_widgets.trainings` gives each its behaviour)."""
+
+    CHAT = "chat"
+    EMBEDDING = "embedding"
+    VISION_LANGUAGE = "vision-language"
+    IMAGE_GENERATION = "image-generation"
+
+
+class Lifecycle(StrEnum):
+    """How far a method takes a model: a Customized Model, a Complete Model, or a Live Model."""
+
+    CUSTOMIZED = "customized"
+    COMPLETE = "complete"
+    LIVE = "live"
+
+
+# in the order the forms and messages list them
+STAGES = tuple(StageName)
+TRAINING_TYPES = tuple(TrainingTypeName)
+LIFECYCLES = tuple(Lifecycle)
 DEFAULT_KERNEL = "python3"
 
 

@@ -19,6 +19,7 @@ argument or a database value: clients read the file (`api_key`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -27,14 +28,15 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from enum import StrEnum
 from pathlib import Path
 
 import psutil
 from sqlmodel import select
 
 from . import config, envs, jobs, methods, models, store
+from .config import StageName
 from .errors import DeepeError
+from .models import SERVING_STATUSES, LiveState, LiveStatus
 from .names import check_name
 from .store import Job, JobKind, JobStatus, ModelKind
 
@@ -43,31 +45,22 @@ BUILTIN_ENGINE_METHOD = "vllm"  # the job's method label when the built-in deplo
 STOP_GRACE_SECONDS = 20.0
 
 
-class LiveStatus(StrEnum):
-    """A Live Model's status: starting → live → stopped | failed."""
-
-    STARTING = "starting"
-    LIVE = "live"
-    STOPPED = "stopped"
-    FAILED = "failed"
+RUNNING_STATES = SERVING_STATUSES  # a Live Model's state and status live in `models` (LiveState, LiveStatus)
 
 
-RUNNING_STATES = (LiveStatus.STARTING, LiveStatus.LIVE)
-
-
-def builtin_stage() -> dict:
+def builtin_stage() -> methods.Stage:
     """The built-in vLLM deployment stage: notebook and kernel."""
     path = config.package_templates_dir() / "vllm" / "deployment.ipynb"
-    return {"file": str(path), "source": str(path), "kernel": envs.kernel_name("vllm")}
+    return methods.Stage(file=str(path), source=str(path), kernel=envs.kernel_name("vllm"))
 
 
-def stage_info(job: Job) -> dict:
-    """{file, source, kernel} of a deploy job's stage: its method's `deployment` stage when it has
-    one, else the built-in vLLM notebook."""
+def stage_info(job: Job) -> methods.Stage:
+    """A deploy job's stage: its method's `deployment` stage when it has one, else the built-in
+    vLLM notebook."""
     if job.method and job.method != BUILTIN_ENGINE_METHOD:
-        stages = methods.get_method(job.method).stages
-        if "deployment" in stages:
-            return stages["deployment"]
+        method = methods.get_method(job.method)
+        if StageName.DEPLOYMENT in method.stages:
+            return methods.stage_of(method, StageName.DEPLOYMENT)
     return builtin_stage()
 
 
@@ -82,8 +75,9 @@ def check_port(host: str, port: int) -> None:
             raise DeepeError(f"port {port} on {host} is in use ({exc.strerror}); choose another with --port",
                              field="port") from None
     for row in list_live():  # a queued deployment has asked for it too
-        if row.meta.get("status") == LiveStatus.STARTING and row.meta.get("port") == port \
-                and row.meta.get("host") == host and not row.meta.get("shared_with"):
+        state = LiveState.from_meta(row.meta)
+        if state.status == LiveStatus.STARTING and state.port == port and state.host == host \
+                and not state.shared_with:
             raise DeepeError(f"port {port} is taken by deployment {row.name!r}, which is starting", field="port")
 
 
@@ -96,10 +90,9 @@ def _live_server_for_base(base_path: str) -> store.ModelRecord | None:
     """A live server of this host that serves `base_path` with LoRA enabled: adapters join it
     (called where the deploy job runs)."""
     for row in list_live():
-        meta = row.meta
-        if meta.get("status") == LiveStatus.LIVE and meta.get("lora") and meta.get("base_path") == base_path \
-                and meta.get("server_host") == socket.gethostname() and meta.get("api_key_file") \
-                and _server_alive(meta.get("pid")):
+        state = LiveState.from_meta(row.meta)
+        if state.status == LiveStatus.LIVE and state.lora and state.base_path == base_path \
+                and state.server_host == socket.gethostname() and state.api_key_file and _server_alive(state.pid):
             return row
     return None
 
@@ -133,22 +126,22 @@ def submit_deploy(model_name: str, *, engine: str = "vllm", host: str = "127.0.0
         params.update(KV_CACHE_GB=1, MAX_MODEL_LEN=512)
     if name:
         check_name(name, "deployment")
-    method = record.method if record.method and "deployment" in _stages_of(record.method) else BUILTIN_ENGINE_METHOD
-    job = Job(kind=JobKind.DEPLOY, method=method, base_model=model_name, stage="deployment")
+    own_stage = record.method and StageName.DEPLOYMENT in _stages_of(record.method)
+    method = record.method if own_stage else BUILTIN_ENGINE_METHOD
+    job = Job(kind=JobKind.DEPLOY, method=method, base_model=model_name, stage=StageName.DEPLOYMENT)
     live_name = check_name(models.live_model_name(model_name, job.uuid), "live model")
     params["SERVED_NAME"] = live_name
     job.params = params
     job = jobs._queue(job, name, "deploy")
     # url, server_host, port and shared_with are known when the job runs (run_time_parameters)
-    meta = {"status": LiveStatus.STARTING, "engine": engine, "host": params["HOST"], "port": port,
-            "url": _url(params["HOST"], port) if port else None, "served_name": live_name,
-            "deployed_model": model_name, "deployed_kind": record.kind, "base_path": params["MODEL_PATH"],
-            "adapter_path": params["ADAPTER_PATH"], "lora": bool(params["ADAPTER_PATH"]), "shared_with": None,
-            "server_host": None, "api_key_file": None, "job_id": job.id, "pid": None, "error": None,
-            "submitted_at": time.time()}
+    state = LiveState(status=LiveStatus.STARTING, engine=engine, host=params["HOST"], port=port,
+                      url=_url(params["HOST"], port) if port else None, served_name=live_name,
+                      deployed_model=model_name, deployed_kind=record.kind, base_path=params["MODEL_PATH"],
+                      adapter_path=params["ADAPTER_PATH"], lora=bool(params["ADAPTER_PATH"]), job_id=job.id,
+                      submitted_at=time.time())
     (Path(job.run_dir) / "output").mkdir(parents=True, exist_ok=True)
     live = models.add_model(live_name, Path(job.run_dir) / "output", kind=ModelKind.LIVE, job_id=job.id,
-                            parent=model_name, method=record.method, meta=meta)
+                            parent=model_name, method=record.method, meta=state.to_meta())
     return job, live
 
 
@@ -175,10 +168,10 @@ def run_time_parameters(job: Job) -> dict:
     live_name = params["SERVED_NAME"]
     shared = _live_server_for_base(params["MODEL_PATH"]) if params.get("ADAPTER_PATH") else None
     if shared is not None:
-        meta = shared.meta
-        values = {"SHARED_URL": meta["url"], "SHARED_PID": meta["pid"], "PORT": meta["port"], "HOST": meta["host"],
-                  "API_KEY_FILE": meta.get("api_key_file") or ""}
-        changes = {"shared_with": shared.name, "url": meta["url"], "port": meta["port"], "host": meta["host"]}
+        server = LiveState.from_meta(shared.meta)
+        values = {"SHARED_URL": server.url, "SHARED_PID": server.pid, "PORT": server.port, "HOST": server.host,
+                  "API_KEY_FILE": server.api_key_file or ""}
+        changes = {"shared_with": shared.name, "url": server.url, "port": server.port, "host": server.host}
     else:
         values = {"SHARED_URL": "", "SHARED_PID": 0, "PORT": params.get("PORT") or 0,
                   "API_KEY_FILE": str(write_api_key(job.run_dir)),
@@ -191,14 +184,15 @@ def run_time_parameters(job: Job) -> dict:
 
 def api_key(record: store.ModelRecord) -> str:
     """The API key of a Live Model's server, read from its key file (on the host that runs it)."""
-    path = record.meta.get("api_key_file")
+    state = LiveState.from_meta(record.meta)
+    path = state.api_key_file
     if not path:
         raise DeepeError(f"live model {record.name!r} has no API key file (it has not started yet)", field="model")
     try:
         return Path(path).read_text().strip()
     except OSError as exc:
         raise DeepeError(f"cannot read the API key of live model {record.name!r} from {path} ({exc.strerror}); "
-                         f"it is kept on the host that runs its server ({record.meta.get('server_host')})",
+                         f"it is kept on the host that runs its server ({state.server_host})",
                          field="model") from None
 
 
@@ -234,20 +228,21 @@ def get_live(name: str) -> store.ModelRecord:
 
 
 def live_summary(record: store.ModelRecord) -> dict:
-    meta = record.meta
-    return {"name": record.name, "status": meta.get("status"), "url": meta.get("url"),
-            "served_name": meta.get("served_name"), "model": record.parent, "kind": meta.get("deployed_kind"),
-            "engine": meta.get("engine"), "pid": meta.get("pid"), "port": meta.get("port"),
-            "server_host": meta.get("server_host"), "api_key_file": meta.get("api_key_file"),
-            "shared_with": meta.get("shared_with"), "job_id": record.job_id, "error": meta.get("error"),
-            "command": meta.get("command"), "log": meta.get("log"), "record": meta.get("record"),
-            "created_at": record.created_at, "live_at": meta.get("live_at"), "stopped_at": meta.get("stopped_at")}
+    """The JSON shape of a Live Model for `deepe deployments` and the widgets."""
+    state = LiveState.from_meta(record.meta)
+    return {"name": record.name, "status": state.status, "url": state.url,
+            "served_name": state.served_name, "model": record.parent, "kind": state.deployed_kind,
+            "engine": state.engine, "pid": state.pid, "port": state.port,
+            "server_host": state.server_host, "api_key_file": state.api_key_file,
+            "shared_with": state.shared_with, "job_id": record.job_id, "error": state.error,
+            "command": state.command, "log": state.log, "record": state.record,
+            "created_at": record.created_at, "live_at": state.live_at, "stopped_at": state.stopped_at}
 
 
 def server_log(record: store.ModelRecord, lines: int | None = None) -> str:
     """The server's log (its last `lines`), or the deploy stage's log before the server started."""
     run_dir = Path(jobs.get_job(record.job_id).run_dir)
-    path = Path(record.meta.get("log") or run_dir / "output" / "server.log")
+    path = Path(LiveState.from_meta(record.meta).log or run_dir / "output" / "server.log")
     if not path.exists():
         path = run_dir / "deployment.log"
     if not path.exists():
@@ -270,9 +265,9 @@ def _update(name: str, expect: str | None = None, **changes) -> store.ModelRecor
     the worker's check and a user's stop may race)."""
     with store.session() as s:
         row = s.exec(select(store.ModelRecord).where(store.ModelRecord.name == name).with_for_update()).first()
-        if row is None or (expect is not None and row.meta.get("status") != expect):
+        if row is None or (expect is not None and LiveState.from_meta(row.meta).status != expect):
             return None
-        row.meta = {**row.meta, **changes}
+        row.meta = dataclasses.replace(LiveState.from_meta(row.meta), **changes).to_meta()
         s.add(row)
         return row
 
@@ -291,13 +286,15 @@ def planned_live_model(job: Job) -> list[dict]:
     current = store.get_one(store.ModelRecord, name=job.params.get("SERVED_NAME"))
     if not server or current is None:
         raise DeepeError("the deployment notebook finished without writing output/server.json")
-    meta = {**current.meta, "status": LiveStatus.LIVE, "pid": server.get("pid"), "url": server.get("url"),
-            "port": server.get("port") or current.meta.get("port"),
-            "server_host": server.get("host") or current.meta.get("server_host") or socket.gethostname(),
-            "command": server.get("command"), "log": server.get("log"), "live_at": time.time(),
-            "ready_seconds": server.get("ready_seconds"), "record": str(Path(job.run_dir) / "deployment.ipynb")}
+    state = LiveState.from_meta(current.meta)
+    live = dataclasses.replace(
+        state, status=LiveStatus.LIVE, pid=server.get("pid"), url=server.get("url"),
+        port=server.get("port") or state.port,
+        server_host=server.get("host") or state.server_host or socket.gethostname(), command=server.get("command"),
+        log=server.get("log"), live_at=time.time(), ready_seconds=server.get("ready_seconds"),
+        record=str(Path(job.run_dir) / "deployment.ipynb"))
     return [dict(name=current.name, path=current.path, kind=ModelKind.LIVE, job_id=job.id, parent=current.parent,
-                 method=current.method, replace=True, meta=meta)]
+                 method=current.method, replace=True, meta=live.to_meta())]
 
 
 def _server_alive(pid) -> bool:
@@ -353,11 +350,11 @@ def refresh() -> list[store.ModelRecord]:
     here = socket.gethostname()
     changed = []
     for row in list_live():
-        meta = row.meta
+        state = LiveState.from_meta(row.meta)
         # a deployment not yet started has no host: whichever host looks settles a failed job
-        if meta.get("status") not in RUNNING_STATES or meta.get("server_host") not in (here, None):
+        if not state.serving or state.server_host not in (here, None):
             continue
-        if meta.get("status") == LiveStatus.STARTING:
+        if state.status == LiveStatus.STARTING:
             try:
                 job = jobs.get_job(row.job_id)
             except DeepeError:
@@ -374,12 +371,12 @@ def refresh() -> list[store.ModelRecord]:
                         error=reason)
             changed.append(row)
             continue
-        if not _server_alive(meta.get("pid")):
-            tail = _log_tail(meta.get("log"))
+        if not _server_alive(state.pid):
+            tail = _log_tail(state.log)
             if _update(row.name, expect=LiveStatus.LIVE, status=LiveStatus.FAILED, stopped_at=time.time(),
-                       error=f"the server process (pid {meta.get('pid')}) is gone" +
+                       error=f"the server process (pid {state.pid}) is gone" +
                              (f"; last lines of its log:\n{tail}" if tail else "")) is not None:
-                stop_server(meta.get("pid") or 0, grace=2.0)  # what is left of its group
+                stop_server(state.pid or 0, grace=2.0)  # what is left of its group
                 changed.append(row)
     return changed
 
@@ -387,15 +384,16 @@ def refresh() -> list[store.ModelRecord]:
 def gone_servers() -> list[store.ModelRecord]:
     """This host's Live Models marked live whose server process is gone (for `deepe doctor`)."""
     here = socket.gethostname()
-    return [row for row in list_live() if row.meta.get("status") == LiveStatus.LIVE
-            and row.meta.get("server_host") == here and not _server_alive(row.meta.get("pid"))]
+    states = [(row, LiveState.from_meta(row.meta)) for row in list_live()]
+    return [row for row, state in states if state.status == LiveStatus.LIVE and state.server_host == here
+            and not _server_alive(state.pid)]
 
 
 def supervised_count() -> int:
     """Live or starting deployments of this host (a worker stays up while there are any)."""
     here = socket.gethostname()
-    return sum(1 for row in list_live() if row.meta.get("status") in RUNNING_STATES
-               and row.meta.get("server_host") == here)
+    states = [LiveState.from_meta(row.meta) for row in list_live()]
+    return sum(1 for state in states if state.serving and state.server_host == here)
 
 
 def _stop_started_server(job: Job | None, grace: float = STOP_GRACE_SECONDS) -> None:
@@ -421,26 +419,26 @@ def stop(name: str, reason: str = "stopped by the user") -> list[str]:
     """Stop a Live Model: unload it when it is an adapter on a server others still use, else stop the
     server (and mark the adapters riding on it stopped too). Returns the names now stopped."""
     record = get_live(name)
-    meta = record.meta
-    if meta.get("status") not in RUNNING_STATES:
-        raise DeepeError(f"live model {name!r} is already {meta.get('status')}", field="model")
-    if meta.get("status") == LiveStatus.STARTING:
+    state = LiveState.from_meta(record.meta)
+    if not state.serving:
+        raise DeepeError(f"live model {name!r} is already {state.status}", field="model")
+    if state.status == LiveStatus.STARTING:
         job = jobs.get_job(record.job_id)
         if job.status not in store.FINISHED:
             jobs.cancel_job(job.id)
             jobs.wait_for(job.id, timeout=60)
-        if meta.get("server_host") not in (socket.gethostname(), None):
+        if state.server_host not in (socket.gethostname(), None):
             return [name]  # its host's worker stops what the cancelled job started, and marks it
         _stop_started_server(job)
         _update(name, status=LiveStatus.STOPPED, stopped_at=time.time(), error=reason)
         return [name]
-    if meta.get("server_host") not in (socket.gethostname(), None):
-        raise DeepeError(f"live model {name!r} is served on host {meta['server_host']}: stop it there", field="model")
-    pid = meta.get("pid")
-    riders = [r for r in list_live() if r.name != name and r.meta.get("status") in RUNNING_STATES
-              and r.meta.get("pid") == pid and r.meta.get("server_host") == meta.get("server_host")]
-    if meta.get("lora") and riders:
-        status, body = _request(f"{meta['url']}/v1/unload_lora_adapter", {"lora_name": meta["served_name"]},
+    if state.server_host not in (socket.gethostname(), None):
+        raise DeepeError(f"live model {name!r} is served on host {state.server_host}: stop it there", field="model")
+    pid = state.pid
+    others = [(r, LiveState.from_meta(r.meta)) for r in list_live() if r.name != name]
+    riders = [r for r, other in others if other.serving and other.pid == pid and other.server_host == state.server_host]
+    if state.lora and riders:
+        status, body = _request(f"{state.url}/v1/unload_lora_adapter", {"lora_name": state.served_name},
                                 key=api_key(record))
         if status >= 400 and _server_alive(pid):
             raise DeepeError(f"the server did not unload {name!r}: HTTP {status}: {body[:200]}")
@@ -462,8 +460,8 @@ def stop_host_servers(reason: str) -> list[str]:
     stopped: list[str] = []
     here = socket.gethostname()
     for row in list_live():
-        if row.name in stopped or row.meta.get("server_host") != here \
-                or row.meta.get("status") not in RUNNING_STATES:
+        state = LiveState.from_meta(row.meta)
+        if row.name in stopped or state.server_host != here or not state.serving:
             continue
         try:
             stopped += stop(row.name, reason=reason)

@@ -47,17 +47,18 @@ def check() -> list[Finding]:
                                  f"move it to {target}", lambda f=folder, t=target: shutil.move(str(f), str(t))))
     kernels = installed_kernels()
     for method in methods.list_methods():
-        for stage, info in method.stages.items():
-            if info["kernel"] not in kernels:
-                found.append(Finding(f"method {method.name!r} runs its {stage} stage in kernel {info['kernel']!r}, "
+        for stage, info in methods.stages_of(method).items():
+            if info.kernel not in kernels:
+                found.append(Finding(f"method {method.name!r} runs its {stage} stage in kernel {info.kernel!r}, "
                                      f"which is not installed",
-                                     f"install it (python -m ipykernel install --user --name {info['kernel']}) "
+                                     f"install it (python -m ipykernel install --user --name {info.kernel}) "
                                      f"or delete the method"))
-            if not Path(info["file"]).is_file():
-                found.append(Finding(f"method {method.name!r} lost its {stage} file {info['file']}",
+            if not Path(info.file).is_file():
+                found.append(Finding(f"method {method.name!r} lost its {stage} file {info.file}",
                                      "register the method again"))
     for live in deployments.gone_servers():
-        found.append(Finding(f"live model {live.name!r} is marked live but its server (pid {live.meta.get('pid')}) "
+        pid = deployments.LiveState.from_meta(live.meta).pid
+        found.append(Finding(f"live model {live.name!r} is marked live but its server (pid {pid}) "
                              f"is gone", "mark it failed (deploy it again with: deepe deploy "
                              f"{live.parent})", deployments.refresh))
     for model in models.list_models():

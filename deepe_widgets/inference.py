@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import config, datasets, deployments, methods, models, trainings
 from . import params as paramlib
+from .config import StageName
 from .errors import DeepeError, StageFailed
 from .kernels import require_kernel
 from .paths import check_allowed
@@ -20,26 +21,29 @@ from .scriptmode import load_stage_notebook
 from .stagefiles import notebook_parameters
 from .store import ModelKind
 
-STAGE_FOR_KIND = {"customized": "inference-customized", "complete": "inference-complete"}
+STAGE_FOR_KIND = {ModelKind.CUSTOMIZED: StageName.INFERENCE_CUSTOMIZED,
+                  ModelKind.COMPLETE: StageName.INFERENCE_COMPLETE}
 
 
 def _stage_for(record) -> tuple[Path, str, str]:
     """(notebook, kernel, stage) that answers with this model."""
-    if record.kind == "live":  # the server answers: chat completions on its endpoint
-        if record.meta.get("status") != deployments.LiveStatus.LIVE:
-            raise DeepeError(f"live model {record.name!r} is {record.meta.get('status')}, not live; deploy "
+    if record.kind == ModelKind.LIVE:  # the server answers: chat completions on its endpoint
+        status = deployments.LiveState.from_meta(record.meta).status
+        if status != deployments.LiveStatus.LIVE:
+            raise DeepeError(f"live model {record.name!r} is {status}, not live; deploy "
                              f"{record.parent} again with: deepe deploy {record.parent}", field="model")
         return config.package_templates_dir() / "vllm" / "inference_live.ipynb", config.DEFAULT_KERNEL, \
             "inference-live"
-    if record.kind == "base":  # a base model answers through its type's shared notebook (for before/after)
-        return trainings.for_model(record).inference_notebook(record), config.DEFAULT_KERNEL, "inference-complete"
+    if record.kind == ModelKind.BASE:  # a base model answers through its type's shared notebook (for before/after)
+        notebook = trainings.for_model(record).inference_notebook(record)
+        return notebook, config.DEFAULT_KERNEL, StageName.INFERENCE_COMPLETE
     stage = STAGE_FOR_KIND.get(record.kind)
     method = methods.get_method(record.method) if record.method else None
     if stage is None or method is None or stage not in method.stages:
         raise DeepeError(f"model {record.name!r} is a {record.kind} model and its method "
                          f"{getattr(method, 'name', None)!r} has no {stage or 'inference'} function", field="model")
-    info = method.stages[stage]
-    return Path(info["file"]), info["kernel"], stage
+    info = methods.stage_of(method, stage)
+    return Path(info.file), info.kernel, stage
 
 
 def _root_and_dataset(record) -> tuple[str, str]:
@@ -80,11 +84,11 @@ def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overr
     for key, value in trainings.for_model(record).inference_defaults.items():  # below the user's, above the notebook's
         if key in defaults:
             values.setdefault(key, value)
-    if record.kind == "live":  # the key stays in its file: the record names the file only
+    if record.kind == ModelKind.LIVE:  # the key stays in its file: the record names the file only
         deployments.api_key(record)  # readable here, or a clear error now rather than a failed cell
-        values.update(MODEL_URL=record.meta["url"], SERVED_NAME=record.meta["served_name"],
-                      API_KEY_FILE=record.meta["api_key_file"])
-    elif record.kind == "customized":
+        state = deployments.LiveState.from_meta(record.meta)
+        values.update(MODEL_URL=state.url, SERVED_NAME=state.served_name, API_KEY_FILE=state.api_key_file)
+    elif record.kind == ModelKind.CUSTOMIZED:
         values.update(MODEL_PATH=models.get_model(record.parent).path, ADAPTER_PATH=record.path)
     else:
         values.update(MODEL_PATH=record.path, ADAPTER_PATH="")

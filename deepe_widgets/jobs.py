@@ -14,6 +14,7 @@ from sqlmodel import select
 
 from . import config, datasets, methods, models, store, trainings
 from . import params as paramlib
+from .config import StageName
 from .errors import DeepeError, NotFound
 from .kernels import require_kernel
 from .names import MAX_NAME_LENGTH, check_name
@@ -29,9 +30,9 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
     training = trainings.for_method(method)  # its checks live in its room (deepe_widgets/trainings/)
     training.check_available(method)
     method_row = methods.get_method(method)
-    if "training" not in method_row.stages:
+    if StageName.TRAINING not in method_row.stages:
         raise DeepeError(f"method {method!r} has no training stage", field="method")
-    require_kernel(method_row.stages["training"]["kernel"], field="method")
+    require_kernel(methods.stage_of(method_row, StageName.TRAINING).kernel, field="method")
     methods.check_kernel_packages(method_row)
     model_row = models.get_model(base_model)
     if model_row.kind == ModelKind.BASE:
@@ -46,7 +47,7 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
         check_name(name, "training")
     check_model_name_fits(base_model, name)
     job = Job(kind=JobKind.TRAIN, method=method, base_model=base_model, dataset=dataset, params=values,
-              copied_from=copied_from, stage="training")
+              copied_from=copied_from, stage=StageName.TRAINING)
     return _queue(job, name, "train")
 
 
@@ -75,21 +76,21 @@ def submit_save(model_name: str, *, dtype: str = "float32", name: str | None = N
         raise DeepeError(f"{model_name!r} is a {customized.kind} model; only a customized model (an adapter) "
                          f"can be saved to a complete model", field="model")
     method = methods.get_method(customized.method)
-    if "saving" not in method.stages:
+    if StageName.SAVING not in method.stages:
         raise DeepeError(f"method {method.name!r} has no saving stage (its lifecycle is {method.lifecycle!r})",
                          field="model")
-    require_kernel(method.stages["saving"]["kernel"], field="model")
-    methods.check_kernel_packages(method, "saving")
+    require_kernel(methods.stage_of(method, StageName.SAVING).kernel, field="model")
+    methods.check_kernel_packages(method, StageName.SAVING)
     base = models.get_model(customized.parent)
     if name:
         check_name(name, "save")
     params = {"MODEL_PATH": base.path, "ADAPTER_PATH": customized.path, "DTYPE": dtype}
     if keep_adapter:
-        if "FUSE_LORA" not in methods.stage_parameter_names(method, "saving"):
+        if "FUSE_LORA" not in methods.stage_parameter_names(method, StageName.SAVING):
             raise DeepeError(f"method {method.name!r} always merges the adapter: its saving stage has no "
                              f"FUSE_LORA parameter", field="keep_adapter")
         params["FUSE_LORA"] = False
-    job = Job(kind=JobKind.SAVE, method=method.name, base_model=customized.name, stage="saving", params=params)
+    job = Job(kind=JobKind.SAVE, method=method.name, base_model=customized.name, stage=StageName.SAVING, params=params)
     return _queue(job, name, "save")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +22,7 @@ import nbformat
 from sqlmodel import select
 
 from . import config, store
+from .config import Lifecycle, StageName, TrainingTypeName
 from .demo_data import (
     DPO_DEMO_DATASET,
     EMBEDDING_DEMO_DATASET,
@@ -38,27 +40,73 @@ from .scriptmode import STANDARD_PARAMETERS, check_args_template, is_script, loa
 from .stagefiles import notebook_parameters, sha256_file
 
 MANDATORY = {
-    "customized": ("training",),
-    "complete": ("training", "saving"),
-    "live": ("training", "saving", "deployment"),
+    Lifecycle.CUSTOMIZED: (StageName.TRAINING,),
+    Lifecycle.COMPLETE: (StageName.TRAINING, StageName.SAVING),
+    Lifecycle.LIVE: (StageName.TRAINING, StageName.SAVING, StageName.DEPLOYMENT),
 }
 OPTIONAL = {
-    "customized": ("inference-customized", "evaluation"),
-    "complete": ("inference-customized", "inference-complete", "evaluation"),
-    "live": ("inference-customized", "inference-complete", "evaluation"),
+    Lifecycle.CUSTOMIZED: (StageName.INFERENCE_CUSTOMIZED, StageName.EVALUATION),
+    Lifecycle.COMPLETE: (StageName.INFERENCE_CUSTOMIZED, StageName.INFERENCE_COMPLETE, StageName.EVALUATION),
+    Lifecycle.LIVE: (StageName.INFERENCE_CUSTOMIZED, StageName.INFERENCE_COMPLETE, StageName.EVALUATION),
 }
 STAGE_LABEL = {
-    "training": "training code file", "saving": "saving code file",
-    "inference-customized": "Customized Model inference code file",
-    "inference-complete": "Complete Model inference code file",
-    "deployment": "deployment environment code file",
-    "evaluation": "evaluation code file",
+    StageName.TRAINING: "training code file", StageName.SAVING: "saving code file",
+    StageName.INFERENCE_CUSTOMIZED: "Customized Model inference code file",
+    StageName.INFERENCE_COMPLETE: "Complete Model inference code file",
+    StageName.DEPLOYMENT: "deployment environment code file",
+    StageName.EVALUATION: "evaluation code file",
 }
 
 # The saving and inference notebooks every transformers + PEFT built-in shares.
-HF_LIFECYCLE_STAGES = {"saving": "hf_common/saving.ipynb", "inference-customized": "hf_common/inference.ipynb",
-                       "inference-complete": "hf_common/inference.ipynb", "evaluation": "evaluation/chat.ipynb"}
+HF_LIFECYCLE_STAGES = {StageName.SAVING: "hf_common/saving.ipynb",
+                       StageName.INFERENCE_CUSTOMIZED: "hf_common/inference.ipynb",
+                       StageName.INFERENCE_COMPLETE: "hf_common/inference.ipynb",
+                       StageName.EVALUATION: "evaluation/chat.ipynb"}
 TEMPLATE_TEXT = "Customizable template: replace the example between the marker lines with your own code."
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a method: the notebook (or script) it runs, copied into the workspace, the file it
+    was copied from, that copy's hash and the kernel it runs in. `Method.stages` stores `to_dict()`
+    under the stage's name (the stored JSON shape: `from_dict` reads it, keys it does not name kept)."""
+
+    file: str
+    kernel: str
+    source: str = ""  # the user's file (a built-in's: the package's notebook)
+    sha256: str = ""  # of `file`; empty for a stage made when it runs (the built-in deployment)
+    args_template: str = ""  # script mode: the training script's command line
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_dict(cls, info: dict) -> Stage:
+        named = {"file", "kernel", "source", "sha256", "args_template"}
+        return cls(**{key: info[key] for key in named & info.keys()},
+                   extra={k: v for k, v in info.items() if k not in named})
+
+    def to_dict(self) -> dict:
+        """The stored shape: file, source, sha256 (when known), kernel, args_template (when set)."""
+        out = {"file": self.file, "source": self.source, "sha256": self.sha256, "kernel": self.kernel}
+        if not self.sha256:
+            del out["sha256"]
+        if self.args_template:
+            out["args_template"] = self.args_template
+        return {**out, **self.extra}
+
+    @property
+    def source_name(self) -> str:
+        """The name the user gave the file, for messages and records."""
+        return Path(self.source or self.file).name
+
+
+def stages_of(method: store.Method) -> dict[str, Stage]:
+    """A method's stages, by name."""
+    return {name: Stage.from_dict(info) for name, info in (method.stages or {}).items()}
+
+
+def stage_of(method: store.Method, stage: str) -> Stage:
+    """One stage of a method (KeyError when it has none of that name)."""
+    return Stage.from_dict(method.stages[stage])
 
 
 class Builtin(NamedTuple):
@@ -66,68 +114,71 @@ class Builtin(NamedTuple):
     Train form picks it with the method)."""
 
     display_name: str
-    training_type: str
-    lifecycle: str
+    training_type: TrainingTypeName
+    lifecycle: Lifecycle
     description: str
-    stages: dict[str, str]  # stage -> path under method_templates/
+    stages: dict[StageName, str]  # stage -> path under method_templates/
     demo_dataset: str
 
 
 BUILTINS = {
-    "SFT-Demo": Builtin("SFT-Demo", "chat", "complete",
+    "SFT-Demo": Builtin("SFT-Demo", TrainingTypeName.CHAT, Lifecycle.COMPLETE,
                         "Supervised fine-tuning with a LoRA adapter (TRL SFTTrainer) on prompt/response pairs.",
-                        {"training": "sft_demo/training.ipynb", **HF_LIFECYCLE_STAGES}, SFT_DEMO_DATASET),
-    "GRPO-Demo": Builtin("GRPO-Demo", "chat", "complete",
+                        {StageName.TRAINING: "sft_demo/training.ipynb", **HF_LIFECYCLE_STAGES}, SFT_DEMO_DATASET),
+    "GRPO-Demo": Builtin("GRPO-Demo", TrainingTypeName.CHAT, Lifecycle.COMPLETE,
                          "GRPO (TRL GRPOTrainer) with a LoRA adapter on question / #### answer data, rewarding the "
                          "<reasoning>/<answer> format and correct answers.",
-                         {"training": "grpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}, GSM_DEMO_DATASET),
-    "DPO-Demo": Builtin("DPO-Demo", "chat", "complete",
+                         {StageName.TRAINING: "grpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}, GSM_DEMO_DATASET),
+    "DPO-Demo": Builtin("DPO-Demo", TrainingTypeName.CHAT, Lifecycle.COMPLETE,
                         "DPO (TRL DPOTrainer) with a LoRA adapter on prompt / chosen / rejected pairs; the base "
                         "model, adapter disabled, is the reference.",
-                        {"training": "dpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}, DPO_DEMO_DATASET),
-    "Embedding-Demo": Builtin("Embedding-Demo", "embedding", "complete",
+                        {StageName.TRAINING: "dpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}, DPO_DEMO_DATASET),
+    "Embedding-Demo": Builtin("Embedding-Demo", TrainingTypeName.EMBEDDING, Lifecycle.COMPLETE,
                               "Retrieval fine-tuning of a sentence-transformers model (MultipleNegativesRankingLoss) "
                               "on query / passage pairs; NDCG@10, MRR@10 and recall@k on held-out queries.",
-                              {"training": "embedding_demo/training.ipynb", "saving": "embedding_demo/saving.ipynb",
-                               "inference-customized": "embedding_demo/inference.ipynb",
-                               "inference-complete": "embedding_demo/inference.ipynb",
-                               "evaluation": "evaluation/embedding.ipynb"}, EMBEDDING_DEMO_DATASET),
-    "VL-Demo": Builtin("VL-Demo", "vision-language", "complete",
+                              {StageName.TRAINING: "embedding_demo/training.ipynb",
+                               StageName.SAVING: "embedding_demo/saving.ipynb",
+                               StageName.INFERENCE_CUSTOMIZED: "embedding_demo/inference.ipynb",
+                               StageName.INFERENCE_COMPLETE: "embedding_demo/inference.ipynb",
+                               StageName.EVALUATION: "evaluation/embedding.ipynb"}, EMBEDDING_DEMO_DATASET),
+    "VL-Demo": Builtin("VL-Demo", TrainingTypeName.VISION_LANGUAGE, Lifecycle.COMPLETE,
                        "Vision-language fine-tuning with a LoRA adapter (TRL SFTTrainer, loss on the answers only) on "
                        "image + question / answer rows; exact match on held-out questions.",
-                       {"training": "vl_demo/training.ipynb", "saving": "vl_demo/saving.ipynb",
-                        "inference-customized": "vl_demo/inference.ipynb",
-                        "inference-complete": "vl_demo/inference.ipynb",
-                        "evaluation": "evaluation/vision_language.ipynb"},
+                       {StageName.TRAINING: "vl_demo/training.ipynb", StageName.SAVING: "vl_demo/saving.ipynb",
+                        StageName.INFERENCE_CUSTOMIZED: "vl_demo/inference.ipynb",
+                        StageName.INFERENCE_COMPLETE: "vl_demo/inference.ipynb",
+                        StageName.EVALUATION: "evaluation/vision_language.ipynb"},
                         VL_DEMO_DATASET),
-    "MLX-Demo": Builtin("MLX-Demo", "chat", "complete",
+    "MLX-Demo": Builtin("MLX-Demo", TrainingTypeName.CHAT, Lifecycle.COMPLETE,
                         "LoRA fine-tuning with mlx-lm (Apple silicon; its CPU backend runs on Linux). "
                         "The kernel needs mlx-lm.",
-                        {"training": "mlx_demo/training.ipynb", "saving": "mlx_demo/saving.ipynb",
-                         "inference-customized": "mlx_demo/inference.ipynb",
-                         "inference-complete": "mlx_demo/inference.ipynb",
-                         "evaluation": "evaluation/mlx.ipynb"}, SFT_DEMO_DATASET),
-    "SD-Demo": Builtin("SD-Demo", "image-generation", "complete",
+                        {StageName.TRAINING: "mlx_demo/training.ipynb", StageName.SAVING: "mlx_demo/saving.ipynb",
+                         StageName.INFERENCE_CUSTOMIZED: "mlx_demo/inference.ipynb",
+                         StageName.INFERENCE_COMPLETE: "mlx_demo/inference.ipynb",
+                         StageName.EVALUATION: "evaluation/mlx.ipynb"}, SFT_DEMO_DATASET),
+    "SD-Demo": Builtin("SD-Demo", TrainingTypeName.IMAGE_GENERATION, Lifecycle.COMPLETE,
                        "LoRA on a diffusers text-to-image pipeline (SD 1.x / 2.x) with diffusers' training recipe; "
                        "validation images by step, held-out denoising loss; saving fuses the LoRA.",
-                       {"training": "sd_demo/training.ipynb", "saving": "sd_demo/saving.ipynb",
-                        "inference-customized": "sd_demo/inference.ipynb",
-                        "inference-complete": "sd_demo/inference.ipynb",
-                        "evaluation": "evaluation/image_generation.ipynb"},
+                       {StageName.TRAINING: "sd_demo/training.ipynb", StageName.SAVING: "sd_demo/saving.ipynb",
+                        StageName.INFERENCE_CUSTOMIZED: "sd_demo/inference.ipynb",
+                        StageName.INFERENCE_COMPLETE: "sd_demo/inference.ipynb",
+                        StageName.EVALUATION: "evaluation/image_generation.ipynb"},
                         SD_DEMO_DATASET),
-    "Custom01": Builtin("Custom01", "chat", "complete", TEMPLATE_TEXT,
-                        {"training": "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES}, SFT_DEMO_DATASET),
-    "Custom02": Builtin("Custom02", "chat", "complete", TEMPLATE_TEXT,
-                        {"training": "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES}, SFT_DEMO_DATASET),
+    "Custom01": Builtin("Custom01", TrainingTypeName.CHAT, Lifecycle.COMPLETE, TEMPLATE_TEXT,
+                        {StageName.TRAINING: "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES},
+                        SFT_DEMO_DATASET),
+    "Custom02": Builtin("Custom02", TrainingTypeName.CHAT, Lifecycle.COMPLETE, TEMPLATE_TEXT,
+                        {StageName.TRAINING: "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES},
+                        SFT_DEMO_DATASET),
 }
 
 
-def stage_requirements(method: store.Method, stage: str = "training") -> dict[str, str]:
+def stage_requirements(method: store.Method, stage: str = StageName.TRAINING) -> dict[str, str]:
     """Package -> install hint that a stage's kernel must have: the stage notebook's
     `metadata.deepe.requires` (MLX-Demo declares mlx-lm there)."""
-    info = method.stages[stage]
+    info = stage_of(method, stage)
     try:
-        nb = load_stage_notebook(Path(info["file"]), stage, info["kernel"], info.get("args_template", ""))
+        nb = load_stage_notebook(Path(info.file), stage, info.kernel, info.args_template)
     except DeepeError:
         return {}
     return dict(nb.metadata.get("deepe", {}).get("requires", {}))
@@ -135,16 +186,16 @@ def stage_requirements(method: store.Method, stage: str = "training") -> dict[st
 
 def stage_parameter_names(method: store.Method, stage: str) -> set[str]:
     """The names in a stage notebook's `parameters` cell."""
-    info = method.stages[stage]
-    return set(notebook_parameters(load_stage_notebook(Path(info["file"]), stage, info["kernel"])))
+    info = stage_of(method, stage)
+    return set(notebook_parameters(load_stage_notebook(Path(info.file), stage, info.kernel)))
 
 
-def check_kernel_packages(method: store.Method, stage: str = "training") -> None:
+def check_kernel_packages(method: store.Method, stage: str = StageName.TRAINING) -> None:
     """Refuse, with the install command, a kernel that lacks a package its stage declares."""
     needed = stage_requirements(method, stage)
     if not needed:
         return
-    kernel = method.stages[stage]["kernel"]
+    kernel = stage_of(method, stage).kernel
     found = kernel_environment(kernel)
     if found.get("probe_error"):
         raise DeepeError(f"could not check that kernel {kernel!r} has {', '.join(needed)}: "
@@ -165,20 +216,20 @@ def validate_stages(lifecycle: str, stages: dict[str, tuple[str | None, str | No
             raise DeepeError(f"unknown stage {stage!r}; stages are {', '.join(config.STAGES)}", field="stages")
         if bool(file) != bool(kernel):
             missing = "kernel" if file else "file"
-            raise DeepeError(f"stage {stage!r} needs both a file and a kernel: its {missing} is missing",
+            raise DeepeError(f"stage '{stage}' needs both a file and a kernel: its {missing} is missing",
                              field=stage)
     for stage in MANDATORY[lifecycle]:
         if not stages.get(stage, (None, None))[0]:
-            raise DeepeError(f"a {lifecycle!r} method needs its {STAGE_LABEL[stage]} and kernel "
-                             f"(stage {stage!r})", field=stage)
+            raise DeepeError(f"a '{lifecycle}' method needs its {STAGE_LABEL[stage]} and kernel "
+                             f"(stage '{stage}')", field=stage)
     allowed = set(MANDATORY[lifecycle]) | set(OPTIONAL[lifecycle])
     extra = sorted(s for s, (f, _k) in stages.items() if f and s not in allowed)
     if extra:
-        raise DeepeError(f"stage {extra[0]!r} does not belong to the {lifecycle!r} lifecycle "
+        raise DeepeError(f"stage '{extra[0]}' does not belong to the '{lifecycle}' lifecycle "
                          f"(allowed: {', '.join(sorted(allowed))})", field=extra[0])
 
 
-def _copy_into_workspace(name: str, stage: str, source: Path) -> dict:
+def _copy_into_workspace(name: str, stage: str, source: Path) -> dict[str, str]:
     """Copy a stage file under the workspace, named by its content hash."""
     digest = sha256_file(source)
     target_dir = config.workspace_dir("methods", name)
@@ -188,8 +239,8 @@ def _copy_into_workspace(name: str, stage: str, source: Path) -> dict:
     return {"file": str(target), "source": str(source), "sha256": digest}
 
 
-def register_method(name: str, stages: dict[str, tuple[str, str]], *, training_type: str = "chat",
-                    lifecycle: str = "customized", display_name: str = "", description: str = "",
+def register_method(name: str, stages: dict[str, tuple[str, str]], *, training_type: str = TrainingTypeName.CHAT,
+                    lifecycle: str = Lifecycle.CUSTOMIZED, display_name: str = "", description: str = "",
                     builtin: bool = False, replace: bool = False, args_template: str = "") -> store.Method:
     """Register a method; each stage file is checked, copied into the workspace and hashed.
 
@@ -219,18 +270,18 @@ def register_method(name: str, stages: dict[str, tuple[str, str]], *, training_t
             check_allowed(path, stage, "stage file")
         # refuses missing or unreadable files, broken notebooks, a missing parameters cell
         notebooks[stage] = load_stage_notebook(path, stage, kernel,
-                                               args_template if stage == "training" else "")
+                                               args_template if stage == StageName.TRAINING else "")
         if not builtin:
             check_runs_offline(path, stage)
         require_kernel(kernel, field=stage)
         resolved[stage] = path.resolve()
-    defaults = {k: v["default"] for k, v in notebook_parameters(notebooks["training"]).items()}
+    defaults = {k: v["default"] for k, v in notebook_parameters(notebooks[StageName.TRAINING]).items()}
     check_defaults(defaults)
     stage_info = {}
     for stage, path in resolved.items():
-        stage_info[stage] = {**_copy_into_workspace(name, stage, path), "kernel": stages[stage][1]}
-    if args_template:
-        stage_info["training"]["args_template"] = args_template
+        script_args = args_template if stage == StageName.TRAINING else ""
+        stage_info[stage] = Stage(kernel=stages[stage][1], args_template=script_args,
+                                  **_copy_into_workspace(name, stage, path)).to_dict()
     with store.session() as s:
         method = s.exec(select(store.Method).where(store.Method.name == name)).first()
         if method is None:
@@ -260,7 +311,7 @@ def _register_builtins() -> None:
         stages = {s: (templates / rel, config.DEFAULT_KERNEL) for s, rel in stage_files.items()}
         current = store.get_one(store.Method, name=name)
         if current is not None and all(
-                current.stages.get(s, {}).get("sha256") == sha256_file(p) for s, (p, _k) in stages.items()):
+                s in current.stages and stage_of(current, s).sha256 == sha256_file(p) for s, (p, _k) in stages.items()):
             continue
         register_method(name, stages, training_type=ttype, lifecycle=lifecycle, display_name=display,
                         description=description, builtin=True, replace=True)
@@ -298,14 +349,15 @@ def check_runs_offline(path: Path, stage: str) -> None:
 
 def method_summary(method: store.Method) -> dict:
     """The JSON shape of a method for the CLI and the widgets."""
-    training = method.stages.get("training", {})
+    stages = stages_of(method)
+    training = stages.get(StageName.TRAINING)
     return {
         "name": method.name, "display_name": method.display_name, "type": method.training_type,
         "lifecycle": method.lifecycle, "builtin": method.builtin, "description": method.description,
-        "stages": {s: {"file": i["file"], "source": i["source"], "sha256": i["sha256"], "kernel": i["kernel"]}
-                   for s, i in method.stages.items()},
-        "script_mode": bool(training) and is_script(Path(training["file"])),
-        "args_template": training.get("args_template", ""),
+        "stages": {s: {"file": i.file, "source": i.source, "sha256": i.sha256, "kernel": i.kernel}
+                   for s, i in stages.items()},
+        "script_mode": training is not None and is_script(Path(training.file)),
+        "args_template": training.args_template if training is not None else "",
         "parameters": method.default_params,
         "aliases": {name: aliases_of(name) for name in method.default_params if aliases_of(name)},
     }

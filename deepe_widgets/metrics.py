@@ -16,6 +16,7 @@ from sqlalchemy import and_, func
 from sqlalchemy import select as core_select
 
 from . import store
+from .config import StageName
 
 
 def _read():
@@ -121,7 +122,7 @@ def method_directions(method: store.Method | None) -> dict[str, str]:
     if method is None:
         return {}
     typed = _type_directions(method) if _type_directions is not None else {}
-    path = ((getattr(method, "stages", None) or {}).get("training") or {}).get("file")
+    path = ((getattr(method, "stages", None) or {}).get(StageName.TRAINING) or {}).get("file")
     if not path or not str(path).endswith(".ipynb") or not Path(path).is_file():
         return dict(typed)
     return {**typed, **_declared_in(str(path), Path(path).stat().st_mtime)}

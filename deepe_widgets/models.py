@@ -8,6 +8,8 @@ import json
 import logging
 import shutil
 from contextlib import nullcontext
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 
 from sqlmodel import Session, select
@@ -19,12 +21,81 @@ from .paths import check_allowed
 from .store import FINISHED, ModelKind
 
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
-# deployments.RUNNING_STATES (deployments sits above this module; a test keeps the two equal)
-SERVING_STATUSES = ("starting", "live")
 # the model parameters a queued job reads a model folder through
 MODEL_PATH_PARAMS = ("MODEL_PATH", "ADAPTER_PATH", "BASE_MODEL_PATH")
 
 log = logging.getLogger("deepe.models")
+
+
+class LiveStatus(StrEnum):
+    """A Live Model's status: starting → live → stopped | failed."""
+
+    STARTING = "starting"
+    LIVE = "live"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+# a Live Model in these has (or is about to have) a server: it is stopped before it is deleted
+SERVING_STATUSES = (LiveStatus.STARTING, LiveStatus.LIVE)
+
+
+def _later(default=None):
+    """A field the deployment writes once its server started or stopped (absent before: not stored as null)."""
+    return field(default=default, metadata={"later": True})
+
+
+@dataclass
+class LiveState:
+    """A Live Model's state: the typed view of its `ModelRecord.meta`, which stays the stored JSON.
+    `from_meta` reads it; `to_meta` gives it back, the keys this view does not know included."""
+
+    status: LiveStatus | str | None = None
+    engine: str | None = None
+    host: str | None = None  # the address the server listens on
+    port: int | None = None
+    url: str | None = None  # http://HOST:PORT (the OpenAI API is under /v1)
+    served_name: str | None = None  # the model name clients ask the server for
+    deployed_model: str | None = None
+    deployed_kind: str | None = None  # the kind of the deployed model (customized: a LoRA adapter)
+    base_path: str | None = None
+    adapter_path: str | None = None
+    lora: bool = False
+    shared_with: str | None = None  # the Live Model whose server this adapter joined
+    server_host: str | None = None  # the host that runs the server (known when the job runs)
+    api_key_file: str | None = None
+    job_id: int | None = None
+    pid: int | None = None
+    error: str | None = None
+    submitted_at: float | None = None
+    command: str | None = _later()
+    log: str | None = _later()
+    live_at: float | None = _later()
+    ready_seconds: float | None = _later()
+    record: str | None = _later()  # the deployment stage's executed notebook
+    stopped_at: float | None = _later()
+    extra: dict = field(default_factory=dict)  # keys of the meta this view does not name (`owned`)
+
+    @classmethod
+    def from_meta(cls, meta: dict | None) -> LiveState:
+        """The state a Live Model's stored meta holds (missing keys: None)."""
+        meta = dict(meta or {})
+        named = {f.name for f in fields(cls)} - {"extra"}
+        values = {key: meta.pop(key) for key in named & meta.keys()}
+        if values.get("status") in tuple(LiveStatus):
+            values["status"] = LiveStatus(values["status"])
+        return cls(**values, extra=meta)
+
+    def to_meta(self) -> dict:
+        """The stored JSON shape: every key, except the later ones not set yet, then the others kept."""
+        meta = {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "extra" and not (f.metadata.get("later") and getattr(self, f.name) is None)}
+        return {**meta, **self.extra}
+
+    @property
+    def serving(self) -> bool:
+        """Its server is starting or live."""
+        return self.status in SERVING_STATUSES
 
 
 def check_model_folder(path: Path) -> None:
@@ -206,10 +277,10 @@ def check_deletable(record: store.ModelRecord, force: bool = False, session: Ses
     if children and not force:
         raise DeepeError(f"model {record.name!r} is the base of {', '.join(c.name for c in children)}; delete those "
                          f"first or pass --force", field="model")
-    if record.kind == ModelKind.LIVE and record.meta.get("status") in SERVING_STATUSES:
+    if record.kind == ModelKind.LIVE and LiveState.from_meta(record.meta).serving:
         raise DeepeError(f"live model {record.name!r} is {record.meta['status']}; stop it first: "
                          f"deepe deployments stop {record.name}", field="model")
-    serving = [c.name for c in children if c.kind == ModelKind.LIVE and c.meta.get("status") in SERVING_STATUSES]
+    serving = [c.name for c in children if c.kind == ModelKind.LIVE and LiveState.from_meta(c.meta).serving]
     if serving:
         raise DeepeError(f"model {record.name!r} is served by live model {serving[0]}; stop it first: "
                          f"deepe deployments stop {serving[0]}", field="model")

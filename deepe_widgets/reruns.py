@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from . import datasets, evaluations, jobs, methods, models, store
 from . import params as paramlib
 from . import provenance as provenancelib
+from .config import StageName
 from .errors import DeepeError
 from .kernels import kernel_environment
 from .store import Job, JobKind, JobStatus
@@ -27,8 +28,8 @@ def _short(digest: str | None) -> str:
 def _stage_files(job: Job) -> dict:
     """The stage files a re-run of `job` would run: an evaluation's one, else its method's."""
     if job.kind == JobKind.EVALUATE:
-        return {"evaluation": evaluations.stage_info(job)}
-    return methods.get_method(job.method).stages
+        return {StageName.EVALUATION: evaluations.stage_info(job)}
+    return methods.stages_of(methods.get_method(job.method))
 
 
 def changes_since(job: Job) -> list[str]:
@@ -51,7 +52,7 @@ def changes_since(job: Job) -> list[str]:
         if info is None:
             changes.append(f"method {job.method} no longer has its {stage} stage ({name})")
             continue
-        path = Path(info["file"])
+        path = Path(info.file)
         now = provenancelib.sha256_file(path) if path.is_file() else None
         if now != then.get("sha256"):
             changes.append(f"the {stage} stage file {name} of method {job.method} changed "

@@ -43,6 +43,7 @@ from papermill.exceptions import PapermillExecutionError  # noqa: E402
 from . import datasets, deployments, evaluations, jobs, methods, models, store  # noqa: E402
 from . import params as paramlib  # noqa: E402
 from . import provenance as provenancelib  # noqa: E402
+from .config import StageName  # noqa: E402
 from .errors import DeepeError, StageFailed  # noqa: E402
 from .executors import DB_UNAVAILABLE  # noqa: E402
 from .kernels import kernel_environment, require_kernel  # noqa: E402
@@ -352,14 +353,14 @@ def inputs_provenance(*, stage_files: dict[str, str | Path], dataset: tuple[str,
     return out
 
 
-def stage_files_of(job) -> dict[str, dict]:
-    """The stage files a job runs, stage -> {"file", "source", "kernel"}: its method's (all of them, for
+def stage_files_of(job) -> dict[str, methods.Stage]:
+    """The stage files a job runs, by stage: its method's (all of them, for
     a training: what a re-run compares), a deployment's or an evaluation's one."""
     if job.kind == JobKind.DEPLOY:
-        return {"deployment": deployments.stage_info(job)}
+        return {StageName.DEPLOYMENT: deployments.stage_info(job)}
     if job.kind == JobKind.EVALUATE:
-        return {"evaluation": evaluations.stage_info(job)}
-    return methods.get_method(job.method).stages
+        return {StageName.EVALUATION: evaluations.stage_info(job)}
+    return methods.stages_of(methods.get_method(job.method))
 
 
 def job_provenance(job) -> dict:
@@ -371,11 +372,11 @@ def job_provenance(job) -> dict:
         dataset = (job.dataset, datasets.get_dataset(job.dataset).path)
     model = (job.base_model, models.get_model(job.base_model).path) if job.base_model else None
     out = {"method": job.method, "stage": job.stage, **inputs_provenance(
-        stage_files={stage: info["file"] for stage, info in stage_files.items()}, dataset=dataset, model=model,
+        stage_files={stage: info.file for stage, info in stage_files.items()}, dataset=dataset, model=model,
         parameters=dict(job.params),
         defaults=methods.get_method(job.method).default_params if job.kind == JobKind.TRAIN else {})}
     for stage, info in stage_files.items():  # the name the user gave the file, for messages
-        out["stage_files"][stage]["source"] = Path(info.get("source") or info["file"]).name
+        out["stage_files"][stage]["source"] = info.source_name
     return out
 
 
@@ -431,7 +432,7 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
         record.rename(run_dir / f"{stage}.attempt{number}.ipynb")
     try:
         info = with_database(f"job {job.id}", lambda: stage_files_of(job)[stage])
-        nb = load_stage_notebook(Path(info["file"]), stage, info["kernel"], info.get("args_template", ""))
+        nb = load_stage_notebook(Path(info.file), stage, info.kernel, info.args_template)
         parameters = with_database(f"job {job.id}", stage_parameters, job, stage)
         if job.kind == JobKind.DEPLOY:  # decided here and now: this host, a free port, the server's key
             parameters.update(deployments.run_time_parameters(job))
@@ -440,7 +441,7 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
         if warm is not None:
             warm.shutdown()
         raise
-    if warm is not None and (warm.kernel != info["kernel"] or not warm.is_alive()):
+    if warm is not None and (warm.kernel != info.kernel or not warm.is_alive()):
         warm.shutdown()  # not the kernel this stage names (or it died waiting): start a fresh one
         warm = None
     try:
@@ -451,9 +452,9 @@ def run_job_stage(job_id: int, stage: str, warm: WarmKernel | None = None) -> No
         logger.exception("job %s: could not record its provenance", job.id)
         provenance = None
     try:
-        execute_stage(nb, stage=stage, kernel=info["kernel"], parameters=parameters,
+        execute_stage(nb, stage=stage, kernel=info.kernel, parameters=parameters,
                       output_path=record, log_path=run_dir / f"{stage}.log", cwd=run_dir, warm=warm,
-                      file_names={str(Path(info["file"]).resolve()): Path(info["source"]).name},
+                      file_names={str(Path(info.file).resolve()): Path(info.source).name},
                       provenance=provenance)
     finally:
         if provenance is not None:  # now with the kernel's packages and device
@@ -484,12 +485,12 @@ def run_local_test(file: str | Path, base_model: str, dataset: str, overrides: d
     `on_start(log_path)` is called once the inputs are accepted, before the kernel starts.
     """
     require_kernel(kernel, field="kernel")
-    nb = load_stage_notebook(check_allowed(file, "training", "stage file"), "training", kernel)
+    nb = load_stage_notebook(check_allowed(file, StageName.TRAINING, "stage file"), StageName.TRAINING, kernel)
     model_path = _path_or_registered(base_model, models.get_model, "base model")
     dataset_path = _path_or_registered(dataset, datasets.get_dataset, "dataset")
     defaults = {k: v["default"] for k, v in notebook_parameters(nb).items()}
     values = paramlib.resolve(overrides or {}, defaults)
-    provenance = inputs_provenance(stage_files={"training": Path(file).expanduser().resolve()},
+    provenance = inputs_provenance(stage_files={StageName.TRAINING: Path(file).expanduser().resolve()},
                                    dataset=(str(dataset), dataset_path), model=(str(base_model), model_path),
                                    parameters=dict(values), defaults=defaults)
     out_dir = check_allowed(output, "output", "output folder")
@@ -501,7 +502,7 @@ def run_local_test(file: str | Path, base_model: str, dataset: str, overrides: d
     if on_start is not None:
         on_start(result["log"])
     try:
-        execute_stage(nb, stage="training", kernel=kernel, parameters=values,
+        execute_stage(nb, stage=StageName.TRAINING, kernel=kernel, parameters=values,
                       output_path=out_dir / "training.ipynb", log_path=out_dir / "training.log", cwd=out_dir,
                       provenance=provenance)
     except StageFailed as exc:

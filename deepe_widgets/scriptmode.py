@@ -21,6 +21,7 @@ from pathlib import Path
 import nbformat
 
 from . import stagefiles
+from .config import StageName
 from .errors import DeepeError
 from .runtime.script import DERIVED_PLACEHOLDERS, OUTPUT_RECORD, PLACEHOLDER  # the kernel side defines them
 
@@ -107,19 +108,20 @@ def is_script(source: nbformat.NotebookNode | str | os.PathLike) -> bool:
 def _read_source(path: Path) -> nbformat.NotebookNode | str:
     """The file as a notebook (`.ipynb`) or Python text (`.py`); DeepeError for what is not either."""
     if not path.is_file():
-        raise DeepeError(f"stage file {str(path)!r} does not exist", field="training")
+        raise DeepeError(f"stage file {str(path)!r} does not exist", field=StageName.TRAINING)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise DeepeError(f"stage file {str(path)!r} is not UTF-8 text", field="training") from None
+        raise DeepeError(f"stage file {str(path)!r} is not UTF-8 text", field=StageName.TRAINING) from None
     if path.suffix.lower() == ".ipynb":
         try:
             return nbformat.reads(text, as_version=4)
         except Exception as exc:
             raise DeepeError(f"stage file {str(path)!r} is not a valid notebook: "
-                             f"{str(exc).splitlines()[0][:200]}", field="training") from None
+                             f"{str(exc).splitlines()[0][:200]}", field=StageName.TRAINING) from None
     if path.suffix.lower() != ".py":
-        raise DeepeError(f"stage file {str(path)!r} must be a .ipynb notebook or a .py file", field="training")
+        raise DeepeError(f"stage file {str(path)!r} must be a .ipynb notebook or a .py file",
+                         field=StageName.TRAINING)
     return text
 
 
@@ -145,7 +147,7 @@ def script_notebook(path: str | os.PathLike, kernel_name: str = "python3",
         check_args_template(args_template, STANDARD_PARAMETERS)
     if not is_script(source):
         raise DeepeError(f"{str(path)!r} has a parameters cell or marker lines: it is a stage notebook, "
-                         f"not a script", field="training")
+                         f"not a script", field=StageName.TRAINING)
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": kernel_name, "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
@@ -177,12 +179,12 @@ def script_notebook(path: str | os.PathLike, kernel_name: str = "python3",
     return nb
 
 
-def load_stage_notebook(path: str | os.PathLike, stage: str = "training", kernel_name: str = "python3",
+def load_stage_notebook(path: str | os.PathLike, stage: str = StageName.TRAINING, kernel_name: str = "python3",
                         args_template: str = "") -> nbformat.NotebookNode:
     """A stage file as the notebook papermill runs: a training script wrapped by `script_notebook`,
     any other stage file read by `stagefiles.read_stage_file`. The one loader every caller uses."""
     path = Path(path)
-    if stage == "training" and path.is_file() and path.suffix.lower() in (".py", ".ipynb"):
+    if stage == StageName.TRAINING and path.is_file() and path.suffix.lower() in (".py", ".ipynb"):
         try:
             script = is_script(path)
         except DeepeError:

@@ -11,10 +11,11 @@ import sys
 from jupyter_client.kernelspec import KernelSpecManager
 
 from . import config, methods, store
+from .config import Lifecycle, StageName, TrainingTypeName
 from .errors import DeepeError
 
 METHOD = "SimpleTuner"
-STAGES = {"training": "simpletuner/training.ipynb"}
+STAGES = {StageName.TRAINING: "simpletuner/training.ipynb"}
 DESCRIPTION = ("LoRA for text-to-image models with SimpleTuner's own config and entry point, in a Python >= 3.12 "
                "kernel; the stage reads SimpleTuner's outcome (the LoRA file it wrote), not its exit code.")
 REFUSAL = ("SimpleTuner needs a Jupyter kernel with Python 3.12 or newer and simpletuner installed "
@@ -53,8 +54,9 @@ def ensure_registered() -> bool:
         return False
     templates = config.package_templates_dir()
     stages = {stage: (templates / rel, kernel) for stage, rel in STAGES.items()}
-    methods.register_method(METHOD, stages, training_type="image-generation", lifecycle="customized",
-                            display_name=METHOD, description=DESCRIPTION, builtin=True, replace=True)
+    methods.register_method(METHOD, stages, training_type=TrainingTypeName.IMAGE_GENERATION,
+                            lifecycle=Lifecycle.CUSTOMIZED, display_name=METHOD, description=DESCRIPTION,
+                            builtin=True, replace=True)
     return True
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 
-from .config import package_templates_dir
+from .config import StageName, package_templates_dir
 from .errors import DeepeError
 
 BEGIN_MARKER = "#============ from here add your own train code"
@@ -43,7 +43,7 @@ def template_notebook_path() -> Path:
     return package_templates_dir() / "custom_template" / "training.ipynb"
 
 
-def read_stage_file(path: Path, stage: str = "training") -> nbformat.NotebookNode:
+def read_stage_file(path: Path, stage: str = StageName.TRAINING) -> nbformat.NotebookNode:
     """Read a stage notebook (`.ipynb`, or a `.py` converted) with its parameters cell; refuse what
     cannot run. A script (no parameters cell) is refused here: `scriptmode.load_stage_notebook`,
     the loader callers use, wraps it first."""
@@ -121,7 +121,7 @@ def has_tag(nb: nbformat.NotebookNode, tag: str) -> bool:
 def with_platform_cells(nb: nbformat.NotebookNode, stage: str) -> nbformat.NotebookNode:
     """A copy of a training notebook with the platform's setup and train cells present."""
     nb = copy.deepcopy(nb)
-    if stage != "training":
+    if stage != StageName.TRAINING:
         return nb
     if not has_tag(nb, SETUP_TAG):
         setup = nbformat.v4.new_code_cell(SETUP_SOURCE, metadata={"tags": [SETUP_TAG]})

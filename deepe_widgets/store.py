@@ -24,6 +24,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from . import config
+from .config import StageName
 from .errors import DatabaseUnavailable, DeepeError, NotFound
 
 SCHEMA_VERSION = 1
@@ -143,7 +144,7 @@ class Job(SQLModel, table=True):
     dataset: Optional[str] = None
     params: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = Field(default=JobStatus.QUEUED)
-    stage: str = "training"
+    stage: str = StageName.TRAINING
     attempt: int = 0
     max_attempts: int = 3
     lease_owner: Optional[str] = None

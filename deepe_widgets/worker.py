@@ -26,7 +26,7 @@ import time
 import uuid
 
 import psutil
-from sqlalchemy import func, text
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
@@ -42,10 +42,17 @@ NOW_SIGNAL = signal.SIGUSR1
 
 
 def live_workers() -> list[store.Worker]:
-    """Workers whose heartbeat is younger than a lease (on the database's clock)."""
+    """Workers whose heartbeat is younger than a lease (on the database's clock), but for those of
+    this host whose process is gone (killed with -9, it leaves a fresh heartbeat behind)."""
     with store.read_session() as s:
-        return list(s.exec(select(store.Worker).where(
+        rows = list(s.exec(select(store.Worker).where(
             store.Worker.heartbeat_at >= store.db_now() - config.lease_seconds())))
+    return [row for row in rows if not _gone_here(row.host, row.pid)]
+
+
+def _gone_here(host: str, pid: int) -> bool:
+    """A worker of this host whose process no longer runs (another host's cannot be looked at)."""
+    return host == socket.gethostname() and not _alive(pid)
 
 
 # A save or a deploy takes minutes, a training hours; an evaluation holds a model in (GPU) memory
@@ -77,7 +84,8 @@ def ensure_worker() -> int | None:
     with store.get_engine().begin() as conn:
         _take_start_lock(conn)
         conn.execute(table.delete().where(table.c.heartbeat_at < alive_since))
-        if conn.execute(select(func.count()).select_from(table).where(table.c.heartbeat_at >= alive_since)).scalar():
+        if any(not _gone_here(host, pid) for host, pid in conn.execute(
+                select(table.c.host, table.c.pid).where(table.c.heartbeat_at >= alive_since))):
             return None
         logs = config.workspace_dir("logs")
         log_path = logs / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
@@ -269,7 +277,8 @@ class Worker:
         """Mark this host's Live Models whose server died `failed`; returns how many still run."""
         try:
             for row in deployments.refresh():
-                log.warning("live model %s: its deployment ended (%s)", row.name, row.meta.get("status"))
+                log.warning("live model %s: its deployment ended (%s)", row.name,
+                            deployments.LiveState.from_meta(row.meta).status)
             return deployments.supervised_count()
         except Exception:
             log.exception("could not check the live models")

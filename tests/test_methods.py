@@ -78,6 +78,24 @@ def test_stage_file_is_copied_with_its_hash(home, tmp_path):
     assert not copy.exists() and [m.name for m in methods.list_methods()] == []
 
 
+def test_a_stage_is_a_typed_view_of_the_stored_stage(home, tmp_path):
+    """`methods.Stage` reads a method's stored stage and writes the same JSON back (users' databases
+    keep their shape; a key a newer version adds survives)."""
+    from deepe_widgets import store
+
+    source = tmp_path / "mine.ipynb"
+    shutil.copy(TEMPLATE, source)
+    methods.register_method("mine", {"training": (source, "python3")})
+    stored = store.get_one(store.Method, name="mine").stages["training"]
+    assert list(stored) == ["file", "source", "sha256", "kernel"]
+    stage = methods.stage_of(store.get_one(store.Method, name="mine"), "training")
+    assert (stage.source, stage.kernel, stage.source_name) == (str(source), "python3", "mine.ipynb")
+    assert stage.to_dict() == stored and list(stage.to_dict()) == list(stored)
+    newer = {**stored, "args_template": "--lr {LEARNING_RATE}", "gpus": 2}
+    assert methods.Stage.from_dict(newer).to_dict() == newer
+    assert methods.Stage.from_dict(newer).args_template == "--lr {LEARNING_RATE}"
+
+
 def test_unknown_kernel_is_refused_listing_installed_ones(home):
     with pytest.raises(DeepeError, match=r"kernel 'no-such-env' is not installed; installed kernels: .*python3"):
         methods.register_method("m", {"training": (TEMPLATE, "no-such-env")})

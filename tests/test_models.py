@@ -66,7 +66,6 @@ def test_a_model_a_queued_job_uses_cannot_be_deleted(workspace, tiny_model_dir):
 
 
 def test_a_live_model_and_the_model_it_serves_cannot_be_deleted(workspace, tmp_path):
-    assert set(models.SERVING_STATUSES) == set(deployments.RUNNING_STATES)  # the two lists agree
     served = tmp_path / "adapter"
     served.mkdir()
     models.add_model("served", served, kind=ModelKind.CUSTOMIZED, parent="tiny", owned=True)
@@ -77,6 +76,30 @@ def test_a_live_model_and_the_model_it_serves_cannot_be_deleted(workspace, tmp_p
     refused = deepe("models", "delete", "served", "--force", check=False)
     assert refused.returncode == 2 and "is served by live model served_l_ab12" in refused.stderr
     assert served.is_dir()
+
+
+def test_a_live_models_stored_state_keeps_its_shape(workspace, tmp_path):
+    """A Live Model's meta, as a database holds it, reads into `LiveState` and writes back key for
+    key; a stop through it changes only what it sets, and `deepe deployments show --json` reads it."""
+    stored = {"status": "starting", "engine": "vllm", "host": "127.0.0.1", "port": 8011,
+              "url": "http://127.0.0.1:8011", "served_name": "tiny_l_ab12", "deployed_model": "tiny",
+              "deployed_kind": "complete", "base_path": "/models/tiny", "adapter_path": "", "lora": False,
+              "shared_with": None, "server_host": None, "api_key_file": None, "job_id": None, "pid": None,
+              "error": None, "submitted_at": 1.5}
+    state = deployments.LiveState.from_meta({**stored, "owned": True, "from_a_newer_version": [1]})
+    assert state.status is deployments.LiveStatus.STARTING and state.port == 8011 and state.serving
+    assert json.dumps(state.to_meta()) == json.dumps({**stored, "owned": True, "from_a_newer_version": [1]})
+
+    models.add_model("tiny_l_ab12", tmp_path / "live", kind=ModelKind.LIVE, parent="tiny", owned=True, meta=stored)
+    deployments._update("tiny_l_ab12", expect=deployments.LiveStatus.STARTING,
+                        status=deployments.LiveStatus.STOPPED, stopped_at=2.5, error="cancelled")
+    assert models.get_model("tiny_l_ab12").meta == {**stored, "owned": True, "status": "stopped",
+                                                    "stopped_at": 2.5, "error": "cancelled"}
+    shown = json.loads(deepe("deployments", "show", "tiny_l_ab12", "--json").stdout)
+    assert (shown["status"], shown["url"], shown["served_name"], shown["stopped_at"], shown["command"]) == \
+        ("stopped", "http://127.0.0.1:8011", "tiny_l_ab12", 2.5, None)
+    assert not deployments.LiveState.from_meta(models.get_model("tiny_l_ab12").meta).serving
+    models.delete_model("tiny_l_ab12")  # stopped: it may go
 
 
 def test_the_model_card_and_inference_walk_one_lineage(workspace, tmp_path, tiny_model_dir):

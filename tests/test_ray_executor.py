@@ -35,7 +35,15 @@ def ray_head(tmp_path_factory):
     left = head.stop()
     assert left == [], f"Ray processes left after stopping the head: {left}"
     assert not [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("raylet", "gcs_server")
-                and any(str(head.temp_dir) in part for part in (p.cmdline() if p.is_running() else []))]
+                and any(str(head.temp_dir) in part for part in _running_cmdline(p))]
+
+
+def _running_cmdline(proc: psutil.Process) -> list[str]:
+    """A process's command line; none for one that has exited (a zombie not yet reaped included)."""
+    try:
+        return proc.cmdline() if proc.status() != psutil.STATUS_ZOMBIE else []
+    except psutil.Error:
+        return []
 
 
 @pytest.fixture

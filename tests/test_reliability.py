@@ -33,6 +33,7 @@ def test_killed_worker_job_resumes_from_checkpoint(workspace, tmp_path, monkeypa
     # The stage runner and kernel go with it, the lease runs out, a new worker requeues and resumes.
     wait_until(lambda: not psutil.pid_exists(running.pid)
                or psutil.Process(running.pid).status() == psutil.STATUS_ZOMBIE, 10, "the worker to die")
+    assert worker.live_workers() == []  # its heartbeat is still fresh, but its process is gone
     wait_lease_expired(job.id)
     worker.ensure_worker()
     final = jobs.wait_for(job.id, timeout=180)

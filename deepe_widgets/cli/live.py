@@ -69,7 +69,8 @@ def cmd_deploy(args) -> int:
                                           name=args.name)
     start_worker()
     if not args.json:
-        where = (f"at {live.meta['url']}/v1" if live.meta.get("url")
+        url = deployments.LiveState.from_meta(live.meta).url
+        where = (f"at {url}/v1" if url
                  else "on a free port chosen when its server starts")
         print(f"queued deployment job {job.id}: live model {live.name} will answer {where}", flush=True)
     if not args.wait:
@@ -161,7 +162,7 @@ def cmd_deployments_logs(args) -> int:
     text = deployments.server_log(record, lines=args.lines)
     if text:
         print(text)
-    while args.follow and record.meta.get("status") in deployments.RUNNING_STATES:
+    while args.follow and deployments.LiveState.from_meta(record.meta).serving:
         time.sleep(1.0)
         deployments.refresh()
         record = deployments.get_live(args.name)

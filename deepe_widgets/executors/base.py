@@ -307,10 +307,10 @@ def stage_kernel(job: Job) -> str | None:
     """The kernelspec a job's current stage runs in (None: its method is gone)."""
     try:
         if job.kind == JobKind.DEPLOY:
-            return deployments.stage_info(job)["kernel"]
+            return deployments.stage_info(job).kernel
         if job.kind == JobKind.EVALUATE:
-            return evaluations.stage_info(job)["kernel"]
-        return methods.get_method(job.method).stages[job.stage]["kernel"]
+            return evaluations.stage_info(job).kernel
+        return methods.stage_of(methods.get_method(job.method), job.stage).kernel
     except (DeepeError, KeyError):
         return None
 

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlmodel import select
 
@@ -38,6 +39,11 @@ from .base import (
     ReturnToQueue,
     RunningStage,
 )
+
+# Ray's own types (`JobStatus.is_terminal()`), imported inside the functions that need them: this module
+# is imported by name only, and a worker that runs locally never imports Ray.
+if TYPE_CHECKING:
+    from ray.job_submission import JobStatus as RayJobStatus
 
 log = logging.getLogger("deepe.executor.ray")
 
@@ -55,8 +61,6 @@ SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNO
 # What Ray's Jobs API client raises while the head does not answer: ConnectionError (an OSError), or
 # RuntimeError on an HTTP error status (a 5xx while the dashboard restarts).
 RAY_UNAVAILABLE = (OSError, RuntimeError)
-RAY_ACTIVE = ("PENDING", "RUNNING")
-RAY_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def ray_address() -> str:
@@ -199,26 +203,28 @@ class RayStage(RunningStage):
         self.stage_log = stage_log
         self.detail = {"ray_job": sid}
         self.relay = LogRelay(executor.client, sid, stage_log)
-        self.status: str | None = None
+        self.status: RayJobStatus | None = None
         self.info = None
         self._running_since: float | None = None
         self._waiting_said = False
 
     def wait(self, seconds: float) -> bool:
+        from ray.job_submission import JobStatus as RayJobStatus
+
         job, sid = self.job, self.sid
         if self.info is not None:  # the first look goes at once
             time.sleep(seconds)
         # a head that does not answer (a restart, a blip) is asked again; its Ray job runs on meanwhile
         info = self.info = self.executor._ask_ray(job, self.executor.client.get_job_info, sid)
-        status = self.status = str(getattr(info.status, "value", info.status))
-        self.relay.poll(final=status in RAY_TERMINAL)
-        if status == "RUNNING" and self._running_since is None:
+        status = self.status = RayJobStatus(info.status)
+        self.relay.poll(final=status.is_terminal())
+        if status is RayJobStatus.RUNNING and self._running_since is None:
             self._running_since = time.monotonic()
             log.info("job %s: Ray job %s running, %.1f s after its submission", job.id, sid,
                      time.time() - (info.start_time or 0) / 1000)
-        if status in RAY_TERMINAL:
+        if status.is_terminal():
             return True
-        if status == "PENDING":
+        if status is RayJobStatus.PENDING:
             waited = time.time() - (info.start_time or time.time() * 1000) / 1000
             if not self._waiting_said and waited > 5:
                 _stamp(self.stage_log, f"waiting for a Ray node that offers {describe_resources(stage_resources(job))}")
@@ -299,12 +305,14 @@ class RayExecutor(ExecutionManager):
     def _adoptable(self, job: Job) -> tuple[str, object] | None:
         """The Ray job an earlier attempt (or this one, handed back) started and left to run, or whose
         outcome nobody recorded: newest attempt first."""
+        from ray.job_submission import JobStatus as RayJobStatus
+
         for attempt in range(job.attempt, 0, -1):
             sid = submission_id(job, attempt)
             info = self._info(sid, job)
             if info is None:
                 continue
-            if str(info.status.value if hasattr(info.status, "value") else info.status) == "STOPPED":
+            if RayJobStatus(info.status) is RayJobStatus.STOPPED:
                 return None  # stopped (a cancel, or by hand): this attempt starts afresh
             return sid, info
         return None
@@ -356,20 +364,22 @@ class RayExecutor(ExecutionManager):
         self.follow(job, stage)
         self._outcome(job, sid, stage.status, stage.info, result_path, stage.relay)
 
-    def _outcome(self, job: Job, sid: str, status: str, info, result_path: Path, relay: "LogRelay") -> None:
+    def _outcome(self, job: Job, sid: str, status: RayJobStatus, info, result_path: Path, relay: "LogRelay") -> None:
+        from ray.job_submission import JobStatus as RayJobStatus
+
         result = None
         if result_path.exists():
             result = json.loads(result_path.read_text())
         elif relay.result is not None:
             result = relay.result
-        if status == "SUCCEEDED" and (result is None or result.get("ok")):
+        if status is RayJobStatus.SUCCEEDED and (result is None or result.get("ok")):
             if relay.shared is False:  # README: a shared folder for the run folders is the documented setup
                 log.warning("job %s: the run folder is not shared with node %s; its record and output are there",
                             job.id, relay.node)
                 _stamp(result_path.with_name(f"{job.stage}.log"), f"the run folder is not shared with node "
                        f"{relay.node}: the record and the output stay there, at {job.run_dir}")
             return
-        if status == "STOPPED":
+        if status is RayJobStatus.STOPPED:
             if self.lease.call(jobs.get_job, job.id).status == JobStatus.CANCELLING:
                 raise Cancelled()
             raise StageFailed("RayJobStopped", info.message, platform=True, extra={"ray_job": sid},
@@ -384,6 +394,8 @@ class RayExecutor(ExecutionManager):
 
         A job still PENDING has no process yet: Ray queues the stop, and the job stops as soon as a
         node takes it (or Ray's own start timeout fails it), so there is nothing to wait for."""
+        from ray.job_submission import JobStatus as RayJobStatus
+
         self._asked_to_stop.add(sid)
         try:
             self.client.stop_job(sid)
@@ -393,7 +405,8 @@ class RayExecutor(ExecutionManager):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if str(getattr(self.client.get_job_status(sid), "value", "")) in RAY_TERMINAL + ("PENDING",):
+                status = RayJobStatus(self.client.get_job_status(sid))
+                if status.is_terminal() or status is RayJobStatus.PENDING:
                     return
             except RAY_UNAVAILABLE:  # a blip while it stops: ask again
                 pass
@@ -409,11 +422,13 @@ class RayExecutor(ExecutionManager):
 
 def stop_orphans(executor: RayExecutor) -> list[str]:
     """Stop this workspace's running Ray jobs whose job finished in the database; returns their ids."""
+    from ray.job_submission import JobStatus as RayJobStatus
+
     running = {}
     for details in executor.client.list_jobs():
         sid = details.submission_id or ""
         if (sid.startswith("deepe-") and sid not in executor._asked_to_stop
-                and str(getattr(details.status, "value", details.status)) in RAY_ACTIVE):
+                and not RayJobStatus(details.status).is_terminal()):
             running[sid.split("-")[1]] = sid
     if not running:
         return []

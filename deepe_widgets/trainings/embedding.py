@@ -4,12 +4,13 @@ helpers (the packaged base model, `demo-embed`, the pair check) live in `deepe_w
 from __future__ import annotations
 
 from .. import embeddings
+from ..config import TrainingTypeName
 from .registry import TrainingType, register
 
 
 class Embedding(TrainingType):
     name = "embedding"
-    training_type = "embedding"
+    training_type = TrainingTypeName.EMBEDDING
     order = 10
     demo_dataset = embeddings.EMBEDDING_DEMO_DATASET
     needs_model = "an embedding model (a sentence-transformers encoder such as all-MiniLM-L6-v2)"
@@ -22,7 +23,7 @@ class Embedding(TrainingType):
     default_suite = "retrieval"
 
     def recognizes(self, model_row) -> bool:
-        return (model_row.meta or {}).get("training_type") == "embedding" or \
+        return (model_row.meta or {}).get("training_type") == TrainingTypeName.EMBEDDING or \
             embeddings.is_embedding_model(model_row.path)
 
     def check_dataset(self, method_row, model_row, dataset_row, values) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import image_data
+from ..config import TrainingTypeName
 from ..demo_data import SD_DEMO_DATASET
 from .registry import TrainingType, register
 
 
 class ImageGeneration(TrainingType):
     name = "image-generation"
-    training_type = "image-generation"
+    training_type = TrainingTypeName.IMAGE_GENERATION
     order = 30
     methods = ("SD-Demo",)  # trained on images with captions
     demo_dataset = SD_DEMO_DATASET

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import datasets, store
+from ..config import TrainingTypeName
 from ..demo_data import DPO_DEMO_DATASET
 from ..errors import DeepeError
 from .registry import TrainingType, register
@@ -38,7 +39,7 @@ def check_preference_training(dataset_row: store.DatasetRecord, values: dict) ->
 
 class Preference(TrainingType):
     name = "preference"
-    training_type = "chat"
+    training_type = TrainingTypeName.CHAT
     order = 40
     methods = ("DPO-Demo",)
     demo_dataset = DPO_DEMO_DATASET

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import config, methods, metrics, models, store
 from .. import params as paramlib
+from ..config import TrainingTypeName
 from ..errors import DeepeError
 from ..store import ModelKind
 
@@ -20,7 +21,7 @@ class TrainingType:
     name = "chat"
     # the methods' `training_type` this type serves (config.TRAINING_TYPES); a method named in `methods`
     # belongs here whatever its training_type says (DPO-Demo is a chat method trained on pairs)
-    training_type = "chat"
+    training_type = TrainingTypeName.CHAT
     methods: tuple[str, ...] = ()
     demo_dataset = "demo-sft"
     # the base models it trains, in words: what a method of it needs, and what a model of it is
@@ -61,7 +62,7 @@ class TrainingType:
     def checks_model(self, method_row: store.Method) -> bool:
         """Whether a training of `method_row` gets the base-model check: the built-ins and every method
         of a type other than chat (a user's chat method may train any text model its code loads)."""
-        return self.checks_data(method_row) or self.training_type != "chat"
+        return self.checks_data(method_row) or self.training_type != TrainingTypeName.CHAT
 
     def takes_model(self, model_row: store.ModelRecord) -> bool:
         """Whether this type trains `model_row`: the type that recognizes it (`for_model`) is of its kind."""

@@ -4,13 +4,14 @@ kernel can run it (`deepe_widgets.simpletuner`). Its stage reads its own config:
 from __future__ import annotations
 
 from .. import simpletuner
+from ..config import TrainingTypeName
 from ..demo_data import SD_DEMO_DATASET
 from .registry import TrainingType, register
 
 
 class SimpleTuner(TrainingType):
     name = "simpletuner"
-    training_type = "image-generation"
+    training_type = TrainingTypeName.IMAGE_GENERATION
     order = 40
     methods = (simpletuner.METHOD,)
     demo_dataset = SD_DEMO_DATASET

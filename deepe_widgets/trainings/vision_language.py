@@ -4,12 +4,13 @@ model and dataset checks) live in `deepe_widgets.vision_language`."""
 from __future__ import annotations
 
 from .. import vision_language as vl
+from ..config import TrainingTypeName
 from .registry import TrainingType, register
 
 
 class VisionLanguage(TrainingType):
     name = "vision-language"
-    training_type = "vision-language"
+    training_type = TrainingTypeName.VISION_LANGUAGE
     order = 20
     demo_dataset = vl.VL_DEMO_DATASET
     needs_model = "an image + text model (vision-language, such as SmolVLM or Qwen2.5-VL)"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nbformat
 
+from ..config import StageName
 from ..stagefiles import find_parameters_cell, notebook_parameters
 
 # Seed 004's form words first, then DeepExtension's other names.
@@ -142,7 +143,7 @@ def _training_notebook(path: str, mtime: float) -> tuple[dict, str] | None:
 
 
 def _notebook_of(method) -> tuple | None:
-    info = (getattr(method, "stages", None) or {}).get("training") or {}
+    info = (getattr(method, "stages", None) or {}).get(StageName.TRAINING) or {}
     path = info.get("file")
     if not path or not str(path).endswith(".ipynb") or not Path(path).is_file():
         return None

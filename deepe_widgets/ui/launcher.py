@@ -18,6 +18,7 @@ import ipywidgets as w
 
 from .. import config, datasets, demo_data, image_data, jobs, methods, models, store, trainings, worker
 from .. import params as paramlib
+from ..config import StageName
 from ..errors import DeepeError
 from ..images import image_column, thumbnail_html
 from ..names import check_name
@@ -194,7 +195,8 @@ class TrainingLauncher(w.VBox):
         bases = [m.name for m in models.list_models("base")]
         if models.DEFAULT_BASE_MODEL not in bases:
             bases.append(models.DEFAULT_BASE_MODEL)  # imported on first use
-        choices = ((self.method, [m.name for m in methods.list_methods() if "training" in m.stages], PREFERRED_METHOD),
+        trainable = [m.name for m in methods.list_methods() if StageName.TRAINING in m.stages]
+        choices = ((self.method, trainable, PREFERRED_METHOD),
                    (self.base_model, bases, models.DEFAULT_BASE_MODEL),
                    (self.dataset, [d.name for d in datasets.list_datasets()], None))
         self._quiet = True  # re-assigning options selects the first one for a moment: no rebuild for that

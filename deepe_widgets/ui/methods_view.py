@@ -9,6 +9,7 @@ from pathlib import Path
 import ipywidgets as w
 
 from .. import config, deployments, envs, methods, store
+from ..config import Lifecycle, StageName
 from ..errors import DeepeError
 from ..kernels import installed_kernels
 from ..names import check_name
@@ -21,12 +22,14 @@ from .tables import GridTable
 
 LABEL = {"width": "240px"}  # a dict, not a Layout: each label gets its own (closing one closes no other)
 FORM = {"style": {"description_width": "130px"}, "layout": {"width": "480px"}}
-LIFECYCLE_WORDS = [("Customized Model", "customized"), ("Complete Model", "complete"), ("Live Model", "live")]
+LIFECYCLE_WORDS = [("Customized Model", Lifecycle.CUSTOMIZED), ("Complete Model", Lifecycle.COMPLETE),
+                   ("Live Model", Lifecycle.LIVE)]
 # Seed 000: a Live Model method chooses its deployment environment
 DEPLOY_ENVS = [("built-in vLLM (OpenAI-compatible server)", "vllm"), ("custom deployment file + kernel", "custom")]
-STAGE_WORDS = {"training": "training code file", "saving": "saving code file",
-               "inference-customized": "Customized Model inference file",
-               "inference-complete": "Complete Model inference file", "deployment": "deployment code file"}
+STAGE_WORDS = {StageName.TRAINING: "training code file", StageName.SAVING: "saving code file",
+               StageName.INFERENCE_CUSTOMIZED: "Customized Model inference file",
+               StageName.INFERENCE_COMPLETE: "Complete Model inference file",
+               StageName.DEPLOYMENT: "deployment code file"}
 
 
 def _error(text: str) -> str:
@@ -120,7 +123,7 @@ class MethodForm(w.VBox):
                 errors["deploy_env"] = (f"The built-in vLLM environment is not built yet (no kernel {kernel}): "
                                         "run `deepe envs create vllm` once, then save.")
         for stage in config.STAGES:
-            if stage == "deployment" and self.builtin_deployment:
+            if stage == StageName.DEPLOYMENT and self.builtin_deployment:
                 continue
             required = stage in methods.MANDATORY[lifecycle]
             if not (required or (stage in methods.OPTIONAL[lifecycle] and self.enabled[stage].value)):
@@ -166,15 +169,15 @@ class MethodForm(w.VBox):
     @property
     def builtin_deployment(self) -> bool:
         """A Live Model method deployed by the built-in vLLM stage (no deployment file of its own)."""
-        return self.lifecycle.value == "live" and self.deploy_env.value == "vllm"
+        return self.lifecycle.value == Lifecycle.LIVE and self.deploy_env.value == "vllm"
 
     def _show_stages(self) -> None:
         lifecycle = self.lifecycle.value
         mandatory, optional = methods.MANDATORY[lifecycle], methods.OPTIONAL[lifecycle]
-        self.deploy_box.layout.display = None if lifecycle == "live" else "none"
+        self.deploy_box.layout.display = None if lifecycle == Lifecycle.LIVE else "none"
         for stage, row in self.stage_rows.items():
             row.layout.display = None if stage in mandatory or stage in optional else "none"
-            if stage == "deployment" and self.builtin_deployment:
+            if stage == StageName.DEPLOYMENT and self.builtin_deployment:
                 row.layout.display = "none"
             self.enabled[stage].layout.display = None if stage in optional else "none"
             label = row.children[0].children[0]
@@ -187,7 +190,7 @@ class MethodForm(w.VBox):
             out[stage] = (self.files[stage].value.strip(), self.kernels[stage].value)
         if self.builtin_deployment:
             builtin = deployments.builtin_stage()
-            out["deployment"] = (builtin["file"], builtin["kernel"])
+            out[StageName.DEPLOYMENT] = (builtin.file, builtin.kernel)
         for stage in methods.OPTIONAL[lifecycle]:
             if self.enabled[stage].value:
                 out[stage] = (self.files[stage].value.strip(), self.kernels[stage].value)
@@ -279,7 +282,7 @@ class MethodManager(PollingView, w.VBox):
         self._shown = _catalog(listed)
         rows, self.rows = [], {}
         for method in listed:
-            stages = ", ".join(f"{s} ({i['kernel']})" for s, i in method.stages.items())
+            stages = ", ".join(f"{s} ({i.kernel})" for s, i in methods.stages_of(method).items())
             lifecycle = {v: k for k, v in LIFECYCLE_WORDS}.get(method.lifecycle, method.lifecycle)
             stages_cell = f"<span title='{html.escape(stages, quote=True)}'>{html.escape(stages)}</span>"
             cells = [GridTable.text_cells([html.escape(method.name), html.escape(method.training_type),

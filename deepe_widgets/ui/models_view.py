@@ -22,8 +22,10 @@ from pathlib import Path
 import ipywidgets as w
 
 from .. import config, datasets, deployments, evaluations, inference, jobs, methods, metrics, models, trainings, worker
+from ..config import StageName
 from ..errors import DeepeError
 from ..jobs import format_time as when
+from ..models import LiveState
 from ..store import ModelKind
 from .common import close_tree, stylesheet
 from .evaluation_view import SCORE_ORDER, EvaluationSection, score_text, suite_label
@@ -159,7 +161,7 @@ class ModelsView(PollingView, w.VBox):
                      w.HTML(html.escape(card["base_model"] or "-")), w.HTML(html.escape(card["method"] or "-")),
                      w.HTML(html.escape(card["dataset"] or "-")), w.HTML(short_time(record.created_at)),
                      w.HTML(html.escape(key_metric(card) if record.kind != ModelKind.LIVE
-                                        else str(record.meta.get("status", "-")))),
+                                        else str(LiveState.from_meta(record.meta).status or "-"))),
                      w.HTML(html.escape(key_score(record.name) if record.kind != ModelKind.LIVE else "-")),
                      open_button]
             rows.append(cells)
@@ -423,7 +425,7 @@ class ModelCard(w.VBox):
             method = methods.get_method(self.record.method)
         except DeepeError:
             method = None
-        if method is None or "saving" not in method.stages:
+        if method is None or StageName.SAVING not in method.stages:
             self.save.disabled = True
             why = (f"its method {self.record.method} has no saving stage (a Customized Model lifecycle)"
                    if method else f"its method {self.record.method} no longer exists")
@@ -575,17 +577,17 @@ class ModelCard(w.VBox):
         self.deploy_note = w.HTML()
         self.deploy_button = self.stop_button = None
         if self.kind == ModelKind.LIVE:
-            meta = self.record.meta
+            state = LiveState.from_meta(self.record.meta)
             self.live_info = w.HTML(html_table(["", ""], [
-                ["Status", html.escape(str(meta.get("status")))],
-                ["URL", html.escape(f"{meta['url']}/v1" if meta.get("url") else "(its port is chosen when it starts)")],
-                ["Model name", html.escape(str(meta.get("served_name")))],
+                ["Status", html.escape(str(state.status))],
+                ["URL", html.escape(f"{state.url}/v1" if state.url else "(its port is chosen when it starts)")],
+                ["Model name", html.escape(str(state.served_name))],
                 ["Serves", html.escape(str(self.record.parent))]] + (
-                [["Error", html.escape(str(meta.get("error")))]] if meta.get("error") else [])))
+                [["Error", html.escape(str(state.error))]] if state.error else [])))
             if not self.admin:
                 return w.VBox([w.HTML("<h4>Server</h4>"), self.live_info, self.deploy_note])
             self.stop_button = w.Button(description="Stop", icon="stop", layout=w.Layout(width="110px"),
-                                        disabled=meta.get("status") not in deployments.RUNNING_STATES)
+                                        disabled=not state.serving)
             self.stop_button.on_click(lambda _b: self.stop_live())
             return w.VBox([w.HTML("<h4>Server</h4>"), self.live_info, w.HBox([self.stop_button, self.deploy_note])])
         if not self.admin:

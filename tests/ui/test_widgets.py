@@ -770,7 +770,7 @@ def test_a_live_method_chooses_its_deployment_environment(workspace, tmp_path, m
     form.save.click()
     method = methods.get_method("live-sft")
     assert method.lifecycle == "live" and method.stages["deployment"]["kernel"] == "deepe-vllm"
-    assert method.stages["deployment"]["source"] == deployments.builtin_stage()["file"]
+    assert method.stages["deployment"]["source"] == deployments.builtin_stage().file
     manager.close()
 
 
