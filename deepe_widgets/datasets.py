@@ -181,9 +181,9 @@ def check_columns(record: store.DatasetRecord, input_column: str, output_column:
                 raise DeepeError(f"dataset {record.name!r} has no column {column!r} ({label}); "
                                  f"columns: {', '.join(record.columns)}", field=label)
     elif not {"instruction", "output"} <= columns and not {"question", "answer"} <= columns:
-        raise DeepeError(f"dataset {record.name!r} has no instruction/output columns; set "
-                         f"PromptInputColumn and PromptOutputColumn (columns: {', '.join(record.columns)})",
-                         field="PromptInputColumn")
+        raise DeepeError(f"dataset {record.name!r} has no prompt and response columns (instruction/output or "
+                         f"question/answer); name its own with PromptInputColumn and PromptOutputColumn "
+                         f"(its columns: {', '.join(record.columns)})", field="PromptInputColumn")
 
 
 def check_preference_pairs(record: store.DatasetRecord, prompt_column: str = "", chosen_column: str = "",
@@ -197,20 +197,28 @@ def check_preference_pairs(record: store.DatasetRecord, prompt_column: str = "",
     named = (("PromptInputColumn", prompt_column or "prompt"), ("PromptOutputColumn", chosen_column or "chosen"),
              ("PromptRejectedColumn", rejected_column or "rejected"))
     labels = {"PromptInputColumn": "prompt", "PromptOutputColumn": "chosen", "PromptRejectedColumn": "rejected"}
+    given = {"PromptInputColumn": prompt_column, "PromptOutputColumn": chosen_column,
+             "PromptRejectedColumn": rejected_column}
     columns, rows, _count = read_rows(Path(record.path), record.format,
                                       limit=max_samples if max_samples and max_samples > 0 else None)
     if not rows:
         raise DeepeError(f"dataset {record.name!r} has no rows", field="dataset")
+
+    def missing(field: str, column: str) -> DeepeError:
+        if given[field]:  # the user named it: say that name is not there
+            return DeepeError(f"dataset {record.name!r} has no column {column!r} (the {labels[field]} column); "
+                              f"its columns: {', '.join(columns)}", field=field)
+        return DeepeError(f"dataset {record.name!r} is not a preference dataset: it has no {labels[field]} column "
+                          f"(its columns: {', '.join(columns)}). DPO learns from a prompt, a chosen and a rejected "
+                          f"answer per row; name yours with {field}", field=field)
+
     for field, column in named[1:]:
         if column not in columns:
-            raise DeepeError(f"dataset {record.name!r} has no {labels[field]} column {column!r}: a preference "
-                             f"dataset needs prompt, chosen and rejected columns (set {field} to name it; "
-                             f"columns: {', '.join(columns)})", field=field)
+            raise missing(field, column)
     (_, prompt), (_, chosen), (_, rejected) = named
     implicit = prompt not in columns
     if implicit and (prompt_column or not all(isinstance(rows[0].get(c), list) for c in (chosen, rejected))):
-        raise DeepeError(f"dataset {record.name!r} has no prompt column {prompt!r} (set PromptInputColumn to "
-                         f"name it; columns: {', '.join(columns)})", field="PromptInputColumn")
+        raise missing("PromptInputColumn", prompt)
     same = []
     for number, row in enumerate(rows, 1):
         for field, column in named[int(implicit):]:

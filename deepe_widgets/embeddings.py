@@ -109,8 +109,15 @@ def ensure_demo_embedding_dataset() -> None:
     add_dataset(EMBEDDING_DEMO_DATASET, path)
 
 
+# encoders a config without `architectures` may name (its `model_type`)
+ENCODER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "deberta", "deberta-v2", "electra",
+                       "albert", "camembert", "modernbert", "nomic_bert")
+
+
 def is_embedding_model(path: str | Path) -> bool:
-    """A sentence-transformers folder (modules.json) or a plain encoder without a language-model head."""
+    """A sentence-transformers folder (modules.json) or a plain encoder without a language-model head
+    (a config that names no architecture counts only when its model_type is an encoder's: a chat
+    method must not refuse a Llama whose config is terse)."""
     path = Path(path)
     if (path / "modules.json").is_file():
         return True
@@ -118,7 +125,10 @@ def is_embedding_model(path: str | Path) -> bool:
         cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return not any(a.endswith(("ForCausalLM", "ForConditionalGeneration")) for a in cfg.get("architectures", []))
+    architectures = cfg.get("architectures") or []
+    if not architectures:
+        return cfg.get("model_type") in ENCODER_MODEL_TYPES
+    return not any(a.endswith(("ForCausalLM", "ForConditionalGeneration")) for a in architectures)
 
 
 def pair_columns(columns: list[str], anchor_column: str = "", positive_column: str = "") -> tuple[str, str]:

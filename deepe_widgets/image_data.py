@@ -85,9 +85,11 @@ def check_image_dataset(record) -> None:
     images are all still readable."""
     metadata = Path(record.path)
     if image_column(list(record.columns)) is None:
-        raise DeepeError(f"dataset {record.name!r} is not an image dataset: it needs a {METADATA} (or jsonl) "
-                         f"with {' / '.join(IMAGE_COLUMNS)} and {' / '.join(CAPTION_COLUMNS)} columns "
-                         f"(columns: {', '.join(record.columns)})", field="dataset")
+        raise DeepeError(f"dataset {record.name!r} is not an image dataset: a text-to-image training needs a "
+                         f"picture and its caption in each row (a folder of images with a {METADATA} naming "
+                         f"them: a {IMAGE_COLUMNS[0]} column, or {', '.join(IMAGE_COLUMNS[1:])}, and a "
+                         f"{CAPTION_COLUMNS[0]} column, or {', '.join(CAPTION_COLUMNS[1:])}); its columns are "
+                         f"{', '.join(record.columns)}", field="dataset")
     check_image_rows(metadata, read_metadata(metadata))
 
 

@@ -1,5 +1,6 @@
 """Vision-language training: the `demo-vl` dataset of shapes and colours drawn with PIL, and the
-checks a VL training gets before it is queued (its images, and a base model that can see)."""
+checks a VL training's dataset gets before it is queued (its images; the base model's kind is
+the training type's check)."""
 
 from __future__ import annotations
 
@@ -79,23 +80,16 @@ def is_vision_language_model(path: str | Path) -> bool:
         for a in cfg.get("architectures", []))
 
 
-def check_vision_model(model_row: store.ModelRecord) -> None:
-    """Refuse a text-only base model for a vision-language method."""
-    if not is_vision_language_model(model_row.path):
-        raise DeepeError(f"base model {model_row.name!r} is a text-only model (its config.json has no "
-                         f"vision_config); a vision-language method needs an image + text model such as "
-                         f"LLaVA, SmolVLM or Qwen2.5-VL", field="base_model")
-
-
 def check_vl_dataset(record: store.DatasetRecord, values: dict) -> None:
     """Refuse a VL dataset without an image column, without `messages` or prompt/response columns,
     or with a row whose image is missing or unreadable (naming the row)."""
     columns, rows, _count = read_rows(Path(record.path), record.format)
     column = image_column(columns)
     if column is None:
-        raise DeepeError(f"dataset {record.name!r} has no image column: a vision-language dataset needs "
-                         f"`image` (a path relative to the file) beside `messages` or prompt/response "
-                         f"columns (columns: {', '.join(columns)})", field="dataset")
+        raise DeepeError(f"dataset {record.name!r} has no image column: a vision-language training needs a "
+                         f"picture in each row (an image column, its path relative to the file) beside chat "
+                         f"messages or question and answer columns; its columns are {', '.join(columns)}",
+                         field="dataset")
     prompt, response = values.get("PromptInputColumn", ""), values.get("PromptOutputColumn", "")
     if prompt or response:
         for field, name in (("PromptInputColumn", prompt), ("PromptOutputColumn", response)):

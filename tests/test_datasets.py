@@ -48,7 +48,7 @@ def test_training_refuses_columns_the_dataset_lacks(home, tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text('{"q": "x", "a": "y"}\n')
     record = datasets.add_dataset("qa", path)
-    with pytest.raises(DeepeError, match="no instruction/output columns"):
+    with pytest.raises(DeepeError, match="has no prompt and response columns \\(instruction/output"):
         datasets.check_columns(record, "", "")
     with pytest.raises(DeepeError, match="has no column 'question'"):
         datasets.check_columns(record, "question", "a")

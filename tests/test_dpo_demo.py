@@ -167,12 +167,13 @@ PAIR = {"prompt": "Capital of Peru?", "chosen": "CAPITAL CARD | Peru | Lima", "r
 
 @pytest.mark.parametrize("rows,params,field,message", [
     ([{"prompt": "Capital of Peru?", "chosen": "CAPITAL CARD | Peru | Lima"}], {}, "PromptRejectedColumn",
-     "has no rejected column 'rejected'"),
+     "is not a preference dataset: it has no rejected column"),
     ([{"prompt": "Capital of Peru?", "rejected": "Lima."}], {}, "PromptOutputColumn",
-     "has no chosen column 'chosen'"),
+     "is not a preference dataset: it has no chosen column"),
     ([{"question": "Capital of Peru?", "chosen": "CAPITAL CARD", "rejected": "Lima."}], {}, "PromptInputColumn",
-     "has no prompt column 'prompt'"),
-    ([PAIR], {"prompt_rejected_column": "worse"}, "PromptRejectedColumn", "has no rejected column 'worse'"),
+     "it has no prompt column"),
+    ([PAIR], {"prompt_rejected_column": "worse"}, "PromptRejectedColumn",
+     "has no column 'worse' (the rejected column)"),
     ([PAIR, {**PAIR, "rejected": PAIR["chosen"]}, {**PAIR, "rejected": PAIR["chosen"]}], {}, "dataset",
      "row 2 (and 1 more) has the same chosen and rejected response"),
     ([PAIR, {**PAIR, "rejected": ""}], {}, "PromptRejectedColumn", "row 2 has no rejected"),
@@ -191,7 +192,7 @@ def test_bad_preference_input_is_refused_at_submit(workspace, rows, params, fiel
 
 
 def test_sft_data_is_refused_for_dpo_and_preference_data_accepted(workspace):
-    with pytest.raises(DeepeError, match="has no chosen column 'chosen'"):
+    with pytest.raises(DeepeError, match="is not a preference dataset.*or choose demo-dpo"):
         jobs.submit_training("DPO-Demo", "tiny", "demo-sft")
     messages = [{"chosen": [{"role": "user", "content": "Peru?"}, {"role": "assistant", "content": "Lima"}],
                  "rejected": [{"role": "user", "content": "Peru?"}, {"role": "assistant", "content": "Cusco"}]}]

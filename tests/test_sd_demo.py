@@ -152,7 +152,8 @@ def test_keep_adapter_is_refused_for_a_method_that_always_merges(sd_workspace, t
 def test_sd_demo_refuses_text_data_and_a_chat_model_at_submit(sd_workspace):
     with pytest.raises(DeepeError, match="'demo-sft' is not an image dataset"):
         jobs.submit_training("SD-Demo", "tiny-sd", "demo-sft")
-    with pytest.raises(DeepeError, match="base model 'tiny' has no model_index.json"):
+    with pytest.raises(DeepeError, match=r"SD-Demo needs a text-to-image pipeline .*; tiny is a text-only "
+                                         r"chat model. Choose tiny-sd instead"):
         jobs.submit_training("SD-Demo", "tiny", "demo-sd")
     assert jobs.list_jobs() == []
 

@@ -106,7 +106,7 @@ def test_a_new_training_type_is_picked_up_by_submit_inference_and_the_launcher(w
     assert launcher.dataset.value == "demo-sft"
     launcher.method.value = "toy-method"
     assert launcher.dataset.value == "demo-gsm"
-    assert launcher.input_column.options[0][0] == "(standard: riddle/reply)"
+    assert launcher.input_column.options[0][0] == "(standard: riddle)"
     launcher.close()
 
     # a base model of the toy type answers through the toy's notebook, with the toy's defaults
@@ -125,5 +125,5 @@ def test_a_new_training_type_is_picked_up_by_submit_inference_and_the_launcher(w
 
 def test_a_preference_method_is_checked_as_preference_whatever_its_training_type_says(workspace):
     assert methods.get_method("DPO-Demo").training_type == "chat"
-    with pytest.raises(DeepeError, match="has no chosen column 'chosen'"):
+    with pytest.raises(DeepeError, match="is not a preference dataset"):
         jobs.submit_training("DPO-Demo", "tiny", "demo-sft")

@@ -76,7 +76,8 @@ def test_text_only_model_or_data_is_refused_at_submit(workspace, tiny_vl_dir):
 
     with pytest.raises(DeepeError) as caught:
         jobs.submit_training("VL-Demo", "tiny", "demo-vl")  # `tiny` is a text-only Llama
-    assert caught.value.field == "base_model" and "text-only model" in caught.value.message
+    assert caught.value.field == "base_model" and "VL-Demo needs an image + text model" in caught.value.message
+    assert "tiny is a text-only chat model" in caught.value.message
     add_model("tiny-vl", tiny_vl_dir)
     with pytest.raises(DeepeError, match="has no image column"):
         jobs.submit_training("VL-Demo", "tiny-vl", "demo-sft")
@@ -138,7 +139,7 @@ def test_the_train_form_previews_an_image_per_row_and_names_each_types_columns(w
     assert launcher.input_column.options[0][0] == "(standard: messages, or question/answer beside image)"
     launcher.method.value = "Embedding-Demo"
     assert launcher.dataset.value == "demo-embed" and "zorbix" in launcher.preview.value
-    assert launcher.input_column.options[0][0] == "(standard: anchor/positive or query/passage)"
+    assert launcher.input_column.options[0][0] == "(standard: anchor or query)"
 
 
 def test_try_it_takes_an_image_for_a_vision_language_model_only(workspace, tiny_vl_dir):

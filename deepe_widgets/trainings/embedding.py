@@ -13,6 +13,9 @@ class Embedding(TrainingType):
     training_type = TrainingTypeName.EMBEDDING
     order = 10
     demo_dataset = embeddings.EMBEDDING_DEMO_DATASET
+    needs_model = "an embedding model (a sentence-transformers encoder such as all-MiniLM-L6-v2)"
+    model_is = "an embedding model"
+    default_base_model = embeddings.EMBEDDING_BASE_MODEL
     standard_columns = "anchor/positive or query/passage"
     inference_folder = "embedding_demo"
     evaluation_file = "evaluation/embedding.ipynb"

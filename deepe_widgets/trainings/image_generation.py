@@ -8,7 +8,6 @@ from pathlib import Path
 from .. import image_data
 from ..config import TrainingTypeName
 from ..demo_data import SD_DEMO_DATASET
-from ..errors import DeepeError
 from .registry import TrainingType, register
 
 
@@ -18,6 +17,9 @@ class ImageGeneration(TrainingType):
     order = 30
     methods = ("SD-Demo",)  # trained on images with captions
     demo_dataset = SD_DEMO_DATASET
+    needs_model = "a text-to-image pipeline (Stable Diffusion, a diffusers folder)"
+    model_is = "a text-to-image pipeline (Stable Diffusion)"
+    default_base_model = None
     standard_columns = "file_name/text (metadata.jsonl)"
     inference_folder = "sd_demo"
     evaluation_file = "evaluation/image_generation.ipynb"
@@ -30,9 +32,6 @@ class ImageGeneration(TrainingType):
         return Path(model_row.path, "model_index.json").is_file()  # a diffusers pipeline
 
     def check_dataset(self, method_row, model_row, dataset_row, values) -> None:
-        if not self.recognizes(model_row):
-            raise DeepeError(f"{method_row.name} trains a diffusers pipeline: base model {model_row.name!r} has no "
-                             f"model_index.json", field="base_model")
         image_data.check_image_dataset(dataset_row)
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import config, methods, metrics, store
+from .. import config, methods, metrics, models, store
 from .. import params as paramlib
 from ..config import TrainingTypeName
+from ..errors import DeepeError
 from ..store import ModelKind
+
+# the fields a dataset check may name that a form shows as column choosers, beside the dataset
+DATASET_FIELDS = ("dataset", "PromptInputColumn", "PromptOutputColumn", "PromptRejectedColumn", "NegativeColumn")
 
 
 class TrainingType:
@@ -20,6 +24,11 @@ class TrainingType:
     training_type = TrainingTypeName.CHAT
     methods: tuple[str, ...] = ()
     demo_dataset = "demo-sft"
+    # the base models it trains, in words: what a method of it needs, and what a model of it is
+    needs_model = "a chat model (a text generator such as SmolLM2)"
+    model_is = "a text-only chat model"
+    # the base model Start a New Train picks with a method of this type (None: the first it takes)
+    default_base_model: str | None = models.DEFAULT_BASE_MODEL
     # what the column choosers of Start a New Train read when left unset
     standard_columns = "instruction/output or question/answer"
     inference_folder = "hf_common"  # under method_templates/: the notebook a base model of this type answers with
@@ -50,8 +59,32 @@ class TrainingType:
         the standard way; a user's method reads them as it likes."""
         return method_row.name in methods.BUILTINS or method_row.name in self.methods
 
-    def check_base_model(self, model_row: store.ModelRecord) -> None:
-        """Refuse a base model this type cannot train."""
+    def checks_model(self, method_row: store.Method) -> bool:
+        """Whether a training of `method_row` gets the base-model check: the built-ins and every method
+        of a type other than chat (a user's chat method may train any text model its code loads)."""
+        return self.checks_data(method_row) or self.training_type != TrainingTypeName.CHAT
+
+    def takes_model(self, model_row: store.ModelRecord) -> bool:
+        """Whether this type trains `model_row`: the type that recognizes it (`for_model`) is of its kind."""
+        return for_model(model_row).training_type == self.training_type
+
+    def base_models(self) -> list[str]:
+        """The registered base models this type trains, its default first."""
+        names = [m.name for m in models.list_models("base") if self.takes_model(m)]
+        if self.default_base_model == models.DEFAULT_BASE_MODEL and models.DEFAULT_BASE_MODEL not in names:
+            names.append(models.DEFAULT_BASE_MODEL)  # the embedded default, imported on first use
+        return sorted(names, key=lambda name: name != self.default_base_model)
+
+    def check_base_model(self, model_row: store.ModelRecord, method: str = "") -> None:
+        """Refuse a base model this type cannot train, saying what it needs and what to choose instead
+        ("SFT-Demo needs a chat model …; all-MiniLM-L6-v2 is an embedding model")."""
+        if self.takes_model(model_row):
+            return
+        fitting = self.base_models()
+        instead = (f"Choose {' or '.join(fitting[:3])} instead" if fitting else
+                   "None is registered yet: add one with deepe models add NAME FOLDER")
+        raise DeepeError(f"{method or 'this method'} needs {self.needs_model}; {model_row.name} is "
+                         f"{for_model(model_row).model_is}. {instead}.", field="base_model")
 
     def check_dataset(self, method_row: store.Method, model_row: store.ModelRecord,
                       dataset_row: store.DatasetRecord, values: dict) -> None:
@@ -60,14 +93,34 @@ class TrainingType:
 
         datasets.check_columns(dataset_row, values.get("PromptInputColumn", ""), values.get("PromptOutputColumn", ""))
 
+    def problems(self, method_row: store.Method, model_row: store.ModelRecord | None,
+                 dataset_row: store.DatasetRecord | None, values: dict) -> list[DeepeError]:
+        """Every refusal of `check_training` at once (the base model's and the dataset's), for a form
+        that shows each by its field; None skips that check."""
+        found = []
+        if model_row is not None and model_row.kind == ModelKind.BASE and self.checks_model(method_row):
+            try:
+                self.check_base_model(model_row, method_row.name)
+            except DeepeError as exc:
+                found.append(exc)
+        if dataset_row is not None and self.checks_data(method_row):
+            full = {**{k: paramlib.default_value(v) for k, v in method_row.default_params.items()}, **values}
+            try:
+                self.check_dataset(method_row, model_row, dataset_row, full)
+            except DeepeError as exc:
+                demo = demo_dataset(method_row.name)
+                if demo and demo != dataset_row.name and exc.field in DATASET_FIELDS:
+                    exc = DeepeError(f"{exc.message} — or choose {demo}, the demo dataset made for "
+                                     f"{method_row.name}", field=exc.field)
+                found.append(exc)
+        return found
+
     def check_training(self, method_row: store.Method, model_row: store.ModelRecord,
                        dataset_row: store.DatasetRecord, values: dict) -> None:
         """The checks `jobs.submit_training` runs: the base model, then the dataset."""
-        if model_row.kind == ModelKind.BASE:
-            self.check_base_model(model_row)
-        if self.checks_data(method_row):
-            full = {**{k: paramlib.default_value(v) for k, v in method_row.default_params.items()}, **values}
-            self.check_dataset(method_row, model_row, dataset_row, full)
+        found = self.problems(method_row, model_row, dataset_row, values)
+        if found:
+            raise found[0]
 
     def evaluation_notebook(self) -> Path | None:
         """The built-in notebook of its `evaluation` stage (a method's own overrides it)."""

@@ -15,6 +15,9 @@ class SimpleTuner(TrainingType):
     order = 40
     methods = (simpletuner.METHOD,)
     demo_dataset = SD_DEMO_DATASET
+    needs_model = "a text-to-image pipeline (a diffusers folder)"
+    model_is = "a text-to-image pipeline"
+    default_base_model = None
     standard_columns = "file_name/text (metadata.jsonl)"
     inference_folder = "sd_demo"
     evaluation_file = None  # SimpleTuner validates with its own settings; no evaluation stage yet

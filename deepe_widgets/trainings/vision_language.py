@@ -13,6 +13,9 @@ class VisionLanguage(TrainingType):
     training_type = TrainingTypeName.VISION_LANGUAGE
     order = 20
     demo_dataset = vl.VL_DEMO_DATASET
+    needs_model = "an image + text model (vision-language, such as SmolVLM or Qwen2.5-VL)"
+    model_is = "an image + text model"
+    default_base_model = None
     standard_columns = "messages, or question/answer beside image"
     inference_folder = "vl_demo"
     evaluation_file = "evaluation/vision_language.ipynb"
@@ -21,9 +24,6 @@ class VisionLanguage(TrainingType):
 
     def recognizes(self, model_row) -> bool:
         return vl.is_vision_language_model(model_row.path)
-
-    def check_base_model(self, model_row) -> None:
-        vl.check_vision_model(model_row)  # it must see: a text-only model cannot
 
     def check_dataset(self, method_row, model_row, dataset_row, values) -> None:
         vl.check_vl_dataset(dataset_row, values)

@@ -2,18 +2,21 @@
 
 The form starts filled in (SFT-Demo, the default base model, demo-sft) and checks itself as the user
 types: every problem at once, under its field, in the field's own words, gone once fixed; "Run the
-Train" is enabled only while there is none.
+Train" is enabled only while there is none. The method, base model, dataset and columns are checked
+by the method's training type (`deepe_widgets.trainings`), the checks `jobs.submit_training` runs;
+a method brings a base model of the kind it trains and its demo dataset, unless the user chose them.
 """
 
 from __future__ import annotations
 
 import ast
 import html
+import re
 from pathlib import Path
 
 import ipywidgets as w
 
-from .. import datasets, demo_data, image_data, jobs, methods, models, store, trainings, worker
+from .. import config, datasets, demo_data, image_data, jobs, methods, models, store, trainings, worker
 from .. import params as paramlib
 from ..config import StageName
 from ..errors import DeepeError
@@ -28,7 +31,13 @@ from .tables import html_table
 # Seed 004's form, in its order (shown first; the rest go under "Advanced").
 MAIN_FIELDS = ("EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "MAX_SEQ_LENGTH", "MAX_STEPS", "LORA_RANK", "LORA_ALPHA",
                "LORA_DROPOUT", "SYSTEM_PROMPT", "SAVE_STEPS")
-COLUMN_FIELDS = ("PromptInputColumn", "PromptOutputColumn")
+# the dataset's columns a method may read: each a chooser beside the others, shown where the method has it
+COLUMN_FIELDS = ("PromptInputColumn", "PromptOutputColumn", "PromptRejectedColumn", "NegativeColumn")
+# what each chooser is called, by training type where the type reads the column its own way
+COLUMN_LABELS = {"PromptInputColumn": "Prompt column", "PromptOutputColumn": "Response column",
+                 "PromptRejectedColumn": "Rejected column", "NegativeColumn": "Negative column (optional)"}
+TYPE_COLUMN_LABELS = {"preference": {"PromptOutputColumn": "Chosen column"},
+                      "embedding": {"PromptInputColumn": "Query column", "PromptOutputColumn": "Passage column"}}
 PREFERRED_METHOD = "SFT-Demo"  # its demo dataset (trainings.demo_dataset) comes with it
 PREVIEW_CHARS = 60
 # script mode's own flags: they can pass --trust_remote_code or paths outside DEEPE_ALLOWED_ROOTS
@@ -49,13 +58,61 @@ def _is_bool(default_source: str) -> bool:
     return isinstance(paramlib.default_value(default_source), bool)
 
 
+def _is_list(default_source: str) -> bool:
+    return isinstance(paramlib.default_value(default_source), (list, tuple))
+
+
+def _shown_item(text: str):
+    """One line of a list of numbers: the number, or the text as typed where it is none."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _lines(value) -> str:
+    """A list parameter as a list box shows it: one item a line."""
+    return "\n".join(str(item) for item in value)
+
+
+def standard_column(standard: str, position: int) -> str:
+    """What one column chooser reads when left unset, from its type's standard columns: the chosen
+    column's "chosen" of "prompt/chosen/rejected", "instruction or question" of "instruction/output or
+    question/answer"; the whole text where it is not such a list."""
+    alternatives = [option.split("/") for option in standard.split(" or ")]
+    if all(len(parts) > position and all(re.fullmatch(r"[\w.-]+", p) for p in parts) for parts in alternatives):
+        return " or ".join(parts[position] for parts in alternatives)
+    return standard
+
+
+def typical_range(name: str, default) -> tuple[float, float] | None:
+    """Seed 004's typical range of a parameter, widened to hold the method's own default (SD-Demo's
+    batch of 1 is typical for SD-Demo); None where there is none."""
+    if name not in paramlib.TYPICAL:
+        return None
+    low, high = paramlib.TYPICAL[name]
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        low, high = min(low, default), max(high, default)
+    return low, high
+
+
 def field_message(text: str, kind: str) -> str:
     return f"<span class='deepe-field-{kind}'>{html.escape(text)}</span>" if text else ""
 
 
-def clip(text: str, limit: int = PREVIEW_CHARS) -> str:
+def cell_text(value) -> str:
+    """A dataset cell as a person reads it: a chat (a list of messages) as "user: … → assistant: …",
+    not a Python list."""
+    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+        return " → ".join(f"{m.get('role', '?')}: {cell_text(m['content'])}" for m in value)
+    if isinstance(value, list) and all(isinstance(part, dict) for part in value):  # content parts (text, image)
+        return " ".join(str(part.get("text", f"[{part.get('type', '?')}]")) for part in value)
+    return str(value)
+
+
+def clip(text, limit: int = PREVIEW_CHARS) -> str:
     """A preview cell: at most `limit` characters, "…" where it was cut, the whole text on hover."""
-    full = str(text)
+    full = cell_text(text)
     if len(full) <= limit:
         return html.escape(full)
     return f"<span title='{html.escape(full, quote=True)}'>{html.escape(full[:limit - 1].rstrip())}…</span>"
@@ -79,9 +136,11 @@ class TrainingLauncher(w.VBox):
         self.train_name = w.Text(description="Train Name (optional)", style=STYLE, **WIDE,
                                  placeholder="e.g. capitals-lr-5e-4 (default: train<id>)")
         self.preview = w.HTML()
-        self.input_column = w.Dropdown(description="Prompt column", style=STYLE, **WIDE)
-        self.output_column = w.Dropdown(description="Response column", style=STYLE, **WIDE)
-        self.fields: dict[str, w.Text | w.Checkbox] = {}
+        self.columns = {name: w.Dropdown(description=label, style=STYLE, **WIDE)
+                        for name, label in COLUMN_LABELS.items()}
+        self.input_column = self.columns["PromptInputColumn"]
+        self.output_column = self.columns["PromptOutputColumn"]
+        self.fields: dict[str, w.Text | w.Textarea | w.Checkbox] = {}
         self.field_errors: dict[str, w.HTML] = {}  # under each parameter: its error, else its warning
         # under each chooser above the parameters: its error
         self.choice_errors = {key: self._message_box() for key in ("method", "base_model", "dataset", "name",
@@ -91,7 +150,10 @@ class TrainingLauncher(w.VBox):
         self._fields_for = None
         self._dataset_record = None
         self._picked_dataset: str | None = None  # the dataset the user chose by hand, if any
-        self._following = False  # the form is choosing the method's demo dataset itself
+        self._picked_model: str | None = None  # the base model the user chose by hand, if any
+        self._following = False  # the form is choosing the method's base model and demo dataset itself
+        self._registry_checked: tuple | None = None  # (the choices checked, the registry's problems)
+        self.dataset_note = ""  # said under Dataset while nothing is wrong there (a demo not registered)
         self.defaults: dict[str, str] = {}
         self.main_box, self.advanced_box = w.VBox(), w.VBox()
         self.advanced = w.Accordion(children=[self.advanced_box], titles=("Advanced",))
@@ -102,14 +164,15 @@ class TrainingLauncher(w.VBox):
         self._quiet = False
         self.method.observe(lambda _c: self._on_method(), "value")
         self.dataset.observe(self._on_dataset, "value")
-        for chooser in (self.base_model, self.train_name, self.input_column, self.output_column):
+        self.base_model.observe(self._on_base_model, "value")
+        for chooser in (self.train_name, *self.columns.values()):
             chooser.observe(lambda _c: None if self._quiet else self.validate(), "value")
         action(self.run, self.status, "queueing …", ready=lambda: not self.problems)(self._submit)
         err = self.choice_errors
+        choosers = [widget for name in COLUMN_FIELDS for widget in (self.columns[name], err[name])]
         super().__init__([stylesheet(), w.HTML("<h3>Start a New Train</h3>"), self.method, err["method"],
                           self.base_model, err["base_model"], self.dataset, err["dataset"], self.train_name,
-                          err["name"], w.HTML("<b>Dataset preview</b>"), self.preview, self.input_column,
-                          err["PromptInputColumn"], self.output_column, err["PromptOutputColumn"],
+                          err["name"], w.HTML("<b>Dataset preview</b>"), self.preview, *choosers,
                           w.HTML("<b>Parameters</b>"), self.main_box, self.advanced,
                           w.HBox([self.run, self.status]), self.summary])
         self.reload()
@@ -148,9 +211,10 @@ class TrainingLauncher(w.VBox):
                     (preferred if preferred in options else (options[0] if options else None))
         finally:
             self._quiet = False
+        self._registry_checked = None  # a model or dataset may have changed on disk: ask again
         if not self.fields or self._fields_for != self.method.value:  # else keep what the user typed
             self._build_fields()
-            self._follow_demo_dataset()
+            self._follow_method()
         self._show_dataset()
         self.validate()
 
@@ -158,8 +222,15 @@ class TrainingLauncher(w.VBox):
         if self._quiet:
             return
         self._build_fields()
-        self._follow_demo_dataset()
+        self._follow_method()
         self._show_dataset()  # the column choosers' words follow the method's training type
+        self.validate()
+
+    def _on_base_model(self, change) -> None:
+        if self._quiet:
+            return
+        if not self._following:
+            self._picked_model = change["new"]
         self.validate()
 
     def _on_dataset(self, change) -> None:
@@ -170,16 +241,32 @@ class TrainingLauncher(w.VBox):
         self._show_dataset()
         self.validate()
 
-    def _follow_demo_dataset(self) -> None:
-        """A built-in method comes with its demo dataset (`trainings.demo_dataset`): the form follows it
-        unless the dataset shown is one the user chose by hand."""
-        demo = trainings.demo_dataset(self.method.value) if self.method.value else None
-        if demo in self.dataset.options and (self.dataset.value is None or self.dataset.value != self._picked_dataset):
-            self._following = True
-            try:
+    def _training(self) -> trainings.TrainingType | None:
+        method = store.get_one(store.Method, name=self.method.value) if self.method.value else None
+        return trainings.for_method(method) if method else None
+
+    def _follow_method(self) -> None:
+        """A method comes with a base model of the kind it trains (`TrainingType.base_models`) and, for a
+        built-in, its demo dataset (`trainings.demo_dataset`): the form follows them, except where the
+        user chose the base model or dataset by hand."""
+        training = self._training()
+        if training is None:
+            return
+        fitting = training.base_models()
+        model = next((name for name in fitting if name in self.base_model.options), None)
+        demo = trainings.demo_dataset(self.method.value)
+        self.dataset_note = "" if demo is None or demo in self.dataset.options else \
+            (f"{self.method.value}'s demo dataset {demo} is not registered here; choose a dataset with "
+             f"{training.standard_columns} columns")
+        self._following = True
+        try:
+            if model and (self.base_model.value is None or self.base_model.value != self._picked_model):
+                self.base_model.value = model
+            if demo in self.dataset.options and \
+                    (self.dataset.value is None or self.dataset.value != self._picked_dataset):
                 self.dataset.value = demo
-            finally:
-                self._following = False
+        finally:
+            self._following = False
 
     def _build_fields(self) -> None:
         if not self.method.value:
@@ -197,12 +284,16 @@ class TrainingLauncher(w.VBox):
                 continue
             if name in ADMIN_ONLY_PARAMS and not self.admin:
                 continue  # the method's own value stands
-            if used is not None and name not in used and name not in MAIN_FIELDS:
-                continue  # e.g. SFT-Demo never reads NUM_GENERATIONS: no field for it
+            if used is not None and name not in used:
+                continue  # e.g. SFT-Demo never reads NUM_GENERATIONS, Embedding-Demo no LoRA: no field
             tip = helps.get(name) or ""
             if _is_bool(source):
                 field = w.Checkbox(value=bool(paramlib.default_value(source)), description=param_label(name),
                                    indent=False, tooltip=tip, layout=w.Layout(width="520px", margin="2px 0 2px 208px"))
+            elif _is_list(source):  # one item a line, not a Python list
+                field = w.Textarea(value=_lines(paramlib.default_value(source)),
+                                   description=param_label(name) + " (one a line)", style=STYLE,
+                                   layout=w.Layout(width="520px", height="64px"), tooltip=tip)
             else:
                 field = w.Text(value=str(_shown(source)), description=param_label(name), style=STYLE,
                                layout=w.Layout(width="520px"), tooltip=tip, placeholder=tip)
@@ -216,9 +307,11 @@ class TrainingLauncher(w.VBox):
         self.advanced_box.children = [box for _n, box in advanced]
         for box in old:  # the previous method's fields: nothing of them is left in the kernel
             close_tree(box)
-        has_columns = all(c in defaults for c in COLUMN_FIELDS)
-        for widget in (self.input_column, self.output_column):
-            widget.layout.display = None if has_columns else "none"
+        has_columns = all(c in defaults for c in COLUMN_FIELDS[:2])
+        labels = {**COLUMN_LABELS, **TYPE_COLUMN_LABELS.get(trainings.for_method(method).name, {})}
+        for name, widget in self.columns.items():
+            widget.layout.display = None if has_columns and name in defaults else "none"
+            widget.description = labels[name]
 
     def _show_dataset(self) -> None:
         self._dataset_record = None
@@ -241,12 +334,13 @@ class TrainingLauncher(w.VBox):
                      for t, row in zip(thumbs, cells)]
         self.preview.value = html_table(columns, cells)
         # what the column choosers read when left unset: the method's training type says
-        method = store.get_one(store.Method, name=self.method.value) if self.method.value else None
-        standard = (trainings.for_method(method) if method else trainings.TrainingType).standard_columns
-        choices = [(f"(standard: {standard})", "")] + [(c, c) for c in columns]
-        for widget in (self.input_column, self.output_column):
+        standard = (self._training() or trainings.TrainingType).standard_columns
+        choices = [(c, c) for c in columns]
+        for position, (name, widget) in enumerate(self.columns.items()):
             keep = widget.value
-            widget.options = choices
+            unset = "(none, or negative where the dataset has it)" if name == "NegativeColumn" else \
+                f"(standard: {standard_column(standard, position)})"
+            widget.options = [(unset, ""), *choices]
             widget.value = keep if keep in columns else ""  # an unset dropdown shows blank
 
     # --- checking -----------------------------------------------------------------------------
@@ -259,12 +353,63 @@ class TrainingLauncher(w.VBox):
             if isinstance(field, w.Checkbox):
                 if field.value != default:
                     out[name] = field.value
+            elif isinstance(field, w.Textarea):
+                items = [line.strip() for line in field.value.splitlines() if line.strip()]
+                if default and not any(isinstance(item, str) for item in default):  # a list of numbers
+                    items = [_shown_item(item) for item in items]
+                if items != list(default):
+                    out[name] = items
             elif field.value != str(_shown(self.defaults[name])):
                 out[name] = field.value
-        if self.input_column.layout.display != "none" and (self.input_column.value or self.output_column.value):
-            out["PromptInputColumn"] = self.input_column.value or ""
-            out["PromptOutputColumn"] = self.output_column.value or ""
+        shown = [name for name, widget in self.columns.items() if widget.layout.display != "none"]
+        pair = [name for name in shown if name in COLUMN_FIELDS[:2]]
+        if any(self.columns[name].value for name in pair):  # both, so that one left unset is said
+            out.update({name: self.columns[name].value or "" for name in pair})
+        out.update({name: self.columns[name].value for name in shown if name not in pair and self.columns[name].value})
         return out
+
+    def _column_words(self, message: str) -> str:
+        """A core message in the form's words, each column field called by its chooser's name."""
+        for name, widget in self.columns.items():
+            message = re.sub(rf"\b{name}\b", widget.description, message)
+        return humanize(message)
+
+    def _registry_problems(self) -> dict[str, str]:
+        """What the training-type registry refuses in the choices (method, base model, dataset, columns),
+        keyed by the field that shows it: the checks `jobs.submit_training` runs, made as the choices
+        change (asked once per combination: a dataset check reads the file)."""
+        columns = {name: self.columns[name].value or "" for name in COLUMN_FIELDS
+                   if self.columns[name].layout.display != "none"}
+        key = (self.method.value, self.base_model.value, self.dataset.value, tuple(sorted(columns.items())))
+        if self._registry_checked is not None and self._registry_checked[0] == key:
+            return self._registry_checked[1]
+        found: dict[str, str] = {}
+        method = store.get_one(store.Method, name=self.method.value) if self.method.value else None
+        if method is not None:
+            training = trainings.for_method(method)
+            try:
+                training.check_available(method.name)
+            except DeepeError as exc:
+                found["method"] = self._column_words(exc.message)
+            model = store.get_one(store.ModelRecord, name=self.base_model.value) if self.base_model.value else None
+            if model is None and self.base_model.value == models.DEFAULT_BASE_MODEL:  # imported at submit: chat
+                model = store.ModelRecord(name=models.DEFAULT_BASE_MODEL, kind=store.ModelKind.BASE,
+                                          path=str(config.workspace_dir("models") / models.DEFAULT_BASE_MODEL))
+            if self._dataset_record is not None and not training.checks_data(method) and \
+                    any(columns.get(name) for name in COLUMN_FIELDS[:2]):  # a user's method: the columns named
+                try:
+                    datasets.check_columns(self._dataset_record, columns.get("PromptInputColumn", ""),
+                                           columns.get("PromptOutputColumn", ""))
+                except DeepeError as exc:
+                    found[exc.field if exc.field in COLUMN_FIELDS else "PromptInputColumn"] = \
+                        self._column_words(exc.message)
+            for exc in training.problems(method, model, self._dataset_record, columns):
+                field = exc.field if exc.field in self.choice_errors else "dataset"
+                if field in COLUMN_FIELDS and not columns.get(field):
+                    field = "dataset"  # a column the user did not choose: the dataset is what is wrong
+                found.setdefault(field, self._column_words(exc.message))
+        self._registry_checked = (key, found)
+        return found
 
     def check(self) -> tuple[dict[str, str], dict[str, str]]:
         """(errors, warnings), each keyed by field, in the words the form shows; every field is
@@ -281,24 +426,20 @@ class TrainingLauncher(w.VBox):
                 check_name(name, "train")
             except DeepeError as exc:
                 errors["name"] = exc.message[0].upper() + exc.message[1:]
+        values = self.overrides()
         for field_name in self.fields:
+            raw = values.get(field_name, paramlib.default_value(self.defaults[field_name]))
             try:
-                value = paramlib.resolve({field_name: self.fields[field_name].value}, self.defaults)[field_name]
+                value = paramlib.resolve({field_name: raw}, self.defaults)[field_name]
             except DeepeError as exc:
                 errors[field_name] = humanize(exc.message)
                 continue
-            if field_name in paramlib.TYPICAL and isinstance(value, (int, float)):
-                low, high = paramlib.TYPICAL[field_name]
-                if not low <= value <= high:
-                    warnings[field_name] = (f"{value:g} is outside the typical range {low:g}–{high:g} "
-                                            "(allowed, but check it)")
-        columns = self.overrides()
-        if self._dataset_record is not None and "PromptInputColumn" in columns:
-            try:
-                datasets.check_columns(self._dataset_record, columns["PromptInputColumn"],
-                                       columns["PromptOutputColumn"])
-            except DeepeError as exc:
-                errors[exc.field if exc.field in COLUMN_FIELDS else "PromptInputColumn"] = humanize(exc.message)
+            bounds = typical_range(field_name, paramlib.default_value(self.defaults[field_name]))
+            if bounds and isinstance(value, (int, float)) and not bounds[0] <= value <= bounds[1]:
+                warnings[field_name] = (f"{value:g} is outside the typical range {bounds[0]:g}–{bounds[1]:g} "
+                                        "(allowed, but check it)")
+        for field_name, message in self._registry_problems().items():
+            errors.setdefault(field_name, message[0].upper() + message[1:])
         return errors, warnings
 
     def validate(self) -> dict[str, str]:
@@ -311,9 +452,12 @@ class TrainingLauncher(w.VBox):
         for key, box in self.field_errors.items():
             box.value = field_message(errors[key], "error") if key in errors else \
                 field_message(warnings.get(key, ""), "warning")
+        if self.dataset_note:  # e.g. no demo dataset registered for the method: said beside any error
+            box = self.choice_errors["dataset"]
+            box.value = "<br>".join(filter(None, (box.value, field_message(self.dataset_note, "warning"))))
         self.run.disabled = bool(errors)
         if errors:
-            names = [param_label(k) if k in self.fields or k in COLUMN_FIELDS else
+            names = [self.columns[k].description if k in self.columns else param_label(k) if k in self.fields else
                      {"method": "Training Method", "base_model": "Base Model", "dataset": "Dataset",
                       "name": "Train Name"}[k] for k in errors]
             self.summary.value = field_message(
@@ -341,8 +485,8 @@ class TrainingLauncher(w.VBox):
         except DeepeError as exc:  # checks only the server can make (a kernel gone, a file moved)
             box = self.field_errors.get(exc.field or "") or self.choice_errors.get(exc.field or "")
             if box is not None:
-                box.value = field_message(humanize(exc.message), "error")
-            raise DeepeError(humanize(exc.message), field=exc.field) from None
+                box.value = field_message(self._column_words(exc.message), "error")
+            raise DeepeError(self._column_words(exc.message), field=exc.field) from None
         copy = f", a copy of job {self.copied_from}" if self.copied_from else ""
         self.copied_from = None
         self.status.show(f"Training {job.name} (job {job.id}{copy}) is queued: follow it under Trainings.", "ok")
@@ -362,9 +506,11 @@ class TrainingLauncher(w.VBox):
         for name, field in self.fields.items():  # each field set once: the job's value, else the default
             if isinstance(field, w.Checkbox):
                 field.value = bool(job.params.get(name, paramlib.default_value(self.defaults[name])))
+            elif isinstance(field, w.Textarea):
+                field.value = _lines(job.params.get(name, paramlib.default_value(self.defaults[name])))
             else:
                 field.value = str(job.params[name]) if name in job.params else str(_shown(self.defaults[name]))
-        for widget, name in ((self.input_column, "PromptInputColumn"), (self.output_column, "PromptOutputColumn")):
+        for name, widget in self.columns.items():
             if job.params.get(name) in dict(widget.options).values():
                 widget.value = job.params[name]
         self.train_name.value = ""
