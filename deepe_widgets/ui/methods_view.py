@@ -20,7 +20,9 @@ from .polling import PollingView
 from .state import ADMIN_ONLY, resolve_admin
 from .tables import GridTable
 
-LABEL = {"width": "240px"}  # a dict, not a Layout: each label gets its own (closing one closes no other)
+# the stage rows' columns keep their widths (only the file box gives way), so the rows line up at any width;
+# a dict, not a Layout: each label gets its own (closing one closes no other)
+LABEL = {"width": "230px", "flex": "0 0 230px"}
 FORM = {"style": {"description_width": "130px"}, "layout": {"width": "480px"}}
 LIFECYCLE_WORDS = [("Customized Model", Lifecycle.CUSTOMIZED), ("Complete Model", Lifecycle.COMPLETE),
                    ("Live Model", Lifecycle.LIVE)]
@@ -89,14 +91,16 @@ class MethodForm(w.VBox):
         for key, box in self.errors.items():  # under the input, past its label
             box.add_class("deepe-field-message")
             box.layout.margin = "0 0 2px 138px" if key in ("name", "training_type", "lifecycle", "deploy_env") \
-                else "0 0 2px 248px"
+                else "0 0 2px 236px"
         self.deploy_box = w.VBox([self.deploy_env, self.errors["deploy_env"]])
         self.stage_rows = {}
         self.files, self.kernels, self.enabled = {}, {}, {}
         for stage in config.STAGES:
-            self.files[stage] = w.Text(placeholder="notebook or .py file", layout=w.Layout(width="340px"))
-            self.kernels[stage] = w.Dropdown(layout=w.Layout(width="160px"))
-            self.enabled[stage] = w.Checkbox(description="enable", indent=False, layout=w.Layout(width="80px"))
+            self.files[stage] = w.Text(placeholder="notebook or .py file",
+                                       layout=w.Layout(width="auto", flex="0 1 340px", min_width="140px"))
+            self.kernels[stage] = w.Dropdown(layout=w.Layout(width="160px", flex="0 0 160px"))
+            self.enabled[stage] = w.Checkbox(description="enable", indent=False,
+                                             layout=w.Layout(width="80px", flex="0 0 80px"))
             self.stage_rows[stage] = w.VBox([
                 w.HBox([w.Label(f"{stage}", layout=w.Layout(**LABEL)), self.files[stage], self.kernels[stage],
                         self.enabled[stage]]), self.errors[stage]])
@@ -308,23 +312,28 @@ def _stage_file_words(stage) -> str:
     return source.relative_to(templates).as_posix() if source.is_relative_to(templates) else stage.source_name
 
 
+def _breakable(path_words: str) -> str:
+    """Escaped, with a line-break chance after each "/" (a narrow column breaks a path there, not mid-word)."""
+    return html.escape(path_words).replace("/", "/<wbr>")
+
+
 def stages_cell(method) -> str:
     """The Stages column: the stages this method has, its training file and kernel(s); each stage's
     file and kernel in the tooltip."""
     stages = methods.stages_of(method)
     words = [STAGE_SHORT.get(name, name) for name in config.STAGES if name in stages]
     if StageName.INFERENCE_CUSTOMIZED in stages and StageName.INFERENCE_COMPLETE in stages:
-        both = "inference of the Customized and Complete Models"
+        both = "inference (Customized, Complete)"
         words = [both if w == STAGE_SHORT[StageName.INFERENCE_CUSTOMIZED] else w for w in words
                  if w != STAGE_SHORT[StageName.INFERENCE_COMPLETE]]
     kernels = sorted({stage.kernel for stage in stages.values()})
     details = []
     if StageName.TRAINING in stages:
-        details.append(f"trains with {_stage_file_words(stages[StageName.TRAINING])}")
-    details.append(("kernel " if len(kernels) == 1 else "kernels ") + ", ".join(kernels))
+        details.append(f"trains with {_breakable(_stage_file_words(stages[StageName.TRAINING]))}")
+    details.append(html.escape(("kernel " if len(kernels) == 1 else "kernels ") + ", ".join(kernels)))
     tooltip = "\n".join(f"{name}: {_stage_file_words(stage)} (kernel {stage.kernel})" for name, stage in stages.items())
     return (f"<span title='{html.escape(tooltip, quote=True)}'>{html.escape(', '.join(words))}<br>"
-            f"{_muted(html.escape(' · '.join(details)))}</span>")
+            f"{_muted(' · '.join(details))}</span>")
 
 
 class MethodManager(PollingView, w.VBox):
@@ -357,9 +366,8 @@ class MethodManager(PollingView, w.VBox):
         else:
             header, form = [w.HTML("<i>Method registration and deletion are off in this app "
                                    "(start it with --allow-method-admin).</i>")], []
-        # "Delete?" is asked in the table, on a line of its own right under the row it deletes
+        # "Delete?" is asked in the table, on a line of its own (all columns wide) under the row it deletes
         self.confirm = confirm_row(w.HTML(), "Yes, delete", self._delete_asked)
-        self.confirm.layout.grid_column = "1 / -1"
         self.confirm.yes.on_click(lambda _b: self._place_confirm())
         self.confirm.no.on_click(lambda _b: self._no_delete())
         self._asked: str | None = None
