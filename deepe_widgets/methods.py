@@ -12,6 +12,7 @@ and `evaluation` (scoring a model: `deepe_widgets.evaluations`) is optional in e
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -62,7 +63,8 @@ HF_LIFECYCLE_STAGES = {StageName.SAVING: "hf_common/saving.ipynb",
                        StageName.INFERENCE_CUSTOMIZED: "hf_common/inference.ipynb",
                        StageName.INFERENCE_COMPLETE: "hf_common/inference.ipynb",
                        StageName.EVALUATION: "evaluation/chat.ipynb"}
-TEMPLATE_TEXT = "Customizable template: replace the example between the marker lines with your own code."
+TEMPLATE_TEXT = ("A template to start your own method from: copy its training notebook, put your code between "
+                 "its marker lines and register the copy (Add New Method); as it is, it trains like SFT-Demo.")
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class Builtin(NamedTuple):
     description: str
     stages: dict[StageName, str]  # stage -> path under method_templates/
     demo_dataset: str
+    template: bool = False  # seed 000: Custom01 and Custom02 are templates to copy, not methods of their own
 
 
 BUILTINS = {
@@ -166,10 +169,10 @@ BUILTINS = {
                         SD_DEMO_DATASET),
     "Custom01": Builtin("Custom01", TrainingTypeName.CHAT, Lifecycle.COMPLETE, TEMPLATE_TEXT,
                         {StageName.TRAINING: "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES},
-                        SFT_DEMO_DATASET),
+                        SFT_DEMO_DATASET, template=True),
     "Custom02": Builtin("Custom02", TrainingTypeName.CHAT, Lifecycle.COMPLETE, TEMPLATE_TEXT,
                         {StageName.TRAINING: "custom_template/training.ipynb", **HF_LIFECYCLE_STAGES},
-                        SFT_DEMO_DATASET),
+                        SFT_DEMO_DATASET, template=True),
 }
 
 
@@ -307,14 +310,15 @@ def ensure_builtins() -> None:
 
 def _register_builtins() -> None:
     templates = config.package_templates_dir()
-    for name, (display, ttype, lifecycle, description, stage_files, _demo) in BUILTINS.items():
-        stages = {s: (templates / rel, config.DEFAULT_KERNEL) for s, rel in stage_files.items()}
+    for name, builtin in BUILTINS.items():
+        stages = {s: (templates / rel, config.DEFAULT_KERNEL) for s, rel in builtin.stages.items()}
         current = store.get_one(store.Method, name=name)
         if current is not None and all(
                 s in current.stages and stage_of(current, s).sha256 == sha256_file(p) for s, (p, _k) in stages.items()):
             continue
-        register_method(name, stages, training_type=ttype, lifecycle=lifecycle, display_name=display,
-                        description=description, builtin=True, replace=True)
+        register_method(name, stages, training_type=builtin.training_type, lifecycle=builtin.lifecycle,
+                        display_name=builtin.display_name, description=builtin.description, builtin=True,
+                        replace=True)
 
 
 def get_method(name: str) -> store.Method:
@@ -333,6 +337,44 @@ def delete_method(name: str) -> None:
     with store.session() as s:
         s.delete(s.get(store.Method, method.id))
     shutil.rmtree(config.deepe_home() / "methods" / name, ignore_errors=True)
+
+
+def is_template(method: store.Method) -> bool:
+    """A built-in that is a template to copy (Custom01, Custom02), not a method of its own."""
+    return method.builtin and method.name in BUILTINS and BUILTINS[method.name].template
+
+
+def description_of(method: store.Method) -> str:
+    """What a method does, in a line: a built-in's own words (`Builtin.description`), else the
+    Description given when it was registered, else the first line of its training notebook's first
+    markdown cell ("" when there is none)."""
+    if method.builtin and method.name in BUILTINS:
+        return BUILTINS[method.name].description
+    if (method.description or "").strip():
+        return method.description.strip()
+    training = stages_of(method).get(StageName.TRAINING)
+    return notebook_headline(training.file, training.sha256) if training else ""
+
+
+@functools.lru_cache(maxsize=256)
+def notebook_headline(file: str, sha256: str = "") -> str:
+    """The first line of a notebook's (or a percent-format .py file's) first markdown cell, without
+    its heading marks; "" when it has none or cannot be read. `sha256` keys the cache to the content."""
+    path = Path(file)
+    try:
+        if path.suffix.lower() == ".ipynb":
+            cells = nbformat.read(path, as_version=4).cells
+        else:
+            import jupytext  # only for a .py stage file
+
+            cells = jupytext.reads(path.read_text(encoding="utf-8"), fmt="py:percent").cells
+    except Exception:  # a broken or unreadable file has no headline; the list still draws
+        return ""
+    for cell in cells:
+        if cell.cell_type == "markdown":
+            lines = [line.strip().lstrip("#").strip() for line in cell.source.splitlines()]
+            return next((line for line in lines if line), "")
+    return ""
 
 
 def check_runs_offline(path: Path, stage: str) -> None:

@@ -20,7 +20,9 @@ from .polling import PollingView
 from .state import ADMIN_ONLY, resolve_admin
 from .tables import GridTable
 
-LABEL = {"width": "240px"}  # a dict, not a Layout: each label gets its own (closing one closes no other)
+# the stage rows' columns keep their widths (only the file box gives way), so the rows line up at any width;
+# a dict, not a Layout: each label gets its own (closing one closes no other)
+LABEL = {"width": "230px", "flex": "0 0 230px"}
 FORM = {"style": {"description_width": "130px"}, "layout": {"width": "480px"}}
 LIFECYCLE_WORDS = [("Customized Model", Lifecycle.CUSTOMIZED), ("Complete Model", Lifecycle.COMPLETE),
                    ("Live Model", Lifecycle.LIVE)]
@@ -30,10 +32,41 @@ STAGE_WORDS = {StageName.TRAINING: "training code file", StageName.SAVING: "savi
                StageName.INFERENCE_CUSTOMIZED: "Customized Model inference file",
                StageName.INFERENCE_COMPLETE: "Complete Model inference file",
                StageName.DEPLOYMENT: "deployment code file"}
+NAME_LABEL = "Training Name"  # seed 000's word for the method's name; its errors say it too
+# what a lifecycle does with a training, for the list
+LIFECYCLE_DOES = {Lifecycle.CUSTOMIZED: "trains a Customized Model (an adapter)",
+                  Lifecycle.COMPLETE: "trains, then saves to a Complete Model",
+                  Lifecycle.LIVE: "trains, saves to a Complete Model, then deploys it as a Live Model"}
+TYPE_WORDS = {"image-generation": "image generation"}  # the others read as they are spelled
+# the stages' short words in the list's Stages column
+STAGE_SHORT = {StageName.TRAINING: "training", StageName.SAVING: "saving",
+               StageName.INFERENCE_CUSTOMIZED: "inference of the Customized Model",
+               StageName.INFERENCE_COMPLETE: "inference of the Complete Model",
+               StageName.DEPLOYMENT: "deployment", StageName.EVALUATION: "evaluation"}
 
 
 def _error(text: str) -> str:
     return f'<span class="deepe-field-error">{html.escape(text)}</span>' if text else ""
+
+
+def _in_form_words(key: str, message: str) -> str:
+    """A core message as the form says it: the name field is the "Training Name", capitalised."""
+    if key == "name" and message.lower().startswith("method name"):
+        message = NAME_LABEL + message[len("method name"):]
+    return message[:1].upper() + message[1:]
+
+
+def deployment_kernels() -> set[str]:
+    """The kernels of the deployment environments (`deepe-vllm` …): for a deployment stage only."""
+    return {envs.kernel_name(engine) for engine in envs.ENGINES}
+
+
+def stage_kernels(stage: str) -> list[str]:
+    """The installed kernels a stage may run in (a serving engine's kernel only for deployment)."""
+    kernels = sorted(installed_kernels())
+    if stage == StageName.DEPLOYMENT:
+        return kernels
+    return [k for k in kernels if k not in deployment_kernels()]
 
 
 class MethodForm(w.VBox):
@@ -47,28 +80,27 @@ class MethodForm(w.VBox):
         self.problems: dict[str, str] = {}
         self._touched: set[str] = set()
         self._server_errors: dict[str, str] = {}  # what only saving could tell, until that field changes
-        self.name = w.Text(description="Training Name *", **FORM)
+        self.name = w.Text(description=f"{NAME_LABEL} *", placeholder="the method's name, e.g. my-sft", **FORM)
         self.display = w.Text(description="Display Name", **FORM)
         self.ttype = w.Dropdown(options=list(config.TRAINING_TYPES), description="Training Type *", **FORM)
         self.lifecycle = w.Dropdown(options=LIFECYCLE_WORDS, description="Lifecycle *", **FORM)
         self.description = w.Textarea(description="Description", **FORM)
         self.deploy_env = w.Dropdown(options=DEPLOY_ENVS, value="vllm", description="Deployment *",
                                      style={"description_width": "130px"}, layout=w.Layout(width="480px"))
-        kernels = sorted(installed_kernels())
         self.errors = {key: w.HTML() for key in ("name", "training_type", "lifecycle", "deploy_env", *config.STAGES)}
         for key, box in self.errors.items():  # under the input, past its label
             box.add_class("deepe-field-message")
             box.layout.margin = "0 0 2px 138px" if key in ("name", "training_type", "lifecycle", "deploy_env") \
-                else "0 0 2px 248px"
+                else "0 0 2px 236px"
         self.deploy_box = w.VBox([self.deploy_env, self.errors["deploy_env"]])
         self.stage_rows = {}
         self.files, self.kernels, self.enabled = {}, {}, {}
         for stage in config.STAGES:
-            self.files[stage] = w.Text(placeholder="notebook or .py file", layout=w.Layout(width="340px"))
-            self.kernels[stage] = w.Dropdown(options=kernels, value=config.DEFAULT_KERNEL
-                                             if config.DEFAULT_KERNEL in kernels else None,
-                                             layout=w.Layout(width="160px"))
-            self.enabled[stage] = w.Checkbox(description="enable", indent=False, layout=w.Layout(width="80px"))
+            self.files[stage] = w.Text(placeholder="notebook or .py file",
+                                       layout=w.Layout(width="auto", flex="0 1 340px", min_width="140px"))
+            self.kernels[stage] = w.Dropdown(layout=w.Layout(width="160px", flex="0 0 160px"))
+            self.enabled[stage] = w.Checkbox(description="enable", indent=False,
+                                             layout=w.Layout(width="80px", flex="0 0 80px"))
             self.stage_rows[stage] = w.VBox([
                 w.HBox([w.Label(f"{stage}", layout=w.Layout(**LABEL)), self.files[stage], self.kernels[stage],
                         self.enabled[stage]]), self.errors[stage]])
@@ -76,8 +108,10 @@ class MethodForm(w.VBox):
         self.cancel = w.Button(description="Close")
         self.status = Status()
         self.summary = w.HTML()
-        self.lifecycle.observe(lambda _c: (self._show_stages(), self.validate()), "value")
-        self.deploy_env.observe(lambda _c: (self._show_stages(), self.validate()), "value")
+        self._just_saved = False  # "registered" is shown: no "Still needed" until the user types again
+        self.refresh_kernels()
+        self.lifecycle.observe(self._choice_changed, "value")
+        self.deploy_env.observe(self._choice_changed, "value")
         self._watch(self.name, "name")
         for stage in config.STAGES:
             self._watch(self.files[stage], stage)
@@ -93,8 +127,30 @@ class MethodForm(w.VBox):
         self._show_stages()
         self.validate()
 
+    def _choice_changed(self, _change=None) -> None:
+        self._just_saved = False
+        self._show_stages()
+        self.validate()
+
+    def refresh_kernels(self) -> None:
+        """Offer the kernels installed now (a deployment environment's only for the deployment stage);
+        a chosen kernel that is still there stays chosen."""
+        for stage, dropdown in self.kernels.items():
+            offered = stage_kernels(stage)
+            keep = dropdown.value if dropdown.value in offered else (
+                config.DEFAULT_KERNEL if config.DEFAULT_KERNEL in offered else None)
+            if list(dropdown.options) != offered:
+                dropdown.options = offered
+            dropdown.value = keep
+
+    def show_form(self) -> None:
+        """Show the form, with the kernels installed by now."""
+        self.refresh_kernels()
+        self.layout.display = None
+
     def _watch(self, widget: w.Widget, key: str) -> None:
         def changed(_change):
+            self._just_saved = False
             self._touched.add(key)
             self._server_errors.pop(key, None)
             self.status.clear()
@@ -107,12 +163,12 @@ class MethodForm(w.VBox):
         errors = {}
         name = self.name.value.strip()
         if not name:
-            errors["name"] = "Give the method a name."
+            errors["name"] = f"Give the method a {NAME_LABEL}."
         else:
             try:
                 check_name(name, "method")
             except DeepeError as exc:
-                errors["name"] = exc.message[0].upper() + exc.message[1:]
+                errors["name"] = _in_form_words("name", exc.message)
             else:
                 if store.get_one(store.Method, name=name) is not None:
                     errors["name"] = f"A method named {name!r} already exists: choose another name."
@@ -150,8 +206,8 @@ class MethodForm(w.VBox):
             box.value = _error(text)
         self.save.disabled = bool(errors)
         untouched = [k for k in errors if k not in self._touched]
-        words = {"name": "Training Name", "deploy_env": "the vLLM environment", **STAGE_WORDS}
-        needed = ", ".join(words[k] for k in untouched)
+        words = {"name": NAME_LABEL, "deploy_env": "the vLLM environment", **STAGE_WORDS}
+        needed = "" if self._just_saved else ", ".join(words[k] for k in untouched)
         self.summary.value = f"<span style='color:#555'>Still needed: {html.escape(needed)}</span>" if needed else ""
         return errors
 
@@ -206,15 +262,17 @@ class MethodForm(w.VBox):
                 lifecycle=self.lifecycle.value, display_name=self.display.value.strip(),
                 description=self.description.value.strip())
         except DeepeError as exc:
-            message = humanize(exc.message)
+            message = _in_form_words(exc.field, humanize(exc.message))
             if exc.field in self.errors:
-                self._server_errors[exc.field] = message[0].upper() + message[1:]
+                self._server_errors[exc.field] = message
                 self.validate()
             raise DeepeError(message, field=exc.field) from None
         if self.on_saved:  # the table first, then the message that points at it
             self.on_saved(method)
         self.reset()
-        self.status.show(f"method {method.name} registered", "ok")
+        self._just_saved = True  # what is needed next is said once the user starts the next one
+        self.validate()
+        self.status.show(f"method {method.name} registered: it is in the list below", "ok")
 
 
 def _catalog(listed) -> list[tuple[str, float]]:
@@ -222,10 +280,68 @@ def _catalog(listed) -> list[tuple[str, float]]:
     return [(m.name, m.updated_at) for m in listed]
 
 
+def _muted(text: str) -> str:
+    return f"<span class='deepe-muted'>{text}</span>"
+
+
+def method_cell(method) -> str:
+    """The Method column: the display name, the unique name under it when they differ, and what kind
+    of method it is (a built-in, a template)."""
+    display = method.display_name or method.name
+    out = f"<b>{html.escape(display)}</b>"
+    if display != method.name:
+        out += "<br>" + _muted(html.escape(method.name))
+    tags = (["template"] if methods.is_template(method) else []) + (["built in"] if method.builtin else [])
+    if tags:
+        out += "<br>" + "".join(f"<span class='deepe-tag'>{tag}</span>" for tag in tags)
+    return out
+
+
+def does_cell(method) -> str:
+    """The "What it does" column: its description, then its training type and lifecycle in words."""
+    description = methods.description_of(method) or "(no description)"
+    kind = (f"{TYPE_WORDS.get(method.training_type, method.training_type)} · "
+            f"{LIFECYCLE_DOES.get(method.lifecycle, method.lifecycle)}")
+    return f"{html.escape(description)}<br>{_muted(html.escape(kind))}"
+
+
+def _stage_file_words(stage) -> str:
+    """A stage's file as the list names it: a built-in's path under method_templates/, else the user's file."""
+    source = Path(stage.source or stage.file)
+    templates = config.package_templates_dir()
+    return source.relative_to(templates).as_posix() if source.is_relative_to(templates) else stage.source_name
+
+
+def _breakable(path_words: str) -> str:
+    """Escaped, with a line-break chance after each "/" (a narrow column breaks a path there, not mid-word)."""
+    return html.escape(path_words).replace("/", "/<wbr>")
+
+
+def stages_cell(method) -> str:
+    """The Stages column: the stages this method has, its training file and kernel(s); each stage's
+    file and kernel in the tooltip."""
+    stages = methods.stages_of(method)
+    words = [STAGE_SHORT.get(name, name) for name in config.STAGES if name in stages]
+    if StageName.INFERENCE_CUSTOMIZED in stages and StageName.INFERENCE_COMPLETE in stages:
+        both = "inference (Customized, Complete)"
+        words = [both if w == STAGE_SHORT[StageName.INFERENCE_CUSTOMIZED] else w for w in words
+                 if w != STAGE_SHORT[StageName.INFERENCE_COMPLETE]]
+    kernels = sorted({stage.kernel for stage in stages.values()})
+    details = []
+    if StageName.TRAINING in stages:
+        details.append(f"trains with {_breakable(_stage_file_words(stages[StageName.TRAINING]))}")
+    details.append(html.escape(("kernel " if len(kernels) == 1 else "kernels ") + ", ".join(kernels)))
+    tooltip = "\n".join(f"{name}: {_stage_file_words(stage)} (kernel {stage.kernel})" for name, stage in stages.items())
+    return (f"<span title='{html.escape(tooltip, quote=True)}'>{html.escape(', '.join(words))}<br>"
+            f"{_muted(' · '.join(details))}</span>")
+
+
 class MethodManager(PollingView, w.VBox):
     """The methods table with "Add New Method" and "Delete" (registering runs code: admin only).
 
-    Follows methods added or deleted elsewhere (the CLI, another dashboard) within a few seconds."""
+    Each row says what its method does (description, training type, lifecycle, template or not)
+    and which stages it has. Follows methods added or deleted elsewhere (the CLI, another
+    dashboard) within a few seconds."""
 
     poll_seconds = 3.0
 
@@ -235,23 +351,28 @@ class MethodManager(PollingView, w.VBox):
         admin = self.admin
         self.status = Status()
         self.connection = ConnectionNote()
-        columns = [("Name", "minmax(110px, 1.2fr)"), ("Type", "130px"), ("Lifecycle", "130px"),
-                   ("Built-in", "70px"), ("Stages (kernel)", "minmax(180px, 3fr)")]
+        columns = [("Method", "minmax(120px, 1.1fr)"), ("What it does", "minmax(200px, 3fr)"),
+                   ("Stages", "minmax(150px, 1.6fr)")]
         self.table = GridTable(columns + ([("", "90px")] if admin else []))
+        self.table.add_class("deepe-wrap-rows")  # descriptions and stage lists wrap instead of being cut
         self.rows: dict[str, list[w.Widget]] = {}
+        self.delete_buttons: dict[str, w.Button] = {}
         self.form = self.add_button = None  # without admin: no form and no button, not hidden ones
         if admin:
             self.form = MethodForm(on_saved=lambda _m: self.refresh())
             self.add_button = w.Button(description="Add New Method", icon="plus", button_style="primary")
-            self.add_button.on_click(lambda _b: setattr(self.form.layout, "display", None))
+            self.add_button.on_click(lambda _b: self.form.show_form())
             header, form = [self.add_button], [self.form]
         else:
             header, form = [w.HTML("<i>Method registration and deletion are off in this app "
                                    "(start it with --allow-method-admin).</i>")], []
+        # "Delete?" is asked in the table, on a line of its own (all columns wide) under the row it deletes
         self.confirm = confirm_row(w.HTML(), "Yes, delete", self._delete_asked)
+        self.confirm.yes.on_click(lambda _b: self._place_confirm())
+        self.confirm.no.on_click(lambda _b: self._no_delete())
         self._asked: str | None = None
         super().__init__([stylesheet(), w.HTML("<h3>Training Method Management</h3>"),
-                          w.HBox(header + [self.status, self.connection]), self.confirm, *form, self.table])
+                          w.HBox(header + [self.status, self.connection]), *form, self.table])
         self._shown = None
         self.refresh()
         self.start_polling()
@@ -280,35 +401,49 @@ class MethodManager(PollingView, w.VBox):
 
     def _draw(self, listed) -> None:
         self._shown = _catalog(listed)
-        rows, self.rows = [], {}
-        for method in listed:
-            stages = ", ".join(f"{s} ({i.kernel})" for s, i in methods.stages_of(method).items())
-            lifecycle = {v: k for k, v in LIFECYCLE_WORDS}.get(method.lifecycle, method.lifecycle)
-            stages_cell = f"<span title='{html.escape(stages, quote=True)}'>{html.escape(stages)}</span>"
-            cells = [GridTable.text_cells([html.escape(method.name), html.escape(method.training_type),
-                                           html.escape(lifecycle), "yes" if method.builtin else "no", stages_cell])]
+        old = [c for row in self.table.rows for c in row if c is not self.confirm]
+        self.rows, self.delete_buttons = {}, {}
+        # the built-in methods, then the templates to start one's own from, then the user's methods
+        for method in sorted(listed, key=lambda m: (not m.builtin, methods.is_template(m))):
+            cells = [GridTable.text_cells([method_cell(method), does_cell(method), stages_cell(method)])]
             if self.admin:
                 cells.append(self._delete_control(method.name) if not method.builtin else w.HTML(""))
-            rows.append(cells)
             self.rows[method.name] = cells
-        old = [c for row in self.table.rows for c in row]
-        self.table.set_rows(rows)
+        self._place_confirm()
         for cell in old:  # nothing of the old table is left in the kernel
             close_tree(cell)
+
+    def _place_confirm(self) -> None:
+        """The rows, with the open "Delete?" line right under the row it asks about."""
+        if self._asked not in self.rows:  # deleted elsewhere, or nothing asked
+            self._asked = None
+            self.confirm.hide()
+        rows = []
+        for name, cells in self.rows.items():
+            rows.append(cells)
+            if name == self._asked:
+                rows.append([self.confirm])
+        self.table.set_rows(rows)
 
     def _delete_control(self, name: str) -> w.Widget:
         delete = w.Button(description="Delete", button_style="danger", layout=w.Layout(width="80px"),
                           tooltip=f"delete method {name}")
         delete.on_click(lambda _b: self.ask_delete(name))
-        return delete
+        self.delete_buttons[name] = delete
+        return w.Box([delete])  # a cell as tall as its row, so the row's line runs under the button too
 
     def ask_delete(self, name: str) -> None:
-        """Seed 000's "Delete", asked first: the question and its buttons above the table."""
+        """Seed 000's "Delete", asked first: the question and its buttons under the method's row."""
         self._asked = name
         if self.form is not None:
             self.form.status.clear()
         self.status.clear()
         self.confirm.ask(f"Delete method {name}? It will no longer be selectable for new trainings.")
+        self._place_confirm()
+
+    def _no_delete(self) -> None:
+        self._asked = None
+        self._place_confirm()
 
     def _delete_asked(self) -> None:
         name, self._asked = self._asked, None

@@ -118,8 +118,8 @@ def test_delete_asks_first_and_is_not_offered_for_builtins(workspace, tmp_path):
     methods.register_method("mine", {"training": (notebook, "python3")})
     manager = MethodManager(admin=True)
     assert not isinstance(manager.rows["SFT-Demo"][-1], w.Button)  # no delete control on a built-in
-    delete = manager.rows["mine"][-1]
-    assert delete.description == "Delete"
+    delete = manager.delete_buttons["mine"]
+    assert delete.description == "Delete" and "SFT-Demo" not in manager.delete_buttons
     delete.click()
     assert "Delete method mine?" in manager.confirm.children[0].value and manager.confirm.layout.display is None
     manager.confirm.no.click()
