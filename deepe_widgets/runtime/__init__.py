@@ -350,6 +350,7 @@ def train_and_save(trainer, model, tokenizer, output_dir: str) -> None:
     if resume:
         log_event(f"resuming from {resume}")
     log_event("training started")
+    _drop_duplicate_printer(trainer)
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     except BaseException as exc:
@@ -368,6 +369,19 @@ def train_and_save(trainer, model, tokenizer, output_dir: str) -> None:
     trained.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     log_event(f"saved to {output_dir}")
+
+
+def _drop_duplicate_printer(trainer) -> None:
+    """A trainer with our MetricsCallback logs each step as a `[deepe] step` line already: its own
+    PrinterCallback (disable_tqdm=True) would print the same values again, as a dict of strings."""
+    callbacks = _callbacks(trainer)
+    if not any(isinstance(c, _make_callback_class()) for c in callbacks):
+        return
+    from transformers.trainer_callback import PrinterCallback
+
+    for callback in callbacks:
+        if isinstance(callback, PrinterCallback):
+            trainer.remove_callback(callback)
 
 
 def _callbacks(trainer) -> list:
