@@ -292,6 +292,8 @@ def _make_callback_class():
                 logs["eval_perplexity"] = math.exp(min(float(logs["eval_loss"]), 700.0))  # 700: no overflow
             self.sink.add(state.global_step, logs, state.epoch)
             shown = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in logs.items()}
+            if state.epoch is not None:  # the trainer's own print of the step (dropped) showed it too
+                shown["epoch"] = round(state.epoch, 4)
             print(f"[deepe] step {state.global_step}/{state.max_steps} {json.dumps(shown)}", flush=True)
 
         def on_step_end(self, args, state, control, **kwargs):

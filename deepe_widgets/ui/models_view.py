@@ -476,7 +476,7 @@ class ModelCard(w.VBox):
             text, colour = f"Saved: {names} is under Complete ({what.lower()}).", "#1a7f37"
         elif job.status == JobStatus.FAILED:
             why = html.escape((job.error or "no reason was recorded").rstrip("."))
-            text, colour = f"{what} failed: {why}. Its log is under View job {job.id} in Trainings.", "#cf222e"
+            text, colour = f"{what} failed: {why}. Its log: job {job.id} under Trainings, Train Log.", "#cf222e"
         elif job.status == JobStatus.CANCELLED:
             text, colour = f"{what} was cancelled; nothing was saved.", "#57606a"
         elif job.status == JobStatus.CANCELLING:
