@@ -114,3 +114,18 @@ def test_a_cancelled_job_is_not_shown_as_an_error_nor_promised_metrics(workspace
     assert "CUDA out of memory" in detail.overview.value and "#cf222e" in detail.overview.value
     assert "failed before" in detail.no_data.value
     detail.close()
+
+
+def test_compare_shows_a_defaults_value_not_only_that_it_was_the_default(workspace):
+    from deepe_widgets import methods
+    from deepe_widgets import params as paramlib
+    from deepe_widgets.ui import TrainingCompare
+
+    default = paramlib.default_value(methods.get_method("SFT-Demo").default_params["LEARNING_RATE"])
+    changed = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", name="changed", params={"learning_rate": "1e-3"})
+    plain = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", name="plain")
+    view = TrainingCompare([changed.id, plain.id])
+    assert f"{default} (default)" in view.config.value and "0.001" in view.config.value
+    view.show_all.value = True
+    assert f"{default} (default)" in view.config.value and ">(default)<" not in view.config.value
+    view.close()
