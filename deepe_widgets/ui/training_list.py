@@ -19,8 +19,8 @@ from .polling import PollingView
 from .tables import GridTable
 
 # Fits 800 px without a scroll bar; the cells of a narrow column cut their text with "…"
-COLUMNS = (("", "24px"), ("Training", "minmax(90px, 1.4fr)"), ("Status", "78px"), ("Progress", "72px"),
-           ("Method", "minmax(64px, 1fr)"), ("Base model", "minmax(70px, 1fr)"), ("Started", "96px"),
+COLUMNS = (("", "24px"), ("Training", "minmax(80px, 1.4fr)"), ("Status", "78px"), ("Progress", "72px"),
+           ("Method", "minmax(64px, 1fr)"), ("Base model", "minmax(64px, 1fr)"), ("Started", "96px"),
            ("Duration", "70px"), ("Last loss", "70px"), ("", "112px"))
 JOB_KIND_WORDS = {JobKind.SAVE: "saves", JobKind.EVALUATE: "evaluates"}
 STATUS_COLOURS = {JobStatus.SUCCEEDED: "#1a7f37", JobStatus.FAILED: "#cf222e", JobStatus.RUNNING: "#0969da",
