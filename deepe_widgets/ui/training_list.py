@@ -84,6 +84,8 @@ class TrainingList(PollingView, w.VBox):
         self.confirm = confirm_row(w.HTML(), "Yes, cancel them", self._cancel_asked, no="No, let them run")
         self._to_cancel: list[int] = []
         self._following: list[int] = []  # the jobs the status line speaks of while they are being cancelled
+        self._cancelled: list | None = None  # those jobs as last read, while the line follows them
+        self._cancel_failed: list[str] = []
         self.compare.on_click(lambda _b: self._on_compare())
         self.cancel.on_click(lambda _b: self._on_cancel())
         self.reload.on_click(lambda _b: self._on_reload())
@@ -264,20 +266,20 @@ class TrainingList(PollingView, w.VBox):
         self._untick_all()  # done with them: a later Compare or Cancel starts from a clean selection
         # a running job is "cancelling…" until its worker has stopped it: the line follows it to "cancelled"
         self._following = [j.id for j in cancelled if j.status not in FINISHED]
-        self._cancel_words, self._cancel_failed = cancelled, failed
+        self._cancelled, self._cancel_failed = cancelled, failed
         self._show_cancelled(cancelled)
         self.refresh()
 
     def _show_cancelled(self, followed) -> None:
         """The status line after Cancel, as the cancelled jobs are now; it stops following them once
         each has finished (a job that ran to its end first says so)."""
-        if not hasattr(self, "_cancel_words"):
+        if self._cancelled is None:
             return
         now = {j.id: j for j in followed}
-        jobs_now = [now.get(j.id, j) for j in self._cancel_words]
-        self._cancel_words = jobs_now
+        jobs_now = [now.get(j.id, j) for j in self._cancelled]
+        self._cancelled = jobs_now
         self._following = [j.id for j in jobs_now if j.status not in FINISHED]
         text = "; ".join([f"{j.name} {status_words(j)}" for j in jobs_now] + self._cancel_failed)
         self.status.show(text, "error" if self._cancel_failed else "ok")
         if not self._following:
-            del self._cancel_words
+            self._cancelled = None
