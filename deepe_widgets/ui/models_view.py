@@ -131,6 +131,8 @@ class ModelsView(PollingView, w.VBox):
             read = await asyncio.to_thread(card.evaluation.read)
             if card is self.card:
                 card.evaluation.show(read)
+                if card.evaluation.settled:  # its state line says how the jobs ended: "is queued" is stale
+                    card.evaluate_note.value = ""
         return False
 
     def refresh(self) -> None:
