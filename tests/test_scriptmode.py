@@ -295,6 +295,13 @@ def test_the_callback_joins_every_trainer_once_beside_the_scripts_own(prepared, 
         assert len(ours) == 1
     assert mine in first.callback_handler.callbacks
     assert runtime_script._state.trainers == [first, second]
+    # without a progress bar the trainer prints each step's values, which the callback prints already
+    from transformers.trainer_callback import PrinterCallback
+
+    quiet = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none",
+                                                        disable_tqdm=True))
+    assert not [c for c in quiet.callback_handler.callbacks if isinstance(c, PrinterCallback)]
+    assert [c for c in quiet.callback_handler.callbacks if isinstance(c, MetricsCallback)]
 
 
 def test_a_training_that_logged_nothing_or_ran_long_is_worth_a_warning():

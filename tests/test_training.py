@@ -56,6 +56,11 @@ def test_sft_demo_trains_end_to_end(workspace, tiny_model_dir):
     for event in ("initialising model", "initialising dataset", "configuring trainer", "training started",
                   "training succeeded", "saving", "saved to", "step 6/6"):
         assert event in log, event
+    # each step once: the [deepe] line, not the trainer's own printed dict of the same values besides
+    steps = [line for line in log.splitlines() if line.startswith("[deepe] step ")]
+    assert len(steps) == len(set(steps)) and '"epoch": ' in steps[0]
+    assert not [line for line in log.splitlines() if line.startswith(("{'loss'", "{'eval_loss'"))], \
+        "a step was printed twice"
     # Copy the Train with another learning rate, then compare the two.
     copy = deepe_json("jobs", "copy", str(summary["id"]), "--param", "learning_rate=1e-3", "--wait", "--json")
     assert copy["status"] == "succeeded" and copy["copied_from"] == summary["id"]

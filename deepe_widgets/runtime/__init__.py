@@ -292,6 +292,8 @@ def _make_callback_class():
                 logs["eval_perplexity"] = math.exp(min(float(logs["eval_loss"]), 700.0))  # 700: no overflow
             self.sink.add(state.global_step, logs, state.epoch)
             shown = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in logs.items()}
+            if state.epoch is not None:  # the trainer's own print of the step (dropped) showed it too
+                shown["epoch"] = round(state.epoch, 4)
             print(f"[deepe] step {state.global_step}/{state.max_steps} {json.dumps(shown)}", flush=True)
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -350,6 +352,7 @@ def train_and_save(trainer, model, tokenizer, output_dir: str) -> None:
     if resume:
         log_event(f"resuming from {resume}")
     log_event("training started")
+    _drop_duplicate_printer(trainer)
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     except BaseException as exc:
@@ -368,6 +371,19 @@ def train_and_save(trainer, model, tokenizer, output_dir: str) -> None:
     trained.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     log_event(f"saved to {output_dir}")
+
+
+def _drop_duplicate_printer(trainer) -> None:
+    """A trainer with our MetricsCallback logs each step as a `[deepe] step` line already: its own
+    PrinterCallback (disable_tqdm=True) would print the same values again, as a dict of strings."""
+    callbacks = _callbacks(trainer)
+    if not any(isinstance(c, _make_callback_class()) for c in callbacks):
+        return
+    from transformers.trainer_callback import PrinterCallback
+
+    for callback in callbacks:
+        if isinstance(callback, PrinterCallback):
+            trainer.remove_callback(callback)
 
 
 def _callbacks(trainer) -> list:

@@ -40,6 +40,7 @@ from typing import Any
 
 from . import (
     HandedBack,
+    _drop_duplicate_printer,
     evaluation_arguments,
     held_out_note,
     load_dataset_file,
@@ -461,11 +462,15 @@ def _adopt(trainer) -> None:
     if not any(t is trainer for t in _state.trainers):
         _state.trainers.append(trainer)
     handler = getattr(trainer, "callback_handler", None)
-    if handler is None or any(isinstance(c, MetricsCallback) for c in handler.callbacks):
+    if handler is None:
+        return
+    if any(isinstance(c, MetricsCallback) for c in handler.callbacks):
+        _drop_duplicate_printer(trainer)
         return  # the script passed the platform's callback itself
     if _state.callback is None:
         _state.callback = make_callback(int(_state.parameters.get("JOB_ID") or 0))
     trainer.add_callback(_state.callback)
+    _drop_duplicate_printer(trainer)  # the callback prints each step: the trainer's own print would repeat it
     _enforce_form(trainer, _state.callback)
 
 

@@ -13,7 +13,9 @@ import html
 import bqplot as bq
 import ipywidgets as w
 
-from .. import compare, evaluations, jobs, metrics
+from .. import compare, evaluations, jobs, methods, metrics
+from .. import params as paramlib
+from ..errors import DeepeError
 from ..store import JobStatus
 from .charts import MAX_POINTS, decimate
 from .common import close_tree, stylesheet
@@ -89,13 +91,25 @@ class TrainingCompare(w.VBox):
         if self.show_all.value:
             config = self.report["config"]
             keys = sorted({k for c in config.values() for k in c}, key=param_label)
-            rows = [[html.escape(param_label(k))] + [html.escape(show_value(config[i].get(k, "(default)")))
+            rows = [[html.escape(param_label(k))] + [html.escape(self._value(i, k, config[i].get(k, "(default)")))
                                                      for i in self.ids] for k in keys]
         else:
-            rows = [[html.escape(param_label(k))] + [html.escape(show_value(v.get(i, "-"))) for i in self.ids]
+            rows = [[html.escape(param_label(k))] + [html.escape(self._value(i, k, v.get(i, "-"))) for i in self.ids]
                     for k, v in sorted(self.report["differences"].items(), key=lambda kv: param_label(kv[0]))]
             rows = rows or [["(the same configuration)"] + [""] * len(self.ids)]
         self.config.value = html_table(["parameter"] + [self.names[i] for i in self.ids], rows)
+
+    def _value(self, job_id: str, key: str, value) -> str:
+        """A parameter as the run had it: a default says its value ("0.0002 (default)"), not only that it was one."""
+        if value != "(default)":
+            return show_value(value)
+        try:
+            defaults = methods.get_method(self.jobs[job_id].method).default_params
+        except DeepeError:  # the method was deleted since: its default is not known any more
+            return "(default)"
+        if key not in defaults:
+            return "(default)"
+        return f"{show_value(paramlib.default_value(defaults[key]))} (default)"
 
     def _legend(self) -> str:
         items = "".join(f"<span><span style='color:{self.colours[i]};font-weight:700'>━━</span> "

@@ -326,7 +326,11 @@ class TrainingDetail(PollingView, w.VBox):
             rows.append(["Copied from", f"job {job.copied_from}" if job.copied_from else "-"])
         if not in_voila_app() and job.run_dir:  # JupyterLab users own the files; app users get the tabs
             rows.append(["Run folder", f"<code>{html.escape(str(job.run_dir))}</code>"])
-        if job.error:
+        if job.status == JobStatus.CANCELLED:  # asked for, not a failure: said in grey, as the status is
+            rows.append(["Cancelled", "<span style='color:#57606a'>by the user"
+                         f"{' at step ' + str(job.progress_step) if job.progress_step else ' before its first step'}"
+                         "</span>"])
+        elif job.error:
             rows.append(["Error", f"<span style='color:#cf222e'>{html.escape(job.error)}</span>"])
         for warning in getattr(job, "warnings", None) or []:
             rows.append(["Warning", f"<span style='color:#9a6700'>{html.escape(str(warning))}</span>"])
@@ -359,6 +363,13 @@ class TrainingDetail(PollingView, w.VBox):
                     "the first metrics appear after the first logged step.")
         else:
             note = ""
+        if not self.series and job.status in FINISHED:  # no metric is coming any more: say why there are none
+            ended = {JobStatus.CANCELLED: "it was cancelled", JobStatus.FAILED: "it failed"}.get(job.status)
+            note = (f"No metrics: {ended} before the trainer logged any." if ended
+                    else "No metrics: this job logged none.")
+            self.stage_note.value = ""
+            self.no_data.value = f"<i>{html.escape(note)}</i>"
+            return
         self.stage_note.value = f"<span class='deepe-stage-note' style='color:#57606a'>{html.escape(note)}</span>" \
             if note else ""
         if not self.series:

@@ -26,7 +26,7 @@ from ..config import StageName
 from ..errors import DeepeError
 from ..jobs import format_time as when
 from ..models import LiveState
-from ..store import ModelKind
+from ..store import FINISHED, JobStatus, ModelKind
 from .common import close_tree, stylesheet
 from .evaluation_view import EvaluationSection, score_names, score_text, suite_label
 from .feedback import ConnectionNote, Status, confirm_row, error_text
@@ -123,10 +123,16 @@ class ModelsView(PollingView, w.VBox):
         if kind == self.kind.value:
             self._redraw_if_changed(listed, scored)
         card = self.card
+        if card is not None and not card.save_settled:  # its save job: the note follows it to its end
+            read = await asyncio.to_thread(card.read_save)
+            if card is self.card and read is not None:
+                card.show_save(*read)
         if card is not None and not card.evaluation.settled:  # an evaluate job of it is queued or running
             read = await asyncio.to_thread(card.evaluation.read)
             if card is self.card:
                 card.evaluation.show(read)
+                if card.evaluation.settled:  # its state line says how the jobs ended: "is queued" is stale
+                    card.evaluate_note.value = ""
         return False
 
     def refresh(self) -> None:
@@ -440,10 +446,51 @@ class ModelCard(w.VBox):
             self.save.disabled = False
             return
         self.save.disabled = False
-        self.save_note.value = (f"<span class='deepe-status deepe-ok' style='color:#1a7f37'>Save job {job.id} "
-                                f"({html.escape(job.name)}) is queued: the Complete Model appears under "
-                                "Complete when it finishes.</span>")
         self.last_save_job = job
+        self.show_save(job, [])
+
+    @property
+    def save_settled(self) -> bool:
+        """True when no save job of this card is queued or running (nothing for the poller to follow)."""
+        job = getattr(self, "last_save_job", None)
+        return job is None or job.status in FINISHED
+
+    def read_save(self) -> tuple | None:
+        """(the save job as it is now, the models it made): blocking, no widget touched; None without one."""
+        job = getattr(self, "last_save_job", None)
+        if job is None:
+            return None
+        job = jobs.get_job(job.id)
+        return job, (models.models_of_job(job.id) if job.status == JobStatus.SUCCEEDED else [])
+
+    def follow_save(self) -> None:
+        """Show where the save job is now (the Models view's poller calls `read_save` in a thread)."""
+        read = self.read_save()
+        if read is not None:
+            self.show_save(*read)
+
+    def show_save(self, job, made) -> None:
+        """The save note follows its job: queued, running, then the Complete Model's name or why it failed."""
+        self.last_save_job = job
+        what = f"Save job {job.id} ({html.escape(job.name)})"
+        if job.status == JobStatus.SUCCEEDED:
+            names = ", ".join(f"<b>{html.escape(m.name)}</b>" for m in made) or "its Complete Model"
+            text, colour = f"Saved: {names} is under Complete ({what.lower()}).", "#1a7f37"
+        elif job.status == JobStatus.FAILED:
+            why = html.escape((job.error or "no reason was recorded").rstrip("."))
+            text, colour = f"{what} failed: {why}. Its log: job {job.id} under Trainings, Train Log.", "#cf222e"
+        elif job.status == JobStatus.CANCELLED:
+            text, colour = f"{what} was cancelled; nothing was saved.", "#57606a"
+        elif job.status == JobStatus.CANCELLING:
+            text, colour = f"{what} is being cancelled…", "#9a6700"
+        elif job.status == JobStatus.RUNNING:
+            text, colour = f"{what} is running: merging the adapter into the base model…", "#0969da"
+        else:
+            text, colour = (f"{what} is queued: the Complete Model appears under Complete when it "
+                            "finishes."), "#1a7f37"
+        value = f"<span class='deepe-status deepe-save-{job.status}' style='color:{colour}'>{text}</span>"
+        if self.save_note.value != value:
+            self.save_note.value = value
 
     # --- Try it --------------------------------------------------------------------------
 

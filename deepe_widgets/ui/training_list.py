@@ -19,9 +19,10 @@ from .polling import PollingView
 from .tables import GridTable
 
 # Fits 800 px without a scroll bar; the cells of a narrow column cut their text with "…"
-COLUMNS = (("", "24px"), ("Training", "minmax(90px, 1.4fr)"), ("Status", "78px"), ("Progress", "72px"),
-           ("Method", "minmax(64px, 1fr)"), ("Base model", "minmax(70px, 1fr)"), ("Started", "80px"),
+COLUMNS = (("", "24px"), ("Training", "minmax(80px, 1.4fr)"), ("Status", "78px"), ("Progress", "72px"),
+           ("Method", "minmax(64px, 1fr)"), ("Base model", "minmax(64px, 1fr)"), ("Started", "96px"),
            ("Duration", "70px"), ("Last loss", "70px"), ("", "112px"))
+JOB_KIND_WORDS = {JobKind.SAVE: "saves", JobKind.EVALUATE: "evaluates"}
 STATUS_COLOURS = {JobStatus.SUCCEEDED: "#1a7f37", JobStatus.FAILED: "#cf222e", JobStatus.RUNNING: "#0969da",
                   JobStatus.CANCELLING: "#9a6700", JobStatus.CANCELLED: "#57606a", JobStatus.QUEUED: "#57606a"}
 
@@ -82,9 +83,12 @@ class TrainingList(PollingView, w.VBox):
         self.connection = ConnectionNote()
         self.confirm = confirm_row(w.HTML(), "Yes, cancel them", self._cancel_asked, no="No, let them run")
         self._to_cancel: list[int] = []
+        self._following: list[int] = []  # the jobs the status line speaks of while they are being cancelled
+        self._cancelled: list | None = None  # those jobs as last read, while the line follows them
+        self._cancel_failed: list[str] = []
         self.compare.on_click(lambda _b: self._on_compare())
         self.cancel.on_click(lambda _b: self._on_cancel())
-        self.reload.on_click(lambda _b: self.refresh())
+        self.reload.on_click(lambda _b: self._on_reload())
         self.newer.on_click(lambda _b: self.show_page(self.page - 1))
         self.older.on_click(lambda _b: self.show_page(self.page + 1))
         super().__init__([stylesheet(), w.HTML("<h3>Trainings</h3>"),
@@ -99,7 +103,7 @@ class TrainingList(PollingView, w.VBox):
         """One poll: the reads in a thread (the kernel's loop stays free), the rows updated here."""
         # one cheap query; rows are read only when a job was added, or one shown is still running
         # (so its last transition shows too)
-        if self._unfinished or await asyncio.to_thread(jobs.jobs_overview) != self._seen:
+        if self._unfinished or self._following or await asyncio.to_thread(jobs.jobs_overview) != self._seen:
             page = self.page
             read = await asyncio.to_thread(self._read, page)
             if page == self.page:  # a click on Newer/Older meanwhile has shown its own page
@@ -117,6 +121,12 @@ class TrainingList(PollingView, w.VBox):
         """Update the rows in place (a re-render would drop a click that lands mid-refresh)."""
         self._show(self._read(self.page))
 
+    def _on_reload(self) -> None:
+        """Refresh asked for by the user: an old message (a Cancel error, a hint) goes with it."""
+        if not self._following:
+            self.status.clear()
+        self.refresh()
+
     def mark_open(self, job_id: int | None) -> None:
         """Highlight the row whose details are open."""
         self.open_job = job_id
@@ -130,13 +140,21 @@ class TrainingList(PollingView, w.VBox):
         last_page = max(0, (seen[0] - 1) // self.page_size)
         page = min(page, last_page)
         listed = jobs.list_jobs(limit=self.page_size, offset=page * self.page_size)
+        followed = []
+        for job_id in list(self._following):
+            try:
+                followed.append(jobs.get_job(job_id))
+            except DeepeError:  # gone meanwhile: nothing more to say of it
+                continue
         return {"seen": seen, "page": page, "last_page": last_page, "listed": listed,
-                "losses": metrics.last_metrics([j.id for j in listed], "loss")}
+                "losses": metrics.last_metrics([j.id for j in listed], "loss"), "followed": followed}
 
     def _show(self, read: dict) -> None:
         self._seen, self.page, listed, losses = read["seen"], read["page"], read["listed"], read["losses"]
         total, last_page = self._seen[0], read["last_page"]
         self._unfinished = any(j.status not in FINISHED for j in listed)
+        if "followed" in read:
+            self._show_cancelled(read["followed"])
         for job in listed:
             row = self._rows.get(job.id) or self._new_row(job.id)
             fraction = job.progress_step / job.progress_total if job.progress_total else \
@@ -144,13 +162,15 @@ class TrainingList(PollingView, w.VBox):
             row["bar"].value = fraction
             row["bar"].bar_style = {JobStatus.SUCCEEDED: "success", JobStatus.FAILED: "danger"}.get(job.status, "info")
             loss = losses.get(job.id)
-            kind = "" if job.kind == JobKind.TRAIN else f" ({job.kind})"
+            # a save or evaluate job is not a training: it says what it does, to which model, and has no base
+            kind = "" if job.kind == JobKind.TRAIN else f" ({JOB_KIND_WORDS.get(job.kind, job.kind)} " \
+                f"{job.base_model or '-'})"
+            base = (job.base_model or "-") if job.kind == JobKind.TRAIN else "-"
             values = (f"<span title='{html.escape(f'{job.name}{kind}, job {job.id}', quote=True)}'>"
                       f"{html.escape(job.name + kind)} <span class='deepe-job-id' style='color:#8c959f'>#{job.id}"
                       "</span></span>", status_html(job),
                       f"<span title='{html.escape(job.method, quote=True)}'>{html.escape(job.method)}</span>",
-                      f"<span title='{html.escape(job.base_model or '-', quote=True)}'>"
-                      f"{html.escape(job.base_model or '-')}</span>",
+                      f"<span title='{html.escape(base, quote=True)}'>{html.escape(base)}</span>",
                       short_time(job.started_at), duration(job), f"{loss:.4f}" if loss is not None else "-")
             for cell, text in zip(row["cells"], values):
                 if cell.value != text:
@@ -170,7 +190,7 @@ class TrainingList(PollingView, w.VBox):
     def _new_row(self, job_id: int) -> dict:
         check = w.Checkbox(value=job_id in self._chosen, indent=False, layout=w.Layout(width="26px"),
                            tooltip=f"tick job {job_id} to compare or cancel it")
-        check.observe(lambda change: (self._chosen.add if change["new"] else self._chosen.discard)(job_id), "value")
+        check.observe(lambda change: self._on_tick(job_id, change["new"]), "value")
         bar = w.FloatProgress(min=0, max=1, layout=w.Layout(width="90px"))
         cells = [w.HTML() for _ in range(7)]  # name, status, method, base model, started, duration, loss
         details = w.Button(description="View Details", icon="search", layout=w.Layout(width="112px"),
@@ -180,6 +200,16 @@ class TrainingList(PollingView, w.VBox):
         row = [check, *cells[:2], bar, *cells[2:], details]
         self._rows[job_id] = {"bar": bar, "cells": cells, "status": cells[1], "details": details, "cells_all": row}
         return self._rows[job_id]
+
+    def _on_tick(self, job_id: int, ticked: bool) -> None:
+        (self._chosen.add if ticked else self._chosen.discard)(job_id)
+        if self.status.value and not self._following:  # a hint or error about the old selection is stale
+            self.status.clear()
+
+    def _untick_all(self) -> None:
+        self._chosen.clear()
+        for check in self.selected.values():
+            check.value = False
 
     def _on_details(self, job_id: int) -> None:
         self.status.clear()
@@ -218,19 +248,38 @@ class TrainingList(PollingView, w.VBox):
         self._to_cancel = [j.id for j in live]
         names = ", ".join(j.name for j in live)
         what = "this training" if len(live) == 1 else f"these {len(live)} trainings"
-        self.confirm.ask(f"Cancel {what} ({names})? A running one stops now; its partial record stays.")
+        done = [j for j in found if j.status in FINISHED]
+        # every ticked job is named: the finished ones as left alone
+        also = (f" ({', '.join(f'{j.name} {j.status}' for j in done)}: nothing to cancel)") if done else ""
+        self.confirm.yes.description = "Yes, cancel it" if len(live) == 1 else "Yes, cancel them"
+        self.confirm.no.description = "No, let it run" if len(live) == 1 else "No, let them run"
+        self.confirm.ask(f"Cancel {what} ({names})?{also} A running one stops now; its partial record stays.")
 
     def _cancel_asked(self) -> None:
-        done, failed = [], []
+        cancelled, failed = [], []
         for job_id in self._to_cancel:
             try:
-                job = jobs.cancel_job(job_id)
-                done.append(f"{job.name} {status_words(job)}")
+                cancelled.append(jobs.cancel_job(job_id))
             except DeepeError as exc:
                 failed.append(exc.message)
         self._to_cancel = []
-        if failed:
-            self.status.show("; ".join(failed), "error")
-        else:
-            self.status.show("; ".join(done), "ok")
+        self._untick_all()  # done with them: a later Compare or Cancel starts from a clean selection
+        # a running job is "cancelling…" until its worker has stopped it: the line follows it to "cancelled"
+        self._following = [j.id for j in cancelled if j.status not in FINISHED]
+        self._cancelled, self._cancel_failed = cancelled, failed
+        self._show_cancelled(cancelled)
         self.refresh()
+
+    def _show_cancelled(self, followed) -> None:
+        """The status line after Cancel, as the cancelled jobs are now; it stops following them once
+        each has finished (a job that ran to its end first says so)."""
+        if self._cancelled is None:
+            return
+        now = {j.id: j for j in followed}
+        jobs_now = [now.get(j.id, j) for j in self._cancelled]
+        self._cancelled = jobs_now
+        self._following = [j.id for j in jobs_now if j.status not in FINISHED]
+        text = "; ".join([f"{j.name} {status_words(j)}" for j in jobs_now] + self._cancel_failed)
+        self.status.show(text, "error" if self._cancel_failed else "ok")
+        if not self._following:
+            self._cancelled = None

@@ -11,6 +11,8 @@ import nbformat
 import pytest
 
 from deepe_widgets import jobs, methods, models, stagefiles
+from deepe_widgets.store import Job
+from deepe_widgets.store import session as store_session
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -294,6 +296,10 @@ def test_the_form_guides_and_the_trainings_table_holds_at_800px(start_app, brows
     assert run.is_enabled()
     # Trainings: 30 queued jobs (no worker here), a real table at 800 px
     queued = [jobs.submit_training("SFT-Demo", "tiny", "demo-sft", name=f"run-{i:02d}") for i in range(30)]
+    with store_session() as s:  # a start time in the top row: the Started column shows it whole
+        row = s.get(Job, queued[-1].id)
+        row.started_at = time.time()
+        s.add(row)
     tab(page, "Trainings")
     page.get_by_role("button", name="Refresh").click()
     page.get_by_text("trainings 1–25 of 30").wait_for()
@@ -307,6 +313,9 @@ def test_the_form_guides_and_the_trainings_table_holds_at_800px(start_app, brows
         assert row_x == head_x, (row, head_x, row_x)
     scroller = page.locator(".deepe-trainings").first
     assert scroller.evaluate("b => b.scrollWidth <= b.clientWidth + 1")  # no sideways scrolling at 800 px
+    started = cells.nth(6).locator(".widget-html-content")  # the top row's Started: "12-02 01:25", not cut
+    assert re.fullmatch(r"\d\d-\d\d \d\d:\d\d", started.inner_text())
+    assert started.evaluate("c => c.scrollWidth <= c.clientWidth")
     shot(page, "trainings-800px")
     # View Details on a low row: the details open in sight, not below 25 rows
     view_details(page, queued[8].id)
@@ -324,7 +333,7 @@ def test_the_form_guides_and_the_trainings_table_holds_at_800px(start_app, brows
     page.locator(".deepe-question", has_text="Cancel this training (run-29)?").wait_for()
     assert jobs.get_job(queued[-1].id).status == "queued"
     shot(page, "cancel-asks")
-    page.get_by_role("button", name="Yes, cancel them").click()
+    page.get_by_role("button", name="Yes, cancel it").click()
     page.locator(".deepe-ok", has_text="run-29 cancelled").wait_for()
     assert jobs.get_job(queued[-1].id).status == "cancelled"
     context.close()

@@ -182,6 +182,7 @@ def test_evaluation_data_compare_and_the_model_card_show_real_evaluations(worksp
     assert newest["job_id"] == other.id
     assert view.rows[tuned][6].value == f"{metric_label('eval_rougeL')} {score_text(newest['metrics']['eval_rougeL'])}"
     assert card.evaluation.settled and "An evaluation failed" in card.evaluation.state.value
+    assert "is queued" not in card.evaluate_note.value  # the note went with the state it spoke of
     assert f"judge suite, job {judged.id}" in card.evaluation.state.value
     scores = card.evaluation.scores.value  # the newest generation scores, the base's on the same rows
     assert f"generation suite on {other_dataset}" in scores and "other rows" not in scores
