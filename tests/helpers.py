@@ -7,10 +7,12 @@ conftest.py files without packages share one module name, and the second loaded 
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -144,3 +146,76 @@ def package_imports(module: str, source: str, is_package: bool) -> set[str]:
                 found.add(candidate if (PACKAGE / (candidate.replace(".", "/") + ".py")).exists()
                           or (PACKAGE / candidate.replace(".", "/")).is_dir() else ".".join(target))
     return {f for f in found if f}
+
+
+# --- shared by the widget tests ------------------------------------------------------------
+
+def run_in_own_loop(coroutine_function):
+    """Run a coroutine in an event loop of its own thread: Playwright's sync API (the browser tests,
+    earlier in the same process) leaves a loop running in the main thread."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = asyncio.run(coroutine_function())
+        except BaseException as exc:  # re-raised in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def customized_model(job, name: str, tmp_path, parent: str = "tiny", method: str | None = "SFT-Demo"):
+    """A Customized Model as a succeeded training registers it: a folder and its model card."""
+    folder = tmp_path / name
+    folder.mkdir()
+    card = {"name": name, "base_model": parent, "method": method, "dataset": "demo-sft", "job_id": job.id,
+            "parameters": {"LEARNING_RATE": 0.005}, "metrics": {"loss": {"final": 0.0036, "best": 0.0031},
+                                                                "learning_rate": {"final": 1e-5, "best": 1e-5}}}
+    from deepe_widgets import models
+
+    return models.add_model(name, folder, kind="customized", job_id=job.id, parent=parent, method=method, meta=card)
+
+
+# --- shared by the script-mode tests -------------------------------------------------------
+
+SCRIPT_FAST = {"MAX_STEPS": 5, "BATCH_SIZE": 2, "MAX_SEQ_LENGTH": 64, "SAVE_STEPS": 0, "LEARNING_RATE": 5e-3}
+
+
+def run_script(tmp_path: Path, script: Path, model: Path, dataset: Path, args_template: str = "", **params):
+    """Build the script notebook, execute it with papermill in the python3 kernel; return
+    (executed notebook or None, output dir, the cell outputs' text, the error if it raised)."""
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from deepe_widgets import scriptmode
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    source = tmp_path / f"{script.stem}.input.ipynb"
+    nbformat.write(scriptmode.script_notebook(script, "python3", args_template), source)
+    record = run_dir / "training.ipynb"
+    values = {"MODEL_PATH": str(model), "DATASET_PATH": str(dataset), "OUTPUT_DIR": str(run_dir / "output"),
+              "JOB_ID": 0, **SCRIPT_FAST, **params}
+    error = None
+    try:
+        papermill.execute_notebook(str(source), str(record), parameters=values, kernel_name="python3",
+                                   cwd=str(run_dir), progress_bar=False, start_timeout=120,
+                                   shutdown_kernel="immediate")
+    except PapermillExecutionError as exc:
+        error = exc
+    executed = nbformat.read(record, as_version=4)
+    text = "\n".join(out.get("text", "") for cell in executed.cells for out in cell.get("outputs", [])
+                     if out.get("output_type") == "stream")
+    return executed, run_dir / "output", text, error
+
+
+def argv_lines(text: str) -> list[str]:
+    import re
+
+    return [line for line in text.splitlines() if re.search(r"INFO\s+argv: \S+\.(py|ipynb) ", line)]

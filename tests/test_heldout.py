@@ -259,7 +259,7 @@ def test_a_parser_without_a_test_split_flag_gets_no_evaluation_flags(prepared, t
 def test_trl_sft_script_evaluates_the_held_out_rows(tmp_path, tiny_model_dir):
     import trl
 
-    from test_scriptmode import argv_lines, chat_rows, run_script, write_jsonl
+    from helpers import argv_lines, chat_rows, run_script, write_jsonl
 
     sft_script = Path(trl.__file__).parent / "scripts" / "sft.py"  # the installed TRL's own, unchanged
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows())

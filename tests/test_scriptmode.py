@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-import papermill
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
@@ -22,9 +21,19 @@ from deepe_widgets import scriptmode, stagefiles
 from deepe_widgets.errors import DeepeError
 from deepe_widgets.runtime import script as runtime_script
 
-from helpers import OLORA_TEMPLATE, SCRIPTS, alpaca_rows, chat_rows, package_imports, write_jsonl
+from helpers import (
+    OLORA_TEMPLATE,
+    SCRIPT_FAST,
+    SCRIPTS,
+    alpaca_rows,
+    argv_lines,
+    chat_rows,
+    package_imports,
+    run_script,
+    write_jsonl,
+)
 
-FAST = {"MAX_STEPS": 5, "BATCH_SIZE": 2, "MAX_SEQ_LENGTH": 64, "SAVE_STEPS": 0, "LEARNING_RATE": 5e-3}
+FAST = SCRIPT_FAST
 
 
 # ---------------------------------------------------------------- datasets
@@ -40,36 +49,9 @@ def write_preferences_csv(path: Path, n: int = 20) -> Path:
 
 # ---------------------------------------------------------------- running a script notebook
 
-def run_script(tmp_path: Path, script: Path, model: Path, dataset: Path, args_template: str = "", **params):
-    """Build the script notebook, execute it with papermill in the python3 kernel; return
-    (executed notebook or None, output dir, the cell outputs' text, the error if it raised)."""
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    source = tmp_path / f"{script.stem}.input.ipynb"
-    nbformat.write(scriptmode.script_notebook(script, "python3", args_template), source)
-    record = run_dir / "training.ipynb"
-    values = {"MODEL_PATH": str(model), "DATASET_PATH": str(dataset), "OUTPUT_DIR": str(run_dir / "output"),
-              "JOB_ID": 0, **FAST, **params}
-    error = None
-    try:
-        papermill.execute_notebook(str(source), str(record), parameters=values, kernel_name="python3",
-                                   cwd=str(run_dir), progress_bar=False, start_timeout=120,
-                                   shutdown_kernel="immediate")
-    except PapermillExecutionError as exc:
-        error = exc
-    executed = nbformat.read(record, as_version=4)
-    text = "\n".join(out.get("text", "") for cell in executed.cells for out in cell.get("outputs", [])
-                     if out.get("output_type") == "stream")
-    return executed, run_dir / "output", text, error
-
-
 def logged_losses(text: str) -> list[float]:
     return [json.loads(m.group(1))["loss"] for m in re.finditer(r"^\[deepe\] step \d+/\d+ (\{.*\})$", text, re.M)
             if '"loss"' in m.group(1)]
-
-
-def argv_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if re.search(r"INFO\s+argv: \S+\.(py|ipynb) ", line)]
 
 
 def script_cell(executed) -> nbformat.NotebookNode:

@@ -413,6 +413,11 @@ class MethodManager(PollingView, w.VBox):
         for cell in old:  # nothing of the old table is left in the kernel
             close_tree(cell)
 
+    def close(self) -> None:
+        """Close the view and its "Delete?" line, which sits in no row while nothing is asked."""
+        close_tree(self.confirm)
+        super().close()
+
     def _place_confirm(self) -> None:
         """The rows, with the open "Delete?" line right under the row it asks about."""
         if self._asked not in self.rows:  # deleted elsewhere, or nothing asked

@@ -5,7 +5,7 @@ from deepe_widgets import jobs, models
 from deepe_widgets.store import JobStatus
 from deepe_widgets.ui import ModelsView, TrainingDetail, TrainingList
 
-from test_widgets import customized_model, run_in_own_loop
+from helpers import customized_model, run_in_own_loop
 
 
 def _worker_finishes(job_id: int, status: str, error: str | None = None) -> None:

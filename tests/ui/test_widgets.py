@@ -3,7 +3,6 @@
 import asyncio
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -19,24 +18,7 @@ from deepe_widgets.ui import Dashboard, MethodManager, TrainingCompare, Training
 from deepe_widgets.ui.charts import decimate
 from deepe_widgets.ui.methods_view import MethodForm
 
-
-def run_in_own_loop(coroutine_function):
-    """Run a coroutine in an event loop of its own thread: Playwright's sync API (the browser tests,
-    earlier in the same process) leaves a loop running in the main thread."""
-    outcome = {}
-
-    def target():
-        try:
-            outcome["value"] = asyncio.run(coroutine_function())
-        except BaseException as exc:  # re-raised in the test's thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
+from helpers import customized_model, run_in_own_loop
 
 
 def shown(widget: w.Widget) -> list[w.Widget]:
@@ -473,16 +455,6 @@ def test_cancel_asks_first_and_says_what_it_needs(workspace):
     listing.confirm.yes.click()
     assert jobs.get_job(waiting.id).status == "cancelled" and "waiting cancelled" in listing.status.value
     listing.close()
-
-
-def customized_model(job, name: str, tmp_path, parent: str = "tiny", method: str | None = "SFT-Demo"):
-    """A Customized Model as a succeeded training registers it: a folder and its model card."""
-    folder = tmp_path / name
-    folder.mkdir()
-    card = {"name": name, "base_model": parent, "method": method, "dataset": "demo-sft", "job_id": job.id,
-            "parameters": {"LEARNING_RATE": 0.005}, "metrics": {"loss": {"final": 0.0036, "best": 0.0031},
-                                                                "learning_rate": {"final": 1e-5, "best": 1e-5}}}
-    return models.add_model(name, folder, kind="customized", job_id=job.id, parent=parent, method=method, meta=card)
 
 
 def test_models_tab_lists_cards_saves_and_asks_before_deleting(workspace, tmp_path):
