@@ -4,9 +4,11 @@ next worker, and a job asking for a GPU the cluster does not have."""
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,8 +26,11 @@ pytest.importorskip("ray.job_submission")
 
 
 @pytest.fixture(scope="module")  # stopped after this file: an idle head still takes CPU from the others
-def ray_head(tmp_path_factory):
-    head = RayHead(tmp_path_factory.mktemp("ray") / "t", num_cpus=4, num_gpus=0)
+def ray_head():
+    # a short folder of its own: Ray's unix sockets live under it, and their paths may not exceed 107
+    # bytes (pytest's /tmp/pytest-of-USER/pytest-N/popen-gwN/… under xdist is too long)
+    root = Path(tempfile.mkdtemp(prefix="dw-ray-"))
+    head = RayHead(root / "t", num_cpus=4, num_gpus=0)
     try:
         head.start()
     except Exception:
@@ -33,6 +38,7 @@ def ray_head(tmp_path_factory):
         raise
     yield head
     left = head.stop()
+    shutil.rmtree(root, ignore_errors=True)
     assert left == [], f"Ray processes left after stopping the head: {left}"
     assert not [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("raylet", "gcs_server")
                 and any(str(head.temp_dir) in part for part in _running_cmdline(p))]
