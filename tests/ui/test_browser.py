@@ -480,8 +480,11 @@ def test_models_tab_tries_saves_and_deletes(start_app, page, workspace):
     answers = card.locator(".deepe-answer").all_inner_texts()
     assert len(answers) == 2 and all(a.strip() and "answering" not in a for a in answers), answers
     assert "could not answer" not in " ".join(answers)
-    card.get_by_text("Record of this answer").click()
-    card.locator(".deepe-record .cell").first.wait_for()
+    record_title = card.get_by_text("Record of this answer")
+    record_title.wait_for(state="visible")
+    page.wait_for_timeout(500)  # the accordion appears with the answers: a click while it is drawn can be lost
+    record_title.click()
+    card.locator(".deepe-record .cell").first.wait_for(timeout=120_000)  # the record is read and drawn
     shot(page, "model-try-it")
     # Save: a save job, then the Complete Model under Complete
     card.locator("select").filter(has=page.locator("option", has_text="bfloat16")).select_option(

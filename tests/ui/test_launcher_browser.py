@@ -49,7 +49,7 @@ def test_dpo_demo_brings_its_dataset_and_fields_and_queues_with_them(start_app, 
     preview.locator("th", has_text=re.compile("^rejected$")).wait_for()
     assert [h.strip() for h in preview.locator("th").all_inner_texts()] == ["prompt", "chosen", "rejected"]
     standard = dropdown(page, "Prompt column").locator("option").first.inner_text().replace("\xa0", " ")
-    assert standard == "(standard: prompt/chosen/rejected)"  # what an unset column chooser reads
+    assert standard == "(standard: prompt)"  # what an unset column chooser reads: its own standard column
 
     # back to SFT-Demo: its demo data and its fields come back; DPO's go
     dropdown(page, "Training Method").select_option("SFT-Demo")
