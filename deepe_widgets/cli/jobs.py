@@ -1,4 +1,4 @@
-"""`deepe train|save|evaluate|infer|compare` and `deepe jobs list|show|logs|metrics|cancel|copy|rerun|export`."""
+"""`deepe train|save|evaluate|infer|compare` and `deepe jobs list|show|logs|metrics|cancel|delete|copy|rerun|export`."""
 
 from __future__ import annotations
 
@@ -231,6 +231,17 @@ def cmd_jobs_cancel(args) -> int:
     return 0
 
 
+def cmd_jobs_delete(args) -> int:
+    from .. import jobs
+
+    prepare()
+    job = jobs.get_job(args.id)
+    removed = jobs.delete_job(args.id)
+    print(f"removed job {job.id} ({job.name}, {job.status})"
+          + (f" and its run folder {removed}" if removed else ""))
+    return 0
+
+
 def cmd_jobs_copy(args) -> int:
     from .. import jobs
     from .. import params as paramlib
@@ -378,6 +389,9 @@ def add_arguments(sub, verb) -> None:
         if name == "metrics":
             p.add_argument("--name", help="the rows of this metric")
             p.add_argument("--all", action="store_true", help="every row (default: one line per metric)")
+    p = verb(jobs_p, "delete", cmd_jobs_delete, "remove a finished job from the list: its metrics and its run "
+             "folder go too; refused while it runs, or while a model it made is registered")
+    p.add_argument("id", type=cli_job_id)
     p = verb(jobs_p, "logs", cmd_jobs_logs, "print the stage logs")
     p.add_argument("id", type=cli_job_id)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
