@@ -122,7 +122,10 @@ def cmd_infer(args) -> int:
         print_json(result)
     else:
         for item in result["responses"]:
-            print(f"> {item['prompt']}\n{item['response']}\n")
+            answer = item.get("response")
+            if isinstance(answer, str) and not answer.strip():  # say why, not a blank line
+                answer = f"(an empty answer: {inference.empty_answer_words(item)})"
+            print(f"> {item['prompt']}\n{answer}\n")
         print(f"record: {result['record']}")
         if result["error"]:
             print(f"error: {result['error']}")

@@ -915,9 +915,9 @@ def test_the_dashboard_refuses_to_delete_a_model_a_queued_job_uses(workspace, tm
     view = ModelsView(start_worker=False, admin=True)
     view.open_model("tiny_train1_20261123_abcd")
     card = view.card
-    card.delete.click()
-    card.confirm.yes.click()
+    card.delete.click()  # refused before "for good?" is asked
     assert f"is used by job {save.id}" in card.status.value and "cancel" in card.status.value
+    assert card.confirm.layout.display == "none"
     assert (tmp_path / "tiny_train1_20261123_abcd").is_dir()
     assert "tiny_train1_20261123_abcd" in [m.name for m in models.list_models()]
     jobs.cancel_job(save.id)
