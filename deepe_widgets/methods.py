@@ -32,6 +32,7 @@ from .demo_data import (
     SFT_DEMO_DATASET,
     VL_DEMO_DATASET,
 )
+from .envs import engine_of_kernel
 from .errors import DeepeError
 from .kernels import kernel_environment, require_kernel
 from .names import check_name
@@ -268,6 +269,11 @@ def register_method(name: str, stages: dict[str, tuple[str, str]], *, training_t
     for stage, (file, kernel) in stages.items():
         if not file:
             continue
+        engine = engine_of_kernel(kernel)
+        if engine and stage != StageName.DEPLOYMENT:  # as the Add New Method form offers it: deployment only
+            raise DeepeError(f"kernel {kernel} is the {engine} deployment environment: it serves models and has "
+                             f"no training libraries, so it runs the deployment stage only; give the {stage} "
+                             f"stage a training kernel (python3, or your environment's)", field=stage)
         path = Path(file).expanduser()
         if not builtin:  # built-ins come from the installed package
             check_allowed(path, stage, "stage file")
