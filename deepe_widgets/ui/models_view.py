@@ -44,9 +44,10 @@ KIND_WORDS = {ModelKind.CUSTOMIZED: "Customized Model", ModelKind.COMPLETE: "Com
               ModelKind.LIVE: "Live Model", ModelKind.BASE: "Base Model"}
 DTYPES = (("float32 (exact, largest)", "float32"), ("bfloat16 (half the size)", "bfloat16"),
           ("float16 (half the size)", "float16"))
-COLUMNS = (("Name", "minmax(160px, 2.2fr)"), ("Base model", "minmax(100px, 1.2fr)"),
-           ("Method", "minmax(80px, 1fr)"), ("Dataset", "minmax(80px, 1fr)"), ("Created", "86px"),
-           ("Final", "110px"), ("Evaluation", "130px"), ("", "90px"))
+# Fits 800 px without a scroll bar; a cut name shows whole on hover
+COLUMNS = (("Name", "minmax(120px, 2.2fr)"), ("Base model", "minmax(64px, 1.2fr)"),
+           ("Method", "minmax(64px, 1fr)"), ("Dataset", "minmax(64px, 1fr)"), ("Created", "96px"),
+           ("Final", "96px"), ("Evaluation", "110px"), ("", "90px"))
 
 BENCHMARK_PARAM, JUDGE_PARAM = "BENCHMARK_FILE", "JUDGE"  # the evaluation notebook's parameters
 
@@ -166,8 +167,10 @@ class ModelsView(PollingView, w.VBox):
                                                                              ModelKind.BASE else "save, try, delete"))
             open_button.on_click(lambda _b, name=record.name: self.open_model(name))
             cells = [w.HTML(f"<span title='{html.escape(record.name, quote=True)}'>{html.escape(record.name)}</span>"),
-                     w.HTML(html.escape(card["base_model"] or "-")), w.HTML(html.escape(card["method"] or "-")),
-                     w.HTML(html.escape(card["dataset"] or "-")), w.HTML(short_time(record.created_at)),
+                     *(w.HTML(f"<span title='{html.escape(text, quote=True)}'>{html.escape(text)}</span>")
+                       for text in ("-" if record.kind == ModelKind.BASE else card["base_model"] or "-",
+                                    card["method"] or "-", card["dataset"] or "-")),
+                     w.HTML(short_time(record.created_at)),
                      w.HTML(html.escape(key_metric(card) if record.kind != ModelKind.LIVE
                                         else str(LiveState.from_meta(record.meta).status or "-"))),
                      w.HTML(html.escape(key_score(record) if record.kind != ModelKind.LIVE else "-")),
@@ -716,7 +719,8 @@ class ModelCard(w.VBox):
             return w.VBox([w.HTML("<h4>Server</h4>"), self.live_info, w.HBox([self.stop_button, self.deploy_note])])
         if not self.admin:
             return w.VBox([self.deploy_note])
-        self.deploy_button = w.Button(description="Deploy on vLLM", icon="rocket", layout=w.Layout(width="170px"))
+        self.deploy_button = w.Button(description="Deploy on vLLM", icon="rocket",
+                                      layout=w.Layout(width="170px", flex="0 0 auto"))  # never cut by its note
         self.deploy_button.on_click(lambda _b: self.deploy())
         missing = deploy_unavailable()
         if missing:  # offered, but disabled with the reason: an admin learns what to do

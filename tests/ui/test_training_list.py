@@ -61,3 +61,16 @@ def test_remove_names_what_cannot_go_before_asking(workspace, tmp_path):
     listing.confirm_remove.yes.click()
     assert {j.id for j in jobs.list_jobs()} == {running.id, trained.id} and metrics.metrics_for(spare.id) == []
     listing.close()
+
+
+def test_comparing_trainings_without_curves_says_so_instead_of_an_empty_space(workspace):
+    from deepe_widgets.ui.compare_view import TrainingCompare
+
+    first = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", name="first")
+    second = jobs.submit_training("SFT-Demo", "tiny", "demo-sft", name="second")
+    for job in (first, second):
+        jobs.cancel_job(job.id)
+    view = TrainingCompare([first.id, second.id])
+    assert view.figures == [] and view.legend.layout.display == "none"
+    assert any("No curves to overlay" in getattr(c, "value", "") for c in view.children[-3].children)
+    view.close()
