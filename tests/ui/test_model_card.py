@@ -96,3 +96,36 @@ def test_a_model_others_depend_on_is_refused_before_the_question(workspace, tmp_
     assert card.confirm.layout.display is None and "for good?" in card.confirm.children[0].value
     assert card.status.value == ""
     view.close()
+
+
+def test_records_read_at_once_are_each_shown(tmp_path):
+    """Try it's answer arrives as its record is opened: two renders at once, each whole (bleach's
+    shared cleaner used to break under them, and "The record cannot be shown yet" stayed)."""
+    import threading
+
+    import nbformat
+
+    from deepe_widgets.ui.record import render_notebook
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Inference <b>record</b>")] + [nbformat.v4.new_code_cell(
+        f"answer = ask('France', {n})", outputs=[nbformat.v4.new_output("display_data", data={
+            "text/html": "<table><tr><td style='color:red'>Paris</td></tr></table>"}),
+            nbformat.v4.new_output("stream", text="> France\nParis\n" * 20)]) for n in range(40)]
+    path = tmp_path / "inference.ipynb"
+    nbformat.write(nb, path)
+    failures, bodies = [], []
+
+    def render_a_few():
+        for _ in range(4):
+            try:
+                bodies.append(render_notebook(path))
+            except Exception as exc:  # noqa: BLE001 - any failure is the defect
+                failures.append(repr(exc))
+
+    threads = [threading.Thread(target=render_a_few) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and len(bodies) == 12 and all("Paris" in body for body in bodies)
