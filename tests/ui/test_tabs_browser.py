@@ -5,8 +5,6 @@ every tab at both widths go to this test's tmp folder (`tabs-<tab>-<width>.png`)
 
 import re
 
-import pytest
-
 from deepe_widgets import jobs
 from deepe_widgets.runtime import MetricSink
 from deepe_widgets.store import JobStatus
@@ -22,8 +20,6 @@ PAST_RIGHT_EDGE = """() => [...document.querySelectorAll('.jp-OutputArea-output 
 # tables that scroll sideways (a column cut off at the left or right) and buttons whose label is cut
 CUT = """() => [...document.querySelectorAll('.deepe-grid-scroll, .deepe-grid, .widget-button')].filter(e =>
     e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1).map(e => e.className + ': ' + e.textContent.trim())"""
-
-pytestmark = pytest.mark.training  # a browser and a Voila server: with the slow tests
 
 
 def tab(page, title: str):
