@@ -61,6 +61,7 @@ def test_every_tab_at_1400_and_800_px_and_the_train_tab_fits_800(start_app, page
         d.querySelector('label')?.textContent === 'Dataset' && d.querySelector('select')?.value === 'demo-dpo')""")
     page.get_by_text("Advanced", exact=True).click()
     page.wait_for_timeout(500)  # the fields settle
+    assert page.evaluate("() => document.querySelectorAll('.jp-OutputArea-output *').length") > 100  # the form
     assert page.evaluate(PAST_RIGHT_EDGE) == []
     run = page.get_by_role("button", name="Run the Train")
     box = run.bounding_box()
