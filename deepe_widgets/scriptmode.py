@@ -61,7 +61,8 @@ STANDARD_PARAMETERS: dict[str, tuple[object, str]] = {
     "SEED": (42, "--seed; also draws the held-out rows"),
     "JOB_ID": (0, "set by the platform; 0 for a local test run"),
     "ARGS_TEMPLATE": ("", "the script's own flags, e.g. \"--base_model {MODEL_PATH}\"; empty: Hugging Face names"),
-    "EXTRA_ARGS": ("", "flags added after the platform's (they win), e.g. \"--packing true\""),
+    "EXTRA_ARGS": ("", "added after the platform's flags (they win): {\"packing\": True} gives --packing true "
+                       "(the Extra arguments box, --extra), or flags as text, e.g. \"--packing true\""),
 }
 
 PREPARE_SOURCE = """\

@@ -24,6 +24,11 @@ def cmd_train(args) -> int:
     methods.get_method(args.method)  # refused before a data file given by path is registered
     models.get_model(args.base_model)
     params = paramlib.parse_assignments(args.param)
+    if args.extra:
+        if any(paramlib.normalise(key) == paramlib.normalise(paramlib.EXTRA_ARGS) for key in params):
+            raise DeepeError("give extra arguments with --extra key=value, or --param extra_args=…, not both",
+                             field=paramlib.EXTRA_ARGS)
+        params[paramlib.EXTRA_ARGS] = paramlib.parse_extra_args(args.extra)
     known = {d.name for d in datasets.list_datasets()}
     dataset = dataset_name_or_file(args.dataset, quiet=True)
     try:
@@ -365,6 +370,11 @@ def add_arguments(sub, verb) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--name")
     p.add_argument("--param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--extra", action="append", metavar="KEY=VALUE",
+                   help="a field of the trainer's config the parameters do not cover (e.g. SFTConfig's "
+                        "packing=true, neftune_noise_alpha=5): checked against the method's config class; the "
+                        "value is read as JSON where it parses (5, true, [1, 2]), else as text. A script gets "
+                        "it as --KEY VALUE. Repeat for more")
     p.add_argument("--wait", action="store_true", help="wait for the job, showing progress")
 
     jobs_p = sub.add_parser("jobs", help="trainings and other jobs").add_subparsers(dest="verb", required=True)

@@ -143,7 +143,8 @@ class _ScriptState:
     script_path: str = ""
     parameters: dict = field(default_factory=dict)
     template_argv: list[str] | None = None  # from ARGS_TEMPLATE; None: match flag names
-    extra_argv: list[str] = field(default_factory=list)
+    extra_argv: list[str] = field(default_factory=list)  # EXTRA_ARGS given as flags ("--packing true")
+    extra_args: dict = field(default_factory=dict)  # EXTRA_ARGS given as fields ({"packing": True})
     dataset_dir: str = ""
     held_out_rows: int = 0  # rows in the dataset folder's validation.jsonl
     argv_seen: list[list[str]] = field(default_factory=list)  # what each of the script's parsers got
@@ -180,7 +181,12 @@ def prepare(script: str, parameters: dict) -> None:
         if validation.is_file():
             _state.held_out_rows = sum(1 for line in validation.open(encoding="utf-8") if line.strip())
     _state.task_type, _state.task_reason = lora_task_type(script_source(script))
-    _state.extra_argv = render_args_template(str(values.get("EXTRA_ARGS") or ""), _template_values())
+    extras = values.get("EXTRA_ARGS") or ""
+    if isinstance(extras, dict):  # the form's Extra arguments, `--extra key=value`: a flag each
+        _state.extra_args = dict(extras)
+        _state.extra_argv = extra_flags(_state.extra_args)
+    else:
+        _state.extra_argv = render_args_template(str(extras), _template_values())
     template = str(values.get("ARGS_TEMPLATE") or "").strip()
     if template:
         _state.template_argv = render_args_template(template, _template_values()) + _state.extra_argv
@@ -336,7 +342,28 @@ def platform_argv(parser: argparse.ArgumentParser) -> list[str]:
         log_event(f"the script's parser has no flag for {flags}: it runs with its own defaults for them; "
                   f"give the method an args template with the script's own flag names "
                   f"(e.g. \"--base_model {{MODEL_PATH}}\")", "WARNING")
-    return argv + _state.extra_argv
+    return argv + (extra_flags(_state.extra_args, _actions_by_name(parser)) if _state.extra_args
+                   else _state.extra_argv)
+
+
+def extra_flags(extras: dict, actions: dict[str, tuple[str, argparse.Action]] | None = None) -> list[str]:
+    """Extra arguments as flags: `--key value` each, a list as its items, in the form the parser's own
+    flag takes (`--flag` alone for a store_true flag); a key the parser lacks is passed as written,
+    so that its parser says what it does not know."""
+    argv: list[str] = []
+    for key, value in extras.items():
+        found = (actions or {}).get(key)
+        option = found[0] if found else f"--{key}"
+        if found and (isinstance(found[1], (argparse._StoreTrueAction, argparse._StoreFalseAction))
+                      or found[1].nargs == 0):
+            argv.extend(_tokens(found[1], option, value))
+        elif isinstance(value, list):
+            argv.extend([option, *(_flag_value(item) for item in value)])
+        elif isinstance(value, dict):
+            argv.extend([option, json.dumps(value)])
+        else:
+            argv.extend([option, _flag_value(value)])
+    return argv
 
 
 def flags_for_parser(parser: argparse.ArgumentParser, values: dict) -> tuple[list[str], list[str]]:

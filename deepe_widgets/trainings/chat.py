@@ -8,5 +8,7 @@ from .registry import TrainingType, register
 class Chat(TrainingType):
     """The defaults of TrainingType are chat's: prompt / response columns, the shared inference notebook."""
 
+    config_classes = {"SFT-Demo": "trl.SFTConfig", "GRPO-Demo": "trl.GRPOConfig"}
+
 
 CHAT = register(Chat())

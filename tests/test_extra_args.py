@@ -1,0 +1,71 @@
+"""Extra arguments: fields of a trainer's config the form does not show, given as `--extra key=value`
+(the CLI), the Extra arguments box (the form, tests/ui/test_launcher_extras.py) or EXTRA_ARGS (the API).
+Each key is checked at submit against the method's config class (SFTConfig for SFT-Demo), and the
+training applies them: its record shows the config's values."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from deepe_widgets import jobs, params, trainings
+from deepe_widgets.errors import DeepeError
+
+from helpers import deepe, deepe_json
+
+
+def test_extra_values_are_json_literals_where_they_parse_else_text():
+    assert params.parse_extra_args(["weight_decay=0.01", "packing=true", "optim=adamw_torch", "ids=[1, 2]",
+                                    "note=\"5\"", "empty="]) == \
+        {"weight_decay": 0.01, "packing": True, "optim": "adamw_torch", "ids": [1, 2], "note": "5", "empty": ""}
+    assert params.parse_extra_args("# a comment\n\nseed_offset = 3\n") == {"seed_offset": 3}
+    for bad, words in (("packing", "key=value"), ("my-key=1", "not a field name"), ("a=1\na=2", "twice")):
+        with pytest.raises(DeepeError, match=words) as caught:
+            params.parse_extra_args(bad)
+        assert caught.value.field == "EXTRA_ARGS"
+    lines = params.extra_args_lines({"optim": "adamw_torch", "flag": "true", "n": 5})
+    assert params.parse_extra_args(lines) == {"optim": "adamw_torch", "flag": "true", "n": 5}  # reads back
+
+
+def test_the_api_refuses_an_unknown_key_naming_the_closest_and_keys_that_are_not_extra(workspace):
+    assert trainings.config_class("SFT-Demo") == "trl.SFTConfig"
+    assert trainings.config_class("DPO-Demo") == "trl.DPOConfig"
+    for extras, words in (({"weight_decai": 0.01}, "unknown extra argument 'weight_decai': SFTConfig has no such "
+                                                   "field; did you mean 'weight_decay'?"),
+                          ({"learning_rate": 0.1}, "is the parameter LEARNING_RATE: set it with --param"),
+                          ({"output_dir": "/tmp/x"}, "set by the platform"),
+                          ({"hub_token": "x"}, "looks like a secret")):
+        with pytest.raises(DeepeError, match=words.replace("?", r"\?")) as caught:
+            jobs.submit_training("SFT-Demo", "tiny", "demo-sft", params={"EXTRA_ARGS": extras})
+        assert caught.value.field == "EXTRA_ARGS"
+    with pytest.raises(DeepeError, match="did you mean 'beta'"):  # DPO-Demo's own config class
+        jobs.submit_training("DPO-Demo", "tiny", "demo-dpo", params={"EXTRA_ARGS": {"betta": 0.2}})
+    with pytest.raises(DeepeError, match="takes no extra arguments"):  # no EXTRA_ARGS in its notebook
+        jobs.submit_training("Custom01", "tiny", "demo-sft", params={"EXTRA_ARGS": {"packing": True}})
+    assert jobs.list_jobs() == []
+
+
+@pytest.mark.training
+def test_an_extra_argument_reaches_sft_config_and_an_unknown_one_is_refused_on_the_cli(workspace):
+    train = ["train", "--method", "SFT-Demo", "--base-model", "tiny", "--dataset", "demo-sft"]
+    refused = deepe(*train, "--extra", "weight_decay=0.01", "--extra", "lr_schedular_type=constant", check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip() == ("error: unknown extra argument 'lr_schedular_type': SFTConfig has no such "
+                                      "field; did you mean 'lr_scheduler_type'?")
+    assert deepe_json("jobs", "list", "--json") == []
+    fast = [f"--param={p}" for p in ("max_steps=3", "batch_size=4", "learning_rate=5e-3", "max_seq_length=64",
+                                     "save_steps=0", "eval_fraction=0")]
+    done = deepe_json(*train, *fast, "--extra", "weight_decay=0.01",
+                      "--extra", "lr_scheduler_type=constant", "--wait", "--json", timeout=600)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["params"]["EXTRA_ARGS"] == {"weight_decay": 0.01, "lr_scheduler_type": "constant"}
+    [record] = [r for r in done["records"] if r.endswith("training.ipynb")]
+    text = "\n".join(o.get("text", "") for c in nbformat.read(record, as_version=4).cells for o in c.get("outputs", []))
+    [line] = [line for line in text.splitlines() if "extra arguments in SFTConfig" in line]
+    applied = json.loads(line.split("extra arguments in SFTConfig: ", 1)[1])
+    assert applied == {"weight_decay": 0.01, "lr_scheduler_type": "constant"}  # read back from the config
+    # a constant schedule: the learning rate every step logged is the one asked for
+    rates = [m["value"] for m in deepe_json("jobs", "metrics", str(done["id"]), "--name", "learning_rate", "--json")]
+    assert rates and set(rates) == {0.005}
