@@ -516,3 +516,17 @@ def test_a_parser_that_reads_a_validation_file_gets_the_held_out_rows_by_it(prep
     assert args.validation_file == str(tmp_path / "run" / "deepe_dataset" / "validation.jsonl")
     assert len(Path(args.validation_file).read_text().splitlines()) == 2
     assert args.do_eval and (args.eval_strategy, args.eval_steps) == ("steps", "5")
+
+
+def test_extra_arguments_reach_a_script_as_flags_in_the_form_its_parser_takes(prepared, tmp_path):
+    from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
+
+    prepared.prepare(str(SCRIPTS / "sft_trl.py"), {
+        "MODEL_PATH": "/models/base", "OUTPUT_DIR": str(tmp_path / "out"), "LORA_RANK": 4, "JOB_ID": 0,
+        "EXTRA_ARGS": {"packing": True, "neftune_noise_alpha": 5, "lora_target_modules": ["q_proj", "v_proj"]}})
+    _, training, model = TrlParser((ScriptArguments, SFTConfig, ModelConfig)).parse_args_and_config()
+    assert training.packing is True and training.neftune_noise_alpha == 5
+    assert model.lora_target_modules == ["q_proj", "v_proj"]
+    argv = prepared.script_argv()
+    assert argv[-7:] == ["--packing", "true", "--neftune_noise_alpha", "5", "--lora_target_modules", "q_proj",
+                         "v_proj"]  # after the platform's flags: they win

@@ -290,7 +290,7 @@ class TrainingLauncher(w.VBox):
             tip = helps.get(name) or ""
             if name == paramlib.EXTRA_ARGS:  # fields of the trainer's config the form does not show
                 field = self.extra_args = w.Textarea(
-                    value=paramlib.extra_args_lines(paramlib.default_value(source)), description="Extra arguments",
+                    value=paramlib.extra_args_lines(paramlib.default_value(source)), description=param_label(name),
                     placeholder="one key=value a line, e.g. weight_decay=0.01", tooltip=tip, style=STYLE,
                     layout=w.Layout(width="520px", height="64px"))
             elif _is_bool(source):
