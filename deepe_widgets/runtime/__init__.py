@@ -80,10 +80,13 @@ def unknown_extra_args(config_class, extra_args: dict) -> dict[str, str | None]:
             for key in extra_args if key not in fields}
 
 
-def unknown_extra_arg_message(key: str, closest: str | None, class_name: str) -> str:
-    """One sentence for an extra argument the trainer's config has no field for."""
-    hint = f"did you mean {closest!r}?" if closest else "see its fields in the TRL / transformers docs"
-    return f"unknown extra argument {key!r}: {class_name} has no such field; {hint}"
+def unknown_extra_arg_message(key: str, closest: str | None, config_class) -> str:
+    """One sentence for an extra argument the trainer's config has no field for: the closest field, else
+    its fields (a few) or where to read them (many)."""
+    fields = config_fields(config_class)
+    hint = f"did you mean {closest!r}?" if closest else f"its fields: {', '.join(fields)}" if len(fields) <= 30 \
+        else f"see {config_class.__name__}'s fields in its library's documentation"
+    return f"unknown extra argument {key!r}: {config_class.__name__} has no such field; {hint}"
 
 
 def config_with_extras(config_class, extra_args: dict | None, **fields):
@@ -94,7 +97,7 @@ def config_with_extras(config_class, extra_args: dict | None, **fields):
     unknown = unknown_extra_args(config_class, extras)
     if unknown:
         key, closest = next(iter(unknown.items()))
-        raise ValueError(unknown_extra_arg_message(key, closest, config_class.__name__))
+        raise ValueError(unknown_extra_arg_message(key, closest, config_class))
     config = config_class(**{**fields, **extras})
     if extras:
         applied = {key: getattr(getattr(config, key), "value", getattr(config, key)) for key in extras}

@@ -124,7 +124,8 @@ class TrainingType:
         """Refuse extra arguments (`values["EXTRA_ARGS"]`) the method cannot take: a method whose training
         has no EXTRA_ARGS parameter, a key that is one of its parameters or set by the platform, and a
         key its config class (`config_classes`) has no field for, naming the closest one."""
-        extras = values.get(paramlib.EXTRA_ARGS)
+        extras = next((value for key, value in values.items()  # any spelling: a copy's keys are lower case
+                       if paramlib.normalise(key) == paramlib.normalise(paramlib.EXTRA_ARGS)), None)
         if not extras:
             return
         if paramlib.EXTRA_ARGS not in method_row.default_params:
@@ -139,7 +140,7 @@ class TrainingType:
         unknown = runtime.unknown_extra_args(config_class, extras)
         if unknown:
             key, closest = next(iter(unknown.items()))
-            raise DeepeError(runtime.unknown_extra_arg_message(key, closest, config_class.__name__),
+            raise DeepeError(runtime.unknown_extra_arg_message(key, closest, config_class),
                              field=paramlib.EXTRA_ARGS)
 
     def check_training(self, method_row: store.Method, model_row: store.ModelRecord,
