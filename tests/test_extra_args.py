@@ -69,3 +69,17 @@ def test_an_extra_argument_reaches_sft_config_and_an_unknown_one_is_refused_on_t
     # a constant schedule: the learning rate every step logged is the one asked for
     rates = [m["value"] for m in deepe_json("jobs", "metrics", str(done["id"]), "--name", "learning_rate", "--json")]
     assert rates and set(rates) == {0.005}
+
+
+def test_the_kernel_applies_extras_over_the_notebooks_fields_and_refuses_unknown_ones(tmp_path, capsys):
+    from deepe_widgets.runtime import config_with_extras
+    from deepe_widgets.runtime.image_generation import DiffusionTrainingArguments
+
+    config = config_with_extras(DiffusionTrainingArguments, {"learning_rate": 0.5, "snr_gamma": 5.0},
+                                output_dir=str(tmp_path), learning_rate=1e-4)
+    assert (config.learning_rate, config.snr_gamma, config.output_dir) == (0.5, 5.0, str(tmp_path))  # extras win
+    assert 'extra arguments in DiffusionTrainingArguments: {"learning_rate": 0.5, "snr_gamma": 5.0}' in \
+        capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown extra argument 'snr_gama'.*did you mean 'snr_gamma'"):
+        config_with_extras(DiffusionTrainingArguments, {"snr_gama": 5.0}, output_dir=str(tmp_path))
+    assert config_with_extras(DiffusionTrainingArguments, {}, max_steps=3).max_steps == 3
