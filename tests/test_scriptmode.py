@@ -530,3 +530,13 @@ def test_extra_arguments_reach_a_script_as_flags_in_the_form_its_parser_takes(pr
     argv = prepared.script_argv()
     assert argv[-7:] == ["--packing", "true", "--neftune_noise_alpha", "5", "--lora_target_modules", "q_proj",
                          "v_proj"]  # after the platform's flags: they win
+
+
+def test_a_parser_whose_task_type_flag_allows_one_choice_places_the_model(prepared, capsys):
+    prepared.prepare("train.py", {"OUTPUT_DIR": "out", "LORA_RANK": 4})  # no source to read
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lora_task_type", choices=["SEQ_CLS"], default="SEQ_CLS")
+    parser.add_argument("--lora_r", type=int, default=16)
+    args = parser.parse_args()
+    assert (args.lora_r, args.lora_task_type) == (4, "SEQ_CLS")
+    assert "its parser's --lora_task_type allows only SEQ_CLS" in capsys.readouterr().out
