@@ -43,6 +43,7 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
     if not Path(dataset_row.path).is_file():
         raise DeepeError(f"dataset {dataset!r} points at {dataset_row.path}, which no longer exists",
                          field="dataset")
+    training.check_extra_args(method_row, params or {})  # before `resolve`: says why a method takes none
     values = paramlib.resolve(params or {}, method_row.default_params)
     training.check_training(method_row, model_row, dataset_row, values)
     if name:

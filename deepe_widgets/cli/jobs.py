@@ -23,7 +23,7 @@ def cmd_train(args) -> int:
     simpletuner.check_available(args.method)  # one sentence when no kernel can run it
     methods.get_method(args.method)  # refused before a data file given by path is registered
     models.get_model(args.base_model)
-    params = paramlib.parse_assignments(args.param)
+    params = _with_extras(paramlib.parse_assignments(args.param), args.extra)
     known = {d.name for d in datasets.list_datasets()}
     dataset = dataset_name_or_file(args.dataset, quiet=True)
     try:
@@ -37,6 +37,18 @@ def cmd_train(args) -> int:
         print(f"registered dataset {record.name} from {record.path} ({record.rows} rows)", flush=True)
     start_worker()
     return _after_submit(job, args)
+
+
+def _with_extras(params: dict, extra: list[str] | None) -> dict:
+    """`--param` assignments with `--extra key=value` added as the EXTRA_ARGS parameter."""
+    from .. import params as paramlib
+
+    if not extra:
+        return params
+    if any(paramlib.normalise(key) == paramlib.normalise(paramlib.EXTRA_ARGS) for key in params):
+        raise DeepeError("give extra arguments with --extra key=value, or --param extra_args=…, not both",
+                         field=paramlib.EXTRA_ARGS)
+    return {**params, paramlib.EXTRA_ARGS.lower(): paramlib.parse_extra_args(extra)}
 
 
 def _after_submit(job, args) -> int:
@@ -250,7 +262,8 @@ def cmd_jobs_copy(args) -> int:
     from .. import params as paramlib
 
     prepare()
-    job = jobs.copy_job(args.id, name=args.name, params=paramlib.parse_assignments(args.param))
+    job = jobs.copy_job(args.id, name=args.name, params=_with_extras(paramlib.parse_assignments(args.param),
+                                                                     args.extra))
     start_worker()
     return _after_submit(job, args)
 
@@ -379,6 +392,11 @@ def add_arguments(sub, verb) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--name")
     p.add_argument("--param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--extra", action="append", metavar="KEY=VALUE",
+                   help="a field of the trainer's config the parameters do not cover (e.g. SFTConfig's "
+                        "packing=true, neftune_noise_alpha=5): checked against the method's config class; the "
+                        "value is read as JSON where it parses (5, true, [1, 2]), else as text. A script gets "
+                        "it as --KEY VALUE. Repeat for more")
     p.add_argument("--wait", action="store_true", help="wait for the job, showing progress")
 
     jobs_p = sub.add_parser("jobs", help="trainings and other jobs").add_subparsers(dest="verb", required=True)
@@ -402,6 +420,8 @@ def add_arguments(sub, verb) -> None:
     p.add_argument("id", type=cli_job_id)
     p.add_argument("--name")
     p.add_argument("--param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--extra", action="append", metavar="KEY=VALUE",
+                   help="the copy's extra arguments (as deepe train --extra), in place of the job's")
     p.add_argument("--wait", action="store_true")
 
     p = verb(jobs_p, "rerun", cmd_jobs_rerun, "queue a training again with the same method files, parameters, "

@@ -14,6 +14,7 @@ from . import chat, embedding, image_generation, preference, simpletuner, vision
 from .registry import (
                        TrainingType,
                        all_types,
+                       config_class,
                        demo_dataset,
                        for_method,
                        for_model,
@@ -22,5 +23,5 @@ from .registry import (
                        unregister,
 )
 
-__all__ = ["TrainingType", "all_types", "demo_dataset", "for_method", "for_model", "metric_directions", "register",
-           "unregister"]
+__all__ = ["TrainingType", "all_types", "config_class", "demo_dataset", "for_method", "for_model", "metric_directions",
+           "register", "unregister"]

@@ -46,6 +46,7 @@ class Preference(TrainingType):
     standard_columns = "prompt/chosen/rejected"
     # TRL's DPO log: the chosen answer's lead over the rejected one widens as the preference is learnt
     metric_directions = {"rewards/margins": "max"}
+    config_classes = {"DPO-Demo": "trl.DPOConfig"}
 
     def check_dataset(self, method_row, model_row, dataset_row, values) -> None:
         check_preference_training(dataset_row, values)
