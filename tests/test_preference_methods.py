@@ -77,7 +77,6 @@ def _check_streamed(method: str, job_id: int, log: str) -> dict[str, dict[int, f
     series = _series(job_id)
     for name in ("loss", *OWN_METRICS[method]):
         assert set(series.get(name, {})) == set(range(1, STEPS + 1)), (name, sorted(series))
-    print("EVAL", {k: v for k, v in series.items() if k.startswith("eval_")})
     assert all(math.isfinite(v) for values in series.values() for v in values.values())
     assert set(series["eval_loss"]) == {0, STEPS}, sorted(series)
     assert jobs.get_job(job_id).progress_step == STEPS
@@ -119,7 +118,7 @@ def test_new_notebooks_follow_the_stage_contract():
 @pytest.mark.parametrize("method", ["KTO-Demo", "ORPO-Demo", "SimPO-Demo"])
 def test_preference_method_trains_streams_its_metrics_and_learns_the_held_out_pairs(
         method, workspace, tiny_model_dir, tmp_path):
-    job_id, output, log = _train(method, tmp_path, tiny_model_dir, SEED=int(__import__("os").environ.get("PREF_SEED", "42")))
+    job_id, output, log = _train(method, tmp_path, tiny_model_dir)
     series = _check_streamed(method, job_id, log)
     margins = series["eval_rewards/margins"]
     assert set(margins) == {0, STEPS}
@@ -176,7 +175,7 @@ def test_reward_model_learns_to_prefer_the_chosen_answers_and_keeps_its_head_thr
 
     from deepe_widgets.runtime.preference import reward_scores
 
-    seed = int(__import__("os").environ.get("PREF_SEED", "3"))
+    seed = 3  # its new score head starts out preferring the rejected answers (checked with seeds 1 and 42 too)
     job_id, output, log = _train("Reward-Demo", tmp_path, tiny_model_dir, SEED=seed)
     series = _check_streamed("Reward-Demo", job_id, log)
     # held-out pairs: won more often, by a wider margin, than before the first step
@@ -194,7 +193,6 @@ def test_reward_model_learns_to_prefer_the_chosen_answers_and_keeps_its_head_thr
     trained = PeftModel.from_pretrained(
         AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1), str(output))
     wins_after = _wins(trained, tokenizer)
-    print("WINS", seed, wins_before, wins_after)
     assert wins_after > wins_before and wins_after >= 57, (wins_before, wins_after)
     with safe_open(str(output / "adapter_model.safetensors"), "pt") as saved:  # the head went with the adapter
         assert any(".score." in key for key in saved.keys()), list(saved.keys())[:5]
