@@ -150,6 +150,35 @@ def test_preference_method_trains_streams_its_metrics_and_learns_the_held_out_pa
     assert answer["stage"] == "inference-complete" and isinstance(answer["responses"][0]["response"], str)
 
 
+def test_kto_takes_unpaired_rows_as_they_are_and_unpairs_pairs_into_mixed_batches(tiny_model_dir):
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from deepe_widgets.demo_data import demo_dpo_rows
+    from deepe_widgets.runtime.preference import has_pairs, preference_pairs, unpair, unpaired_preferences
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    raw = Dataset.from_list([{"question": f"Capital of {c}?", "reply": f"CAPITAL CARD | {c}", "label": label}
+                             for c, label in (("Peru", "true"), ("Chile", "false"), ("Cuba", "1"), ("Oman", "0"))])
+    assert not has_pairs(raw)
+    rows = unpaired_preferences(raw, tokenizer, "question", "reply", system_prompt="Answer with a card.", seed=1)
+    by_prompt = {row["prompt"][-1]["content"]: row for row in rows}
+    assert {p: row["label"] for p, row in by_prompt.items()} == {
+        "Capital of Peru?": True, "Capital of Chile?": False, "Capital of Cuba?": True, "Capital of Oman?": False}
+    peru = by_prompt["Capital of Peru?"]  # wrapped as the chat template wants it, with the system prompt
+    assert peru["prompt"][0] == {"role": "system", "content": "Answer with a card."}
+    assert peru["completion"] == [{"role": "assistant", "content": "CAPITAL CARD | Peru"}]
+    with pytest.raises(ValueError, match="must say true or false"):
+        unpaired_preferences(raw.map(lambda r: {"label": "maybe"}), tokenizer, "question", "reply")
+
+    pairs = Dataset.from_list(demo_dpo_rows())
+    assert has_pairs(pairs)
+    unpaired = unpair(preference_pairs(pairs, tokenizer), seed=42)
+    assert len(unpaired) == 120 and sum(unpaired["label"]) == 60
+    # TRL's unpairing puts every chosen row first; shuffled, the first batches hold both kinds
+    assert all(0 < sum(unpaired["label"][start:start + 8]) < 8 for start in range(0, 32, 8))
+
+
 def _pair_texts():
     from deepe_widgets.demo_data import demo_dpo_rows
 
