@@ -37,6 +37,7 @@ COLUMN_FIELDS = ("PromptInputColumn", "PromptOutputColumn", "PromptRejectedColum
 COLUMN_LABELS = {"PromptInputColumn": "Prompt column", "PromptOutputColumn": "Response column",
                  "PromptRejectedColumn": "Rejected column", "NegativeColumn": "Negative column (optional)"}
 TYPE_COLUMN_LABELS = {"preference": {"PromptOutputColumn": "Chosen column"},
+                      "reward": {"PromptOutputColumn": "Chosen column"},
                       "embedding": {"PromptInputColumn": "Query column", "PromptOutputColumn": "Passage column"}}
 PREFERRED_METHOD = "SFT-Demo"  # its demo dataset (trainings.demo_dataset) comes with it
 PREVIEW_CHARS = 60
