@@ -188,8 +188,8 @@ def check_columns(record: store.DatasetRecord, input_column: str, output_column:
 
 def check_preference_pairs(record: store.DatasetRecord, prompt_column: str = "", chosen_column: str = "",
                            rejected_column: str = "", max_samples: int = 0) -> None:
-    """Refuse a preference dataset (DPO) without its prompt / chosen / rejected columns, or with a
-    row that lacks a response or whose chosen and rejected responses are the same.
+    """Refuse a preference dataset (DPO, KTO, ORPO, SimPO, a reward model) without its prompt / chosen /
+    rejected columns, or with a row that lacks a response or whose chosen and rejected responses are the same.
 
     Empty column names mean `prompt`, `chosen`, `rejected`. Without a prompt column, chosen and
     rejected must be whole conversations (lists of messages): TRL takes their shared opening turns
@@ -209,8 +209,8 @@ def check_preference_pairs(record: store.DatasetRecord, prompt_column: str = "",
             return DeepeError(f"dataset {record.name!r} has no column {column!r} (the {labels[field]} column); "
                               f"its columns: {', '.join(columns)}", field=field)
         return DeepeError(f"dataset {record.name!r} is not a preference dataset: it has no {labels[field]} column "
-                          f"(its columns: {', '.join(columns)}). DPO learns from a prompt, a chosen and a rejected "
-                          f"answer per row; name yours with {field}", field=field)
+                          f"(its columns: {', '.join(columns)}). Preference tuning learns from a prompt, a chosen "
+                          f"and a rejected answer per row; name yours with {field}", field=field)
 
     for field, column in named[1:]:
         if column not in columns:
@@ -231,3 +231,34 @@ def check_preference_pairs(record: store.DatasetRecord, prompt_column: str = "",
         more = f" (and {len(same) - 1} more)" if len(same) > 1 else ""
         raise DeepeError(f"dataset {record.name!r} row {same[0]}{more} has the same chosen and rejected response: "
                          f"a preference pair needs two different responses", field="dataset")
+
+
+def check_unpaired_preferences(record: store.DatasetRecord, prompt_column: str = "", completion_column: str = "",
+                               max_samples: int = 0) -> None:
+    """Refuse KTO's unpaired data without its prompt / completion / label columns (empty names:
+    `prompt`, `completion`), with a row that lacks a prompt or completion, or whose label is not true
+    or false."""
+    prompt, completion = prompt_column or "prompt", completion_column or "completion"
+    columns, rows, _count = read_rows(Path(record.path), record.format,
+                                      limit=max_samples if max_samples and max_samples > 0 else None)
+    if not rows:
+        raise DeepeError(f"dataset {record.name!r} has no rows", field="dataset")
+    for field, column, given, label in (("PromptInputColumn", prompt, prompt_column, "prompt"),
+                                        ("PromptOutputColumn", completion, completion_column, "completion")):
+        if column not in columns:
+            if given:
+                raise DeepeError(f"dataset {record.name!r} has no column {column!r} (the {label} column); "
+                                 f"its columns: {', '.join(columns)}", field=field)
+            raise DeepeError(f"dataset {record.name!r} has neither preference pairs (prompt / chosen / rejected) "
+                             f"nor KTO's rows (prompt / completion / label): it has no {label} column (its "
+                             f"columns: {', '.join(columns)}); name yours with {field}", field=field)
+    if "label" not in columns:
+        raise DeepeError(f"dataset {record.name!r} has no label column: KTO's rows say whether each completion "
+                         f"is desirable (label true) or not (false)", field="dataset")
+    for number, row in enumerate(rows, 1):
+        for field, column in (("PromptInputColumn", prompt), ("PromptOutputColumn", completion)):
+            if row.get(column) in (None, "", []):
+                raise DeepeError(f"dataset {record.name!r} row {number} has no {column!r}", field=field)
+        if str(row.get("label")).lower() not in ("true", "false", "1", "0"):
+            raise DeepeError(f"dataset {record.name!r} row {number} has label {row.get('label')!r}: it must be "
+                             f"true (a desirable completion) or false", field="dataset")

@@ -68,6 +68,11 @@ def kernel_name(engine: str) -> str:
     return f"deepe-{engine}"
 
 
+def engine_of_kernel(kernel: str | None) -> str | None:
+    """The serving engine whose deployment environment this kernel is (`deepe-vllm` -> "vllm"), or None."""
+    return next((engine for engine in ENGINES if kernel_name(engine) == kernel), None)
+
+
 def env_python(engine: str) -> Path:
     return envs_dir() / engine / "bin" / "python"
 

@@ -68,6 +68,39 @@ def takes_image(model_name: str) -> bool:
     return trainings.for_model(models.lineage(record)[-1]).takes_image
 
 
+ANSWER_SETTINGS = ("MAX_NEW_TOKENS", "TEMPERATURE")  # the settings of an answer a person may change
+
+
+def answer_settings(model_name: str) -> dict:
+    """The answer settings this model's inference stage takes (of `ANSWER_SETTINGS`), with their
+    defaults: {"MAX_NEW_TOKENS": 64, "TEMPERATURE": 0.0} for a chat model, {} where it has none."""
+    record = models.get_model(model_name)
+    notebook, _kernel, stage = _stage_for(record)
+    defaults = {k: v["default"] for k, v in notebook_parameters(load_stage_notebook(notebook, stage)).items()}
+    values = {k: paramlib.default_value(defaults[k]) for k in ANSWER_SETTINGS if k in defaults}
+    for key, value in trainings.for_model(record).inference_defaults.items():
+        if key in values:
+            values[key] = value
+    return values
+
+
+def empty_answer_words(response: dict) -> str:
+    """Why an answer reads empty, in a sentence (from how its generation ended, where the record says)."""
+    count, ended = response.get("new_tokens"), response.get("ended")
+    first = str(response.get("first_token") or "").strip()
+    if count is None:
+        return "the model's answer is empty"
+    if count == 0:
+        return "the model produced no token at all"
+    if ended == "stop" and count == 1:
+        return ("the model stopped at once: it produced its end-of-turn token"
+                + (f" ({first})" if first else "") + " first")
+    if ended == "stop":
+        return f"the model produced {count} tokens, all special tokens or blank space, then stopped"
+    return (f"the model used all {count} new tokens it was allowed on special tokens or blank space; "
+            "allow more new tokens, or ask another way")
+
+
 def infer(model_name: str, prompts: list[str], *, system_prompt: str = "", overrides: dict | None = None,
           image: str | None = None) -> dict:
     """Answer `prompts` with a registered model (about `image`, for a vision-language model);

@@ -6,7 +6,9 @@ so a worker that lost its lease can never write a job's final status.
 
 from __future__ import annotations
 
+import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from sqlalchemy import case, delete, func, or_, update
@@ -41,6 +43,7 @@ def submit_training(method: str, base_model: str, dataset: str, *, name: str | N
     if not Path(dataset_row.path).is_file():
         raise DeepeError(f"dataset {dataset!r} points at {dataset_row.path}, which no longer exists",
                          field="dataset")
+    training.check_extra_args(method_row, params or {})  # before `resolve`: says why a method takes none
     values = paramlib.resolve(params or {}, method_row.default_params)
     training.check_training(method_row, model_row, dataset_row, values)
     if name:
@@ -229,6 +232,44 @@ def cancel_job(job_id: int) -> Job:
         return get_job(job.id)
     _cas(job.id, (JobStatus.RUNNING,), status=JobStatus.CANCELLING)
     return get_job(job.id)
+
+
+def check_removable(job: Job, session=None) -> None:
+    """Why this job cannot be removed now, as a DeepeError: it is queued or running, or a model came from
+    it (made by it, or carrying its card: a Complete Model merged from its training's adapter)."""
+    if job.status not in FINISHED:
+        raise DeepeError(f"job {job.id} ({job.name}) is {job.status}; only a finished job can be removed: "
+                         f"cancel it first (deepe jobs cancel {job.id}) and wait until it has stopped", field="job")
+    with nullcontext(session) if session is not None else store.read_session() as s:
+        found = s.exec(select(store.ModelRecord).order_by(store.ModelRecord.id))
+        made = [m.name for m in found if m.job_id == job.id or (m.meta or {}).get("job_id") == job.id]
+    if made:
+        which = f"the model {made[0]}" if len(made) == 1 else f"the models {', '.join(made)}"
+        raise DeepeError(f"job {job.id} ({job.name}) made {which}, whose card points at it; delete "
+                         f"{'it' if len(made) == 1 else 'them'} first (deepe models delete {made[0]}), then the job",
+                         field="job")
+
+
+def delete_job(job_id: int) -> Path | None:
+    """Remove a finished job from the list: its row, its metrics, and its run folder (the workspace made
+    it under runs/; it holds the job's record and checkpoints, which nothing reads once the job is gone).
+    Refused, in words, as `check_removable` says.
+
+    Returns the run folder removed, or None when there was none."""
+    get_job(job_id)  # "no job with id …" in its words
+    with store.session() as s:  # checked and deleted in one transaction: no worker claims it meanwhile
+        row = s.exec(select(Job).where(Job.id == int(job_id)).with_for_update()).one()
+        check_removable(row, session=s)
+        run_dir = row.run_dir
+        s.exec(delete(store.Metric).where(store.Metric.job_id == row.id))
+        s.delete(row)
+    folder = Path(run_dir) if run_dir else None
+    runs = config.runs_dir().resolve()
+    # only a folder the workspace made under runs/: a run_dir edited by hand never takes another folder
+    if folder is None or not folder.is_dir() or folder.resolve().parent != runs:
+        return None
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 def copy_job(job_id: int, *, name: str | None = None, params: dict | None = None) -> Job:

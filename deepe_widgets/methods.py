@@ -32,6 +32,7 @@ from .demo_data import (
     SFT_DEMO_DATASET,
     VL_DEMO_DATASET,
 )
+from .envs import engine_of_kernel
 from .errors import DeepeError
 from .kernels import kernel_environment, require_kernel
 from .names import check_name
@@ -136,6 +137,27 @@ BUILTINS = {
                         "DPO (TRL DPOTrainer) with a LoRA adapter on prompt / chosen / rejected pairs; the base "
                         "model, adapter disabled, is the reference.",
                         {StageName.TRAINING: "dpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}, DPO_DEMO_DATASET),
+    "KTO-Demo": Builtin("KTO-Demo", TrainingTypeName.CHAT, Lifecycle.COMPLETE,
+                        "KTO (TRL KTOTrainer) with a LoRA adapter on prompt / completion / label rows, or on "
+                        "prompt / chosen / rejected pairs, which it unpairs; the base model is the reference.",
+                        {StageName.TRAINING: "kto_demo/training.ipynb", **HF_LIFECYCLE_STAGES}, DPO_DEMO_DATASET),
+    "ORPO-Demo": Builtin("ORPO-Demo", TrainingTypeName.CHAT, Lifecycle.COMPLETE,
+                         "ORPO (TRL ORPOTrainer, from trl.experimental in TRL 1.16) with a LoRA adapter on prompt / "
+                         "chosen / rejected pairs: fine-tuning and preference in one loss, no reference model.",
+                         {StageName.TRAINING: "orpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}, DPO_DEMO_DATASET),
+    "SimPO-Demo": Builtin("SimPO-Demo", TrainingTypeName.CHAT, Lifecycle.COMPLETE,
+                          "SimPO (TRL CPOTrainer with loss_type simpo, from trl.experimental in TRL 1.16) with a "
+                          "LoRA adapter on prompt / chosen / rejected pairs: a length-normalised reward, no "
+                          "reference model.",
+                          {StageName.TRAINING: "simpo_demo/training.ipynb", **HF_LIFECYCLE_STAGES}, DPO_DEMO_DATASET),
+    "Reward-Demo": Builtin("Reward-Demo", TrainingTypeName.CHAT, Lifecycle.COMPLETE,
+                           "A reward model (TRL RewardTrainer) from prompt / chosen / rejected pairs: a LoRA adapter "
+                           "on the sequence-classification task with a trained score head; accuracy and margin on "
+                           "held-out pairs; inference scores a prompt with its answer.",
+                           {StageName.TRAINING: "reward_demo/training.ipynb",
+                            StageName.SAVING: "reward_demo/saving.ipynb",
+                            StageName.INFERENCE_CUSTOMIZED: "reward_demo/inference.ipynb",
+                            StageName.INFERENCE_COMPLETE: "reward_demo/inference.ipynb"}, DPO_DEMO_DATASET),
     "Embedding-Demo": Builtin("Embedding-Demo", TrainingTypeName.EMBEDDING, Lifecycle.COMPLETE,
                               "Retrieval fine-tuning of a sentence-transformers model (MultipleNegativesRankingLoss) "
                               "on query / passage pairs; NDCG@10, MRR@10 and recall@k on held-out queries.",
@@ -268,6 +290,11 @@ def register_method(name: str, stages: dict[str, tuple[str, str]], *, training_t
     for stage, (file, kernel) in stages.items():
         if not file:
             continue
+        engine = engine_of_kernel(kernel)
+        if engine and stage != StageName.DEPLOYMENT:  # as the Add New Method form offers it: deployment only
+            raise DeepeError(f"kernel {kernel} is the {engine} deployment environment: it serves models and has "
+                             f"no training libraries, so it runs the deployment stage only; give the {stage} "
+                             f"stage a training kernel (python3, or your environment's)", field=stage)
         path = Path(file).expanduser()
         if not builtin:  # built-ins come from the installed package
             check_allowed(path, stage, "stage file")

@@ -80,9 +80,12 @@ NOT_A_QUALITY_ENDINGS = ("_std", "/std", "_stderr")
 
 def direction(name: str, declared: dict | None = None) -> str | None:
     """"max", "min" or None (no better direction) for a metric name; `declared` (a method's own
-    directions, from its training notebook's metadata) wins."""
-    if declared and name in declared:
-        return declared[name]
+    directions, from its training notebook's metadata) wins, for the metric and its held-out twin
+    (`margin` declared: `eval_margin` goes the same way)."""
+    if declared:
+        for key in (name, name.removeprefix("eval_")):
+            if key in declared:
+                return declared[key]
     lowered = name.lower()
     if lowered.removeprefix("eval_") in NOT_A_QUALITY or lowered.endswith(NOT_A_QUALITY_ENDINGS):
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import math
 import re
 
@@ -92,6 +93,77 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
             raise DeepeError(f"--param {key.strip()} is given twice; give each parameter once", field="params")
         out[key.strip()] = value
     return out
+
+
+# The parameter that carries a training's extra arguments: fields of the trainer's config the form does not
+# show (`--extra key=value`, the form's Extra arguments box), as a dict; a script gets them as flags.
+EXTRA_ARGS = "EXTRA_ARGS"
+# Config fields the platform sets itself: where the model goes, that nothing is uploaded, which run
+# resumes, what code is trusted. An extra argument never overrides them.
+PLATFORM_FIELDS = ("output_dir", "logging_dir", "run_name", "resume_from_checkpoint", "push_to_hub", "hub_model_id",
+                   "hub_token", "hub_strategy", "hub_private_repo", "trust_remote_code", "model_init_kwargs",
+                   "ref_model_init_kwargs", "deepspeed")
+
+
+def parse_extra_args(items: list[str] | str | None, flag: str = "--extra") -> dict:
+    """`["packing=true", "optim=adamw_torch"]` (or the same as lines of text; blank lines and `#` comments
+    skipped) -> `{"packing": True, "optim": "adamw_torch"}`: each value a JSON literal where it parses
+    as one (numbers, true/false, null, lists, objects, quoted text), else the text as written."""
+    lines = items.splitlines() if isinstance(items, str) else list(items or [])
+    out: dict = {}
+    for line in lines:
+        item = line.strip()
+        if not item or item.startswith("#"):
+            continue
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise DeepeError(f"{flag} {item!r} must look like key=value (e.g. packing=true)", field=EXTRA_ARGS)
+        if not key.isidentifier():
+            raise DeepeError(f"{flag} {item!r}: {key!r} is not a field name (letters, digits and _)",
+                             field=EXTRA_ARGS)
+        if key in out:
+            raise DeepeError(f"{flag} {key} is given twice; give each extra argument once", field=EXTRA_ARGS)
+        try:
+            out[key] = json.loads(raw.strip())
+        except ValueError:
+            out[key] = raw.strip()
+    return out
+
+
+def extra_args_lines(extras) -> str:
+    """A dict of extra arguments as the lines `parse_extra_args` reads back (the form's box)."""
+    if not isinstance(extras, dict):
+        return str(extras or "")
+
+    def shown(value) -> str:
+        if isinstance(value, str):
+            try:
+                json.loads(value)
+            except ValueError:
+                return value  # plain text reads back as itself
+        return json.dumps(value)  # quoted where the text would read back as a number, true, …
+
+    return "\n".join(f"{key}={shown(value)}" for key, value in extras.items())
+
+
+def check_extra_arg_names(extras: dict, defaults: dict[str, str]) -> None:
+    """Refuse an extra argument that is a parameter of the method (`learning_rate`: LEARNING_RATE has
+    its own field and flag) or a field the platform sets (`output_dir`)."""
+    by_norm = {normalise(name): name for name in {**RESOURCE_DEFAULTS, **LIMIT_DEFAULTS, **defaults}}
+    for alias, target in HF_ALIASES.items():
+        if target in defaults:
+            by_norm.setdefault(normalise(alias), target)
+    for key in extras:
+        if looks_secret(key):
+            raise DeepeError(f"extra argument {key!r} looks like a secret; it would be written into the run's "
+                             f"record: pass secrets as environment variables of the worker", field=EXTRA_ARGS)
+        if key in PLATFORM_FIELDS:
+            raise DeepeError(f"extra argument {key!r} is set by the platform and cannot be given", field=EXTRA_ARGS)
+        name = by_norm.get(normalise(key))
+        if name and name != EXTRA_ARGS:
+            raise DeepeError(f"extra argument {key!r} is the parameter {name}: set it with --param "
+                             f"{name.lower()}=… (or its field in the form)", field=EXTRA_ARGS)
 
 
 def default_value(source: str):

@@ -45,7 +45,8 @@ STANDARD_PARAMETERS: dict[str, tuple[object, str]] = {
     "WARMUP_STEPS": (0, "--warmup_steps"),
     "MAX_GRAD_NORM": (1.0, "--max_grad_norm"),
     "SAVE_STEPS": (50, "checkpoint every N steps, 0: none (--save_steps / --save_strategy no)"),
-    "LORA_RANK": (8, "--lora_r; above 0 also --use_peft true"),
+    "LORA_RANK": (8, "--lora_r; above 0 also --use_peft true and --lora_task_type (the task type of the "
+                      "script's model: none of the LoRA flags when it cannot be told)"),
     "LORA_ALPHA": (16, "--lora_alpha"),
     "LORA_DROPOUT": (0.05, "--lora_dropout"),
     "LOAD_IN_4BIT": (False, "--load_in_4bit"),
@@ -60,7 +61,8 @@ STANDARD_PARAMETERS: dict[str, tuple[object, str]] = {
     "SEED": (42, "--seed; also draws the held-out rows"),
     "JOB_ID": (0, "set by the platform; 0 for a local test run"),
     "ARGS_TEMPLATE": ("", "the script's own flags, e.g. \"--base_model {MODEL_PATH}\"; empty: Hugging Face names"),
-    "EXTRA_ARGS": ("", "flags added after the platform's (they win), e.g. \"--packing true\""),
+    "EXTRA_ARGS": ("", "added after the platform's flags (they win): {\"packing\": True} gives --packing true "
+                       "(the Extra arguments box, --extra), or flags as text, e.g. \"--packing true\""),
 }
 
 PREPARE_SOURCE = """\

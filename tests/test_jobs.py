@@ -137,6 +137,44 @@ def test_cancelling_a_queued_or_finished_job(plain_method):
     assert done.returncode == 2 and done.stderr.strip().startswith("error: job") and "Traceback" not in done.stderr
 
 
+def test_a_finished_job_is_removed_with_its_metrics_and_run_folder(plain_method):
+    from deepe_widgets.errors import DeepeError
+    from deepe_widgets.runtime import MetricSink
+
+    job = jobs.submit_training(plain_method, "tiny", "demo-sft")
+    with pytest.raises(DeepeError, match=f"job {job.id} .* is queued; only a finished job can be removed"):
+        jobs.delete_job(job.id)
+    refused = deepe("jobs", "delete", str(job.id), check=False)
+    assert refused.returncode == 2 and "cancel it first" in refused.stderr and "Traceback" not in refused.stderr
+    jobs.cancel_job(job.id)
+    sink = MetricSink(job.id)
+    sink.add(1, {"loss": 2.5}, 0.1)
+    sink.close()
+    assert metrics.metrics_for(job.id) and Path(job.run_dir).is_dir()
+
+    done = deepe("jobs", "delete", str(job.id))
+    assert f"removed job {job.id} ({job.name}, cancelled) and its run folder" in done.stdout
+    assert jobs.list_jobs() == [] and metrics.metrics_for(job.id) == [] and not Path(job.run_dir).exists()
+    gone = deepe("jobs", "delete", str(job.id), check=False)
+    assert gone.returncode == 2 and f"no job with id {job.id}" in gone.stderr
+
+
+def test_a_job_a_model_came_from_is_kept_until_the_model_goes(plain_method, tmp_path):
+    from deepe_widgets import models
+    from deepe_widgets.errors import DeepeError
+
+    from helpers import customized_model
+
+    job = jobs.submit_training(plain_method, "tiny", "demo-sft")
+    jobs.cancel_job(job.id)
+    made = customized_model(job, "tiny_cards", tmp_path)
+    with pytest.raises(DeepeError, match="made the model tiny_cards, whose card points at it; delete it first"):
+        jobs.delete_job(job.id)
+    assert jobs.get_job(job.id).status == "cancelled" and Path(job.run_dir).is_dir()
+    models.delete_model(made.name)
+    assert jobs.delete_job(job.id) == Path(job.run_dir)
+
+
 def test_a_worker_without_the_lease_cannot_finish_the_job(plain_method):
     job = jobs.submit_training(plain_method, "tiny", "demo-sft")
     claimed = jobs.claim_next_job("worker-a")

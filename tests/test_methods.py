@@ -101,6 +101,16 @@ def test_unknown_kernel_is_refused_listing_installed_ones(home):
         methods.register_method("m", {"training": (TEMPLATE, "no-such-env")})
 
 
+def test_a_deployment_kernel_is_refused_for_a_training_stage(home):
+    from helpers import deepe
+
+    done = deepe("methods", "add", "--name", "m", "--stage", f"training={TEMPLATE}@deepe-vllm", check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "kernel deepe-vllm is the vllm deployment environment" in done.stderr
+    assert "give the training stage a training kernel (python3" in done.stderr
+    assert "m" not in [m.name for m in methods.list_methods()]
+
+
 def test_bad_stage_files(home, tmp_path):
     cases = {
         "missing.ipynb": (None, "does not exist"),

@@ -214,11 +214,12 @@ def prepared():
 def test_a_trl_parser_gets_the_parameters_under_hugging_face_names(prepared, tmp_path):
     from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
-    prepared.prepare("sft.py", {"MODEL_PATH": "/models/base", "OUTPUT_DIR": str(tmp_path / "out"), "MAX_STEPS": 7,
+    prepared.prepare(str(SCRIPTS / "sft_trl.py"), {
+                                "MODEL_PATH": "/models/base", "OUTPUT_DIR": str(tmp_path / "out"), "MAX_STEPS": 7,
                                 "EPOCHS": 2, "BATCH_SIZE": 3, "LEARNING_RATE": 1e-4, "LORA_RANK": 4,
                                 "LORA_ALPHA": 8, "LORA_DROPOUT": 0.0, "MAX_SEQ_LENGTH": 64, "SAVE_STEPS": 0,
                                 "MAX_INPUT_LENGTH": 32, "EXTRA_ARGS": "--packing true", "JOB_ID": 0})
-    assert sys.argv == ["sft.py", "--packing", "true"]  # the kernel's own flags are gone
+    assert sys.argv == ["sft_trl.py", "--packing", "true"]  # the kernel's own flags are gone
     script_args, training, model = TrlParser((ScriptArguments, SFTConfig, ModelConfig)).parse_args_and_config()
     assert (training.max_steps, training.num_train_epochs, training.per_device_train_batch_size) == (7, 2, 3)
     assert training.output_dir == str(tmp_path / "out") and training.learning_rate == 1e-4
@@ -447,3 +448,95 @@ def test_offline_problems_follow_bare_ids_and_variables_across_notebook_cells():
     assert len(found) == 2, found
     assert found[0].startswith("cell 3, line 1") and "'wikitext'" in found[0]
     assert found[1].startswith("cell 4, line 1") and "'distilgpt2'" in found[1]
+
+
+# ---------------------------------------------------------------- LoRA task types
+
+def test_the_lora_task_type_is_read_from_the_trainer_or_model_class_a_script_builds():
+    task = runtime_script.lora_task_type
+    assert task((SCRIPTS / "reward_trl.py").read_text())[0] == "SEQ_CLS"
+    assert task((SCRIPTS / "sft_trl.py").read_text())[0] == "CAUSAL_LM"
+    assert task((SCRIPTS / "dpo_trl.py").read_text())[0] == "CAUSAL_LM"
+    assert task(runtime_script.script_source(SCRIPTS / "trainer_notebook.ipynb"))[0] == "CAUSAL_LM"
+    # the trainer decides: a PPO script loads a sequence classifier as its reward model
+    ppo = ("policy = AutoModelForCausalLM.from_pretrained(p)\n"
+           "reward = AutoModelForSequenceClassification.from_pretrained(p)\n")
+    assert task(ppo + "PPOTrainer(policy, reward)")[0] == "CAUSAL_LM"
+    none, why = task(ppo)
+    assert none is None and "different kinds" in why
+    assert task((SCRIPTS / "unplaced_model.py").read_text())[0] is None
+
+
+def test_an_unplaceable_script_gets_no_peft_flags_and_the_log_says_so(prepared, tmp_path, capsys):
+    from transformers import TrainingArguments
+    from trl import ModelConfig, ScriptArguments, TrlParser
+
+    values = {"MODEL_PATH": "/models/base", "OUTPUT_DIR": str(tmp_path / "out"), "MAX_STEPS": 3, "LORA_RANK": 4,
+              "LORA_ALPHA": 8, "LORA_DROPOUT": 0.0, "JOB_ID": 0}
+    prepared.prepare(str(SCRIPTS / "unplaced_model.py"), values)
+    _, training, model = TrlParser((ScriptArguments, TrainingArguments, ModelConfig)).parse_args_and_config()
+    argv = prepared.script_argv()
+    assert not {"--use_peft", "--lora_r", "--lora_alpha", "--lora_dropout", "--lora_task_type"} & set(argv), argv
+    assert model.use_peft is False and training.max_steps == 3
+    [line] = [line for line in capsys.readouterr().out.splitlines() if "LoRA" in line]
+    assert "no LoRA flags for the script: the platform cannot tell which kind of model it trains" in line
+    # a reward script on the same parser gets them, with its task type
+    prepared.prepare(str(SCRIPTS / "reward_trl.py"), values)
+    _, _, model = TrlParser((ScriptArguments, TrainingArguments, ModelConfig)).parse_args_and_config()
+    assert (model.use_peft, model.lora_r, model.lora_task_type) == (True, 4, "SEQ_CLS")
+    assert "LoRA on the SEQ_CLS task type (the script builds RewardTrainer)" in capsys.readouterr().out
+
+
+@pytest.mark.training
+def test_trl_reward_script_runs_unchanged_with_lora_on_a_sequence_classifier(tmp_path, tiny_model_dir):
+    data = write_preferences_csv(tmp_path / "prefs.csv", 24)
+    executed, output, text, error = run_script(tmp_path, SCRIPTS / "reward_trl.py", tiny_model_dir, data,
+                                               MAX_STEPS=4, EVAL_STEPS=2, EVAL_FRACTION=0.25)
+    assert error is None, error
+    [argv] = argv_lines(text)
+    for flag in ("--use_peft true", "--lora_task_type SEQ_CLS", "--lora_r 8", "--dataset_test_split validation",
+                 "--eval_strategy steps", "--eval_steps 2"):
+        assert flag in argv, (flag, argv)
+    assert len(logged_losses(text)) == 4
+    assert re.search(r'"eval_accuracy"', text), text[-3000:]  # the held-out pairs, scored while training
+    record = scriptmode.read_script_output(output)
+    assert record["kind"] == "adapter" and record["steps"] == 4
+    assert json.loads((output / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+
+
+def test_a_parser_that_reads_a_validation_file_gets_the_held_out_rows_by_it(prepared, tmp_path):
+    data = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(20)])
+    prepared.prepare("run_clm.py", {"DATASET_PATH": str(data), "OUTPUT_DIR": str(tmp_path / "run" / "output"),
+                                    "EVAL_FRACTION": 0.1, "EVAL_STEPS": 5, "BATCH_SIZE": 2})
+    parser = argparse.ArgumentParser()  # transformers' examples (run_clm.py) read the rows from files
+    for flag in ("--train_file", "--validation_file", "--eval_strategy", "--eval_steps"):
+        parser.add_argument(flag)
+    parser.add_argument("--do_eval", action="store_true")
+    args = parser.parse_args()
+    assert args.validation_file == str(tmp_path / "run" / "deepe_dataset" / "validation.jsonl")
+    assert len(Path(args.validation_file).read_text().splitlines()) == 2
+    assert args.do_eval and (args.eval_strategy, args.eval_steps) == ("steps", "5")
+
+
+def test_extra_arguments_reach_a_script_as_flags_in_the_form_its_parser_takes(prepared, tmp_path):
+    from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
+
+    prepared.prepare(str(SCRIPTS / "sft_trl.py"), {
+        "MODEL_PATH": "/models/base", "OUTPUT_DIR": str(tmp_path / "out"), "LORA_RANK": 4, "JOB_ID": 0,
+        "EXTRA_ARGS": {"packing": True, "neftune_noise_alpha": 5, "lora_target_modules": ["q_proj", "v_proj"]}})
+    _, training, model = TrlParser((ScriptArguments, SFTConfig, ModelConfig)).parse_args_and_config()
+    assert training.packing is True and training.neftune_noise_alpha == 5
+    assert model.lora_target_modules == ["q_proj", "v_proj"]
+    argv = prepared.script_argv()
+    assert argv[-7:] == ["--packing", "true", "--neftune_noise_alpha", "5", "--lora_target_modules", "q_proj",
+                         "v_proj"]  # after the platform's flags: they win
+
+
+def test_a_parser_whose_task_type_flag_allows_one_choice_places_the_model(prepared, capsys):
+    prepared.prepare("train.py", {"OUTPUT_DIR": "out", "LORA_RANK": 4})  # no source to read
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lora_task_type", choices=["SEQ_CLS"], default="SEQ_CLS")
+    parser.add_argument("--lora_r", type=int, default=16)
+    args = parser.parse_args()
+    assert (args.lora_r, args.lora_task_type) == (4, "SEQ_CLS")
+    assert "its parser's --lora_task_type allows only SEQ_CLS" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""`deepe train|save|evaluate|infer|compare` and `deepe jobs list|show|logs|metrics|cancel|copy|rerun|export`."""
+"""`deepe train|save|evaluate|infer|compare` and `deepe jobs list|show|logs|metrics|cancel|delete|copy|rerun|export`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def cmd_train(args) -> int:
     simpletuner.check_available(args.method)  # one sentence when no kernel can run it
     methods.get_method(args.method)  # refused before a data file given by path is registered
     models.get_model(args.base_model)
-    params = paramlib.parse_assignments(args.param)
+    params = _with_extras(paramlib.parse_assignments(args.param), args.extra)
     known = {d.name for d in datasets.list_datasets()}
     dataset = dataset_name_or_file(args.dataset, quiet=True)
     try:
@@ -37,6 +37,18 @@ def cmd_train(args) -> int:
         print(f"registered dataset {record.name} from {record.path} ({record.rows} rows)", flush=True)
     start_worker()
     return _after_submit(job, args)
+
+
+def _with_extras(params: dict, extra: list[str] | None) -> dict:
+    """`--param` assignments with `--extra key=value` added as the EXTRA_ARGS parameter."""
+    from .. import params as paramlib
+
+    if not extra:
+        return params
+    if any(paramlib.normalise(key) == paramlib.normalise(paramlib.EXTRA_ARGS) for key in params):
+        raise DeepeError("give extra arguments with --extra key=value, or --param extra_args=…, not both",
+                         field=paramlib.EXTRA_ARGS)
+    return {**params, paramlib.EXTRA_ARGS.lower(): paramlib.parse_extra_args(extra)}
 
 
 def _after_submit(job, args) -> int:
@@ -122,7 +134,10 @@ def cmd_infer(args) -> int:
         print_json(result)
     else:
         for item in result["responses"]:
-            print(f"> {item['prompt']}\n{item['response']}\n")
+            answer = item.get("response")
+            if isinstance(answer, str) and not answer.strip():  # say why, not a blank line
+                answer = f"(an empty answer: {inference.empty_answer_words(item)})"
+            print(f"> {item['prompt']}\n{answer}\n")
         print(f"record: {result['record']}")
         if result["error"]:
             print(f"error: {result['error']}")
@@ -231,12 +246,24 @@ def cmd_jobs_cancel(args) -> int:
     return 0
 
 
+def cmd_jobs_delete(args) -> int:
+    from .. import jobs
+
+    prepare()
+    job = jobs.get_job(args.id)
+    removed = jobs.delete_job(args.id)
+    print(f"removed job {job.id} ({job.name}, {job.status})"
+          + (f" and its run folder {removed}" if removed else ""))
+    return 0
+
+
 def cmd_jobs_copy(args) -> int:
     from .. import jobs
     from .. import params as paramlib
 
     prepare()
-    job = jobs.copy_job(args.id, name=args.name, params=paramlib.parse_assignments(args.param))
+    job = jobs.copy_job(args.id, name=args.name, params=_with_extras(paramlib.parse_assignments(args.param),
+                                                                     args.extra))
     start_worker()
     return _after_submit(job, args)
 
@@ -365,6 +392,11 @@ def add_arguments(sub, verb) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--name")
     p.add_argument("--param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--extra", action="append", metavar="KEY=VALUE",
+                   help="a field of the trainer's config the parameters do not cover (e.g. SFTConfig's "
+                        "packing=true, neftune_noise_alpha=5): checked against the method's config class; the "
+                        "value is read as JSON where it parses (5, true, [1, 2]), else as text. A script gets "
+                        "it as --KEY VALUE. Repeat for more")
     p.add_argument("--wait", action="store_true", help="wait for the job, showing progress")
 
     jobs_p = sub.add_parser("jobs", help="trainings and other jobs").add_subparsers(dest="verb", required=True)
@@ -378,6 +410,9 @@ def add_arguments(sub, verb) -> None:
         if name == "metrics":
             p.add_argument("--name", help="the rows of this metric")
             p.add_argument("--all", action="store_true", help="every row (default: one line per metric)")
+    p = verb(jobs_p, "delete", cmd_jobs_delete, "remove a finished job from the list: its metrics and its run "
+             "folder go too; refused while it runs, or while a model it made is registered")
+    p.add_argument("id", type=cli_job_id)
     p = verb(jobs_p, "logs", cmd_jobs_logs, "print the stage logs")
     p.add_argument("id", type=cli_job_id)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
@@ -385,6 +420,8 @@ def add_arguments(sub, verb) -> None:
     p.add_argument("id", type=cli_job_id)
     p.add_argument("--name")
     p.add_argument("--param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--extra", action="append", metavar="KEY=VALUE",
+                   help="the copy's extra arguments (as deepe train --extra), in place of the job's")
     p.add_argument("--wait", action="store_true")
 
     p = verb(jobs_p, "rerun", cmd_jobs_rerun, "queue a training again with the same method files, parameters, "

@@ -63,6 +63,48 @@ def trackers(report_to: str) -> list[str] | str:
     return names
 
 
+def config_fields(config_class) -> list[str]:
+    """The fields a trainer's config dataclass takes (SFTConfig: `packing`, `max_length`, …)."""
+    import dataclasses
+
+    return sorted(f.name for f in dataclasses.fields(config_class) if f.init)
+
+
+def unknown_extra_args(config_class, extra_args: dict) -> dict[str, str | None]:
+    """The keys of `extra_args` that `config_class` has no field for, each with its closest field
+    (difflib) or None. The workbench checks a submit with it, and `config_with_extras` the kernel."""
+    import difflib
+
+    fields = config_fields(config_class)
+    return {key: next(iter(difflib.get_close_matches(key, fields, n=1, cutoff=0.6)), None)
+            for key in extra_args if key not in fields}
+
+
+def unknown_extra_arg_message(key: str, closest: str | None, config_class) -> str:
+    """One sentence for an extra argument the trainer's config has no field for: the closest field, else
+    its fields (a few) or where to read them (many)."""
+    fields = config_fields(config_class)
+    hint = f"did you mean {closest!r}?" if closest else f"its fields: {', '.join(fields)}" if len(fields) <= 30 \
+        else f"see {config_class.__name__}'s fields in its library's documentation"
+    return f"unknown extra argument {key!r}: {config_class.__name__} has no such field; {hint}"
+
+
+def config_with_extras(config_class, extra_args: dict | None, **fields):
+    """`config_class(**fields)`, with the EXTRA_ARGS parameter's fields on top (they win): the one line
+    by which a training notebook takes the Extra arguments of the form and `--extra` of the CLI.
+    The fields it set are logged as the config holds them, so the record shows what was applied."""
+    extras = dict(extra_args or {})
+    unknown = unknown_extra_args(config_class, extras)
+    if unknown:
+        key, closest = next(iter(unknown.items()))
+        raise ValueError(unknown_extra_arg_message(key, closest, config_class))
+    config = config_class(**{**fields, **extras})
+    if extras:
+        applied = {key: getattr(getattr(config, key), "value", getattr(config, key)) for key in extras}
+        log_event(f"extra arguments in {config_class.__name__}: {json.dumps(applied, default=str)}")
+    return config
+
+
 HELD_OUT_SPLITS = ("test", "heldout", "held-out", "validation", "eval")
 
 

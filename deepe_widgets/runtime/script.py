@@ -8,7 +8,9 @@ script's code and `finish(...)` after it. `prepare`:
 - gives the script its command line: `sys.argv` is replaced (the kernel's own flags never
   reach the script), and when the script's parser runs, the platform's parameters are turned
   into the flags that parser has (Hugging Face names: `--output_dir`, `--max_steps`,
-  `--model_name_or_path`, `--lora_r` …), or into the method's args template;
+  `--model_name_or_path`, `--lora_r` …), or into the method's args template. LoRA flags go only
+  with the task type of the model the script trains (`lora_task_type`: `--lora_task_type SEQ_CLS`
+  for TRL's reward script); a script whose model cannot be placed gets none, and the log says so;
 - writes the dataset as a folder holding `train.jsonl`, and the held-out rows (EVAL_FRACTION, or a
   `split` column) as `validation.jsonl`, which `datasets.load_dataset(folder)` reads as its
   `train` and `validation` splits; a parser with TRL's `--dataset_test_split` also gets the
@@ -24,6 +26,7 @@ datasets and IPython are imported where they are needed.
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
 import inspect
 import json
@@ -91,6 +94,29 @@ PARAMETER_FLAGS: dict[str, tuple[str, ...]] = {
 # `--dataset_test_split`): without that flag the script would not pass an eval dataset, and a
 # Trainer asked to evaluate without one refuses to start.
 EVAL_SPLIT_FLAG = "dataset_test_split"
+# ... or reads the held-out rows from a file (transformers' examples: `--validation_file`)
+EVAL_FILE_FLAGS = ("validation_file", "eval_file", "eval_data_path", "val_data_path", "eval_dataset_path")
+
+# The LoRA parameters: passed only to a script whose model the platform can place (`lora_task_type`).
+LORA_PARAMETERS = ("LORA_RANK", "LORA_ALPHA", "LORA_DROPOUT")
+# Flags of a parser that takes LoRA settings (TRL's ModelConfig has them all).
+PEFT_FLAGS = ("use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_task_type")
+LORA_TASK_FLAG = "lora_task_type"
+
+# peft's task type of the model a script trains, by the trainer it builds (the trainer decides: a PPO
+# script loads a sequence classifier as its reward model, but trains a causal LM) ...
+TRAINER_TASK_TYPES = {
+    "RewardTrainer": "SEQ_CLS", "PRMTrainer": "TOKEN_CLS",
+    **{name: "CAUSAL_LM" for name in (
+        "SFTTrainer", "DPOTrainer", "ORPOTrainer", "CPOTrainer", "KTOTrainer", "BCOTrainer", "GRPOTrainer",
+        "RLOOTrainer", "PPOTrainer", "OnlineDPOTrainer", "XPOTrainer", "NashMDTrainer", "GKDTrainer",
+        "DistillationTrainer", "GOLDTrainer", "MiniLLMTrainer", "SimPOTrainer", "IterativeSFTTrainer")},
+}
+# ... else by the model class it loads (AutoModelForSequenceClassification, LlamaForCausalLM, ...).
+MODEL_CLASS_TASK_TYPES = (("ForSequenceClassification", "SEQ_CLS"), ("ForCausalLM", "CAUSAL_LM"),
+                          ("ForTokenClassification", "TOKEN_CLS"), ("ForSeq2SeqLM", "SEQ_2_SEQ_LM"),
+                          ("ForQuestionAnswering", "QUESTION_ANS"))
+LORA_TASK_TYPES = ("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
 
 # Without a flag for these the script trains something else than asked: worth a warning.
 ESSENTIAL_PARAMETERS = ("MODEL_PATH", "DATASET_PATH", "OUTPUT_DIR", "MAX_STEPS")
@@ -117,13 +143,17 @@ class _ScriptState:
     script_path: str = ""
     parameters: dict = field(default_factory=dict)
     template_argv: list[str] | None = None  # from ARGS_TEMPLATE; None: match flag names
-    extra_argv: list[str] = field(default_factory=list)
+    extra_argv: list[str] = field(default_factory=list)  # EXTRA_ARGS given as flags ("--packing true")
+    extra_args: dict = field(default_factory=dict)  # EXTRA_ARGS given as fields ({"packing": True})
     dataset_dir: str = ""
     held_out_rows: int = 0  # rows in the dataset folder's validation.jsonl
     argv_seen: list[list[str]] = field(default_factory=list)  # what each of the script's parsers got
     trainers: list = field(default_factory=list)
     callback: Any = None
     in_parse: bool = False
+    # the LoRA task type of the script's model (`lora_task_type`), and what told it; None: not placed
+    task_type: str | None = None
+    task_reason: str = ""
 
 
 _state = _ScriptState()
@@ -150,7 +180,13 @@ def prepare(script: str, parameters: dict) -> None:
         validation = Path(_state.dataset_dir) / VALIDATION_FILE_NAME
         if validation.is_file():
             _state.held_out_rows = sum(1 for line in validation.open(encoding="utf-8") if line.strip())
-    _state.extra_argv = render_args_template(str(values.get("EXTRA_ARGS") or ""), _template_values())
+    _state.task_type, _state.task_reason = lora_task_type(script_source(script))
+    extras = values.get("EXTRA_ARGS") or ""
+    if isinstance(extras, dict):  # the form's Extra arguments, `--extra key=value`: a flag each
+        _state.extra_args = dict(extras)
+        _state.extra_argv = extra_flags(_state.extra_args)
+    else:
+        _state.extra_argv = render_args_template(str(extras), _template_values())
     template = str(values.get("ARGS_TEMPLATE") or "").strip()
     if template:
         _state.template_argv = render_args_template(template, _template_values()) + _state.extra_argv
@@ -306,7 +342,28 @@ def platform_argv(parser: argparse.ArgumentParser) -> list[str]:
         log_event(f"the script's parser has no flag for {flags}: it runs with its own defaults for them; "
                   f"give the method an args template with the script's own flag names "
                   f"(e.g. \"--base_model {{MODEL_PATH}}\")", "WARNING")
-    return argv + _state.extra_argv
+    return argv + (extra_flags(_state.extra_args, _actions_by_name(parser)) if _state.extra_args
+                   else _state.extra_argv)
+
+
+def extra_flags(extras: dict, actions: dict[str, tuple[str, argparse.Action]] | None = None) -> list[str]:
+    """Extra arguments as flags: `--key value` each, a list as its items, in the form the parser's own
+    flag takes (`--flag` alone for a store_true flag); a key the parser lacks is passed as written,
+    so that its parser says what it does not know."""
+    argv: list[str] = []
+    for key, value in extras.items():
+        found = (actions or {}).get(key)
+        option = found[0] if found else f"--{key}"
+        if found and (isinstance(found[1], (argparse._StoreTrueAction, argparse._StoreFalseAction))
+                      or found[1].nargs == 0):
+            argv.extend(_tokens(found[1], option, value))
+        elif isinstance(value, list):
+            argv.extend([option, *(_flag_value(item) for item in value)])
+        elif isinstance(value, dict):
+            argv.extend([option, json.dumps(value)])
+        else:
+            argv.extend([option, _flag_value(value)])
+    return argv
 
 
 def flags_for_parser(parser: argparse.ArgumentParser, values: dict) -> tuple[list[str], list[str]]:
@@ -325,8 +382,9 @@ def flags_for_parser(parser: argparse.ArgumentParser, values: dict) -> tuple[lis
         argv.extend(_tokens(action, option, value))
         return True
 
+    task_type = _parser_task_type(actions)
     for parameter, names in PARAMETER_FLAGS.items():
-        if parameter not in values:
+        if parameter not in values or (parameter in LORA_PARAMETERS and task_type is None):
             continue
         value = values[parameter]
         if parameter == "MAX_STEPS" and (not isinstance(value, int) or value <= 0):
@@ -342,8 +400,13 @@ def flags_for_parser(parser: argparse.ArgumentParser, values: dict) -> tuple[lis
         if not any(add(name, value) for name in names):
             missing.append(parameter)
     lora_rank = values.get("LORA_RANK")
-    if isinstance(lora_rank, int):
+    if isinstance(lora_rank, int) and task_type is not None:
         add("use_peft", lora_rank > 0)
+        if lora_rank > 0 and add(LORA_TASK_FLAG, task_type):
+            log_event(f"LoRA on the {task_type} task type ({_state.task_reason})")
+    elif isinstance(lora_rank, int) and lora_rank > 0 and any(flag in actions for flag in PEFT_FLAGS):
+        log_event(f"no LoRA flags for the script: the platform cannot tell which kind of model it trains "
+                  f"({_state.task_reason}), so it trains as its own defaults say")
     argv += evaluation_flags(actions, values)
     add("logging_steps", 1)
     add("report_to", "none")
@@ -359,23 +422,95 @@ def flags_for_parser(parser: argparse.ArgumentParser, values: dict) -> tuple[lis
     return argv, missing
 
 
+def script_source(path: str | os.PathLike) -> str:
+    """A script's Python text: a `.py` file's, or a notebook's code cells joined ("" when unreadable)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    if path.suffix.lower() != ".ipynb":
+        return text
+    try:
+        cells = json.loads(text).get("cells", [])
+    except (ValueError, AttributeError):
+        return ""
+    return "\n".join("".join(c.get("source", "")) if isinstance(c.get("source"), list) else c.get("source", "")
+                     for c in cells if c.get("cell_type") == "code")
+
+
+def lora_task_type(source: str) -> tuple[str | None, str]:
+    """(peft task type of the model `source` trains, what told it): the trainer it builds
+    (RewardTrainer: SEQ_CLS, SFTTrainer: CAUSAL_LM, …), else the model class it loads
+    (AutoModelForSequenceClassification: SEQ_CLS, …), else the task type its own LoraConfig names.
+    (None, why) when none or more than one type is named: the platform cannot place the model."""
+    # magics and shell lines are not Python: blank them
+    code = "\n".join("" if line.strip().startswith(("!", "%")) else line for line in source.splitlines())
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None, "its code does not parse"
+    names = set()
+    literals = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.keyword) and node.arg == "task_type" and isinstance(node.value, ast.Constant):
+            literals.add(str(node.value.value))
+    trainers = {name: TRAINER_TASK_TYPES[name] for name in sorted(names) if name in TRAINER_TASK_TYPES}
+    models = {name: task for name in sorted(names) for suffix, task in MODEL_CLASS_TASK_TYPES
+              if name.endswith(suffix)}
+    own = {name: name for name in literals | (names & set(LORA_TASK_TYPES)) if name in LORA_TASK_TYPES}
+    for what, found in (("builds", trainers), ("loads", models), ("names the LoRA task type", own)):
+        kinds = set(found.values())
+        if len(kinds) == 1:
+            return kinds.pop(), f"the script {what} {', '.join(found)}"
+        if len(kinds) > 1:
+            return None, f"the script {what} {', '.join(found)}, which train different kinds of model"
+    return None, "it names no trainer or model class the platform knows, such as SFTTrainer, RewardTrainer or " \
+                 "AutoModelForCausalLM"
+
+
+def _parser_task_type(actions: dict[str, tuple[str, argparse.Action]]) -> str | None:
+    """The script's task type, or where the source tells none, the one its parser's
+    `--lora_task_type` allows as its only choice; None when the parser's choices exclude it."""
+    found = actions.get(LORA_TASK_FLAG)
+    choices = list(found[1].choices or []) if found else []
+    if _state.task_type is None:
+        if len(choices) == 1 and str(choices[0]) in LORA_TASK_TYPES:
+            _state.task_reason = f"its parser's --{LORA_TASK_FLAG} allows only {choices[0]}"
+            return str(choices[0])
+        return None
+    if choices and _state.task_type not in [str(c) for c in choices]:
+        _state.task_reason += f", but its parser's --{LORA_TASK_FLAG} allows only {', '.join(map(str, choices))}"
+        return None
+    return _state.task_type
+
+
 def evaluation_flags(actions: dict[str, tuple[str, argparse.Action]], values: dict) -> list[str]:
-    """The flags that make the script evaluate the held-out rows (validation.jsonl) as the
-    built-ins do: before the first step and every EVAL_STEPS steps (0: about 10 a run), in batches
-    of BATCH_SIZE; only for a parser that reads a held-out split by name (`--dataset_test_split`)."""
+    """The flags that hand the script the held-out rows (validation.jsonl) and make it evaluate them as
+    the built-ins do: before the first step and every EVAL_STEPS steps (0: about 10 a run), in batches
+    of BATCH_SIZE. The rows go by the flag the parser has: a split name (TRL's `--dataset_test_split`)
+    or a file (`--validation_file`, as transformers' examples read it); `--do_eval` where it has one."""
     if not _state.held_out_rows:
         return []
-    if EVAL_SPLIT_FLAG not in actions:
+    file_flag = next((name for name in EVAL_FILE_FLAGS if name in actions), None)
+    if EVAL_SPLIT_FLAG in actions:
+        handed = {EVAL_SPLIT_FLAG: VALIDATION_SPLIT}
+    elif file_flag and _state.dataset_dir:
+        handed = {file_flag: str(Path(_state.dataset_dir) / VALIDATION_FILE_NAME)}
+    else:
         log_event(f"the script's parser has no --{EVAL_SPLIT_FLAG}: the {_state.held_out_rows} held-out rows are "
                   f"in {VALIDATION_FILE_NAME} of its dataset folder (split \"{VALIDATION_SPLIT}\") for the script to "
-                  f"read; no evaluation flags are passed")
+                  f"read; no evaluation flags are passed (nor a --{EVAL_FILE_FLAGS[0]} to take the file)")
         return []
     batch = int(values.get("BATCH_SIZE") or 8)
     generations = values.get("NUM_GENERATIONS")
     if "num_generations" in actions and isinstance(generations, int) and generations > 0:
         batch = math.lcm(batch, generations)  # GRPO evaluates whole groups of completions
-    wanted = {EVAL_SPLIT_FLAG: VALIDATION_SPLIT,
-              **evaluation_arguments(values.get("EVAL_STEPS") or 0, batch)}
+    wanted = {**handed, "do_eval": True, **evaluation_arguments(values.get("EVAL_STEPS") or 0, batch)}
     wanted.pop("prediction_loss_only")  # a script's own compute_metrics keeps its logits; without one
     # the Trainer keeps none anyway
     argv: list[str] = []
@@ -383,6 +518,8 @@ def evaluation_flags(actions: dict[str, tuple[str, argparse.Action]], values: di
         if name in actions:
             option, action = actions[name]
             argv.extend(_tokens(action, option, value))
+    log_event(f"the {_state.held_out_rows} held-out rows go to the script as "
+              f"{' '.join(argv[:2])}: it evaluates them while training")
     return argv
 
 

@@ -8,5 +8,8 @@ from .registry import TrainingType, register
 class Chat(TrainingType):
     """The defaults of TrainingType are chat's: prompt / response columns, the shared inference notebook."""
 
+    config_classes = {"SFT-Demo": "trl.SFTConfig", "GRPO-Demo": "trl.GRPOConfig",
+                      "MLX-Demo": "deepe_widgets.runtime.mlx.MLXTrainingArguments"}
+
 
 CHAT = register(Chat())

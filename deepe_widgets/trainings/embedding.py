@@ -13,6 +13,7 @@ class Embedding(TrainingType):
     training_type = TrainingTypeName.EMBEDDING
     order = 10
     demo_dataset = embeddings.EMBEDDING_DEMO_DATASET
+    config_classes = {"Embedding-Demo": "sentence_transformers.SentenceTransformerTrainingArguments"}
     needs_model = "an embedding model (a sentence-transformers encoder such as all-MiniLM-L6-v2)"
     model_is = "an embedding model"
     default_base_model = embeddings.EMBEDDING_BASE_MODEL

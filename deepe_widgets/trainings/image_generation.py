@@ -16,6 +16,7 @@ class ImageGeneration(TrainingType):
     training_type = TrainingTypeName.IMAGE_GENERATION
     order = 30
     methods = ("SD-Demo",)  # trained on images with captions
+    config_classes = {"SD-Demo": "deepe_widgets.runtime.image_generation.DiffusionTrainingArguments"}
     demo_dataset = SD_DEMO_DATASET
     needs_model = "a text-to-image pipeline (Stable Diffusion, a diffusers folder)"
     model_is = "a text-to-image pipeline (Stable Diffusion)"

@@ -3,9 +3,11 @@ docstring). Types register themselves when `deepe_widgets.trainings` imports the
 
 from __future__ import annotations
 
+import functools
+import importlib
 from pathlib import Path
 
-from .. import config, methods, metrics, models, store
+from .. import config, methods, metrics, models, runtime, store
 from .. import params as paramlib
 from ..config import TrainingTypeName
 from ..errors import DeepeError
@@ -42,6 +44,9 @@ class TrainingType:
     evaluation_parameters: tuple[str, ...] = ()
     # the metrics it logs whose better direction the name rule (metrics.direction) would not guess
     metric_directions: dict[str, str] = {}
+    # the config class (module.Class) each of its methods builds its trainer with: the keys of a
+    # training's extra arguments (EXTRA_ARGS) are checked against its fields
+    config_classes: dict[str, str] = {}
 
     # which type is asked first, the highest first (a diffusers pipeline is recognized before a vision
     # tower, a vision tower before an embedding model's folder); among equals the newest registered
@@ -115,12 +120,36 @@ class TrainingType:
                 found.append(exc)
         return found
 
+    def check_extra_args(self, method_row: store.Method, values: dict) -> None:
+        """Refuse extra arguments (`values["EXTRA_ARGS"]`) the method cannot take: a method whose training
+        has no EXTRA_ARGS parameter, a key that is one of its parameters or set by the platform, and a
+        key its config class (`config_classes`) has no field for, naming the closest one."""
+        extras = next((value for key, value in values.items()  # any spelling: a copy's keys are lower case
+                       if paramlib.normalise(key) == paramlib.normalise(paramlib.EXTRA_ARGS)), None)
+        if not extras:
+            return
+        if paramlib.EXTRA_ARGS not in method_row.default_params:
+            raise DeepeError(f"method {method_row.name!r} takes no extra arguments: its training stage has no "
+                             f"{paramlib.EXTRA_ARGS} parameter", field=paramlib.EXTRA_ARGS)
+        if not isinstance(extras, dict):
+            return  # a script's flags as text (--param extra_args="--packing true"): its parser checks them
+        paramlib.check_extra_arg_names(extras, method_row.default_params)
+        config_class = _import_config_class(self.config_classes.get(method_row.name))
+        if config_class is None:
+            return
+        unknown = runtime.unknown_extra_args(config_class, extras)
+        if unknown:
+            key, closest = next(iter(unknown.items()))
+            raise DeepeError(runtime.unknown_extra_arg_message(key, closest, config_class),
+                             field=paramlib.EXTRA_ARGS)
+
     def check_training(self, method_row: store.Method, model_row: store.ModelRecord,
                        dataset_row: store.DatasetRecord, values: dict) -> None:
         """The checks `jobs.submit_training` runs: the base model, then the dataset."""
         found = self.problems(method_row, model_row, dataset_row, values)
         if found:
             raise found[0]
+        self.check_extra_args(method_row, values)
 
     def evaluation_notebook(self) -> Path | None:
         """The built-in notebook of its `evaluation` stage (a method's own overrides it)."""
@@ -129,6 +158,25 @@ class TrainingType:
     def inference_notebook(self, model_row: store.ModelRecord) -> Path:
         """The notebook a base model of this type answers with."""
         return config.package_templates_dir() / self.inference_folder / "inference.ipynb"
+
+
+@functools.cache
+def _import_config_class(dotted: str | None):
+    """`"trl.SFTConfig"` -> the class; None where none is named or it does not import here (the kernel's
+    `runtime.config_with_extras` checks the keys when the training runs)."""
+    if not dotted:
+        return None
+    module, _, name = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def config_class(method: store.Method | str) -> str | None:
+    """The config class a method's trainer is built with ("trl.SFTConfig"), or None."""
+    name = method if isinstance(method, str) else method.name
+    return for_method(method).config_classes.get(name)
 
 
 _TYPES: dict[str, TrainingType] = {}

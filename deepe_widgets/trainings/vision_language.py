@@ -13,6 +13,7 @@ class VisionLanguage(TrainingType):
     training_type = TrainingTypeName.VISION_LANGUAGE
     order = 20
     demo_dataset = vl.VL_DEMO_DATASET
+    config_classes = {"VL-Demo": "trl.SFTConfig"}
     needs_model = "an image + text model (vision-language, such as SmolVLM or Qwen2.5-VL)"
     model_is = "an image + text model"
     default_base_model = None

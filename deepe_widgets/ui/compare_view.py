@@ -29,6 +29,11 @@ PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#e
 PREDICTION_SORTS = (("largest difference first", "spread"), ("prompt, A to Z", "prompt"), ("as evaluated", "order"))
 
 
+# said in place of the charts, so "Curves" never heads an empty space
+NO_CURVES = ("<i style='color:#57606a'>No curves to overlay: fewer than two of these trainings logged a metric "
+             "step by step (a failed or cancelled one may have stopped before its first).</i>")
+
+
 class TrainingCompare(w.VBox):
     """Two or more trainings side by side."""
 
@@ -44,7 +49,7 @@ class TrainingCompare(w.VBox):
         self.config = w.HTML()
         self.show_all.observe(lambda _c: self._render_config(), "value")
         self.figures = [self._figure(name) for name in self._shared_metrics()]
-        self.legend = w.HTML(self._legend())
+        self.legend = w.HTML(self._legend(), layout=w.Layout(display=None if self.figures else "none"))
         self.summary = w.HTML(self._summary())
         self.evaluated = compare.compare_evaluations(self.report["ids"])
         self.joined = compare.compare_predictions(self.evaluated)
@@ -68,7 +73,7 @@ class TrainingCompare(w.VBox):
                                  "<b>Evaluation</b>"), self.scores, self.predictions_area,
                           w.HTML("<b>Configuration</b>"), self.show_all, self.config,
                           w.HTML("<b>Curves</b>"), self.legend,
-                          w.Box(self.figures, layout=w.Layout(flex_flow="row wrap")),
+                          w.Box(self.figures or [w.HTML(NO_CURVES)], layout=w.Layout(flex_flow="row wrap")),
                           w.HTML("<b>Final and best values</b>"), self.summary])
         self._render_config()
 

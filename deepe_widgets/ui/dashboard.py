@@ -37,7 +37,8 @@ class Dashboard(w.VBox):
             TAB_TRAIN: lambda: TrainingLauncher(
                 on_submitted=lambda job: setattr(self.model, "last_submitted", job.id), start_worker=start_worker,
                 admin=self.model.admin),
-            TAB_TRAININGS: lambda: TrainingList(on_details=self.show_details, on_compare=self.show_compare),
+            TAB_TRAININGS: lambda: TrainingList(on_details=self.show_details, on_compare=self.show_compare,
+                                                on_removed=self._removed),
             TAB_COMPARE: lambda: self.compare_area,
             TAB_MODELS: lambda: ModelsView(on_job=self.show_details, start_worker=start_worker,
                                            admin=self.model.admin),
@@ -102,6 +103,10 @@ class Dashboard(w.VBox):
         if self.model.open_job == job_id:
             self._render_details()
         self.model.open_job = job_id
+
+    def _removed(self, job_ids: list[int]) -> None:
+        if self.model.open_job in job_ids:  # the details of a job that is gone
+            self.close_details()
 
     def close_details(self) -> None:
         self.model.open_job = None

@@ -33,6 +33,7 @@ PARAM_LABELS = {
     "MAX_NEW_TOKENS": "Max New Tokens", "TEMPERATURE": "Temperature", "DTYPE": "Precision (dtype)",
     "ADAPTER_PATH": "Adapter folder", "REPORT_TO": "Also log to (trackers)", "SEED": "Seed",
     "EVAL_FRACTION": "Held-out Share (0: none)", "EVAL_STEPS": "Eval Every N Steps (0: ~10)",
+    "EXTRA_ARGS": "Extra arguments",
     # the job's own columns, in Compare
     "method": "Training Method", "base_model": "Base Model", "dataset": "Dataset",
 }

@@ -37,6 +37,7 @@ COLUMN_FIELDS = ("PromptInputColumn", "PromptOutputColumn", "PromptRejectedColum
 COLUMN_LABELS = {"PromptInputColumn": "Prompt column", "PromptOutputColumn": "Response column",
                  "PromptRejectedColumn": "Rejected column", "NegativeColumn": "Negative column (optional)"}
 TYPE_COLUMN_LABELS = {"preference": {"PromptOutputColumn": "Chosen column"},
+                      "reward": {"PromptOutputColumn": "Chosen column"},
                       "embedding": {"PromptInputColumn": "Query column", "PromptOutputColumn": "Passage column"}}
 PREFERRED_METHOD = "SFT-Demo"  # its demo dataset (trainings.demo_dataset) comes with it
 PREVIEW_CHARS = 60
@@ -141,6 +142,7 @@ class TrainingLauncher(w.VBox):
         self.input_column = self.columns["PromptInputColumn"]
         self.output_column = self.columns["PromptOutputColumn"]
         self.fields: dict[str, w.Text | w.Textarea | w.Checkbox] = {}
+        self.extra_args: w.Textarea | None = None  # Advanced's "Extra arguments" box, where the method takes them
         self.field_errors: dict[str, w.HTML] = {}  # under each parameter: its error, else its warning
         # under each chooser above the parameters: its error
         self.choice_errors = {key: self._message_box() for key in ("method", "base_model", "dataset", "name",
@@ -277,17 +279,22 @@ class TrainingLauncher(w.VBox):
         self._fields_for = self.method.value
         used = used_parameters(method)  # None: every parameter (a script gets them all as flags)
         helps = parameter_help(method)
-        self.fields, self.field_errors = {}, {}
+        self.fields, self.field_errors, self.extra_args = {}, {}, None
         main, advanced = [], []
         for name, source in defaults.items():
             if name in paramlib.PLATFORM_SET or name in COLUMN_FIELDS:
                 continue
-            if name in ADMIN_ONLY_PARAMS and not self.admin:
+            if name in self._admin_only() and not self.admin:
                 continue  # the method's own value stands
             if used is not None and name not in used:
                 continue  # e.g. SFT-Demo never reads NUM_GENERATIONS, Embedding-Demo no LoRA: no field
             tip = helps.get(name) or ""
-            if _is_bool(source):
+            if name == paramlib.EXTRA_ARGS:  # fields of the trainer's config the form does not show
+                field = self.extra_args = w.Textarea(
+                    value=paramlib.extra_args_lines(paramlib.default_value(source)), description=param_label(name),
+                    placeholder="one key=value a line, e.g. weight_decay=0.01", tooltip=tip, style=STYLE,
+                    layout=w.Layout(width="520px", height="64px"))
+            elif _is_bool(source):
                 field = w.Checkbox(value=bool(paramlib.default_value(source)), description=param_label(name),
                                    indent=False, tooltip=tip, layout=w.Layout(width="520px", margin="2px 0 2px 208px"))
             elif _is_list(source):  # one item a line, not a Python list
@@ -350,7 +357,14 @@ class TrainingLauncher(w.VBox):
         out = {}
         for name, field in self.fields.items():
             default = paramlib.default_value(self.defaults[name])
-            if isinstance(field, w.Checkbox):
+            if field is self.extra_args:
+                try:
+                    extras = paramlib.parse_extra_args(field.value, "Extra arguments:")
+                except DeepeError:
+                    continue  # `check` says what is wrong
+                if extras != (default or {}):
+                    out[name] = extras
+            elif isinstance(field, w.Checkbox):
                 if field.value != default:
                     out[name] = field.value
             elif isinstance(field, w.Textarea):
@@ -440,7 +454,28 @@ class TrainingLauncher(w.VBox):
                                         "(allowed, but check it)")
         for field_name, message in self._registry_problems().items():
             errors.setdefault(field_name, message[0].upper() + message[1:])
+        if self.extra_args is not None and paramlib.EXTRA_ARGS not in errors:
+            message = self._extra_args_problem()
+            if message:
+                errors[paramlib.EXTRA_ARGS] = message[0].upper() + message[1:]
         return errors, warnings
+
+    def _extra_args_problem(self) -> str:
+        """What the training type refuses in the Extra arguments box (an unknown key, with the closest one
+        its config class has), as `jobs.submit_training` would; "" when nothing."""
+        try:
+            extras = paramlib.parse_extra_args(self.extra_args.value, "Extra arguments:")
+            method = store.get_one(store.Method, name=self.method.value) if self.method.value else None
+            if method is not None and extras:
+                trainings.for_method(method).check_extra_args(method, {paramlib.EXTRA_ARGS: extras})
+        except DeepeError as exc:
+            return exc.message
+        return ""
+
+    def _admin_only(self) -> tuple[str, ...]:
+        """The parameters only an admin page may set: a script's own flags (a built-in's extra arguments
+        are fields of its trainer's config, checked against it)."""
+        return ADMIN_ONLY_PARAMS if "ARGS_TEMPLATE" in self.defaults else ()
 
     def validate(self) -> dict[str, str]:
         """Check the form and show the result: each problem under its field, the rest cleared,
@@ -473,7 +508,7 @@ class TrainingLauncher(w.VBox):
         if self.validate():  # a click that raced a keystroke: the messages say what to fix
             raise DeepeError("the form has problems: see the messages under the fields")
         params = self.overrides()
-        refused = [name for name in ADMIN_ONLY_PARAMS if name in params]
+        refused = [name for name in self._admin_only() if name in params]
         if refused and not self.admin:  # no field offers them here; refused all the same
             raise DeepeError(f"{' and '.join(refused)} (a script's own flags): {ADMIN_ONLY}")
         try:
@@ -504,7 +539,10 @@ class TrainingLauncher(w.VBox):
         if job.dataset in self.dataset.options:
             self.dataset.value = job.dataset
         for name, field in self.fields.items():  # each field set once: the job's value, else the default
-            if isinstance(field, w.Checkbox):
+            if field is self.extra_args:
+                field.value = paramlib.extra_args_lines(job.params.get(name, paramlib.default_value(
+                    self.defaults[name])))
+            elif isinstance(field, w.Checkbox):
                 field.value = bool(job.params.get(name, paramlib.default_value(self.defaults[name])))
             elif isinstance(field, w.Textarea):
                 field.value = _lines(job.params.get(name, paramlib.default_value(self.defaults[name])))

@@ -23,6 +23,7 @@ import ipywidgets as w
 
 from .. import config, datasets, deployments, evaluations, inference, jobs, methods, metrics, models, trainings, worker
 from ..config import StageName
+from ..envs import ENGINES, require_env
 from ..errors import DeepeError
 from ..jobs import format_time as when
 from ..models import LiveState
@@ -37,14 +38,16 @@ from .state import ADMIN_ONLY, in_voila_app, resolve_admin
 from .tables import GridTable, html_table
 from .training_list import short_time
 
-KINDS = (("Customized", ModelKind.CUSTOMIZED), ("Complete", ModelKind.COMPLETE), ("Live", ModelKind.LIVE))
+KINDS = (("Base", ModelKind.BASE), ("Customized", ModelKind.CUSTOMIZED), ("Complete", ModelKind.COMPLETE),
+         ("Live", ModelKind.LIVE))
 KIND_WORDS = {ModelKind.CUSTOMIZED: "Customized Model", ModelKind.COMPLETE: "Complete Model",
               ModelKind.LIVE: "Live Model", ModelKind.BASE: "Base Model"}
 DTYPES = (("float32 (exact, largest)", "float32"), ("bfloat16 (half the size)", "bfloat16"),
           ("float16 (half the size)", "float16"))
-COLUMNS = (("Name", "minmax(160px, 2.2fr)"), ("Base model", "minmax(100px, 1.2fr)"),
-           ("Method", "minmax(80px, 1fr)"), ("Dataset", "minmax(80px, 1fr)"), ("Created", "86px"),
-           ("Final", "110px"), ("Evaluation", "130px"), ("", "90px"))
+# Fits 800 px without a scroll bar; a cut name shows whole on hover
+COLUMNS = (("Name", "minmax(120px, 2.2fr)"), ("Base model", "minmax(64px, 1.2fr)"),
+           ("Method", "minmax(64px, 1fr)"), ("Dataset", "minmax(64px, 1fr)"), ("Created", "96px"),
+           ("Final", "96px"), ("Evaluation", "110px"), ("", "90px"))
 
 BENCHMARK_PARAM, JUDGE_PARAM = "BENCHMARK_FILE", "JUDGE"  # the evaluation notebook's parameters
 
@@ -97,7 +100,7 @@ class ModelsView(PollingView, w.VBox):
     def __init__(self, on_job=None, start_worker: bool = True, admin: bool | None = None):
         self.on_job, self.start_worker = on_job, start_worker
         self.admin = resolve_admin(admin)
-        self.kind = w.ToggleButtons(options=KINDS, value=ModelKind.CUSTOMIZED, style={"button_width": "130px"})
+        self.kind = w.ToggleButtons(options=KINDS, value=ModelKind.CUSTOMIZED, style={"button_width": "110px"})
         self.kind.observe(lambda _c: self._on_kind(), "value")
         self.table = GridTable(list(COLUMNS), max_height="300px")
         self.table.add_class("deepe-models")
@@ -110,7 +113,8 @@ class ModelsView(PollingView, w.VBox):
         self._shown = None
         super().__init__([stylesheet(), w.HTML("<h3>Models</h3><div style='color:#57606a'>A training that succeeds "
                                                "makes a <b>Customized Model</b> (its adapter); <b>Save</b> merges one "
-                                               "into its base as a <b>Complete Model</b>.</div>"),
+                                               "into its base as a <b>Complete Model</b>. <b>Base</b> models are what "
+                                               "trainings start from: open one to try it first.</div>"),
                           w.HBox([self.kind, self.status, self.connection], layout=w.Layout(align_items="center")),
                           self.table, self.empty, self.card_area])
         self.refresh()
@@ -159,11 +163,14 @@ class ModelsView(PollingView, w.VBox):
         for record in listed:
             card = model_card(record)
             open_button = w.Button(description="Open", icon="folder-open", layout=w.Layout(width="84px"),
-                                   tooltip=f"the card of {record.name}: save, try, delete")
+                                   tooltip=f"the card of {record.name}: " + ("try, evaluate" if record.kind ==
+                                                                             ModelKind.BASE else "save, try, delete"))
             open_button.on_click(lambda _b, name=record.name: self.open_model(name))
             cells = [w.HTML(f"<span title='{html.escape(record.name, quote=True)}'>{html.escape(record.name)}</span>"),
-                     w.HTML(html.escape(card["base_model"] or "-")), w.HTML(html.escape(card["method"] or "-")),
-                     w.HTML(html.escape(card["dataset"] or "-")), w.HTML(short_time(record.created_at)),
+                     *(w.HTML(f"<span title='{html.escape(text, quote=True)}'>{html.escape(text)}</span>")
+                       for text in ("-" if record.kind == ModelKind.BASE else card["base_model"] or "-",
+                                    card["method"] or "-", card["dataset"] or "-")),
+                     w.HTML(short_time(record.created_at)),
                      w.HTML(html.escape(key_metric(card) if record.kind != ModelKind.LIVE
                                         else str(LiveState.from_meta(record.meta).status or "-"))),
                      w.HTML(html.escape(key_score(record) if record.kind != ModelKind.LIVE else "-")),
@@ -182,6 +189,9 @@ class ModelsView(PollingView, w.VBox):
                                 "(the vLLM environment comes first: <code>deepe envs create vllm</code>).</i>")
         elif self.kind.value == ModelKind.COMPLETE:
             self.empty.value = "<i>No Complete Models yet: open a Customized Model and Save it.</i>"
+        elif self.kind.value == ModelKind.BASE:
+            self.empty.value = ("<i>No base models registered: <code>deepe init</code> adds SmolLM2, "
+                                "<code>deepe models add NAME FOLDER</code> one of yours.</i>")
         else:
             self.empty.value = f"<i>No {kind_words}s yet: a training that succeeds makes one.</i>"
         if self.card is not None and self.card.name not in self.rows and self.card.kind == self.kind.value:
@@ -207,6 +217,17 @@ class ModelsView(PollingView, w.VBox):
         self._close_card()
         self.refresh()
         self.status.show(words or f"model {name} deleted", "ok")
+
+
+def deploy_unavailable(engine: str = "vllm") -> str | None:
+    """Why Deploy cannot work on this machine (its deployment environment is missing), or None."""
+    try:
+        require_env(engine)
+    except DeepeError:
+        size = ENGINES[engine].size_note
+        return (f"Not available yet: this machine has no {engine} deployment environment. Create it once with "
+                f"deepe envs create {engine}" + (f" ({size})" if size else "") + ".")
+    return None
 
 
 def _takes_image(name: str) -> bool:
@@ -251,9 +272,11 @@ class ModelCard(w.VBox):
         self.image = w.FileUpload(accept="image/*", multiple=False, description="Image")
         self.image.layout.display = None if _takes_image(self.name) else "none"
         self.try_status = Status()
+        self.settings = self._answer_settings()
         self.answer = w.HTML(self._answer_box("", ""))
         self.base_answer = w.HTML(self._answer_box("", ""))
         self.answer_title = w.HTML(f"<b>{html.escape(self.name)}</b>")
+        has_base = bool(self.info["base_model"]) and self.info["base_model"] != self.name
         self.base_title = w.HTML(f"<b>{html.escape(self.info['base_model'] or '-')}</b> "
                                  "<span style='color:#57606a'>(the base model, before training)</span>")
         self.try_record = RecordView(download_prefix=f"{self.name}-")
@@ -262,17 +285,22 @@ class ModelCard(w.VBox):
         self.try_record_box.layout.display = "none"
         self.try_record_box.observe(self._on_record_open, "selected_index")
         self.last_try: dict | None = None
-        columns = w.Layout(width="50%", padding="0 8px 0 0")
-        try_box = w.VBox([w.HTML("<h4>Try it</h4>"), self.image, self.prompt, w.HBox([self.ask, self.try_status],
-                                                                          layout=w.Layout(align_items="center")),
-                          w.HBox([w.VBox([self.answer_title, self.answer], layout=columns),
-                                  w.VBox([self.base_title, self.base_answer], layout=columns)],
+        # two columns that share the card's width (never wider: at 800 px they stay inside its border)
+        columns = w.Layout(flex="1 1 0", min_width="0", padding="0 8px 0 0")
+        # a base model answers alone: no second column of itself
+        self.base_column = w.VBox([self.base_title, self.base_answer], layout=w.Layout(
+            flex="1 1 0", min_width="0", padding="0 8px 0 0", display=None if has_base else "none"))
+        try_box = w.VBox([w.HTML("<h4>Try it</h4>"), self.image, self.prompt, self.settings,
+                          w.HBox([self.ask, self.try_status], layout=w.Layout(align_items="center",
+                                                                             flex_flow="row wrap")),
+                          w.HBox([w.VBox([self.answer_title, self.answer], layout=columns), self.base_column],
                                  layout=w.Layout(width="100%")),
-                          self.try_record_box])
+                          self.try_record_box], layout=w.Layout(max_width="100%", overflow="hidden"))
+        try_box.add_class("deepe-try-it")
         # Delete, asked first (admin only: without it, no button, not a hidden one)
         self.delete = self.confirm = None
         delete_box = []
-        if self.admin:
+        if self.admin and self.kind != ModelKind.BASE:  # a base model is removed with `deepe models delete`
             self.delete = w.Button(description="Delete…", icon="trash", layout=w.Layout(width="110px"))
             self.delete.on_click(lambda _b: self._ask_delete())
             self.confirm = confirm_row(w.HTML(), "Yes, delete it", self._delete_asked)
@@ -289,7 +317,7 @@ class ModelCard(w.VBox):
                                  layout=w.Layout(justify_content="space-between", align_items="center")),
                           w.HTML(self._card_html()), self.evaluation, self.evaluate_box,
                           w.HTML(self._metrics_html()), save_box, self.live_box, try_box, *delete_box,
-                          *([] if self.admin else [self.status])],
+                          *([] if self.delete else [self.status])],
                          layout=w.Layout(border="1px solid #d0d7de", padding="4px 12px 12px", margin="12px 0 0 0"))
         self.add_class("deepe-model-card")
 
@@ -311,7 +339,10 @@ class ModelCard(w.VBox):
             rows.append(["Precision", html.escape(str(info["dtype"]))])
         changed = ", ".join(f"{short_label(k)} {show_value(v)}" for k, v in sorted(info["parameters"].items())
                             if k not in ("MODEL_PATH", "ADAPTER_PATH", "DTYPE"))
-        rows.append(["Parameters changed", html.escape(changed or "none (the method's defaults)")])
+        if self.kind != ModelKind.BASE:
+            rows.append(["Parameters changed", html.escape(changed or "none (the method's defaults)")])
+        else:
+            rows.append(["Folder", html.escape(self.record.path)])
         return html_table(["", ""], rows)
 
     def _metrics_html(self) -> str:
@@ -525,13 +556,14 @@ class ModelCard(w.VBox):
                              "takes a few seconds)", "info")
         wait = self._answer_box("answering…", "wait")
         self.answer.value = wait
-        self.base_answer.value = wait if base else self._answer_box("(no base model)", "wait")
+        self.base_answer.value = wait if base and base != self.name else self._answer_box("(no base model)", "wait")
         started = time.monotonic()
+        settings = self._settings_given()
 
         def work() -> dict:
             names = [self.name] + ([base] if base and base != self.name else [])
             with ThreadPoolExecutor(len(names)) as pool:
-                futures = {n: pool.submit(self._infer_one, n, prompt, image) for n in names}
+                futures = {n: pool.submit(self._infer_one, n, prompt, image, settings) for n in names}
                 return {n: f.result() for n, f in futures.items()}
 
         def done(results: dict) -> None:
@@ -539,7 +571,7 @@ class ModelCard(w.VBox):
             self.last_try = results
             mine = results[self.name]
             self.answer.value = self._answer_of(mine)
-            if base in results:
+            if base in results and base != self.name:
                 self.base_answer.value = self._answer_of(results[base])
             self.try_status.show(f"answered in {time.monotonic() - started:.0f} s", "ok")
             if mine.get("record"):
@@ -554,6 +586,36 @@ class ModelCard(w.VBox):
 
         return run_in_background(work, done, failed)
 
+    def _answer_settings(self) -> w.HBox:
+        """Max new tokens and Temperature, where this model's inference stage takes them (its defaults)."""
+        try:
+            found = inference.answer_settings(self.name)
+        except DeepeError:  # no inference stage: Try it says so when asked
+            found = {}
+        self.max_new_tokens = w.BoundedIntText(value=found.get("MAX_NEW_TOKENS", 64), min=1, max=4096,
+                                               description="Max new tokens", style={"description_width": "110px"},
+                                               layout=w.Layout(width="210px"),
+                                               tooltip="the longest answer, in tokens (about ¾ of a word each)")
+        self.temperature = w.BoundedFloatText(value=found.get("TEMPERATURE", 0.0), min=0.0, max=2.0, step=0.1,
+                                              description="Temperature", style={"description_width": "90px"},
+                                              layout=w.Layout(width="190px"),
+                                              tooltip="0: the same answer each time; higher: more varied answers")
+        self.max_new_tokens.layout.display = None if "MAX_NEW_TOKENS" in found else "none"
+        self.temperature.layout.display = None if "TEMPERATURE" in found else "none"
+        hint = w.HTML("<span style='color:#57606a'>Temperature 0 answers the same each time.</span>",
+                      layout=w.Layout(display=None if "TEMPERATURE" in found else "none"))
+        return w.HBox([self.max_new_tokens, self.temperature, hint],
+                      layout=w.Layout(align_items="center", flex_flow="row wrap"))
+
+    def _settings_given(self) -> dict:
+        """The answer settings shown, as the user set them (those a model takes are passed to it)."""
+        given = {}
+        if self.max_new_tokens.layout.display != "none":
+            given["MAX_NEW_TOKENS"] = int(self.max_new_tokens.value)
+        if self.temperature.layout.display != "none":
+            given["TEMPERATURE"] = float(self.temperature.value)
+        return given
+
     def _uploaded_image(self) -> str | None:
         """The uploaded picture, written under the workspace (the stage kernel reads a file)."""
         if not self.image.value:
@@ -565,9 +627,11 @@ class ModelCard(w.VBox):
         return str(path)
 
     @staticmethod
-    def _infer_one(name: str, prompt: str, image: str | None = None) -> dict:
+    def _infer_one(name: str, prompt: str, image: str | None = None, settings: dict | None = None) -> dict:
         try:
-            return inference.infer(name, [prompt], image=image)
+            takes = inference.answer_settings(name) if settings else {}
+            return inference.infer(name, [prompt], image=image,
+                                   overrides={k: v for k, v in (settings or {}).items() if k in takes})
         except DeepeError as exc:
             return {"responses": [], "error": exc.message, "record": None}
 
@@ -581,7 +645,10 @@ class ModelCard(w.VBox):
         if isinstance(first, dict) and first.get("images"):  # a text-to-image model: its picture (same seed)
             return self._picture_box(first["images"][0], first.get("seed"))
         text = str(first.get("response", "")) if isinstance(first, dict) else str(first)
-        return self._answer_box(text, "") if text.strip() else self._answer_box("(an empty answer)", "wait")
+        if text.strip():
+            return self._answer_box(text, "")
+        why = inference.empty_answer_words(first) if isinstance(first, dict) else "the model's answer is empty"
+        return self._answer_box(f"(an empty answer: {why})", "wait")
 
     def _finish_try(self) -> None:
         self.ask.disabled = False
@@ -593,8 +660,20 @@ class ModelCard(w.VBox):
 
     # --- Delete --------------------------------------------------------------------------
 
+    @staticmethod
+    def _refusal_words(message: str) -> str:
+        """A refusal of Delete as the page says it: no CLI flag the page does not offer."""
+        return message.replace(" or pass --force", "").replace("or pass --force", "").rstrip(" ;,")
+
     def _ask_delete(self) -> None:
+        """Say why the model cannot go, when it cannot, before "for good?" is asked at all."""
         self.status.clear()
+        self.confirm.hide()
+        try:
+            models.check_deletable(models.get_model(self.name))
+        except DeepeError as exc:
+            self.status.show(self._refusal_words(exc.message), "error")
+            return
         if models.is_owned(self.record):
             self.confirm.ask(f"Delete {self.name} and its folder for good?")
         else:
@@ -605,11 +684,14 @@ class ModelCard(w.VBox):
         if not self.admin:  # no button offers it here; refused all the same
             self.status.show(f"Deleting a model: {ADMIN_ONLY}.", "error")
             return
+        if self.kind == ModelKind.BASE:
+            self.status.show(f"{self.name} is a base model: it is not deleted here (deepe models delete "
+                             f"{self.name} does it, once no model is made from it).", "error")
+            return
         try:
             kept = models.delete_model(self.name, asked_by=who_asks())
         except DeepeError as exc:
-            self.status.show(exc.message.replace(" or pass --force", "").replace("or pass --force", "")
-                             .rstrip(" ;,"), "error")
+            self.status.show(self._refusal_words(exc.message), "error")
             return
         if self.on_deleted:
             self.on_deleted(self.name, models.deleted_words(self.name, kept))
@@ -637,8 +719,15 @@ class ModelCard(w.VBox):
             return w.VBox([w.HTML("<h4>Server</h4>"), self.live_info, w.HBox([self.stop_button, self.deploy_note])])
         if not self.admin:
             return w.VBox([self.deploy_note])
-        self.deploy_button = w.Button(description="Deploy on vLLM", icon="rocket", layout=w.Layout(width="170px"))
+        self.deploy_button = w.Button(description="Deploy on vLLM", icon="rocket",
+                                      layout=w.Layout(width="170px", flex="0 0 auto"))  # never cut by its note
         self.deploy_button.on_click(lambda _b: self.deploy())
+        missing = deploy_unavailable()
+        if missing:  # offered, but disabled with the reason: an admin learns what to do
+            self.deploy_button.disabled = True
+            self.deploy_button.tooltip = missing
+            self.deploy_note.value = (f"<span class='deepe-deploy-missing' style='color:#57606a'>"
+                                      f"{html.escape(missing)}</span>")
         box = w.VBox([w.HTML("<h4>Deploy</h4><div style='color:#57606a'>Serves the model as an OpenAI-compatible "
                              "endpoint on 127.0.0.1 (a new <b>Live Model</b>).</div>"),
                       w.HBox([self.deploy_button, self.deploy_note], layout=w.Layout(align_items="center"))])

@@ -252,9 +252,11 @@ def render_notebook(path: str | Path) -> str:
     nb, cut_size = read_record(path)
     _bound_outputs(nb)
     nb.metadata.pop("widgets", None)  # a widget's saved state is no output a reader can use
+    # one render at a time, sanitising included: bleach's cleaner (shared) is not thread-safe, and two
+    # records read at once (Try it's answer arriving as its record is opened) broke it with an AssertionError
     with _export_lock:
         body, _resources = _exporter().from_notebook_node(nb)
-    body = sanitize(body)  # the template's own markup too: nothing but inert HTML reaches the page
+        body = sanitize(body)  # the template's own markup too: nothing but inert HTML reaches the page
     if cut_size is not None:
         note = _cut_note(path, cut_size, len(nb.cells))
         body = note + body + note

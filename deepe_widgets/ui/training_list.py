@@ -1,5 +1,5 @@
 """The trainings list: one row per job (status, progress, method, base model, started, duration,
-last loss) with its own "View Details"; tick rows to Compare or Cancel them."""
+last loss) with its own "View Details"; tick rows to Compare, Cancel or Remove them."""
 
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ def status_html(job) -> str:
 
 
 class TrainingList(PollingView, w.VBox):
-    """Each row has "View Details"; ticked rows can be compared or cancelled (after a question).
-    Refreshes itself every few seconds.
+    """Each row has "View Details"; ticked rows can be compared, cancelled or removed (the last two
+    after a question). Refreshes itself every few seconds.
 
     Shows one page of jobs at a time (newest first), so ten thousand jobs cost what twenty-five do;
     a selection survives paging. The rows scroll in a box of their own, so the details that open
@@ -62,8 +62,9 @@ class TrainingList(PollingView, w.VBox):
 
     poll_seconds = 2.0
 
-    def __init__(self, on_details=None, on_compare=None, page_size: int = 25):
+    def __init__(self, on_details=None, on_compare=None, page_size: int = 25, on_removed=None):
         self.on_details, self.on_compare, self.page_size = on_details, on_compare, page_size
+        self.on_removed = on_removed  # called with the ids removed (the dashboard closes their details)
         self.page = 0
         self.table = GridTable(list(COLUMNS), max_height="380px")
         self.table.add_class("deepe-trainings")
@@ -75,6 +76,9 @@ class TrainingList(PollingView, w.VBox):
         self.open_job: int | None = None
         self.compare = w.Button(description="Compare", icon="columns", tooltip="compare the ticked trainings")
         self.cancel = w.Button(description="Cancel…", icon="stop", tooltip="cancel the ticked trainings (asks first)")
+        self.remove = w.Button(description="Remove…", icon="trash",
+                               tooltip="remove the ticked finished trainings from the list, with their run "
+                                       "folders (asks first)")
         self.reload = w.Button(description="Refresh", icon="refresh")
         self.newer = w.Button(description="Newer", icon="chevron-left", layout=w.Layout(width="90px"))
         self.older = w.Button(description="Older", icon="chevron-right", layout=w.Layout(width="90px"))
@@ -82,19 +86,22 @@ class TrainingList(PollingView, w.VBox):
         self.status = Status()
         self.connection = ConnectionNote()
         self.confirm = confirm_row(w.HTML(), "Yes, cancel them", self._cancel_asked, no="No, let them run")
+        self.confirm_remove = confirm_row(w.HTML(), "Yes, remove them", self._remove_asked, no="No, keep them")
         self._to_cancel: list[int] = []
+        self._to_remove: list[int] = []
         self._following: list[int] = []  # the jobs the status line speaks of while they are being cancelled
         self._cancelled: list | None = None  # those jobs as last read, while the line follows them
         self._cancel_failed: list[str] = []
         self.compare.on_click(lambda _b: self._on_compare())
         self.cancel.on_click(lambda _b: self._on_cancel())
+        self.remove.on_click(lambda _b: self._on_remove())
         self.reload.on_click(lambda _b: self._on_reload())
         self.newer.on_click(lambda _b: self.show_page(self.page - 1))
         self.older.on_click(lambda _b: self.show_page(self.page + 1))
         super().__init__([stylesheet(), w.HTML("<h3>Trainings</h3>"),
-                          w.HBox([self.compare, self.reload, self.cancel, self.status, self.connection],
-                                 layout=w.Layout(align_items="center", flex_flow="row wrap")),
-                          self.confirm, self.table,
+                          w.HBox([self.compare, self.reload, self.cancel, self.remove, self.status,
+                                  self.connection], layout=w.Layout(align_items="center", flex_flow="row wrap")),
+                          self.confirm, self.confirm_remove, self.table,
                           w.HBox([self.newer, self.older, self.position], layout=w.Layout(align_items="center"))])
         self.refresh()
         self.start_polling()
@@ -230,6 +237,7 @@ class TrainingList(PollingView, w.VBox):
         """Seed-style "are you sure": says which trainings, and what cancelling does, before it does it."""
         chosen = self.chosen()
         self.confirm.hide()
+        self.confirm_remove.hide()
         if not chosen:
             self.status.show("Tick the trainings to cancel first (the boxes on the left).", "warn")
             return
@@ -283,3 +291,56 @@ class TrainingList(PollingView, w.VBox):
         self.status.show(text, "error" if self._cancel_failed else "ok")
         if not self._following:
             self._cancelled = None
+
+    def _on_remove(self) -> None:
+        """Ask before removing the ticked finished jobs; the ones that cannot go are named with the
+        reason first (a running job, a job whose model is still registered), before any question."""
+        chosen = self.chosen()
+        self.confirm.hide()
+        self.confirm_remove.hide()
+        if not chosen:
+            self.status.show("Tick the trainings to remove first (the boxes on the left).", "warn")
+            return
+        removable, refused = [], []
+        for job_id in chosen:
+            try:
+                job = jobs.get_job(job_id)
+                jobs.check_removable(job)
+            except DeepeError as exc:
+                refused.append(exc.message)
+                continue
+            removable.append(job)
+        if not removable:
+            self.status.show("Nothing to remove: " + "; ".join(refused) + ".", "error")
+            return
+        if refused:  # said beside the question, which names only the ones that go
+            self.status.show("Not removed: " + "; ".join(refused) + ".", "warn")
+        else:
+            self.status.clear()
+        self._to_remove = [j.id for j in removable]
+        names = ", ".join(f"{j.name} ({j.status})" for j in removable)
+        one = len(removable) == 1
+        self.confirm_remove.yes.description = "Yes, remove it" if one else "Yes, remove them"
+        self.confirm_remove.no.description = "No, keep it" if one else "No, keep them"
+        self.confirm_remove.ask(f"Remove {'this training' if one else f'these {len(removable)} trainings'} "
+                                f"({names}) from the list? Its metrics, log and run folder are deleted for good.")
+
+    def _remove_asked(self) -> None:
+        removed, failed = [], []
+        for job_id in self._to_remove:
+            try:
+                jobs.delete_job(job_id)
+            except DeepeError as exc:  # started or gained a model since the question
+                failed.append(exc.message)
+                continue
+            removed.append(job_id)
+        self._to_remove = []
+        self._untick_all()
+        if self.open_job in removed:
+            self.open_job = None
+        text = (f"removed {', '.join(f'job {i}' for i in removed)}" if removed else "") + \
+            ("; " if removed and failed else "") + "; ".join(failed)
+        self.status.show(text, "error" if failed else "ok")
+        self.refresh()
+        if removed and self.on_removed:
+            self.on_removed(removed)

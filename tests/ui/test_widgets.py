@@ -1,7 +1,9 @@
 """The widgets in plain Python: buttons are clicked with `.click()`, no browser."""
 
 import asyncio
+import html
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -464,8 +466,9 @@ def test_models_tab_lists_cards_saves_and_asks_before_deleting(workspace, tmp_pa
     customized_model(job, "tiny_train1_20261123_abcd", tmp_path)
     opened = []
     view = ModelsView(on_job=opened.append, start_worker=False)
-    cells = [c.value for c in view.rows["tiny_train1_20261123_abcd"][:6]]
+    cells = [html.unescape(re.sub(r"<[^>]+>", "", c.value)) for c in view.rows["tiny_train1_20261123_abcd"][:6]]
     assert cells[1:4] == ["tiny", "SFT-Demo", "demo-sft"] and cells[5] == "loss 0.0036"
+    assert "title='SFT-Demo'" in view.rows["tiny_train1_20261123_abcd"][2].value  # cut at 800 px: whole on hover
     view.open_model("tiny_train1_20261123_abcd")
     card = view.card
     text = "".join(getattr(c, "value", "") for c in shown(card) if isinstance(c, w.HTML))
@@ -478,13 +481,12 @@ def test_models_tab_lists_cards_saves_and_asks_before_deleting(workspace, tmp_pa
     card.save.click()
     save = jobs.list_jobs()[0]
     assert save.kind == "save" and save.params["DTYPE"] == "bfloat16" and "is queued" in card.save_note.value
-    # Delete asks first; a model another was made from is refused, in words
+    # a model another was made from is refused, in words, before "for good?" is asked
     models.add_model("tiny_train1_20261123_abcd_s_ef01", tmp_path / "merged", kind="complete",
                      parent="tiny_train1_20261123_abcd", method="SFT-Demo", meta={"dtype": "bfloat16"})
     card.delete.click()
-    assert "Delete tiny_train1_20261123_abcd" in card.confirm.children[0].value
+    assert card.confirm.layout.display == "none"
     assert "tiny_train1_20261123_abcd" in [m.name for m in models.list_models()]
-    card.confirm.yes.click()
     assert "is the base of tiny_train1_20261123_abcd_s_ef01" in card.status.value
     assert "--force" not in card.status.value
     view.kind.value = "complete"
@@ -915,9 +917,9 @@ def test_the_dashboard_refuses_to_delete_a_model_a_queued_job_uses(workspace, tm
     view = ModelsView(start_worker=False, admin=True)
     view.open_model("tiny_train1_20261123_abcd")
     card = view.card
-    card.delete.click()
-    card.confirm.yes.click()
+    card.delete.click()  # refused before "for good?" is asked
     assert f"is used by job {save.id}" in card.status.value and "cancel" in card.status.value
+    assert card.confirm.layout.display == "none"
     assert (tmp_path / "tiny_train1_20261123_abcd").is_dir()
     assert "tiny_train1_20261123_abcd" in [m.name for m in models.list_models()]
     jobs.cancel_job(save.id)
