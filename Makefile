@@ -15,4 +15,4 @@ demo: setup
 test: setup-test
 	.venv/bin/ruff check .
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir site  # not --quiet: it hides the warnings --strict counts
-	.venv/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup  # two workers: the suite waits on kernels half the time
+	.venv/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup --no-loadscope-reorder  # two workers: the suite waits on kernels half the time

@@ -16,27 +16,76 @@ from pathlib import Path
 import pytest
 
 
+def _group(item) -> str | None:
+    mark = item.get_closest_marker("xdist_group")
+    return mark.args[0] if mark and mark.args else None
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest work first, so two xdist workers end together: the Ray tests (one unit: they share a
+    head), then the trainings and browser tests, with the vLLM tests among them once the environment
+    they wait for has had minutes to build; quick tests last, to fill the gaps. Stable, so each worker
+    computes the same order (xdist checks it)."""
+    def slow(item) -> bool:
+        return item.get_closest_marker("training") is not None or item.path.name.endswith("_browser.py")
+
+    ahead_of_vllm = [item for item in items if slow(item) and _group(item) is None][:8]
+    rank = {}
+    for item in items:
+        if _group(item) == "ray":
+            rank[item.nodeid] = 0
+        elif _group(item) == "vllm":
+            rank[item.nodeid] = 2
+        elif slow(item):
+            rank[item.nodeid] = 1 if item in ahead_of_vllm else 3
+        else:
+            rank[item.nodeid] = 4
+    items.sort(key=lambda item: rank[item.nodeid])
+
+
+def _run_folder(tmp_path_factory) -> Path:
+    """The session's temp folder, the same for every xdist worker (each has a folder of its own in it)."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """`build(folder)` run once per test run, by the first worker that needs it; the others wait for it
+    and read the same folder (a lock file orders them). Returns the folder."""
+    import fcntl
+
+    root = _run_folder(tmp_path_factory)
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed half-way
+            folder.mkdir(parents=True)
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A tiny Llama with a ChatML tokenizer trained on the demo data (built once per session)."""
+    """A tiny Llama with a ChatML tokenizer trained on the demo data (built once per run)."""
     from deepe_widgets.testing import make_tiny_model
 
-    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+    return built_once(tmp_path_factory, "tiny-model", lambda folder: make_tiny_model(folder / "tiny")) / "tiny"
 
 
 @pytest.fixture(scope="session")
 def default_model_dir(tmp_path_factory) -> Path:
-    """The embedded default base model (SmolLM2), imported from its GGUF once per session: the import
+    """The embedded default base model (SmolLM2), imported from its GGUF once per run: the import
     costs 20 s of CPU, and `deepe models list` does it in every workspace that lacks the model."""
-    import sys
-
     from deepe_widgets.models import DEFAULT_BASE_MODEL
 
-    session_home = tmp_path_factory.mktemp("default-model") / "deepe-home"
-    env = {**{k: v for k, v in os.environ.items() if k != "DEEPE_DB_URL"}, "DEEPE_HOME": str(session_home)}
-    subprocess.run([sys.executable, "-c", "from deepe_widgets import models; models.ensure_default_model()"],
-                   check=True, stdin=subprocess.DEVNULL, capture_output=True, env=env)
-    return session_home / "models" / DEFAULT_BASE_MODEL
+    def build(folder: Path) -> None:
+        env = {**{k: v for k, v in os.environ.items() if k != "DEEPE_DB_URL"}, "DEEPE_HOME": str(folder / "deepe-home")}
+        subprocess.run([sys.executable, "-c", "from deepe_widgets import models; models.ensure_default_model()"],
+                       check=True, stdin=subprocess.DEVNULL, capture_output=True, env=env)
+
+    return built_once(tmp_path_factory, "default-model", build) / "deepe-home" / "models" / DEFAULT_BASE_MODEL
 
 
 def _link_default_model(models_dir: Path, default_model_dir: Path) -> None:
@@ -184,23 +233,30 @@ class TrainedTiny:
 
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory, tiny_model_dir, default_model_dir) -> TrainedTiny:
-    """Trained once per session (a minute on 2 cores) for the tests that only read a Customized and a
-    Complete Model; `trained_workspace` gives a test copies of both that it may change."""
+    """Trained once per run (a minute on 2 cores), by the first xdist worker that needs it, for the tests
+    that only read a Customized and a Complete Model; `trained_workspace` gives a test copies of both
+    that it may change."""
     from helpers import FAST_PARAMS, deepe, deepe_json
 
-    home = tmp_path_factory.mktemp("trained") / "deepe-home"
-    home.mkdir(mode=0o700)
-    _link_default_model(home / "models", default_model_dir)
-    env = {"DEEPE_HOME": str(home), "DEEPE_DB_URL": None, "DEEPE_WORKER_IDLE_EXIT": "5",
-           "DEEPE_EVALUATE_AFTER_TRAINING": "0"}
-    deepe("models", "add", "tiny", str(tiny_model_dir), env=env)
-    trained = deepe_json("train", "--method", "SFT-Demo", "--base-model", "tiny", "--dataset", "demo-sft",
-                         "--name", "cards", *FAST_PARAMS, "--wait", "--json", env=env)
-    assert trained["status"] == "succeeded", trained["error"]
-    saved = deepe_json("save", trained["artifacts"][0]["name"], "--wait", "--json", env=env)
-    assert saved["status"] == "succeeded", saved["error"]
-    deepe("worker", "stop", env=env)
-    return TrainedTiny(home, trained, saved, trained["artifacts"][0], saved["artifacts"][0])
+    def build(folder: Path) -> None:
+        home = folder / "deepe-home"
+        home.mkdir(mode=0o700)
+        _link_default_model(home / "models", default_model_dir)
+        env = {"DEEPE_HOME": str(home), "DEEPE_DB_URL": None, "DEEPE_WORKER_IDLE_EXIT": "5",
+               "DEEPE_EVALUATE_AFTER_TRAINING": "0"}
+        deepe("models", "add", "tiny", str(tiny_model_dir), env=env)
+        trained = deepe_json("train", "--method", "SFT-Demo", "--base-model", "tiny", "--dataset", "demo-sft",
+                             "--name", "cards", *FAST_PARAMS, "--wait", "--json", env=env)
+        assert trained["status"] == "succeeded", trained["error"]
+        saved = deepe_json("save", trained["artifacts"][0]["name"], "--wait", "--json", env=env)
+        assert saved["status"] == "succeeded", saved["error"]
+        deepe("worker", "stop", env=env)
+        (folder / "outcome.json").write_text(json.dumps({"trained": trained, "saved": saved}))
+
+    folder = built_once(tmp_path_factory, "trained-tiny", build)
+    outcome = json.loads((folder / "outcome.json").read_text())
+    trained, saved = outcome["trained"], outcome["saved"]
+    return TrainedTiny(folder / "deepe-home", trained, saved, trained["artifacts"][0], saved["artifacts"][0])
 
 
 @pytest.fixture
@@ -225,8 +281,7 @@ def trained_workspace(workspace, trained_tiny) -> Path:
 # the session's first test on whichever worker gets there first, in a folder both workers share, and
 # runs while the other tests do.
 def _needs_vllm(item) -> bool:
-    group = item.get_closest_marker("xdist_group")
-    return "vllm_env" in item.fixturenames or bool(group and group.args and group.args[0] == "vllm")
+    return "vllm_env" in item.fixturenames or _group(item) == "vllm"
 
 
 class EnvBuild:

@@ -23,6 +23,8 @@ from helpers import BOTH_BACKENDS, deepe, slow_template_notebook, wait_lease_exp
 from stage_notebooks import plain_notebook
 
 pytest.importorskip("ray.job_submission")
+# one worker runs them all, so the Ray head (tens of seconds to start) starts once per run
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 @pytest.fixture(scope="module")  # stopped after this file: an idle head still takes CPU from the others
