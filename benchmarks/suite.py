@@ -39,6 +39,11 @@ class Bench:
         self.paint_split: dict[str, list[tuple[float, float]]] = {}
         os.environ["DEEPE_HOME"] = str(workdir / "home")
         os.environ.pop("DEEPE_DB_URL", None)
+        # The rows time trainings and the queue: the evaluations a training queues after it ends
+        # would run between the rows and delay the next row's jobs.
+        from deepe_widgets.evaluations import AUTO_ENV
+
+        os.environ[AUTO_ENV] = "0"
         from deepe_widgets import demo_data, methods, models, store
 
         store.dispose_engines()
