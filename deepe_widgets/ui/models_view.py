@@ -309,8 +309,9 @@ class ModelCard(w.VBox):
             flex="1 1 0", min_width="0", padding="0 8px 0 0", display=None if has_base else "none"))
         try_box = w.VBox([w.HTML("<h4>Try it</h4>" + ("<div style='color:#57606a'>It scores the "
                                                       "answer as a reply to the prompt.</div>" if scores else "")),
-                          self.image, w.HBox([self.prompt, self.answer_given], layout=w.Layout(
-                              width="100%", grid_gap="8px")), self.settings,
+                          # one text box unless it scores answers (a page's lone textarea stays the prompt)
+                          self.image, w.HBox([self.prompt, *([self.answer_given] if scores else [])],
+                                             layout=w.Layout(width="100%", grid_gap="8px")), self.settings,
                           w.HBox([self.ask, self.try_status], layout=w.Layout(align_items="center",
                                                                              flex_flow="row wrap")),
                           w.HBox([w.VBox([self.answer_title, self.answer], layout=columns), self.base_column],
