@@ -33,7 +33,7 @@ from pathlib import Path
 import psutil
 from sqlmodel import select
 
-from . import config, envs, jobs, methods, models, store
+from . import config, envs, jobs, methods, models, store, trainings
 from .config import StageName
 from .errors import DeepeError
 from .models import SERVING_STATUSES, LiveState, LiveStatus
@@ -97,6 +97,14 @@ def _live_server_for_base(base_path: str) -> store.ModelRecord | None:
     return None
 
 
+def check_generates(record: store.ModelRecord) -> None:
+    """Refuse to deploy a model that generates nothing (a reward model scores answers): vLLM serves generation."""
+    training_type = trainings.for_model(record)
+    if training_type.scores_answers:
+        raise DeepeError(f"{record.name} is not deployed: it is {training_type.model_is}, which scores answers "
+                         f"and generates none, and vLLM serves generation", field="model")
+
+
 def submit_deploy(model_name: str, *, engine: str = "vllm", host: str = "127.0.0.1", port: int | None = None,
                   name: str | None = None) -> tuple[Job, store.ModelRecord]:
     """Queue a deployment of a Complete or base model, or of a Customized Model as a LoRA adapter on
@@ -105,6 +113,7 @@ def submit_deploy(model_name: str, *, engine: str = "vllm", host: str = "127.0.0
     if record.kind == ModelKind.LIVE:
         raise DeepeError(f"{model_name!r} is already a live model; deploy the model it serves "
                          f"({record.parent})", field="model")
+    check_generates(record)
     if record.kind == ModelKind.CUSTOMIZED:
         _check_folder(record.path, "adapter")
         _check_folder(models.get_model(record.parent).path, "base model")

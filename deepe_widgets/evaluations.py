@@ -177,6 +177,9 @@ def plan_evaluation(model: str, *, dataset: str | None = None, suite: str | None
     suite = suite or training_type.default_suite
     if suite not in SUITES:
         raise DeepeError(f"unknown suite {suite!r}; suites are {', '.join(SUITES)}", field="suite")
+    if not training_type.suites and training_type.evaluated_while_training:
+        raise DeepeError(f"{model} has no evaluation suite: {training_type.evaluated_while_training}",
+                         field="suite")
     if suite not in training_type.suites:
         raise DeepeError(f"{training_type.name} models are not evaluated with the {suite} suite; theirs: "
                          f"{', '.join(training_type.suites) or 'none yet'}", field="suite")

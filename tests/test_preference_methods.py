@@ -16,7 +16,7 @@ import pytest
 from deepe_widgets import compare, inference, jobs, methods, metrics, models, store, trainings
 from deepe_widgets.errors import DeepeError
 
-from helpers import running_job, write_jsonl
+from helpers import customized_model, deepe, running_job, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "method_templates"
@@ -237,6 +237,17 @@ def test_reward_model_learns_to_prefer_the_chosen_answers_and_keeps_its_head_thr
     assert card["score"] > plain["score"] and card["response"].startswith("score ")
     trained_scores = reward_scores(trained, tokenizer, [prompts[0]] * 2, [chosen[0], rejected[0]])
     assert [card["score"], plain["score"]] == pytest.approx(trained_scores, abs=1e-4)
+    # Try it on its card: the answer given beside the prompt, scored by it alone, the score in words
+    from deepe_widgets.ui.models_view import ModelCard
+
+    tried = ModelCard(models.get_model("judge-tiny"), start_worker=False)
+    tried.prompt.value, tried.answer_given.value = prompts[0], chosen[0]
+    tried.try_it()  # outside a kernel's loop it runs here and now
+    assert set(tried.last_try) == {"judge-tiny"}, tried.last_try  # its base model has no score head to ask
+    assert tried.last_try["judge-tiny"]["responses"][0]["score"] == pytest.approx(card["score"], abs=1e-4)
+    assert (f"score {card['score']:.2f}: higher means the reward model prefers this answer"
+            in tried.answer.value), tried.answer.value
+    tried.close()
 
     # saving merges the adapter into a plain sequence classifier that scores as the adapter did
     complete = tmp_path / "complete"
@@ -247,6 +258,18 @@ def test_reward_model_learns_to_prefer_the_chosen_answers_and_keeps_its_head_thr
     assert type(merged).__name__ == "LlamaForSequenceClassification" and merged.config.num_labels == 1
     assert reward_scores(merged, AutoTokenizer.from_pretrained(complete), [prompts[0]] * 2,
                          [chosen[0], rejected[0]]) == pytest.approx(trained_scores, abs=1e-4)
+
+
+def test_a_reward_model_is_not_deployed_and_says_why(workspace, tmp_path):
+    """`deepe deploy` refuses a reward model in one sentence (vLLM serves generation; it generates
+    nothing), before any environment is asked for, and nothing is queued or registered."""
+    job = jobs.submit_training("Reward-Demo", "tiny", "demo-dpo")
+    customized_model(job, "judge-tiny", tmp_path, method="Reward-Demo")
+    refused = deepe("deploy", "judge-tiny", check=False)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "error: judge-tiny is not deployed: it is a reward model (a chat model with a score head), which scores "
+        "answers and generates none, and vLLM serves generation"], refused.stderr
+    assert [j.kind for j in jobs.list_jobs()] == ["train"] and models.list_models(store.ModelKind.LIVE) == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,12 @@ class TrainingType:
     # the config class (module.Class) each of its methods builds its trainer with: the keys of a
     # training's extra arguments (EXTRA_ARGS) are checked against its fields
     config_classes: dict[str, str] = {}
+    # its models score a prompt with an answer (their inference stage's ANSWERS) and generate nothing:
+    # Try it asks for the answer, and they are not deployed (vLLM serves generation)
+    scores_answers = False
+    score_meaning = ""  # what a score says, in words, after "score 0.44: "
+    # how its models are evaluated where no suite applies, in words ("" : no suite yet)
+    evaluated_while_training = ""
 
     # which type is asked first, the highest first (a diffusers pipeline is recognized before a vision
     # tower, a vision tower before an embedding model's folder); among equals the newest registered

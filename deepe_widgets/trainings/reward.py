@@ -19,6 +19,11 @@ class RewardModelling(Preference):
     model_is = "a reward model (a chat model with a score head)"
     evaluation_file = None  # scored on held-out pairs while it trains (eval_accuracy, eval_margin)
     suites = ()
+    scores_answers = True
+    score_meaning = "higher means the reward model prefers this answer"
+    evaluated_while_training = ("a reward model is evaluated on its held-out pairs while it trains: eval_accuracy "
+                                "(how often it scores the chosen answer above the rejected one) and eval_margin "
+                                "(by how much), in its training metrics")
     config_classes = {"Reward-Demo": "trl.RewardConfig"}
     # RewardTrainer's `margin` (chosen score minus rejected): wider is better; the name rule knows `margins` only
     metric_directions = {"margin": "max"}

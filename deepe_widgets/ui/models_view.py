@@ -28,6 +28,7 @@ from ..errors import DeepeError
 from ..jobs import format_time as when
 from ..models import LiveState
 from ..store import FINISHED, JobStatus, ModelKind
+from ..trainings.chat import CHAT
 from .common import close_tree, stylesheet
 from .evaluation_view import EvaluationSection, score_names, score_text, suite_label
 from .feedback import ConnectionNote, Status, confirm_row, error_text
@@ -230,6 +231,15 @@ def deploy_unavailable(engine: str = "vllm") -> str | None:
     return None
 
 
+def _training_type(record) -> trainings.TrainingType:
+    """The model's training type; a model whose method is gone reads as a chat model (its card says the
+    method no longer exists)."""
+    try:
+        return trainings.for_model(record)
+    except DeepeError:
+        return CHAT
+
+
 def _takes_image(name: str) -> bool:
     try:
         return inference.takes_image(name)
@@ -245,6 +255,7 @@ class ModelCard(w.VBox):
         self.record, self.name, self.kind = record, record.name, record.kind
         self.on_job, self.on_deleted, self.start_worker = on_job, on_deleted, start_worker
         self.info = model_card(record)
+        self.training_type = _training_type(record)
         self.status = Status()
         made_by = self.info["made_by_job"]
         self.job_button = w.Button(description=f"View job {made_by}" if made_by else "", icon="search",
@@ -263,9 +274,15 @@ class ModelCard(w.VBox):
         save_box.layout.display = None if self.kind == ModelKind.CUSTOMIZED else "none"
         self.save_box = save_box
         self._explain_save()
-        # Try it: a prompt, answered by this model and by its base model
-        self.prompt = w.Textarea(placeholder="Ask something, e.g. Give the capital card for this country: France",
-                                 layout=w.Layout(width="100%", height="70px"))
+        # Try it: a prompt, answered by this model and by its base model; a reward model scores an answer
+        # given beside the prompt, alone (its base model has no score head)
+        scores = self.training_type.scores_answers
+        self.prompt = w.Textarea(placeholder=("The prompt, e.g. " if scores else "Ask something, e.g. ")
+                                 + "Give the capital card for this country: France",
+                                 layout=w.Layout(flex="1 1 0", min_width="0", height="70px"))
+        self.answer_given = w.Textarea(placeholder="The answer to score, e.g. CAPITAL CARD | France | Paris",
+                                       layout=w.Layout(flex="1 1 0", min_width="0", height="70px",
+                                                       display=None if scores else "none"))
         self.ask = w.Button(description="Try it", icon="play", button_style="primary")
         self.ask.on_click(lambda _b: self.try_it())
         # a vision-language model answers about a picture the user uploads
@@ -276,7 +293,7 @@ class ModelCard(w.VBox):
         self.answer = w.HTML(self._answer_box("", ""))
         self.base_answer = w.HTML(self._answer_box("", ""))
         self.answer_title = w.HTML(f"<b>{html.escape(self.name)}</b>")
-        has_base = bool(self.info["base_model"]) and self.info["base_model"] != self.name
+        has_base = bool(self.info["base_model"]) and self.info["base_model"] != self.name and not scores
         self.base_title = w.HTML(f"<b>{html.escape(self.info['base_model'] or '-')}</b> "
                                  "<span style='color:#57606a'>(the base model, before training)</span>")
         self.try_record = RecordView(download_prefix=f"{self.name}-")
@@ -290,7 +307,11 @@ class ModelCard(w.VBox):
         # a base model answers alone: no second column of itself
         self.base_column = w.VBox([self.base_title, self.base_answer], layout=w.Layout(
             flex="1 1 0", min_width="0", padding="0 8px 0 0", display=None if has_base else "none"))
-        try_box = w.VBox([w.HTML("<h4>Try it</h4>"), self.image, self.prompt, self.settings,
+        try_box = w.VBox([w.HTML("<h4>Try it</h4>" + ("<div style='color:#57606a'>It scores the "
+                                                      "answer as a reply to the prompt.</div>" if scores else "")),
+                          # one text box unless it scores answers (a page's lone textarea stays the prompt)
+                          self.image, w.HBox([self.prompt, *([self.answer_given] if scores else [])],
+                                             layout=w.Layout(width="100%", grid_gap="8px")), self.settings,
                           w.HBox([self.ask, self.try_status], layout=w.Layout(align_items="center",
                                                                              flex_flow="row wrap")),
                           w.HBox([w.VBox([self.answer_title, self.answer], layout=columns), self.base_column],
@@ -367,7 +388,7 @@ class ModelCard(w.VBox):
         """Evaluate: a suite on a dataset (the training's by default); a benchmark file, or a judge."""
         names = [d.name for d in datasets.list_datasets()]
         default = self.info["dataset"] if self.info["dataset"] in names else (names[0] if names else None)
-        training_type = trainings.for_model(self.record)  # its suites: a chat model's are not an embedder's
+        training_type = self.training_type  # its suites: a chat model's are not an embedder's
         suites = [s for s in training_type.suites if s in evaluations.SUITES]
         self.eval_suite = w.Dropdown(options=[(suite_label(s), s) for s in suites], description="Suite",
                                      value=training_type.default_suite if training_type.default_suite in suites
@@ -394,8 +415,10 @@ class ModelCard(w.VBox):
         self.eval_suite.observe(lambda _c: self._show_suite_fields(), "value")
         self._show_suite_fields()
         if not suites:
-            return w.VBox([w.HTML(f"<h4>Evaluate</h4><div style='color:#57606a'>{html.escape(training_type.name)} "
-                                  "models have no evaluation suite yet.</div>")])
+            words = (f"It has no evaluation suite: {training_type.evaluated_while_training}."
+                     if training_type.evaluated_while_training
+                     else f"{training_type.name} models have no evaluation suite yet.")
+            return w.VBox([w.HTML(f"<h4>Evaluate</h4><div style='color:#57606a'>{html.escape(words)}</div>")])
         return w.VBox([w.HTML("<h4>Evaluate</h4><div style='color:#57606a'>Runs a suite on this model as an evaluate "
                               "job (a re-runnable record); its scores appear above, beside its base model's.</div>"),
                        self.eval_suite, self.eval_dataset, self.eval_benchmark, self.eval_judge, self.eval_with_base,
@@ -545,7 +568,12 @@ class ModelCard(w.VBox):
         if not prompt:
             self.try_status.show("Write a prompt first.", "warn")
             return None
-        base = self.info["base_model"]
+        base = None if self.training_type.scores_answers else self.info["base_model"]
+        answer = self.answer_given.value.strip() if self.training_type.scores_answers else None
+        if self.training_type.scores_answers and not answer:
+            self.try_status.show("Write the answer to score too: this model scores a prompt with its answer.",
+                                 "warn")
+            return None
         image = self._uploaded_image()
         if self.image.layout.display != "none" and image is None:
             self.try_status.show("Choose an image first: this model answers about a picture.", "warn")
@@ -563,7 +591,7 @@ class ModelCard(w.VBox):
         def work() -> dict:
             names = [self.name] + ([base] if base and base != self.name else [])
             with ThreadPoolExecutor(len(names)) as pool:
-                futures = {n: pool.submit(self._infer_one, n, prompt, image, settings) for n in names}
+                futures = {n: pool.submit(self._infer_one, n, prompt, image, settings, answer) for n in names}
                 return {n: f.result() for n, f in futures.items()}
 
         def done(results: dict) -> None:
@@ -627,11 +655,15 @@ class ModelCard(w.VBox):
         return str(path)
 
     @staticmethod
-    def _infer_one(name: str, prompt: str, image: str | None = None, settings: dict | None = None) -> dict:
+    def _infer_one(name: str, prompt: str, image: str | None = None, settings: dict | None = None,
+                   answer: str | None = None) -> dict:
+        """`name`'s answer to `prompt` (or, given `answer`, its score of that answer: a reward model)."""
         try:
             takes = inference.answer_settings(name) if settings else {}
-            return inference.infer(name, [prompt], image=image,
-                                   overrides={k: v for k, v in (settings or {}).items() if k in takes})
+            overrides = {k: v for k, v in (settings or {}).items() if k in takes}
+            if answer is not None:
+                overrides["ANSWERS"] = [answer]
+            return inference.infer(name, [prompt], image=image, overrides=overrides)
         except DeepeError as exc:
             return {"responses": [], "error": exc.message, "record": None}
 
@@ -644,6 +676,9 @@ class ModelCard(w.VBox):
         first = responses[0]
         if isinstance(first, dict) and first.get("images"):  # a text-to-image model: its picture (same seed)
             return self._picture_box(first["images"][0], first.get("seed"))
+        if isinstance(first, dict) and isinstance(first.get("score"), (int, float)):  # a reward model's score
+            meaning = self.training_type.score_meaning
+            return self._answer_box(f"score {first['score']:.2f}" + (f": {meaning}" if meaning else ""), "")
         text = str(first.get("response", "")) if isinstance(first, dict) else str(first)
         if text.strip():
             return self._answer_box(text, "")
@@ -717,6 +752,11 @@ class ModelCard(w.VBox):
                                         disabled=not state.serving)
             self.stop_button.on_click(lambda _b: self.stop_live())
             return w.VBox([w.HTML("<h4>Server</h4>"), self.live_info, w.HBox([self.stop_button, self.deploy_note])])
+        try:
+            deployments.check_generates(self.record)
+        except DeepeError as exc:  # a reward model generates nothing: no Deploy, and why
+            self.deploy_note.value = f"<span style='color:#57606a'>{html.escape(exc.message)}.</span>"
+            return w.VBox([w.HTML("<h4>Deploy</h4>"), self.deploy_note])
         if not self.admin:
             return w.VBox([self.deploy_note])
         self.deploy_button = w.Button(description="Deploy on vLLM", icon="rocket",

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from deepe_widgets import jobs, models
 from deepe_widgets.store import ModelKind
 from deepe_widgets.ui import ModelsView
@@ -129,3 +131,42 @@ def test_records_read_at_once_are_each_shown(tmp_path):
     for thread in threads:
         thread.join()
     assert failures == [] and len(bodies) == 12 and all("Paris" in body for body in bodies)
+
+
+def _tree(widget) -> list:
+    """Every widget shown inside `widget`."""
+    found = [widget]
+    for child in getattr(widget, "children", ()):
+        found += _tree(child)
+    return found
+
+
+def test_a_reward_model_is_tried_with_an_answer_and_offers_no_deploy_or_suite(workspace, tmp_path):
+    """A reward model's card (its type's `scores_answers`): an Answer box beside the prompt, no base
+    column (its base has no score head), the score in words; Deploy and Evaluate say why not."""
+    from deepe_widgets import evaluations
+    from deepe_widgets.errors import DeepeError
+
+    job = jobs.submit_training("Reward-Demo", "tiny", "demo-dpo")
+    record = customized_model(job, "tiny_train1_20261207_beef", tmp_path, method="Reward-Demo")
+    card = ModelCard(record, start_worker=False, admin=True)
+    assert card.answer_given in _tree(card) and card.answer_given.layout.display is None
+    assert card.base_column.layout.display == "none"
+    assert card.max_new_tokens.layout.display == "none"  # it generates nothing: no answer length
+    card.prompt.value = "Give the capital card for this country: France"
+    assert card.try_it() is None and "Write the answer to score too" in card.try_status.value
+    shown = card._answer_of({"responses": [{"prompt": "p", "answer": "a", "score": 0.4412,
+                                            "response": "score +0.4412 for the answer: a"}]})
+    assert "score 0.44: higher means the reward model prefers this answer" in shown
+    assert card.deploy_button is None and "generates none, and vLLM serves generation" in card.deploy_note.value
+    evaluate_words = card.evaluate_box.children[0].value
+    assert "evaluated on its held-out pairs while it trains" in evaluate_words and "eval_margin" in evaluate_words
+    card.close()
+    with pytest.raises(DeepeError, match="has no evaluation suite: a reward model is evaluated on its held-out pairs"):
+        evaluations.evaluate(record.name)
+    assert [j.kind for j in jobs.list_jobs()] == ["train"]  # nothing queued
+    # a chat model's card is as it was: no Answer box, its base beside it
+    chat = ModelCard(customized_model(jobs.submit_training("SFT-Demo", "tiny", "demo-sft"),
+                                      "tiny_train2_20261207_cafe", tmp_path), start_worker=False, admin=True)
+    assert chat.answer_given not in _tree(chat) and chat.base_column.layout.display is None
+    chat.close()
