@@ -219,3 +219,31 @@ def argv_lines(text: str) -> list[str]:
     import re
 
     return [line for line in text.splitlines() if re.search(r"INFO\s+argv: \S+\.(py|ipynb) ", line)]
+
+
+def run_stage(notebook: Path, run_dir: Path, parameters: dict, stage: str = "training") -> str:
+    """Execute a stage notebook as the worker does, in `run_dir`; return its log (failing the test with
+    the log's end when the stage fails)."""
+    from deepe_widgets.errors import StageFailed
+    from deepe_widgets.runner import execute_stage
+    from deepe_widgets.scriptmode import load_stage_notebook
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / f"{stage}.log"
+    try:
+        execute_stage(load_stage_notebook(notebook, stage), stage=stage, kernel="python3", parameters=parameters,
+                      output_path=run_dir / f"{stage}.ipynb", log_path=log_path, cwd=run_dir)
+    except StageFailed as exc:
+        log = log_path.read_text(encoding="utf-8") if log_path.exists() else ""
+        pytest.fail(f"stage failed: {exc}\n--- log ---\n{log[-6000:]}")
+    return log_path.read_text(encoding="utf-8")
+
+
+def metric_steps(job_id: int) -> dict[str, dict[int, float]]:
+    """Every metric a job streamed: name -> {step: value}."""
+    from deepe_widgets import metrics
+
+    found: dict[str, dict[int, float]] = {}
+    for row in metrics.metrics_for(job_id):
+        found.setdefault(row.name, {})[row.step] = row.value
+    return found

@@ -12,37 +12,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import REPO, running_job, write_jsonl
+from helpers import REPO, metric_steps, run_stage, running_job, write_jsonl
 
 GRPO = REPO / "method_templates" / "grpo_demo" / "training.ipynb"
 MLX = REPO / "method_templates" / "mlx_demo" / "training.ipynb"
-
-
-def _run_stage(notebook: Path, run_dir: Path, parameters: dict) -> str:
-    """Execute a stage notebook like the worker does; return its log (failing with it on error)."""
-    from deepe_widgets.errors import StageFailed
-    from deepe_widgets.runner import execute_stage
-    from deepe_widgets.scriptmode import load_stage_notebook
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "training.log"
-    try:
-        execute_stage(load_stage_notebook(notebook, "training"), stage="training", kernel="python3",
-                      parameters=parameters, output_path=run_dir / "training.ipynb", log_path=log_path,
-                      cwd=run_dir)
-    except StageFailed as exc:
-        log = log_path.read_text(encoding="utf-8") if log_path.exists() else ""
-        pytest.fail(f"stage failed: {exc}\n--- log ---\n{log[-6000:]}")
-    return log_path.read_text(encoding="utf-8")
-
-
-def _metrics(job_id: int) -> dict[str, dict[int, float]]:
-    from deepe_widgets import metrics
-
-    found: dict[str, dict[int, float]] = {}
-    for row in metrics.metrics_for(job_id):
-        found.setdefault(row.name, {})[row.step] = row.value
-    return found
 
 
 def _contract(notebook: Path) -> None:
@@ -78,12 +51,12 @@ def test_grpo_demo_logs_rewards_and_kl_and_saves_an_adapter(home, tiny_model_dir
     run_dir = tmp_path / "run"
     job_id = running_job("GRPO-Demo", run_dir)
     output = run_dir / "output"
-    log = _run_stage(GRPO, run_dir, {
+    log = run_stage(GRPO, run_dir, {
         "MODEL_PATH": str(tiny_model_dir), "DATASET_PATH": str(write_jsonl(tmp_path / "gsm.jsonl", demo_gsm_rows())),
         "OUTPUT_DIR": str(output), "JOB_ID": job_id, "MAX_STEPS": 2, "BATCH_SIZE": 4, "NUM_GENERATIONS": 4,
         "MAX_CONTENT_LENGTH": 16, "MAX_INPUT_LENGTH": 128, "SAVE_STEPS": 0, "BETA": 0.04, "LEARNING_RATE": 1e-3})
 
-    metrics = _metrics(job_id)
+    metrics = metric_steps(job_id)
     functions = ["xmlcount_reward", "soft_format_reward", "strict_format_reward", "int_reward", "correctness_reward"]
     for name in ["reward", "reward_std", "kl", "loss", "learning_rate", "completions/mean_length",
                  *(f"rewards/{f}/mean" for f in functions)]:
@@ -108,7 +81,7 @@ def test_grpo_demo_adjusts_the_generation_batch_instead_of_failing(home, tiny_mo
 
     run_dir = tmp_path / "run"
     job_id = running_job("GRPO-Demo", run_dir)
-    log = _run_stage(GRPO, run_dir, {
+    log = run_stage(GRPO, run_dir, {
         "MODEL_PATH": str(tiny_model_dir), "DATASET_PATH": str(write_jsonl(tmp_path / "gsm.jsonl", demo_gsm_rows())),
         "OUTPUT_DIR": str(run_dir / "output"), "JOB_ID": job_id, "MAX_STEPS": 1, "MAX_SAMPLES": 8,
         "BATCH_SIZE": 3, "NUM_GENERATIONS": 2, "MAX_CONTENT_LENGTH": 8, "SAVE_STEPS": 0, "BETA": 0.0,
@@ -116,7 +89,7 @@ def test_grpo_demo_adjusts_the_generation_batch_instead_of_failing(home, tiny_mo
         "MAX_INPUT_LENGTH": 100})
     assert "is not a multiple of NUM_GENERATIONS 2: generating 6 completions (3 prompts x 2)" in log
     assert "8 questions were cut to fit MAX_INPUT_LENGTH 100" in log
-    metrics = _metrics(job_id)
+    metrics = metric_steps(job_id)
     assert 1 in metrics["reward"] and 1 in metrics["rewards/correctness_reward/mean"]
     assert "kl" not in metrics  # BETA 0: no reference pass
 
@@ -178,9 +151,9 @@ def test_mlx_demo_streams_losses_saves_a_loadable_adapter_and_resumes(home, tiny
     params = {"MODEL_PATH": str(tiny_model_dir), "DATASET_PATH": str(dataset), "OUTPUT_DIR": str(output),
               "MAX_STEPS": 3, "BATCH_SIZE": 4, "MAX_SEQ_LENGTH": 64, "SAVE_STEPS": 2, "LEARNING_RATE": 5e-3}
     job_id = running_job("MLX-Demo", run_dir)
-    log = _run_stage(MLX, run_dir, {**params, "JOB_ID": job_id})
+    log = run_stage(MLX, run_dir, {**params, "JOB_ID": job_id})
 
-    metrics = _metrics(job_id)
+    metrics = metric_steps(job_id)
     for name in ["loss", "learning_rate", "grad_norm", "tokens_per_second"]:
         assert set(metrics.get(name, {})) == {1, 2, 3}, (name, sorted(metrics))
     assert 0 in metrics["eval_loss"] and 2 in metrics["eval_loss"]
@@ -207,6 +180,6 @@ def test_mlx_demo_streams_losses_saves_a_loadable_adapter_and_resumes(home, tiny
 
     # a later run into the same folder resumes from checkpoint-2 and trains steps 3 and 4 only
     resumed = running_job("MLX-Demo", tmp_path / "run2")
-    log = _run_stage(MLX, tmp_path / "run2", {**params, "MAX_STEPS": 4, "JOB_ID": resumed})
+    log = run_stage(MLX, tmp_path / "run2", {**params, "MAX_STEPS": 4, "JOB_ID": resumed})
     assert f"resuming from {output / 'checkpoint-2'}" in log
-    assert set(_metrics(resumed)["loss"]) == {3, 4}
+    assert set(metric_steps(resumed)["loss"]) == {3, 4}

@@ -15,7 +15,7 @@ import pytest
 from deepe_widgets import compare, jobs, metrics
 from deepe_widgets.errors import DeepeError
 
-from helpers import deepe_json, running_job, write_jsonl
+from helpers import deepe_json, metric_steps, run_stage, running_job, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 DPO = REPO / "method_templates" / "dpo_demo" / "training.ipynb"
@@ -24,31 +24,6 @@ PREFERENCE_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "
 # Few, large steps: the tiny model's margins then rise clearly within seconds.
 STEPS = 12
 FAST = {"MAX_STEPS": STEPS, "BATCH_SIZE": 4, "LEARNING_RATE": 5e-3, "MAX_SEQ_LENGTH": 96, "SAVE_STEPS": 0}
-
-
-def _run_stage(run_dir: Path, parameters: dict) -> str:
-    """Execute the training notebook like the worker does; return its log (failing with it on error)."""
-    from deepe_widgets.errors import StageFailed
-    from deepe_widgets.runner import execute_stage
-    from deepe_widgets.scriptmode import load_stage_notebook
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "training.log"
-    try:
-        execute_stage(load_stage_notebook(DPO, "training"), stage="training", kernel="python3",
-                      parameters=parameters, output_path=run_dir / "training.ipynb", log_path=log_path,
-                      cwd=run_dir)
-    except StageFailed as exc:
-        log = log_path.read_text(encoding="utf-8") if log_path.exists() else ""
-        pytest.fail(f"stage failed: {exc}\n--- log ---\n{log[-6000:]}")
-    return log_path.read_text(encoding="utf-8")
-
-
-def _series(job_id: int) -> dict[str, dict[int, float]]:
-    found: dict[str, dict[int, float]] = {}
-    for row in metrics.metrics_for(job_id):
-        found.setdefault(row.name, {})[row.step] = row.value
-    return found
 
 
 def _mean(values: list[float]) -> float:
@@ -96,14 +71,14 @@ def test_dpo_demo_streams_rising_margins_and_saves_an_adapter(home, tiny_model_d
     run_dir = tmp_path / "run"
     job_id = running_job("DPO-Demo", run_dir)
     output = run_dir / "output"
-    log = _run_stage(run_dir, {**FAST, "MODEL_PATH": str(tiny_model_dir), "OUTPUT_DIR": str(output),
+    log = run_stage(DPO, run_dir, {**FAST, "MODEL_PATH": str(tiny_model_dir), "OUTPUT_DIR": str(output),
                                "DATASET_PATH": str(write_jsonl(tmp_path / "dpo.jsonl", demo_dpo_rows())),
                                "JOB_ID": job_id})
 
     assert f"training succeeded: {STEPS} steps" in log
     assert "reference model: the base model with the adapter disabled" in log
     assert not re.search(r"^\[deepe\] \S+ \S+ WARNING", log, re.MULTILINE), log
-    series = _series(job_id)
+    series = metric_steps(job_id)
     for name in PREFERENCE_METRICS:
         assert set(series.get(name, {})) == set(range(1, STEPS + 1)), (name, sorted(series))
     assert all(math.isfinite(v) for values in series.values() for v in values.values())
@@ -142,13 +117,13 @@ def test_dpo_demo_reads_named_columns_and_chat_messages(home, tiny_model_dir, tm
              "bad": f"I think it is {c}."} for c in ("France", "Japan", "Peru", "Chile")]
     run_dir = tmp_path / "run"
     job_id = running_job("DPO-Demo", run_dir)
-    log = _run_stage(run_dir, {**FAST, "MAX_STEPS": 2, "BATCH_SIZE": 2, "MODEL_PATH": str(tiny_model_dir),
+    log = run_stage(DPO, run_dir, {**FAST, "MAX_STEPS": 2, "BATCH_SIZE": 2, "MODEL_PATH": str(tiny_model_dir),
                                "OUTPUT_DIR": str(run_dir / "output"), "JOB_ID": job_id, "LOSS_TYPE": "ipo",
                                "DATASET_PATH": str(write_jsonl(tmp_path / "named.jsonl", rows)),
                                "PromptInputColumn": "question", "PromptOutputColumn": "good",
                                "PromptRejectedColumn": "bad", "SYSTEM_PROMPT": "Answer with a card."})
     assert "training succeeded: 2 steps" in log
-    assert set(_series(job_id)["rewards/margins"]) == {1, 2}
+    assert set(metric_steps(job_id)["rewards/margins"]) == {1, 2}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from deepe_widgets import compare, inference, jobs, methods, metrics, models, store, trainings
+from deepe_widgets import compare, inference, jobs, methods, models, store, trainings
 from deepe_widgets.errors import DeepeError
 
-from helpers import customized_model, deepe, running_job, write_jsonl
+from helpers import customized_model, deepe, metric_steps, run_stage, running_job, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "method_templates"
@@ -32,30 +32,6 @@ OWN_METRICS = {"KTO-Demo": ("kl",), "ORPO-Demo": ("log_odds_ratio", "nll_loss", 
                "SimPO-Demo": ("rewards/margins", "rewards/accuracies"), "Reward-Demo": ("accuracy", "margin")}
 
 
-def _run_stage(notebook: Path, run_dir: Path, parameters: dict, stage: str = "training") -> str:
-    """Execute a stage notebook like the worker does; return its log (failing with it on error)."""
-    from deepe_widgets.errors import StageFailed
-    from deepe_widgets.runner import execute_stage
-    from deepe_widgets.scriptmode import load_stage_notebook
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / f"{stage}.log"
-    try:
-        execute_stage(load_stage_notebook(notebook, stage), stage=stage, kernel="python3", parameters=parameters,
-                      output_path=run_dir / f"{stage}.ipynb", log_path=log_path, cwd=run_dir)
-    except StageFailed as exc:
-        log = log_path.read_text(encoding="utf-8") if log_path.exists() else ""
-        pytest.fail(f"stage failed: {exc}\n--- log ---\n{log[-6000:]}")
-    return log_path.read_text(encoding="utf-8")
-
-
-def _series(job_id: int) -> dict[str, dict[int, float]]:
-    found: dict[str, dict[int, float]] = {}
-    for row in metrics.metrics_for(job_id):
-        found.setdefault(row.name, {})[row.step] = row.value
-    return found
-
-
 def _train(method: str, tmp_path: Path, tiny_model_dir: Path, **params) -> tuple[int, Path, str]:
     """(job id, output folder, log) of a training of `method` on demo-dpo's pairs."""
     from deepe_widgets.demo_data import demo_dpo_rows
@@ -63,7 +39,7 @@ def _train(method: str, tmp_path: Path, tiny_model_dir: Path, **params) -> tuple
     run_dir = tmp_path / "run"
     job_id = running_job(method, run_dir)
     output = run_dir / "output"
-    log = _run_stage(TEMPLATES / NEW_METHODS[method] / "training.ipynb", run_dir,
+    log = run_stage(TEMPLATES / NEW_METHODS[method] / "training.ipynb", run_dir,
                      {**FAST, "MODEL_PATH": str(tiny_model_dir), "OUTPUT_DIR": str(output), "JOB_ID": job_id,
                       "DATASET_PATH": str(write_jsonl(tmp_path / "pairs.jsonl", demo_dpo_rows())), **params})
     return job_id, output, log
@@ -74,7 +50,7 @@ def _check_streamed(method: str, job_id: int, log: str) -> dict[str, dict[int, f
     assert f"training succeeded: {STEPS} steps" in log
     assert "6 held-out rows (EVAL_FRACTION 0.1), 54 training rows" in log
     assert not re.search(r"^\[deepe\] \S+ \S+ WARNING", log, re.MULTILINE), log
-    series = _series(job_id)
+    series = metric_steps(job_id)
     for name in ("loss", *OWN_METRICS[method]):
         assert set(series.get(name, {})) == set(range(1, STEPS + 1)), (name, sorted(series))
     assert all(math.isfinite(v) for values in series.values() for v in values.values())
@@ -140,7 +116,7 @@ def test_preference_method_trains_streams_its_metrics_and_learns_the_held_out_pa
     # one of them through its saving and inference stages (the shared transformers ones)
     models.add_model("simpo-tiny", output, kind=store.ModelKind.CUSTOMIZED, parent="tiny", method=method)
     complete = tmp_path / "complete"
-    log = _run_stage(TEMPLATES / "hf_common" / "saving.ipynb", tmp_path / "save",
+    log = run_stage(TEMPLATES / "hf_common" / "saving.ipynb", tmp_path / "save",
                      {"MODEL_PATH": str(tiny_model_dir), "ADAPTER_PATH": str(output), "OUTPUT_DIR": str(complete)},
                      stage="saving")
     assert (complete / "model.safetensors").is_file() and not (complete / "adapter_config.json").exists()
@@ -251,7 +227,7 @@ def test_reward_model_learns_to_prefer_the_chosen_answers_and_keeps_its_head_thr
 
     # saving merges the adapter into a plain sequence classifier that scores as the adapter did
     complete = tmp_path / "complete"
-    _run_stage(TEMPLATES / "reward_demo" / "saving.ipynb", tmp_path / "save",
+    run_stage(TEMPLATES / "reward_demo" / "saving.ipynb", tmp_path / "save",
                {"MODEL_PATH": str(tiny_model_dir), "ADAPTER_PATH": str(output), "OUTPUT_DIR": str(complete)},
                stage="saving")
     merged = AutoModelForSequenceClassification.from_pretrained(complete)

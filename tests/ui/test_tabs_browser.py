@@ -12,7 +12,8 @@ from deepe_widgets.store import JobStatus
 from helpers import customized_model
 
 TABS = ("Methods", "Train", "Trainings", "Compare", "Models")
-# visible elements of the shown page (our front end's outputs, or JupyterLab's) whose right edge runs past the window (a horizontal scroll bar)
+# visible elements of the shown page (our front end's outputs, or JupyterLab's) whose right edge runs past
+# the window (a horizontal scroll bar)
 PAST_RIGHT_EDGE = """() => [...document.querySelectorAll('.deepe-output *, .jp-OutputArea-output *')].filter(e => {
     const r = e.getBoundingClientRect();
     return r.width > 0 && r.height > 0 && r.right > window.innerWidth + 1 && getComputedStyle(e).visibility !== 'hidden'
@@ -61,7 +62,8 @@ def test_every_tab_at_1400_and_800_px_and_the_train_tab_fits_800(start_app, page
         d.querySelector('label')?.textContent === 'Dataset' && d.querySelector('select')?.value === 'demo-dpo')""")
     page.get_by_text("Advanced", exact=True).click()
     page.wait_for_timeout(500)  # the fields settle
-    assert page.evaluate("() => document.querySelectorAll('.jupyter-widgets').length") > 30  # the form's widgets, whichever front end draws them
+    # the form's widgets, whichever front end draws them
+    assert page.evaluate("() => document.querySelectorAll('.jupyter-widgets').length") > 30
     assert page.evaluate(PAST_RIGHT_EDGE) == []
     run = page.get_by_role("button", name="Run the Train")
     box = run.bounding_box()
