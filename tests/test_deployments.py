@@ -22,7 +22,7 @@ import pytest
 
 from helpers import FAST_PARAMS, deepe, deepe_json
 
-pytestmark = [pytest.mark.training, pytest.mark.xdist_group("vllm")]  # one worker builds the vLLM env
+pytestmark = pytest.mark.training  # on one worker with the judge's Live Model (conftest.WORKER_GROUPS)
 
 
 @pytest.fixture(autouse=True)

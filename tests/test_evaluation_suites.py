@@ -326,7 +326,6 @@ def test_the_position_bias_rule():
 # --- judge on a real vLLM Live Model of SmolLM2 (built with the deployments tests' env) -------
 
 @pytest.mark.training
-@pytest.mark.xdist_group("vllm")  # on the worker that built the env for the deployments tests
 @pytest.mark.timeout(1800)
 def test_the_judge_on_a_vllm_live_model_of_smollm2(request, workspace):
     from deepe_widgets import models

@@ -23,8 +23,7 @@ from helpers import BOTH_BACKENDS, deepe, slow_template_notebook, wait_lease_exp
 from stage_notebooks import plain_notebook
 
 pytest.importorskip("ray.job_submission")
-# one worker runs them all, so the Ray head (tens of seconds to start) starts once per run
-pytestmark = pytest.mark.xdist_group("ray")
+# one worker runs them all (conftest.WORKER_GROUPS), so the Ray head starts once per run
 
 
 @pytest.fixture(scope="module")  # stopped after this file: an idle head still takes CPU from the others
