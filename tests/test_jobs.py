@@ -95,6 +95,20 @@ def test_submit_refuses_a_kernel_that_is_gone(plain_method, tmp_path, monkeypatc
         jobs.submit_training("plain3", "tiny", "demo-sft")
 
 
+def _children_running(*needles: str) -> list[psutil.Process]:
+    """This process's live descendants whose command line holds one of `needles` (one that exits while
+    they are read is not counted: a zombie has no command line)."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            line = " ".join(proc.cmdline())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        if any(needle in line for needle in needles):
+            found.append(proc)
+    return found
+
+
 def _kernel_pids(worker_pid: int) -> list[int]:
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "environ"]):
@@ -247,7 +261,7 @@ def test_a_waiting_worker_runs_the_next_job_in_a_kernel_started_ahead(workspace,
         while "ready in" not in (standby_log.read_text() if standby_log.exists() else ""):
             assert time.monotonic() < deadline, "no kernel was started ahead"
             time.sleep(0.1)
-        standby = [p for p in psutil.Process().children(recursive=True) if "--standby" in p.cmdline()]
+        standby = _children_running("--standby")
         assert len(standby) == 1
         job = jobs.wait_for(jobs.submit_training("ahead", "tiny", "demo-sft").id, timeout=120)
         assert job.status == "succeeded", job.error
@@ -268,7 +282,7 @@ def test_a_waiting_worker_runs_the_next_job_in_a_kernel_started_ahead(workspace,
             assert time.monotonic() < deadline, "the slow job never started"
             time.sleep(0.1)
         assert "started ahead" in (Path(slow.run_dir) / "training.log").read_text().splitlines()[0]
-        kernels = [p for p in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
+        kernels = _children_running("ipykernel")
         jobs.cancel_job(slow.id)
         assert jobs.wait_for(slow.id, timeout=30).status == "cancelled"
         assert psutil.wait_procs(kernels, timeout=10)[1] == []
@@ -276,6 +290,5 @@ def test_a_waiting_worker_runs_the_next_job_in_a_kernel_started_ahead(workspace,
         worker.stop()
         thread.join(timeout=30)
     # the runner started ahead for the next job stops with the worker, kernel and all
-    left = [p for p in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(p.cmdline())
-            or "--standby" in p.cmdline()]
+    left = _children_running("ipykernel", "--standby")
     assert not left
