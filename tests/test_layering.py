@@ -16,7 +16,7 @@ FLOORS = [
      "provenance", "images", "raycluster", "envs"},  # foundation
     {"store"},
     {"runtime", "runtime.mlx", "runtime.script", "runtime.image_generation", "runtime.embedding",
-     "runtime.vision_language", "runtime.evaluation", "runtime.preference"},
+     "runtime.vision_language", "runtime.evaluation", "runtime.preference", "runtime.devices"},
     {"methods", "datasets", "models", "metrics", "demo_data", "testing", "image_data", "simpletuner", "embeddings",
      "vision_language", "scriptmode"},  # catalogue
     {"trainings"},  # training types (trainings.* too)

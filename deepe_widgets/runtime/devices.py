@@ -1,0 +1,134 @@
+"""The device a stage runs on, and the choices that follow from it: precision, activation
+checkpointing, 4-bit loading. One place for them, so every built-in, script mode and
+SimpleTuner decide alike.
+
+`current_device()` reads torch in the stage kernel; the decisions take its `Device` (a plain
+description), so they are tested on the CPU with any card described, not with torch mocked.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+# Activation checkpointing costs a third more compute; below this size the activations of a
+# batch fit beside the weights on any card that trains at all, so it is off by default there.
+CHECKPOINTING_ABOVE_PARAMETERS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Device:
+    """What torch will train on: `type` cuda, mps or cpu; `bf16` only where the card computes in
+    bf16 natively (CUDA compute capability 8.0 and newer), never emulated."""
+
+    type: str = "cpu"
+    name: str | None = None
+    memory_gb: float | None = None
+    count: int = 0
+    capability: tuple[int, int] | None = None
+    bf16: bool = False
+
+    def __str__(self) -> str:
+        if self.type == "cpu":
+            return "cpu"
+        memory = f", {self.memory_gb:.1f} GB" if self.memory_gb else ""
+        more = f" (x{self.count})" if self.count > 1 else ""
+        return f"{self.type}: {self.name or 'unknown'}{more}{memory}"
+
+
+def current_device() -> Device:
+    """The device torch in this process trains on (the first visible GPU, else MPS, else CPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        properties = torch.cuda.get_device_properties(0)
+        return Device(type="cuda", name=properties.name, memory_gb=properties.total_memory / 2**30,
+                      count=torch.cuda.device_count(), capability=(properties.major, properties.minor),
+                      bf16=torch.cuda.is_bf16_supported(including_emulation=False))
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return Device(type="mps", name="Apple silicon GPU", count=1, bf16=False)
+    return Device()
+
+
+def precision(device: Device) -> str:
+    """"bf16" where the card has it natively, "fp16" on other CUDA cards (T4, V100), "fp32" on
+    the CPU and MPS (mixed precision there is slower or unsupported by the Trainer)."""
+    if device.type == "cuda":
+        return "bf16" if device.bf16 else "fp16"
+    return "fp32"
+
+
+def trainer_precision(device: Device) -> dict[str, bool]:
+    """`bf16`/`fp16` for a transformers/TRL config, from `precision`."""
+    chosen = precision(device)
+    return {"bf16": chosen == "bf16", "fp16": chosen == "fp16"}
+
+
+def compute_dtype_name(device: Device) -> str:
+    """The torch dtype name a model computes in on `device`: bfloat16, float16 or float32."""
+    return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[precision(device)]
+
+
+def activation_checkpointing(setting, device: Device, parameters: int) -> bool:
+    """A method's ACTIVATION_CHECKPOINTING ("auto", True or False) for a model of `parameters`:
+    auto is on with CUDA for models over 1B parameters, off otherwise."""
+    if isinstance(setting, str):
+        lowered = setting.strip().lower()
+        if lowered in ("auto", ""):
+            return device.type == "cuda" and parameters > CHECKPOINTING_ABOVE_PARAMETERS
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"ACTIVATION_CHECKPOINTING must be auto, True or False, not {setting!r}")
+    return bool(setting)
+
+
+def four_bit_problem(device: Device, has_bitsandbytes: bool) -> str | None:
+    """Why LOAD_IN_4BIT cannot work here, in one sentence, or None when it can."""
+    if device.type != "cuda":
+        return ("LOAD_IN_4BIT needs a CUDA GPU (bitsandbytes quantises on the GPU); "
+                f"this kernel trains on {device.type}")
+    if not has_bitsandbytes:
+        return "LOAD_IN_4BIT needs bitsandbytes in the method's kernel: pip install 'deepe-widgets[qlora]'"
+    return None
+
+
+def nvidia_smi_sees_gpu() -> bool:
+    """Whether nvidia-smi lists a GPU on this host (whatever torch makes of it)."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return False
+    try:
+        done = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and "GPU" in done.stdout
+
+
+def unusable_gpu_warning(device: Device, smi_sees_gpu: bool, torch_version: str) -> str | None:
+    """A warning when the host has an NVIDIA GPU that torch cannot use (a CUDA wheel newer than
+    the driver, or a CPU build): the stage would train on the CPU without saying so."""
+    if device.type == "cuda" or not smi_sees_gpu:
+        return None
+    if torch_version.partition("+")[2] == "cpu":
+        return (f"nvidia-smi sees a GPU, but torch {torch_version} is a CPU build: this stage runs on the CPU. "
+                "Install a CUDA build of torch in the method's kernel to use the GPU")
+    return (f"nvidia-smi sees a GPU, but torch {torch_version} cannot use it (is the NVIDIA driver older "
+            "than this CUDA build?): this stage runs on the CPU")
+
+
+def report_device(log=None) -> Device:
+    """Log the device this stage will run on (name, memory, precision), and a warning when the
+    host has a GPU torch cannot use. Every built-in stage calls it in its setup cell."""
+    import torch
+
+    if log is None:
+        from deepe_widgets.runtime import log_event as log
+    device = current_device()
+    log(f"device: {device}, {precision(device)}")
+    warning = unusable_gpu_warning(device, device.type != "cuda" and nvidia_smi_sees_gpu(), torch.__version__)
+    if warning:
+        log(warning, "WARNING")
+    return device
