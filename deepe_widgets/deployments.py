@@ -33,7 +33,7 @@ from pathlib import Path
 import psutil
 from sqlmodel import select
 
-from . import config, envs, jobs, methods, models, store, trainings
+from . import config, envs, gpus, jobs, methods, models, store, trainings
 from .config import StageName
 from .errors import DeepeError
 from .models import SERVING_STATUSES, LiveState, LiveStatus
@@ -95,6 +95,12 @@ def _live_server_for_base(base_path: str) -> store.ModelRecord | None:
                 and state.server_host == socket.gethostname() and state.api_key_file and _server_alive(state.pid):
             return row
     return None
+
+
+def joins_live_server(job: Job) -> bool:
+    """A deploy job of an adapter whose base is served live on this host: it loads into that server
+    (and needs no GPU of its own)."""
+    return bool(job.params.get("ADAPTER_PATH")) and _live_server_for_base(job.params.get("MODEL_PATH", "")) is not None
 
 
 def check_generates(record: store.ModelRecord) -> None:
@@ -386,6 +392,7 @@ def refresh() -> list[store.ModelRecord]:
                        error=f"the server process (pid {state.pid}) is gone" +
                              (f"; last lines of its log:\n{tail}" if tail else "")) is not None:
                 stop_server(state.pid or 0, grace=2.0)  # what is left of its group
+                gpus.release_server(row.name)
                 changed.append(row)
     return changed
 
@@ -461,6 +468,7 @@ def stop(name: str, reason: str = "stopped by the user") -> list[str]:
                 error=f"its server stopped with {name}")
         stopped.append(rider.name)
     stop_server(pid)
+    gpus.release_server(name)  # its card is free for the next training
     return stopped
 
 

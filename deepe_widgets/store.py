@@ -184,6 +184,23 @@ class Worker(SQLModel, table=True):
     heartbeat_at: float = Field(default_factory=now)
 
 
+class GpuLease(SQLModel, table=True):
+    """A GPU of a host leased to one stage (`job_id`, held by the worker slot `holder`, freed with the
+    job's lease) or to a live vLLM server (`server_pid`, held until that process ends): two workers of
+    a host never hand one card to two stages. `gpu` is the id CUDA_VISIBLE_DEVICES takes."""
+
+    __tablename__ = "gpu_lease"
+    __table_args__ = (UniqueConstraint("host", "gpu", name="uq_gpu_lease_host_gpu"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    host: str = Field(index=True)
+    gpu: str
+    holder: str
+    job_id: Optional[int] = None
+    server_pid: Optional[int] = None
+    server_started: Optional[float] = None  # the process's start time: a reused pid is not the server
+    created_at: float = Field(default_factory=now)
+
+
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 

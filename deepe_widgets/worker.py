@@ -30,7 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from . import config, deployments, jobs, store
+from . import config, deployments, gpus, jobs, store
 from .errors import DeepeError
 from .executors import EXECUTORS, get_executor, stage_kernel
 from .params import cli_seconds
@@ -173,14 +173,19 @@ class Worker:
     SUPERVISE_SECONDS = 2.0  # how often the Live Models' servers of this host are checked
 
     def __init__(self, executor: str = "local", idle_exit: float | None = None, poll_seconds: float = 0.1,
-                 worker_id: str | None = None, quick_slot: bool = True):
+                 worker_id: str | None = None, quick_slot: bool = True, gpus_spec: str | None = None):
         """`worker_id`: the id `ensure_worker` registered for this process (default: a new one);
-        `quick_slot`: run save and deploy jobs beside a training, in a second slot."""
+        `quick_slot`: run save and deploy jobs beside a training, in a second slot; `gpus_spec`: the GPUs
+        its local stages lease from (`--gpus 0,1`; default DEEPE_GPUS, else every GPU of the host)."""
         self.id = worker_id or new_worker_id()
         keep_warm = idle_exit is None or idle_exit >= self.WARM_WHEN_IDLE_EXIT_AT_LEAST
         self.executor = get_executor(executor)(self.id, warm_kernels=None if keep_warm else 0)
         # Its own executor and lease owner: the slots share no state but the database.
         self.quick_executor = get_executor(executor)(f"{self.id}/1", warm_kernels=0) if quick_slot else None
+        # Ray reserves a node's GPUs itself (NUM_GPUS); locally both slots lease from the same cards
+        self.gpus = gpus.worker_gpus(gpus_spec) if executor == "local" else None
+        for slot in self.executors:
+            slot.gpus = self.gpus
         self.idle_exit = idle_exit
         self.poll_seconds = poll_seconds  # an idle poll is one indexed read
         self.warm_kernel = config.DEFAULT_KERNEL  # then the kernel of the last stage run
@@ -306,8 +311,9 @@ class Worker:
             signal.signal(GRACEFUL_SIGNAL, self._on_signal)
             signal.signal(NOW_SIGNAL, self._on_signal)
         self._beat()
-        log.info("worker %s started (idle exit: %s); SIGTERM stops it after the running job's checkpoint",
-                 self.id, "never" if self.idle_exit is None else f"{self.idle_exit:g} s")
+        log.info("worker %s started (idle exit: %s, GPUs: %s); SIGTERM stops it after the running job's checkpoint",
+                 self.id, "never" if self.idle_exit is None else f"{self.idle_exit:g} s",
+                 "not managed" if self.gpus is None else ",".join(self.gpus) or "none")
         done = threading.Event()
         threading.Thread(target=self._beat_forever, args=(done,), daemon=True).start()
         threading.Thread(target=self._supervise_forever, args=(done,), name="deepe-live-models", daemon=True).start()
@@ -368,6 +374,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: DEEPE_EXECUTOR, else local")
     parser.add_argument("--address", default=None,
                         help="the ray executor's Ray dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")
+    parser.add_argument("--gpus", default=None,
+                        help="the GPUs this worker's stages lease, one stage per card: 0,1 (indexes or UUIDs, "
+                             "taken as given), none (CPU only) or all; default: DEEPE_GPUS, else every GPU "
+                             "nvidia-smi lists")
     parser.add_argument("--worker-id", default=None,
                         help="this worker's id: the row `ensure_worker` registered for it (default: a new one)")
 
@@ -385,7 +395,8 @@ def run(args: argparse.Namespace) -> int:
     config.configure_logging()
     config.deepe_home()
     try:
-        runner = Worker(executor, idle_exit=args.idle_exit, worker_id=args.worker_id)
+        runner = Worker(executor, idle_exit=args.idle_exit, worker_id=args.worker_id,
+                        gpus_spec=getattr(args, "gpus", None))
     except DeepeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ FLOORS = [
     {"methods", "datasets", "models", "metrics", "demo_data", "testing", "image_data", "simpletuner", "embeddings",
      "vision_language", "scriptmode"},  # catalogue
     {"trainings"},  # training types (trainings.* too)
-    {"jobs", "evaluations", "compare", "reruns", "tracking"},  # queue
+    {"jobs", "evaluations", "compare", "reruns", "tracking", "gpus"},  # queue
     {"runner", "executors", "executors.base", "executors.local", "executors.ray", "publishing", "worker", "inference",
      "deployments"},  # execution
     {"cli", "app", "voila_server", "doctor", "ui", "__init__"},  # surfaces (ui.* and cli.* too)

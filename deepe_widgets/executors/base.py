@@ -10,13 +10,15 @@ A backend writes `execute()`, which starts its stage and hands a `RunningStage` 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from pathlib import Path
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from .. import config, deployments, evaluations, jobs, methods, models, publishing, store
+from .. import config, deployments, evaluations, gpus, jobs, methods, models, publishing, store
+from .. import params as paramlib
 from ..errors import DatabaseUnavailable, DeepeError, StageFailed
 from ..runtime import STOP_FILE
 from ..store import Job, JobKind, JobStatus
@@ -165,6 +167,8 @@ class ExecutionManager:
         self.stopping = threading.Event()  # set: hand the running job back after a checkpoint
         self.stop_now = False  # with `stopping`: hand it back without waiting for a checkpoint
         self.lease: Lease | None = None  # the running job's
+        # this worker's GPUs, leased to its stages one by one (None: not managed, no GPU on this host)
+        self.gpus: list[str] | None = None
 
     def process(self, job: Job) -> str | None:
         """Run `job` and write its final status; returns it (None: the lease was lost, or the job
@@ -195,6 +199,55 @@ class ExecutionManager:
         except LeaseLost as exc:
             log.warning("job %s: %s; nothing written", job.id, str(exc) or "lease lost to another worker")
             return None
+
+    GPU_POLL_SECONDS = 1.0
+
+    def lease_gpus(self, job: Job, on_wait=None) -> list[str] | None:
+        """Lease the GPUs `job`'s stage needs from this worker's (`gpus_needed`), waiting while another
+        stage or a live server holds them (the job's lease renewed meanwhile; a cancel or a stopping
+        worker ends the wait). None: GPUs are not managed here. `on_wait(message)` is told once."""
+        if self.gpus is None:
+            return None
+        count, required = gpus_needed(job, len(self.gpus))
+        if count > len(self.gpus):
+            raise StageFailed("NotEnoughGPUs", f"NUM_GPUS={count}", platform=True, message=(
+                f"the job asks for NUM_GPUS={count} and its worker has {len(self.gpus)} GPU(s) "
+                f"({','.join(self.gpus) or 'none'}): run a worker with --gpus naming {count}, or lower NUM_GPUS"))
+        if count == 0:
+            return []
+        lease = self.lease = self.lease or Lease(job.id, self.worker_id, self.heartbeat_seconds)
+        told = False
+        while (leased := lease.call(gpus.acquire, self.worker_id, job.id, count, self.gpus)) is None:
+            if not required:  # a save runs on the CPU rather than wait hours for a training's card
+                return []
+            if not told and on_wait is not None:
+                on_wait(f"waiting for {count} free GPU(s) of {','.join(self.gpus)}: another stage or a live "
+                        f"model's server holds them")
+                told = True
+            current = lease.read()
+            if current is not None:
+                if current.status == JobStatus.CANCELLING:
+                    raise Cancelled()
+                if current.lease_owner != self.worker_id:
+                    raise LeaseLost()
+            if self.stopping.is_set():
+                raise ReturnToQueue()
+            lease.renew()
+            time.sleep(self.GPU_POLL_SECONDS)
+        return leased
+
+    def release_gpus(self, job: Job, succeeded: bool) -> None:
+        """Free the stage's GPUs; a deploy job's pass to the server it started, until that server stops."""
+        if self.gpus is None:
+            return
+        try:
+            server = deployments.read_server_file(job) if job.kind == JobKind.DEPLOY and succeeded else {}
+            if server.get("pid") and not server.get("shared"):
+                gpus.hand_to_server(self.worker_id, job.id, job.params.get("SERVED_NAME", ""), server["pid"])
+            else:
+                gpus.release(self.worker_id, job.id)
+        except Exception:  # freed with the job's lease all the same, once it is no longer held
+            log.exception("job %s: could not free its GPUs", job.id)
 
     def warm(self, kernel: str) -> None:
         """Get ready to run a stage in `kernel` soon (a backend may start it ahead)."""
@@ -301,6 +354,36 @@ def stage_timeout(job: Job) -> float | None:
 def timeout_message(stage: str, seconds: float) -> str:
     """The job's error when its stage ran too long (the stage was stopped, its record kept)."""
     return f"stage {stage} ran past STAGE_TIMEOUT={seconds:g} s"
+
+
+# Built-ins that never use CUDA (mlx-lm computes on Apple silicon or the CPU).
+CPU_ONLY_METHODS = ("MLX-Demo",)
+
+
+def gpus_needed(job: Job, available: int) -> tuple[int, bool]:
+    """How many GPUs a job's stage leases, and whether it must wait for them (else it runs with none).
+
+    NUM_GPUS set on the job, or declared by its method, is taken as is (rounded up: a card is not split
+    between local stages). Unset, it means "the GPU if this worker has one": 1 for every stage, but 0
+    for MLX-Demo, for a deployment on the CPU, and for an adapter joining a server live here; a save
+    takes a free GPU, or runs on the CPU rather than wait for a training's."""
+    try:
+        defaults = methods.get_method(job.method).default_params if job.kind != JobKind.DEPLOY else {}
+    except DeepeError:
+        defaults = {}
+    raw = job.params.get("NUM_GPUS", paramlib.default_value(defaults["NUM_GPUS"]) if "NUM_GPUS" in defaults else None)
+    if raw not in (None, ""):
+        try:
+            return max(0, math.ceil(float(raw))), True
+        except (TypeError, ValueError):
+            return 0, True
+    if available == 0 or job.method in CPU_ONLY_METHODS:
+        return 0, True
+    if job.kind == JobKind.DEPLOY:
+        if job.params.get("ENGINE_DEVICE", "cpu") == "cpu" or deployments.joins_live_server(job):
+            return 0, True
+        return 1, True
+    return 1, job.kind != JobKind.SAVE
 
 
 def stage_kernel(job: Job) -> str | None:

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import config
+from .. import config, gpus
 from ..errors import StageFailed
 from ..processes import kill_process_tree
 from ..runtime import STOP_FILE
@@ -33,6 +33,8 @@ class StandbyRunners:
 
     def __init__(self, size: int):
         self.size = size
+        # their kernels see no GPU where GPUs are managed: only a stage that leased none takes one
+        self.gpu_environment: dict[str, str] = {}
         self._runners: dict[str, subprocess.Popen] = {}  # kernel -> runner, oldest first
         self._died_at: dict[str, float] = {}
 
@@ -58,7 +60,7 @@ class StandbyRunners:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "deepe_widgets.runner", "--standby", kernel],
                     stdin=subprocess.PIPE, stdout=runner_log, stderr=subprocess.STDOUT, start_new_session=True,
-                    env=config.worker_environment(), cwd=str(config.runs_dir()))
+                    env={**config.worker_environment(), **self.gpu_environment}, cwd=str(config.runs_dir()))
         self._runners[kernel] = proc  # re-inserted: most recent last
         while len(self._runners) > self.size:
             self._stop(self._runners.pop(next(iter(self._runners))))
@@ -76,6 +78,15 @@ class StandbyRunners:
             self._stop(proc)
         self._runners.clear()
 
+
+
+def _stamp(path: Path, message: str) -> None:
+    """A line of the workbench's own in the stage log the Train Log shows."""
+    try:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(f"[deepe] {time.strftime('%Y-%m-%d %H:%M:%S')} INFO    {message}\n")
+    except OSError:
+        pass
 
 
 class LocalStage(RunningStage):
@@ -125,9 +136,13 @@ class LocalExecutor(ExecutionManager):
     def close(self) -> None:
         self.standby.close()
 
-    def _start_runner(self, job: Job, kernel: str | None, result_path: Path) -> subprocess.Popen:
-        """The job's stage runner: a standby one for its kernel if waiting, else a new process."""
-        proc = self.standby.take(kernel) if kernel else None
+    def _start_runner(self, job: Job, kernel: str | None, result_path: Path,
+                      leased: list[str] | None = None) -> subprocess.Popen:
+        """The job's stage runner: a standby one for its kernel if waiting (and it sees the same GPUs),
+        else a new process whose kernel sees the `leased` GPUs only."""
+        gpu_environment = gpus.stage_environment(leased)
+        same_gpus = gpu_environment == self.standby.gpu_environment
+        proc = self.standby.take(kernel) if kernel and same_gpus else None
         if proc is not None:
             task = {"job": job.id, "stage": job.stage, "result": str(result_path)}
             try:
@@ -140,24 +155,33 @@ class LocalExecutor(ExecutionManager):
             return subprocess.Popen(
                 [sys.executable, "-m", "deepe_widgets.runner", str(job.id), job.stage, str(result_path)],
                 stdin=subprocess.DEVNULL, stdout=runner_log, stderr=subprocess.STDOUT,
-                start_new_session=True, env=config.worker_environment(), cwd=job.run_dir)
+                start_new_session=True, env={**config.worker_environment(), **gpu_environment}, cwd=job.run_dir)
 
     def execute(self, job: Job) -> None:
         run_dir = Path(job.run_dir)
         result_path = run_dir / f".{job.stage}.result.json"
         result_path.unlink(missing_ok=True)
         kernel = stage_kernel(job)
-        stage = LocalStage(self._start_runner(job, kernel, result_path), run_dir)
+        self.standby.gpu_environment = gpus.stage_environment(None if self.gpus is None else [])
+        leased = self.lease_gpus(job, on_wait=lambda message: _stamp(run_dir / f"{job.stage}.log", message))
+        result = {"ok": False}
         try:
-            self.follow(job, stage)
+            if leased:
+                _stamp(run_dir / f"{job.stage}.log",
+                       f"GPU(s) leased to this stage: CUDA_VISIBLE_DEVICES={','.join(leased)}")
+            stage = LocalStage(self._start_runner(job, kernel, result_path, leased), run_dir)
+            try:
+                self.follow(job, stage)
+            finally:
+                if stage.proc.poll() is None:
+                    kill_process_tree(stage.proc.pid)
+                if kernel and not self.stopping.is_set():  # ready for the next stage in this kernel
+                    self.warm(kernel)
+            proc, stop_asked_at = stage.proc, stage.stop_asked_at
+            result = json.loads(result_path.read_text()) if result_path.exists() else StageFailed(
+                "RunnerDied", f"the stage runner exited with code {proc.returncode}", platform=True).to_dict()
         finally:
-            if stage.proc.poll() is None:
-                kill_process_tree(stage.proc.pid)
-            if kernel and not self.stopping.is_set():  # ready for the next stage in this kernel
-                self.warm(kernel)
-        proc, stop_asked_at = stage.proc, stage.stop_asked_at
-        result = json.loads(result_path.read_text()) if result_path.exists() else StageFailed(
-            "RunnerDied", f"the stage runner exited with code {proc.returncode}", platform=True).to_dict()
+            self.release_gpus(job, succeeded=bool(result.get("ok")))
         if result["ok"]:
             return
         if stop_asked_at is not None:  # it stopped at a checkpoint because we asked, or failed meanwhile

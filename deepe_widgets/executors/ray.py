@@ -38,6 +38,7 @@ from .base import (
     ExecutionManager,
     ReturnToQueue,
     RunningStage,
+    gpus_needed,
 )
 
 # Ray's own types (`JobStatus.is_terminal()`), imported inside the functions that need them: this module
@@ -53,6 +54,9 @@ NODE_PREFIX = "[deepe-ray] node "
 # Variables a stage needs on the node, besides those named in DEEPE_RAY_ENV: the workspace, the
 # database, where the package is, and the Hugging Face settings.
 PASSED_PREFIXES = ("DEEPE_", "HF_", "HUGGING_FACE_", "TRANSFORMERS_", "CUDA_")
+# The worker host's own GPUs mean nothing on a node: Ray sets a stage's CUDA_VISIBLE_DEVICES to the GPUs
+# it reserved there (NUM_GPUS), and DEEPE_GPUS is a local worker's.
+HOST_ONLY_NAMES = ("CUDA_VISIBLE_DEVICES", "DEEPE_GPUS")
 PASSED_NAMES = ("PYTHONPATH", "PYTHONHASHSEED", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # A Ray job's runtime_env is shown to whoever reaches the dashboard (the Jobs API has no login): a
 # variable whose name looks secret never goes there, nor the database URL's password. Nodes read
@@ -86,9 +90,10 @@ def submission_id(job: Job, attempt: int | None = None) -> str:
     return f"deepe-{job.uuid}-{job.attempt if attempt is None else attempt}"
 
 
-def stage_resources(job: Job) -> dict:
+def stage_resources(job: Job, cluster_has_gpus: bool = False) -> dict:
     """`{num_gpus, num_cpus, memory_gb}` of a job's stage: the job's parameters over the method's
-    defaults over the platform's (`params.RESOURCE_DEFAULTS`)."""
+    defaults over the platform's (`params.RESOURCE_DEFAULTS`). NUM_GPUS given nowhere asks for the one
+    GPU a stage uses where the cluster has GPUs (`gpus_needed`), so Ray places it on a GPU node."""
     try:
         defaults = methods.get_method(job.method).default_params
     except DeepeError:
@@ -97,6 +102,9 @@ def stage_resources(job: Job) -> dict:
     for name, default in paramlib.RESOURCE_DEFAULTS.items():
         raw = job.params.get(name, paramlib.default_value(defaults.get(name, default)))
         values[name.lower()] = float(raw or 0)
+    if cluster_has_gpus and "NUM_GPUS" not in job.params and "NUM_GPUS" not in defaults:
+        count, required = gpus_needed(job, 1)
+        values["num_gpus"] = float(count if required else 0)
     return values
 
 
@@ -118,7 +126,8 @@ def stage_environment() -> dict:
     reaches the dashboard can read): no secret among them (see `SECRET_NAME`)."""
     names = set(PASSED_NAMES) | {n.strip() for n in os.environ.get("DEEPE_RAY_ENV", "").split(",") if n.strip()}
     env = {k: v for k, v in os.environ.items()  # where a node keeps its secrets is the node's own setting
-           if (k in names or k.startswith(PASSED_PREFIXES)) and not SECRET_NAME.search(k) and k != SECRETS_FILE_ENV}
+           if (k in names or k.startswith(PASSED_PREFIXES)) and not SECRET_NAME.search(k)
+           and k not in (SECRETS_FILE_ENV, *HOST_ONLY_NAMES)}
     held_back = sorted(k for k in names if k in os.environ and SECRET_NAME.search(k))
     if held_back:
         log.warning("not sending %s to the Ray job (its environment is readable on the dashboard): put them in "
@@ -227,11 +236,12 @@ class RayStage(RunningStage):
         if status is RayJobStatus.PENDING:
             waited = time.time() - (info.start_time or time.time() * 1000) / 1000
             if not self._waiting_said and waited > 5:
-                _stamp(self.stage_log, f"waiting for a Ray node that offers {describe_resources(stage_resources(job))}")
+                what = describe_resources(self.executor.resources(job))
+                _stamp(self.stage_log, f"waiting for a Ray node that offers {what}")
                 self._waiting_said = True
             if waited > resource_wait_seconds():
                 self.executor._stop(sid)
-                what = describe_resources(stage_resources(job))
+                what = describe_resources(self.executor.resources(job))
                 raise StageFailed("NoNodeOffers", what, platform=True, extra={"ray_job": sid},
                                   message=f"no node offers {what}: the Ray cluster at {self.executor.address} found "
                                           f"none in {waited:.0f} s (DEEPE_RAY_RESOURCE_WAIT_SECONDS)")
@@ -261,6 +271,7 @@ class RayExecutor(ExecutionManager):
         self.address = ray_address()
         self._last_sweep = 0.0
         self._asked_to_stop: set[str] = set()
+        self._gpus_checked: tuple[float, bool] | None = None
         try:
             from ray.job_submission import JobSubmissionClient
         except ImportError:
@@ -271,6 +282,28 @@ class RayExecutor(ExecutionManager):
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise DeepeError(f"no Ray cluster answers at {self.address} ({str(exc).splitlines()[0]})",
                              field="address") from None
+
+    GPU_CHECK_SECONDS = 60.0  # how long the answer to "has the cluster GPUs?" is kept
+
+    def cluster_has_gpus(self) -> bool:
+        """Whether a live node of the cluster offers a GPU (asked at most once a minute; no answer: no)."""
+        now = time.monotonic()
+        if self._gpus_checked is None or now - self._gpus_checked[0] > self.GPU_CHECK_SECONDS:
+            try:
+                from ray.util.state import list_nodes
+
+                nodes = list_nodes(address=self.address, filters=[("state", "=", "ALIVE")], timeout=10)
+                has = any(float((node.resources_total or {}).get("GPU", 0)) > 0 for node in nodes)
+            except Exception as exc:  # an older head without the state API: stages ask for GPUs by NUM_GPUS
+                log.warning("could not ask the Ray cluster for its GPUs (%s); stages ask for NUM_GPUS only",
+                            _first_line(exc))
+                has = False
+            self._gpus_checked = (now, has)
+        return self._gpus_checked[1]
+
+    def resources(self, job: Job) -> dict:
+        """`stage_resources` for this cluster."""
+        return stage_resources(job, self.cluster_has_gpus())
 
     def _ask_ray(self, job: Job, fn, *args):
         """`fn(*args)`, a Jobs API call, tried again while the cluster does not answer (a head restart,
@@ -325,7 +358,7 @@ class RayExecutor(ExecutionManager):
         return sid
 
     def _submit(self, job: Job, run_dir: Path) -> str:
-        resources = stage_resources(job)
+        resources = self.resources(job)
         sid = self._fresh_submission_id(job)
         (run_dir / SHARED_MARK).write_text(sid)
         python = os.environ.get("DEEPE_RAY_PYTHON") or sys.executable
