@@ -38,12 +38,19 @@ from .config import StageName
 from .errors import DeepeError
 from .models import SERVING_STATUSES, LiveState, LiveStatus
 from .names import check_name
+from .runtime.devices import Device
 from .store import Job, JobKind, JobStatus, ModelKind
 
 API_KEY_FILE_NAME = "api-key"  # in the deployment's run folder, 0600; adapters sharing a server share it
 BUILTIN_ENGINE_METHOD = "vllm"  # the job's method label when the built-in deployment notebook runs
 STOP_GRACE_SECONDS = 20.0
 
+
+# vLLM 0.32's `MaxLoRARanks` (vllm/config/lora.py): --max-lora-rank takes only these
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+DEFAULT_MAX_MODEL_LEN = 8192  # a 128k-context model's full KV cache does not fit a 24 GB card beside 7B weights
+CPU_MAX_MODEL_LEN = 512  # with 1 GiB of KV cache (KV_CACHE_GB), what a CPU box serves at a usable speed
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # the share of its card the server takes (vLLM 0.32's own is 0.92)
 
 RUNNING_STATES = SERVING_STATUSES  # a Live Model's state and status live in `models` (LiveState, LiveStatus)
 
@@ -62,6 +69,88 @@ def stage_info(job: Job) -> methods.Stage:
         if StageName.DEPLOYMENT in method.stages:
             return methods.stage_of(method, StageName.DEPLOYMENT)
     return builtin_stage()
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The --max-lora-rank that serves an adapter of rank `rank`: the smallest value vLLM accepts that is
+    not below it (12 -> 16, 24 -> 32, 48 -> 64); an adapter above vLLM's largest is refused."""
+    fitting = [allowed for allowed in VLLM_LORA_RANKS if allowed >= rank]
+    if not fitting:
+        raise DeepeError(f"the adapter's LoRA rank {rank} is above {VLLM_LORA_RANKS[-1]}, the largest vLLM serves; "
+                         f"train it with LORA_RANK {VLLM_LORA_RANKS[-1]} or less, or save it as a Complete Model "
+                         f"and deploy that", field="model")
+    return fitting[0]
+
+
+def model_context_length(model_config: dict) -> int | None:
+    """The longest sequence a model takes (`max_position_embeddings`, also in a vision-language model's
+    `text_config`), or None when its config does not say."""
+    for config_part in (model_config, model_config.get("text_config") or {}):
+        value = config_part.get("max_position_embeddings") if isinstance(config_part, dict) else None
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def read_model_config(path: str | Path) -> dict:
+    """A model folder's config.json ({} when there is none, e.g. a GGUF file)."""
+    try:
+        loaded = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def vllm_engine_flags(device: Device | str, model_config: dict, *, max_model_len: int | None = None,
+                      gpu_memory_utilization: float | None = None, lora_rank: int | None = None) -> list[str]:
+    """The vLLM server flags that depend on the device and the model (the deployment notebook adds the
+    model, host, port, names and the key guard): CUDA graphs on a GPU (`--enforce-eager` on the CPU only);
+    `--max-model-len` `max_model_len`, by default 8192 or the model's own length if shorter (512 on the
+    CPU); `--gpu-memory-utilization` on a GPU (0.9 unless given); with `lora_rank`, LoRA enabled at
+    the smallest rank vLLM accepts that fits it. A value that cannot work is refused in one sentence."""
+    device_type = device.type if isinstance(device, Device) else str(device)
+    on_cpu = device_type == "cpu"
+    longest = model_context_length(model_config)
+    if max_model_len is not None:
+        if max_model_len < 1:
+            raise DeepeError(f"--max-model-len must be 1 or more, not {max_model_len}", field="max_model_len")
+        if longest is not None and max_model_len > longest:
+            raise DeepeError(f"--max-model-len {max_model_len} is longer than the model takes "
+                             f"(max_position_embeddings {longest})", field="max_model_len")
+        length = max_model_len
+    else:
+        length = min(CPU_MAX_MODEL_LEN if on_cpu else DEFAULT_MAX_MODEL_LEN, longest or DEFAULT_MAX_MODEL_LEN)
+    flags = ["--enforce-eager"] if on_cpu else []  # CUDA graphs exist on a GPU only, and speed decoding there
+    flags += ["--max-model-len", str(length)]
+    if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
+        raise DeepeError(f"--gpu-memory-utilization is the share of the GPU the server takes, above 0 and at "
+                         f"most 1; not {gpu_memory_utilization:g}", field="gpu_memory_utilization")
+    if not on_cpu:
+        flags += ["--gpu-memory-utilization", f"{gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION:g}"]
+    if lora_rank is not None:
+        flags += ["--enable-lora", "--max-lora-rank", str(vllm_lora_rank(lora_rank))]
+    return flags
+
+
+def served_lora_rank(flags: list[str]) -> int | None:
+    """The --max-lora-rank among a server's engine flags (None: LoRA is not enabled there)."""
+    try:
+        return int(flags[flags.index("--max-lora-rank") + 1])
+    except (ValueError, IndexError, TypeError):
+        return None
+
+
+def check_joins(server: store.ModelRecord, adapter_rank: int) -> None:
+    """Refuse an adapter whose rank is above what the live server of its base was started with (vLLM
+    would refuse to load it)."""
+    try:
+        served = served_lora_rank(jobs.get_job(server.job_id).params.get("ENGINE_FLAGS") or [])
+    except DeepeError:
+        served = None
+    if served is not None and adapter_rank > served:
+        raise DeepeError(f"the adapter's LoRA rank {adapter_rank} is above the --max-lora-rank {served} of "
+                         f"{server.name}, the live server of its base; stop {server.name} and deploy again",
+                         field="model")
 
 
 def check_port(host: str, port: int) -> None:
@@ -112,9 +201,11 @@ def check_generates(record: store.ModelRecord) -> None:
 
 
 def submit_deploy(model_name: str, *, engine: str = "vllm", host: str = "127.0.0.1", port: int | None = None,
-                  name: str | None = None) -> tuple[Job, store.ModelRecord]:
+                  name: str | None = None, max_model_len: int | None = None,
+                  gpu_memory_utilization: float | None = None) -> tuple[Job, store.ModelRecord]:
     """Queue a deployment of a Complete or base model, or of a Customized Model as a LoRA adapter on
-    its base; registers the Live Model (`starting`) and returns (job, live model)."""
+    its base; registers the Live Model (`starting`) and returns (job, live model). `max_model_len` and
+    `gpu_memory_utilization` override `vllm_engine_flags`' defaults."""
     record = models.get_model(model_name)
     if record.kind == ModelKind.LIVE:
         raise DeepeError(f"{model_name!r} is already a live model; deploy the model it serves "
@@ -128,17 +219,23 @@ def submit_deploy(model_name: str, *, engine: str = "vllm", host: str = "127.0.0
     env = envs.require_env(engine)
     # PORT 0: a free port, chosen on the host that runs the job when it runs (never two the same)
     params: dict = {"HOST": host, "ENGINE_DEVICE": env.get("device", "cpu"), "PORT": port or 0}
+    lora_rank = None
     if record.kind == ModelKind.CUSTOMIZED:
         base = models.get_model(record.parent)
         lora_rank = _adapter_rank(Path(record.path))
-        params.update(MODEL_PATH=base.path, ADAPTER_PATH=record.path, BASE_SERVED_NAME=base.name,
-                      MAX_LORA_RANK=max(16, lora_rank))
+        params.update(MODEL_PATH=base.path, ADAPTER_PATH=record.path, BASE_SERVED_NAME=base.name)
+        shared = _live_server_for_base(base.path)
+        if shared is not None:  # refused now, as it would be when it runs
+            check_joins(shared, lora_rank)
     else:
         params.update(MODEL_PATH=record.path, ADAPTER_PATH="", BASE_SERVED_NAME="")
+    params["ENGINE_FLAGS"] = vllm_engine_flags(params["ENGINE_DEVICE"], read_model_config(params["MODEL_PATH"]),
+                                               max_model_len=max_model_len,
+                                               gpu_memory_utilization=gpu_memory_utilization, lora_rank=lora_rank)
     if port is not None:  # a port the user named: refused now if it is taken here
         check_port(host, port)
-    if params["ENGINE_DEVICE"] == "cpu":  # what fits a CPU box: 1 GiB of KV cache, 512 tokens
-        params.update(KV_CACHE_GB=1, MAX_MODEL_LEN=512)
+    if params["ENGINE_DEVICE"] == "cpu":  # what fits a CPU box: 1 GiB of KV cache
+        params.update(KV_CACHE_GB=1)
     if name:
         check_name(name, "deployment")
     own_stage = record.method and StageName.DEPLOYMENT in _stages_of(record.method)
@@ -183,6 +280,7 @@ def run_time_parameters(job: Job) -> dict:
     live_name = params["SERVED_NAME"]
     shared = _live_server_for_base(params["MODEL_PATH"]) if params.get("ADAPTER_PATH") else None
     if shared is not None:
+        check_joins(shared, _adapter_rank(Path(params["ADAPTER_PATH"])))
         server = LiveState.from_meta(shared.meta)
         values = {"SHARED_URL": server.url, "SHARED_PID": server.pid, "PORT": server.port, "HOST": server.host,
                   "API_KEY_FILE": server.api_key_file or ""}

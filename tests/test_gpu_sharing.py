@@ -14,9 +14,11 @@ import nbformat
 import pytest
 
 from deepe_widgets import gpus, jobs, methods, store
+from deepe_widgets.deployments import check_joins, vllm_engine_flags, vllm_lora_rank
 from deepe_widgets.errors import DeepeError
 from deepe_widgets.executors.base import gpus_needed
 from deepe_widgets.executors.ray import stage_environment
+from deepe_widgets.runtime.devices import Device
 from deepe_widgets.worker import Worker
 
 from helpers import deepe
@@ -76,7 +78,7 @@ def test_two_workers_never_lease_one_card_a_server_keeps_its_own_and_a_dead_work
     assert gpus.leases() == []
 
 
-def test_the_gpus_a_worker_is_given_and_what_a_stage_then_sees(monkeypatch, workspace):
+def test_the_gpus_a_worker_is_given_and_what_a_stage_then_sees(monkeypatch, home):
     assert gpus.parse_gpus("0, 1") == ["0", "1"] and gpus.parse_gpus("none") == []
     monkeypatch.setenv("DEEPE_GPUS", "3")
     assert gpus.worker_gpus() == ["3"] and gpus.worker_gpus("0,2") == ["0", "2"]
@@ -130,3 +132,42 @@ def test_two_workers_given_gpu_0_and_gpu_1_hand_each_stage_its_own(gpu_method):
     log = (Path(jobs.get_job(first.id).run_dir) / "training.log").read_text()
     assert f"CUDA_VISIBLE_DEVICES={seen[first.id]}" in log
     assert os.environ.get("CUDA_VISIBLE_DEVICES") is None  # the test's own environment is untouched
+
+
+# --- vLLM on a GPU: the engine's command line, decided for a device and a model ------------------------
+
+L4 = Device(type="cuda", name="NVIDIA L4", memory_gb=22.0, count=1, capability=(8, 9), bf16=True)
+
+
+def test_the_vllm_command_line_for_a_cpu_and_a_gpu():
+    long_context = {"max_position_embeddings": 131072}
+    # the CPU: eager (no CUDA graphs there), 512 tokens
+    assert vllm_engine_flags("cpu", long_context) == ["--enforce-eager", "--max-model-len", "512"]
+    # a GPU: CUDA graphs, 8192 tokens of a 128k model (its full KV cache would not fit), 0.9 of the card
+    assert vllm_engine_flags(L4, long_context) == ["--max-model-len", "8192", "--gpu-memory-utilization", "0.9"]
+    assert vllm_engine_flags(L4, {"max_position_embeddings": 2048})[:2] == ["--max-model-len", "2048"]
+    vision_language = {"text_config": {"max_position_embeddings": 4096}}
+    assert vllm_engine_flags("cuda", vision_language)[:2] == ["--max-model-len", "4096"]
+    assert vllm_engine_flags(L4, {})[:2] == ["--max-model-len", "8192"]  # a GGUF: no config to read
+    assert vllm_engine_flags(L4, long_context, max_model_len=32768, gpu_memory_utilization=0.6) == [
+        "--max-model-len", "32768", "--gpu-memory-utilization", "0.6"]
+    with pytest.raises(DeepeError, match="longer than the model takes"):
+        vllm_engine_flags(L4, {"max_position_embeddings": 2048}, max_model_len=4096)
+    with pytest.raises(DeepeError, match="above 0 and at most 1"):
+        vllm_engine_flags(L4, long_context, gpu_memory_utilization=1.5)
+    # an adapter: LoRA at a rank vLLM accepts
+    assert vllm_engine_flags(L4, long_context, lora_rank=12)[-3:] == ["--enable-lora", "--max-lora-rank", "16"]
+
+
+def test_lora_ranks_round_up_to_what_vllm_takes_and_an_adapter_must_fit_its_server(home):
+    assert [vllm_lora_rank(r) for r in (1, 4, 12, 16, 24, 48, 200, 300, 512)] == [
+        1, 8, 16, 16, 32, 64, 256, 320, 512]
+    with pytest.raises(DeepeError, match="above 512, the largest vLLM serves"):
+        vllm_lora_rank(1024)
+    with store.session() as s:  # the live server of a base, started for rank-16 adapters
+        job = store.Job(kind="deploy", method="vllm", params={"ENGINE_FLAGS": vllm_engine_flags(L4, {}, lora_rank=12)})
+        s.add(job)
+    server = store.ModelRecord(name="tiny_l_abcd", path="unused", kind="live", job_id=job.id)
+    check_joins(server, 16)  # fits: it joins
+    with pytest.raises(DeepeError, match=r"rank 32 is above the --max-lora-rank 16 of tiny_l_abcd"):
+        check_joins(server, 32)

@@ -61,12 +61,24 @@ def cmd_envs_list(args) -> int:
     return 0
 
 
+def _share(text: str) -> float:
+    """A share of a GPU: a number above 0, at most 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, not {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, not {text}")
+    return value
+
+
 def cmd_deploy(args) -> int:
     from .. import deployments, jobs
 
     prepare()
     job, live = deployments.submit_deploy(args.model, engine=args.engine, host=args.host, port=args.port,
-                                          name=args.name)
+                                          name=args.name, max_model_len=args.max_model_len,
+                                          gpu_memory_utilization=args.gpu_memory_utilization)
     start_worker()
     if not args.json:
         url = deployments.LiveState.from_meta(live.meta).url
@@ -203,6 +215,11 @@ def add_arguments(sub, verb) -> None:
                         "(see: deepe deployments show)")
     p.add_argument("--port", type=cli_port, help="default: a free port, chosen when the server starts")
     p.add_argument("--name", help="the deployment job's name")
+    p.add_argument("--max-model-len", type=cli_int(1), default=None,
+                   help="the longest prompt + answer the server takes (default: 8192, or the model's own "
+                        "length if shorter; 512 on a CPU)")
+    p.add_argument("--gpu-memory-utilization", type=_share, default=None,
+                   help="the share of its GPU the server takes for weights and KV cache (default 0.9)")
     p.add_argument("--wait", action="store_true", help="wait until the model is live (or failed)")
 
     dep = sub.add_parser("deployments", help="live models").add_subparsers(dest="verb", required=True)
