@@ -109,8 +109,11 @@ class WarmKernel:
                 log.write(self._buffer.decode("utf-8", "replace"))
                 self._buffer.clear()
             self._target = log
-        reply = self._kc.execute_interactive(f"__import__('os').chdir({str(cwd)!r})", silent=True,
-                                             store_history=False, timeout=30)
+        code = f"__import__('os').chdir({str(cwd)!r})"
+        gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if gpus is not None:  # the job's leased GPUs, known after the kernel started (CUDA reads it at first use)
+            code += f"; __import__('os').environ['CUDA_VISIBLE_DEVICES'] = {gpus!r}"
+        reply = self._kc.execute_interactive(code, silent=True, store_history=False, timeout=30)
         if reply["content"]["status"] != "ok":
             raise RuntimeError(f"could not move the kernel into {cwd}: {reply['content'].get('evalue')}")
         self._kc.stop_channels()
@@ -554,6 +557,7 @@ def _standby(kernel: str) -> tuple[int, str, Path, WarmKernel | None] | None:
             warm.shutdown()
         return None
     task = json.loads(line)
+    os.environ.update(task.get("environment") or {})  # the job's GPUs: for its kernel (`attach`) and provenance
     run_dir = Path(task["result"]).parent
     with open(run_dir / "runner.log", "ab") as runner_log:  # from now on this job's runner log
         os.dup2(runner_log.fileno(), 1)

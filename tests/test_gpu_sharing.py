@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from deepe_widgets import gpus, jobs, methods, store
+from deepe_widgets import config, gpus, jobs, methods, store
 from deepe_widgets.deployments import check_joins, vllm_engine_flags, vllm_lora_rank
 from deepe_widgets.errors import DeepeError
 from deepe_widgets.executors.base import gpus_needed
@@ -21,7 +21,7 @@ from deepe_widgets.executors.ray import stage_environment
 from deepe_widgets.runtime.devices import Device
 from deepe_widgets.worker import Worker
 
-from helpers import deepe
+from helpers import deepe, wait_until
 from stage_notebooks import plain_notebook
 
 
@@ -115,6 +115,11 @@ def test_two_workers_given_gpu_0_and_gpu_1_hand_each_stage_its_own(gpu_method):
     first = jobs.submit_training(gpu_method, "tiny", "demo-sft", params={"sleep": "1.5"})
     second = jobs.submit_training(gpu_method, "tiny", "demo-sft", params={"sleep": "1.5"})
     workers = [Worker(idle_exit=1.0, poll_seconds=0.05, quick_slot=False, gpus_spec=spec) for spec in ("0", "1")]
+    # one worker has a kernel started ahead, before its GPU was known: the job's GPU reaches it all the same
+    workers[0].executor.standby.size = 1
+    workers[0].executor.warm("python3")
+    standby_log = config.workspace_dir("logs") / "standby-runners.log"  # ready before the stages start theirs
+    wait_until(lambda: "waiting for a job" in standby_log.read_text(), 60, "the kernel started ahead")
     threads = [threading.Thread(target=w.run) for w in workers]
     for thread in threads:
         thread.start()
@@ -128,8 +133,9 @@ def test_two_workers_given_gpu_0_and_gpu_1_hand_each_stage_its_own(gpu_method):
         seen[job.id] = (Path(job.run_dir) / "gpus.txt").read_text()
     assert sorted(seen.values()) == ["0", "1"]  # one card each, read in the stage kernel's environment
     assert gpus.leases() == []  # every lease freed with its stage
-    log = (Path(jobs.get_job(first.id).run_dir) / "training.log").read_text()
-    assert f"CUDA_VISIBLE_DEVICES={seen[first.id]}" in log
+    logs = {job.id: (Path(jobs.get_job(job.id).run_dir) / "training.log").read_text() for job in (first, second)}
+    assert all(f"CUDA_VISIBLE_DEVICES={seen[job_id]}" in log for job_id, log in logs.items())
+    assert any("started ahead of the job" in log for log in logs.values())
     assert os.environ.get("CUDA_VISIBLE_DEVICES") is None  # the test's own environment is untouched
 
 

@@ -33,7 +33,7 @@ class StandbyRunners:
 
     def __init__(self, size: int):
         self.size = size
-        # their kernels see no GPU where GPUs are managed: only a stage that leased none takes one
+        # their kernels see no GPU where GPUs are managed, until a job hands them its own
         self.gpu_environment: dict[str, str] = {}
         self._runners: dict[str, subprocess.Popen] = {}  # kernel -> runner, oldest first
         self._died_at: dict[str, float] = {}
@@ -131,6 +131,7 @@ class LocalExecutor(ExecutionManager):
         self.standby = StandbyRunners(self.warm_kernels)
 
     def warm(self, kernel: str) -> None:
+        self.standby.gpu_environment = gpus.stage_environment(None if self.gpus is None else [])
         self.standby.fill(kernel)
 
     def close(self) -> None:
@@ -138,13 +139,12 @@ class LocalExecutor(ExecutionManager):
 
     def _start_runner(self, job: Job, kernel: str | None, result_path: Path,
                       leased: list[str] | None = None) -> subprocess.Popen:
-        """The job's stage runner: a standby one for its kernel if waiting (and it sees the same GPUs),
-        else a new process whose kernel sees the `leased` GPUs only."""
+        """The job's stage runner: a standby one for its kernel if waiting, else a new process; either way
+        its kernel sees the `leased` GPUs only."""
         gpu_environment = gpus.stage_environment(leased)
-        same_gpus = gpu_environment == self.standby.gpu_environment
-        proc = self.standby.take(kernel) if kernel and same_gpus else None
-        if proc is not None:
-            task = {"job": job.id, "stage": job.stage, "result": str(result_path)}
+        proc = self.standby.take(kernel) if kernel else None
+        if proc is not None:  # its kernel, started seeing no GPU, is given the job's before the first cell
+            task = {"job": job.id, "stage": job.stage, "result": str(result_path), "environment": gpu_environment}
             try:
                 proc.stdin.write((json.dumps(task) + "\n").encode())
                 proc.stdin.close()
@@ -162,7 +162,6 @@ class LocalExecutor(ExecutionManager):
         result_path = run_dir / f".{job.stage}.result.json"
         result_path.unlink(missing_ok=True)
         kernel = stage_kernel(job)
-        self.standby.gpu_environment = gpus.stage_environment(None if self.gpus is None else [])
         leased = self.lease_gpus(job, on_wait=lambda message: _stamp(run_dir / f"{job.stage}.log", message))
         result = {"ok": False}
         try:
