@@ -21,7 +21,7 @@ from deepe_widgets.executors.ray import stage_environment
 from deepe_widgets.runtime.devices import Device
 from deepe_widgets.worker import Worker
 
-from helpers import deepe, wait_until
+from helpers import BOTH_BACKENDS, deepe, wait_until
 from stage_notebooks import plain_notebook
 
 
@@ -44,6 +44,7 @@ def claimed(method: str, owner: str, **params):
     return got
 
 
+@BOTH_BACKENDS  # the lease is a row of gpu_lease, on SQLite and on PostgreSQL
 def test_two_workers_never_lease_one_card_a_server_keeps_its_own_and_a_dead_workers_is_freed(gpu_method):
     # two workers given --gpus 0 and --gpus 1: each leases its own card
     first, second = claimed(gpu_method, "w0"), claimed(gpu_method, "w1")
