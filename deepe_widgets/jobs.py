@@ -20,6 +20,7 @@ from .config import StageName
 from .errors import DeepeError, NotFound
 from .kernels import require_kernel
 from .names import MAX_NAME_LENGTH, check_name
+from .provenance import SAVING_DTYPES
 from .store import ACTIVE, FINISHED, Job, JobKind, JobStatus, ModelKind
 
 
@@ -68,12 +69,14 @@ def check_model_name_fits(base_model: str, name: str | None) -> None:
                                              " or register the base model under a shorter name"), field="name")
 
 
-def submit_save(model_name: str, *, dtype: str = "float32", name: str | None = None,
+def submit_save(model_name: str, *, dtype: str = "auto", name: str | None = None,
                 keep_adapter: bool = False) -> Job:
     """Queue the saving stage: merge a Customized Model into its base -> a Complete Model
-    (`keep_adapter`: the base with the adapter beside it, where the saving stage offers FUSE_LORA)."""
-    if dtype not in ("float32", "float16", "bfloat16"):
-        raise DeepeError(f"dtype must be float32, float16 or bfloat16, not {dtype!r}", field="dtype")
+    (`keep_adapter`: the base with the adapter beside it, where the saving stage offers FUSE_LORA).
+    `dtype` auto keeps the base model's own (bf16 stays bf16); float32, float16 or bfloat16 cast."""
+    if dtype not in SAVING_DTYPES:
+        raise DeepeError(f"dtype must be {', '.join(SAVING_DTYPES[:-1])} or {SAVING_DTYPES[-1]}, not {dtype!r}",
+                         field="dtype")
     customized = models.get_model(model_name)
     if customized.kind != ModelKind.CUSTOMIZED:
         raise DeepeError(f"{model_name!r} is a {customized.kind} model; only a customized model (an adapter) "
