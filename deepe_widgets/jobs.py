@@ -20,7 +20,7 @@ from .config import StageName
 from .errors import DeepeError, NotFound
 from .kernels import require_kernel
 from .names import MAX_NAME_LENGTH, check_name
-from .provenance import SAVING_DTYPES
+from .provenance import SAVING_DTYPES, model_dtype
 from .store import ACTIVE, FINISHED, Job, JobKind, JobStatus, ModelKind
 
 
@@ -73,7 +73,8 @@ def submit_save(model_name: str, *, dtype: str = "auto", name: str | None = None
                 keep_adapter: bool = False) -> Job:
     """Queue the saving stage: merge a Customized Model into its base -> a Complete Model
     (`keep_adapter`: the base with the adapter beside it, where the saving stage offers FUSE_LORA).
-    `dtype` auto keeps the base model's own (bf16 stays bf16); float32, float16 or bfloat16 cast."""
+    `dtype` auto keeps the base model's own (bf16 stays bf16: the job's DTYPE is that dtype);
+    float32, float16 or bfloat16 cast."""
     if dtype not in SAVING_DTYPES:
         raise DeepeError(f"dtype must be {', '.join(SAVING_DTYPES[:-1])} or {SAVING_DTYPES[-1]}, not {dtype!r}",
                          field="dtype")
@@ -90,6 +91,8 @@ def submit_save(model_name: str, *, dtype: str = "auto", name: str | None = None
     base = models.get_model(customized.parent)
     if name:
         check_name(name, "save")
+    if dtype == "auto":  # resolved here, so a method's own saving notebook gets a dtype it knows
+        dtype = model_dtype(base.path)
     params = {"MODEL_PATH": base.path, "ADAPTER_PATH": customized.path, "DTYPE": dtype}
     if keep_adapter:
         if "FUSE_LORA" not in methods.stage_parameter_names(method, StageName.SAVING):

@@ -42,7 +42,7 @@ def test_saving_a_bf16_base_gives_a_bf16_complete_model_by_default(workspace, tr
 
     saved = deepe_json("save", "tiny-bf16-cards", "--wait", "--json")  # no --dtype: auto
     assert saved["status"] == "succeeded", saved["error"]
-    assert saved["params"]["DTYPE"] == "auto"
+    assert saved["params"]["DTYPE"] == "bfloat16"  # auto, resolved at submit: a method's own notebook knows it
     complete = saved["artifacts"][0]
     assert safetensors_dtypes(complete["path"]) == {"BF16"}
     assert models.get_model(complete["name"]).meta["dtype"] == "bfloat16"  # what the model card shows
