@@ -20,6 +20,7 @@ from .config import StageName
 from .errors import DeepeError, NotFound
 from .kernels import require_kernel
 from .names import MAX_NAME_LENGTH, check_name
+from .provenance import SAVING_DTYPES, model_dtype
 from .store import ACTIVE, FINISHED, Job, JobKind, JobStatus, ModelKind
 
 
@@ -68,12 +69,15 @@ def check_model_name_fits(base_model: str, name: str | None) -> None:
                                              " or register the base model under a shorter name"), field="name")
 
 
-def submit_save(model_name: str, *, dtype: str = "float32", name: str | None = None,
+def submit_save(model_name: str, *, dtype: str = "auto", name: str | None = None,
                 keep_adapter: bool = False) -> Job:
     """Queue the saving stage: merge a Customized Model into its base -> a Complete Model
-    (`keep_adapter`: the base with the adapter beside it, where the saving stage offers FUSE_LORA)."""
-    if dtype not in ("float32", "float16", "bfloat16"):
-        raise DeepeError(f"dtype must be float32, float16 or bfloat16, not {dtype!r}", field="dtype")
+    (`keep_adapter`: the base with the adapter beside it, where the saving stage offers FUSE_LORA).
+    `dtype` auto keeps the base model's own (bf16 stays bf16: the job's DTYPE is that dtype);
+    float32, float16 or bfloat16 cast."""
+    if dtype not in SAVING_DTYPES:
+        raise DeepeError(f"dtype must be {', '.join(SAVING_DTYPES[:-1])} or {SAVING_DTYPES[-1]}, not {dtype!r}",
+                         field="dtype")
     customized = models.get_model(model_name)
     if customized.kind != ModelKind.CUSTOMIZED:
         raise DeepeError(f"{model_name!r} is a {customized.kind} model; only a customized model (an adapter) "
@@ -87,6 +91,8 @@ def submit_save(model_name: str, *, dtype: str = "float32", name: str | None = N
     base = models.get_model(customized.parent)
     if name:
         check_name(name, "save")
+    if dtype == "auto":  # resolved here, so a method's own saving notebook gets a dtype it knows
+        dtype = model_dtype(base.path)
     params = {"MODEL_PATH": base.path, "ADAPTER_PATH": customized.path, "DTYPE": dtype}
     if keep_adapter:
         if "FUSE_LORA" not in methods.stage_parameter_names(method, StageName.SAVING):

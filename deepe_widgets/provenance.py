@@ -13,9 +13,11 @@ say what changed). Foundation level: the standard library only, so any floor may
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +175,73 @@ def describe_device(device: dict | None) -> str:
         return f"cpu: {device.get('cpu') or 'unknown CPU'}" + (f" ({cpus} cores)" if cpus else "")
     count = device.get("count") or 1
     return f"{device['type']}: {device.get('name')}" + (f" x{count}" if count > 1 else "")
+
+
+# The stage writes the device its torch really uses here, in its run folder (`runtime.devices.
+# report_device`): `probe_device` decides from nvidia-smi, which lists a GPU torch may not use.
+STAGE_DEVICE_FILE = ".deepe-device.json"
+
+
+def read_stage_device(run_folder: str | os.PathLike) -> dict | None:
+    """What the stage's torch reported (`{"type", "name", "warning"}`), or None when it said nothing."""
+    try:
+        seen = json.loads(Path(run_folder, STAGE_DEVICE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return seen if isinstance(seen, dict) and seen.get("type") else None
+
+
+def stage_device(probed: dict | None, seen: dict | None) -> dict | None:
+    """The provenance's device: `probed` (nvidia-smi, before the stage), corrected by what the
+    stage's torch `seen`: a GPU torch cannot use (a driver older than the wheel) is recorded as
+    `cpu`, with the GPU it left unused and why."""
+    if not seen or not probed or seen.get("type") == probed.get("type"):
+        return probed
+    corrected = {**probed, "type": seen["type"], "name": seen.get("name"),
+                 "count": seen.get("count", 1 if seen["type"] != "cpu" else 0),
+                 "how": f"the stage's torch uses {seen['type']} (nvidia-smi said {probed.get('type')})"}
+    if probed.get("type") == "cuda" and seen["type"] != "cuda":
+        corrected["unused_gpu"] = probed.get("name")
+    if seen.get("warning"):
+        corrected["warning"] = seen["warning"]
+    return corrected
+
+
+# A model folder's weights as torch dtype names, from safetensors' header codes.
+SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+SAVING_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def model_dtype(folder: str | os.PathLike) -> str:
+    """The dtype a model folder's weights are kept in: its config's `dtype` (`torch_dtype` before
+    transformers 4.56), else the floating tensors of its first safetensors file (a diffusers
+    pipeline names none in its configs), else float32."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    for key in ("dtype", "torch_dtype"):
+        named = str(config.get(key) or "").removeprefix("torch.") if isinstance(config, dict) else ""
+        if named in SAFETENSORS_DTYPES.values():
+            return named
+    for weights in sorted(folder.rglob("*.safetensors")):
+        try:
+            with open(weights, "rb") as handle:
+                (length,) = struct.unpack("<Q", handle.read(8))
+                header = json.loads(handle.read(min(length, 100 << 20)))
+        except (OSError, ValueError, struct.error):
+            continue
+        kinds = [SAFETENSORS_DTYPES[t["dtype"]] for name, t in header.items()
+                 if name != "__metadata__" and isinstance(t, dict) and t.get("dtype") in SAFETENSORS_DTYPES]
+        if kinds:
+            return max(set(kinds), key=kinds.count)
+    return "float32"
+
+
+def saving_dtype(setting: str, base_folder: str | os.PathLike) -> str:
+    """A saving stage's DTYPE as the dtype it saves in: `auto` is the base model's own."""
+    setting = str(setting or "auto").strip().lower()
+    if setting not in SAVING_DTYPES:
+        raise ValueError(f"DTYPE must be one of {', '.join(SAVING_DTYPES)}, not {setting!r}")
+    return model_dtype(base_folder) if setting == "auto" else setting

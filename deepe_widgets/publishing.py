@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import deployments, jobs, methods, models
+from . import deployments, jobs, methods, models, provenance
 from . import params as paramlib
 from .metrics import metric_stats
 from .runtime.script import warn_if_silent
@@ -79,10 +79,14 @@ def publish_evaluation(job: Job) -> None:
 
 
 def job_warnings(job: Job) -> list[str]:
-    """What a succeeded training should not hide: it logged no metric, or trained past MAX_STEPS."""
-    if job.kind != JobKind.TRAIN:
-        return []
+    """What a succeeded job should not hide: its stage ran on the CPU beside a GPU torch could not
+    use; a training logged no metric, or trained past MAX_STEPS."""
     found = []
+    device_warning = (provenance.read_stage_device(job.run_dir) or {}).get("warning") if job.run_dir else None
+    if device_warning:
+        found.append(device_warning)
+    if job.kind != JobKind.TRAIN:
+        return found
     script = read_script_output(Path(job.run_dir) / "output") or {}
     if script.get("warning"):
         found.append(script["warning"])
@@ -112,6 +116,12 @@ def annotate_record(job: Job, warnings: list[str]) -> None:
         log.warning("job %s: could not add the warnings to its record: %s", job.id, exc)
 
 
+def saved_dtype(job: Job, output: Path) -> str:
+    """The dtype a save wrote: DTYPE, or for `auto` what the Complete Model's weights are kept in."""
+    setting = str(job.params.get("DTYPE") or "float32")
+    return provenance.model_dtype(output) if setting == "auto" else setting
+
+
 def planned_outputs(job: Job) -> list[dict]:
     """The models a finished job registers: a training's adapter becomes a Customized Model,
     a save's output a Complete Model (`add_model` keyword arguments)."""
@@ -134,5 +144,5 @@ def planned_outputs(job: Job) -> list[dict]:
     if job.kind == JobKind.SAVE:
         return [dict(name=models.saved_model_name(job.base_model, job.uuid), path=output, kind=ModelKind.COMPLETE,
                      job_id=job.id, parent=job.base_model, method=job.method, replace=True,
-                     meta={"dtype": job.params.get("DTYPE"), "record": str(Path(job.run_dir) / "saving.ipynb")})]
+                     meta={"dtype": saved_dtype(job, output), "record": str(Path(job.run_dir) / "saving.ipynb")})]
     return []

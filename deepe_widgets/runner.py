@@ -141,6 +141,7 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
     `provenance` (what the run is made from, see `inputs_provenance`) goes into the record's
     `metadata.deepe.provenance`, completed in place with the kernel's packages and device."""
     output_path.parent.mkdir(parents=True, exist_ok=True)
+    Path(cwd, provenancelib.STAGE_DEVICE_FILE).unlink(missing_ok=True)  # an earlier attempt's word
     input_path = output_path.with_name(f"{stage}.input.ipynb")
     nb = with_platform_cells(nb, stage)
     # papermill reads the language from the kernelspec: a notebook converted from a .py has none
@@ -187,6 +188,9 @@ def execute_stage(nb: nbformat.NotebookNode, *, stage: str, kernel: str, paramet
                 warm.shutdown()
             environment = probe.result()
             probe_pool.shutdown()
+            # what the stage's torch used, over nvidia-smi's word: a GPU it could not use is no GPU
+            environment["device"] = provenancelib.stage_device(environment.get("device"),
+                                                               provenancelib.read_stage_device(cwd))
             if provenance is not None:
                 provenance.update(kernel=kernel, python_version=environment.get("python_version"),
                                   packages=environment.get("packages", {}), device=environment.get("device"))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 from ..errors import DeepeError
 from ..params import cli_int, cli_job_id
+from ..provenance import SAVING_DTYPES
 from ..store import FINISHED, JobStatus
 from .datasets import dataset_name_or_file
 from .output import JobProgress, print_json, print_outcome, table
@@ -79,8 +79,8 @@ def cmd_save(args) -> int:
     prepare()
     job = jobs.submit_save(args.model, dtype=args.dtype, name=args.name, keep_adapter=args.keep_adapter)
     start_worker()
-    if args.dtype == "float32" and not args.json:
-        _suggest_half_precision(args.model)
+    if args.dtype in ("float32", "auto") and not args.json:
+        _suggest_half_precision(args.model, args.dtype)
     return _after_submit(job, args)
 
 
@@ -104,17 +104,19 @@ def cmd_evaluate(args) -> int:
     return code
 
 
-def _suggest_half_precision(model_name: str) -> None:
-    """A float32 Complete Model is as big as its base's float32 weights: say what bfloat16 saves."""
+def _suggest_half_precision(model_name: str, dtype: str = "float32") -> None:
+    """A float32 Complete Model is as big as its base's float32 weights: say what bfloat16 saves
+    (with `auto`, only where the base itself is float32)."""
     from .. import models
+    from ..provenance import model_dtype
 
     folder = Path(models.get_model(models.get_model(model_name).parent or "").path)
-    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
+    if not (folder / "config.json").is_file():
         return
-    if str(config.get("dtype") or config.get("torch_dtype") or "float32") != "float32":
+    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    if model_dtype(folder) != "float32":
+        if dtype == "auto":
+            return  # saved in the base's own half precision already
         weights *= 2  # a half-precision base, saved as float32
     if weights > 100 * 2**20:
         print(f"note: this Complete Model takes about {weights / 2**20:,.0f} MB in float32; "
@@ -359,7 +361,8 @@ def add_arguments(sub, verb) -> None:
     """`deepe save|infer|train|compare` and `deepe jobs …`."""
     p = verb(sub, "save", cmd_save, "merge a customized model into its base: a complete model", True)
     p.add_argument("model")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--dtype", default="auto", choices=list(SAVING_DTYPES),
+                   help="auto (default): the base model's own dtype; or cast to float32, float16, bfloat16")
     p.add_argument("--keep-adapter", action="store_true",
                    help="keep the LoRA as a file beside the base instead of fusing it (SD-Demo)")
     p.add_argument("--name")

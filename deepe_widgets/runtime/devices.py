@@ -8,9 +8,13 @@ description), so they are tested on the CPU with any card described, not with to
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
+
+from ..provenance import STAGE_DEVICE_FILE
 
 # Activation checkpointing costs a third more compute; below this size the activations of a
 # batch fit beside the weights on any card that trains at all, so it is off by default there.
@@ -131,4 +135,15 @@ def report_device(log=None) -> Device:
     warning = unusable_gpu_warning(device, device.type != "cuda" and nvidia_smi_sees_gpu(), torch.__version__)
     if warning:
         log(warning, "WARNING")
+    record_stage_device(device, warning)
     return device
+
+
+def record_stage_device(device: Device, warning: str | None, folder: str | Path = ".") -> None:
+    """Leave the device for the run's provenance in the stage's folder (the run folder, its working
+    directory): the workbench's own probe reads nvidia-smi, which lists GPUs torch may not use."""
+    seen = {"type": device.type, "name": device.name, "count": device.count, "warning": warning}
+    try:
+        Path(folder, STAGE_DEVICE_FILE).write_text(json.dumps(seen), encoding="utf-8")
+    except OSError:  # a read-only folder: the provenance keeps the probe's answer
+        pass

@@ -47,10 +47,12 @@ def load_model(model_path: str, adapter_path: str = ""):
     if not adapter_path and (Path(model_path) / "adapter_config.json").is_file():
         adapter_path = model_path
         model_path = json.loads((Path(model_path) / "adapter_config.json").read_text())["base_model_name_or_path"]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.float32
-    if device == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    from .devices import compute_dtype_name, current_device
+
+    on = current_device()
+    # native bf16 only (emulated bf16 on a T4 or V100 is slower than fp16); MPS stays on the CPU as before
+    device = "cuda" if on.type == "cuda" else "cpu"
+    dtype = getattr(torch, compute_dtype_name(on)) if device == "cuda" else torch.float32
     # the adapter's folder holds the tokenizer it was trained with (chat template, added tokens)
     tokenizer_path = adapter_path if adapter_path and _has_tokenizer(adapter_path) else model_path
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
@@ -362,13 +364,17 @@ def run_benchmark(model_path, adapter_path, benchmark_file, *, batch_size: int =
     (acc_norm too where the task reports it). An already loaded `model` and `tokenizer` may be given
     instead of the paths."""
     import lm_eval
-    import torch
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    from .devices import compute_dtype_name, current_device
+
     benchmark_file = Path(benchmark_file)
     check_benchmark_file(benchmark_file)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    on = current_device()
+    device = "cuda" if on.type == "cuda" else "cpu"
+    # on a GPU in the card's compute dtype (native bf16, else fp16); on the CPU the model's own
+    dtype = compute_dtype_name(on) if device == "cuda" else "auto"
     with tempfile.TemporaryDirectory(prefix="deepe-bench-") as folder, _offline():
         if benchmark_file.suffix.lower() in (".yaml", ".yml"):
             spec = _task_config(benchmark_file)
@@ -380,7 +386,7 @@ def run_benchmark(model_path, adapter_path, benchmark_file, *, batch_size: int =
         if model is not None:
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
         else:
-            args = {"pretrained": str(model_path), "batch_size": batch_size, "device": device, "dtype": "auto"}
+            args = {"pretrained": str(model_path), "batch_size": batch_size, "device": device, "dtype": dtype}
             if adapter_path:
                 args["peft"] = str(adapter_path)
                 if _has_tokenizer(str(adapter_path)):

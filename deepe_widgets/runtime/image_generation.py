@@ -57,6 +57,7 @@ class DiffusionTrainingArguments:
     validation_dir: str = "validation"
     guidance_scale: float = 7.5
     eval_steps: int = 0  # score the held-out images every N steps (0: about ten times a run)
+    bf16: bool = False  # the UNet's forward under bf16 autocast, on a CUDA card with native bf16 only
 
 
 def _slug(text: str) -> str:
@@ -309,7 +310,9 @@ class DiffusionLoRATrainer:
             target = scheduler.get_velocity(latents, noise, timesteps)
         else:
             raise ValueError(f"unknown prediction type {scheduler.config.prediction_type}")
-        prediction = pipe.unet(noisy, timesteps, encoder_hidden_states, return_dict=False)[0]
+        # the LoRA weights stay float32 (autocast casts per op, bf16 needs no loss scaling); the loss is float32
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.args.bf16 and latents.device.type == "cuda"):
+            prediction = pipe.unet(noisy, timesteps, encoder_hidden_states, return_dict=False)[0]
         if not self.args.snr_gamma:
             return F.mse_loss(prediction.float(), target.float(), reduction="mean")
         # Min-SNR weighting (Hang et al. 2023), as the diffusers script computes it

@@ -133,11 +133,9 @@ def answer(model, processor, image, prompt_messages: list[dict], max_new_tokens:
            temperature: float = 0.0) -> str:
     """The model's reply to `prompt_messages` (text contents) about `image`."""
     import torch
-    from trl.data_utils import prepare_multimodal_messages
 
-    messages = prepare_multimodal_messages([dict(m) for m in prompt_messages], images=[image])
-    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    inputs = processor(images=[image], text=[text], return_tensors="pt").to(model.device)
+    inputs = processor(images=[image], text=[_prompt_text(processor, image, prompt_messages)],
+                       return_tensors="pt").to(model.device, dtype=model.dtype)
     tokenizer = getattr(processor, "tokenizer", processor)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     with torch.no_grad():
@@ -146,21 +144,56 @@ def answer(model, processor, image, prompt_messages: list[dict], max_new_tokens:
     return tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
-def exact_match(model, processor, held_out, max_new_tokens: int = 16) -> float:
-    """The share of held-out questions the model answers exactly (after `normalise_answer`)."""
+def _prompt_text(processor, image, prompt_messages: list[dict]) -> str:
+    from trl.data_utils import prepare_multimodal_messages
+
+    messages = prepare_multimodal_messages([dict(m) for m in prompt_messages], images=[image])
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def answers(model, processor, images: list, prompts: list[list[dict]], max_new_tokens: int = 32,
+            batch_size: int = 8) -> list[str]:
+    """Greedy replies to many questions, each about its own image, `batch_size` at a time: the
+    prompts are padded on the LEFT, so every reply starts right after its prompt (the replies
+    `answer` gives one at a time, in a fraction of the time on a GPU)."""
+    import torch
+
+    tokenizer = getattr(processor, "tokenizer", processor)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    replies: list[str] = []
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        for start in range(0, len(prompts), max(1, int(batch_size))):
+            batch_images = list(images[start:start + batch_size])
+            texts = [_prompt_text(processor, image, messages)
+                     for image, messages in zip(batch_images, prompts[start:start + batch_size])]
+            inputs = processor(images=batch_images, text=texts, return_tensors="pt",
+                               padding=True).to(model.device, dtype=model.dtype)
+            with torch.no_grad():
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+            prompt_length = inputs["input_ids"].shape[1]
+            replies += [tokenizer.decode(row[prompt_length:], skip_special_tokens=True).strip() for row in out]
+    finally:
+        tokenizer.padding_side = side
+    return replies
+
+
+def exact_match(model, processor, held_out, max_new_tokens: int = 16, batch_size: int = 8) -> float:
+    """The share of held-out questions the model answers exactly (after `normalise_answer`), asked
+    `batch_size` at a time."""
     if len(held_out) == 0:
         return float("nan")
     was_training = model.training
     model.eval()
-    right = 0
     try:
-        for row in held_out:
-            messages = row["messages"]
-            reply = answer(model, processor, row["image"], messages[:-1], max_new_tokens)
-            right += normalise_answer(reply) == normalise_answer(messages[-1]["content"])
+        rows = list(held_out)
+        replies = answers(model, processor, [row["image"] for row in rows],
+                          [row["messages"][:-1] for row in rows], max_new_tokens, batch_size)
     finally:
         model.train(was_training)
-    return right / len(held_out)
+    right = sum(normalise_answer(reply) == normalise_answer(row["messages"][-1]["content"])
+                for reply, row in zip(replies, rows))
+    return right / len(rows)
 
 
 def _callback_base():
@@ -173,9 +206,9 @@ class ExactMatchCallback(_callback_base()):
     """Every `every` steps, and once before training, logs `eval_exact_match` on the held-out
     questions through the trainer (set `.trainer` after building it), so it streams like the loss."""
 
-    def __init__(self, processor, held_out, every: int = 10, max_new_tokens: int = 16):
+    def __init__(self, processor, held_out, every: int = 10, max_new_tokens: int = 16, batch_size: int = 8):
         self.processor, self.held_out = processor, held_out
-        self.every, self.max_new_tokens = int(every or 0), max_new_tokens
+        self.every, self.max_new_tokens, self.batch_size = int(every or 0), max_new_tokens, batch_size
         self.trainer = None
         self._last_step = -1
 
@@ -183,7 +216,8 @@ class ExactMatchCallback(_callback_base()):
         if self.trainer is None or not self.every or len(self.held_out) == 0 or state.global_step == self._last_step:
             return
         self._last_step = state.global_step
-        score = exact_match(self.trainer.model, self.processor, self.held_out, self.max_new_tokens)
+        score = exact_match(self.trainer.model, self.processor, self.held_out, self.max_new_tokens,
+                            self.batch_size)
         due = control.should_log  # logging clears it: the step's loss must still be logged after this
         self.trainer.log({"eval_exact_match": score})
         control.should_log = self.trainer.control.should_log = due

@@ -43,8 +43,8 @@ KINDS = (("Base", ModelKind.BASE), ("Customized", ModelKind.CUSTOMIZED), ("Compl
          ("Live", ModelKind.LIVE))
 KIND_WORDS = {ModelKind.CUSTOMIZED: "Customized Model", ModelKind.COMPLETE: "Complete Model",
               ModelKind.LIVE: "Live Model", ModelKind.BASE: "Base Model"}
-DTYPES = (("float32 (exact, largest)", "float32"), ("bfloat16 (half the size)", "bfloat16"),
-          ("float16 (half the size)", "float16"))
+DTYPES = (("auto (the base model's own)", "auto"), ("float32 (exact, largest)", "float32"),
+          ("bfloat16 (half the size)", "bfloat16"), ("float16 (half the size)", "float16"))
 # Fits 800 px without a scroll bar; a cut name shows whole on hover
 COLUMNS = (("Name", "minmax(120px, 2.2fr)"), ("Base model", "minmax(64px, 1.2fr)"),
            ("Method", "minmax(64px, 1fr)"), ("Dataset", "minmax(64px, 1fr)"), ("Created", "96px"),
@@ -262,7 +262,7 @@ class ModelCard(w.VBox):
                                    layout=w.Layout(width="150px", display=None if made_by and on_job else "none"))
         self.job_button.on_click(lambda _b: self.on_job and made_by and self.on_job(made_by))
         # Save: merge to a Complete Model
-        self.dtype = w.Dropdown(options=DTYPES, value="float32", description="Precision",
+        self.dtype = w.Dropdown(options=DTYPES, value="auto", description="Precision",
                                 layout=w.Layout(width="300px"))
         self.save = w.Button(description="Save as Complete Model", icon="save", button_style="primary",
                              layout=w.Layout(width="210px"))
