@@ -160,7 +160,7 @@ def has_package(name: str) -> bool:
 
 
 def _billions(parameters: int) -> str:
-    return f"{parameters / 1e9:.1f}B" if parameters >= 1e8 else f"{parameters / 1e6:.0f}M"
+    return f"{parameters / 1e9:.1f}B" if parameters >= 1e9 else f"{parameters / 1e6:.0f}M"
 
 
 def choose_activation_checkpointing(setting, device: Device, parameters: int, log=None) -> bool:
