@@ -33,7 +33,7 @@ import json, sys
 from importlib import metadata
 out = {"python": sys.executable, "python_version": sys.version.split()[0], "packages": {}}
 for name in ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepe-widgets", "mlx-lm", "mlx",
-             "sentence-transformers", "diffusers", "simpletuner"):
+             "sentence-transformers", "diffusers", "simpletuner", "bitsandbytes", "vllm"):
     try:
         out["packages"][name] = metadata.version(name)
     except metadata.PackageNotFoundError:

@@ -35,8 +35,15 @@ HF_ALIASES = {
     "max_grad_norm": "MAX_GRAD_NORM", "save_steps": "SAVE_STEPS", "max_completion_length": "MAX_CONTENT_LENGTH",
     "max_prompt_length": "MAX_INPUT_LENGTH", "num_generations": "NUM_GENERATIONS", "load_in_4bit": "LOAD_IN_4BIT",
     "model_name_or_path": "MODEL_PATH", "dataset_name": "DATASET_PATH", "output_dir": "OUTPUT_DIR",
-    "eval_steps": "EVAL_STEPS",
+    "eval_steps": "EVAL_STEPS", "gradient_checkpointing": "ACTIVATION_CHECKPOINTING",
+    "activation_checkpointing": "ACTIVATION_CHECKPOINTING", "use_vllm": "USE_VLLM",
+    "vllm_gpu_memory_utilization": "VLLM_GPU_MEMORY_UTILIZATION",
 }
+
+# ACTIVATION_CHECKPOINTING: "auto" (on with CUDA for models over 1B parameters, `runtime.devices`) or a
+# yes/no, kept as True/False in the record whichever way it was spelt.
+CHECKPOINTING_WORDS = {"auto": "auto", "true": True, "1": True, "yes": True, "on": True,
+                       "false": False, "0": False, "no": False, "off": False}
 
 
 # Names that look like they hold a secret: a parameter lands in the executed notebook, a record anyone may
@@ -254,9 +261,27 @@ def check_ranges(values: dict) -> None:
                          f"{values['EVAL_FRACTION']!r}", field="EVAL_FRACTION")
     if "EPOCHS" in values and values["EPOCHS"] <= 0:
         raise DeepeError(f"EPOCHS must be above 0, not {values['EPOCHS']!r}", field="EPOCHS")
+    if "ACTIVATION_CHECKPOINTING" in values:
+        values["ACTIVATION_CHECKPOINTING"] = checkpointing_setting(values["ACTIVATION_CHECKPOINTING"])
+    if "VLLM_GPU_MEMORY_UTILIZATION" in values and not 0 < values["VLLM_GPU_MEMORY_UTILIZATION"] <= 1:
+        raise DeepeError(f"VLLM_GPU_MEMORY_UTILIZATION must be above 0 and at most 1 (the share of the GPU's "
+                         f"memory vLLM takes), not {values['VLLM_GPU_MEMORY_UTILIZATION']!r}",
+                         field="VLLM_GPU_MEMORY_UTILIZATION")
     if "MAX_STEPS" in values and (values["MAX_STEPS"] == 0 or values["MAX_STEPS"] < -1):
         raise DeepeError(f"MAX_STEPS must be a positive number of steps, or -1 to train for EPOCHS, "
                          f"not {values['MAX_STEPS']!r}", field="MAX_STEPS")
+
+
+def checkpointing_setting(value):
+    """ACTIVATION_CHECKPOINTING as given (True, "true", "auto", "off", …) -> "auto", True or False;
+    anything else refused by its field."""
+    if isinstance(value, bool):
+        return value
+    chosen = CHECKPOINTING_WORDS.get(str(value).strip().lower()) if isinstance(value, (str, int)) else None
+    if chosen is None:
+        raise DeepeError(f"ACTIVATION_CHECKPOINTING must be auto, true or false, not {value!r} (auto: on with "
+                         f"a CUDA GPU for models over 1B parameters)", field="ACTIVATION_CHECKPOINTING")
+    return chosen
 
 
 def warnings_for(values: dict) -> list[str]:

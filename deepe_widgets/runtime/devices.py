@@ -99,6 +99,15 @@ def four_bit_problem(device: Device, has_bitsandbytes: bool) -> str | None:
     return None
 
 
+def vllm_problem(device: Device, has_vllm: bool) -> str | None:
+    """Why USE_VLLM (TRL's colocated vLLM generation) cannot work here, in one sentence, or None."""
+    if device.type != "cuda":
+        return f"USE_VLLM needs a CUDA GPU (vLLM generates on the GPU); this kernel trains on {device.type}"
+    if not has_vllm:
+        return "USE_VLLM needs vllm in the method's kernel: pip install vllm there, or leave USE_VLLM off"
+    return None
+
+
 def nvidia_smi_sees_gpu() -> bool:
     """Whether nvidia-smi lists a GPU on this host (whatever torch makes of it)."""
     smi = shutil.which("nvidia-smi")
@@ -147,3 +156,79 @@ def record_stage_device(device: Device, warning: str | None, folder: str | Path 
         Path(folder, STAGE_DEVICE_FILE).write_text(json.dumps(seen), encoding="utf-8")
     except OSError:  # a read-only folder: the provenance keeps the probe's answer
         pass
+
+
+def accelerate_mixed_precision(device: Device) -> str:
+    """`mixed_precision` for accelerate-driven trainers (SimpleTuner): bf16 where the CUDA card has
+    it natively, fp16 on other CUDA cards, bf16 on MPS (what SimpleTuner ran with there before),
+    "no" on the CPU."""
+    if device.type == "mps":
+        return "bf16"
+    return {"bf16": "bf16", "fp16": "fp16"}.get(precision(device), "no")
+
+
+def has_package(name: str) -> bool:
+    """Whether `name` is importable in this kernel (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _billions(parameters: int) -> str:
+    return f"{parameters / 1e9:.1f}B" if parameters >= 1e9 else f"{parameters / 1e6:.0f}M"
+
+
+def choose_activation_checkpointing(setting, device: Device, parameters: int, log=None) -> bool:
+    """`activation_checkpointing(...)`, logged once with why ("activation checkpointing: on (auto:
+    cuda, 7.2B parameters)"); a training config's `activation_checkpointing=` takes the result."""
+    if log is None:
+        from deepe_widgets.runtime import log_event as log
+    chosen = activation_checkpointing(setting, device, parameters)
+    automatic = isinstance(setting, str) and setting.strip().lower() in ("auto", "")
+    why = f"auto: {device.type}, {_billions(parameters)} parameters" if automatic else "ACTIVATION_CHECKPOINTING"
+    log(f"activation checkpointing: {'on' if chosen else 'off'} ({why})")
+    return chosen
+
+
+def load_causal_lm(path: str, *, load_in_4bit: bool = False, device: Device | None = None,
+                   model_class=None, **model_kwargs):
+    """(model, tokenizer) for training a LoRA adapter on the model folder `path`: the tokenizer pads
+    with its end token where it has no pad token; on CUDA the weights load in the compute dtype
+    (bf16 natively, else fp16), elsewhere in the checkpoint's own; with `load_in_4bit` in NF4 (the
+    QLoRA recipe) and prepared for k-bit training. `model_class` defaults to
+    AutoModelForCausalLM (Reward-Demo passes AutoModelForSequenceClassification). Raises
+    RuntimeError with `four_bit_problem`'s sentence where 4-bit cannot load."""
+    import os
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"MODEL_PATH {path!r} is not a local model folder (nothing is downloaded at run time)")
+    device = device or current_device()
+    model_class = model_class or AutoModelForCausalLM
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    compute_dtype = getattr(torch, compute_dtype_name(device))
+    if device.type == "cuda":
+        # the frozen base in the compute dtype: half the memory of float32, and what autocast computes in
+        model_kwargs.setdefault("dtype", compute_dtype)
+    if load_in_4bit:
+        problem = four_bit_problem(device, has_package("bitsandbytes"))
+        if problem:
+            raise RuntimeError(problem)
+        from transformers import BitsAndBytesConfig
+
+        model_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_use_double_quant=True)
+        # one GPU: the quantised weights go straight onto it (the stage sees only its leased GPUs)
+        model_kwargs.setdefault("device_map", {"": torch.cuda.current_device()})
+    model = model_class.from_pretrained(path, **model_kwargs)
+    if load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        # checkpointing is the training config's choice (ACTIVATION_CHECKPOINTING), not turned on here
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model, tokenizer

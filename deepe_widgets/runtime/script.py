@@ -369,7 +369,8 @@ def extra_flags(extras: dict, actions: dict[str, tuple[str, argparse.Action]] | 
 def flags_for_parser(parser: argparse.ArgumentParser, values: dict) -> tuple[list[str], list[str]]:
     """(argv, parameters it found no flag for): each parameter under the first of its Hugging Face
     flag names that `parser` accepts, plus the platform's own flags (log every step, report to
-    no tracker, no hub push, no bf16/fp16 where the hardware lacks it, resume from a checkpoint)."""
+    no tracker, no hub push, bf16 only where the card has it natively and fp16 on other CUDA cards,
+    resume from a checkpoint)."""
     actions = _actions_by_name(parser)
     argv: list[str] = []
     missing: list[str] = []
@@ -411,10 +412,10 @@ def flags_for_parser(parser: argparse.ArgumentParser, values: dict) -> tuple[lis
     add("logging_steps", 1)
     add("report_to", "none")
     add("push_to_hub", False)
-    if not _cuda_bf16():
+    chosen = _precision()  # bf16 only where the card has it natively, fp16 on other CUDA cards
+    if chosen != "bf16":
         add("bf16", False)
-    if not _cuda():
-        add("fp16", False)
+    add("fp16", chosen == "fp16")
     resume = newest_complete_checkpoint(values.get("OUTPUT_DIR") or "output")
     if resume and "resume_from_checkpoint" in actions:
         add("resume_from_checkpoint", resume)
@@ -553,20 +554,15 @@ def _tokens(action: argparse.Action, option: str, value) -> list[str]:
     return [option, _flag_value(value)]
 
 
-def _cuda() -> bool:
+def _precision() -> str:
+    """`devices.precision` of the device this kernel trains on; fp32 where torch is not installed."""
     try:
-        import torch
+        import torch  # noqa: F401
     except ImportError:
-        return False
-    return torch.cuda.is_available()
+        return "fp32"
+    from . import devices
 
-
-def _cuda_bf16() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return devices.precision(devices.current_device())
 
 
 # ---------------------------------------------------------------- the script's trainers

@@ -14,6 +14,7 @@ class Embedding(TrainingType):
     order = 10
     demo_dataset = embeddings.EMBEDDING_DEMO_DATASET
     config_classes = {"Embedding-Demo": "sentence_transformers.SentenceTransformerTrainingArguments"}
+    no_four_bit = "sentence-transformers models train unquantised"
     needs_model = "an embedding model (a sentence-transformers encoder such as all-MiniLM-L6-v2)"
     model_is = "an embedding model"
     default_base_model = embeddings.EMBEDDING_BASE_MODEL

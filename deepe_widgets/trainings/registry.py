@@ -7,10 +7,12 @@ import functools
 import importlib
 from pathlib import Path
 
-from .. import config, methods, metrics, models, runtime, store
+from .. import config, methods, metrics, models, provenance, runtime, store
 from .. import params as paramlib
-from ..config import TrainingTypeName
+from ..config import StageName, TrainingTypeName
 from ..errors import DeepeError
+from ..kernels import kernel_environment
+from ..runtime import devices
 from ..store import ModelKind
 
 # the fields a dataset check may name that a form shows as column choosers, beside the dataset
@@ -53,6 +55,9 @@ class TrainingType:
     score_meaning = ""  # what a score says, in words, after "score 0.44: "
     # how its models are evaluated where no suite applies, in words ("" : no suite yet)
     evaluated_while_training = ""
+
+    # why its methods never load the base model in 4 bits ("" : LOAD_IN_4BIT loads it with bitsandbytes)
+    no_four_bit = ""
 
     # which type is asked first, the highest first (a diffusers pipeline is recognized before a vision
     # tower, a vision tower before an embedding model's folder); among equals the newest registered
@@ -151,11 +156,37 @@ class TrainingType:
 
     def check_training(self, method_row: store.Method, model_row: store.ModelRecord,
                        dataset_row: store.DatasetRecord, values: dict) -> None:
-        """The checks `jobs.submit_training` runs: the base model, then the dataset."""
+        """The checks `jobs.submit_training` runs: the base model, then the dataset, then what the
+        training's kernel cannot do (`check_device`)."""
         found = self.problems(method_row, model_row, dataset_row, values)
         if found:
             raise found[0]
         self.check_extra_args(method_row, values)
+        self.check_device(method_row, values)
+
+    def check_device(self, method_row: store.Method, values: dict) -> None:
+        """Refuse, at submit, a choice the training's kernel cannot honour, in one sentence by its
+        field: LOAD_IN_4BIT without a CUDA GPU or bitsandbytes (`devices.four_bit_problem`), USE_VLLM
+        without a CUDA GPU or vllm. The kernel is probed only when one of them is asked for."""
+        full = {**{k: paramlib.default_value(v) for k, v in method_row.default_params.items()}, **values}
+        wants_four_bit = full.get("LOAD_IN_4BIT") is True and "LOAD_IN_4BIT" in method_row.default_params
+        wants_vllm = full.get("USE_VLLM") is True and "USE_VLLM" in method_row.default_params
+        if wants_four_bit and self.no_four_bit and method_row.builtin:
+            raise DeepeError(f"{method_row.name} does not load in 4-bit ({self.no_four_bit}): "
+                             f"leave LOAD_IN_4BIT off", field="LOAD_IN_4BIT")
+        if wants_four_bit and "mlx-lm" in methods.stage_requirements(method_row):
+            wants_four_bit = False  # MLX quantises itself, on any machine MLX runs on
+        if not (wants_four_bit or wants_vllm):
+            return
+        device, packages = kernel_device(method_row)
+        if wants_four_bit:
+            problem = devices.four_bit_problem(device, bool(packages.get("bitsandbytes")))
+            if problem:
+                raise DeepeError(problem, field="LOAD_IN_4BIT")
+        if wants_vllm:
+            problem = devices.vllm_problem(device, bool(packages.get("vllm")))
+            if problem:
+                raise DeepeError(problem, field="USE_VLLM")
 
     def evaluation_notebook(self) -> Path | None:
         """The built-in notebook of its `evaluation` stage (a method's own overrides it)."""
@@ -164,6 +195,18 @@ class TrainingType:
     def inference_notebook(self, model_row: store.ModelRecord) -> Path:
         """The notebook a base model of this type answers with."""
         return config.package_templates_dir() / self.inference_folder / "inference.ipynb"
+
+
+def kernel_device(method_row: store.Method) -> tuple[devices.Device, dict]:
+    """The device the training stage's kernel would train on (`provenance.probe_device`: nvidia-smi,
+    not torch) and its packages' versions (`kernels.kernel_environment`)."""
+    kernel = methods.stage_of(method_row, StageName.TRAINING).kernel
+    found = kernel_environment(kernel)
+    if found.get("probe_error"):
+        raise DeepeError(f"could not read the packages of kernel {kernel!r}: {found['probe_error']}", field="method")
+    packages = found.get("packages") or {}
+    probed = provenance.probe_device(packages.get("torch"))
+    return devices.Device(type=probed["type"], name=probed.get("name"), count=probed.get("count") or 0), packages
 
 
 @functools.cache

@@ -14,6 +14,7 @@ class VisionLanguage(TrainingType):
     order = 20
     demo_dataset = vl.VL_DEMO_DATASET
     config_classes = {"VL-Demo": "trl.SFTConfig"}
+    no_four_bit = "its vision-language model loads unquantised"
     needs_model = "an image + text model (vision-language, such as SmolVLM or Qwen2.5-VL)"
     model_is = "an image + text model"
     default_base_model = None

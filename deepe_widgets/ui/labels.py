@@ -34,6 +34,8 @@ PARAM_LABELS = {
     "ADAPTER_PATH": "Adapter folder", "REPORT_TO": "Also log to (trackers)", "SEED": "Seed",
     "EVAL_FRACTION": "Held-out Share (0: none)", "EVAL_STEPS": "Eval Every N Steps (0: ~10)",
     "EXTRA_ARGS": "Extra arguments",
+    "ACTIVATION_CHECKPOINTING": "Activation Checkpointing (auto, true, false)", "USE_VLLM": "Generate with vLLM",
+    "VLLM_GPU_MEMORY_UTILIZATION": "vLLM GPU Memory Share",
     # the job's own columns, in Compare
     "method": "Training Method", "base_model": "Base Model", "dataset": "Dataset",
 }
