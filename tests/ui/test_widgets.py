@@ -345,7 +345,7 @@ def test_overview_shows_words_not_internal_names_and_totals_are_a_table(workspac
     overview = detail.overview.value
     assert "<b>Learning Rate</b>" in overview and "<b>0.005</b>" in overview and "changed" in overview
     assert "LoRA Rank" in overview and "Batch Size" in overview  # defaults are shown too
-    for internal in ("LEARNING_RATE", "BATCH_SIZE", "MODEL_PATH", "Completions per Prompt", "Load in 4-bit"):
+    for internal in ("LEARNING_RATE", "BATCH_SIZE", "MODEL_PATH", "Completions per Prompt"):
         assert internal not in overview  # internal names, and what SFT-Demo never reads, stay out
     assert set(detail.figures) == {"loss"}  # one value per run is no curve
     assert "Training loss (average)" in detail.totals.value and "1234" in detail.totals.value
