@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
-import subprocess
 
 import psutil
 from sqlalchemy import and_, exists, select
@@ -21,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import store
 from .errors import DeepeError
+from .runtime.devices import nvidia_smi_gpus
 from .store import ACTIVE, GpuLease, Job
 
 GPUS_ENV = "DEEPE_GPUS"
@@ -48,14 +47,7 @@ def parse_gpus(spec: str) -> list[str]:
 def detected_gpus() -> list[str] | None:
     """The GPUs of this host: those the host's CUDA_VISIBLE_DEVICES names, else every one nvidia-smi
     lists (None: no NVIDIA GPU here, and GPUs are not managed)."""
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return None
-    try:
-        done = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    count = sum(1 for line in done.stdout.splitlines() if line.startswith("GPU ")) if done.returncode == 0 else 0
+    count = len(nvidia_smi_gpus() or [])
     if not count:
         return None
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")

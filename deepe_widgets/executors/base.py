@@ -26,6 +26,15 @@ from ..store import Job, JobKind, JobStatus
 log = logging.getLogger("deepe.executor")
 
 
+
+def stamp_log(path: Path, message: str) -> None:
+    """A line of the workbench's own in the stage log the Train Log shows."""
+    try:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(f"[deepe] {time.strftime('%Y-%m-%d %H:%M:%S')} INFO    {message}\n")
+    except OSError:
+        pass
+
 class LeaseLost(Exception):
     """Another worker (or the reaper) took the job, or may now take it: stop and write nothing."""
 

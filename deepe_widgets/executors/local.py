@@ -19,6 +19,9 @@ from .base import (
     RunningStage,
     stage_kernel,
 )
+from .base import (
+    stamp_log as _stamp,
+)
 
 
 class StandbyRunners:
@@ -78,15 +81,6 @@ class StandbyRunners:
             self._stop(proc)
         self._runners.clear()
 
-
-
-def _stamp(path: Path, message: str) -> None:
-    """A line of the workbench's own in the stage log the Train Log shows."""
-    try:
-        with open(path, "a", encoding="utf-8") as out:
-            out.write(f"[deepe] {time.strftime('%Y-%m-%d %H:%M:%S')} INFO    {message}\n")
-    except OSError:
-        pass
 
 
 class LocalStage(RunningStage):

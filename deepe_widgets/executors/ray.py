@@ -40,6 +40,9 @@ from .base import (
     RunningStage,
     gpus_needed,
 )
+from .base import (
+    stamp_log as _stamp,
+)
 
 # Ray's own types (`JobStatus.is_terminal()`), imported inside the functions that need them: this module
 # is imported by name only, and a worker that runs locally never imports Ray.
@@ -189,15 +192,6 @@ def url_without_password(url: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _stamp(path: Path, message: str) -> None:
-    """A line of the workbench's own in the stage log the Train Log shows."""
-    try:
-        with open(path, "a", encoding="utf-8") as out:
-            out.write(f"[deepe] {time.strftime('%Y-%m-%d %H:%M:%S')} INFO    {message}\n")
-    except OSError:
-        pass
 
 
 class RayStage(RunningStage):

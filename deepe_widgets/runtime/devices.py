@@ -108,16 +108,21 @@ def vllm_problem(device: Device, has_vllm: bool) -> str | None:
     return None
 
 
-def nvidia_smi_sees_gpu() -> bool:
-    """Whether nvidia-smi lists a GPU on this host (whatever torch makes of it)."""
+def nvidia_smi_gpus() -> list[str] | None:
+    """The "GPU n: name (UUID: …)" lines `nvidia-smi -L` prints, or None without a working nvidia-smi."""
     smi = shutil.which("nvidia-smi")
     if not smi:
-        return False
+        return None
     try:
         done = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0 and "GPU" in done.stdout
+        return None
+    return [line for line in done.stdout.splitlines() if line.startswith("GPU ")] if done.returncode == 0 else None
+
+
+def nvidia_smi_sees_gpu() -> bool:
+    """Whether nvidia-smi lists a GPU on this host (whatever torch makes of it)."""
+    return bool(nvidia_smi_gpus())
 
 
 def unusable_gpu_warning(device: Device, smi_sees_gpu: bool, torch_version: str) -> str | None:
